@@ -1,0 +1,46 @@
+# One entry point for people and CI. `make test` and `make demo` create .venv on a fresh clone.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Reinstall the (strict) editable package when a package folder gains or loses a file.
+PKG_DIRS := src/clsrun runtime runtime/cli runtime/default_model trainer export
+STAMP := $(VENV)/.clsrun-installed
+
+.PHONY: install test lint typecheck unit demo bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# torch is pinned and installed first: a bare `torch` requirement on a fresh venv can pull a
+# multi-GB CUDA build; 2.13.0 CPU is what this project is developed and tested against.
+$(STAMP): $(BIN)/python pyproject.toml $(PKG_DIRS)
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[train,minilm,dev]" --config-settings editable_mode=strict
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy -p clsrun
+
+unit: $(STAMP)
+	$(BIN)/pytest -q
+
+test: lint typecheck unit
+
+demo: $(STAMP)
+	@$(BIN)/clsrun predict runtime/default_model/sample.csv --out demo.scores.csv --quiet
+	@echo "first rows of demo.scores.csv:" && head -5 demo.scores.csv
+	@$(BIN)/python -c "import json; m=json.load(open('demo.scores.csv.manifest.json')); print(f\"scored {m['rows_read']} rows -> demo.scores.csv at {m['rows_per_s']:.0f} rows/s ({m['backend']} {m['precision']}, {m['threads']} threads)\")"
+
+bench: $(STAMP)
+	$(BIN)/pytest benchmarks -q --benchmark-only -p no:cacheprovider
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

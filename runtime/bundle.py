@@ -1,0 +1,218 @@
+"""The model bundle: a folder with ``clsrun.json`` describing it and the sha256 of every other file.
+
+Layout (DESIGN.md):
+- ``clsrun.json``: schema version, kind, labels in output order, max length, text normalisation, how it was
+  trained, and ``files``: the sha256 of every other file. :meth:`Bundle.load` checks all of it.
+- ``model.safetensors`` (+ ``vocab.json`` for a char-CNN; ``config.json`` and tokenizer files for BERT, so
+  the root is also a Hugging Face model folder).
+- ``validation.jsonl.gz``: the labelled rows held out during training; the export gate scores them.
+- ``onnx/``: ``model.onnx``, ``model.int8.onnx``, ``model.fp16.onnx``, ``export_report.json``.
+- ``logs/``: TensorBoard event files. Not hashed: they are a record, not part of the model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from clsrun.runtime.errors import BundleError
+
+SCHEMA_VERSION = 1
+SPEC_FILE = "clsrun.json"
+VALIDATION_FILE = "validation.jsonl.gz"
+ONNX_DIR = "onnx"
+EXPORT_REPORT = "onnx/export_report.json"
+# Files and folders inside a bundle folder that are not part of the model and are never hashed.
+UNHASHED_PARTS = frozenset({SPEC_FILE, "logs", "__pycache__", "__init__.py"})
+
+Kind = Literal["bert", "charcnn"]
+KINDS: tuple[str, ...] = ("bert", "charcnn")
+
+
+@dataclass
+class Normalization:
+    """Text normalisation applied identically at training and scoring time (see ``textnorm.py``)."""
+
+    unicode_form: Literal["NFC", "NFD", "NFKC", "NFKD"] | None = "NFKC"  # NFKC folds full-width forms, common in Chinese text
+    lowercase: bool = False
+    collapse_whitespace: bool = True
+
+
+@dataclass
+class BundleSpec:
+    """Everything ``clsrun.json`` holds except the file hashes."""
+
+    kind: Kind
+    labels: list[str]
+    max_length: int
+    normalization: Normalization = field(default_factory=Normalization)
+    # Kind-specific settings. charcnn: embed_dim, channels, kernel_sizes. bert: pooling ("cls"|"mean"),
+    # truncation ("head"|"head-tail").
+    model: dict[str, Any] = field(default_factory=dict)
+    # How it was trained: data_file, data_sha256, hyperparameters, metrics (on validation rows), created.
+    training: dict[str, Any] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+    def to_json(self, files: dict[str, str]) -> dict[str, Any]:
+        data = asdict(self)
+        data["files"] = dict(sorted(files.items()))
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], where: Path) -> BundleSpec:
+        problems: list[str] = []
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION:
+            problems.append(f"schema_version is {version!r}, this clsrun reads {SCHEMA_VERSION}")
+        if data.get("kind") not in KINDS:
+            problems.append(f"kind is {data.get('kind')!r}, expected one of {', '.join(KINDS)}")
+        labels = data.get("labels")
+        if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels):
+            problems.append("labels must be a non-empty list of strings")
+        elif len(set(labels)) != len(labels):
+            problems.append("labels contain duplicates")
+        if not isinstance(data.get("max_length"), int) or data["max_length"] <= 0:
+            problems.append("max_length must be a positive integer")
+        if problems:
+            raise BundleError(f"{where}: " + "; ".join(problems))
+        norm = data.get("normalization") or {}
+        return cls(
+            kind=data["kind"],
+            labels=list(labels),  # type: ignore[arg-type]
+            max_length=int(data["max_length"]),
+            normalization=Normalization(**norm),
+            model=dict(data.get("model") or {}),
+            training=dict(data.get("training") or {}),
+            schema_version=int(version),  # type: ignore[arg-type]
+        )
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _hashed_files(root: Path) -> Iterable[Path]:
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel_dir = Path(dirpath).relative_to(root)
+        dirnames[:] = sorted(d for d in dirnames if not (rel_dir == Path(".") and d in UNHASHED_PARTS))
+        dirnames[:] = [d for d in dirnames if d != "__pycache__"]
+        for name in sorted(filenames):
+            if rel_dir == Path(".") and name in UNHASHED_PARTS:
+                continue
+            if name.endswith(".pyc") or name.startswith(".tmp"):
+                continue
+            yield Path(dirpath) / name
+
+
+def write_spec(root: Path | str, spec: BundleSpec) -> Path:
+    """Hash every file in ``root`` and write ``clsrun.json`` atomically. Call it last, after all files."""
+    root = Path(root)
+    files = {p.relative_to(root).as_posix(): sha256_file(p) for p in _hashed_files(root)}
+    target = root / SPEC_FILE
+    text = json.dumps(spec.to_json(files), ensure_ascii=False, indent=2) + "\n"
+    atomic_write_text(target, text)
+    return target
+
+
+def atomic_write_text(target: Path, text: str) -> None:
+    """Write ``text`` to ``target`` through a temporary file in the same folder and a rename."""
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=target.suffix)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass
+class Bundle:
+    """A loaded, verified model bundle. Use :meth:`load`; paths inside it come from :meth:`path`."""
+
+    root: Path
+    spec: BundleSpec
+    files: dict[str, str]
+    digest: str  # sha256 of clsrun.json, which covers every hashed file: identifies the bundle
+
+    @classmethod
+    def load(cls, root: Path | str, verify: bool = True) -> Bundle:
+        """Read ``clsrun.json`` and, when ``verify``, check every listed file's sha256.
+
+        Raises :class:`BundleError` naming the first file that is missing or altered.
+        """
+        root = Path(root)
+        spec_path = root / SPEC_FILE
+        if not root.is_dir():
+            raise BundleError(f"{root}: model bundle folder not found")
+        if not spec_path.is_file():
+            raise BundleError(f"{spec_path}: missing; {root} is not a clsrun model bundle")
+        raw = spec_path.read_bytes()
+        try:
+            data = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise BundleError(f"{spec_path}: not valid JSON ({e})") from e
+        if not isinstance(data, dict):
+            raise BundleError(f"{spec_path}: expected a JSON object")
+        spec = BundleSpec.from_json(data, spec_path)
+        files = data.get("files")
+        if not isinstance(files, dict) or not files:
+            raise BundleError(f"{spec_path}: no 'files' with hashes")
+        bundle = cls(root=root, spec=spec, files=dict(files), digest=hashlib.sha256(raw).hexdigest())
+        if verify:
+            bundle.verify()
+        return bundle
+
+    def verify(self) -> None:
+        """Check that every hashed file exists inside the bundle and matches its sha256."""
+        for rel, expected in self.files.items():
+            path = self.path(rel)
+            if not path.is_file():
+                raise BundleError(f"{path}: listed in {SPEC_FILE} but missing (incomplete bundle)")
+            actual = sha256_file(path)
+            if actual != expected:
+                raise BundleError(f"{path}: sha256 mismatch, the file was changed or damaged")
+
+    def path(self, rel: str) -> Path:
+        """Resolve ``rel`` inside the bundle; refuse absolute paths, ``..`` and links leading outside."""
+        candidate = Path(rel)
+        if candidate.is_absolute() or ".." in candidate.parts:
+            raise BundleError(f"{self.root}: path {rel!r} points outside the bundle")
+        full = self.root / candidate
+        root_real = self.root.resolve()
+        if not full.resolve().is_relative_to(root_real):
+            raise BundleError(f"{full}: resolves outside the bundle folder (symbolic link?)")
+        return full
+
+    def has(self, rel: str) -> bool:
+        """True when ``rel`` is a hashed file of this bundle."""
+        return rel in self.files
+
+    @property
+    def labels(self) -> list[str]:
+        return self.spec.labels
+
+    def export_report(self) -> dict[str, Any] | None:
+        """The export report (``onnx/export_report.json``), or None when the bundle was never exported."""
+        if not self.has(EXPORT_REPORT):
+            return None
+        data: dict[str, Any] = json.loads(self.path(EXPORT_REPORT).read_text(encoding="utf-8"))
+        return data
+
+    def rehash(self) -> Bundle:
+        """Rewrite ``clsrun.json`` after files were added (export) and return the reloaded bundle."""
+        write_spec(self.root, self.spec)
+        return Bundle.load(self.root, verify=False)

@@ -1,0 +1,3 @@
+"""`clsrun bench` (placeholder: being implemented)."""
+
+from __future__ import annotations

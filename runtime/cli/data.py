@@ -1,0 +1,3 @@
+"""`clsrun data` (placeholder: being implemented)."""
+
+from __future__ import annotations

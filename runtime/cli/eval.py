@@ -1,0 +1,3 @@
+"""`clsrun eval` (placeholder: being implemented)."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""`clsrun export` (placeholder: being implemented)."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""`clsrun predict` (placeholder: being implemented)."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""`clsrun train` (placeholder: being implemented)."""
+
+from __future__ import annotations

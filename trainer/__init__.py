@@ -1,0 +1,1 @@
+"""Fine-tuning: BERT-family encoders and the character-level CNN (needs the `train` extra)."""
