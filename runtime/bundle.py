@@ -39,7 +39,9 @@ KINDS: tuple[str, ...] = ("bert", "charcnn")
 class Normalization:
     """Text normalisation applied identically at training and scoring time (see ``textnorm.py``)."""
 
-    unicode_form: Literal["NFC", "NFD", "NFKC", "NFKD"] | None = "NFKC"  # NFKC folds full-width forms, common in Chinese text
+    unicode_form: Literal["NFC", "NFD", "NFKC", "NFKD"] | None = (
+        "NFKC"  # NFKC folds full-width forms, common in Chinese text
+    )
     lowercase: bool = False
     collapse_whitespace: bool = True
 

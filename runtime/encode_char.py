@@ -56,8 +56,10 @@ class CharVocab:
         return cls(ranked[:max_size])
 
     def save(self, path: Path | str) -> None:
-        Path(path).write_text(json.dumps({"pad_id": PAD_ID, "unk_id": UNK_ID, "chars": self.chars},
-                                         ensure_ascii=False), encoding="utf-8")
+        Path(path).write_text(
+            json.dumps({"pad_id": PAD_ID, "unk_id": UNK_ID, "chars": self.chars}, ensure_ascii=False),
+            encoding="utf-8",
+        )
 
     @classmethod
     def load(cls, path: Path | str) -> CharVocab:

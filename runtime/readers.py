@@ -6,7 +6,6 @@ labelled file through :func:`read_labelled`, built on the same readers so both s
 
 from __future__ import annotations
 
-import gzip
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +38,9 @@ def detect_format(path: Path | str) -> FileFormat:
     if ext == "json":
         ext = "jsonl"
     if ext not in FORMATS:
-        raise InputError(f"{path}: unknown file type {ext or '(none)'!r}; use .csv, .tsv, .jsonl or .parquet (optionally .gz)")
+        raise InputError(
+            f"{path}: unknown file type {ext or '(none)'!r}; use .csv, .tsv, .jsonl or .parquet (optionally .gz)"
+        )
     if ext == "parquet" and gz:
         raise InputError(f"{path}: .parquet.gz is not supported; parquet compresses internally")
     return FileFormat(ext, gz)
@@ -55,8 +56,7 @@ def read_table(path: Path | str) -> pa.Table:
         if fmt.kind == "parquet":
             return pq.read_table(path)
         if fmt.kind == "jsonl":
-            source = gzip.open(path, "rb") if fmt.gzip else pa.OSFile(str(path), "rb")
-            with source as f:
+            with pa.input_stream(str(path), compression="gzip" if fmt.gzip else None) as f:
                 return pajson.read_json(f)
         delimiter = "\t" if fmt.kind == "tsv" else ","
         # autogenerate no column types: every column is read as a string, so ids like "007" survive.

@@ -27,7 +27,18 @@ def _subpackage_dirs() -> set[str]:
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
     out = tmp_path_factory.mktemp("wheel")
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "--no-build-isolation", "-q", "-w", str(out)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            str(REPO),
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(out),
+        ],
         check=True,
         capture_output=True,
     )
@@ -40,7 +51,9 @@ def test_wheel_holds_every_subpackage_under_clsrun(wheel: zipfile.ZipFile) -> No
     names = wheel.namelist()
     packages = {n.rsplit("/", 1)[0] for n in names if n.endswith("/__init__.py")}
     missing = sorted(_subpackage_dirs() - packages)
-    assert not missing, f"subpackages missing from the wheel (add them to [tool.setuptools] packages): {missing}"
+    assert not missing, (
+        f"subpackages missing from the wheel (add them to [tool.setuptools] packages): {missing}"
+    )
     top_level = {n.split("/", 1)[0] for n in names if not n.split("/", 1)[0].endswith(".dist-info")}
     assert top_level == {"clsrun"}, f"the wheel installs top-level names besides clsrun: {top_level}"
 
@@ -56,7 +69,11 @@ def test_wheel_ships_the_default_model(wheel: zipfile.ZipFile) -> None:
 def test_no_top_level_stage_module_is_importable(name: str, tmp_path: Path) -> None:
     # Run from an empty folder so the repository itself is not on sys.path.
     proc = subprocess.run(
-        [sys.executable, "-c", f"import importlib.util, sys; sys.exit(importlib.util.find_spec({name!r}) is not None)"],
+        [
+            sys.executable,
+            "-c",
+            f"import importlib.util, sys; sys.exit(importlib.util.find_spec({name!r}) is not None)",
+        ],
         cwd=tmp_path,
         capture_output=True,
     )

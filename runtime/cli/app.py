@@ -78,7 +78,9 @@ def reports_errors(fn: Callable[P, R]) -> Callable[P, R]:
         except Exception as e:
             if _debug["on"]:
                 traceback.print_exc()
-            typer.echo(f"error: unexpected {type(e).__name__}: {e} (run with --debug for the traceback)", err=True)
+            typer.echo(
+                f"error: unexpected {type(e).__name__}: {e} (run with --debug for the traceback)", err=True
+            )
             raise typer.Exit(1) from e
 
     return wrapper

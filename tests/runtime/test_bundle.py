@@ -1,0 +1,88 @@
+"""Model bundle: schema and sha256 checks, path safety, atomic spec writing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from clsrun.runtime.bundle import SPEC_FILE, Bundle, BundleSpec, Normalization, write_spec
+from clsrun.runtime.errors import BundleError
+
+
+def _make(root: Path) -> Path:
+    root.mkdir()
+    (root / "model.safetensors").write_bytes(b"weights")
+    (root / "vocab.json").write_text('{"chars": ["a"]}', encoding="utf-8")
+    (root / "onnx").mkdir()
+    (root / "onnx" / "model.onnx").write_bytes(b"graph")
+    (root / "logs").mkdir()
+    (root / "logs" / "events").write_bytes(b"tensorboard")
+    spec = BundleSpec(kind="charcnn", labels=["neg", "pos"], max_length=16, normalization=Normalization())
+    write_spec(root, spec)
+    return root
+
+
+def test_roundtrip_hashes_every_model_file_but_not_logs(tmp_path: Path) -> None:
+    bundle = Bundle.load(_make(tmp_path / "b"))
+    assert set(bundle.files) == {"model.safetensors", "vocab.json", "onnx/model.onnx"}
+    assert bundle.labels == ["neg", "pos"]
+    assert len(bundle.digest) == 64
+
+
+def test_changed_file_is_named(tmp_path: Path) -> None:
+    root = _make(tmp_path / "b")
+    (root / "onnx" / "model.onnx").write_bytes(b"tampered")
+    with pytest.raises(BundleError, match=r"model\.onnx: sha256 mismatch"):
+        Bundle.load(root)
+
+
+def test_missing_file_is_named(tmp_path: Path) -> None:
+    root = _make(tmp_path / "b")
+    (root / "vocab.json").unlink()
+    with pytest.raises(BundleError, match=r"vocab\.json: listed in clsrun\.json but missing"):
+        Bundle.load(root)
+
+
+def test_not_a_bundle(tmp_path: Path) -> None:
+    with pytest.raises(BundleError, match="not a clsrun model bundle"):
+        Bundle.load(tmp_path)
+    with pytest.raises(BundleError, match="folder not found"):
+        Bundle.load(tmp_path / "nope")
+
+
+def test_schema_problems_are_listed_together(tmp_path: Path) -> None:
+    root = _make(tmp_path / "b")
+    data = json.loads((root / SPEC_FILE).read_text(encoding="utf-8"))
+    data.update(schema_version=99, kind="xgboost", labels=["a", "a"])
+    (root / SPEC_FILE).write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(BundleError, match=r"schema_version is 99.*kind is 'xgboost'.*duplicates"):
+        Bundle.load(root)
+
+
+def test_corrupt_json(tmp_path: Path) -> None:
+    root = _make(tmp_path / "b")
+    (root / SPEC_FILE).write_text("{not json", encoding="utf-8")
+    with pytest.raises(BundleError, match="not valid JSON"):
+        Bundle.load(root)
+
+
+def test_paths_cannot_escape(tmp_path: Path) -> None:
+    bundle = Bundle.load(_make(tmp_path / "b"))
+    for bad in ("../x", "/etc/passwd", "onnx/../../x"):
+        with pytest.raises(BundleError, match="outside the bundle"):
+            bundle.path(bad)
+    (tmp_path / "outside").write_text("x")
+    (bundle.root / "link").symlink_to(tmp_path / "outside")
+    with pytest.raises(BundleError, match="resolves outside"):
+        bundle.path("link")
+
+
+def test_rehash_covers_new_files(tmp_path: Path) -> None:
+    bundle = Bundle.load(_make(tmp_path / "b"))
+    (bundle.root / "onnx" / "model.int8.onnx").write_bytes(b"int8")
+    again = bundle.rehash()
+    assert "onnx/model.int8.onnx" in again.files
+    assert again.digest != bundle.digest
+    Bundle.load(bundle.root)  # verifies
