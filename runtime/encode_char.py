@@ -69,6 +69,12 @@ class CharVocab:
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise BundleError(f"{path}: not a valid character vocabulary ({e})") from e
 
+    def ids_of(self, text: str) -> np.ndarray:
+        """(len(text),) int64 ids of every character of ``text``: one table lookup over its code points."""
+        # surrogatepass: a lone surrogate is one (unknown) character rather than an exception.
+        cps = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+        return self._lut[cps].astype(np.int64)
+
     def encode(self, texts: list[str], max_length: int) -> tuple[np.ndarray, np.ndarray]:
         """Encode texts to ids, padded to the longest (clipped) text of the batch.
 
@@ -84,9 +90,7 @@ class CharVocab:
         total = int(lengths.sum())
         if total == 0:
             return ids, lengths
-        # surrogatepass: a lone surrogate is one (unknown) character rather than an exception.
-        cps = np.frombuffer("".join(clipped).encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
-        flat = self._lut[cps]  # (total,)
+        flat = self.ids_of("".join(clipped))  # (total,)
         rows = np.repeat(np.arange(n), lengths)
         starts = np.cumsum(lengths) - lengths
         cols = np.arange(total) - np.repeat(starts, lengths)

@@ -1,0 +1,131 @@
+"""The encoder contract: texts -> ragged token ids (once per window) -> padded model inputs (per batch).
+
+Tokenizing happens once for a whole read-ahead window, so the batcher can sort the window by token length
+before any padding is done; padding happens per batch, to the longest row of that batch only.
+
+- :class:`Tokens`: a window of texts tokenized once, stored ragged (flat ids + offsets).
+- :class:`Encoder`: what every model kind provides (``CharEncoder`` here, ``BertEncoder`` in
+  ``encode_bert.py``).
+- :func:`pad_rows`: the shared ragged -> padded step (vectorised), reused by every encoder.
+- :func:`make_encoder`: the encoder of a bundle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+from clsrun.runtime.encode_char import PAD_ID, VOCAB_FILE, CharVocab
+from clsrun.runtime.errors import BundleError
+
+if TYPE_CHECKING:
+    from clsrun.runtime.bundle import Bundle
+
+
+@dataclass
+class Tokens:
+    """A window of ``n`` texts tokenized once, ragged: text ``i`` is ``ids[offsets[i]:offsets[i + 1]]``."""
+
+    ids: np.ndarray  # (total,) int64 flat token ids of all texts, concatenated
+    offsets: np.ndarray  # (n + 1,) int64, offsets[0] == 0, offsets[-1] == total
+    truncated: np.ndarray  # (n,) bool: the text was cut to the encoder's max_length
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """(n,) int64 token count of each text (after truncation)."""
+        return np.diff(self.offsets)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @classmethod
+    def from_lengths(cls, ids: np.ndarray, lengths: np.ndarray, truncated: np.ndarray) -> Tokens:
+        """Build from flat ids and per-text lengths (the usual output of a tokenizer)."""
+        offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        if offsets[-1] != len(ids):
+            raise AssertionError(f"lengths sum to {offsets[-1]} but there are {len(ids)} ids")
+        return cls(ids.astype(np.int64, copy=False), offsets, truncated.astype(bool, copy=False))
+
+
+class Encoder(Protocol):
+    """Turns normalised texts into model inputs. ``input_names`` are the ONNX graph's input names."""
+
+    max_length: int
+    input_names: tuple[str, ...]  # ("input_ids",) or ("input_ids", "attention_mask"[, "token_type_ids"])
+
+    def tokenize(self, texts: list[str]) -> Tokens:
+        """Tokenize a window of (already normalised, non-empty) texts, truncating to ``max_length``."""
+        ...
+
+    def pad(self, tokens: Tokens, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """Model inputs for ``rows`` of ``tokens``: each ``(B, T)`` int64, ``T`` = longest of those rows."""
+        ...
+
+
+def pad_rows(
+    tokens: Tokens, rows: np.ndarray, pad_id: int = PAD_ID, min_width: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """Gather ``rows`` of ragged ``tokens`` into a padded matrix, without a Python loop.
+
+    Returns ``(ids, mask)``: ids ``(B, T)`` int64 filled with ``pad_id`` past each row's end, mask
+    ``(B, T)`` bool, True on real tokens. ``T = max(longest row, min_width)``. The mask comes from the
+    lengths, never from id values, so a real token whose id equals ``pad_id`` is still attended to.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    lengths = tokens.lengths[rows]  # (B,)
+    width = max(int(lengths.max()) if len(rows) else 0, min_width)
+    positions = np.arange(width, dtype=np.int64)  # (T,)
+    mask = positions[None, :] < lengths[:, None]  # (B, T)
+    ids = np.full((len(rows), width), pad_id, dtype=np.int64)  # (B, T)
+    gather = tokens.offsets[rows][:, None] + positions[None, :]  # (B, T) index into tokens.ids
+    ids[mask] = tokens.ids[gather[mask]]
+    return ids, mask
+
+
+class CharEncoder:
+    """Char-CNN encoder: one id per character (see ``encode_char.py``), input ``input_ids`` only."""
+
+    input_names: tuple[str, ...] = ("input_ids",)
+
+    def __init__(self, vocab: CharVocab, max_length: int, min_width: int = 1) -> None:
+        self.vocab = vocab
+        self.max_length = max_length
+        # The narrowest batch the network accepts (its widest convolution kernel): shorter batches are
+        # padded up to it so a one-character text never makes a convolution fail.
+        self.min_width = min_width
+
+    @classmethod
+    def from_bundle(cls, bundle: Bundle) -> CharEncoder:
+        kernels = bundle.spec.model.get("kernel_sizes") or [1]
+        min_width = int(bundle.spec.model.get("min_length", max(int(k) for k in kernels)))
+        return cls(CharVocab.load(bundle.path(VOCAB_FILE)), bundle.spec.max_length, min_width)
+
+    def tokenize(self, texts: list[str]) -> Tokens:
+        n = len(texts)
+        limit = self.max_length
+        full = np.fromiter(map(len, texts), dtype=np.int64, count=n)  # (n,) characters before truncation
+        truncated = full > limit
+        if truncated.any():
+            texts = [t[:limit] for t in texts]
+        lengths = np.minimum(full, limit)
+        return Tokens.from_lengths(self.vocab.ids_of("".join(texts)), lengths, truncated)
+
+    def pad(self, tokens: Tokens, rows: np.ndarray) -> dict[str, np.ndarray]:
+        ids, _ = pad_rows(tokens, rows, PAD_ID, self.min_width)
+        return {"input_ids": ids}  # (B, T)
+
+
+def make_encoder(bundle: Bundle) -> Encoder:
+    """The encoder for a bundle's kind. BERT's (``tokenizers``) is imported only when needed."""
+    kind = bundle.spec.kind
+    if kind == "charcnn":
+        return CharEncoder.from_bundle(bundle)
+    if kind == "bert":
+        from clsrun.runtime.encode_bert import BertEncoder  # type: ignore[import-not-found,unused-ignore]
+
+        encoder: Encoder = BertEncoder(bundle)
+        return encoder
+    raise BundleError(f"{bundle.root}: no encoder for model kind {kind!r}")
