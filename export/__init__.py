@@ -1,1 +1,12 @@
-"""ONNX export, graph fusion, fp16/int8 variants and the accuracy gate (needs the `train` extra)."""
+"""ONNX export, graph fusion, fp16/int8 variants and the accuracy gate (needs the `train` extra).
+
+Public API: :func:`export_bundle` with :class:`ExportOptions` (and :class:`Int8Options`), returning an
+:class:`ExportReport`. Everything heavy (torch, onnx, the onnxruntime tools) is imported when used.
+"""
+
+from __future__ import annotations
+
+from clsrun.export.exporter import PRECISIONS, ExportOptions, ExportReport, export_bundle
+from clsrun.export.quantize import Int8Options
+
+__all__ = ["PRECISIONS", "ExportOptions", "ExportReport", "Int8Options", "export_bundle"]

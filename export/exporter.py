@@ -1,0 +1,353 @@
+"""``export_bundle``: load, export, optimise, derive variants, gate, then write inside the bundle.
+
+Shaped like a converter (load, validate, optimise, quantise, save): every file is built in a staging
+folder inside the bundle, scored by the accuracy gate, and only then moved into ``onnx/``; the previous
+export (with ``force``) is replaced only once the new one is complete. Refused variants are deleted.
+Finally ``export_report.json`` is written and ``bundle.rehash()`` makes ``clsrun.json`` cover the files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from clsrun.export import cpu_features
+from clsrun.export.gate import (
+    EvalSet,
+    VariantResult,
+    eager_logits,
+    gate_error,
+    judge,
+    load_eval_set,
+    onnx_logits,
+    session_providers,
+)
+from clsrun.export.optimize import FUSED_OPS
+from clsrun.export.quantize import Int8Options
+from clsrun.runtime.bundle import EXPORT_REPORT, ONNX_DIR, Bundle, atomic_write_text
+from clsrun.runtime.errors import ExportError, InternalError, UsageError
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "int8", "fp16")
+FILES = {"fp32": "onnx/model.onnx", "int8": "onnx/model.int8.onnx", "fp16": "onnx/model.fp16.onnx"}
+# Operators worth counting in each variant: the fused ones and their quantized forms.
+REPORTED_OPS = frozenset(
+    {
+        *FUSED_OPS,
+        "QAttention",
+        "QEmbedLayerNormalization",
+        "MatMulInteger",
+        "DynamicQuantizeMatMul",
+        "ConvInteger",
+        "QLinearConv",
+        "QLinearMatMul",
+        "QuantizeLinear",
+        "DequantizeLinear",
+    }
+)
+
+
+@dataclass
+class ExportOptions:
+    """What ``clsrun export`` asks for; each field is one CLI option."""
+
+    precisions: tuple[str, ...] = ("fp32", "int8")
+    max_accuracy_drop: float = 1.0  # accuracy points a variant may lose against eager PyTorch
+    force: bool = False  # overwrite an earlier export and keep variants the gate refused
+    eval_data: Path | None = None  # labelled rows for the gate instead of the bundle's validation rows
+    int8: Int8Options = field(default_factory=Int8Options)
+    batch_size: int = 32  # rows per gate batch (length-sorted, as the runtime batches)
+    max_rows: int | None = None  # cap on gate rows (None: all)
+
+    def __post_init__(self) -> None:
+        unknown = [p for p in self.precisions if p not in PRECISIONS]
+        if unknown or not self.precisions:
+            raise UsageError(
+                f"--precision takes a comma list of {', '.join(PRECISIONS)}; got {self.precisions!r}"
+            )
+        # fp32 is always built: int8 and fp16 derive from it, and it is the runtime's fallback.
+        self.precisions = tuple(p for p in PRECISIONS if p in {"fp32", *self.precisions})
+        if not self.max_accuracy_drop >= 0:
+            raise UsageError(f"--max-accuracy-drop must be >= 0 points, not {self.max_accuracy_drop}")
+        if self.batch_size < 1:
+            raise UsageError(f"batch size must be positive, not {self.batch_size}")
+
+
+@dataclass
+class ExportReport:
+    """What an export produced: the report written to ``onnx/export_report.json`` and the variants."""
+
+    path: Path
+    data: dict[str, Any]
+    variants: dict[str, VariantResult]
+
+    @property
+    def passed(self) -> list[str]:
+        return [name for name, r in self.variants.items() if r.passed]
+
+
+def already_exported(bundle: Bundle) -> list[str]:
+    """The export files already present in the bundle folder (hashed or not)."""
+    names = [*FILES.values(), EXPORT_REPORT]
+    return [rel for rel in names if (bundle.root / rel).exists()]
+
+
+def _sample(eval_set: EvalSet) -> dict[str, np.ndarray]:
+    """A batch to trace the export with: at least 2 rows and 2 positions, so no axis gets baked in as 1."""
+    for feeds in eval_set.batches:
+        first = next(iter(feeds.values()))
+        if first.shape[0] >= 2 and first.shape[1] >= 2:
+            return feeds
+    return eval_set.batches[-1]
+
+
+def _bert_shape(bundle: Bundle) -> tuple[int, int]:
+    """(num_heads, hidden_size) from the bundle's Hugging Face ``config.json``."""
+    config = json.loads(bundle.path("config.json").read_text(encoding="utf-8"))
+    try:
+        return int(config["num_attention_heads"]), int(config["hidden_size"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ExportError(f"{bundle.root}/config.json: no num_attention_heads/hidden_size ({e})") from e
+
+
+def _load_eager(bundle: Bundle) -> torch.nn.Module:
+    from clsrun.export.onnx_export import use_eager_attention
+    from clsrun.trainer.models import load_model
+
+    model = load_model(bundle).eval()
+    if bundle.spec.kind == "bert" and use_eager_attention(model) == 0:
+        log.warning("no Hugging Face encoder found in the model: attention will not be fused")
+    return model
+
+
+def build_fp32(bundle: Bundle, model: torch.nn.Module, eval_set: EvalSet, stage: Path) -> Path:
+    """Export the eager model to ONNX (and fuse it, for BERT); returns the fp32 file in ``stage``."""
+    import torch
+
+    from clsrun.export.onnx_export import export_onnx
+    from clsrun.export.optimize import optimize_bert
+
+    sample = {k: torch.from_numpy(v) for k, v in _sample(eval_set).items()}
+    target = stage / "model.onnx"
+    if bundle.spec.kind != "bert":
+        return export_onnx(model, sample, target)
+    raw = export_onnx(model, sample, stage / "model.raw.onnx")
+    num_heads, hidden = _bert_shape(bundle)
+    optimize_bert(raw, target, num_heads, hidden)
+    raw.unlink()
+    return target
+
+
+def _reported_ops(path: Path) -> dict[str, int]:
+    from clsrun.export.optimize import count_ops
+
+    return {op: n for op, n in count_ops(path).items() if op in REPORTED_OPS}
+
+
+def _score(
+    name: str, path: Path, reference: np.ndarray, eval_set: EvalSet, options: ExportOptions
+) -> VariantResult:
+    providers = session_providers(prefer_cuda=name == "fp16")
+    logits, seconds = onnx_logits(path, eval_set.batches, providers)
+    result = judge(
+        name,
+        FILES[name],
+        logits,
+        reference,
+        eval_set.labels,
+        options.max_accuracy_drop,
+        seconds,
+        providers[0],
+        path.stat().st_size,
+    )
+    if not result.gate_passed and options.force:
+        result.passed, result.forced = True, True
+    log.info(
+        "%s: accuracy %.4f (drop %.2f pts), agreement %.4f, max |logit diff| %.3g, %.0f rows/s on %s -> %s",
+        name,
+        result.accuracy,
+        result.accuracy_drop_pts,
+        result.label_agreement,
+        result.max_abs_logit_diff,
+        result.rows_per_s,
+        providers[0],
+        "kept by --force" if result.forced else "passed" if result.passed else "refused",
+    )
+    return result
+
+
+def _build_int8(
+    fp32: Path, stage: Path, reference: np.ndarray, eval_set: EvalSet, options: ExportOptions
+) -> tuple[Path, VariantResult, dict[str, Any]]:
+    """Dynamic int8, plus static QDQ when asked; static replaces dynamic only when it measures better."""
+    from clsrun.export.quantize import quantize_dynamic_int8, quantize_static_int8
+
+    features = cpu_features.detect()
+    warning = cpu_features.int8_warning(features)
+    if warning:
+        log.warning("%s", warning)
+    opts = options.int8
+    reduce_range = (not features.vnni) if opts.reduce_range is None else opts.reduce_range
+    dynamic = stage / "model.int8.onnx"
+    quantize_dynamic_int8(fp32, dynamic, opts, reduce_range)
+    result = _score("int8", dynamic, reference, eval_set, options)
+    info: dict[str, Any] = {"method": "dynamic", "reduce_range": reduce_range, **asdict(opts)}
+    if not opts.static:
+        return dynamic, result, info
+    calibration, rows = [], 0
+    for feeds in eval_set.batches[:: max(1, len(eval_set.batches) // 16)]:  # spread over all lengths
+        if rows >= opts.calibration_rows:
+            break
+        calibration.append(feeds)
+        rows += len(next(iter(feeds.values())))
+    static = stage / "model.int8.static.onnx"
+    quantize_static_int8(fp32, static, calibration, opts, reduce_range)
+    static_result = _score("int8", static, reference, eval_set, options)
+    better = (
+        static_result.gate_passed
+        and static_result.accuracy >= result.accuracy
+        and static_result.rows_per_s > result.rows_per_s
+    )
+    info["candidates"] = {
+        "dynamic": {k: getattr(result, k) for k in ("accuracy", "rows_per_s", "size_bytes")},
+        "static": {k: getattr(static_result, k) for k in ("accuracy", "rows_per_s", "size_bytes")},
+        "calibration_rows": rows,
+    }
+    if better:
+        info["method"] = "static-qdq"
+        dynamic.unlink()
+        return static, static_result, info
+    static.unlink()
+    return dynamic, result, info
+
+
+def export_bundle(
+    bundle_path: Path | str, options: ExportOptions | None = None, **fields: Any
+) -> ExportReport:
+    """Export a bundle's model to the ONNX variants ``options`` asks for, gate them, and record the result.
+
+    ``fields`` are a shorthand for ``ExportOptions`` fields when no ``options`` is given
+    (``export_bundle(path, precisions=("fp32", "int8", "fp16"), force=True)``).
+
+    Raises :class:`ExportError` when the bundle was already exported and ``force`` is off, and
+    :class:`AccuracyGateError` (after writing the report and removing the refused files) when a variant
+    loses more accuracy than allowed.
+    """
+    if options is None:
+        options = ExportOptions(**fields)
+    elif fields:
+        raise UsageError(f"give either options or option fields, not both ({', '.join(fields)})")
+    start = time.perf_counter()
+    bundle = Bundle.load(bundle_path)
+    existing = already_exported(bundle)
+    if existing and not options.force:
+        raise ExportError(
+            f"{bundle.root} is already exported ({', '.join(existing)}); use --force to export again"
+        )
+    eval_set = load_eval_set(bundle, options.eval_data, options.batch_size, options.max_rows)
+    model = _load_eager(bundle)
+    reference = eager_logits(model, eval_set.batches)  # (N, n_labels)
+    if reference.shape != (eval_set.rows, len(bundle.labels)):
+        raise InternalError(
+            f"eager logits have shape {reference.shape}, expected {(eval_set.rows, len(bundle.labels))}"
+        )
+    ref_accuracy = float((reference.argmax(axis=1) == eval_set.labels).mean())
+    log.info("eager PyTorch: accuracy %.4f on %d rows of %s", ref_accuracy, eval_set.rows, eval_set.source)
+
+    stage = Path(tempfile.mkdtemp(dir=bundle.root, prefix=".tmp-export-"))
+    try:
+        built: dict[str, Path] = {}
+        results: dict[str, VariantResult] = {}
+        extra: dict[str, Any] = {}
+        built["fp32"] = build_fp32(bundle, model, eval_set, stage)
+        results["fp32"] = _score("fp32", built["fp32"], reference, eval_set, options)
+        if "int8" in options.precisions:
+            built["int8"], results["int8"], extra["int8"] = _build_int8(
+                built["fp32"], stage, reference, eval_set, options
+            )
+        if "fp16" in options.precisions:
+            from clsrun.export.fp16 import convert_fp16
+
+            built["fp16"] = stage / "model.fp16.onnx"
+            convert_fp16(built["fp32"], built["fp16"])
+            results["fp16"] = _score("fp16", built["fp16"], reference, eval_set, options)
+        fusions = {name: _reported_ops(path) for name, path in built.items()}
+        _install(bundle, built, results)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+    report = _report(
+        bundle, options, eval_set, ref_accuracy, results, fusions, extra, time.perf_counter() - start
+    )
+    atomic_write_text(bundle.root / EXPORT_REPORT, json.dumps(report, indent=2) + "\n")
+    bundle.rehash()
+    error = gate_error(results, eval_set.rows, eval_set.source)
+    if error is not None:
+        raise error
+    return ExportReport(bundle.root / EXPORT_REPORT, report, results)
+
+
+def _install(bundle: Bundle, built: dict[str, Path], results: dict[str, VariantResult]) -> None:
+    """Replace the bundle's export files with the passing (or forced) variants; drop the refused ones."""
+    onnx_dir = bundle.root / ONNX_DIR
+    onnx_dir.mkdir(exist_ok=True)
+    for rel in [*FILES.values(), EXPORT_REPORT]:
+        (bundle.root / rel).unlink(missing_ok=True)
+    for name, path in built.items():
+        result = results[name]
+        if result.passed:
+            os.replace(path, bundle.root / FILES[name])
+        else:
+            result.kept = False
+            path.unlink()
+
+
+def _report(
+    bundle: Bundle,
+    options: ExportOptions,
+    eval_set: EvalSet,
+    ref_accuracy: float,
+    results: dict[str, VariantResult],
+    fusions: dict[str, dict[str, int]],
+    extra: dict[str, Any],
+    seconds: float,
+) -> dict[str, Any]:
+    import onnxruntime
+    import torch
+
+    variants = {}
+    for name, result in results.items():
+        variants[name] = result.to_json()
+        if name in extra:
+            variants[name]["quantization"] = extra[name]
+    return {
+        "reference": {
+            "backend": "torch",
+            "accuracy": round(ref_accuracy, 6),
+            "rows": eval_set.rows,
+            "source": eval_set.source,
+        },
+        "variants": variants,
+        "fusions": fusions,
+        "max_accuracy_drop_pts": options.max_accuracy_drop,
+        "forced": options.force,
+        "kind": bundle.spec.kind,
+        "cpu": cpu_features.detect().summary(),
+        "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__},
+        "export_seconds": round(seconds, 2),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }

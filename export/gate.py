@@ -1,0 +1,204 @@
+"""The accuracy gate: every exported variant is scored on labelled rows and compared with eager PyTorch.
+
+The rows (the bundle's ``validation.jsonl.gz`` or a ``--eval-data`` file) are normalised and encoded with
+the runtime's own ``textnorm`` and encoder, sorted by length and padded per batch exactly as
+``clsrun predict`` does, so the gate measures what the runtime will run. For each variant it records
+accuracy, the drop in accuracy points against eager PyTorch, label agreement with eager PyTorch, the
+largest |logit difference| and the rows/s of that scoring pass. A variant that loses more than the allowed
+points is refused; the fp32 file must also match eager logits within a tolerance, since any difference
+there is an export bug, not a precision trade-off.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from clsrun.runtime.errors import AccuracyGateError, InputError
+
+if TYPE_CHECKING:
+    import torch
+
+    from clsrun.runtime.bundle import Bundle
+
+Feeds = dict[str, np.ndarray]
+# fp32 parity: |onnx - eager| <= FP32_ATOL + FP32_RTOL * max|eager logit|.
+FP32_ATOL = 1e-3
+FP32_RTOL = 1e-3
+
+
+@dataclass
+class EvalSet:
+    """Encoded labelled rows, length-sorted into padded batches; ``labels`` follow the batch order."""
+
+    batches: list[Feeds]  # each value (B, T) int64
+    labels: np.ndarray  # (N,) int64 index into the bundle's labels
+    source: str  # where the rows came from, for the report
+
+    @property
+    def rows(self) -> int:
+        return len(self.labels)
+
+
+def load_eval_set(
+    bundle: Bundle, eval_data: Path | None = None, batch_size: int = 32, max_rows: int | None = None
+) -> EvalSet:
+    """Read, normalise and encode the gate's labelled rows with the runtime's own encoder.
+
+    Raises :class:`InputError` when there are no rows, or when labels are not the bundle's labels.
+    """
+    from clsrun.runtime.bundle import VALIDATION_FILE
+    from clsrun.runtime.encode import make_encoder
+    from clsrun.runtime.readers import read_labelled
+    from clsrun.runtime.textnorm import normalize
+
+    if eval_data is not None:
+        path, source = Path(eval_data), str(eval_data)
+    else:
+        if not bundle.has(VALIDATION_FILE):
+            raise InputError(
+                f"{bundle.root} has no {VALIDATION_FILE} (held-out rows); give labelled rows with --eval-data FILE"
+            )
+        path, source = bundle.path(VALIDATION_FILE), VALIDATION_FILE
+    data = read_labelled(path)
+    index = {label: i for i, label in enumerate(bundle.labels)}
+    unknown = sorted(set(data.labels) - index.keys())
+    if unknown:
+        shown = ", ".join(repr(x) for x in unknown[:5])
+        raise InputError(
+            f"{source}: labels {shown} are not labels of this model ({', '.join(bundle.labels)})"
+        )
+    pairs = [
+        (normalize(t, bundle.spec.normalization), index[y])
+        for t, y in zip(data.texts, data.labels, strict=True)
+    ]
+    pairs = [(t, y) for t, y in pairs if t][:max_rows]
+    if not pairs:
+        raise InputError(f"{source}: no row has text left after normalisation")
+    encoder = make_encoder(bundle)
+    tokens = encoder.tokenize([t for t, _ in pairs])
+    labels = np.fromiter((y for _, y in pairs), dtype=np.int64, count=len(pairs))
+    order = np.argsort(tokens.lengths, kind="stable")  # length-sorted, as the runtime's batcher does
+    batches = [encoder.pad(tokens, order[i : i + batch_size]) for i in range(0, len(order), batch_size)]
+    return EvalSet(batches, labels[order], source)
+
+
+def eager_logits(model: torch.nn.Module, batches: Sequence[Feeds]) -> np.ndarray:
+    """(N, n_labels) float32 logits of the eager model over all batches, in batch order."""
+    import torch
+
+    out = []
+    with torch.inference_mode():
+        for feeds in batches:
+            logits = model(**{k: torch.from_numpy(v) for k, v in feeds.items()})  # (B, n_labels)
+            out.append(logits.float().numpy())
+    return np.concatenate(out)
+
+
+def session_providers(prefer_cuda: bool) -> list[str]:
+    """Execution providers for scoring a variant: CUDA first when asked for and present, else CPU."""
+    import onnxruntime as ort
+
+    if prefer_cuda and "CUDAExecutionProvider" in ort.get_available_providers():
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def onnx_logits(path: Path, batches: Sequence[Feeds], providers: list[str]) -> tuple[np.ndarray, float]:
+    """(N, n_labels) logits of an ONNX file over all batches, and the seconds the scoring pass took."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # the CPU provider's notes about inserted Casts are not user news
+    session = ort.InferenceSession(str(path), options, providers=providers)
+    names = {i.name for i in session.get_inputs()}
+    start = time.perf_counter()
+    out = [session.run(["logits"], {k: v for k, v in feeds.items() if k in names})[0] for feeds in batches]
+    return np.concatenate(out).astype(np.float32, copy=False), time.perf_counter() - start
+
+
+def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Fraction of rows whose arg-max logit is the label."""
+    return float((logits.argmax(axis=1) == labels).mean())
+
+
+@dataclass
+class VariantResult:
+    """One variant's line in ``export_report.json`` (see ARCHITECTURE.md)."""
+
+    file: str
+    passed: bool  # usable by the runtime: it passed the gate, or it failed and --force kept it
+    gate_passed: bool  # what the gate alone decided
+    accuracy: float
+    accuracy_drop_pts: float
+    label_agreement: float
+    max_abs_logit_diff: float
+    reason: str | None
+    rows_per_s: float
+    provider: str
+    size_bytes: int
+    kept: bool = True
+    forced: bool = False
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.update(data.pop("details"))
+        return data
+
+
+def judge(
+    name: str,
+    file: str,
+    logits: np.ndarray,
+    reference: np.ndarray,
+    labels: np.ndarray,
+    max_drop_pts: float,
+    seconds: float,
+    provider: str,
+    size_bytes: int,
+) -> VariantResult:
+    """Compare a variant's logits with eager PyTorch's and decide whether it passes."""
+    acc = accuracy(logits, labels)
+    drop = (accuracy(reference, labels) - acc) * 100.0
+    agreement = float((logits.argmax(axis=1) == reference.argmax(axis=1)).mean())
+    diff = float(np.abs(logits - reference).max())
+    reasons = []
+    if not np.isfinite(logits).all():
+        reasons.append("non-finite logits")
+    if drop > max_drop_pts:
+        reasons.append(f"accuracy drops {drop:.2f} points (allowed {max_drop_pts:g})")
+    if name == "fp32":
+        tolerance = FP32_ATOL + FP32_RTOL * float(np.abs(reference).max())
+        if not diff <= tolerance:
+            reasons.append(f"fp32 logits differ from eager PyTorch by {diff:.3g} (tolerance {tolerance:.3g})")
+    return VariantResult(
+        file=file,
+        passed=not reasons,
+        gate_passed=not reasons,
+        accuracy=round(acc, 6),
+        accuracy_drop_pts=round(drop, 4),
+        label_agreement=round(agreement, 6),
+        max_abs_logit_diff=diff,
+        reason="; ".join(reasons) or None,
+        rows_per_s=round(len(labels) / seconds, 1) if seconds > 0 else 0.0,
+        provider=provider,
+        size_bytes=size_bytes,
+    )
+
+
+def gate_error(results: dict[str, VariantResult], rows: int, source: str) -> AccuracyGateError | None:
+    """One error listing every refused variant (None when all passed)."""
+    failed = {name: r for name, r in results.items() if not r.passed}
+    if not failed:
+        return None
+    lines = "; ".join(f"{name} ({r.file}): {r.reason}" for name, r in failed.items())
+    return AccuracyGateError(
+        f"accuracy gate refused {len(failed)} variant(s) on {rows} rows of {source}: {lines}. "
+        "Refused files were removed; --force keeps them, --max-accuracy-drop changes the allowance"
+    )
