@@ -1,16 +1,22 @@
 """Reading input files: CSV, TSV, JSONL and Parquet, each optionally gzip-compressed, chosen by extension.
 
-The runtime streams files in record batches (never the whole file in memory); the trainer reads a whole
-labelled file through :func:`read_labelled`, built on the same readers so both see identical text.
+The runtime streams files in record chunks through :func:`open_records` (never the whole file in memory),
+with per-row errors kept in place; the trainer reads a whole labelled file through :func:`read_labelled`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import gzip
+import json
+import zlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Any, cast
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
@@ -122,3 +128,284 @@ def iter_texts(path: Path | str, text_col: str = "text") -> Iterator[str | None]
     if text_col not in table.column_names:
         raise InputError(f"{path}: no column {text_col!r}; columns are {', '.join(table.column_names)}")
     yield from table.column(text_col).to_pylist()
+
+
+# --------------------------------------------------------------------------------------------------
+# Streaming reader for scoring: record chunks, per-row errors, whole-file problems found before scoring.
+# --------------------------------------------------------------------------------------------------
+
+DEFAULT_MAX_TEXT_BYTES = 1 << 20  # 1 MiB: one "text" bigger than this is a broken row, not a review
+DEFAULT_BLOCK_BYTES = 1 << 20  # bytes parsed per chunk: bounds memory, large enough to amortise overhead
+_READ_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError, EOFError, zlib.error, ValueError)
+
+
+@dataclass
+class RecordChunk:
+    """A run of consecutive input rows as the scorer needs them.
+
+    A row with a per-row problem keeps its place: its text is None and ``errors[i]`` says why.
+    """
+
+    start: int  # 0-based row number of the first row in the file
+    ids: list[str | None] | None  # --id-col values as text; None when row numbers are the ids
+    texts: list[str | None]  # None where the row has an error
+    errors: list[str]  # "" when the row is fine, else the reason it cannot be scored
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+def _mark(texts: list[str | None], errors: list[str], mask: np.ndarray, reason: str) -> None:
+    """Set ``reason`` on the rows of ``mask`` that do not already have an error."""
+    for i in np.flatnonzero(mask):
+        if not errors[i]:
+            errors[i] = reason
+            texts[i] = None
+
+
+def _arrow_texts(arr: pa.Array, max_bytes: int) -> tuple[list[str | None], list[str]]:
+    """Texts and per-row errors of a string or binary Arrow column, vectorised except for bad rows."""
+    n = len(arr)
+    errors = [""] * n
+    if pa.types.is_null(arr.type):
+        return [None] * n, ["null text"] * n
+    binary = pa.types.is_binary(arr.type) or pa.types.is_large_binary(arr.type)
+    nbytes = pc.binary_length(arr).to_numpy(zero_copy_only=False)  # (n,) float with nan for nulls
+    texts: list[str | None]
+    try:
+        strings = arr.cast(pa.string()) if binary else arr  # the cast validates UTF-8 for the whole chunk
+        texts = strings.to_pylist()
+    except pa.ArrowInvalid:
+        # Some row is not UTF-8: decode row by row so only that row fails.
+        texts = []
+        for i, raw in enumerate(arr.to_pylist()):
+            try:
+                texts.append(None if raw is None else raw.decode("utf-8"))
+            except UnicodeDecodeError as e:
+                texts.append(None)
+                errors[i] = f"undecodable bytes (not UTF-8) at byte {e.start}"
+        strings = pa.array(texts, type=pa.string())
+    _mark(texts, errors, np.asarray(arr.is_null()), "null text")
+    _mark(texts, errors, np.nan_to_num(nbytes) > max_bytes, f"text over the {max_bytes}-byte size cap")
+    blank = pc.equal(pc.binary_length(pc.utf8_trim_whitespace(strings)), 0)
+    _mark(texts, errors, np.asarray(blank.fill_null(False)), "empty or whitespace-only text")
+    return texts, errors
+
+
+def _arrow_ids(arr: pa.Array) -> list[str | None]:
+    """An id column as text (ids are written back unchanged, so ``007`` stays ``007``)."""
+    if pa.types.is_binary(arr.type) or pa.types.is_large_binary(arr.type):
+        return [None if b is None else b.decode("utf-8", errors="replace") for b in arr.to_pylist()]
+    return arr.cast(pa.string()).to_pylist()
+
+
+def _json_row(
+    line: bytes, text_col: str, id_col: str | None, max_bytes: int
+) -> tuple[str | None, str | None, str]:
+    """``(text, id, error)`` of one JSONL line."""
+    try:
+        obj = json.loads(line)
+    except UnicodeDecodeError as e:
+        return None, None, f"undecodable bytes (not UTF-8) at byte {e.start}"
+    except ValueError as e:
+        return None, None, f"invalid JSON: {e}"
+    if not isinstance(obj, dict):
+        return None, None, f"line is a JSON {type(obj).__name__}, not an object"
+    rid = obj.get(id_col) if id_col else None
+    rid_text = None if rid is None else rid if isinstance(rid, str) else json.dumps(rid)
+    if text_col not in obj:
+        return None, rid_text, f"no {text_col!r} field"
+    value = obj[text_col]
+    if value is None:
+        return None, rid_text, "null text"
+    if not isinstance(value, str):
+        return None, rid_text, f"text is a JSON {type(value).__name__}, not a string"
+    if len(value) * 4 > max_bytes and len(value.encode("utf-8", "surrogatepass")) > max_bytes:
+        return None, rid_text, f"text over the {max_bytes}-byte size cap"
+    if not value.strip():
+        return None, rid_text, "empty or whitespace-only text"
+    return value, rid_text, ""
+
+
+class RecordStream:
+    """A file opened for streaming; whole-file problems are raised by the constructor, before any model loads.
+
+    The constructor checks the format and the columns and parses the first chunk, so a missing text
+    column, a wrong format or a damaged start of file is an :class:`InputError` at once. Problems found
+    later in the file (a truncated gzip stream) raise :class:`InputError` while iterating.
+    """
+
+    def __init__(
+        self,
+        path: Path | str,
+        text_col: str = "text",
+        id_col: str | None = None,
+        max_text_bytes: int = DEFAULT_MAX_TEXT_BYTES,
+        block_bytes: int = DEFAULT_BLOCK_BYTES,
+    ) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise InputError(f"{self.path}: file not found")
+        self.format = detect_format(self.path)
+        self.text_col = text_col
+        self.id_col = id_col
+        self.max_text_bytes = max_text_bytes
+        self.block_bytes = max(block_bytes, 2 * max_text_bytes + (1 << 16))  # a row must fit in a block
+        self.rows_read = 0
+        self._raw = self._open_raw()
+        self._first = self._pull()
+
+    # -- public ------------------------------------------------------------------------------------
+    def chunks(self, skip: int = 0) -> Iterator[RecordChunk]:
+        """Yield the file's chunks in order, leaving out its first ``skip`` rows (resume). Single use."""
+        chunk = self._first
+        self._first = None
+        while chunk is not None:
+            end = chunk.start + len(chunk)
+            if end > skip:
+                cut = max(0, skip - chunk.start)
+                if cut:
+                    chunk = RecordChunk(
+                        chunk.start + cut,
+                        None if chunk.ids is None else chunk.ids[cut:],
+                        chunk.texts[cut:],
+                        chunk.errors[cut:],
+                    )
+                yield chunk
+            chunk = self._pull()
+
+    # -- internals ---------------------------------------------------------------------------------
+    def _fail(self, e: BaseException) -> InputError:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        where = f" after row {self.rows_read}" if self.rows_read else ""
+        return InputError(f"{self.path}: cannot be read as {self.format.kind}{where}: {first}")
+
+    def _missing(self, names: list[str]) -> None:
+        wanted = [c for c in (self.text_col, self.id_col) if c is not None]
+        missing = [c for c in wanted if c not in names]
+        if missing:
+            raise InputError(
+                f"{self.path}: no column {', '.join(repr(c) for c in missing)}; columns are "
+                f"{', '.join(repr(n) for n in names) or '(none)'} (choose with --text-col / --id-col)"
+            )
+
+    def _open_raw(self) -> Iterator[tuple[list[str | None], list[str | None] | None, list[str]]]:
+        try:
+            if self.format.kind == "parquet":
+                return self._parquet()
+            if self.format.kind == "jsonl":
+                return self._jsonl()
+            return self._csv()
+        except InputError:
+            raise
+        except _READ_ERRORS as e:
+            raise self._fail(e) from e
+
+    def _pull(self) -> RecordChunk | None:
+        try:
+            item = next(self._raw, None)
+        except InputError:
+            raise
+        except _READ_ERRORS as e:
+            raise self._fail(e) from e
+        if item is None:
+            return None
+        texts, ids, errors = item
+        chunk = RecordChunk(self.rows_read, ids, texts, errors)
+        self.rows_read += len(texts)
+        return chunk
+
+    def _stream(self) -> pa.NativeFile:
+        return pa.input_stream(str(self.path), compression="gzip" if self.format.gzip else None)
+
+    def _csv(self) -> Iterator[tuple[list[str | None], list[str | None] | None, list[str]]]:
+        parse = pacsv.ParseOptions(
+            delimiter="\t" if self.format.kind == "tsv" else ",", newlines_in_values=True
+        )
+        read = pacsv.ReadOptions(block_size=self.block_bytes, use_threads=False)
+        with self._stream() as probe:
+            names = pacsv.open_csv(probe, read_options=read, parse_options=parse).schema.names
+        self._missing(names)
+        columns = [c for c in (self.text_col, self.id_col) if c is not None]
+        # The text is read as bytes and decoded per chunk, so one bad row does not fail the file;
+        # strings_can_be_null=False keeps an empty cell as "" (an error row), never a parse failure.
+        convert = pacsv.ConvertOptions(
+            include_columns=columns,
+            column_types={c: pa.binary() for c in columns},
+            strings_can_be_null=False,
+        )
+        source = self._stream()
+        reader = pacsv.open_csv(source, read_options=read, parse_options=parse, convert_options=convert)
+        return self._arrow_chunks(reader, source)
+
+    def _parquet(self) -> Iterator[tuple[list[str | None], list[str | None] | None, list[str]]]:
+        pf = pq.ParquetFile(self.path)
+        schema = pf.schema_arrow
+        self._missing(schema.names)
+        kind = schema.field(self.text_col).type
+        textual = (pa.types.is_string, pa.types.is_large_string, pa.types.is_binary, pa.types.is_large_binary)
+        if not any(is_kind(kind) for is_kind in (*textual, pa.types.is_null)):
+            raise InputError(f"{self.path}: column {self.text_col!r} holds {kind}, not text")
+        columns = [c for c in (self.text_col, self.id_col) if c is not None]
+        rows = max(1024, self.block_bytes // 128)
+        return self._arrow_chunks(pf.iter_batches(batch_size=rows, columns=columns), pf)
+
+    def _arrow_chunks(
+        self, batches: Iterable[pa.RecordBatch], owner: Any
+    ) -> Iterator[tuple[list[str | None], list[str | None] | None, list[str]]]:
+        try:
+            for batch in batches:
+                if batch.num_rows == 0:
+                    continue
+                texts, errors = _arrow_texts(batch.column(self.text_col), self.max_text_bytes)
+                ids = _arrow_ids(batch.column(self.id_col)) if self.id_col else None
+                yield texts, ids, errors
+        finally:
+            close = getattr(owner, "close", None)
+            if close is not None:
+                close()
+
+    def _jsonl(self) -> Iterator[tuple[list[str | None], list[str | None] | None, list[str]]]:
+        # pyarrow.json has no streaming reader, and one bad line must not fail its neighbours: lines are
+        # read in blocks and parsed one by one with the standard library.
+        f = cast(IO[bytes], gzip.open(self.path, "rb") if self.format.gzip else open(self.path, "rb"))  # noqa: SIM115
+        try:
+            lines = [ln for ln in f.readlines(self.block_bytes) if ln.strip()]
+        except BaseException:
+            f.close()
+            raise
+        if not lines and f.read(1) == b"":
+            f.close()
+            return iter(())
+        try:
+            first = json.loads(lines[0])
+        except ValueError as e:
+            f.close()
+            raise InputError(f"{self.path}: not JSON Lines: the first line is not JSON ({e})") from e
+        if not isinstance(first, dict):
+            f.close()
+            raise InputError(f"{self.path}: not JSON Lines: the first line is not a JSON object")
+        self._missing(list(first))
+        return self._jsonl_chunks(f, lines)
+
+    def _jsonl_chunks(
+        self, f: IO[bytes], lines: list[bytes]
+    ) -> Iterator[tuple[list[str | None], list[str | None] | None, list[str]]]:
+        with f:
+            while lines:
+                rows = [_json_row(ln, self.text_col, self.id_col, self.max_text_bytes) for ln in lines]
+                texts = [r[0] for r in rows]
+                ids = [r[1] for r in rows] if self.id_col else None
+                yield texts, ids, [r[2] for r in rows]
+                lines = [ln for ln in f.readlines(self.block_bytes) if ln.strip()]
+
+
+def open_records(
+    path: Path | str,
+    text_col: str = "text",
+    id_col: str | None = None,
+    max_text_bytes: int = DEFAULT_MAX_TEXT_BYTES,
+    block_bytes: int = DEFAULT_BLOCK_BYTES,
+) -> RecordStream:
+    """Open ``path`` for streaming; raises :class:`InputError` at once for whole-file problems."""
+    return RecordStream(path, text_col, id_col, max_text_bytes, block_bytes)

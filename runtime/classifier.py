@@ -1,0 +1,241 @@
+"""The Python API: load a bundle once, score texts or record batches with it.
+
+```python
+from clsrun.runtime.classifier import Classifier
+clf = Classifier.load("my_bundle")            # or Classifier.load() for the shipped default model
+clf.predict(["很好用", "太差了"]).labels       # ["pos", "neg"]
+clf.score_records(["a", "b"], ["很好", None])  # pyarrow.Table with the columns of `clsrun predict`
+```
+
+Scoring one window of rows is three steps, kept apart so that ``score.py`` can run them in different
+threads (and an engine such as Ray can call them on its own record batches):
+
+1. :meth:`Classifier.prepare`: normalise, tokenize once, and plan length-sorted batches (CPU, Python);
+2. :meth:`Classifier.pad` + :meth:`Classifier.run` per batch: the model (onnxruntime releases the GIL);
+3. :meth:`Classifier.finish`: softmax and the output table, rows back in input order.
+
+:meth:`Classifier.score_records` does all three in the calling thread.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from clsrun.runtime.batching import plan_batches
+from clsrun.runtime.bundle import Bundle
+from clsrun.runtime.encode import Encoder, Tokens, make_encoder
+from clsrun.runtime.infer import Choice, Runner, choose, default_threads, open_runner, softmax
+from clsrun.runtime.readers import DEFAULT_MAX_TEXT_BYTES, RecordChunk
+from clsrun.runtime.textnorm import normalize
+from clsrun.runtime.writers import output_schema, result_table
+
+# Padded tokens per batch when the caller does not say: char-CNN convolutions are cheap per token, so
+# large batches amortise the per-call overhead; attention costs grow with length, so BERT gets less.
+DEFAULT_BATCH_TOKENS = {"charcnn": 32768, "bert": 8192}
+DEFAULT_MAX_BATCH_ROWS = 1024
+
+
+@dataclass
+class Prepared:
+    """One window of rows, tokenized and planned; ``logits`` is filled batch by batch by inference."""
+
+    start: int  # row number of the window's first row
+    ids: list[str | None] | None  # --id-col values, or None (row numbers)
+    errors: list[str]  # (n,) per row: "" when scored, else the reason
+    valid: np.ndarray  # (m,) int64 window positions of the rows that are scored
+    tokens: Tokens  # the m scored texts, tokenized
+    batches: list[np.ndarray]  # indices into tokens / valid, length-sorted
+    logits: np.ndarray  # (m, C) float32
+
+    def __len__(self) -> int:
+        return len(self.errors)
+
+    @property
+    def truncated(self) -> int:
+        """How many rows were cut to the model's maximum length."""
+        return int(self.tokens.truncated.sum())
+
+
+@dataclass
+class Predictions:
+    """Result of :meth:`Classifier.predict`: row ``i`` is ``labels[i]`` with probabilities ``probs[i]``.
+
+    A row that could not be scored (empty or null text) has label ``""``, a row of NaN probabilities
+    and its reason in ``errors[i]`` (``""`` for scored rows).
+    """
+
+    labels: list[str]
+    probs: np.ndarray  # (n, C) float32, columns in Classifier.labels order
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> np.ndarray:
+        """(n,) bool: the row was scored."""
+        return np.array([not e for e in self.errors], dtype=bool)
+
+
+def check_texts(
+    texts: list[Any], max_bytes: int = DEFAULT_MAX_TEXT_BYTES
+) -> tuple[list[str | None], list[str]]:
+    """Per-row validation of texts given through the API (files get the same checks in ``readers.py``)."""
+    out: list[str | None] = []
+    errors: list[str] = []
+    for t in texts:
+        reason = ""
+        if t is None:
+            reason = "null text"
+        elif not isinstance(t, str):
+            reason = f"text is a {type(t).__name__}, not a string"
+        elif not t.strip():
+            reason = "empty or whitespace-only text"
+        elif len(t) * 4 > max_bytes and len(t.encode("utf-8", "surrogatepass")) > max_bytes:
+            reason = f"text over the {max_bytes}-byte size cap"
+        out.append(None if reason else t)
+        errors.append(reason)
+    return out, errors
+
+
+class Classifier:
+    """A loaded model: encoder, runner and labels. Build it with :meth:`load`."""
+
+    def __init__(
+        self, bundle: Bundle, encoder: Encoder, runner: Runner, choice: Choice, threads: int
+    ) -> None:
+        self.bundle = bundle
+        self.encoder = encoder
+        self.runner = runner
+        self.choice = choice
+        self.threads = threads
+        self.batch_tokens = DEFAULT_BATCH_TOKENS.get(bundle.spec.kind, 8192)
+        self.max_batch_rows = DEFAULT_MAX_BATCH_ROWS
+
+    @classmethod
+    def load(
+        cls,
+        bundle: Path | str | Bundle | None = None,
+        backend: str = "auto",
+        precision: str = "auto",
+        device: str = "auto",
+        threads: int | None = None,
+    ) -> Classifier:
+        """Load and verify a bundle (None: the default model shipped with clsrun) and open its runner.
+
+        ``backend``/``precision``/``device`` as ``clsrun predict`` (``auto`` picks the fastest variant that
+        passed the export gate); ``threads`` defaults to the cores this process may use.
+        """
+        if bundle is None:
+            from clsrun.runtime.default_model import PATH
+
+            bundle = PATH
+        loaded = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
+        choice = choose(loaded, backend, precision, device)
+        n_threads = threads if threads and threads > 0 else default_threads()
+        encoder = make_encoder(loaded)
+        runner = open_runner(loaded, choice, n_threads)
+        return cls(loaded, encoder, runner, choice, n_threads)
+
+    @property
+    def labels(self) -> list[str]:
+        """Labels in output (probability column) order."""
+        return self.bundle.labels
+
+    def describe(self) -> dict[str, Any]:
+        """What runs: backend, precision, device, threads, variant file, providers, bundle path and digest."""
+        return {
+            **asdict(self.choice),
+            "threads": self.threads,
+            "providers": list(self.runner.providers),
+            "bundle": str(self.bundle.root),
+            "bundle_digest": self.bundle.digest,
+            "kind": self.bundle.spec.kind,
+            "labels": list(self.labels),
+        }
+
+    def output_schema(self, probs: bool, text_ids: bool) -> pa.Schema:
+        """Columns of :meth:`finish`'s tables."""
+        return output_schema(self.labels, probs, text_ids)
+
+    # -- the three steps ---------------------------------------------------------------------------
+    def prepare(self, chunk: RecordChunk, sort: bool = True) -> Prepared:
+        """Normalise and tokenize a window's valid texts once, and plan its batches."""
+        norm = self.bundle.spec.normalization
+        errors = list(chunk.errors)
+        valid: list[int] = []
+        texts: list[str] = []
+        for i, raw in enumerate(chunk.texts):
+            if raw is None or errors[i]:
+                continue
+            text = normalize(raw, norm)
+            if not text:
+                errors[i] = "empty text after normalisation"
+                continue
+            valid.append(i)
+            texts.append(text)
+        tokens = self.encoder.tokenize(texts)
+        batches = plan_batches(tokens.lengths, self.batch_tokens, self.max_batch_rows, sort=sort)
+        logits = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
+        return Prepared(
+            chunk.start, chunk.ids, errors, np.asarray(valid, dtype=np.int64), tokens, batches, logits
+        )
+
+    def pad(self, prepared: Prepared, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """Model inputs ``{name: (B, T) int64}`` of one planned batch."""
+        return self.encoder.pad(prepared.tokens, batch)
+
+    def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        """Logits ``(B, C)`` float32 of one padded batch."""
+        logits = self.runner.run(inputs)
+        expected = (len(next(iter(inputs.values()))), len(self.labels))
+        if logits.shape != expected:
+            from clsrun.runtime.errors import BundleError
+
+            raise BundleError(
+                f"{self.bundle.root}: the model gave logits of shape {logits.shape}, expected {expected} "
+                f"({len(self.labels)} labels)"
+            )
+        return logits
+
+    def finish(self, prepared: Prepared, with_probs: bool = False) -> pa.Table:
+        """The output table of a window, in input order (see ``writers.result_table``)."""
+        probs = np.zeros((len(prepared), len(self.labels)), dtype=np.float32)  # (n, C)
+        if len(prepared.valid):
+            probs[prepared.valid] = softmax(prepared.logits)
+        return result_table(prepared.start, prepared.ids, probs, prepared.errors, self.labels, with_probs)
+
+    # -- one-call APIs -----------------------------------------------------------------------------
+    def infer(self, prepared: Prepared) -> Prepared:
+        """Run every batch of ``prepared`` in this thread, filling ``prepared.logits``."""
+        for batch in prepared.batches:
+            prepared.logits[batch] = self.run(self.pad(prepared, batch))
+        return prepared
+
+    def score_records(
+        self, texts: list[Any], ids: list[str | None] | None = None, start: int = 0, probs: bool = True
+    ) -> pa.Table:
+        """Score a record batch; returns exactly the columns ``clsrun predict`` writes, one row per text.
+
+        ``ids``: values for the ``id`` column (as text), else row numbers counted from ``start``. Rows that
+        cannot be scored are kept with ``status == "error"`` and the reason; nothing raises per row.
+        """
+        checked, errors = check_texts(texts)
+        id_text = None if ids is None else [None if v is None else str(v) for v in ids]
+        prepared = self.prepare(RecordChunk(start, id_text, checked, errors))
+        return self.finish(self.infer(prepared), with_probs=probs)
+
+    def predict(self, texts: list[Any]) -> Predictions:
+        """Labels and probabilities ``(n, C)`` of ``texts``; bad rows are reported in ``errors``, not raised."""
+        checked, errors = check_texts(texts)
+        prepared = self.infer(self.prepare(RecordChunk(0, None, checked, errors)))
+        probs = np.full((len(prepared), len(self.labels)), np.nan, dtype=np.float32)  # (n, C)
+        if len(prepared.valid):
+            probs[prepared.valid] = softmax(prepared.logits)
+        names = np.asarray(self.labels, dtype=object)
+        labels = [
+            "" if e else str(names[int(np.nanargmax(p))]) for p, e in zip(probs, prepared.errors, strict=True)
+        ]
+        return Predictions(labels, probs, prepared.errors)

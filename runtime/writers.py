@@ -1,0 +1,204 @@
+"""The output of ``predict``: the result table of a window, and CSV / JSONL / Parquet files written atomically.
+
+Columns (DESIGN.md): ``id`` (the ``--id-col`` value as text, else the 0-based row number), ``label``,
+``score`` (probability of ``label``), ``prob_<label>`` per label with ``--probs``, ``status`` (``ok`` or
+``error``), ``error`` (empty when ok). An error row has empty label, score and probabilities.
+
+CSV cells that a spreadsheet would run as a formula (starting with ``=``, ``+``, ``-``, ``@``, tab or
+carriage return) get a leading ``'`` (OWASP's advice); plain numbers such as ``-1`` are left alone, since
+they cannot be formulas and an id or label like that must survive a round trip.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from clsrun.runtime.errors import UsageError
+
+OUTPUT_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
+_FORMULA_START = r"^[=+\-@\t\r]"
+_PLAIN_NUMBER = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
+
+
+def output_format(path: Path | str) -> str:
+    """``csv``, ``tsv``, ``jsonl`` or ``parquet`` from the output's extension."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in OUTPUT_FORMATS:
+        raise UsageError(
+            f"--out {path}: unknown output type {suffix or '(none)'!r}; use .csv, .jsonl or .parquet"
+        )
+    return OUTPUT_FORMATS[suffix]
+
+
+def output_schema(labels: list[str], probs: bool, text_ids: bool) -> pa.Schema:
+    """The output columns in order; ``text_ids`` when ids come from ``--id-col``."""
+    fields = [
+        pa.field("id", pa.string() if text_ids else pa.int64()),
+        pa.field("label", pa.string()),
+        pa.field("score", pa.float32()),
+    ]
+    if probs:
+        fields += [pa.field(f"prob_{name}", pa.float32()) for name in labels]
+    fields += [pa.field("status", pa.string()), pa.field("error", pa.string())]
+    return pa.schema(fields)
+
+
+def result_table(
+    start: int,
+    ids: list[str | None] | None,
+    probs: np.ndarray,
+    errors: list[str],
+    labels: list[str],
+    with_probs: bool,
+) -> pa.Table:
+    """The output rows of one window.
+
+    ``probs``: ``(n, C)`` float32 probabilities in ``labels`` order (rows with an error are ignored);
+    ``errors``: ``(n,)`` reasons, ``""`` for a scored row; ``ids``: ``--id-col`` values or None.
+    """
+    n = len(errors)
+    failed = np.fromiter((bool(e) for e in errors), dtype=bool, count=n)  # (n,)
+    best = probs.argmax(axis=1) if n else np.zeros(0, dtype=np.int64)  # (n,)
+    score = probs[np.arange(n), best].astype(np.float32)  # (n,)
+    id_array = (
+        pa.array(np.arange(start, start + n, dtype=np.int64))
+        if ids is None
+        else pa.array(ids, type=pa.string())
+    )
+    names = np.asarray(labels, dtype=object)
+    columns: list[pa.Array] = [
+        id_array,
+        pa.array(names[best], type=pa.string(), mask=failed),
+        pa.array(score, mask=failed),
+    ]
+    if with_probs:
+        columns += [pa.array(probs[:, j].astype(np.float32), mask=failed) for j in range(len(labels))]
+    columns += [
+        pa.array(np.where(failed, "error", "ok"), type=pa.string()),
+        pa.array(errors, type=pa.string()),
+    ]
+    return pa.Table.from_arrays(columns, schema=output_schema(labels, with_probs, ids is not None))
+
+
+def neutralise_formulas(table: pa.Table) -> pa.Table:
+    """Prefix ``'`` to string cells a spreadsheet would evaluate (CSV output only; numbers untouched)."""
+    for i, fld in enumerate(table.schema):
+        if not pa.types.is_string(fld.type):
+            continue
+        col = table.column(i)
+        risky = pc.and_(
+            pc.match_substring_regex(col, _FORMULA_START),
+            pc.invert(pc.match_substring_regex(col, _PLAIN_NUMBER)),
+        )
+        if pc.any(risky).as_py():
+            fixed = pc.if_else(risky, pc.binary_join_element_wise("'", col, ""), col)
+            table = table.set_column(i, fld, fixed)
+    return table
+
+
+def _json_lines(table: pa.Table) -> str:
+    """JSON Lines text of a result table, one object per row, keys in column order."""
+    cols = []
+    for fld, col in zip(table.schema, table.columns, strict=True):
+        if pa.types.is_string(fld.type):
+            values = [json.dumps(v, ensure_ascii=False) for v in col.to_pylist()]
+        else:  # numbers: Arrow prints float32 as its shortest exact text ("0.9876543")
+            values = pc.fill_null(col.cast(pa.string()), "null").to_pylist()
+        cols.append(values)
+    keys = [json.dumps(f.name) + ": " for f in table.schema]
+    lines = (
+        "{" + ", ".join(k + v for k, v in zip(keys, row, strict=True)) + "}\n"
+        for row in zip(*cols, strict=True)
+    )
+    return "".join(lines)
+
+
+class TableWriter(Protocol):
+    def write(self, table: pa.Table) -> None: ...
+    def close(self) -> None: ...
+
+
+class _CsvWriter:
+    def __init__(self, path: Path, schema: pa.Schema, delimiter: str) -> None:
+        self._w = pacsv.CSVWriter(str(path), schema, write_options=pacsv.WriteOptions(delimiter=delimiter))
+
+    def write(self, table: pa.Table) -> None:
+        self._w.write_table(neutralise_formulas(table))
+
+    def close(self) -> None:
+        self._w.close()
+
+
+class _JsonlWriter:
+    def __init__(self, path: Path, schema: pa.Schema) -> None:
+        self._f = open(path, "w", encoding="utf-8", newline="\n")  # noqa: SIM115
+
+    def write(self, table: pa.Table) -> None:
+        self._f.write(_json_lines(table))
+
+    def close(self) -> None:
+        self._f.close()
+
+
+class _ParquetWriter:
+    def __init__(self, path: Path, schema: pa.Schema) -> None:
+        self._w = pq.ParquetWriter(str(path), schema)
+
+    def write(self, table: pa.Table) -> None:
+        self._w.write_table(table)
+
+    def close(self) -> None:
+        self._w.close()
+
+
+def open_writer(path: Path, schema: pa.Schema, kind: str) -> TableWriter:
+    """A writer of result tables to ``path`` in ``kind`` (see :func:`output_format`)."""
+    if kind in ("csv", "tsv"):
+        return _CsvWriter(path, schema, "\t" if kind == "tsv" else ",")
+    if kind == "jsonl":
+        return _JsonlWriter(path, schema)
+    return _ParquetWriter(path, schema)
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a file or folder to disk (a folder: so a rename inside it survives a power cut)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomically(target: Path, schema: pa.Schema, tables: Iterable[pa.Table]) -> None:
+    """Write ``tables`` to ``target`` under a temporary name in the same folder, fsync, then rename.
+
+    ``target`` appears only when complete; a failure leaves no partial file behind under either name.
+    """
+    kind = output_format(target)
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        writer = open_writer(tmp, schema, kind)
+        try:
+            for table in tables:
+                writer.write(table)
+        finally:
+            writer.close()
+        fsync_path(tmp)
+        os.replace(tmp, target)
+        fsync_path(target.parent)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
