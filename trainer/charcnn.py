@@ -1,0 +1,83 @@
+"""The character-level CNN: learned character embedding, stacked 1-D convolutions, global max pool, linear.
+
+Padding never changes a row's result: convolutions use zero "same" padding and every layer's output is
+multiplied by the padding mask, so a padded position looks exactly like the zero padding a convolution
+sees at the end of an unpadded text; after ReLU every real position is >= 0, so the zeros at padded
+positions never win the max pool. A text scored alone and the same text padded inside a batch therefore
+get the same logits (up to float rounding), and any length ``T >= 1`` works (ONNX dynamic length).
+
+Size: embedding 48, three 64-channel convolutions (kernels 3, 3, 3, receptive field 7 characters) is the
+default; see ``train_charcnn.py`` for the measured accuracy/speed trade-off that chose it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from clsrun.runtime.encode_char import PAD_ID
+from clsrun.runtime.errors import BundleError
+
+
+@dataclass
+class CharCNNConfig:
+    """Shape of the network; stored as ``spec.model`` of a charcnn bundle so it can be rebuilt."""
+
+    vocab_size: int  # rows of the embedding table (characters + pad + unk)
+    n_labels: int  # output logits
+    embed_dim: int = 48  # width of the learned character embedding
+    channels: list[int] = field(default_factory=lambda: [64, 64, 64])  # output channels of each conv layer
+    kernel_sizes: list[int] = field(default_factory=lambda: [3, 3, 3])  # width of each conv (odd: "same" pad)
+    dropout: float = 0.3  # dropout on the pooled features during training
+    min_length: int = 1  # the shortest input the network accepts (any length works: "same" padding)
+
+    def __post_init__(self) -> None:
+        if len(self.channels) != len(self.kernel_sizes) or not self.channels:
+            raise ValueError(f"channels {self.channels} and kernel_sizes {self.kernel_sizes} must pair up")
+        if any(k % 2 == 0 or k < 1 for k in self.kernel_sizes):
+            raise ValueError(f"kernel sizes must be odd (symmetric 'same' padding), got {self.kernel_sizes}")
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CharCNNConfig:
+        try:
+            return cls(
+                vocab_size=int(data["vocab_size"]),
+                n_labels=int(data["n_labels"]),
+                embed_dim=int(data["embed_dim"]),
+                channels=[int(c) for c in data["channels"]],
+                kernel_sizes=[int(k) for k in data["kernel_sizes"]],
+                dropout=float(data.get("dropout", 0.0)),
+                min_length=int(data.get("min_length", 1)),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise BundleError(f"charcnn model settings are incomplete or invalid: {e}") from e
+
+
+class CharCNN(nn.Module):
+    """``forward(input_ids (B, T) int64, 0 = padding) -> logits (B, n_labels)``."""
+
+    def __init__(self, config: CharCNNConfig) -> None:
+        super().__init__()
+        self.settings = config  # not `config`: Hugging Face callbacks expect a PretrainedConfig there
+        self.embed = nn.Embedding(config.vocab_size, config.embed_dim, padding_idx=PAD_ID)
+        widths = [config.embed_dim, *config.channels]
+        self.convs = nn.ModuleList(
+            nn.Conv1d(c_in, c_out, k, padding=k // 2)
+            for c_in, c_out, k in zip(widths[:-1], widths[1:], config.kernel_sizes, strict=True)
+        )
+        self.dropout = nn.Dropout(config.dropout)
+        self.head = nn.Linear(widths[-1], config.n_labels)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        mask = (input_ids != PAD_ID).unsqueeze(1).to(self.head.weight.dtype)  # (B, 1, T)
+        x = self.embed(input_ids).transpose(1, 2)  # (B, E, T)
+        for conv in self.convs:
+            x = torch.relu(conv(x)) * mask  # (B, C, T), zero at padding
+        pooled = x.amax(dim=2)  # (B, C)
+        return self.head(self.dropout(pooled))  # (B, n_labels)

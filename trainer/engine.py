@@ -1,0 +1,459 @@
+"""The training engine shared by every model kind: :func:`fit` trains a classifier and restores its best epoch.
+
+Built on the Hugging Face ``Trainer`` (chosen, not hand-written): it already does correctly what the
+tutorials got wrong or left out, and the char-CNN and BERT trainers then share one tested loop.
+What it brings: AdamW with weight decay kept off biases and LayerNorm weights, warmup (steps or ratio),
+linear / cosine / cosine-with-restarts schedules, gradient accumulation, per-epoch evaluation over the whole
+validation set, early stopping with the best checkpoint restored (``load_best_model_at_end`` +
+``EarlyStoppingCallback`` on ``eval_loss``), seeded shuffling, bf16/fp16 autocast on CUDA, and
+DistributedDataParallel when launched with ``torchrun`` (only the main process writes the bundle).
+What this module adds: cross-entropy on logits with optional inverse-frequency class weights (a
+``compute_loss`` override), per-epoch train/validation loss and accuracy on stderr (``logging``), a warning
+naming the epoch where validation loss rises while training loss falls, TensorBoard logs in
+``BUNDLE/logs``, and checkpoints kept in a temporary folder, never in the bundle.
+
+Per-step overhead: measured on the 2-core CPU with the default char-CNN, see ``train_charcnn.py``.
+
+Contract for models: ``model(**inputs)`` returns logits ``(B, C)`` (a tensor, or an object with ``.logits``),
+where ``inputs`` is what ``collate_fn`` returns minus ``"labels"``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import math
+import os
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+from transformers import (
+    EarlyStoppingCallback,
+    PrinterCallback,
+    ProgressCallback,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+)
+from transformers import logging as hf_logging
+from transformers.integrations import TensorBoardCallback
+from transformers.trainer_pt_utils import LengthGroupedSampler
+
+from clsrun.runtime.errors import UsageError
+from clsrun.trainer.config import TrainConfig
+
+log = logging.getLogger("clsrun.trainer")
+
+LABELS_KEY = "labels"
+Batch = dict[str, torch.Tensor]
+CollateFn = Callable[[list[dict[str, Any]]], Batch]
+
+
+class ClassificationDataset(Dataset[dict[str, Any]]):
+    """Rows of model inputs with integer targets: item ``i`` is ``{name: features[name][i], "labels": int}``.
+
+    ``features`` maps an input name (``input_ids``, ``attention_mask``, or anything the model takes) to one
+    entry per row (a 1-D int64 array of token ids, a float vector, ...). ``targets`` are label indices.
+    """
+
+    def __init__(self, features: dict[str, Sequence[Any]], targets: Sequence[int] | np.ndarray) -> None:
+        self.targets = np.asarray(targets, dtype=np.int64)  # (N,)
+        for name, column in features.items():
+            if len(column) != len(self.targets):
+                raise ValueError(f"feature {name!r} has {len(column)} rows, targets have {len(self.targets)}")
+        self.features = features
+        # (N,) token count per row, when rows have ``input_ids``: the training sampler groups similar lengths.
+        ids = features.get("input_ids")
+        self.lengths = None if ids is None else np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        row = {name: column[i] for name, column in self.features.items()}
+        row[LABELS_KEY] = int(self.targets[i])
+        return row
+
+
+def pad_collate(pad_values: dict[str, int]) -> CollateFn:
+    """A ``collate_fn`` that right-pads each named 1-D column to the batch's longest row and stacks labels.
+
+    ``pad_values`` maps each padded input (e.g. ``{"input_ids": 0, "attention_mask": 0}``) to its pad value;
+    other columns are stacked as they are. Padding per batch (not to ``max_length``) keeps short batches cheap.
+    """
+
+    def collate(rows: list[dict[str, Any]]) -> Batch:
+        batch: Batch = {}
+        for name in rows[0]:
+            if name == LABELS_KEY:
+                continue
+            values = [torch.as_tensor(r[name]) for r in rows]
+            if name in pad_values:
+                width = max(1, max(len(v) for v in values))
+                out = torch.full((len(values), width), pad_values[name], dtype=values[0].dtype)  # (B, T)
+                for i, v in enumerate(values):
+                    out[i, : len(v)] = v
+                batch[name] = out
+            else:
+                batch[name] = torch.stack(values)
+        batch[LABELS_KEY] = torch.tensor([r[LABELS_KEY] for r in rows], dtype=torch.long)  # (B,)
+        return batch
+
+    return collate
+
+
+@dataclass
+class EpochRecord:
+    """One epoch's numbers. Train figures are running means over the epoch (dropout on)."""
+
+    epoch: int
+    train_loss: float
+    train_accuracy: float
+    val_loss: float
+    val_accuracy: float
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns. ``model`` holds the best epoch's weights (lowest validation loss), eval mode."""
+
+    model: torch.nn.Module
+    history: list[EpochRecord]
+    best_epoch: int  # 1-based epoch whose weights ``model`` holds
+    val_logits: np.ndarray  # (N_val, C) float32 logits of the restored model, in validation-set order
+    val_targets: np.ndarray  # (N_val,) int64
+    train_seconds: float  # wall time of training and per-epoch evaluation
+    overfit_epochs: list[int] = field(default_factory=list)  # epochs warned about (val up, train down)
+    device: str = "cpu"  # "cpu" or "cuda"
+    precision: str = "fp32"  # "fp32", "bf16" or "fp16" (autocast on CUDA)
+    is_main_process: bool = True  # False on DDP ranks > 0: those must not write the bundle
+
+    @property
+    def best(self) -> EpochRecord:
+        return self.history[self.best_epoch - 1]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch. Call it before building the model so initial weights are reproducible."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def inverse_frequency_weights(targets: np.ndarray, n_classes: int) -> torch.Tensor:
+    """(C,) loss weights ``N / (C * count_c)`` (sklearn's "balanced"); a class absent from training gets 0."""
+    counts = np.bincount(targets, minlength=n_classes).astype(np.float64)  # (C,)
+    weights = np.where(counts > 0, len(targets) / (n_classes * np.maximum(counts, 1)), 0.0)
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def resolve_device(config: TrainConfig) -> tuple[str, str]:
+    """``(device, precision)`` actually used: CUDA only when asked for or ``auto`` finds it; autocast on CUDA."""
+    has_cuda = torch.cuda.is_available()
+    if config.device == "cuda" and not has_cuda:
+        raise UsageError("--device cuda: no CUDA device is available (use --device cpu or auto)")
+    device = "cuda" if (config.device == "cuda" or (config.device == "auto" and has_cuda)) else "cpu"
+    precision = config.precision
+    if device == "cpu":
+        if precision in ("bf16", "fp16"):
+            raise UsageError(f"--precision {precision} needs CUDA; on CPU training runs in fp32")
+        return device, "fp32"
+    if precision == "auto":
+        precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return device, precision
+
+
+def _logits(output: Any) -> torch.Tensor:
+    return output if isinstance(output, torch.Tensor) else output.logits
+
+
+class _RunningStats:
+    """Sums of loss and correct predictions over the current epoch, kept on device (no sync per step)."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.loss_sum: torch.Tensor | float = 0.0
+        self.correct: torch.Tensor | float = 0.0
+        self.rows = 0
+
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        n = labels.shape[0]
+        self.loss_sum = self.loss_sum + loss.detach().float() * n
+        self.correct = self.correct + (logits.detach().argmax(-1) == labels).sum()
+        self.rows += n
+
+    def means(self) -> tuple[float, float]:
+        if not self.rows:
+            return math.nan, math.nan
+        return float(self.loss_sum) / self.rows, float(self.correct) / self.rows
+
+
+def _accuracy(eval_pred: Any) -> dict[str, float]:
+    """Accuracy over the whole validation set (the Trainer concatenates every batch before calling this)."""
+    logits, targets = eval_pred.predictions, eval_pred.label_ids
+    if isinstance(logits, tuple):
+        logits = logits[0]
+    return {"accuracy": float((np.asarray(logits).argmax(-1) == np.asarray(targets)).mean())}
+
+
+@contextlib.contextmanager
+def _checkpoint_dir(distributed: bool) -> Iterator[Path]:
+    """A temporary checkpoint folder, removed afterwards. Under torchrun every process of a node must see
+    the same folder (each loads the best checkpoint), so its name is derived from the run's rendezvous."""
+    if not distributed:
+        with tempfile.TemporaryDirectory(prefix="clsrun-ckpt-") as tmp:
+            yield Path(tmp)
+        return
+    run = "|".join(os.environ.get(k, "") for k in ("TORCHELASTIC_RUN_ID", "MASTER_ADDR", "MASTER_PORT"))
+    path = Path(tempfile.gettempdir()) / f"clsrun-ckpt-{hashlib.sha256(run.encode()).hexdigest()[:16]}"
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        yield path
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.barrier()
+        if os.environ.get("LOCAL_RANK", "0") == "0":
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def fit(
+    model: torch.nn.Module,
+    train_dataset: ClassificationDataset,
+    val_dataset: ClassificationDataset,
+    collate_fn: CollateFn,
+    config: TrainConfig,
+    labels: Sequence[str],
+    out_dir: Path | str | None = None,
+) -> FitResult:
+    """Train ``model`` on ``train_dataset``, evaluate after every epoch, restore the best epoch.
+
+    - ``model(**inputs)`` returns logits ``(B, len(labels))``; ``collate_fn`` turns a list of dataset rows
+      into ``inputs`` plus ``"labels"`` (see :func:`pad_collate`).
+    - The loss is cross-entropy on logits, weighted by inverse class frequency of ``train_dataset.targets``
+      when ``config.class_weights == "auto"``.
+    - Best epoch = lowest validation loss; with ``config.early_stopping_patience`` training stops after that
+      many epochs without improvement. The returned model holds the best weights, in eval mode.
+    - TensorBoard logs (learning rate, train loss, validation loss and accuracy, per-epoch train accuracy) go
+      to ``out_dir/logs`` when ``out_dir`` is given and ``config.logs``; checkpoints go to a temporary folder.
+    - Under ``torchrun`` each process calls ``fit``; ``batch_size`` is per process; only the process with
+      ``FitResult.is_main_process`` should write files.
+
+    Raises :class:`UsageError` for impossible device/precision requests (naming the flag).
+    """
+    config.validate()
+    device, precision = resolve_device(config)
+    if len(train_dataset) == 0 or len(val_dataset) == 0:
+        raise UsageError(
+            f"need training and validation rows, got {len(train_dataset)} and {len(val_dataset)}"
+        )
+    hf_logging.set_verbosity_error()  # the Trainer's own info chatter; our per-epoch lines replace it
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    steps_per_epoch = max(1, math.ceil(len(train_dataset) / (config.batch_size * world * config.grad_accum)))
+    class_weight = (
+        inverse_frequency_weights(train_dataset.targets, len(labels))
+        if config.class_weights == "auto"
+        else None
+    )
+    if class_weight is not None:
+        log.info(
+            "class weights: %s",
+            ", ".join(f"{n} {w:.2f}" for n, w in zip(labels, class_weight.tolist(), strict=True)),
+        )
+    logs_dir = Path(out_dir) / "logs" if (out_dir is not None and config.logs) else None
+    writer = None
+    if logs_dir is not None and rank == 0:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(log_dir=str(logs_dir))
+    stats = _RunningStats()
+    reporter = _EpochReporter(stats, config.epochs, writer)
+
+    class _ClassifierTrainer(Trainer):
+        """Cross-entropy on the model's logits, class-weighted on request; records running train stats."""
+
+        def compute_loss(
+            self,
+            model: torch.nn.Module,
+            inputs: Batch,
+            return_outputs: bool = False,
+            num_items_in_batch: Any = None,
+        ) -> Any:
+            targets = inputs.pop(LABELS_KEY)  # (B,)
+            logits = _logits(model(**inputs))  # (B, C)
+            weight = None if class_weight is None else class_weight.to(logits.device)
+            loss = F.cross_entropy(logits.float(), targets, weight=weight)
+            if model.training:
+                stats.add(loss, logits, targets)
+            return (loss, {"logits": logits}) if return_outputs else loss
+
+        def _get_train_sampler(self, dataset: Any = None) -> Any:
+            # Shuffled batches of similar length (the Trainer's LengthGroupedSampler, given precomputed
+            # lengths): padding per batch then costs little. Measured on the char-CNN with reviews_zh
+            # (mean 73, max 256 characters): several times fewer padded positions than random batches.
+            # Validation keeps its order (sequential sampler), so ``val_logits`` line up with the dataset.
+            dataset = self.train_dataset if dataset is None else dataset
+            lengths = getattr(dataset, "lengths", None)
+            if lengths is None:
+                return super()._get_train_sampler(dataset)
+            return LengthGroupedSampler(
+                self.args.train_batch_size * self.args.gradient_accumulation_steps, lengths=lengths.tolist()
+            )
+
+    with _checkpoint_dir(world > 1) as ckpt:
+        args = TrainingArguments(
+            output_dir=str(ckpt),
+            num_train_epochs=config.epochs,
+            per_device_train_batch_size=config.batch_size,
+            per_device_eval_batch_size=config.eval_batch_size,
+            gradient_accumulation_steps=config.grad_accum,
+            learning_rate=config.lr,
+            weight_decay=config.weight_decay,
+            warmup_steps=config.warmup,
+            lr_scheduler_type=config.schedule,
+            lr_scheduler_kwargs={"num_cycles": config.restarts}
+            if config.schedule == "cosine_with_restarts"
+            else {},
+            eval_strategy="epoch",
+            save_strategy="epoch",
+            save_only_model=True,
+            save_total_limit=1,
+            save_on_each_node=True,
+            load_best_model_at_end=True,
+            metric_for_best_model="eval_loss",
+            greater_is_better=False,
+            logging_strategy="steps",
+            logging_steps=max(1, steps_per_epoch // 4),
+            report_to="none",
+            seed=config.seed,
+            data_seed=config.seed,
+            use_cpu=device == "cpu",
+            bf16=precision == "bf16",
+            fp16=precision == "fp16",
+            dataloader_num_workers=config.num_workers,
+            dataloader_pin_memory=device == "cuda",
+            label_names=[LABELS_KEY],
+            remove_unused_columns=False,
+            disable_tqdm=config.quiet,
+            ddp_find_unused_parameters=False,
+        )
+        callbacks: list[Any] = [reporter]
+        if config.early_stopping_patience:
+            callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
+        if writer is not None:
+            callbacks.append(TensorBoardCallback(tb_writer=writer))
+        trainer = _ClassifierTrainer(
+            model=model,
+            args=args,
+            train_dataset=train_dataset,
+            eval_dataset=val_dataset,
+            data_collator=collate_fn,
+            compute_metrics=_accuracy,
+            callbacks=callbacks,
+        )
+        # The default progress callback also prints every log dict to stdout; keep the bar, drop the dicts.
+        trainer.remove_callback(ProgressCallback)
+        trainer.remove_callback(PrinterCallback)
+        if not config.quiet:
+            trainer.add_callback(_BarOnly())
+        start = time.perf_counter()
+        trainer.train()
+        seconds = time.perf_counter() - start
+        prediction = trainer.predict(val_dataset)
+    if writer is not None:
+        writer.close()
+    history = reporter.history
+    best_epoch = 1 + int(np.argmin([r.val_loss for r in history]))
+    log.info("best epoch %d of %d (lowest validation loss), weights restored", best_epoch, len(history))
+    val_logits = (
+        prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+    )
+    trained = trainer.model if trainer.model is not None else model
+    trained.eval()
+    return FitResult(
+        model=trained,
+        history=history,
+        best_epoch=best_epoch,
+        val_logits=np.asarray(val_logits, dtype=np.float32),
+        val_targets=np.asarray(prediction.label_ids, dtype=np.int64),
+        train_seconds=seconds,
+        overfit_epochs=reporter.overfit_epochs,
+        device=device,
+        precision=precision,
+        is_main_process=trainer.is_world_process_zero(),
+    )
+
+
+class _EpochReporter(TrainerCallback):
+    """Collects per-epoch numbers, logs one line per epoch to stderr, and warns about overfitting."""
+
+    def __init__(self, stats: _RunningStats, epochs: int, writer: Any) -> None:
+        self.stats = stats
+        self.epochs = epochs
+        self.writer = writer
+        self.history: list[EpochRecord] = []
+        self.overfit_epochs: list[int] = []
+
+    def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.stats.reset()
+
+    def on_evaluate(self, args: Any, state: Any, control: Any, metrics: Any = None, **kwargs: Any) -> None:
+        if metrics is None or "eval_loss" not in metrics:
+            return
+        train_loss, train_acc = self.stats.means()
+        rec = EpochRecord(
+            epoch=len(self.history) + 1,
+            train_loss=train_loss,
+            train_accuracy=train_acc,
+            val_loss=float(metrics["eval_loss"]),
+            val_accuracy=float(metrics.get("eval_accuracy", math.nan)),
+        )
+        prev = self.history[-1] if self.history else None
+        self.history.append(rec)
+        if not state.is_world_process_zero:
+            return
+        best = min(r.val_loss for r in self.history) == rec.val_loss
+        log.info(
+            "epoch %d/%d: train loss %.4f acc %.4f | val loss %.4f acc %.4f%s",
+            rec.epoch,
+            self.epochs,
+            rec.train_loss,
+            rec.train_accuracy,
+            rec.val_loss,
+            rec.val_accuracy,
+            "  (best so far)" if best else "",
+        )
+        if self.writer is not None:
+            self.writer.add_scalar("train/epoch_loss", rec.train_loss, rec.epoch)
+            self.writer.add_scalar("train/epoch_accuracy", rec.train_accuracy, rec.epoch)
+        if prev is not None and rec.val_loss > prev.val_loss and rec.train_loss < prev.train_loss:
+            self.overfit_epochs.append(rec.epoch)
+            log.warning(
+                "epoch %d: validation loss rose (%.4f -> %.4f) while training loss fell (%.4f -> %.4f): "
+                "the model starts to overfit; the epoch with the lowest validation loss is kept",
+                rec.epoch,
+                prev.val_loss,
+                rec.val_loss,
+                prev.train_loss,
+                rec.train_loss,
+            )
+
+
+class _BarOnly(ProgressCallback):
+    """The Trainer's tqdm bar (stderr) without its printing of every log dict."""
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
+        return None
