@@ -63,19 +63,27 @@ CollateFn = Callable[[list[dict[str, Any]]], Batch]
 class ClassificationDataset(Dataset[dict[str, Any]]):
     """Rows of model inputs with integer targets: item ``i`` is ``{name: features[name][i], "labels": int}``.
 
-    ``features`` maps an input name (``input_ids``, ``attention_mask``, or anything the model takes) to one
-    entry per row (a 1-D int64 array of token ids, a float vector, ...). ``targets`` are label indices.
+    ``features`` maps an input name (``input_ids``, ``attention_mask``, or anything the collate function
+    understands, e.g. a row index) to one entry per row. ``targets`` are label indices. ``lengths`` (token
+    count per row) lets the training sampler batch rows of similar length together, so per-batch padding
+    stays small; when omitted it is taken from ``features["input_ids"]`` if present, else batches are random.
     """
 
-    def __init__(self, features: dict[str, Sequence[Any]], targets: Sequence[int] | np.ndarray) -> None:
+    def __init__(
+        self,
+        features: dict[str, Sequence[Any]],
+        targets: Sequence[int] | np.ndarray,
+        lengths: Sequence[int] | np.ndarray | None = None,
+    ) -> None:
         self.targets = np.asarray(targets, dtype=np.int64)  # (N,)
         for name, column in features.items():
             if len(column) != len(self.targets):
                 raise ValueError(f"feature {name!r} has {len(column)} rows, targets have {len(self.targets)}")
         self.features = features
-        # (N,) token count per row, when rows have ``input_ids``: the training sampler groups similar lengths.
         ids = features.get("input_ids")
-        self.lengths = None if ids is None else np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+        if lengths is None and ids is not None:
+            lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+        self.lengths = None if lengths is None else np.asarray(lengths, dtype=np.int64)  # (N,) or None
 
     def __len__(self) -> int:
         return len(self.targets)
