@@ -1,0 +1,80 @@
+"""The accuracy gate's verdicts on logits, independent of any model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from clsrun.export.gate import gate_error, judge
+from clsrun.runtime.errors import AccuracyGateError
+
+LABELS = np.array([0, 1, 2, 0, 1, 2, 0, 1, 2, 0], dtype=np.int64)
+
+
+def _logits(pred: list[int]) -> np.ndarray:
+    out = np.zeros((len(pred), 3), dtype=np.float32)
+    out[np.arange(len(pred)), pred] = 5.0
+    return out
+
+
+REFERENCE = _logits(list(LABELS))  # eager model: 100 % accurate
+
+
+def _judge(name: str, logits: np.ndarray, max_drop: float = 1.0):  # type: ignore[no-untyped-def]
+    return judge(
+        name, f"onnx/{name}.onnx", logits, REFERENCE, LABELS, max_drop, 0.5, "CPUExecutionProvider", 10
+    )
+
+
+def test_identical_variant_passes_with_full_agreement() -> None:
+    result = _judge("int8", REFERENCE + 0.01)
+    assert result.passed and result.gate_passed and result.reason is None
+    assert result.accuracy == 1.0 and result.label_agreement == 1.0
+    assert result.max_abs_logit_diff == pytest.approx(0.01, abs=1e-6)
+    assert result.rows_per_s == 20.0
+
+
+def test_variant_losing_one_row_in_ten_is_refused_at_default_allowance() -> None:
+    pred = list(LABELS)
+    pred[3] = 1
+    result = _judge("int8", _logits(pred))
+    assert not result.passed
+    assert result.accuracy_drop_pts == pytest.approx(10.0)
+    assert result.label_agreement == pytest.approx(0.9)
+    assert "accuracy drops 10.00 points (allowed 1)" in (result.reason or "")
+
+
+def test_larger_allowance_accepts_the_same_variant() -> None:
+    pred = list(LABELS)
+    pred[3] = 1
+    assert _judge("int8", _logits(pred), max_drop=10.0).passed
+
+
+def test_fp32_must_also_match_logits() -> None:
+    """Same labels but logits off by 0.5: fine for int8, an export bug for fp32."""
+    shifted = REFERENCE + np.float32(0.5)
+    assert _judge("int8", shifted).passed
+    result = _judge("fp32", shifted)
+    assert not result.passed and "fp32 logits differ" in (result.reason or "")
+
+
+def test_non_finite_logits_refused() -> None:
+    bad = REFERENCE.copy()
+    bad[0, 0] = np.nan
+    assert "non-finite" in (_judge("fp16", bad).reason or "")
+
+
+def test_one_error_lists_every_refused_variant() -> None:
+    wrong = _logits([1] * len(LABELS))
+    results = {
+        "fp32": _judge("fp32", REFERENCE),
+        "int8": _judge("int8", wrong),
+        "fp16": _judge("fp16", wrong),
+    }
+    error = gate_error(results, rows=10, source="validation.jsonl.gz")
+    assert isinstance(error, AccuracyGateError)
+    message = str(error)
+    assert "refused 2 variant(s)" in message
+    assert "int8 (onnx/int8.onnx)" in message and "fp16 (onnx/fp16.onnx)" in message
+    assert "fp32" not in message.split(":", 1)[1]
+    assert gate_error({"fp32": results["fp32"]}, 10, "x") is None
