@@ -326,6 +326,11 @@ class RecordStream:
         with self._stream() as probe:
             names = pacsv.open_csv(probe, read_options=read, parse_options=parse).schema.names
         self._missing(names)
+        # In a one-column file an empty line is a row with an empty text (a null written by most CSV
+        # writers), so it must stay a row; with several columns an empty line is not a row at all.
+        parse = pacsv.ParseOptions(
+            delimiter=parse.delimiter, newlines_in_values=True, ignore_empty_lines=len(names) > 1
+        )
         columns = [c for c in (self.text_col, self.id_col) if c is not None]
         # The text is read as bytes and decoded per chunk, so one bad row does not fail the file;
         # strings_can_be_null=False keeps an empty cell as "" (an error row), never a parse failure.

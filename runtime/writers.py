@@ -180,6 +180,13 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
+def make_readable(path: Path) -> None:
+    """Give a file made by ``mkstemp`` (mode 0600) the mode a plain ``open`` would have (0666 minus umask)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
+
+
 def write_atomically(target: Path, schema: pa.Schema, tables: Iterable[pa.Table]) -> None:
     """Write ``tables`` to ``target`` under a temporary name in the same folder, fsync, then rename.
 
@@ -196,6 +203,7 @@ def write_atomically(target: Path, schema: pa.Schema, tables: Iterable[pa.Table]
                 writer.write(table)
         finally:
             writer.close()
+        make_readable(tmp)
         fsync_path(tmp)
         os.replace(tmp, target)
         fsync_path(target.parent)

@@ -1,0 +1,258 @@
+"""Scoring a file: a bounded three-stage pipeline, crash-safe parts, an atomic output and its manifest.
+
+    reader thread:  read chunk -> regroup into windows -> normalise, tokenize, sort, plan -> pad batches
+                        | queue of at most ``PREFETCH_BATCHES`` padded batches
+    calling thread: run each batch through the model (onnxruntime releases the GIL)
+                        | queue of at most ``PENDING_WINDOWS`` finished windows
+    writer thread:  softmax, output table in input order -> fsynced part + journal line (``partial.py``)
+
+then the parts are assembled into the output under a temporary name and renamed, and the manifest is
+written. The queues are what keep memory flat: the reader can never be more than a couple of batches
+ahead of the model, and the writer never more than a couple of windows behind it.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from clsrun import __version__
+from clsrun.runtime.batching import windows
+from clsrun.runtime.bundle import atomic_write_text
+from clsrun.runtime.classifier import Classifier, Prepared
+from clsrun.runtime.errors import UsageError
+from clsrun.runtime.partial import PartialOutput, input_fingerprint
+from clsrun.runtime.readers import DEFAULT_MAX_TEXT_BYTES, RecordStream, open_records
+from clsrun.runtime.writers import make_readable, output_format, write_atomically
+
+PREFETCH_BATCHES = 2  # padded batches waiting for the model: enough to hide reading and tokenizing
+PENDING_WINDOWS = 2  # finished windows waiting for the writer
+DEFAULT_WINDOW = 8192  # rows sorted together; also the unit of a resume checkpoint
+
+
+@dataclass
+class ScoreOptions:
+    """How to score a file; each field is a ``clsrun predict`` option."""
+
+    text_col: str = "text"  # --text-col
+    id_col: str | None = None  # --id-col; None: ids are 0-based row numbers
+    probs: bool = False  # --probs: one prob_<label> column per label
+    resume: bool = False  # --resume: continue an interrupted run of the same input, model and options
+    batch_tokens: int | None = None  # --batch-tokens: padded tokens per batch; None: by model kind
+    window: int = DEFAULT_WINDOW  # --window: rows read ahead and length-sorted together
+    sort: bool = True  # length-sort each window (off only to measure what sorting buys)
+    max_text_bytes: int = DEFAULT_MAX_TEXT_BYTES  # a longer text is a per-row error
+    progress: Callable[[int], None] | None = field(default=None, repr=False)  # called with rows just written
+
+    def check(self) -> None:
+        if self.window <= 0:
+            raise UsageError(f"--window {self.window}: must be a positive number of rows")
+        if self.batch_tokens is not None and self.batch_tokens <= 0:
+            raise UsageError(f"--batch-tokens {self.batch_tokens}: must be a positive number of tokens")
+
+
+@dataclass
+class ScoreResult:
+    """What a run did; ``manifest`` is what was written to ``OUTPUT.manifest.json``."""
+
+    output: Path
+    manifest_path: Path
+    manifest: dict[str, Any]
+
+    @property
+    def rows(self) -> int:
+        return int(self.manifest["rows_read"])
+
+
+def default_output(input_path: Path) -> Path:
+    """``INPUT_STEM.scores.csv`` next to the input (``reviews.csv.gz`` -> ``reviews.scores.csv``)."""
+    name = input_path.name
+    for suffix in (".gz", ".csv", ".tsv", ".jsonl", ".json", ".parquet"):
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+    return input_path.with_name(f"{name}.scores.csv")
+
+
+def manifest_path(output: Path) -> Path:
+    return output.with_name(output.name + ".manifest.json")
+
+
+def open_input(path: Path | str, options: ScoreOptions) -> RecordStream:
+    """Open and check the input (format, columns, first chunk): call it before loading the model."""
+    return open_records(path, options.text_col, options.id_col, options.max_text_bytes)
+
+
+class _Pipeline:
+    """The three threads of one run; any stage's exception stops the others and is re-raised."""
+
+    def __init__(self, classifier: Classifier, partial: PartialOutput, options: ScoreOptions) -> None:
+        self.clf = classifier
+        self.partial = partial
+        self.options = options
+        self.batches: queue.Queue[Any] = queue.Queue(maxsize=PREFETCH_BATCHES)
+        self.finished: queue.Queue[Any] = queue.Queue(maxsize=PENDING_WINDOWS)
+        self.stop = threading.Event()
+        self.failure: BaseException | None = None
+
+    def _put(self, q: queue.Queue[Any], item: Any) -> bool:
+        while not self.stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _get(self, q: queue.Queue[Any]) -> Any:
+        while not self.stop.is_set():
+            try:
+                return q.get(timeout=0.1)
+            except queue.Empty:
+                continue
+        return None
+
+    def _guard(self, fn: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                fn()
+            except BaseException as e:
+                self.failure = self.failure or e
+                self.stop.set()
+
+        return run
+
+    def _read(self, stream: RecordStream, skip: int) -> None:
+        for window in windows(stream.chunks(skip), self.options.window):
+            prepared = self.clf.prepare(window, sort=self.options.sort)
+            if not prepared.batches and not self._put(self.batches, (prepared, None, True)):
+                return
+            for k, batch in enumerate(prepared.batches):
+                last = k == len(prepared.batches) - 1
+                if not self._put(self.batches, (prepared, (batch, self.clf.pad(prepared, batch)), last)):
+                    return
+        self._put(self.batches, None)
+
+    def _infer(self) -> None:
+        while True:
+            item = self._get(self.batches)
+            if item is None:
+                self._put(self.finished, None)
+                return
+            prepared, work, last = item
+            if work is not None:
+                batch, inputs = work
+                prepared.logits[batch] = self.clf.run(inputs)  # (B, C)
+            if last and not self._put(self.finished, prepared):
+                return
+
+    def _write(self) -> None:
+        while True:
+            prepared: Prepared | None = self._get(self.finished)
+            if prepared is None:
+                return
+            table = self.clf.finish(prepared, with_probs=self.options.probs)
+            n_error = sum(1 for e in prepared.errors if e)
+            self.partial.add(table, prepared.start, len(prepared) - n_error, n_error, prepared.truncated)
+            if self.options.progress is not None:
+                self.options.progress(len(prepared))
+
+    def run(self, stream: RecordStream, skip: int) -> None:
+        reader = threading.Thread(target=self._guard(lambda: self._read(stream, skip)), name="clsrun-read")
+        writer = threading.Thread(target=self._guard(self._write), name="clsrun-write")
+        reader.start()
+        writer.start()
+        try:
+            self._guard(self._infer)()
+        except BaseException:  # KeyboardInterrupt in the main thread: stop the others, then re-raise
+            self.stop.set()
+            raise
+        finally:
+            writer.join()
+            if self.failure is not None:
+                self.stop.set()
+            reader.join()
+        if self.failure is not None:
+            raise self.failure
+
+
+def score_file(
+    input: Path | str | RecordStream,
+    output: Path | str | None,
+    classifier: Classifier,
+    options: ScoreOptions | None = None,
+) -> ScoreResult:
+    """Score every row of ``input`` into ``output`` (default ``INPUT_STEM.scores.csv``); the CLI's core.
+
+    ``input`` may be a stream already opened with :func:`open_input` (the CLI does that before loading
+    the model, so a bad file fails fast). Per-row problems become ``status=error`` rows; the output
+    appears under its final name only when complete, with ``OUTPUT.manifest.json`` beside it.
+    """
+    options = options or ScoreOptions()
+    options.check()
+    stream = input if isinstance(input, RecordStream) else open_input(input, options)
+    out = Path(output) if output is not None else default_output(stream.path)
+    output_format(out)  # refuse an unknown extension before any work
+    if out.resolve() == stream.path.resolve():
+        raise UsageError(f"--out {out}: is the input file itself")
+    if options.batch_tokens is not None:
+        classifier.batch_tokens = options.batch_tokens
+    described = classifier.describe()
+    state = {
+        "input": str(stream.path.resolve()),
+        "input_fingerprint": input_fingerprint(stream.path),
+        "bundle_digest": classifier.bundle.digest,
+        "variant": {k: described[k] for k in ("backend", "precision", "device", "file")},
+        "options": {
+            "text_col": options.text_col,
+            "id_col": options.id_col,
+            "probs": options.probs,
+            "window": options.window,
+            "sort": options.sort,
+            "batch_tokens": classifier.batch_tokens,
+            "max_batch_rows": classifier.max_batch_rows,
+            "max_text_bytes": options.max_text_bytes,
+        },
+    }
+    started = time.perf_counter()
+    partial = PartialOutput.open(out, state, options.resume)
+    resumed_rows = partial.rows_done
+    if resumed_rows and options.progress is not None:
+        options.progress(resumed_rows)
+    _Pipeline(classifier, partial, options).run(stream, resumed_rows)
+    schema = classifier.output_schema(options.probs, options.id_col is not None)
+    write_atomically(out, schema, partial.tables())
+    wall = time.perf_counter() - started
+    rows = partial.rows_done
+    manifest = {
+        "clsrun_version": __version__,
+        "input": str(stream.path),
+        "input_fingerprint": state["input_fingerprint"],
+        "output": str(out),
+        "rows_read": rows,
+        "ok": sum(p.ok for p in partial.parts),
+        "error": sum(p.error for p in partial.parts),
+        "truncated": sum(p.truncated for p in partial.parts),
+        "resumed_from_row": resumed_rows,
+        "bundle": described["bundle"],
+        "bundle_digest": described["bundle_digest"],
+        "backend": described["backend"],
+        "precision": described["precision"],
+        "device": described["device"],
+        "threads": described["threads"],
+        "variant_file": described["file"],
+        "providers": described["providers"],
+        "options": state["options"],
+        "wall_s": round(wall, 3),
+        "rows_per_s": round((rows - resumed_rows) / wall, 1) if wall > 0 else 0.0,
+    }
+    target = manifest_path(out)
+    atomic_write_text(target, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    make_readable(target)
+    partial.remove()
+    return ScoreResult(out, target, manifest)
