@@ -1,3 +1,96 @@
-"""`clsrun bench` (placeholder: being implemented)."""
+"""`clsrun bench BUNDLE --data FILE`: throughput and latency of every backend (library: ``export/bench.py``)."""
 
 from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from clsrun.runtime.cli.app import app, reports_errors
+
+_ALL = "pipeline,torch-fp32,torch-bf16,onnx-fp32,onnx-int8,onnx-fp16,predict"
+
+
+def _ints(value: str, flag: str) -> tuple[int, ...]:
+    from clsrun.runtime.errors import UsageError
+
+    try:
+        out = tuple(int(x) for x in value.split(",") if x.strip())
+    except ValueError:
+        raise UsageError(f"{flag} {value!r}: expected comma-separated whole numbers, e.g. 1,4,16") from None
+    if not out or min(out) < 1:
+        raise UsageError(f"{flag} {value!r}: expected positive numbers")
+    return out
+
+
+@app.command("bench")
+@reports_errors
+def bench_command(
+    bundle: Path = typer.Argument(..., help="Model bundle folder."),
+    data: Path = typer.Option(
+        ...,
+        "--data",
+        exists=True,
+        dir_okay=False,
+        help="File whose texts every backend scores (any input format).",
+    ),
+    backends: str = typer.Option(
+        _ALL,
+        "--backends",
+        help="Comma-separated backends to compare. One that cannot run here (not exported, wrong device, "
+        "not a BERT bundle) is listed with the reason instead of being dropped.",
+    ),
+    out: Path = typer.Option(
+        Path("bench"), "--out", file_okay=False, help="Folder for bench.json, bench.md and the two PNG plots."
+    ),
+    batch_sizes: str = typer.Option(
+        "1,4,16",
+        "--batch-sizes",
+        help="Batch sizes for the latency series. Small ones show per-request latency, large ones approach "
+        "bulk throughput but take longer to measure.",
+    ),
+    repeats: int = typer.Option(
+        3,
+        "--repeats",
+        help="Timed repetitions per series (median and min–max reported); more is steadier, slower.",
+    ),
+    max_rows: int = typer.Option(
+        5000,
+        "--max-rows",
+        help="Score the first N non-empty texts of --data (0: all). More rows steady the figures but eager "
+        "PyTorch and the pipeline are slow on long texts.",
+    ),
+    text_col: str = typer.Option("text", "--text-col", help="Column holding the text."),
+    device: str = typer.Option("auto", "--device", help="auto|cpu|cuda: auto is CUDA when a GPU is visible."),
+    threads: int = typer.Option(
+        0,
+        "--threads",
+        help="Threads for every backend and the matmul peak; 0 uses every core this process may use.",
+    ),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress lines on stderr."),
+) -> None:
+    """Compare the transformers pipeline, eager PyTorch, onnxruntime variants and the real predict path
+    on the same texts: throughput, latency percentiles, padding, FLOP/s against a measured matmul peak,
+    memory. Writes JSON, a Markdown table and PNG plots. Needs clsrun[train] (torch)."""
+    from clsrun.runtime.errors import require
+
+    require("torch", "train")
+    require("matplotlib", "train")
+    from clsrun.export.bench import BenchConfig, run_bench
+    from clsrun.export.bench_report import write_report
+
+    config = BenchConfig(
+        bundle=bundle,
+        data=data,
+        text_col=text_col,
+        backends=tuple(b.strip() for b in backends.split(",") if b.strip()),
+        batch_sizes=_ints(batch_sizes, "--batch-sizes"),
+        repeats=repeats,
+        max_rows=max_rows,
+        device=device,
+        threads=threads,
+    )
+    report = run_bench(config, progress=None if quiet else lambda msg: typer.echo(msg, err=True))
+    paths = write_report(report, out)
+    typer.echo(paths["markdown"].read_text(encoding="utf-8"))
+    typer.echo("wrote " + ", ".join(str(p) for p in paths.values()))

@@ -1,0 +1,96 @@
+"""``clsrun eval``: score a labelled file with a bundle and report how well the predictions match.
+
+Reads the file with the same reader as training (``readers.read_labelled``), refuses labels the model
+does not know before scoring anything, predicts through the runtime's :class:`Classifier` (so the
+numbers are those of the variant ``clsrun predict`` would run), and computes the metrics with
+``clsrun.runtime.metrics`` (scikit-learn underneath).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from clsrun.runtime.errors import InputError
+
+if TYPE_CHECKING:
+    from clsrun.runtime.metrics import ClassificationReport
+
+
+UNSCORED = "(unscored)"  # the predicted label of a row the model could not score (empty after normalising)
+
+
+@dataclass
+class EvalReport:
+    """Everything ``clsrun eval`` prints; :meth:`to_json` is what ``--json`` writes."""
+
+    data: str
+    bundle: str
+    model: dict[str, Any]  # Classifier.describe(): backend, precision, device, threads, file, ...
+    unscored: int  # rows the model could not score: predicted as UNSCORED, so they count as wrong
+    seconds: float
+    rows_per_s: float
+    metrics: ClassificationReport  # labels in model order; confusion[true][predicted]
+
+    def to_json(self) -> dict[str, Any]:
+        """Run facts and every metric at the top level (``accuracy``, ``macro_f1``, ``per_class``, ...)."""
+        run = {k: v for k, v in asdict(self).items() if k != "metrics"}
+        return {**run, **self.metrics.to_json()}
+
+    def to_text(self) -> str:
+        """What was scored with what, then the metrics report (headline, per-class table, confusion)."""
+        m = self.model
+        lines = [
+            f"data:   {self.data}",
+            f"model:  {self.bundle} ({m.get('backend')} {m.get('precision')} on {m.get('device')}, "
+            f"{m.get('threads')} threads; {self.rows_per_s:,.0f} rows/s)",
+        ]
+        if self.unscored:
+            lines.append(f"{self.unscored:,} rows could not be scored: counted as wrong ({UNSCORED!r})")
+        return "\n".join([*lines, "", self.metrics.to_text()])
+
+
+def evaluate(
+    bundle: Path | str,
+    data: Path | str,
+    text_col: str = "text",
+    label_col: str = "label",
+    backend: str = "auto",
+    precision: str = "auto",
+    device: str = "auto",
+    threads: int | None = None,
+) -> EvalReport:
+    """Score ``data`` with ``bundle`` and compute accuracy, macro P/R/F1, per-class scores and confusion.
+
+    Raises :class:`InputError` when the file holds labels the model does not know (listing them all),
+    before any scoring is done.
+    """
+    from clsrun.runtime.classifier import Classifier
+    from clsrun.runtime.metrics import classification_report
+    from clsrun.runtime.readers import read_labelled
+
+    rows = read_labelled(data, text_col=text_col, label_col=label_col)
+    clf = Classifier.load(bundle, backend=backend, precision=precision, device=device, threads=threads)
+    known = set(clf.labels)
+    unknown = sorted({y for y in rows.labels if y not in known})
+    if unknown:
+        raise InputError(
+            f"{data}: column {label_col!r} holds labels the model does not know: "
+            f"{', '.join(repr(u) for u in unknown[:10])}{' ...' if len(unknown) > 10 else ''} "
+            f"({len(unknown)} in all); the model's labels are {', '.join(repr(x) for x in clf.labels)}"
+        )
+    start = time.perf_counter()
+    predictions = clf.predict(rows.texts)
+    seconds = time.perf_counter() - start
+    predicted = [label or UNSCORED for label in predictions.labels]
+    return EvalReport(
+        data=str(data),
+        bundle=str(bundle),
+        model=clf.describe(),
+        unscored=predicted.count(UNSCORED),
+        seconds=seconds,
+        rows_per_s=len(rows.texts) / max(seconds, 1e-9),
+        metrics=classification_report(rows.labels, predicted, clf.labels),
+    )

@@ -1,0 +1,97 @@
+"""`clsrun eval`: metrics a user can check by hand, JSON output, and the errors that must be clear.
+
+The toy bundle (tests/conftest.py) scores by counting characters: 'g'/'好' push to ``pos``, 'b'/'差' to
+``neg``, so every prediction below is known in advance.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from clsrun.runtime.cli import app
+
+runner = CliRunner()
+
+# True labels; the model predicts pos, pos, neg, neg, pos: the last row is wrong (true neg, predicted pos).
+ROWS = [("pos", "ggg"), ("pos", "好好"), ("neg", "bbb"), ("neg", "差"), ("neg", "gggg")]
+
+
+def write_csv(path: Path, rows: list[tuple[str, str]], header: str = "label,text") -> Path:
+    path.write_text(header + "\n" + "".join(f"{a},{b}\n" for a, b in rows), encoding="utf-8")
+    return path
+
+
+def test_text_report_has_accuracy_per_class_and_confusion(toy_bundle: Path, tmp_path: Path) -> None:
+    data = write_csv(tmp_path / "val.csv", ROWS)
+    result = runner.invoke(app, ["eval", str(toy_bundle), str(data)])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "accuracy 0.8000" in out
+    assert "confusion matrix (rows: true label, columns: predicted)" in out
+    lines = out.splitlines()
+    neg_row = next(line for line in reversed(lines) if line.startswith("neg "))
+    pos_row = next(line for line in reversed(lines) if line.startswith("pos "))
+    assert neg_row.split()[1:] == ["2", "1"] and pos_row.split()[1:] == ["0", "2"]
+
+
+def test_json_report_numbers(toy_bundle: Path, tmp_path: Path) -> None:
+    data = write_csv(tmp_path / "val.csv", ROWS)
+    result = runner.invoke(app, ["eval", str(toy_bundle), str(data), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["rows"] == 5 and report["accuracy"] == pytest.approx(0.8)
+    assert report["labels"] == ["neg", "pos"]
+    assert report["confusion"] == [[2, 1], [0, 2]]
+    assert report["per_class"]["neg"] == {
+        "precision": 1.0,
+        "recall": pytest.approx(2 / 3),
+        "f1": 0.8,
+        "support": 3,
+    }
+    assert report["per_class"]["pos"]["precision"] == pytest.approx(2 / 3)
+    # macro = unweighted mean over the two classes
+    assert report["macro_recall"] == pytest.approx((2 / 3 + 1.0) / 2)
+    assert report["model"]["backend"] == "onnx" and report["unscored"] == 0
+
+
+def test_precision_option_selects_the_variant(toy_bundle: Path, tmp_path: Path) -> None:
+    data = write_csv(tmp_path / "val.csv", ROWS)
+    result = runner.invoke(app, ["eval", str(toy_bundle), str(data), "--precision", "fp32", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["model"]["precision"] == "fp32"
+    result = runner.invoke(app, ["eval", str(toy_bundle), str(data), "--precision", "fp16"])
+    assert result.exit_code == 2
+    assert "fp16" in result.output
+
+
+def test_custom_columns_and_jsonl(toy_bundle: Path, tmp_path: Path) -> None:
+    data = tmp_path / "val.jsonl"
+    data.write_text(
+        "".join(json.dumps({"y": y, "review": t}, ensure_ascii=False) + "\n" for y, t in ROWS),
+        encoding="utf-8",
+    )
+    args = ["eval", str(toy_bundle), str(data), "--text-col", "review", "--label-col", "y", "--json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["accuracy"] == pytest.approx(0.8)
+    result = runner.invoke(app, ["eval", str(toy_bundle), str(data)])
+    assert result.exit_code == 2 and "no column 'text', 'label'" in result.output
+
+
+def test_labels_the_model_does_not_know_are_a_clear_error(toy_bundle: Path, tmp_path: Path) -> None:
+    data = write_csv(tmp_path / "val.csv", [*ROWS, ("positive", "g"), ("meh", "x")])
+    result = runner.invoke(app, ["eval", str(toy_bundle), str(data)])
+    assert result.exit_code == 2
+    assert "labels the model does not know: 'meh', 'positive'" in result.output
+    assert "the model's labels are 'neg', 'pos'" in result.output
+
+
+def test_missing_bundle_exits_3(tmp_path: Path) -> None:
+    data = write_csv(tmp_path / "val.csv", ROWS)
+    result = runner.invoke(app, ["eval", str(tmp_path / "nope"), str(data)])
+    assert result.exit_code == 3
+    assert "model bundle folder not found" in result.output
