@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -88,3 +89,13 @@ def make_toy_bundle(root: Path, passed: dict[str, bool] | None = None, max_lengt
 def toy_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A verified toy char-CNN bundle (fp32 and int8 variants passed). Do not modify it."""
     return make_toy_bundle(tmp_path_factory.mktemp("toy") / "bundle")
+
+
+@pytest.fixture
+def make_bundle(tmp_path: Path) -> Callable[..., Path]:
+    """``make_bundle(name, passed={...}, max_length=16)``: a fresh toy bundle under ``tmp_path / name``."""
+
+    def make(name: str, passed: dict[str, bool] | None = None, max_length: int = 16) -> Path:
+        return make_toy_bundle(tmp_path / name, passed, max_length)
+
+    return make

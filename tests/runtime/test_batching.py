@@ -1,0 +1,71 @@
+"""Windows, token-budget batches and the ragged -> padded step."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from clsrun.runtime.batching import padding_ratio, plan_batches, windows
+from clsrun.runtime.encode import CharEncoder, Tokens, pad_rows
+from clsrun.runtime.encode_char import CharVocab
+from clsrun.runtime.readers import RecordChunk
+
+
+def _chunks(sizes: list[int]) -> list[RecordChunk]:
+    out, start = [], 0
+    for n in sizes:
+        texts: list[str | None] = [f"t{start + i}" for i in range(n)]
+        out.append(RecordChunk(start, None, texts, [""] * n))
+        start += n
+    return out
+
+
+@pytest.mark.parametrize("sizes", [[10, 10, 10], [1] * 30, [7, 23], [30]])
+def test_windows_do_not_depend_on_how_the_reader_chunked(sizes: list[int]) -> None:
+    got = list(windows(_chunks(sizes), 8))
+    assert [w.start for w in got] == [0, 8, 16, 24]
+    assert [len(w) for w in got] == [8, 8, 8, 6]
+    assert [t for w in got for t in w.texts] == [f"t{i}" for i in range(30)]
+
+
+def test_batches_cover_every_row_once_within_the_budget() -> None:
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 200, size=5000)
+    batches = plan_batches(lengths, batch_tokens=4096, max_rows=256)
+    rows = np.concatenate(batches)
+    assert sorted(rows.tolist()) == list(range(5000))
+    for b in batches:
+        assert len(b) <= 256
+        assert int(lengths[b].max()) * len(b) <= 4096
+
+
+def test_a_row_longer_than_the_budget_gets_its_own_batch() -> None:
+    batches = plan_batches(np.array([3, 5000, 4]), batch_tokens=100)
+    assert [len(b) for b in batches] == [2, 1]
+
+
+def test_sorting_cuts_padding_on_mixed_lengths() -> None:
+    rng = np.random.default_rng(1)
+    lengths = np.clip(rng.lognormal(3.5, 0.8, size=8192).astype(np.int64), 1, 512)  # like short reviews
+    unsorted = padding_ratio(lengths, plan_batches(lengths, 32 * 512, max_rows=32, sort=False))
+    sorted_ = padding_ratio(lengths, plan_batches(lengths, 32 * 512, max_rows=32, sort=True))
+    assert unsorted > 1.5
+    assert sorted_ < 1.05
+
+
+def test_pad_rows_mask_comes_from_lengths_not_ids() -> None:
+    tokens = Tokens.from_lengths(np.array([5, 0, 7, 8, 9]), np.array([2, 3]), np.array([False, True]))
+    ids, mask = pad_rows(tokens, np.array([1, 0]), pad_id=0)
+    assert ids.tolist() == [[7, 8, 9], [5, 0, 0]]
+    assert mask.tolist() == [[True, True, True], [True, True, False]]  # the real id 0 is attended to
+
+
+def test_char_encoder_truncates_counts_and_pads_to_min_width() -> None:
+    enc = CharEncoder(CharVocab(list("ab好")), max_length=4, min_width=3)
+    tokens = enc.tokenize(["ab", "好abab", "b"])
+    assert tokens.lengths.tolist() == [2, 4, 1]
+    assert tokens.truncated.tolist() == [False, True, False]
+    assert enc.pad(tokens, np.array([2]))["input_ids"].tolist() == [[3, 0, 0]]
+    # same ids as the trainer's CharVocab.encode
+    ids, _ = enc.vocab.encode(["ab", "好abab"], 4)
+    assert enc.pad(tokens, np.array([0, 1]))["input_ids"].tolist() == ids.tolist()

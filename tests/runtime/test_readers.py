@@ -1,0 +1,143 @@
+"""Streaming reader: every format, per-row errors kept in place, whole-file problems raised at open."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from clsrun.runtime.errors import InputError
+from clsrun.runtime.readers import RecordChunk, open_records, read_labelled
+
+TEXTS = ["good", "", "  ", "bad", None]
+EXPECTED_ERRORS = ["", "empty or whitespace-only text", "empty or whitespace-only text", "", "null text"]
+
+
+def _all(path: Path, **kw: object) -> RecordChunk:
+    chunks = list(open_records(path, **kw).chunks())  # type: ignore[arg-type]
+    texts: list[str | None] = []
+    errors: list[str] = []
+    ids: list[str | None] = []
+    for c in chunks:
+        texts += c.texts
+        errors += c.errors
+        ids += c.ids or []
+    return RecordChunk(0, ids or None, texts, errors)
+
+
+def _write(path: Path) -> Path:
+    name = path.name
+    rows = [{"id": f"r{i}", "text": t} for i, t in enumerate(TEXTS)]
+    if ".jsonl" in name:
+        data = "".join(json.dumps(r) + "\n" for r in rows).encode()
+    elif ".parquet" in name:
+        pq.write_table(pa.Table.from_pylist(rows), path)
+        return path
+    else:
+        sep = "\t" if ".tsv" in name else ","
+        lines = ["id" + sep + "text"] + [
+            f'r{i}{sep}"{t or ""}"' if t is not None else f"r{i}{sep}" for i, t in enumerate(TEXTS)
+        ]
+        data = ("\n".join(lines) + "\n").encode()
+    path.write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
+    return path
+
+
+@pytest.mark.parametrize("name", ["in.csv", "in.tsv", "in.jsonl", "in.csv.gz", "in.jsonl.gz", "in.parquet"])
+def test_every_format_keeps_every_row_with_its_error(tmp_path: Path, name: str) -> None:
+    got = _all(_write(tmp_path / name), id_col="id")
+    assert got.ids == [f"r{i}" for i in range(len(TEXTS))]
+    assert got.texts == ["good", None, None, "bad", None]
+    expected = list(EXPECTED_ERRORS)
+    if ".csv" in name or ".tsv" in name:
+        expected[4] = "empty or whitespace-only text"  # CSV has no null: an empty cell is an empty text
+    assert got.errors == expected
+
+
+def test_undecodable_bytes_fail_only_their_row(tmp_path: Path) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_bytes(b"text\nfine\n\xff\xfe oops\nalso fine\n")
+    got = _all(path)
+    assert got.texts == ["fine", None, "also fine"]
+    assert got.errors[1].startswith("undecodable bytes")
+
+
+def test_jsonl_value_that_is_not_a_string_and_broken_lines(tmp_path: Path) -> None:
+    path = tmp_path / "x.jsonl"
+    path.write_bytes(b'{"text": "ok"}\n{"text": 5}\nnot json\n{"other": 1}\n[1]\n\xff\n')
+    got = _all(path)
+    assert got.texts[0] == "ok" and all(t is None for t in got.texts[1:])
+    assert got.errors[1] == "text is a JSON int, not a string"
+    assert got.errors[2].startswith("invalid JSON")
+    assert got.errors[3] == "no 'text' field"
+    assert got.errors[4] == "line is a JSON list, not an object"
+    assert got.errors[5].startswith("undecodable bytes")
+
+
+def test_field_over_the_size_cap_is_a_row_error(tmp_path: Path) -> None:
+    path = tmp_path / "big.csv"
+    path.write_text("text\nshort\n" + "x" * 5000 + "\nshort\n", encoding="utf-8")
+    got = _all(path, max_text_bytes=1000)
+    assert got.texts == ["short", None, "short"]
+    assert "size cap" in got.errors[1]
+
+
+def test_one_column_csv_keeps_empty_lines_as_rows(tmp_path: Path) -> None:
+    path = tmp_path / "one.csv"
+    path.write_text("text\na\n\nb\n", encoding="utf-8")
+    assert _all(path).texts == ["a", None, "b"]
+
+
+def test_quoted_newlines_and_chunks_with_skip(tmp_path: Path) -> None:
+    path = tmp_path / "many.csv"
+    path.write_text("text\n" + "".join(f'"row {i}\nline two"\n' for i in range(3000)), encoding="utf-8")
+    stream = open_records(path, block_bytes=4096, max_text_bytes=64)
+    chunks = list(stream.chunks(skip=1234))
+    assert chunks[0].start == 1234
+    texts = [t for c in chunks for t in c.texts]
+    assert texts[0] == "row 1234\nline two" and len(texts) == 3000 - 1234
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "match"),
+    [
+        ("nocol.csv", b"body\nhello\n", r"no column 'text'; columns are 'body'"),
+        ("empty.csv", b"", "Empty CSV file"),
+        ("garbage.parquet", b"not parquet at all", "cannot be read as parquet"),
+        ("csvinside.jsonl", b"text\nhello\n", "not JSON Lines"),
+        ("notes.txt", b"hello", "unknown file type 'txt'"),
+    ],
+)
+def test_whole_file_problems_raise_at_open(tmp_path: Path, name: str, content: bytes, match: str) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(InputError, match=match):
+        open_records(path)
+
+
+def test_truncated_gzip_is_an_input_error(tmp_path: Path) -> None:
+    data = gzip.compress(("text\n" + "".join(f"row {i} of many\n" for i in range(50000))).encode())
+    path = tmp_path / "cut.csv.gz"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match=r"cut\.csv\.gz: cannot be read as csv"):
+        for _ in open_records(path, block_bytes=1 << 16, max_text_bytes=1024).chunks():
+            pass
+
+
+def test_missing_id_column_and_missing_file(tmp_path: Path) -> None:
+    path = _write(tmp_path / "in.csv")
+    with pytest.raises(InputError, match="no column 'key'"):
+        open_records(path, id_col="key")
+    with pytest.raises(InputError, match="file not found"):
+        open_records(tmp_path / "nope.csv")
+
+
+def test_read_labelled_still_drops_unusable_rows(tmp_path: Path) -> None:
+    path = tmp_path / "l.csv"
+    path.write_text("label,text\npos,good\nneg,\n,bad\nneg,bad\n", encoding="utf-8")
+    data = read_labelled(path)
+    assert data.texts == ["good", "bad"] and data.labels == ["pos", "neg"]

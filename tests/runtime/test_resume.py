@@ -1,0 +1,128 @@
+"""--resume: an interrupted run, continued, gives output identical to an uninterrupted one."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pytest
+
+from clsrun.runtime.classifier import Classifier
+from clsrun.runtime.errors import ResumeError
+from clsrun.runtime.partial import JOURNAL_FILE, PartialOutput
+from clsrun.runtime.score import ScoreOptions, score_file
+
+
+def _input(path: Path, n: int) -> Path:
+    rng = np.random.default_rng(3)
+    pool = ["g" * k + "b" * (k % 4) + "x" * (k % 5) for k in range(1, 30)] + ["", "好差", "  "]
+    texts = [pool[i] for i in rng.integers(0, len(pool), size=n)]
+    pacsv.write_csv(pa.table({"text": texts}), path)
+    return path
+
+
+class _Crash(Exception):
+    pass
+
+
+def _crash_after(monkeypatch: pytest.MonkeyPatch, parts: int) -> None:
+    original = PartialOutput.add
+    calls = {"n": 0}
+
+    def add(self: PartialOutput, *args: object, **kwargs: object) -> object:
+        if calls["n"] == parts:
+            raise _Crash
+        calls["n"] += 1
+        return original(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(PartialOutput, "add", add)
+
+
+@pytest.mark.parametrize("out_name", ["o.csv", "o.jsonl", "o.parquet"])
+def test_interrupted_then_resumed_equals_uninterrupted(
+    tmp_path: Path, toy_bundle: Path, monkeypatch: pytest.MonkeyPatch, out_name: str
+) -> None:
+    src = _input(tmp_path / "in.csv", 4000)
+    clf = Classifier.load(toy_bundle, threads=1)
+    ref = score_file(src, tmp_path / f"ref{Path(out_name).suffix}", clf, ScoreOptions(window=300, probs=True))
+    out = tmp_path / out_name
+    for stop_after in (3, 7):  # crash twice, the second time during a resumed run
+        with monkeypatch.context() as m:
+            _crash_after(m, stop_after - (3 if stop_after == 7 else 0))
+            with pytest.raises(_Crash):
+                score_file(src, out, clf, ScoreOptions(window=300, probs=True, resume=True))
+        assert not out.exists()  # never visible before it is complete
+    result = score_file(src, out, clf, ScoreOptions(window=300, probs=True, resume=True))
+    assert result.manifest["resumed_from_row"] == 7 * 300
+    assert out.read_bytes() == ref.output.read_bytes()
+    assert result.manifest["ok"] == ref.manifest["ok"] and result.manifest["error"] == ref.manifest["error"]
+
+
+def test_torn_journal_line_and_stray_part_are_ignored(
+    tmp_path: Path, toy_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = _input(tmp_path / "in.csv", 2000)
+    clf = Classifier.load(toy_bundle, threads=1)
+    ref = score_file(src, tmp_path / "ref.csv", clf, ScoreOptions(window=250))
+    out = tmp_path / "o.csv"
+    with monkeypatch.context() as m:
+        _crash_after(m, 4)
+        with pytest.raises(_Crash):
+            score_file(src, out, clf, ScoreOptions(window=250))
+    folder = PartialOutput.folder_for(out)
+    with open(folder / JOURNAL_FILE, "a", encoding="utf-8") as f:
+        f.write('{"index": 4, "start": 10')  # the kill landed mid-line
+    (folder / "part-000004.tmp").write_bytes(b"half a part")
+    result = score_file(src, out, clf, ScoreOptions(window=250, resume=True))
+    assert result.manifest["resumed_from_row"] == 1000
+    assert out.read_bytes() == ref.output.read_bytes()
+
+
+def test_resume_refuses_a_changed_input_or_options(
+    tmp_path: Path, toy_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = _input(tmp_path / "in.csv", 1000)
+    clf = Classifier.load(toy_bundle, threads=1)
+    out = tmp_path / "o.csv"
+    with monkeypatch.context() as m:
+        _crash_after(m, 1)
+        with pytest.raises(_Crash):
+            score_file(src, out, clf, ScoreOptions(window=200))
+    with pytest.raises(ResumeError, match="different options"):
+        score_file(src, out, clf, ScoreOptions(window=200, probs=True, resume=True))
+    with open(src, "a", encoding="utf-8") as f:
+        f.write("one more row\n")
+    with pytest.raises(ResumeError, match="different input_fingerprint"):
+        score_file(src, out, clf, ScoreOptions(window=200, resume=True))
+    score_file(src, out, clf, ScoreOptions(window=200))  # without --resume: starts over
+    assert out.exists()
+
+
+def test_kill_9_then_resume_in_a_real_process(tmp_path: Path, toy_bundle: Path) -> None:
+    src = _input(tmp_path / "in.csv", 30000)
+    cmd = [sys.executable, "-c", "from clsrun.runtime.cli import main; main()", "predict", str(src), "--model", str(toy_bundle),
+           "--window", "500", "--batch-tokens", "512", "--threads", "1", "-q"]  # fmt: skip
+    clf = Classifier.load(toy_bundle, threads=1)
+    ref = score_file(src, tmp_path / "ref.csv", clf, ScoreOptions(window=500, batch_tokens=512))
+    out = tmp_path / "o.csv"
+    journal = PartialOutput.folder_for(out) / JOURNAL_FILE
+    proc = subprocess.Popen([*cmd, "--out", str(out)])
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        if journal.is_file() and journal.read_text(encoding="utf-8").count("\n") >= 3:
+            break
+        time.sleep(0.01)
+    if proc.poll() is not None:
+        pytest.fail("the run finished before it could be killed; make the input bigger")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not out.exists()
+    subprocess.run([*cmd, "--out", str(out), "--resume"], check=True)
+    assert out.read_bytes() == ref.output.read_bytes()

@@ -1,0 +1,128 @@
+"""Classifier API, variant choice and file scoring with a toy ONNX bundle (no torch)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pytest
+
+from clsrun.runtime.bundle import Bundle
+from clsrun.runtime.classifier import Classifier
+from clsrun.runtime.errors import BundleError, UsageError
+from clsrun.runtime.infer import choose
+from clsrun.runtime.score import ScoreOptions, default_output, score_file
+
+
+def test_predict_gives_labels_probs_and_row_errors(toy_bundle: Path) -> None:
+    clf = Classifier.load(toy_bundle, threads=1)
+    pred = clf.predict(["ggg", "bbb", None, "  ", "好好 差"])
+    assert clf.labels == ["neg", "pos"]
+    assert pred.labels == ["pos", "neg", "", "", "pos"]
+    assert pred.probs.shape == (5, 2)
+    np.testing.assert_allclose(pred.probs[pred.ok].sum(axis=1), 1.0, rtol=1e-6)
+    assert np.isnan(pred.probs[2]).all()
+    assert pred.errors[2] == "null text" and pred.errors[3] == "empty or whitespace-only text"
+
+
+def test_score_records_has_exactly_the_output_columns(toy_bundle: Path) -> None:
+    clf = Classifier.load(toy_bundle, threads=1)
+    table = clf.score_records(["gg", 7, "bb"], ids=["x", "y", "z"])
+    assert table.column_names == ["id", "label", "score", "prob_neg", "prob_pos", "status", "error"]
+    assert table.column("status").to_pylist() == ["ok", "error", "ok"]
+    assert table.column("error").to_pylist()[1] == "text is a int, not a string"
+    assert table.column("label").to_pylist() == ["pos", None, "neg"]
+
+
+def test_auto_prefers_int8_on_cpu_and_only_passed_variants(make_bundle: Callable[..., Path]) -> None:
+    both = Bundle.load(make_bundle("both"))
+    assert choose(both).precision == "int8"
+    assert choose(both, precision="fp32").file == "onnx/model.onnx"
+    failed_int8 = Bundle.load(make_bundle("f", passed={"fp32": True, "int8": False}))
+    picked = choose(failed_int8)
+    assert (picked.backend, picked.precision, picked.device) == ("onnx", "fp32", "cpu")
+    with pytest.raises(UsageError, match="no int8 variant that passed"):
+        choose(failed_int8, precision="int8")
+    with pytest.raises(UsageError, match="--precision 'fp64'"):
+        choose(failed_int8, precision="fp64")
+    none = Bundle.load(make_bundle("n", passed={"fp32": False}))
+    with pytest.raises(BundleError, match="run `clsrun export"):
+        choose(none, backend="onnx")
+
+
+def test_describe_records_what_runs(toy_bundle: Path) -> None:
+    info = Classifier.load(toy_bundle, precision="fp32", threads=2).describe()
+    assert info["backend"] == "onnx" and info["precision"] == "fp32" and info["threads"] == 2
+    assert info["file"] == "onnx/model.onnx" and len(info["bundle_digest"]) == 64
+
+
+def test_external_data_outside_the_bundle_is_refused(make_bundle: Callable[..., Path]) -> None:
+    import onnx
+
+    root = make_bundle("b", passed={"fp32": True})
+    model = onnx.load(str(root / "onnx" / "model.onnx"))
+    onnx.save(model, str(root / "onnx" / "model.onnx"), save_as_external_data=True, location="w.bin",
+              size_threshold=0)  # fmt: skip
+    data = (root / "onnx" / "model.onnx").read_bytes().replace(b"w.bin", b"../..")  # same length: 5 bytes
+    (root / "onnx" / "model.onnx").write_bytes(data)
+    from clsrun.runtime.bundle import write_spec
+
+    write_spec(root, Bundle.load(root, verify=False).spec)
+    with pytest.raises(BundleError, match="refused"):
+        Classifier.load(root)
+
+
+def _reviews(path: Path, n: int) -> Path:
+    rng = np.random.default_rng(0)
+    pool = ["g" * k + "b" * (k % 3) for k in range(1, 40)] + ["好" * 30 + "x" * 40, "差差", "ybx"]
+    texts: list[str | None] = [pool[i] for i in rng.integers(0, len(pool), size=n)]
+    for i in range(0, n, 97):
+        texts[i] = [None, "", "   "][i % 3]
+    pacsv.write_csv(pa.table({"key": [f"k{i}" for i in range(n)], "text": texts}), path)
+    return path
+
+
+def test_score_file_keeps_every_row_in_order_and_counts(tmp_path: Path, toy_bundle: Path) -> None:
+    src = _reviews(tmp_path / "in.csv", 5000)
+    clf = Classifier.load(toy_bundle, threads=1)
+    result = score_file(src, None, clf, ScoreOptions(id_col="key", window=700, batch_tokens=900))
+    assert result.output == default_output(src) == tmp_path / "in.scores.csv"
+    out = pacsv.read_csv(result.output, convert_options=pacsv.ConvertOptions(strings_can_be_null=True))
+    assert out.num_rows == 5000
+    assert out.column("id").to_pylist() == [f"k{i}" for i in range(5000)]
+    n_err = len(range(0, 5000, 97))
+    assert out.column("status").to_pylist().count("error") == n_err
+    m = json.loads(result.manifest_path.read_text(encoding="utf-8"))
+    assert (m["rows_read"], m["ok"], m["error"]) == (5000, 5000 - n_err, n_err)
+    assert m["truncated"] > 0  # the 70-character texts are cut to max_length 16
+    assert m["backend"] == "onnx" and m["precision"] == "int8" and m["bundle_digest"] == clf.bundle.digest
+    assert m["rows_per_s"] > 0 and not list(tmp_path.glob(".*partial"))
+
+
+def test_sorted_batching_gives_the_same_scores_as_input_order(tmp_path: Path, toy_bundle: Path) -> None:
+    src = _reviews(tmp_path / "in.csv", 3000)
+    clf = Classifier.load(toy_bundle, threads=1)
+    a = score_file(src, tmp_path / "a.parquet", clf, ScoreOptions(probs=True, window=1000))
+    b = score_file(src, tmp_path / "b.parquet", clf, ScoreOptions(probs=True, window=1000, sort=False))
+    import pyarrow.parquet as pq
+
+    assert pq.read_table(a.output).equals(pq.read_table(b.output))
+
+
+def test_output_is_not_the_input(tmp_path: Path, toy_bundle: Path) -> None:
+    src = _reviews(tmp_path / "in.csv", 10)
+    with pytest.raises(UsageError, match="is the input file itself"):
+        score_file(src, src, Classifier.load(toy_bundle), ScoreOptions())
+
+
+def test_a_damaged_bundle_is_refused(tmp_path: Path, toy_bundle: Path) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(toy_bundle, copy)
+    (copy / "onnx" / "model.int8.onnx").write_bytes(b"tampered")
+    with pytest.raises(BundleError, match="sha256 mismatch"):
+        Classifier.load(copy)

@@ -1,0 +1,71 @@
+"""Output tables and files: columns, formula neutralisation, every format, atomic appearance."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+
+from clsrun.runtime.errors import UsageError
+from clsrun.runtime.writers import output_format, result_table, write_atomically
+
+PROBS = np.array([[0.2, 0.8], [0.5, 0.5], [0.9, 0.1]], dtype=np.float32)
+
+
+def _table(ids: list[str | None] | None = None, probs: bool = False) -> pa.Table:
+    return result_table(10, ids, PROBS, ["", "null text", ""], ["neg", "pos"], probs)
+
+
+def test_columns_and_error_rows() -> None:
+    rows = _table(probs=True).to_pylist()
+    assert list(rows[0]) == ["id", "label", "score", "prob_neg", "prob_pos", "status", "error"]
+    assert [r["id"] for r in rows] == [10, 11, 12]  # row numbers continue from the window's start
+    assert rows[0]["label"] == "pos" and rows[0]["score"] == pytest.approx(0.8)
+    assert rows[1] == {
+        "id": 11, "label": None, "score": None, "prob_neg": None, "prob_pos": None,
+        "status": "error", "error": "null text",
+    }  # fmt: skip
+
+
+def test_csv_neutralises_formulas_but_not_numbers(tmp_path: Path) -> None:
+    ids = ['=HYPERLINK("x")', "-1", "@SUM(A1)"]
+    table = result_table(0, ids, PROBS, ["", "+cmd|' /C calc'!A0", ""], ["\tneg", "pos"], False)
+    out = tmp_path / "o.csv"
+    write_atomically(out, table.schema, [table])
+    back = pacsv.read_csv(out, convert_options=pacsv.ConvertOptions(column_types={"id": pa.string()}))
+    assert back.column("id").to_pylist() == ['\'=HYPERLINK("x")', "-1", "'@SUM(A1)"]
+    assert back.column("error").to_pylist()[1] == "'+cmd|' /C calc'!A0"
+    assert back.column("label").to_pylist()[2] == "'\tneg"
+
+
+def test_jsonl_and_parquet_round_trip(tmp_path: Path) -> None:
+    table = _table(ids=["a", "b", None], probs=True)
+    write_atomically(tmp_path / "o.jsonl", table.schema, [table, table])
+    lines = [json.loads(x) for x in (tmp_path / "o.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(lines) == 6 and lines[0]["id"] == "a" and lines[1]["label"] is None
+    assert lines[0]["score"] == pytest.approx(0.8)
+    write_atomically(tmp_path / "o.parquet", table.schema, [table])
+    assert pq.read_table(tmp_path / "o.parquet").equals(table)
+
+
+def test_output_appears_only_when_complete(tmp_path: Path) -> None:
+    table = _table()
+
+    def failing() -> list[pa.Table]:
+        yield table
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        write_atomically(tmp_path / "o.csv", table.schema, failing())
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unknown_output_extension_is_a_usage_error() -> None:
+    assert output_format("x.PARQUET") == "parquet"
+    with pytest.raises(UsageError, match=r"unknown output type '\.xlsx'"):
+        output_format("x.xlsx")
