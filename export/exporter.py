@@ -161,7 +161,7 @@ def _reported_ops(path: Path) -> dict[str, int]:
 
 
 def _score(
-    name: str, path: Path, reference: np.ndarray, eval_set: EvalSet, options: ExportOptions
+    name: str, path: Path, reference: np.ndarray, eval_set: EvalSet, options: ExportOptions, label: str = ""
 ) -> VariantResult:
     providers = session_providers(prefer_cuda=name == "fp16")
     logits, seconds = onnx_logits(path, eval_set.batches, providers)
@@ -179,8 +179,9 @@ def _score(
     if not result.gate_passed and options.force:
         result.passed, result.forced = True, True
     log.info(
-        "%s: accuracy %.4f (drop %.2f pts), agreement %.4f, max |logit diff| %.3g, %.0f rows/s on %s -> %s",
+        "%s%s: accuracy %.4f (drop %.2f pts), agreement %.4f, max |logit diff| %.3g, %.0f rows/s on %s -> %s",
         name,
+        label,
         result.accuracy,
         result.accuracy_drop_pts,
         result.label_agreement,
@@ -206,9 +207,15 @@ def _build_int8(
     reduce_range = (not features.vnni) if opts.reduce_range is None else opts.reduce_range
     dynamic = stage / "model.int8.onnx"
     quantize_dynamic_int8(fp32, dynamic, opts, reduce_range)
-    result = _score("int8", dynamic, reference, eval_set, options)
-    info: dict[str, Any] = {"method": "dynamic", "reduce_range": reduce_range, **asdict(opts)}
-    if not (kind == "charcnn" if opts.static is None else opts.static):
+    try_static = kind == "charcnn" if opts.static is None else opts.static
+    result = _score("int8", dynamic, reference, eval_set, options, " (dynamic)" if try_static else "")
+    info: dict[str, Any] = {
+        **asdict(opts),
+        "method": "dynamic",
+        "reduce_range": reduce_range,
+        "static": try_static,
+    }
+    if not try_static:
         return dynamic, result, info
     calibration, rows = [], 0
     for feeds in eval_set.batches[:: max(1, len(eval_set.batches) // 16)]:  # spread over all lengths
@@ -218,7 +225,7 @@ def _build_int8(
         rows += len(next(iter(feeds.values())))
     static = stage / "model.int8.static.onnx"
     quantize_static_int8(fp32, static, calibration, opts, reduce_range)
-    static_result = _score("int8", static, reference, eval_set, options)
+    static_result = _score("int8", static, reference, eval_set, options, " (static QDQ)")
     better = _static_wins(static_result, result)
     info["candidates"] = {
         "dynamic": {k: getattr(result, k) for k in ("accuracy", "rows_per_s", "size_bytes")},
@@ -302,6 +309,7 @@ def export_bundle(
         bundle, options, eval_set, ref_accuracy, results, fusions, extra, time.perf_counter() - start
     )
     atomic_write_text(bundle.root / EXPORT_REPORT, json.dumps(report, indent=2) + "\n")
+    (bundle.root / EXPORT_REPORT).chmod(0o644)  # mkstemp made it owner-only; it ships with the bundle
     bundle.rehash()
     error = gate_error(results, eval_set.rows, eval_set.source)
     if error is not None:

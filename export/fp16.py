@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from clsrun.export.quiet import quiet_onnxruntime_tools
 from clsrun.runtime.errors import ExportError
 
 # Operator types kept in float32, on top of onnxruntime's default block list (non-float ML ops).
@@ -43,12 +44,13 @@ def convert_fp16(src: Path, dst: Path, extra_fp32_ops: tuple[str, ...] = ()) -> 
     from onnxruntime.transformers.onnx_model import OnnxModel
 
     try:
-        model = OnnxModel(onnx.load(str(src)))
-        model.convert_float_to_float16(
-            use_symbolic_shape_infer=True,
-            keep_io_types=True,
-            op_block_list=[*float16.DEFAULT_OP_BLOCK_LIST, *FP32_OPS, *extra_fp32_ops],
-        )
-        model.save_model_to_file(str(dst))
+        with quiet_onnxruntime_tools():
+            model = OnnxModel(onnx.load(str(src)))
+            model.convert_float_to_float16(
+                use_symbolic_shape_infer=True,
+                keep_io_types=True,
+                op_block_list=[*float16.DEFAULT_OP_BLOCK_LIST, *FP32_OPS, *extra_fp32_ops],
+            )
+            model.save_model_to_file(str(dst))
     except Exception as e:  # the converter raises assorted types on graphs it cannot handle
         raise ExportError(f"float16 conversion failed: {type(e).__name__}: {e}") from e

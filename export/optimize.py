@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from clsrun.export.quiet import quiet_onnxruntime_tools
 from clsrun.runtime.errors import ExportError
 
 log = logging.getLogger(__name__)
@@ -41,11 +42,12 @@ def optimize_bert(src: Path, dst: Path, num_heads: int, hidden_size: int) -> dic
     from onnxruntime.transformers import optimizer
 
     try:
-        model = optimizer.optimize_model(
-            str(src), model_type="bert", num_heads=num_heads, hidden_size=hidden_size, opt_level=1
-        )
-        stats = model.get_fused_operator_statistics()
-        model.save_model_to_file(str(dst))
+        with quiet_onnxruntime_tools():
+            model = optimizer.optimize_model(
+                str(src), model_type="bert", num_heads=num_heads, hidden_size=hidden_size, opt_level=1
+            )
+            stats = model.get_fused_operator_statistics()
+            model.save_model_to_file(str(dst))
     except Exception as e:  # the optimizer raises assorted types on graphs it cannot handle
         raise ExportError(
             f"onnxruntime transformer optimizer failed on {src.name}: {type(e).__name__}: {e}"

@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from clsrun.export.quiet import quiet_onnxruntime_tools
 from clsrun.runtime.errors import ExportError, UsageError
 
 WeightType = Literal["qint8", "quint8"]
@@ -64,16 +65,17 @@ def quantize_dynamic_int8(src: Path, dst: Path, options: Int8Options, reduce_ran
     from onnxruntime.quantization import quantize_dynamic
 
     try:
-        quantize_dynamic(
-            src,
-            dst,
-            per_channel=options.per_channel,
-            reduce_range=reduce_range,
-            weight_type=_quant_type(options.weight_type),
-            # Fused contrib ops (Attention, SkipLayerNormalization) defeat ONNX shape inference; their
-            # outputs are float, which is what this tells the quantizer.
-            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-        )
+        with quiet_onnxruntime_tools():
+            quantize_dynamic(
+                src,
+                dst,
+                per_channel=options.per_channel,
+                reduce_range=reduce_range,
+                weight_type=_quant_type(options.weight_type),
+                # Fused contrib ops (Attention, SkipLayerNormalization) defeat ONNX shape inference; their
+                # outputs are float, which is what this tells the quantizer.
+                extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+            )
     except Exception as e:  # the quantizer raises assorted types on graphs it cannot handle
         raise ExportError(f"dynamic int8 quantization failed: {type(e).__name__}: {e}") from e
 
@@ -110,18 +112,19 @@ def quantize_static_int8(
     try:
         # The QDQ quantizer needs every activation's type; plain ONNX shape inference stops at the fused
         # contrib operators, symbolic shape inference knows them.
-        typed = SymbolicShapeInference.infer_shapes(onnx.load(str(src)), auto_merge=True)
-        quantize_static(
-            typed,
-            dst,
-            _Feeds(calibration),
-            quant_format=QuantFormat.QDQ,
-            per_channel=options.per_channel,
-            reduce_range=reduce_range,
-            activation_type=QuantType.QUInt8,
-            weight_type=_quant_type(options.weight_type),
-            calibrate_method=CalibrationMethod.MinMax,
-            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-        )
+        with quiet_onnxruntime_tools():
+            typed = SymbolicShapeInference.infer_shapes(onnx.load(str(src)), auto_merge=True)
+            quantize_static(
+                typed,
+                dst,
+                _Feeds(calibration),
+                quant_format=QuantFormat.QDQ,
+                per_channel=options.per_channel,
+                reduce_range=reduce_range,
+                activation_type=QuantType.QUInt8,
+                weight_type=_quant_type(options.weight_type),
+                calibrate_method=CalibrationMethod.MinMax,
+                extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+            )
     except Exception as e:  # see quantize_dynamic_int8
         raise ExportError(f"static int8 quantization failed: {type(e).__name__}: {e}") from e

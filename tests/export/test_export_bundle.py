@@ -1,0 +1,184 @@
+"""``clsrun export`` on tiny real bundles of both kinds: files, report, fusions, gate, --force, the CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import helper, numpy_helper
+from typer.testing import CliRunner
+
+import clsrun.export.quantize as quantize_module
+from clsrun.export import ExportOptions, Int8Options, export_bundle
+from clsrun.runtime.bundle import Bundle
+from clsrun.runtime.cli import app
+from clsrun.runtime.encode import make_encoder
+from clsrun.runtime.errors import AccuracyGateError, ExportError, InputError
+from clsrun.runtime.readers import read_labelled
+from clsrun.runtime.textnorm import normalize_many
+from clsrun.trainer.models import load_model
+
+REPORT_KEYS = {
+    "file",
+    "passed",
+    "accuracy",
+    "accuracy_drop_pts",
+    "label_agreement",
+    "max_abs_logit_diff",
+    "reason",
+}
+
+
+@pytest.fixture
+def bert_bundle(tiny_bert_bundle: Path, tmp_path: Path) -> Path:
+    """A private copy of the shared tiny BERT bundle (export adds files to it)."""
+    return Path(shutil.copytree(tiny_bert_bundle, tmp_path / "bert_bundle"))
+
+
+def _self_labelled(bundle_root: Path, out: Path) -> Path:
+    """The bundle's validation texts labelled with the eager model's own predictions (reference = 100 %),
+    so a variant with permuted outputs must lose accuracy, however well the tiny model was trained."""
+    bundle = Bundle.load(bundle_root)
+    texts = read_labelled(bundle.path("validation.jsonl.gz")).texts
+    encoder = make_encoder(bundle)
+    feeds = encoder.pad(
+        encoder.tokenize(normalize_many(texts, bundle.spec.normalization)), np.arange(len(texts))
+    )
+    with torch.inference_mode():
+        logits = load_model(bundle)(**{k: torch.from_numpy(v) for k, v in feeds.items()}).numpy()
+    labels = [bundle.labels[i] for i in logits.argmax(axis=1)]
+    out.write_text(
+        "".join(json.dumps({"label": y, "text": t}) + "\n" for y, t in zip(labels, texts, strict=True))
+    )
+    return out
+
+
+def _permute_outputs(path: Path) -> None:
+    """Make an ONNX classifier wrong on purpose: its logits come out in reversed label order."""
+    model = onnx.load(str(path))
+    graph = model.graph
+    producer = next(n for n in graph.node if "logits" in n.output)
+    producer.output[list(producer.output).index("logits")] = "logits_in_label_order"
+    n_labels = graph.output[0].type.tensor_type.shape.dim[1].dim_value
+    graph.initializer.append(numpy_helper.from_array(np.arange(n_labels)[::-1].astype(np.int64), "reversed"))
+    graph.node.append(helper.make_node("Gather", ["logits_in_label_order", "reversed"], ["logits"], axis=1))
+    onnx.save(model, str(path))
+
+
+@pytest.fixture
+def wrong_int8(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every dynamic int8 model the exporter builds has its label order reversed."""
+    real = quantize_module.quantize_dynamic_int8
+
+    def broken(src: Path, dst: Path, options: Int8Options, reduce_range: bool) -> None:
+        real(src, dst, options, reduce_range)
+        _permute_outputs(dst)
+
+    monkeypatch.setattr(quantize_module, "quantize_dynamic_int8", broken)
+
+
+def test_charcnn_export_writes_gated_variants_inside_the_bundle(tiny_charcnn_bundle: Path) -> None:
+    before = {p.name for p in tiny_charcnn_bundle.parent.iterdir()}
+    report = export_bundle(tiny_charcnn_bundle)
+    assert report.passed == ["fp32", "int8"]
+    data = json.loads((tiny_charcnn_bundle / "onnx/export_report.json").read_text())
+    assert data["reference"]["backend"] == "torch" and data["reference"]["rows"] > 0
+    for name in ("fp32", "int8"):
+        assert data["variants"][name].keys() >= REPORT_KEYS
+    assert data["variants"]["fp32"]["max_abs_logit_diff"] < 1e-4
+    assert data["variants"]["fp32"]["label_agreement"] == 1.0
+    assert data["variants"]["int8"]["quantization"]["static"] is True  # tried for the char-CNN
+    bundle = Bundle.load(tiny_charcnn_bundle)  # hashes verified, the new files included
+    assert {"onnx/model.onnx", "onnx/model.int8.onnx", "onnx/export_report.json"} <= set(bundle.files)
+    assert not any(p.name.startswith(".tmp") for p in tiny_charcnn_bundle.rglob("*"))
+    assert {p.name for p in tiny_charcnn_bundle.parent.iterdir()} == before  # nothing written beside it
+
+
+def test_bert_export_fuses_attention_and_passes_all_precisions(bert_bundle: Path) -> None:
+    report = export_bundle(bert_bundle, precisions=("fp32", "int8", "fp16"))
+    fusions = report.data["fusions"]
+    layers = json.loads((bert_bundle / "config.json").read_text())["num_hidden_layers"]
+    assert fusions["fp32"]["Attention"] == layers
+    assert fusions["fp32"]["EmbedLayerNormalization"] == 1
+    assert fusions["int8"]["QAttention"] == layers
+    assert report.data["variants"]["int8"]["quantization"]["method"] == "dynamic"
+    assert report.variants["fp32"].max_abs_logit_diff < 1e-3
+    assert set(report.passed) == {"fp32", "int8", "fp16"}
+    assert (bert_bundle / "onnx/model.fp16.onnx").is_file()
+    Bundle.load(bert_bundle)
+
+
+def test_gate_refuses_a_wrong_variant_and_removes_it(
+    tiny_charcnn_bundle: Path, tmp_path: Path, wrong_int8: None
+) -> None:
+    eval_data = _self_labelled(tiny_charcnn_bundle, tmp_path / "eval.jsonl")
+    options = ExportOptions(eval_data=eval_data, int8=Int8Options(static=False))
+    with pytest.raises(
+        AccuracyGateError, match=r"refused 1 variant\(s\).*int8 \(onnx/model.int8.onnx\): accuracy drops"
+    ):
+        export_bundle(tiny_charcnn_bundle, options)
+    assert not (tiny_charcnn_bundle / "onnx/model.int8.onnx").exists()
+    assert (tiny_charcnn_bundle / "onnx/model.onnx").is_file()
+    report = Bundle.load(tiny_charcnn_bundle).export_report()
+    assert report is not None
+    assert report["variants"]["int8"]["passed"] is False and report["variants"]["int8"]["kept"] is False
+    assert report["variants"]["int8"]["label_agreement"] < 1.0
+    assert report["variants"]["fp32"]["passed"] is True
+
+
+def test_force_keeps_the_refused_variant_and_says_so(
+    tiny_charcnn_bundle: Path, tmp_path: Path, wrong_int8: None
+) -> None:
+    eval_data = _self_labelled(tiny_charcnn_bundle, tmp_path / "eval.jsonl")
+    report = export_bundle(
+        tiny_charcnn_bundle, eval_data=eval_data, force=True, int8=Int8Options(static=False)
+    )
+    int8 = report.data["variants"]["int8"]
+    assert int8["forced"] is True and int8["gate_passed"] is False and int8["passed"] is True
+    assert "accuracy drops" in int8["reason"]
+    assert (tiny_charcnn_bundle / "onnx/model.int8.onnx").is_file()
+
+
+def test_reexport_refused_without_force(tiny_charcnn_bundle: Path) -> None:
+    export_bundle(tiny_charcnn_bundle, precisions=("fp32",))
+    with pytest.raises(ExportError, match=r"already exported.*--force"):
+        export_bundle(tiny_charcnn_bundle, precisions=("fp32",))
+    export_bundle(tiny_charcnn_bundle, precisions=("fp32", "int8"), force=True)
+    assert Bundle.load(tiny_charcnn_bundle).has("onnx/model.int8.onnx")
+
+
+def test_eval_data_with_foreign_labels_refused(tiny_charcnn_bundle: Path, tmp_path: Path) -> None:
+    data = tmp_path / "eval.csv"
+    data.write_text("label,text\nspam,hello\n", encoding="utf-8")
+    with pytest.raises(InputError, match="'spam' are not labels of this model"):
+        export_bundle(tiny_charcnn_bundle, eval_data=data)
+    assert not (tiny_charcnn_bundle / "onnx").exists()
+
+
+def test_cli_exports_then_refuses_to_overwrite(tiny_charcnn_bundle: Path) -> None:
+    runner = CliRunner()
+    first = runner.invoke(app, ["export", str(tiny_charcnn_bundle), "--precision", "fp32,int8"])
+    assert first.exit_code == 0, first.output
+    assert "fp32  passed" in first.output and "int8  passed" in first.output
+    second = runner.invoke(app, ["export", str(tiny_charcnn_bundle)])
+    assert second.exit_code == 1
+    assert "already exported" in second.output
+
+
+def test_cli_gate_failure_exits_non_zero(tiny_charcnn_bundle: Path, tmp_path: Path, wrong_int8: None) -> None:
+    eval_data = _self_labelled(tiny_charcnn_bundle, tmp_path / "eval.jsonl")
+    args = ["export", str(tiny_charcnn_bundle), "--eval-data", str(eval_data), "--no-static-int8"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1
+    assert "accuracy gate refused 1 variant(s)" in result.output
+
+
+def test_cli_rejects_unknown_precision(tiny_charcnn_bundle: Path) -> None:
+    result = CliRunner().invoke(app, ["export", str(tiny_charcnn_bundle), "--precision", "fp32,int4"])
+    assert result.exit_code == 2
+    assert "--precision" in result.output
