@@ -67,6 +67,12 @@ def bench_command(
         "--threads",
         help="Threads for every backend and the matmul peak; 0 uses every core this process may use.",
     ),
+    matmul_size: int = typer.Option(
+        2048,
+        "--matmul-size",
+        help="Side of the square matmul that measures the FLOP/s peak: larger gets closer to the true "
+        "peak, smaller is quicker.",
+    ),
     quiet: bool = typer.Option(False, "--quiet", help="No progress lines on stderr."),
 ) -> None:
     """Compare the transformers pipeline, eager PyTorch, onnxruntime variants and the real predict path
@@ -89,6 +95,7 @@ def bench_command(
         max_rows=max_rows,
         device=device,
         threads=threads,
+        matmul_n=matmul_size,
     )
     report = run_bench(config, progress=None if quiet else lambda msg: typer.echo(msg, err=True))
     paths = write_report(report, out)

@@ -1,0 +1,124 @@
+"""`clsrun bench`: the report's structure, and every requested backend either ran or says why not.
+
+Tiny bundles, a few dozen rows, one repeat: these check what the report holds, never how fast anything is.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from clsrun.export.bench import BACKENDS, BackendResult, BenchConfig, BenchReport, run_bench
+from clsrun.export.bench_report import write_report
+from clsrun.runtime.cli import app
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def quick(bundle: Path, data: Path, backends: tuple[str, ...] = BACKENDS) -> BenchConfig:
+    return BenchConfig(
+        bundle=bundle,
+        data=data,
+        backends=backends,
+        batch_sizes=(1, 4),
+        repeats=1,
+        warmup=1,
+        max_rows=16,
+        latency_calls=3,
+        device="cpu",
+        threads=1,
+        matmul_n=128,
+    )
+
+
+@pytest.fixture
+def toy_data(tmp_path: Path) -> Path:
+    rows = ["ggg", "好好", "bbb", "差", "", "gbxyz", "x"] * 5
+    path = tmp_path / "texts.csv"
+    path.write_text("text\n" + "\n".join(f'"{t}"' for t in rows) + "\n", encoding="utf-8")
+    return path
+
+
+def check_accounted(report: BenchReport, requested: tuple[str, ...]) -> dict[str, BackendResult]:
+    """Every requested backend is in the report, in order; one that did not run has a reason."""
+    assert [r.name for r in report.results] == list(requested)
+    for r in report.results:
+        assert r.status in ("ok", "skipped", "failed")
+        if r.status == "ok":
+            assert r.reason is None and r.bulk is not None
+            assert r.bulk["rows"] == report.inputs["rows"]
+            assert r.bulk["rows_per_s"].median > 0 and r.bulk["tokens_per_s"].median > 0
+            assert r.memory["peak_rss_mib"] > 0
+            for lat in r.latency:
+                assert 0 < lat.p50_ms <= lat.p95_ms <= lat.p99_ms
+        else:
+            assert r.reason, f"{r.name} did not run and gives no reason"
+    return {r.name: r for r in report.results}
+
+
+def test_onnx_bundle_report_structure_and_reasons(toy_bundle: Path, toy_data: Path, tmp_path: Path) -> None:
+    report = run_bench(quick(toy_bundle, toy_data))
+    by = check_accounted(report, BACKENDS)
+    assert report.inputs["rows"] == 16  # first 16 non-empty texts: the empty one is skipped
+    for name in ("onnx-fp32", "onnx-int8", "predict"):
+        assert by[name].status == "ok", (name, by[name].reason)
+    assert [x.batch_size for x in by["onnx-int8"].latency] == [1, 4]
+    assert by["onnx-int8"].details["precision"] == "int8"
+    assert "BERT bundles only" in by["pipeline"].reason
+    assert "CUDA" in by["onnx-fp16"].reason
+    predict = by["predict"]
+    assert predict.bulk["manifest_rows_per_s"].median > 0
+    assert predict.latency == []
+    assert report.peak["peak"]["fp32"] > 0 and report.machine["usable_cores"] >= 1
+    assert "onnxruntime" in report.versions and report.config["threads"] == 1
+
+    paths = write_report(report, tmp_path / "out")
+    data = json.loads(paths["json"].read_text(encoding="utf-8"))
+    assert {r["name"]: r["status"] for r in data["results"]}["onnx-fp32"] == "ok"
+    assert data["results"][3]["bulk"]["rows_per_s"]["values"]  # every repeat's figure is kept
+    md = paths["markdown"].read_text(encoding="utf-8")
+    assert "| onnx-int8 |" in md and "| predict (int8) |" in md
+    assert "**pipeline** (skipped)" in md and "**onnx-fp16** (skipped)" in md
+    for key in ("throughput_png", "latency_png"):
+        assert paths[key].read_bytes().startswith(PNG_MAGIC)
+
+
+@pytest.mark.slow
+def test_bert_bundle_runs_pipeline_and_eager_torch_with_flops(
+    tiny_bert_bundle: Path, tiny_bert_data: Path
+) -> None:
+    requested = ("pipeline", "torch-fp32", "torch-bf16", "onnx-fp32", "predict")
+    report = run_bench(quick(tiny_bert_bundle, tiny_bert_data, requested))
+    by = check_accounted(report, requested)
+    for name in ("pipeline", "torch-fp32", "predict"):
+        assert by[name].status == "ok", (name, by[name].reason)
+    compute = by["torch-fp32"].compute
+    assert compute["flops_per_row"] > 0 and compute["fraction_of_peak"] > 0
+    # Not exported: the onnx backend says so instead of vanishing; bf16 either ran or says why.
+    assert by["onnx-fp32"].status == "skipped" and "export" in by["onnx-fp32"].reason
+    assert by["torch-bf16"].status in ("ok", "skipped")
+
+
+def test_cli_writes_files_and_rejects_unknown_backends(
+    toy_bundle: Path, toy_data: Path, tmp_path: Path
+) -> None:
+    runner = CliRunner()
+    out = tmp_path / "bench"
+    args = ["bench", str(toy_bundle), "--data", str(toy_data), "--out", str(out), "--repeats", "1"]
+    args += ["--batch-sizes", "1,2", "--max-rows", "10", "--threads", "1", "--matmul-size", "128", "--quiet"]
+    result = runner.invoke(app, [*args, "--backends", "onnx-fp32,torch-fp16"])
+    assert result.exit_code == 2 and "unknown torch-fp16" in result.output
+    result = runner.invoke(app, [*args, "--batch-sizes", "1,x"])
+    assert result.exit_code == 2 and "--batch-sizes" in result.output
+    result = runner.invoke(app, [*args, "--backends", "onnx-fp32,pipeline"])
+    assert result.exit_code == 0, result.output
+    assert "| onnx-fp32 |" in result.output and "**pipeline** (skipped)" in result.output
+    assert sorted(p.name for p in out.iterdir()) == [
+        "bench.json",
+        "bench.md",
+        "latency_percentiles.png",
+        "throughput_vs_batch.png",
+    ]
