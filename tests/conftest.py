@@ -99,3 +99,69 @@ def make_bundle(tmp_path: Path) -> Callable[..., Path]:
         return make_toy_bundle(tmp_path / name, passed, max_length)
 
     return make
+
+
+
+# --------------------------------------------------------------------------------------------------
+# Char-CNN trainer (H2): a tiny labelled file and a real char-CNN bundle trained on it (seconds).
+# --------------------------------------------------------------------------------------------------
+
+
+def tiny_charcnn_texts(n: int = 60, seed: int = 0) -> tuple[list[str], list[str]]:
+    """``n`` short labelled texts, Chinese and English: ``pos`` rows praise (好/棒/good), ``neg`` rows complain."""
+    rng = np.random.default_rng(seed)
+    words = {
+        "pos": ["好", "很好", "棒", "喜欢", "good", "great"],
+        "neg": ["差", "太差", "坏", "讨厌", "bad", "awful"],
+    }
+    filler = ["这个", "房间", "服务", "the room", "it was", "酒店"]
+    texts, labels = [], []
+    for i in range(n):
+        label = "pos" if i % 2 == 0 else "neg"
+        texts.append(
+            f"{rng.choice(filler)}{rng.choice(words[label])}，{rng.choice(filler)}{rng.choice(words[label])}"
+        )
+        labels.append(label)
+    return texts, labels
+
+
+def write_labelled_csv(path: Path, texts: list[str], labels: list[str]) -> Path:
+    """A ``label,text`` CSV (RFC 4180 quoting)."""
+    import csv
+
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["label", "text"])
+        writer.writerows(zip(labels, texts, strict=True))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_charcnn_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 60-row ``label,text`` CSV of :func:`tiny_charcnn_texts`. Do not modify it."""
+    texts, labels = tiny_charcnn_texts()
+    return write_labelled_csv(tmp_path_factory.mktemp("tiny_charcnn_data") / "train.csv", texts, labels)
+
+
+@pytest.fixture(scope="session")
+def _tiny_charcnn_master(tmp_path_factory: pytest.TempPathFactory, tiny_charcnn_data: Path) -> Path:
+    from clsrun.trainer.config import TrainConfig
+    from clsrun.trainer.data import load_split
+    from clsrun.trainer.train_charcnn import CharCNNOptions, train_charcnn
+
+    out = tmp_path_factory.mktemp("tiny_charcnn_bundle") / "bundle"
+    out.mkdir()
+    config = TrainConfig(lr=1e-2, epochs=1, batch_size=16, max_length=32, warmup=0, quiet=True, logs=False)
+    split = load_split(tiny_charcnn_data, val_split=0.25, seed=config.seed)
+    options = CharCNNOptions(embed_dim=8, channels=[8, 8], kernel_sizes=[3, 3], min_char_freq=1)
+    train_charcnn(split, out, config, options)
+    return out
+
+
+@pytest.fixture
+def tiny_charcnn_bundle(_tiny_charcnn_master: Path, tmp_path: Path) -> Path:
+    """A verified ``charcnn`` bundle (vocab, weights, validation rows, metrics; no onnx/) trained for one
+    epoch on :func:`tiny_charcnn_texts`; a fresh copy per test, so a test may add files (export) to it."""
+    import shutil
+
+    return Path(shutil.copytree(_tiny_charcnn_master, tmp_path / "charcnn_bundle"))

@@ -1,0 +1,78 @@
+"""The char-CNN module: shapes, any length, padding-invariance, and a bundle that reloads to the same model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from clsrun.runtime.bundle import Bundle
+from clsrun.runtime.encode import CharEncoder
+from clsrun.runtime.errors import BundleError
+from clsrun.runtime.textnorm import normalize_many
+from clsrun.trainer.charcnn import CharCNN, CharCNNConfig
+from clsrun.trainer.models import load_model
+
+
+def _model(seed: int = 0) -> CharCNN:
+    torch.manual_seed(seed)
+    return CharCNN(
+        CharCNNConfig(vocab_size=50, n_labels=3, embed_dim=8, channels=[8, 8], kernel_sizes=[3, 5])
+    ).eval()
+
+
+def test_logits_shape_for_any_length() -> None:
+    model = _model()
+    for length in (1, 2, 7, 300):
+        ids = torch.randint(1, 50, (4, length))
+        assert model(input_ids=ids).shape == (4, 3)
+
+
+def test_text_alone_and_padded_in_a_batch_score_the_same() -> None:
+    model = _model()
+    short = torch.tensor([[5, 9, 13]])  # (1, 3)
+    long = torch.randint(2, 50, (1, 40))  # (1, 40)
+    batch = torch.zeros((2, 40), dtype=torch.long)
+    batch[0, :3] = short[0]
+    batch[1] = long[0]
+    with torch.no_grad():
+        alone = model(input_ids=short)
+        padded = model(input_ids=batch)
+    torch.testing.assert_close(padded[0:1], alone, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(padded[1:2], model(input_ids=long), rtol=1e-5, atol=1e-5)
+
+
+def test_even_kernel_is_refused() -> None:
+    with pytest.raises(ValueError, match="odd"):
+        CharCNNConfig(vocab_size=10, n_labels=2, channels=[8], kernel_sizes=[4])
+
+
+def test_bundle_reloads_to_the_trained_model(tiny_charcnn_bundle: Path) -> None:
+    bundle = Bundle.load(tiny_charcnn_bundle)
+    assert bundle.spec.kind == "charcnn"
+    assert {"vocab.json", "model.safetensors", "validation.jsonl.gz", "confusion_matrix.csv"} <= set(
+        bundle.files
+    )
+    model = load_model(bundle)
+    assert not model.training
+    encoder = CharEncoder.from_bundle(bundle)
+    texts = normalize_many(["房间很好，服务棒", "太差了", "x"], bundle.spec.normalization)
+    tokens = encoder.tokenize(texts)
+    ids = encoder.pad(tokens, np.arange(len(texts)))["input_ids"]
+    with torch.no_grad():
+        logits = model(input_ids=torch.from_numpy(ids))
+    assert logits.shape == (3, 2)
+    metrics = bundle.spec.training["metrics"]
+    assert 0.0 <= metrics["accuracy"] <= 1.0 and "macro_f1" in metrics
+
+
+def test_weights_that_do_not_fit_are_a_bundle_error(tiny_charcnn_bundle: Path) -> None:
+    spec_path = tiny_charcnn_bundle / "clsrun.json"
+    data = json.loads(spec_path.read_text(encoding="utf-8"))
+    data["model"]["channels"] = [16, 16]
+    spec_path.write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(BundleError, match=r"model\.safetensors: weights do not fit"):
+        load_model(Bundle.load(tiny_charcnn_bundle))

@@ -1,0 +1,63 @@
+"""Training data: a stratified, seeded validation split, or --val-data; label problems named clearly."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from clsrun.runtime.errors import InputError, UsageError
+from clsrun.trainer.data import load_split
+
+
+def _csv(path: Path, rows: list[tuple[str, str]]) -> Path:
+    import csv
+
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["label", "text"])
+        w.writerows(rows)
+    return path
+
+
+def test_split_is_stratified_disjoint_and_seeded(tmp_path: Path) -> None:
+    rows = [("a", f"text a {i}") for i in range(80)] + [("b", f"text b {i}") for i in range(20)]
+    data = _csv(tmp_path / "d.csv", rows)
+    split = load_split(data, val_split=0.2, seed=1)
+    assert Counter(split.val_labels) == {"a": 16, "b": 4}  # the 80/20 proportion is kept
+    assert not set(split.train_texts) & set(split.val_texts)
+    assert len(split.train_texts) + len(split.val_texts) == 100
+    assert split.labels == ["a", "b"]
+    assert load_split(data, val_split=0.2, seed=1).val_texts == split.val_texts
+    assert load_split(data, val_split=0.2, seed=2).val_texts != split.val_texts
+    info = split.to_json()
+    assert info["val_rows"] == 20 and len(info["data_sha256"]) == 64
+
+
+def test_val_data_is_used_as_given(tmp_path: Path) -> None:
+    data = _csv(tmp_path / "d.csv", [("x", "one"), ("y", "two"), ("x", "three")])
+    val = _csv(tmp_path / "v.csv", [("y", "four")])
+    split = load_split(data, val_data=val)
+    assert split.train_texts == ["one", "two", "three"]
+    assert split.val_texts == ["four"]
+    assert split.val_split is None and split.val_file == val
+
+
+def test_val_label_unseen_in_training_is_named(tmp_path: Path) -> None:
+    data = _csv(tmp_path / "d.csv", [("x", "one"), ("y", "two")])
+    val = _csv(tmp_path / "v.csv", [("z", "four")])
+    with pytest.raises(InputError, match=r"--val-data .*'z' never occur"):
+        load_split(data, val_data=val)
+
+
+def test_label_with_one_row_cannot_be_stratified(tmp_path: Path) -> None:
+    data = _csv(tmp_path / "d.csv", [("x", f"t{i}") for i in range(9)] + [("rare", "only one")])
+    with pytest.raises(UsageError, match=r"--val-split: label\(s\) 'rare' have a single row"):
+        load_split(data)
+
+
+def test_a_single_label_is_refused(tmp_path: Path) -> None:
+    data = _csv(tmp_path / "d.csv", [("x", f"t{i}") for i in range(10)])
+    with pytest.raises(InputError, match="1 distinct label"):
+        load_split(data)

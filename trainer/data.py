@@ -1,0 +1,130 @@
+"""Training data: read the labelled file, hold out a stratified validation split (or read ``--val-data``).
+
+Both files go through :func:`clsrun.runtime.readers.read_labelled`, the reader the runtime uses, so
+training sees the text exactly as scoring will. Texts stay raw here; trainers normalise them (the raw
+validation rows are what the bundle keeps in ``validation.jsonl.gz``, and scoring normalises again).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from clsrun.runtime.bundle import sha256_file
+from clsrun.runtime.errors import InputError, UsageError
+from clsrun.runtime.readers import read_labelled
+
+
+@dataclass
+class Split:
+    """Training and validation rows, and where they came from. ``labels`` is the model's output order."""
+
+    train_texts: list[str]
+    train_labels: list[str]
+    val_texts: list[str]
+    val_labels: list[str]
+    labels: list[str]  # sorted distinct training labels
+    data_file: Path
+    data_sha256: str
+    val_file: Path | None = None  # --val-data, when given
+    val_sha256: str | None = None
+    val_split: float | None = None  # the held-out fraction, when no --val-data
+
+    def train_targets(self) -> np.ndarray:
+        """(N,) int64 label index of each training row."""
+        index = {name: i for i, name in enumerate(self.labels)}
+        return np.fromiter(
+            (index[x] for x in self.train_labels), dtype=np.int64, count=len(self.train_labels)
+        )
+
+    def val_targets(self) -> np.ndarray:
+        """(N_val,) int64 label index of each validation row."""
+        index = {name: i for i, name in enumerate(self.labels)}
+        return np.fromiter((index[x] for x in self.val_labels), dtype=np.int64, count=len(self.val_labels))
+
+    def to_json(self) -> dict[str, Any]:
+        """Where the data came from, for ``training`` in ``clsrun.json``."""
+        return {
+            "data_file": str(self.data_file),
+            "data_sha256": self.data_sha256,
+            "val_data_file": None if self.val_file is None else str(self.val_file),
+            "val_data_sha256": self.val_sha256,
+            "val_split": self.val_split,
+            "train_rows": len(self.train_texts),
+            "val_rows": len(self.val_texts),
+            "label_counts": dict(sorted(Counter(self.train_labels).items())),
+        }
+
+
+def stratified_split(labels: list[str], fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(train_idx, val_idx)``: hold out ``fraction`` of every label's rows (sklearn, seeded).
+
+    Raises :class:`UsageError` naming ``--val-split`` when a label has a single row or the fraction leaves
+    fewer validation rows than labels.
+    """
+    from sklearn.model_selection import train_test_split
+
+    counts = Counter(labels)
+    lonely = sorted(name for name, n in counts.items() if n < 2)
+    if lonely:
+        raise UsageError(
+            f"--val-split: label(s) {', '.join(map(repr, lonely[:10]))} have a single row; a stratified "
+            "split needs at least 2 rows per label (add rows, or give --val-data)"
+        )
+    index = np.arange(len(labels))
+    try:
+        train_idx, val_idx = train_test_split(index, test_size=fraction, random_state=seed, stratify=labels)
+    except ValueError as e:
+        raise UsageError(f"--val-split {fraction}: {e}") from e
+    return np.sort(train_idx), np.sort(val_idx)
+
+
+def load_split(
+    data: Path | str,
+    val_data: Path | str | None = None,
+    val_split: float = 0.1,
+    seed: int = 42,
+    text_col: str = "text",
+    label_col: str = "label",
+) -> Split:
+    """Read ``data`` and either read ``val_data`` or hold out a stratified ``val_split`` of ``data``.
+
+    Rows with an empty text or label are dropped (see ``read_labelled``). A validation label never seen in
+    training is an :class:`InputError` naming ``--val-data``; fewer than two labels is an :class:`InputError`.
+    """
+    data = Path(data)
+    rows = read_labelled(data, text_col, label_col)
+    if val_data is not None:
+        val_path = Path(val_data)
+        val_rows = read_labelled(val_path, text_col, label_col)
+        train_t, train_l, val_t, val_l = rows.texts, rows.labels, val_rows.texts, val_rows.labels
+        unseen = sorted(set(val_l) - set(train_l))
+        if unseen:
+            raise InputError(
+                f"--val-data {val_path}: label(s) {', '.join(map(repr, unseen[:10]))} never occur in {data}"
+            )
+    else:
+        train_idx, val_idx = stratified_split(rows.labels, val_split, seed)
+        train_t = [rows.texts[i] for i in train_idx]
+        train_l = [rows.labels[i] for i in train_idx]
+        val_t = [rows.texts[i] for i in val_idx]
+        val_l = [rows.labels[i] for i in val_idx]
+    labels = sorted(set(train_l))
+    if len(labels) < 2:
+        raise InputError(f"{data}: column {label_col!r} has {len(labels)} distinct label(s); need at least 2")
+    return Split(
+        train_texts=train_t,
+        train_labels=train_l,
+        val_texts=val_t,
+        val_labels=val_l,
+        labels=labels,
+        data_file=data,
+        data_sha256=sha256_file(data),
+        val_file=None if val_data is None else Path(val_data),
+        val_sha256=None if val_data is None else sha256_file(Path(val_data)),
+        val_split=None if val_data is not None else val_split,
+    )

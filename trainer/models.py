@@ -1,0 +1,52 @@
+"""``load_model(bundle)``: the eager PyTorch model of any bundle, in eval mode on CPU.
+
+Export, the torch scoring backend and ``clsrun bench`` use it; ``forward(**inputs) -> logits (B, C)`` with
+the inputs of ARCHITECTURE.md. BERT loading lives with the BERT trainer and is imported only when needed.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from clsrun.runtime.bundle import Bundle
+from clsrun.runtime.encode_char import VOCAB_FILE, CharVocab
+from clsrun.runtime.errors import BundleError
+from clsrun.trainer.charcnn import CharCNN, CharCNNConfig
+
+WEIGHTS_FILE = "model.safetensors"
+
+
+def load_charcnn(bundle: Bundle) -> CharCNN:
+    """Rebuild a char-CNN from ``spec.model`` and load its safetensors weights (strict: every tensor fits)."""
+    from safetensors.torch import load_file
+
+    config = CharCNNConfig.from_json(bundle.spec.model)
+    vocab = CharVocab.load(bundle.path(VOCAB_FILE))
+    if vocab.size != config.vocab_size:
+        raise BundleError(
+            f"{bundle.path(VOCAB_FILE)}: {vocab.size} ids, but clsrun.json says vocab_size {config.vocab_size}"
+        )
+    if config.n_labels != len(bundle.labels):
+        raise BundleError(
+            f"{bundle.root}: model has {config.n_labels} outputs for {len(bundle.labels)} labels"
+        )
+    model = CharCNN(config)
+    path = bundle.path(WEIGHTS_FILE)
+    try:
+        model.load_state_dict(load_file(str(path)), strict=True)
+    except (RuntimeError, OSError) as e:
+        raise BundleError(f"{path}: weights do not fit the char-CNN described in clsrun.json ({e})") from e
+    return model.eval()
+
+
+def load_model(bundle: Bundle) -> torch.nn.Module:
+    """The eager model of ``bundle`` (``charcnn`` or ``bert``), eval mode, CPU."""
+    kind = bundle.spec.kind
+    if kind == "charcnn":
+        return load_charcnn(bundle)
+    if kind == "bert":
+        from clsrun.trainer.bert import load_bert_model
+
+        model: torch.nn.Module = load_bert_model(bundle)
+        return model
+    raise BundleError(f"{bundle.root}: unknown model kind {kind!r}")

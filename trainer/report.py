@@ -1,0 +1,73 @@
+"""The validation report written into a bundle: metrics, and the confusion matrix as CSV and PNG.
+
+Metrics come from :mod:`clsrun.runtime.metrics` (scikit-learn), the same code ``clsrun eval`` uses, so a
+bundle's recorded numbers and a later ``clsrun eval`` on its validation rows agree.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from clsrun.runtime.metrics import ClassificationReport, report_from_indices
+
+CONFUSION_CSV = "confusion_matrix.csv"
+CONFUSION_PNG = "confusion_matrix.png"
+
+
+def validation_report(logits: np.ndarray, targets: np.ndarray, labels: list[str]) -> ClassificationReport:
+    """Metrics of ``argmax(logits)`` ``(N, C)`` against ``targets`` ``(N,)`` over the whole validation set."""
+    return report_from_indices(targets.tolist(), logits.argmax(axis=-1).tolist(), labels)
+
+
+def write_confusion_csv(path: Path, report: ClassificationReport) -> None:
+    """Rows: true label; columns: predicted label; first row and column hold the label names."""
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["true\\predicted", *report.labels])
+        for name, row in zip(report.labels, report.confusion, strict=True):
+            w.writerow([name, *row])
+
+
+def write_confusion_png(path: Path, report: ClassificationReport) -> None:
+    """A heat map of the confusion matrix, counts in the cells, rows normalised for the colour."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display needed
+    import matplotlib.pyplot as plt
+
+    counts = np.asarray(report.confusion, dtype=np.int64)  # (C, C)
+    share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)  # (C, C) row-normalised
+    n = len(report.labels)
+    size = max(4.0, 0.6 * n + 2.5)
+    fig, ax = plt.subplots(figsize=(size, size * 0.85), dpi=100)
+    try:
+        im = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
+        ax.set_xticks(range(n), report.labels, rotation=45, ha="right")
+        ax.set_yticks(range(n), report.labels)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(f"validation: accuracy {report.accuracy:.3f}, macro-F1 {report.macro_f1:.3f}")
+        for i in range(n):
+            for j in range(n):
+                ax.text(
+                    j,
+                    i,
+                    str(counts[i, j]),
+                    ha="center",
+                    va="center",
+                    color="white" if share[i, j] > 0.5 else "black",
+                )
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+        fig.tight_layout()
+        fig.savefig(path)
+    finally:
+        plt.close(fig)
+
+
+def write_report_files(out: Path, report: ClassificationReport) -> None:
+    """``confusion_matrix.csv`` and ``confusion_matrix.png`` in the bundle folder ``out``."""
+    write_confusion_csv(out / CONFUSION_CSV, report)
+    write_confusion_png(out / CONFUSION_PNG, report)
