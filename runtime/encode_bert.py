@@ -1,0 +1,130 @@
+"""BERT-family encoding: WordPiece ids through the ``tokenizers`` library, truncated the way the bundle says.
+
+One code path for training and scoring: the trainer tokenizes through :class:`BertEncoder` too, so a
+model never sees text cut differently from what it was trained on.
+
+Truncation (``spec.model["truncation"]``), with ``body = max_length - 2`` tokens between [CLS] and [SEP]:
+
+- ``head``: the first ``body`` tokens (what ``transformers`` does with ``truncation=True``).
+- ``head-tail``: the first ``round(body * 128 / 510)`` and the last ``body - head`` tokens: 128 + 382 at
+  512 (Sun et al., 2019, "How to Fine-Tune BERT for Text Classification?"), the same ratio at any other
+  ``max_length``. Long news articles put their topic in the title and lead and their conclusion at the end.
+
+Special tokens are added here, not by the tokenizer's post-processor, because truncation must happen
+between tokenizing and adding them. Only one segment is ever encoded, so ``token_type_ids`` would be all
+zeros, which is what BERT uses when they are absent: the model inputs are ``input_ids`` and
+``attention_mask`` only (one fewer input to feed and export).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from clsrun.runtime.encode import Tokens, pad_rows
+from clsrun.runtime.errors import BundleError
+
+if TYPE_CHECKING:
+    from clsrun.runtime.bundle import Bundle
+
+TOKENIZER_FILE = "tokenizer.json"
+SPECIAL_TOKENS_FILE = "special_tokens_map.json"
+TRUNCATIONS = ("head", "head-tail")
+# Head share of head-tail truncation: 128 of the 510 body tokens at max_length 512.
+_HEAD_SHARE = 128 / 510
+# Texts longer than this many characters per kept token are cut (keeping both ends) before tokenizing:
+# no WordPiece token spans 64 characters of collapsed text except an [UNK] word, so the kept tokens are
+# the same, and a multi-megabyte row costs no more than a long article.
+_CHARS_PER_TOKEN_CAP = 64
+
+
+def head_tail_split(body: int, truncation: str) -> tuple[int, int]:
+    """How many leading and trailing tokens of an over-long text to keep, ``head + tail == body``."""
+    if truncation == "head":
+        return body, 0
+    if truncation == "head-tail":
+        head = round(body * _HEAD_SHARE)
+        return head, body - head
+    raise BundleError(f"unknown truncation {truncation!r}; expected one of {', '.join(TRUNCATIONS)}")
+
+
+def _special_token(folder: Path, tokenizer: Tokenizer, role: str, default: str) -> int:
+    """The id of the ``role`` token (``cls_token``, ``sep_token``, ``pad_token``) of a checkpoint folder."""
+    name = default
+    path = folder / SPECIAL_TOKENS_FILE
+    if path.is_file():
+        value = json.loads(path.read_text(encoding="utf-8")).get(role, default)
+        name = value["content"] if isinstance(value, dict) else str(value)
+    token_id = tokenizer.token_to_id(name)
+    if token_id is None:
+        raise BundleError(f"{folder}: the tokenizer has no {role} {name!r}")
+    return int(token_id)
+
+
+class BertEncoder:
+    """Encoder of a ``bert`` bundle (the :class:`~clsrun.runtime.encode.Encoder` protocol)."""
+
+    input_names: tuple[str, ...] = ("input_ids", "attention_mask")
+
+    def __init__(self, bundle: Bundle) -> None:
+        spec = bundle.spec
+        self._setup(bundle.root, spec.max_length, str(spec.model.get("truncation", "head")))
+
+    @classmethod
+    def from_folder(cls, folder: Path | str, max_length: int, truncation: str) -> BertEncoder:
+        """An encoder for a tokenizer folder that is not (yet) a bundle: the trainer's staging folder."""
+        encoder = cls.__new__(cls)
+        encoder._setup(Path(folder), max_length, truncation)
+        return encoder
+
+    def _setup(self, folder: Path, max_length: int, truncation: str) -> None:
+        path = folder / TOKENIZER_FILE
+        if not path.is_file():
+            raise BundleError(f"{path}: missing; a BERT model needs its tokenizer.json")
+        if max_length < 3:
+            raise BundleError(f"max_length {max_length} leaves no room for text between [CLS] and [SEP]")
+        self.tokenizer = Tokenizer.from_file(str(path))
+        # Truncation and padding are done here, identically for every text; the file's own are off.
+        self.tokenizer.no_truncation()
+        self.tokenizer.no_padding()
+        self.max_length = max_length
+        self.truncation = truncation
+        self.head, self.tail = head_tail_split(max_length - 2, truncation)
+        self.cls_id = _special_token(folder, self.tokenizer, "cls_token", "[CLS]")
+        self.sep_id = _special_token(folder, self.tokenizer, "sep_token", "[SEP]")
+        self.pad_id = _special_token(folder, self.tokenizer, "pad_token", "[PAD]")
+
+    def _clip_chars(self, text: str) -> str:
+        cap = _CHARS_PER_TOKEN_CAP * (self.head + self.tail)
+        if len(text) <= cap:
+            return text
+        head_chars = _CHARS_PER_TOKEN_CAP * self.head
+        tail_chars = _CHARS_PER_TOKEN_CAP * self.tail
+        return text[:head_chars] + " " + (text[-tail_chars:] if tail_chars else "")
+
+    def tokenize(self, texts: list[str]) -> Tokens:
+        """Tokenize a window of texts to ``[CLS] body [SEP]`` ids, ``body`` cut as the truncation says."""
+        clipped = [self._clip_chars(t) for t in texts]
+        encodings = self.tokenizer.encode_batch(clipped, add_special_tokens=False)
+        body = self.head + self.tail
+        cls, sep = [self.cls_id], [self.sep_id]
+        rows: list[list[int]] = []
+        truncated = np.zeros(len(texts), dtype=bool)  # (n,)
+        for i, enc in enumerate(encodings):
+            ids = enc.ids
+            truncated[i] = clipped[i] is not texts[i]
+            if len(ids) > body:
+                truncated[i] = True
+                ids = ids[: self.head] + (ids[-self.tail :] if self.tail else [])
+            rows.append(cls + ids + sep)
+        lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))  # (n,)
+        flat = np.fromiter((t for row in rows for t in row), dtype=np.int64, count=int(lengths.sum()))
+        return Tokens.from_lengths(flat, lengths, truncated)
+
+    def pad(self, tokens: Tokens, rows: np.ndarray) -> dict[str, np.ndarray]:
+        ids, mask = pad_rows(tokens, rows, self.pad_id)
+        return {"input_ids": ids, "attention_mask": mask.astype(np.int64)}  # each (B, T)

