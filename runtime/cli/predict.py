@@ -4,29 +4,33 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from clsrun.runtime.cli.app import app, reports_errors
 
+if TYPE_CHECKING:
+    from clsrun.runtime.score import ScoreOptions
+
 
 @app.command("predict")
 @reports_errors
 def predict(
-    input: Path = typer.Argument(
+    input: str = typer.Argument(
         ...,
-        exists=True,
-        dir_okay=False,
-        help="File to score: .csv, .tsv, .jsonl or .parquet, optionally .gz. Streamed, never loaded whole.",
+        help="File to score: .csv, .tsv, .jsonl or .parquet, optionally .gz. Streamed, never loaded whole. "
+        "With --engine ray also a folder, a glob ('in/*.parquet') or a URI (s3://, gs://, hdfs://).",
     ),
     model: Path | None = typer.Option(
         None, "--model", file_okay=False, help="Model bundle folder. Default: the model shipped with clsrun."
     ),
-    out: Path | None = typer.Option(
+    out: str | None = typer.Option(
         None,
         "--out",
-        dir_okay=False,
-        help="Output file (.csv, .jsonl or .parquet). Default: INPUT_STEM.scores.csv next to the input.",
+        help="Output file (.csv, .jsonl or .parquet). Default: INPUT_STEM.scores.csv next to the input. "
+        "With --engine ray (required there): a folder of part files plus _manifest.json; its extension "
+        "picks the parts' format (scores.csv/), Parquet without one.",
     ),
     text_col: str = typer.Option("text", "--text-col", help="Column (or JSON field) holding the text."),
     id_col: str | None = typer.Option(
@@ -77,6 +81,45 @@ def predict(
         "work after a crash.",
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary line."),
+    # -- --engine ray: runtime/ray_engine.py (owner H6) -------------------------------------------
+    engine: str = typer.Option(
+        "local",
+        "--engine",
+        help="local|ray. local: this machine, one file, resumable. ray: Ray Data over many files and "
+        "machines (needs clsrun[ray]); a failed job leaves no output and is rerun whole, and starting Ray "
+        "costs seconds, so it pays off only for inputs one machine cannot finish in time.",
+    ),
+    address: str | None = typer.Option(
+        None,
+        "--address",
+        help="Ray cluster to join: 'auto' (this node belongs to one) or 'ray://host:10001'. Default: start "
+        "a local Ray on this machine (the same command works on a laptop and on a cluster).",
+    ),
+    workers: int = typer.Option(
+        2,
+        "--workers",
+        min=1,
+        help="Model actors (each loads the model once). More workers score faster until the cluster's "
+        "CPUs/GPUs are used up; each one holds a copy of the model in memory.",
+    ),
+    cpus_per_worker: float = typer.Option(
+        1.0,
+        "--cpus-per-worker",
+        min=0.01,
+        help="Ray CPUs reserved per worker; also its inference threads (at least 1). More threads per "
+        "worker cut latency per block; more workers with fewer threads usually give more rows/s.",
+    ),
+    gpus_per_worker: float = typer.Option(
+        0.0,
+        "--gpus-per-worker",
+        min=0.0,
+        help="Ray GPUs per worker (0.5 puts two workers on a GPU); above 0 the model runs on CUDA.",
+    ),
+    preserve_order: bool = typer.Option(
+        False,
+        "--preserve-order",
+        help="Number the part files in input order. Slower: a finished block waits for the ones before it.",
+    ),
 ) -> None:
     """Score INPUT: one output row per input row, in order, with label, score, status and error.
 
@@ -89,6 +132,13 @@ def predict(
     options = ScoreOptions(
         text_col=text_col, id_col=id_col, probs=probs, resume=resume, batch_tokens=batch_tokens, window=window
     )
+    if engine != "local":
+        ray_settings = (address, workers, cpus_per_worker, gpus_per_worker, preserve_order)
+        _predict_ray(
+            engine, input, out, model, options, (backend, precision, device, threads), ray_settings, quiet
+        )
+        return
+    _check_local_paths(input, out)
     stream = open_input(input, options)  # whole-file problems: exit 2 before the model loads
     classifier = Classifier.load(model, backend=backend, precision=precision, device=device, threads=threads)
     bar = None
@@ -108,5 +158,64 @@ def predict(
             f"scored {m['rows_read']} rows ({m['ok']} ok, {m['error']} error, {m['truncated']} truncated) -> "
             f"{result.output} in {m['wall_s']:.1f}s, {m['rows_per_s']:.0f} rows/s "
             f"({m['backend']} {m['precision']} {m['device']}, {m['threads']} threads)",
+            err=True,
+        )
+
+
+# -- --engine ray (owner H6): the command maps options to clsrun.runtime.ray_engine.score_with_ray ---------
+def _check_local_paths(input: str, out: str | None) -> None:
+    """What typer checked for the local engine before INPUT and --out could be folders or URIs."""
+    from clsrun.runtime.errors import InputError, UsageError
+
+    if not Path(input).exists():
+        raise InputError(f"{input}: file not found")
+    if Path(input).is_dir():
+        raise UsageError(
+            f"{input}: is a folder; the local engine scores one file (--engine ray reads folders)"
+        )
+    if out is not None and Path(out).is_dir():
+        raise UsageError(f"--out {out}: is a folder; the local engine writes one file")
+
+
+def _predict_ray(
+    engine: str,
+    input: str,
+    out: str | None,
+    model: Path | None,
+    score: ScoreOptions,
+    variant: tuple[str, str, str, int | None],
+    ray_settings: tuple[str | None, int, float, float, bool],
+    quiet: bool,
+) -> None:
+    """``--engine ray``: Ray is imported inside ``score_with_ray``; without it, a one-line error."""
+    from clsrun.runtime.errors import UsageError
+    from clsrun.runtime.ray_engine import RayOptions, score_with_ray
+
+    if engine != "ray":
+        raise UsageError(f"--engine {engine!r}: choose local or ray")
+    address, workers, cpus, gpus, preserve_order = ray_settings
+    backend, precision, device, threads = variant
+    if out is None:
+        raise UsageError("--engine ray needs --out FOLDER (e.g. --out scores.parquet)")
+    options = RayOptions(
+        score=score,
+        address=address,
+        workers=workers,
+        cpus_per_worker=cpus,
+        gpus_per_worker=gpus,
+        preserve_order=preserve_order,
+        backend=backend,
+        precision=precision,
+        device=device,
+        threads=threads,
+        quiet=quiet,
+    )
+    result = score_with_ray(input, out, model, options)
+    if not quiet:
+        m = result.manifest
+        typer.echo(
+            f"scored {m['rows_read']} rows from {len(m['files'])} file(s) ({m['ok']} ok, {m['error']} error) -> "
+            f"{result.output} ({len(m['parts'])} parts) in {m['wall_s']:.1f}s, {m['rows_per_s']:.0f} rows/s "
+            f"on {workers} Ray workers ({m['backend']} {m['precision']} {m['device']})",
             err=True,
         )

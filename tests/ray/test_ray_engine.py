@@ -1,0 +1,176 @@
+"""`--engine ray` on a local Ray of two workers: the same rows, labels, ids and errors as the local engine.
+
+One Ray instance serves the whole module (starting Ray costs seconds); each test is one small job.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+import ray  # the ray extra: `make install` installs it, so CI runs these tests (never skipped)
+
+from clsrun.runtime.classifier import Classifier
+from clsrun.runtime.errors import BundleError, DependencyError, InputError
+from clsrun.runtime.ray_engine import MANIFEST, RayOptions, score_with_ray
+from clsrun.runtime.score import ScoreOptions, score_file
+
+pytestmark = pytest.mark.ray
+
+# Good rows, per-row errors (null, empty, blank, not a string in JSONL) and a spreadsheet formula.
+TEXTS: list[object] = ["ggg 好", "bb 差", None, "=HYPERLINK(1)", "", "x y", "   ", "好好好 b", "差差 g"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray() -> object:
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    yield ray
+    ray.shutdown()
+
+
+def _inputs(folder: Path) -> dict[str, int]:
+    """Three files, three formats; returns rows per file name."""
+    folder.mkdir()
+    texts = [t if isinstance(t, str) or t is None else str(t) for t in TEXTS]
+    pacsv.write_csv(pa.table({"text": [t or "" for t in texts * 300]}), folder / "a.csv")
+    pq.write_table(pa.table({"text": texts * 250}), folder / "b.parquet", row_group_size=500)
+    lines = [json.dumps({"text": t}) for t in [*TEXTS, 7] * 100]
+    with gzip.open(folder / "c.jsonl.gz", "wt", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    return {"a.csv": 9 * 300, "b.parquet": 9 * 250, "c.jsonl.gz": 10 * 100}
+
+
+def _parts(out: Path) -> pa.Table:
+    return pa.concat_tables(pq.read_table(p) for p in sorted(out.glob("part-*.parquet")))
+
+
+def _local(src: Path, bundle: Path, tmp: Path, options: ScoreOptions) -> pa.Table:
+    target = tmp / f"local-{src.name}.parquet"
+    score_file(src, target, Classifier.load(bundle), options)
+    return pq.read_table(target)
+
+
+def test_multi_file_input_matches_the_local_engine(tmp_path: Path, toy_bundle: Path) -> None:
+    rows = _inputs(tmp_path / "in")
+    out = tmp_path / "scores.parquet"
+    options = RayOptions(ScoreOptions(window=256), workers=2, cpus_per_worker=0.5, quiet=True)
+    result = score_with_ray(str(tmp_path / "in"), out, toy_bundle, options)
+
+    got = _parts(out)
+    assert got.num_rows == sum(rows.values()) == result.rows
+    assert got.column_names == ["id", "label", "score", "status", "error"]
+    by_id = {r["id"]: r for r in got.to_pylist()}
+    assert len(by_id) == got.num_rows  # every id once
+    for name, n in rows.items():
+        local = _local(tmp_path / "in" / name, toy_bundle, tmp_path, ScoreOptions(window=256))
+        assert local.num_rows == n
+        for row in local.to_pylist():
+            mine = by_id[f"{name}:{row['id']}"]  # several files: ids are "<file>:<row>"
+            assert (mine["label"], mine["score"], mine["status"], mine["error"]) == (
+                row["label"],
+                row["score"],
+                row["status"],
+                row["error"],
+            )
+    m = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
+    assert m["rows_read"] == m["ok"] + m["error"] == sum(f["rows"] for f in m["files"]) == got.num_rows
+    assert [f["rows"] for f in m["files"]] == list(rows.values())
+    assert sum(p["rows"] for p in m["parts"]) == got.num_rows and m["ray"]["workers"] == 2
+    assert m["error"] == sum(1 for r in got.to_pylist() if r["status"] == "error") > 0
+    assert not list(tmp_path.glob("scores.parquet.tmp-*"))  # the staging folder was renamed
+
+
+def test_preserve_order_gives_the_local_output_row_for_row(
+    tmp_path: Path, toy_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = tmp_path / "one.csv"
+    pacsv.write_csv(
+        pa.table({"key": [f"k{i}" for i in range(3000)], "text": ["gg b", "差 x", ""] * 1000}), src
+    )
+    score = ScoreOptions(id_col="key", probs=True, window=200)
+    # Ray bundles blocks under 1 MiB into one task; lift that so these small blocks make several parts.
+    monkeypatch.setattr(ray.data.DataContext.get_current(), "target_min_block_size", 1)
+    out = tmp_path / "o.parquet"
+    options = RayOptions(
+        score, workers=2, cpus_per_worker=0.5, preserve_order=True, block_bytes=20_000, quiet=True
+    )
+    score_with_ray([str(src)], out, toy_bundle, options)
+    assert len(list(out.glob("part-*.parquet"))) > 3  # small blocks: several parts to put in order
+    assert _parts(out).equals(_local(src, toy_bundle, tmp_path, score))
+
+
+def test_csv_parts_and_the_cli(tmp_path: Path, toy_bundle: Path) -> None:
+    from typer.testing import CliRunner
+
+    from clsrun.runtime.cli import app
+
+    _inputs(tmp_path / "in")
+    out = tmp_path / "scores.csv"
+    args = ["predict", str(tmp_path / "in" / "*.csv"), "--model", str(toy_bundle), "--engine", "ray"]
+    res = CliRunner().invoke(app, [*args, "--out", str(out), "--workers", "2", "--cpus-per-worker", "0.5"])
+    assert res.exit_code == 0, res.output
+    assert "scored 2700 rows from 1 file(s) (1800 ok, 900 error)" in res.output
+    table = pacsv.read_csv(
+        out / "part-00000.csv", convert_options=pacsv.ConvertOptions(strings_can_be_null=False)
+    )
+    assert table.num_rows == 2700 and table.column("id").to_pylist()[:3] == [0, 1, 2]  # one file: row numbers
+    # A second run replaces its own earlier output; a folder that is not a clsrun output is refused.
+    assert CliRunner().invoke(app, [*args, "--out", str(out), "--cpus-per-worker", "0.5"]).exit_code == 0
+    res = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "in"), "--cpus-per-worker", "0.5"])
+    assert res.exit_code == 2 and "is not a clsrun output" in res.output
+
+
+def test_a_bundle_that_cannot_load_fails_before_any_output(tmp_path: Path, toy_bundle: Path) -> None:
+    _inputs(tmp_path / "in")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for f in toy_bundle.rglob("*"):
+        if f.is_file():
+            (broken / f.relative_to(toy_bundle)).parent.mkdir(parents=True, exist_ok=True)
+            (broken / f.relative_to(toy_bundle)).write_bytes(f.read_bytes())
+    (broken / "onnx" / "model.int8.onnx").write_bytes(b"not a model")
+    out = tmp_path / "o.parquet"
+    with pytest.raises(BundleError, match="sha256 mismatch"):
+        score_with_ray(str(tmp_path / "in"), out, broken, RayOptions(cpus_per_worker=0.5, quiet=True))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken", "in"]
+
+
+def test_a_bad_file_among_many_fails_the_job_and_leaves_nothing(tmp_path: Path, toy_bundle: Path) -> None:
+    _inputs(tmp_path / "in")
+    (tmp_path / "in" / "d.csv").write_text("body\nhello\n", encoding="utf-8")  # no text column
+    with pytest.raises(InputError, match=r"d\.csv: no column 'text'"):
+        score_with_ray(
+            str(tmp_path / "in"), tmp_path / "o.csv", toy_bundle, RayOptions(cpus_per_worker=0.5, quiet=True)
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+
+
+def test_missing_ray_is_one_line_naming_the_extra(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a)
+    )
+    with pytest.raises(DependencyError, match=r"clsrun\[ray\]"):
+        score_with_ray(str(tmp_path), tmp_path / "o.csv")
+
+
+def test_the_local_engine_never_imports_ray(tmp_path: Path, toy_bundle: Path) -> None:
+    src = tmp_path / "in.csv"
+    pacsv.write_csv(pa.table({"text": ["gg", "bb"]}), src)
+    code = (
+        "import sys\nfrom typer.testing import CliRunner\nfrom clsrun.runtime.cli import app\n"
+        f"r = CliRunner().invoke(app, ['predict', {str(src)!r}, '--model', {str(toy_bundle)!r}, '-q'])\n"
+        "assert r.exit_code == 0, r.output\nprint(sorted(m for m in sys.modules if m.split('.')[0] == 'ray'))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
