@@ -601,7 +601,8 @@ def run_bench(cfg: BenchConfig, progress: Callable[[str], None] | None = None) -
         for name in cfg.backends:
             say(f"{name} ...")
             results.append(_measure(name, bundle, inputs, cfg, device, threads, Path(tmp), flops, peak))
-            gc.collect()
+            if results[-1].status == "ok":
+                gc.collect()  # free this backend's model before the next one's memory is measured
     lengths = inputs.tokens.lengths
     return BenchReport(
         config={

@@ -102,6 +102,24 @@ def test_bert_bundle_runs_pipeline_and_eager_torch_with_flops(
     assert by["torch-bf16"].status in ("ok", "skipped")
 
 
+@pytest.mark.slow
+def test_exported_charcnn_every_cpu_backend_runs(tiny_charcnn_bundle: Path, tiny_charcnn_data: Path) -> None:
+    from clsrun.export.exporter import export_bundle
+
+    export_bundle(tiny_charcnn_bundle, precisions=("fp32", "int8"))
+    report = run_bench(quick(tiny_charcnn_bundle, tiny_charcnn_data))
+    by = check_accounted(report, BACKENDS)
+    for name in ("torch-fp32", "onnx-fp32", "onnx-int8", "predict"):
+        assert by[name].status == "ok", (name, by[name].reason)
+        compute = by[name].compute
+        assert compute is not None and compute["flops_per_row"] > 0 and compute["fraction_of_peak"] > 0
+    assert by["torch-bf16"].status in ("ok", "skipped")  # CPUs without AVX512-BF16/AMX say so
+    assert by["pipeline"].status == "skipped" and by["onnx-fp16"].status == "skipped"
+    # The same texts and batches everywhere: identical padding figures for every model backend.
+    pads = {by[n].bulk["padded_tokens"] for n in ("torch-fp32", "onnx-fp32", "onnx-int8")}  # type: ignore[index]
+    assert len(pads) == 1
+
+
 def test_cli_writes_files_and_rejects_unknown_backends(
     toy_bundle: Path, toy_data: Path, tmp_path: Path
 ) -> None:

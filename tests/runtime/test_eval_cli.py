@@ -95,3 +95,19 @@ def test_missing_bundle_exits_3(tmp_path: Path) -> None:
     result = runner.invoke(app, ["eval", str(tmp_path / "nope"), str(data)])
     assert result.exit_code == 3
     assert "model bundle folder not found" in result.output
+
+
+def test_eval_on_validation_rows_reproduces_training_metrics(tiny_charcnn_bundle: Path) -> None:
+    """Same model, same rows: eval's numbers are the ones training recorded in clsrun.json."""
+    recorded = json.loads((tiny_charcnn_bundle / "clsrun.json").read_text(encoding="utf-8"))["training"][
+        "metrics"
+    ]
+    data = tiny_charcnn_bundle / "validation.jsonl.gz"
+    result = runner.invoke(app, ["eval", str(tiny_charcnn_bundle), str(data), "--backend", "torch", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["model"]["backend"] == "torch"
+    for key in ("accuracy", "macro_precision", "macro_recall", "macro_f1"):
+        assert report[key] == pytest.approx(recorded[key]), key
+    for label, scores in recorded["per_class"].items():
+        assert report["per_class"][label] == pytest.approx(scores), label
