@@ -75,9 +75,10 @@ def bench_command(
     ),
     quiet: bool = typer.Option(False, "--quiet", help="No progress lines on stderr."),
 ) -> None:
-    """Compare the transformers pipeline, eager PyTorch, onnxruntime variants and the real predict path
-    on the same texts: throughput, latency percentiles, padding, FLOP/s against a measured matmul peak,
-    memory. Writes JSON, a Markdown table and PNG plots. Needs clsrun[train] (torch)."""
+    """Measure throughput and latency of every way to run BUNDLE, on the same texts.
+
+    Compares the transformers pipeline (BERT bundles), eager PyTorch fp32/bf16, onnxruntime fp32/int8 (fp16 on CUDA) and the real predict path: rows/s and tokens/s, latency percentiles per batch size, padding, FLOP/s against a matmul peak measured in the same run, peak memory. Writes bench.json, bench.md and two PNG plots. Needs the train extra (torch, matplotlib).
+    """
     from clsrun.runtime.errors import require
 
     require("torch", "train")

