@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -101,7 +102,6 @@ def make_bundle(tmp_path: Path) -> Callable[..., Path]:
     return make
 
 
-
 # --------------------------------------------------------------------------------------------------
 # Char-CNN trainer (H2): a tiny labelled file and a real char-CNN bundle trained on it (seconds).
 # --------------------------------------------------------------------------------------------------
@@ -165,3 +165,114 @@ def tiny_charcnn_bundle(_tiny_charcnn_master: Path, tmp_path: Path) -> Path:
     import shutil
 
     return Path(shutil.copytree(_tiny_charcnn_master, tmp_path / "charcnn_bundle"))
+
+
+# --------------------------------------------------------------------------------------------------
+# BERT trainer (H3): a tiny random BERT checkpoint (WordPiece vocabulary with Chinese characters, written
+# here) and a bundle fine-tuned from it. No downloads.
+# --------------------------------------------------------------------------------------------------
+
+TINY_BERT_WORDS = ["the", "a", "movie", "film", "very", "is", "was", "good", "great", "bad", "awful"]
+TINY_BERT_CHINESE = list("这个电影很非常好棒喜欢坏差讨厌了的")
+
+
+def tiny_bert_texts(n: int, seed: int = 0) -> tuple[list[str], list[str]]:
+    """``n`` labelled sentences (English and Chinese): ``pos`` rows say good/好, ``neg`` rows bad/差."""
+    rng = np.random.default_rng(seed)
+    filler = ["the movie", "a film", "这个电影", "the film was very", "电影非常", "this one is"]
+    words = {"pos": ["good", "great", "好", "棒", "喜欢"], "neg": ["bad", "awful", "差", "坏", "讨厌"]}
+    texts, labels = [], []
+    for i in range(n):
+        label = "pos" if i % 2 == 0 else "neg"
+        picks = rng.choice(words[label], size=2)
+        texts.append(f"{rng.choice(filler)} {picks[0]} {rng.choice(filler)} {picks[1]}")
+        labels.append(label)
+    return texts, labels
+
+
+def write_tiny_bert_checkpoint(folder: Path, seed: int = 0) -> Path:
+    """A Hugging Face ``BertModel`` folder: 2 layers, hidden 32, 2 heads, a ~110-entry WordPiece vocabulary."""
+    import torch
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+    from transformers import BertConfig, BertModel
+
+    folder.mkdir(parents=True, exist_ok=True)
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)] + list("0123456789.,!?'-")
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    vocab = [
+        *specials,
+        *letters,
+        *("##" + c for c in letters),
+        *TINY_BERT_WORDS,
+        *TINY_BERT_CHINESE,
+    ]
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    tokenizer = Tokenizer(models.WordPiece({w: i for i, w in enumerate(vocab)}, unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True, handle_chinese_chars=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.save(str(folder / "tokenizer.json"))
+    tokenizer_config = {"tokenizer_class": "BertTokenizer", "do_lower_case": True, "model_max_length": 128}
+    (folder / "tokenizer_config.json").write_text(json.dumps(tokenizer_config), encoding="utf-8")
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+    BertModel(config).save_pretrained(folder)
+    return folder
+
+
+def write_tiny_bert_data(path: Path, n: int = 64, seed: int = 0) -> Path:
+    """A ``label,text`` CSV of :func:`tiny_bert_texts` rows."""
+    texts, labels = tiny_bert_texts(n, seed)
+    return write_labelled_csv(path, texts, labels)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random BERT checkpoint folder (``--model PATH``). Do not modify it."""
+    return write_tiny_bert_checkpoint(tmp_path_factory.mktemp("tiny_bert") / "checkpoint")
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 64-row English + Chinese ``label,text`` CSV the tiny BERT learns in a few epochs."""
+    return write_tiny_bert_data(tmp_path_factory.mktemp("tiny_bert_data") / "train.csv")
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_bundle(
+    tmp_path_factory: pytest.TempPathFactory, tiny_bert_checkpoint: Path, tiny_bert_data: Path
+) -> Path:
+    """A verified ``bert`` bundle ([CLS] pooling, head truncation, max_length 32) fine-tuned from the tiny
+    checkpoint for a few epochs. Do not modify it."""
+    from clsrun.trainer.bert import BertOptions, train_bert
+    from clsrun.trainer.config import TrainConfig
+    from clsrun.trainer.data import load_split
+
+    out = tmp_path_factory.mktemp("tiny_bert_bundle") / "bundle"
+    config = TrainConfig(
+        lr=3e-3, epochs=6, batch_size=8, max_length=32, warmup=0, early_stopping_patience=None, quiet=True
+    )
+    split = load_split(tiny_bert_data, val_split=0.25, seed=config.seed)
+    with one_torch_thread():
+        train_bert(split, out, config, BertOptions(model=str(tiny_bert_checkpoint), pooling="cls"))
+    return out
+
+
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Run tiny-model training on one intra-op thread: a second thread gains nothing on a model this small,
+    and on a shared, busy CPU two spinning OpenMP threads made the tiny BERT's training 10x slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
