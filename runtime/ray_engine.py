@@ -510,9 +510,7 @@ def _connect(ray: Any, options: RayOptions) -> bool:
     if options.address is None:
         # A laptop run: enough logical CPUs for the actors plus the read and write tasks.
         needed = options.workers * options.cpus_per_worker + 2 * IO_TASK_CPUS
-        kwargs["num_cpus"] = max(os.cpu_count() or 1, int(np.ceil(needed)))
-        if options.gpus_per_worker > 0:
-            kwargs["num_gpus"] = int(np.ceil(options.workers * options.gpus_per_worker))
+        kwargs["num_cpus"] = max(os.cpu_count() or 1, int(np.ceil(needed)))  # GPUs: as Ray detects them
     else:
         kwargs["address"] = options.address
     try:
