@@ -87,6 +87,7 @@ class BertOptions:
             problems.append(f"--truncation must be one of {', '.join(TRUNCATIONS)}, got {self.truncation!r}")
         if problems:
             raise UsageError("; ".join(problems))
+        resolve_checkpoint(self.model)  # a missing model fails now, before data is read or --out touched
         return self
 
 

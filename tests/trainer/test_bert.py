@@ -165,3 +165,32 @@ def test_pad_masks_padding_only(tokenizer_folder: Path) -> None:
     assert set(inputs) == {"input_ids", "attention_mask"}
     assert inputs["attention_mask"].sum(1).tolist() == tokens.lengths.tolist()
     assert (inputs["input_ids"][0, tokens.lengths[0] :] == encoder.pad_id).all()
+
+
+def test_cli_missing_model_exits_2_before_touching_out(tiny_bert_data: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from clsrun.runtime.cli import app
+
+    out = tmp_path / "bundle"
+    result = CliRunner().invoke(
+        app, ["train", str(tiny_bert_data), "--model", str(tmp_path / "nope"), "--out", str(out)]
+    )
+    assert result.exit_code == 2
+    assert "no such model folder" in result.output and "Traceback" not in result.output
+    assert not out.exists()
+
+
+def test_checkpoint_without_pooler_weights_gets_an_identity_pooler(tmp_path: Path) -> None:
+    """[CLS] pooling then starts from tanh([CLS]) instead of a random projection (matters when frozen)."""
+    from transformers import BertConfig, BertModel
+
+    from clsrun.trainer.bert_model import from_checkpoint
+
+    folder = tmp_path / "no_pooler"
+    config = BertConfig(
+        vocab_size=40, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16
+    )
+    BertModel(config, add_pooling_layer=False).save_pretrained(folder)
+    dense = from_checkpoint(folder, ["a", "b"], "cls").hf.bert.pooler.dense
+    assert torch.equal(dense.weight, torch.eye(8)) and not dense.bias.any()
