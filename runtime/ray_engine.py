@@ -1,15 +1,13 @@
-"""Scale-out scoring on Ray Data: the local engine's reader, ``Classifier`` and writers, run across a cluster.
+"""Scale-out scoring on Ray Data: ``clsrun predict INPUT --engine ray``; this module is the driver.
 
-One row's path (every stage is the local engine's code; this module only places it on Ray):
+One row's path (every stage runs the local engine's code; ``ray_stages.py`` places it on Ray):
 
-    driver      resolve INPUT (folder, glob, file list; any pyarrow filesystem) -> sorted files;
-                load and verify the bundle (a bad bundle fails here, before anything is written)
-    read task   one per file: ``readers.open_records`` (per-row errors) -> ``batching.windows``; one Ray
-                row per scoring window, so Ray's block shaping can never split a window
-    actor       ``_ScoreActor``: ``Classifier`` loaded once per actor; prepare -> infer -> finish per window,
-                the same windows and so the same batches as the local engine
-    write task  ``_PartsDatasink``: one part file per task with ``writers.open_writer``, in a staging folder
-    driver      check every input row came back exactly once, write ``_manifest.json``, rename staging -> OUT
+    driver      ``input_files.resolve_inputs``: folder, glob or list, any pyarrow filesystem -> sorted
+                files; the bundle is loaded and verified here, so a bad one fails before anything runs
+    read task   ``ray_stages.FileReader``: the local reader and its windows, one Ray row per window
+    actor       ``ray_stages.ScoreActor``: ``Classifier`` loaded once per actor, window by window
+    write task  ``ray_stages.make_datasink``: one part file per task, in a staging folder next to OUT
+    driver      check every input row came back exactly once, write ``_manifest.json``, rename to OUT
 
 Ids: the ``--id-col`` value; else, for a single input file, the 0-based row number (as the local engine);
 for several files ``"<file>:<row>"``, where ``<file>`` is the file's path relative to the deepest folder
@@ -27,17 +25,14 @@ Ray is imported lazily: ``import clsrun.runtime.ray_engine`` works without the `
 from __future__ import annotations
 
 import contextlib
-import fnmatch
-import hashlib
 import json
 import logging
 import os
 import posixpath
 import shutil
-import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,31 +42,29 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from clsrun import __version__
-from clsrun.runtime.batching import windows
-from clsrun.runtime.bundle import SPEC_FILE, Bundle, atomic_write_text
-from clsrun.runtime.errors import BundleError, ClsrunError, InputError, InternalError, UsageError, require
-from clsrun.runtime.readers import RecordChunk, detect_format, open_records
+from clsrun.runtime.bundle import atomic_write_text
+from clsrun.runtime.errors import ClsrunError, InternalError, UsageError, require
+from clsrun.runtime.input_files import InputFiles, open_location, resolve_inputs
+from clsrun.runtime.ray_stages import (
+    ActorConfig,
+    BundleRef,
+    FileTally,
+    ScoreActor,
+    make_datasink,
+    make_datasource,
+    pack_bundle,
+)
+from clsrun.runtime.readers import open_records
 from clsrun.runtime.score import ScoreOptions
 from clsrun.runtime.writers import output_format, output_schema
 
 MANIFEST = "_manifest.json"  # inside OUT; the leading "_" keeps it out of pyarrow / Spark / Ray readers
-# Private columns; never written to the output. A window row (reader -> actor) has all of them, the
-# scored rows (actor -> writer) FILE_COL, ROW_COL and LAST_COL next to the output columns.
-FILE_COL = "_clsrun_file"  # int32: index of the input file in sorted order
-ROW_COL = "_clsrun_row"  # int64: 0-based row number in that file (a window: of its first row)
-LAST_COL = "_clsrun_last"  # bool: in its file's last window (lets the driver check that no tail is lost)
-TEXTS_COL = "_clsrun_texts"  # list<string>: a window's texts, null where the reader found a per-row error
-ERRORS_COL = "_clsrun_errors"  # list<string>: the reader's per-row errors, "" when fine
-IDS_COL = "_clsrun_ids"  # list<string>: the --id-col values (only with --id-col)
 # Ray block size while a job runs: a few windows per block, so that even a single big file spreads
 # over every worker; Ray's default (128 MiB) would give one file's first million rows to one actor.
 DEFAULT_BLOCK_BYTES = 8 << 20
 # Read and write tasks are light next to the model: a fraction of a CPU lets them run beside actors
 # that hold whole CPUs (with 1 CPU each they would wait forever for a CPU the actors never release).
 IO_TASK_CPUS = 0.25
-PART_EXT = {"csv": ".csv", "tsv": ".tsv", "jsonl": ".jsonl", "parquet": ".parquet"}
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -124,373 +117,6 @@ class RayScoreResult:
     @property
     def rows(self) -> int:
         return int(self.manifest["rows_read"])
-
-
-# -- inputs ----------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class InputFiles:
-    """The files of INPUT in scoring order, on one filesystem, with their names for ids and the manifest."""
-
-    filesystem: pafs.FileSystem
-    paths: list[str]  # filesystem paths, sorted
-    names: list[str]  # each path relative to ``root``
-    root: str  # deepest folder holding every file
-    uris: list[str]  # how each file is shown to the user
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-
-def _filesystem(spec: str) -> tuple[pafs.FileSystem, str, str]:
-    """``(filesystem, path, uri prefix)`` of a local path or a URI such as ``s3://bucket/key``."""
-    if "://" not in spec:
-        return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(spec)), ""
-    try:
-        fs, path = pafs.FileSystem.from_uri(spec if not _has_glob(spec) else _glob_base(spec))
-    except (pa.ArrowInvalid, OSError, ValueError) as e:
-        raise InputError(f"{spec}: cannot open this location: {str(e).splitlines()[0]}") from e
-    if _has_glob(spec):  # from_uri saw the folder only; put the pattern back on the path
-        path = posixpath.join(path, spec[len(_glob_base(spec)) :].lstrip("/"))
-    scheme = spec.split("://", 1)[0]
-    return fs, path, f"{scheme}://"
-
-
-def _has_glob(s: str) -> bool:
-    return any(c in s for c in "*?[")
-
-
-def _glob_base(pattern: str) -> str:
-    """The part of a glob before its first wildcard component (``s3://b/in/*.csv`` -> ``s3://b/in``)."""
-    head = pattern
-    while _has_glob(head):
-        head = head.rsplit("/", 1)[0] if "/" in head else ""
-    return head
-
-
-def _listable(name: str) -> bool:
-    """Files a folder or glob expands to: known formats, not hidden or ``_``-prefixed (manifests, markers)."""
-    base = posixpath.basename(name)
-    if base.startswith((".", "_")):
-        return False
-    try:
-        detect_format(base)
-    except InputError:
-        return False
-    return True
-
-
-def resolve_inputs(inputs: str | Path | Sequence[str | Path]) -> InputFiles:
-    """Expand INPUT (a file, a folder, a glob, or a list of them) into a sorted list of files.
-
-    Folders are searched recursively; a glob's ``**`` matches any depth. Everything must live on one
-    filesystem (one Ray read cannot mix, say, local files and S3 objects).
-    """
-    specs = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
-    if not specs:
-        raise UsageError("INPUT: no input given")
-    found: set[str] = set()
-    fs0: pafs.FileSystem | None = None
-    prefix0 = ""
-    for raw in specs:
-        spec = str(raw)
-        fs, path, prefix = _filesystem(spec)
-        if fs0 is not None and (fs.type_name != fs0.type_name or prefix != prefix0):
-            raise UsageError(f"INPUT: {spec} is on another filesystem than {specs[0]}; use one filesystem")
-        fs0, prefix0 = fs, prefix
-        if _has_glob(path):
-            base = _glob_base(path) or "."
-            infos = fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
-            pattern = path.replace("**/", "*").replace("**", "*")
-            hits = [
-                i.path
-                for i in infos
-                if i.is_file and fnmatch.fnmatchcase(i.path, pattern) and _listable(i.path)
-            ]
-            if not hits:
-                raise InputError(f"{spec}: no .csv, .tsv, .jsonl or .parquet file matches")
-            found.update(hits)
-            continue
-        info = fs.get_file_info(path)
-        if info.type == pafs.FileType.NotFound:
-            raise InputError(f"{spec}: file or folder not found")
-        if info.type == pafs.FileType.Directory:
-            infos = fs.get_file_info(pafs.FileSelector(path, recursive=True))
-            hits = [
-                i.path for i in infos if i.is_file and _listable(i.path) and not _hidden_below(i.path, path)
-            ]
-            if not hits:
-                raise InputError(f"{spec}: folder holds no .csv, .tsv, .jsonl or .parquet file")
-            found.update(hits)
-        else:
-            detect_format(path)  # an explicitly named file must have a known extension
-            found.add(path)
-    assert fs0 is not None
-    paths = sorted(found)
-    root = posixpath.dirname(paths[0]) if len(paths) == 1 else posixpath.commonpath(paths)
-    names = [posixpath.relpath(p, root) if root else p for p in paths]
-    return InputFiles(fs0, paths, names, root, [prefix0 + p for p in paths])
-
-
-def _hidden_below(path: str, folder: str) -> bool:
-    """True when a folder between ``folder`` and ``path`` is hidden or ``_``-prefixed (``_temporary``)."""
-    parts = posixpath.relpath(path, folder).split("/")[:-1]
-    return any(p.startswith((".", "_")) for p in parts)
-
-
-# -- read tasks ------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def _local_file(fs: pafs.FileSystem, path: str) -> Iterator[Path]:
-    """A local path for ``path``: itself on a local disk, else a temporary copy streamed from ``fs``.
-
-    The local engine's reader opens local files (gzip, Parquet footers, JSONL lines); copying a remote
-    object first lets every pyarrow filesystem use that same reader instead of a second one.
-    """
-    if isinstance(fs, pafs.LocalFileSystem):
-        yield Path(path)
-        return
-    with tempfile.TemporaryDirectory(prefix="clsrun-in-") as tmp:
-        local = Path(tmp) / posixpath.basename(path)
-        pafs.copy_files(path, str(local), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
-        yield local
-
-
-def _window_row(chunk: RecordChunk, file_index: int, last: bool) -> pa.Table:
-    """One scoring window of one file as a one-row table (a Ray row)."""
-    cols: dict[str, pa.Array] = {
-        FILE_COL: pa.array([file_index], type=pa.int32()),
-        ROW_COL: pa.array([chunk.start], type=pa.int64()),
-        LAST_COL: pa.array([last], type=pa.bool_()),
-        TEXTS_COL: pa.array([chunk.texts], type=pa.list_(pa.string())),
-        ERRORS_COL: pa.array([chunk.errors], type=pa.list_(pa.string())),
-    }
-    if chunk.ids is not None:
-        cols[IDS_COL] = pa.array([chunk.ids], type=pa.list_(pa.string()))
-    return pa.table(cols)
-
-
-def _window_of(row: dict[str, Any]) -> RecordChunk:
-    return RecordChunk(row[ROW_COL], row.get(IDS_COL), row[TEXTS_COL], row[ERRORS_COL])
-
-
-@dataclass(frozen=True)
-class _FileReader:
-    """Reads one input file into its scoring windows, aligned as the local engine aligns them."""
-
-    fs: pafs.FileSystem
-    path: str
-    uri: str
-    index: int
-    options: ScoreOptions
-
-    def __call__(self) -> Iterator[pa.Table]:
-        o = self.options
-        with _local_file(self.fs, self.path) as local:
-            try:
-                stream = open_records(local, o.text_col, o.id_col, o.max_text_bytes)
-                held: RecordChunk | None = None
-                for window in windows(stream.chunks(), o.window):
-                    if held is not None:
-                        yield _window_row(held, self.index, last=False)
-                    held = window
-                if held is not None:
-                    yield _window_row(held, self.index, last=True)
-            except InputError as e:  # name the user's file, not the temporary copy
-                raise InputError(str(e).replace(str(local), self.uri)) from None
-
-
-def _datasource(files: InputFiles, options: ScoreOptions) -> Any:
-    """A Ray Data datasource with one read task per input file."""
-    from ray.data.block import BlockMetadata
-    from ray.data.datasource import Datasource, ReadTask
-
-    sizes = [info.size for info in files.filesystem.get_file_info(files.paths)]
-
-    class ClsrunFiles(Datasource):
-        def get_name(self) -> str:
-            return "ReadClsrun"
-
-        def estimate_inmemory_data_size(self) -> int | None:
-            return int(sum(s or 0 for s in sizes) * 2)
-
-        def get_read_tasks(self, parallelism: int, *args: Any, **kwargs: Any) -> list[Any]:
-            tasks = []
-            for i, (path, uri, size) in enumerate(zip(files.paths, files.uris, sizes, strict=True)):
-                reader = _FileReader(files.filesystem, path, uri, i, options)
-                meta = BlockMetadata(num_rows=None, size_bytes=size, input_files=(uri,), exec_stats=None)
-                tasks.append(ReadTask(reader, meta))
-            return tasks
-
-    return ClsrunFiles()
-
-
-# -- the model actor -------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class _BundleRef:
-    """Where an actor finds the bundle: its folder when present with the same digest, else shipped bytes."""
-
-    root: str
-    digest: str
-    files: Any = None  # ray.ObjectRef of {relative path: bytes}, or None
-
-
-def _pack_bundle(bundle: Bundle) -> dict[str, bytes]:
-    """The bundle's verified files and ``clsrun.json`` as bytes, to ship to nodes that lack the folder."""
-    return {rel: bundle.path(rel).read_bytes() for rel in [SPEC_FILE, *bundle.files]}
-
-
-def _bundle_here(ref: _BundleRef, scratch: list[tempfile.TemporaryDirectory[str]]) -> Path:
-    """A local folder holding the bundle ``ref`` names (unpacked into ``scratch`` when shipped)."""
-    spec = Path(ref.root) / SPEC_FILE
-    if spec.is_file() and hashlib.sha256(spec.read_bytes()).hexdigest() == ref.digest:
-        return Path(ref.root)
-    if ref.files is None:
-        raise BundleError(
-            f"{ref.root}: model bundle not found on this Ray node; copy it to every node or let clsrun "
-            f"ship it (the default when --address is given)"
-        )
-    import ray
-
-    tmp = tempfile.TemporaryDirectory(prefix="clsrun-bundle-")
-    scratch.append(tmp)
-    for rel, data in ray.get(ref.files).items():
-        target = Path(tmp.name) / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
-    return Path(tmp.name)
-
-
-class _ScoreActor:
-    """A Ray actor: loads the ``Classifier`` once, then scores window rows one window at a time.
-
-    The windows are the local engine's windows, so every batch holds the same rows as in a local run
-    and gives the same numbers (dynamic int8 quantisation, for one, depends on the batch).
-    """
-
-    def __init__(self, ref: _BundleRef, options: RayOptions, id_names: list[str] | None) -> None:
-        from clsrun.runtime.classifier import Classifier
-
-        self._scratch: list[tempfile.TemporaryDirectory[str]] = []
-        root = _bundle_here(ref, self._scratch)
-        self.clf = Classifier.load(
-            root,
-            backend=options.backend,
-            precision=options.precision,
-            device=options.worker_device,
-            threads=options.worker_threads,
-        )
-        if options.score.batch_tokens is not None:
-            self.clf.batch_tokens = options.score.batch_tokens
-        self.options = options.score
-        self.id_names = id_names  # several files without --id-col: ids are "<file>:<row>"
-
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        return pa.concat_tables([self._score(row) for row in batch.to_pylist()])
-
-    def _score(self, row: dict[str, Any]) -> pa.Table:
-        window = _window_of(row)
-        prepared = self.clf.prepare(window, sort=self.options.sort)
-        table = self.clf.finish(self.clf.infer(prepared), with_probs=self.options.probs)
-        n = table.num_rows
-        rows = pa.array(np.arange(window.start, window.start + n, dtype=np.int64))  # (n,)
-        if self.id_names is not None:
-            name = self.id_names[row[FILE_COL]]
-            ids = pa.array([f"{name}:{r}" for r in range(window.start, window.start + n)], type=pa.string())
-            table = table.set_column(0, pa.field("id", pa.string()), ids)
-        table = table.append_column(FILE_COL, pa.array(np.full(n, row[FILE_COL], dtype=np.int32)))
-        table = table.append_column(ROW_COL, rows)
-        return table.append_column(LAST_COL, pa.array(np.full(n, row[LAST_COL], dtype=bool)))
-
-
-# -- write tasks -----------------------------------------------------------------------------------
-@dataclass
-class _FileTally:
-    """Rows of one input file seen by one write task: enough to prove every row arrived exactly once."""
-
-    rows: int = 0
-    ok: int = 0
-    error: int = 0
-    row_sum: int = 0
-    row_min: int = -1
-    row_max: int = -1
-    last_row: int = -1  # highest row of the file's last block, when this task saw it
-
-    def add(self, other: _FileTally) -> None:
-        self.rows += other.rows
-        self.ok += other.ok
-        self.error += other.error
-        self.row_sum += other.row_sum
-        mins = [m for m in (self.row_min, other.row_min) if m >= 0]
-        self.row_min = min(mins) if mins else -1
-        self.row_max = max(self.row_max, other.row_max)
-        self.last_row = max(self.last_row, other.last_row)
-
-
-def _tally(table: pa.Table) -> dict[int, _FileTally]:
-    files = table.column(FILE_COL).to_numpy()
-    rows = table.column(ROW_COL).to_numpy()
-    last = table.column(LAST_COL).to_numpy(zero_copy_only=False)
-    ok = np.asarray(table.column("status").to_pylist(), dtype=object) == "ok"
-    out: dict[int, _FileTally] = {}
-    for f in np.unique(files):
-        mask = files == f
-        r = rows[mask]
-        tail = r[last[mask]]
-        out[int(f)] = _FileTally(
-            rows=int(mask.sum()),
-            ok=int(ok[mask].sum()),
-            error=int((~ok[mask]).sum()),
-            row_sum=int(r.sum()),
-            row_min=int(r.min()),
-            row_max=int(r.max()),
-            last_row=int(tail.max()) if len(tail) else -1,
-        )
-    return out
-
-
-def _datasink(staging: str, fs: pafs.FileSystem, kind: str, schema: pa.Schema) -> Any:
-    """A Ray Data datasink writing one part file per write task with the local engine's writers."""
-    from ray.data.block import BlockAccessor
-    from ray.data.datasource import Datasink
-
-    from clsrun.runtime.writers import open_writer
-
-    class ClsrunParts(Datasink):
-        def __init__(self) -> None:
-            self.results: list[dict[str, Any]] = []
-
-        def get_name(self) -> str:
-            return "WriteClsrun"
-
-        def write(self, blocks: Any, ctx: Any) -> dict[str, Any]:
-            tables = [BlockAccessor.for_block(b).to_arrow() for b in blocks]
-            tables = [t for t in tables if t.num_rows]
-            if not tables:
-                return {"part": None, "rows": 0, "files": {}}
-            table = pa.concat_tables(tables)
-            tally = _tally(table)
-            name = f"part-{ctx.task_idx:05d}{PART_EXT[kind]}"
-            data = table.select(schema.names).cast(schema)
-            with tempfile.TemporaryDirectory(prefix="clsrun-part-") as tmp:
-                local = Path(tmp) / name
-                writer = open_writer(local, schema, kind)
-                try:
-                    writer.write(data)
-                finally:
-                    writer.close()
-                # Temporary name, then rename: a retried task replaces the part, never leaves half of one.
-                tmp_target = f"{staging}/.{name}.{uuid.uuid4().hex[:8]}.tmp"
-                pafs.copy_files(str(local), tmp_target, destination_filesystem=fs)
-                fs.move(tmp_target, f"{staging}/{name}")
-            return {
-                "part": name,
-                "rows": table.num_rows,
-                "files": {k: vars(v) for k, v in tally.items()},
-            }
-
-        def on_write_complete(self, write_result: Any) -> None:
-            self.results = [r for r in write_result.write_returns if r]
-
-    return ClsrunParts()
 
 
 # -- the driver ------------------------------------------------------------------------------------
@@ -555,7 +181,7 @@ def _clsrun_cause(e: BaseException) -> ClsrunError | None:
 
 def _output_target(out: str) -> tuple[pafs.FileSystem, str, str]:
     """``(filesystem, path, format)`` of OUT: a folder whose extension picks the parts' format."""
-    fs, path, _ = _filesystem(out)
+    fs, path, _ = open_location(out)
     path = path.rstrip("/")
     suffix = posixpath.splitext(path)[1]
     kind = output_format(path) if suffix else "parquet"
@@ -601,7 +227,7 @@ def _remove(fs: pafs.FileSystem, path: str) -> None:
             fs.delete_dir(path)
 
 
-def _check_exactly_once(files: InputFiles, totals: dict[int, _FileTally]) -> None:
+def _check_exactly_once(files: InputFiles, totals: dict[int, FileTally]) -> None:
     """Every file's rows are 0..n-1, each once, up to the row its reader marked as the last."""
     problems = []
     for i, uri in enumerate(files.uris):
@@ -663,8 +289,8 @@ def score_with_ray(
     try:
         _check_resources(ray, options)
         ship = options.ship_bundle if options.ship_bundle is not None else options.address is not None
-        ref = _BundleRef(
-            str(loaded.root.resolve()), loaded.digest, ray.put(_pack_bundle(loaded)) if ship else None
+        ref = BundleRef(
+            str(loaded.root.resolve()), loaded.digest, ray.put(pack_bundle(loaded)) if ship else None
         )
         several = len(files) > 1 and so.id_col is None
         schema = output_schema(labels, so.probs, text_ids=so.id_col is not None or several)
@@ -674,20 +300,29 @@ def score_with_ray(
         out_fs.create_dir(staging, recursive=True)
         t0 = time.perf_counter()
         ds = ray.data.read_datasource(
-            _datasource(files, so),
+            make_datasource(files, so),
             override_num_blocks=len(files),  # one block stream per file: no re-splitting of blocks
             num_cpus=IO_TASK_CPUS,
         )
+        config = ActorConfig(
+            ref,
+            so,
+            options.backend,
+            options.precision,
+            options.worker_device,
+            options.worker_threads,
+            files.names if several else None,
+        )
         ds = ds.map_batches(
-            _ScoreActor,
-            fn_constructor_args=(ref, options, files.names if several else None),
+            ScoreActor,
+            fn_constructor_args=(config,),
             batch_size=1,  # one window per call: results stream out window by window
             batch_format="pyarrow",
             compute=ray.data.ActorPoolStrategy(size=options.workers),
             num_cpus=options.cpus_per_worker,
             num_gpus=options.gpus_per_worker or None,
         )
-        sink = _datasink(staging, out_fs, kind, schema)
+        sink = make_datasink(staging, out_fs, kind, schema)
         try:
             ds.write_datasink(sink, ray_remote_args={"num_cpus": IO_TASK_CPUS})
         except Exception as e:
@@ -732,19 +367,19 @@ def _manifest(
     output: str,
 ) -> dict[str, Any]:
     """Counts that add up: per file, per part and in total; checked before anything is published."""
-    totals: dict[int, _FileTally] = {}
+    totals: dict[int, FileTally] = {}
     parts = []
     for r in results:
         if r.get("part"):
             parts.append({"file": r["part"], "rows": r["rows"]})
         for k, v in r["files"].items():
-            totals.setdefault(int(k), _FileTally()).add(_FileTally(**v))
+            totals.setdefault(int(k), FileTally()).add(FileTally(**v))
     _check_exactly_once(files, totals)
     rows = sum(t.rows for t in totals.values())
     if rows != sum(p["rows"] for p in parts):
         raise InternalError(f"parts hold {sum(p['rows'] for p in parts)} rows, files {rows}")
     so = options.score
-    empty = _FileTally()
+    empty = FileTally()
     several = len(files) > 1 and so.id_col is None
     return {
         "clsrun_version": __version__,

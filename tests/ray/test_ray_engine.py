@@ -19,14 +19,9 @@ import ray  # the ray extra: `make install` installs it, so CI runs these tests 
 
 from clsrun.runtime.classifier import Classifier
 from clsrun.runtime.errors import BundleError, DependencyError, InputError
-from clsrun.runtime.ray_engine import (
-    MANIFEST,
-    RayOptions,
-    _FileReader,
-    _window_of,
-    resolve_inputs,
-    score_with_ray,
-)
+from clsrun.runtime.input_files import resolve_inputs
+from clsrun.runtime.ray_engine import MANIFEST, RayOptions, score_with_ray
+from clsrun.runtime.ray_stages import FileReader, window_of
 from clsrun.runtime.score import ScoreOptions, score_file
 
 pytestmark = pytest.mark.ray
@@ -187,12 +182,14 @@ def test_inputs_resolve_from_folders_globs_lists_and_uris(tmp_path: Path) -> Non
     _inputs(tmp_path / "in")
     (tmp_path / "in" / "sub").mkdir()
     (tmp_path / "in" / "sub" / "d.tsv").write_text("text\nx\n", encoding="utf-8")
+    (tmp_path / "in" / "sub" / "e.csv").write_text("text\nx\n", encoding="utf-8")
     (tmp_path / "in" / "_manifest.json").write_text("{}", encoding="utf-8")  # skipped: not an input
     (tmp_path / "in" / ".hidden.csv").write_text("text\nx\n", encoding="utf-8")  # skipped: hidden
     (tmp_path / "in" / "notes.txt").write_text("x", encoding="utf-8")  # skipped: unknown type
     folder = resolve_inputs(tmp_path / "in")
-    assert folder.names == ["a.csv", "b.parquet", "c.jsonl.gz", "sub/d.tsv"]
-    assert resolve_inputs(f"file://{tmp_path}/in/*.csv").names == ["a.csv"]
+    assert folder.names == ["a.csv", "b.parquet", "c.jsonl.gz", "sub/d.tsv", "sub/e.csv"]
+    assert resolve_inputs(f"file://{tmp_path}/in/*.csv").names == ["a.csv"]  # "*" stays in its folder
+    assert resolve_inputs(f"{tmp_path}/in/**/*.csv").names == ["a.csv", "sub/e.csv"]  # "**" does not
     assert resolve_inputs(str(tmp_path / "in" / "**" / "*.tsv")).uris == [
         str(tmp_path / "in" / "sub" / "d.tsv")
     ]
@@ -209,10 +206,10 @@ def test_a_remote_file_is_read_by_the_local_reader_through_a_copy(tmp_path: Path
 
     _inputs(tmp_path / "in")
     remote = pafs.SubTreeFileSystem(str(tmp_path / "in"), pafs.LocalFileSystem())  # not a LocalFileSystem
-    reader = _FileReader(remote, "c.jsonl.gz", "mem://c.jsonl.gz", 2, ScoreOptions(window=300))
-    windows = [_window_of(t.to_pylist()[0]) for t in reader()]
+    reader = FileReader(remote, "c.jsonl.gz", "mem://c.jsonl.gz", 2, ScoreOptions(window=300))
+    windows = [window_of(t.to_pylist()[0]) for t in reader()]
     assert [w.start for w in windows] == [0, 300, 600, 900] and sum(len(w) for w in windows) == 1000
     assert windows[0].errors[2] == "null text" and windows[0].errors[9] == "text is a JSON int, not a string"
     (tmp_path / "in" / "bad.csv").write_text("body\nx\n", encoding="utf-8")
     with pytest.raises(InputError, match=r"^mem://bad.csv: no column 'text'"):
-        list(_FileReader(remote, "bad.csv", "mem://bad.csv", 0, ScoreOptions())())
+        list(FileReader(remote, "bad.csv", "mem://bad.csv", 0, ScoreOptions())())
