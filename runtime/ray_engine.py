@@ -32,7 +32,7 @@ import posixpath
 import shutil
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from clsrun import __version__
-from clsrun.runtime.bundle import atomic_write_text
+from clsrun.runtime.bundle import Bundle, atomic_write_text
 from clsrun.runtime.errors import ClsrunError, InternalError, UsageError, require
 from clsrun.runtime.input_files import InputFiles, open_location, resolve_inputs
 from clsrun.runtime.ray_stages import (
@@ -273,79 +273,103 @@ def score_with_ray(
     # before any Ray task starts or any output exists (in an actor, Ray would restart it again and again).
     driver_device = "cpu" if options.worker_device == "cuda" else options.device
     clf = Classifier.load(bundle, options.backend, options.precision, driver_device, threads=1)
-    described = clf.describe()
-    loaded = clf.bundle
-    labels = list(clf.labels)
+    described, loaded = clf.describe(), clf.bundle
     del clf
 
     started_ray = _connect(ray, options)
     staging = f"{out_path}.tmp-{uuid.uuid4().hex[:12]}"
-    context = ray.data.DataContext.get_current()
-    saved = (
-        context.execution_options.preserve_order,
-        context.enable_progress_bars,
-        context.target_max_block_size,
-    )
     try:
         _check_resources(ray, options)
-        ship = options.ship_bundle if options.ship_bundle is not None else options.address is not None
-        ref = BundleRef(
-            str(loaded.root.resolve()), loaded.digest, ray.put(pack_bundle(loaded)) if ship else None
-        )
-        several = len(files) > 1 and so.id_col is None
-        schema = output_schema(labels, so.probs, text_ids=so.id_col is not None or several)
-        context.execution_options.preserve_order = options.preserve_order
-        context.enable_progress_bars = not options.quiet
-        context.target_max_block_size = options.block_bytes
         out_fs.create_dir(staging, recursive=True)
         t0 = time.perf_counter()
-        ds = ray.data.read_datasource(
-            make_datasource(files, so),
-            override_num_blocks=len(files),  # one block stream per file: no re-splitting of blocks
-            num_cpus=IO_TASK_CPUS,
-        )
-        config = ActorConfig(
-            ref,
-            so,
-            options.backend,
-            options.precision,
-            options.worker_device,
-            options.worker_threads,
-            files.names if several else None,
-        )
-        ds = ds.map_batches(
-            ScoreActor,
-            fn_constructor_args=(config,),
-            batch_size=1,  # one window per call: results stream out window by window
-            batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(size=options.workers),
-            num_cpus=options.cpus_per_worker,
-            num_gpus=options.gpus_per_worker or None,
-        )
-        sink = make_datasink(staging, out_fs, kind, schema)
-        try:
-            ds.write_datasink(sink, ray_remote_args={"num_cpus": IO_TASK_CPUS})
-        except Exception as e:
-            cause = _clsrun_cause(e)
-            if cause is not None:
-                raise cause from None
-            raise
+        with _job_context(ray, options):
+            results = _run_job(ray, files, loaded, options, (out_fs, staging, kind))
         wall = time.perf_counter() - t0
-        manifest = _manifest(files, sink.results, described, options, kind, wall, str(out_dir))
-        atomic_or_fs_write(
-            out_fs, f"{staging}/{MANIFEST}", json.dumps(manifest, indent=2, ensure_ascii=False)
-        )
+        manifest = _manifest(files, results, described, options, kind, wall, str(out_dir))
+        _check_parts_arrived(out_fs, staging, manifest)
+        text = json.dumps(manifest, indent=2, ensure_ascii=False)
+        atomic_or_fs_write(out_fs, f"{staging}/{MANIFEST}", text)
         _publish(out_fs, staging, out_path)
         return RayScoreResult(str(out_dir), manifest)
     finally:
-        (
-            context.execution_options.preserve_order,
-            context.enable_progress_bars,
-            context.target_max_block_size,
-        ) = saved
         _remove(out_fs, staging)
         if started_ray:
             ray.shutdown()
+
+
+@contextlib.contextmanager
+def _job_context(ray: Any, options: RayOptions) -> Iterator[None]:
+    """Ray Data settings for this job (order, progress bars, block size), restored afterwards."""
+    context = ray.data.DataContext.get_current()
+    opts = context.execution_options
+    saved = (opts.preserve_order, context.enable_progress_bars, context.target_max_block_size)
+    opts.preserve_order = options.preserve_order
+    context.enable_progress_bars = not options.quiet
+    context.target_max_block_size = options.block_bytes
+    try:
+        yield
+    finally:
+        opts.preserve_order, context.enable_progress_bars, context.target_max_block_size = saved
+
+
+def _run_job(
+    ray: Any, files: InputFiles, bundle: Bundle, options: RayOptions, out: tuple[pafs.FileSystem, str, str]
+) -> list[dict[str, Any]]:
+    """Read -> score -> write on Ray; returns what each write task reported."""
+    so = options.score
+    ship = options.ship_bundle if options.ship_bundle is not None else options.address is not None
+    ref = BundleRef(str(bundle.root.resolve()), bundle.digest, ray.put(pack_bundle(bundle)) if ship else None)
+    several = len(files) > 1 and so.id_col is None
+    config = ActorConfig(
+        ref,
+        so,
+        options.backend,
+        options.precision,
+        options.worker_device,
+        options.worker_threads,
+        files.names if several else None,
+    )
+    schema = output_schema(bundle.labels, so.probs, text_ids=so.id_col is not None or several)
+    ds = ray.data.read_datasource(
+        make_datasource(files, so),
+        override_num_blocks=len(files),  # one read task per file, each streaming its windows
+        num_cpus=IO_TASK_CPUS,
+    )
+    ds = ds.map_batches(
+        ScoreActor,
+        fn_constructor_args=(config,),
+        batch_size=1,  # one window per call: results stream out window by window
+        batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=options.workers),
+        num_cpus=options.cpus_per_worker,
+        num_gpus=options.gpus_per_worker or None,
+    )
+    fs, staging, kind = out
+    sink = make_datasink(staging, fs, kind, schema)
+    try:
+        ds.write_datasink(sink, ray_remote_args={"num_cpus": IO_TASK_CPUS})
+    except Exception as e:
+        cause = _clsrun_cause(e)
+        if cause is not None:
+            raise cause from None
+        raise
+    results: list[dict[str, Any]] = sink.results
+    return results
+
+
+def _check_parts_arrived(fs: pafs.FileSystem, staging: str, manifest: dict[str, Any]) -> None:
+    """Every part a write task reported is in the staging folder as the driver sees it."""
+    missing = [
+        p["file"]
+        for p in manifest["parts"]
+        if fs.get_file_info(f"{staging}/{p['file']}").type != pafs.FileType.File
+    ]
+    if missing:
+        raise UsageError(
+            f"--out: {len(missing)} part files were written where this machine cannot see them "
+            f"({', '.join(missing[:3])}...); on a cluster, --out must be storage every node shares "
+            f"(s3://, gs://, hdfs://, NFS)"
+        )
 
 
 def atomic_or_fs_write(fs: pafs.FileSystem, path: str, text: str) -> None:

@@ -60,6 +60,7 @@ def _window_row(chunk: RecordChunk, file_index: int, last: bool) -> pa.Table:
 
 
 def window_of(row: dict[str, Any]) -> RecordChunk:
+    """The window a Ray row holds, as the ``RecordChunk`` the ``Classifier`` takes."""
     return RecordChunk(row[ROW_COL], row.get(IDS_COL), row[TEXTS_COL], row[ERRORS_COL])
 
 
