@@ -286,7 +286,7 @@ def score_with_ray(
             results = _run_job(ray, files, loaded, options, (out_fs, staging, kind))
         wall = time.perf_counter() - t0
         manifest = _manifest(files, results, described, options, kind, wall, str(out_dir))
-        _check_parts_arrived(out_fs, staging, manifest)
+        _tidy_staging(out_fs, staging, manifest)
         text = json.dumps(manifest, indent=2, ensure_ascii=False)
         atomic_or_fs_write(out_fs, f"{staging}/{MANIFEST}", text)
         _publish(out_fs, staging, out_path)
@@ -357,13 +357,18 @@ def _run_job(
     return results
 
 
-def _check_parts_arrived(fs: pafs.FileSystem, staging: str, manifest: dict[str, Any]) -> None:
-    """Every part a write task reported is in the staging folder as the driver sees it."""
-    missing = [
-        p["file"]
-        for p in manifest["parts"]
-        if fs.get_file_info(f"{staging}/{p['file']}").type != pafs.FileType.File
-    ]
+def _tidy_staging(fs: pafs.FileSystem, staging: str, manifest: dict[str, Any]) -> None:
+    """Leave exactly the reported parts in the staging folder; refuse if one is not there.
+
+    Files no successful write task reported (the temporary file of an attempt that was killed) are
+    removed. A reported part that the driver cannot see was written on another node's local disk.
+    """
+    reported = {p["file"] for p in manifest["parts"]}
+    present = {posixpath.basename(i.path): i for i in fs.get_file_info(pafs.FileSelector(staging))}
+    for name, info in present.items():
+        if name not in reported:
+            fs.delete_file(info.path)
+    missing = sorted(reported - set(present))
     if missing:
         raise UsageError(
             f"--out: {len(missing)} part files were written where this machine cannot see them "

@@ -15,7 +15,9 @@ them per input file (:class:`FileTally`) so the driver can prove every row arriv
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import posixpath
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -90,6 +92,15 @@ class FileReader:
                 raise InputError(str(e).replace(str(local), self.uri)) from None
 
 
+def _metadata(cls: Any, size: int | None, uri: str) -> Any:
+    """``BlockMetadata`` of a read task; Ray releases before 2.4x also want an (unknown) schema."""
+    fields = {"num_rows": None, "size_bytes": size, "input_files": (uri,), "exec_stats": None}
+    try:
+        return cls(**fields)
+    except TypeError:
+        return cls(**fields, schema=None)
+
+
 def make_datasource(files: InputFiles, options: ScoreOptions) -> Any:
     """A Ray Data datasource with one read task per input file."""
     from ray.data.block import BlockMetadata
@@ -108,7 +119,7 @@ def make_datasource(files: InputFiles, options: ScoreOptions) -> Any:
             tasks = []
             for i, (path, uri, size) in enumerate(zip(files.paths, files.uris, sizes, strict=True)):
                 reader = FileReader(files.filesystem, path, uri, i, options)
-                meta = BlockMetadata(num_rows=None, size_bytes=size, input_files=(uri,), exec_stats=None)
+                meta = _metadata(BlockMetadata, size, uri)
                 tasks.append(ReadTask(reader, meta))
             return tasks
 
@@ -212,7 +223,7 @@ class FileTally:
     row_sum: int = 0
     row_min: int = -1
     row_max: int = -1
-    last_row: int = -1  # highest row of the file's last block, when this task saw it
+    last_row: int = -1  # last row of the file's last window, when this task wrote it
 
     def add(self, other: FileTally) -> None:
         self.rows += other.rows
@@ -247,12 +258,34 @@ def _tally(table: pa.Table) -> dict[int, FileTally]:
     return out
 
 
+def _write_part(table: pa.Table, schema: pa.Schema, kind: str, fs: pafs.FileSystem, target: str) -> None:
+    """Write ``table`` to ``target`` under a temporary name, then rename.
+
+    A task that Ray retries replaces its part and never leaves half of one; the temporary file of a
+    killed attempt is removed by the driver before it publishes the output.
+    """
+    from clsrun.runtime.writers import open_writer
+
+    temp = f"{posixpath.dirname(target)}/.{posixpath.basename(target)}.{uuid.uuid4().hex[:8]}.tmp"
+    with contextlib.ExitStack() as stack:
+        if isinstance(fs, pafs.LocalFileSystem):
+            local = Path(temp)
+        else:  # the writers write local files: write one here, then upload it as one object
+            local = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="clsrun-part-"))) / "part"
+        writer = open_writer(local, schema, kind)
+        try:
+            writer.write(table)
+        finally:
+            writer.close()
+        if not isinstance(fs, pafs.LocalFileSystem):
+            pafs.copy_files(str(local), temp, destination_filesystem=fs)
+        fs.move(temp, target)
+
+
 def make_datasink(staging: str, fs: pafs.FileSystem, kind: str, schema: pa.Schema) -> Any:
     """A Ray Data datasink writing one part file per write task with the local engine's writers."""
     from ray.data.block import BlockAccessor
     from ray.data.datasource import Datasink
-
-    from clsrun.runtime.writers import open_writer
 
     class ClsrunParts(Datasink):
         def __init__(self) -> None:
@@ -270,17 +303,7 @@ def make_datasink(staging: str, fs: pafs.FileSystem, kind: str, schema: pa.Schem
             tally = _tally(table)
             name = f"part-{ctx.task_idx:05d}{PART_EXT[kind]}"
             data = table.select(schema.names).cast(schema)
-            with tempfile.TemporaryDirectory(prefix="clsrun-part-") as tmp:
-                local = Path(tmp) / name
-                writer = open_writer(local, schema, kind)
-                try:
-                    writer.write(data)
-                finally:
-                    writer.close()
-                # Temporary name, then rename: a retried task replaces the part, never leaves half of one.
-                tmp_target = f"{staging}/.{name}.{uuid.uuid4().hex[:8]}.tmp"
-                pafs.copy_files(str(local), tmp_target, destination_filesystem=fs)
-                fs.move(tmp_target, f"{staging}/{name}")
+            _write_part(data, schema, kind, fs, f"{staging}/{name}")
             return {
                 "part": name,
                 "rows": table.num_rows,
@@ -288,6 +311,8 @@ def make_datasink(staging: str, fs: pafs.FileSystem, kind: str, schema: pa.Schem
             }
 
         def on_write_complete(self, write_result: Any) -> None:
-            self.results = [r for r in write_result.write_returns if r]
+            # A WriteResult since Ray 2.4x; before that, the list of write() returns itself.
+            returns = getattr(write_result, "write_returns", write_result)
+            self.results = [r for r in returns if r]
 
     return ClsrunParts()

@@ -213,3 +213,20 @@ def test_a_remote_file_is_read_by_the_local_reader_through_a_copy(tmp_path: Path
     (tmp_path / "in" / "bad.csv").write_text("body\nx\n", encoding="utf-8")
     with pytest.raises(InputError, match=r"^mem://bad.csv: no column 'text'"):
         list(FileReader(remote, "bad.csv", "mem://bad.csv", 0, ScoreOptions())())
+
+
+def test_only_reported_parts_are_published(tmp_path: Path) -> None:
+    import pyarrow.fs as pafs
+
+    from clsrun.runtime.errors import UsageError
+    from clsrun.runtime.ray_engine import _tidy_staging
+
+    staging = tmp_path / "o.csv.tmp-1"
+    staging.mkdir()
+    (staging / "part-00000.csv").write_text("id\n0\n", encoding="utf-8")
+    (staging / ".part-00001.csv.1a2b.tmp").write_text("id\n", encoding="utf-8")  # a killed attempt's file
+    fs = pafs.LocalFileSystem()
+    _tidy_staging(fs, str(staging), {"parts": [{"file": "part-00000.csv", "rows": 1}]})
+    assert sorted(p.name for p in staging.iterdir()) == ["part-00000.csv"]
+    with pytest.raises(UsageError, match="storage every node shares"):
+        _tidy_staging(fs, str(staging), {"parts": [{"file": "part-00000.csv"}, {"file": "part-00001.csv"}]})
