@@ -61,7 +61,8 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     _, local = run_local(args.model, paths, out)
 
-    ray.init(num_cpus=args.workers + 1, include_dashboard=False, logging_level="WARNING")
+    # log_to_driver off: the raylet's notice about the killed worker would land in the JSON on stdout.
+    ray.init(num_cpus=args.workers + 1, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
     target = out / "ray.parquet"
     shutil.rmtree(target, ignore_errors=True)
     outcome: dict[str, object] = {}
