@@ -86,7 +86,7 @@ def predict(
         "local",
         "--engine",
         help="local|ray. local: this machine, one file, resumable. ray: Ray Data over many files and "
-        "machines (needs clsrun[ray]); a failed job leaves no output and is rerun whole, and starting Ray "
+        "machines (needs the ray extra, clsrun\\[ray]); a failed job leaves no output and is rerun whole, and starting Ray "
         "costs seconds, so it pays off only for inputs one machine cannot finish in time.",
     ),
     address: str | None = typer.Option(
