@@ -127,7 +127,9 @@ def resolve_inputs(inputs: str | Path | Sequence[str | Path]) -> InputFiles:
         fs0, prefix0 = fs, prefix
         if _has_glob(path):
             base = _glob_base(path) or "."
-            infos = fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
+            rest = path[len(base) :].lstrip("/")
+            deep = "**" in rest or "/" in rest  # list subfolders only when the pattern reaches into them
+            infos = fs.get_file_info(pafs.FileSelector(base, recursive=deep, allow_not_found=True))
             pattern = _glob_regex(path)
             hits = [i.path for i in infos if i.is_file and pattern.fullmatch(i.path) and _listable(i.path)]
             if not hits:
