@@ -250,7 +250,7 @@ class RecordStream:
         self.text_col = text_col
         self.id_col = id_col
         self.max_text_bytes = max_text_bytes
-        self.block_bytes = max(block_bytes, 2 * max_text_bytes + (1 << 16))  # a row must fit in a block
+        self.block_bytes = max(block_bytes, max_text_bytes + (1 << 16))  # a row must fit in one block
         self.rows_read = 0
         self._raw = self._open_raw()
         self._first = self._pull()
@@ -316,7 +316,10 @@ class RecordStream:
         return chunk
 
     def _stream(self) -> pa.NativeFile:
-        return pa.input_stream(str(self.path), compression="gzip" if self.format.gzip else None)
+        # A plain OSFile: ``pa.input_stream`` adds a buffering layer under which the CSV reader held about
+        # 70 MB of read-ahead for 2 MiB blocks, against about 15 MB here.
+        raw = pa.OSFile(str(self.path), "rb")
+        return pa.CompressedInputStream(raw, "gzip") if self.format.gzip else raw
 
     def _csv(self) -> Iterator[tuple[list[str | None], list[str | None] | None, list[str]]]:
         parse = pacsv.ParseOptions(
