@@ -230,3 +230,18 @@ def test_only_reported_parts_are_published(tmp_path: Path) -> None:
     assert sorted(p.name for p in staging.iterdir()) == ["part-00000.csv"]
     with pytest.raises(UsageError, match="storage every node shares"):
         _tidy_staging(fs, str(staging), {"parts": [{"file": "part-00000.csv"}, {"file": "part-00001.csv"}]})
+
+
+def test_a_node_without_the_bundle_folder_unpacks_the_shipped_copy(tmp_path: Path, toy_bundle: Path) -> None:
+    from clsrun.runtime.bundle import Bundle
+    from clsrun.runtime.ray_stages import BundleRef, _bundle_here, pack_bundle
+
+    bundle = Bundle.load(toy_bundle)
+    scratch: list = []
+    here = BundleRef(str(toy_bundle), bundle.digest, None)
+    assert _bundle_here(here, scratch) == toy_bundle  # same folder, same digest: used in place
+    elsewhere = BundleRef(str(tmp_path / "not-on-this-node"), bundle.digest, ray.put(pack_bundle(bundle)))
+    unpacked = _bundle_here(elsewhere, scratch)
+    assert Bundle.load(unpacked).digest == bundle.digest  # every file arrived and verifies
+    with pytest.raises(BundleError, match="not found on this Ray node"):
+        _bundle_here(BundleRef(str(tmp_path / "nowhere"), bundle.digest, None), scratch)
