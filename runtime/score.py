@@ -24,12 +24,11 @@ from typing import Any
 
 from clsrun import __version__
 from clsrun.runtime.batching import windows
-from clsrun.runtime.bundle import atomic_write_text
 from clsrun.runtime.classifier import Classifier, Prepared
 from clsrun.runtime.errors import UsageError
 from clsrun.runtime.partial import PartialOutput, input_fingerprint
 from clsrun.runtime.readers import DEFAULT_MAX_TEXT_BYTES, RecordStream, open_records
-from clsrun.runtime.writers import make_readable, output_format, write_atomically
+from clsrun.runtime.writers import output_format, write_atomically, write_text_atomically
 
 PREFETCH_BATCHES = 2  # padded batches waiting for the model: enough to hide reading and tokenizing
 PENDING_WINDOWS = 2  # finished windows waiting for the writer
@@ -226,7 +225,7 @@ def score_file(
         options.progress(resumed_rows)
     _Pipeline(classifier, partial, options).run(stream, resumed_rows)
     schema = classifier.output_schema(options.probs, options.id_col is not None)
-    write_atomically(out, schema, partial.tables())
+    write_atomically(out, schema, partial.tables(), tmp_dir=partial.folder)
     wall = time.perf_counter() - started
     rows = partial.rows_done
     manifest = {
@@ -252,7 +251,6 @@ def score_file(
         "rows_per_s": round((rows - resumed_rows) / wall, 1) if wall > 0 else 0.0,
     }
     target = manifest_path(out)
-    atomic_write_text(target, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
-    make_readable(target)
+    write_text_atomically(target, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", partial.folder)
     partial.remove()
     return ScoreResult(out, target, manifest)

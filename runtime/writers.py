@@ -187,13 +187,18 @@ def make_readable(path: Path) -> None:
     os.chmod(path, 0o666 & ~mask)
 
 
-def write_atomically(target: Path, schema: pa.Schema, tables: Iterable[pa.Table]) -> None:
-    """Write ``tables`` to ``target`` under a temporary name in the same folder, fsync, then rename.
+def write_atomically(
+    target: Path, schema: pa.Schema, tables: Iterable[pa.Table], tmp_dir: Path | None = None
+) -> None:
+    """Write ``tables`` to ``target`` under a temporary name, fsync, then rename it to ``target``.
 
     ``target`` appears only when complete; a failure leaves no partial file behind under either name.
+    ``tmp_dir`` (same file system as ``target``; default its folder) holds the temporary file: the scorer
+    puts it in its partial-output folder, so a run killed mid-write leaves nothing beside the output.
     """
     kind = output_format(target)
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    folder = tmp_dir if tmp_dir is not None else target.parent
+    fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".tmp")
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -205,6 +210,24 @@ def write_atomically(target: Path, schema: pa.Schema, tables: Iterable[pa.Table]
             writer.close()
         make_readable(tmp)
         fsync_path(tmp)
+        os.replace(tmp, target)
+        fsync_path(target.parent)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomically(target: Path, text: str, tmp_dir: Path | None = None) -> None:
+    """Write ``text`` to ``target`` through a fsynced temporary file in ``tmp_dir`` and a rename."""
+    folder = tmp_dir if tmp_dir is not None else target.parent
+    fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".tmp")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        make_readable(tmp)
         os.replace(tmp, target)
         fsync_path(target.parent)
     except BaseException:
