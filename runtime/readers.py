@@ -334,7 +334,7 @@ class RecordStream:
         parse = pacsv.ParseOptions(
             delimiter=parse.delimiter, newlines_in_values=True, ignore_empty_lines=len(names) > 1
         )
-        columns = [c for c in (self.text_col, self.id_col) if c is not None]
+        columns = list(dict.fromkeys(c for c in (self.text_col, self.id_col) if c is not None))
         # The text is read as bytes and decoded per chunk, so one bad row does not fail the file;
         # strings_can_be_null=False keeps an empty cell as "" (an error row), never a parse failure.
         convert = pacsv.ConvertOptions(
@@ -354,7 +354,7 @@ class RecordStream:
         textual = (pa.types.is_string, pa.types.is_large_string, pa.types.is_binary, pa.types.is_large_binary)
         if not any(is_kind(kind) for is_kind in (*textual, pa.types.is_null)):
             raise InputError(f"{self.path}: column {self.text_col!r} holds {kind}, not text")
-        columns = [c for c in (self.text_col, self.id_col) if c is not None]
+        columns = list(dict.fromkeys(c for c in (self.text_col, self.id_col) if c is not None))
         rows = max(1024, self.block_bytes // 128)
         return self._arrow_chunks(pf.iter_batches(batch_size=rows, columns=columns), pf)
 
@@ -378,11 +378,11 @@ class RecordStream:
         # read in blocks and parsed one by one with the standard library.
         f = cast(IO[bytes], gzip.open(self.path, "rb") if self.format.gzip else open(self.path, "rb"))  # noqa: SIM115
         try:
-            lines = [ln for ln in f.readlines(self.block_bytes) if ln.strip()]
+            lines = self._next_lines(f)
         except BaseException:
             f.close()
             raise
-        if not lines and f.read(1) == b"":
+        if not lines:  # an empty file (or only blank lines): no records, no columns to check
             f.close()
             return iter(())
         try:
@@ -405,7 +405,15 @@ class RecordStream:
                 texts = [r[0] for r in rows]
                 ids = [r[1] for r in rows] if self.id_col else None
                 yield texts, ids, [r[2] for r in rows]
-                lines = [ln for ln in f.readlines(self.block_bytes) if ln.strip()]
+                lines = self._next_lines(f)
+
+    def _next_lines(self, f: IO[bytes]) -> list[bytes]:
+        """The next block's non-blank lines (blank lines are not records); empty only at end of file."""
+        while block := f.readlines(self.block_bytes):
+            lines = [ln for ln in block if ln.strip()]
+            if lines:
+                return lines
+        return []
 
 
 def open_records(

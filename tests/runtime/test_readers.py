@@ -141,3 +141,17 @@ def test_read_labelled_still_drops_unusable_rows(tmp_path: Path) -> None:
     path.write_text("label,text\npos,good\nneg,\n,bad\nneg,bad\n", encoding="utf-8")
     data = read_labelled(path)
     assert data.texts == ["good", "bad"] and data.labels == ["pos", "neg"]
+
+
+def test_jsonl_blank_lines_are_not_records_even_across_blocks(tmp_path: Path) -> None:
+    path = tmp_path / "sparse.jsonl"
+    path.write_text("\n" * 200_000 + '{"text": "a"}\n' + "\n" * 200_000 + '{"text": "b"}\n', encoding="utf-8")
+    assert _all(path, block_bytes=1024, max_text_bytes=64).texts == ["a", "b"]
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n\n", encoding="utf-8")
+    assert list(open_records(empty).chunks()) == []
+
+
+def test_id_column_may_be_the_text_column(tmp_path: Path) -> None:
+    got = _all(_write(tmp_path / "in.csv"), id_col="text")
+    assert got.ids is not None and got.ids[0] == "good"

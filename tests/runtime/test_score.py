@@ -126,3 +126,34 @@ def test_a_damaged_bundle_is_refused(tmp_path: Path, toy_bundle: Path) -> None:
     (copy / "onnx" / "model.int8.onnx").write_bytes(b"tampered")
     with pytest.raises(BundleError, match="sha256 mismatch"):
         Classifier.load(copy)
+
+
+def test_never_exported_bundle_runs_on_torch_and_matches_its_onnx_export(tiny_charcnn_bundle: Path) -> None:
+    from typer.testing import CliRunner
+
+    from clsrun.runtime.cli import app
+
+    texts = ["这个房间很好，服务棒", "太差了，讨厌", "", "it was good", "x" * 100]
+    eager = Classifier.load(tiny_charcnn_bundle, threads=1)  # no onnx/: auto falls back to torch
+    assert eager.describe()["backend"] == "torch"
+    by_torch = eager.predict(texts)
+    res = CliRunner().invoke(app, ["export", str(tiny_charcnn_bundle), "--precision", "fp32"])
+    assert res.exit_code == 0, res.output
+    onnx = Classifier.load(tiny_charcnn_bundle, threads=1)
+    assert onnx.describe()["backend"] == "onnx" and onnx.describe()["precision"] == "fp32"
+    by_onnx = onnx.predict(texts)
+    assert by_onnx.labels == by_torch.labels and by_onnx.errors == by_torch.errors
+    np.testing.assert_allclose(by_onnx.probs[by_onnx.ok], by_torch.probs[by_torch.ok], atol=1e-5)
+
+
+@pytest.mark.gpu
+def test_cuda_with_io_binding_matches_cpu(toy_bundle: Path) -> None:
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("onnxruntime has no CUDA provider here")
+    texts = ["ggg", "bb", "好差", "xyz"]
+    gpu = Classifier.load(toy_bundle, precision="fp32", device="cuda")
+    assert gpu.describe()["device"] == "cuda" and "CUDAExecutionProvider" in gpu.describe()["providers"]
+    cpu = Classifier.load(toy_bundle, precision="fp32", device="cpu")
+    np.testing.assert_allclose(gpu.predict(texts).probs, cpu.predict(texts).probs, atol=1e-5)
