@@ -407,6 +407,9 @@ def _manifest(
     rows = sum(t.rows for t in totals.values())
     if rows != sum(p["rows"] for p in parts):
         raise InternalError(f"parts hold {sum(p['rows'] for p in parts)} rows, files {rows}")
+    variants = [json.loads(v) for v in sorted({v for r in results for v in r["variants"]})]
+    # What the workers ran; with no rows at all (empty inputs), what the driver would run.
+    ran = variants[0] if variants else {**described, "threads": options.worker_threads}
     so = options.score
     empty = FileTally()
     several = len(files) > 1 and so.id_col is None
@@ -427,11 +430,12 @@ def _manifest(
         "ids": "id-col" if so.id_col else ("file:row" if several else "row"),
         "bundle": described["bundle"],
         "bundle_digest": described["bundle_digest"],
-        "backend": described["backend"],
-        "precision": described["precision"],
-        "device": options.worker_device if options.worker_device != "auto" else described["device"],
-        "threads": options.worker_threads,
-        "variant_file": described["file"],
+        "backend": ran["backend"],
+        "precision": ran["precision"],
+        "device": ran["device"],
+        "threads": ran["threads"],  # per worker
+        "variant_file": ran["file"],
+        "worker_variants": variants,  # more than one only on a cluster of mixed nodes
         "ray": {
             "address": options.address or "local",
             "workers": options.workers,

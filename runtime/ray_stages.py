@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import posixpath
 import tempfile
 import uuid
@@ -27,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
 from clsrun.runtime.batching import windows
@@ -37,10 +39,11 @@ from clsrun.runtime.readers import RecordChunk, open_records
 from clsrun.runtime.score import ScoreOptions
 
 # Private columns; never written to the output. A window row (reader -> actor) has all of them, the
-# scored rows (actor -> writer) FILE_COL, ROW_COL and LAST_COL next to the output columns.
+# scored rows (actor -> writer) FILE_COL, ROW_COL, LAST_COL and VARIANT_COL next to the output columns.
 FILE_COL = "_clsrun_file"  # int32: index of the input file in sorted order
 ROW_COL = "_clsrun_row"  # int64: 0-based row number in that file (a window: of its first row)
 LAST_COL = "_clsrun_last"  # bool: in its file's last window (lets the driver check that no tail is lost)
+VARIANT_COL = "_clsrun_variant"  # dictionary<string>: what the actor ran (JSON), for the manifest
 TEXTS_COL = "_clsrun_texts"  # list<string>: a window's texts, null where the reader found a per-row error
 ERRORS_COL = "_clsrun_errors"  # list<string>: the reader's per-row errors, "" when fine
 IDS_COL = "_clsrun_ids"  # list<string>: the --id-col values (only with --id-col)
@@ -192,6 +195,9 @@ class ScoreActor:
             self.clf.batch_tokens = config.score.batch_tokens
         self.options = config.score
         self.id_names = config.id_names
+        described = self.clf.describe()  # what this actor runs: its node may differ from the driver's
+        keys = ("backend", "precision", "device", "threads", "file")
+        self.variant = json.dumps({k: described[k] for k in keys}, sort_keys=True)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         return pa.concat_tables([self._score(row) for row in batch.to_pylist()])
@@ -209,7 +215,9 @@ class ScoreActor:
         table = table.append_column(
             ROW_COL, pa.array(np.arange(window.start, window.start + n, dtype=np.int64))
         )
-        return table.append_column(LAST_COL, pa.array(np.full(n, row[LAST_COL], dtype=bool)))
+        table = table.append_column(LAST_COL, pa.array(np.full(n, row[LAST_COL], dtype=bool)))
+        variant = pa.DictionaryArray.from_arrays(np.zeros(n, dtype=np.int32), pa.array([self.variant]))
+        return table.append_column(VARIANT_COL, variant)
 
 
 # -- write tasks -----------------------------------------------------------------------------------
@@ -298,16 +306,18 @@ def make_datasink(staging: str, fs: pafs.FileSystem, kind: str, schema: pa.Schem
             tables = [BlockAccessor.for_block(b).to_arrow() for b in blocks]
             tables = [t for t in tables if t.num_rows]
             if not tables:
-                return {"part": None, "rows": 0, "files": {}}
+                return {"part": None, "rows": 0, "files": {}, "variants": []}
             table = pa.concat_tables(tables)
             tally = _tally(table)
             name = f"part-{ctx.task_idx:05d}{PART_EXT[kind]}"
             data = table.select(schema.names).cast(schema)
             _write_part(data, schema, kind, fs, f"{staging}/{name}")
+            variants = pc.unique(table.column(VARIANT_COL).cast(pa.string())).to_pylist()
             return {
                 "part": name,
                 "rows": table.num_rows,
                 "files": {k: vars(v) for k, v in tally.items()},
+                "variants": variants,
             }
 
         def on_write_complete(self, write_result: Any) -> None:

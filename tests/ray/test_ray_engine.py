@@ -85,6 +85,14 @@ def test_multi_file_input_matches_the_local_engine(tmp_path: Path, toy_bundle: P
     assert m["rows_read"] == m["ok"] + m["error"] == sum(f["rows"] for f in m["files"]) == got.num_rows
     assert [f["rows"] for f in m["files"]] == list(rows.values())
     assert sum(p["rows"] for p in m["parts"]) == got.num_rows and m["ray"]["workers"] == 2
+    ran = {
+        "backend": "onnx",
+        "precision": "int8",
+        "device": "cpu",
+        "threads": 1,
+        "file": "onnx/model.int8.onnx",
+    }
+    assert m["worker_variants"] == [ran] and m["threads"] == 1  # what the actors ran, as they reported it
     assert m["error"] == sum(1 for r in got.to_pylist() if r["status"] == "error") > 0
     assert not list(tmp_path.glob("scores.parquet.tmp-*"))  # the staging folder was renamed
 
