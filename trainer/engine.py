@@ -276,7 +276,7 @@ def fit(
         if config.class_weights == "auto"
         else None
     )
-    if class_weight is not None:
+    if class_weight is not None and rank == 0:
         log.info(
             "class weights: %s",
             ", ".join(f"{n} {w:.2f}" for n, w in zip(labels, class_weight.tolist(), strict=True)),
@@ -385,7 +385,8 @@ def fit(
         writer.close()
     history = reporter.history
     best_epoch = 1 + int(np.argmin([r.val_loss for r in history]))
-    log.info("best epoch %d of %d (lowest validation loss), weights restored", best_epoch, len(history))
+    if trainer.is_world_process_zero():
+        log.info("best epoch %d of %d (lowest validation loss), weights restored", best_epoch, len(history))
     val_logits = (
         prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
     )

@@ -13,6 +13,7 @@ machine was shared, so the two numbers are noisy; the convolution's forward and 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +41,7 @@ class CharCNNOptions:
 
     embed_dim: int = 48  # character embedding width
     channels: list[int] = field(default_factory=lambda: [64, 64, 64])  # channels of each convolution
-    kernel_sizes: list[int] = field(default_factory=lambda: [3, 3, 3])  # odd kernel width of each convolution
+    kernel_sizes: list[int] = field(default_factory=lambda: [1, 3, 5])  # odd kernel width of each convolution
     dropout: float = 0.3  # dropout on the pooled features
     vocab_size: int = 6000  # keep at most this many distinct characters (most frequent first)
     min_char_freq: int = 2  # characters seen fewer times in training become "unknown"
@@ -123,13 +124,14 @@ def train_charcnn(
         kernel_sizes=list(options.kernel_sizes),
         dropout=options.dropout,
     )
-    log.info(
-        "char-CNN: %d training rows, %d validation rows, %d labels, %d characters in the vocabulary",
-        len(train_texts),
-        len(val_texts),
-        len(split.labels),
-        len(vocab.chars),
-    )
+    if os.environ.get("RANK", "0") == "0":  # one line, not one per torchrun process
+        log.info(
+            "char-CNN: %d training rows, %d validation rows, %d labels, %d characters in the vocabulary",
+            len(train_texts),
+            len(val_texts),
+            len(split.labels),
+            len(vocab.chars),
+        )
     engine.seed_everything(config.seed)
     model = CharCNN(model_config)
     result = engine.fit(

@@ -60,9 +60,9 @@ def train(
     ),
     text_col: str = typer.Option("text", "--text-col", help="Column holding the text."),
     label_col: str = typer.Option("label", "--label-col", help="Column holding the label."),
-    lr: float | None = typer.Option(None, "--lr", help="Peak learning rate (char-CNN 2e-3, BERT 5e-5)."),
+    lr: float | None = typer.Option(None, "--lr", help="Peak learning rate (char-CNN 5e-3, BERT 5e-5)."),
     epochs: int | None = typer.Option(
-        None, "--epochs", help="Maximum epochs; early stopping may end sooner (char-CNN 8, BERT 3)."
+        None, "--epochs", help="Maximum epochs; early stopping may end sooner (char-CNN 6, BERT 3)."
     ),
     batch_size: int | None = typer.Option(
         None, "--batch-size", help="Rows per step per process: larger is faster per row, needs more memory."
@@ -126,7 +126,7 @@ def train(
         "scored ~3x slower for no better accuracy).",
     ),
     kernel_sizes: str | None = typer.Option(
-        None, "--kernel-sizes", help="char-CNN: odd kernel width per convolution, e.g. 3,3,3."
+        None, "--kernel-sizes", help="char-CNN: odd kernel width per convolution, e.g. 1,3,5."
     ),
     dropout: float | None = typer.Option(
         None, "--dropout", help="char-CNN: dropout on pooled features (0.3)."

@@ -30,11 +30,14 @@ FAST = [
 ]
 
 
+def _args(data: Path, out: Path, *extra: str) -> list[str]:
+    """``train DATA --model charcnn --out OUT`` and the fast tiny-model settings, then ``extra``."""
+    return ["train", str(data), "--model", "charcnn", "--out", str(out), *FAST, *extra]
+
+
 def test_train_writes_a_verified_bundle_with_metrics(tiny_charcnn_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "bundle"
-    result = CliRunner().invoke(
-        app, ["train", str(tiny_charcnn_data), "--model", "charcnn", "--out", str(out), *FAST]
-    )
+    result = CliRunner().invoke(app, _args(tiny_charcnn_data, out))
     assert result.exit_code == 0, result.output
     assert "accuracy" in result.stdout and "confusion matrix" in result.stdout
     bundle = Bundle.load(out)
@@ -50,27 +53,10 @@ def test_train_writes_a_verified_bundle_with_metrics(tiny_charcnn_data: Path, tm
     lines = (out / "confusion_matrix.csv").read_text(encoding="utf-8").splitlines()
     assert lines[0] == "true\\predicted,neg,pos"
 
-    again = CliRunner().invoke(
-        app, ["train", str(tiny_charcnn_data), "--model", "charcnn", "--out", str(out), *FAST]
-    )
+    again = CliRunner().invoke(app, _args(tiny_charcnn_data, out))
     assert again.exit_code == 2 and "--force" in again.output
     forced = CliRunner().invoke(
-        app,
-        [
-            "train",
-            str(tiny_charcnn_data),
-            "--model",
-            "charcnn",
-            "--out",
-            str(out),
-            "--force",
-            "--no-logs",
-            *FAST,
-            "--class-weights",
-            "auto",
-            "--epochs",
-            "1",
-        ],
+        app, _args(tiny_charcnn_data, out, "--force", "--no-logs", "--class-weights", "auto", "--epochs", "1")
     )
     assert forced.exit_code == 0, forced.output
     data = json.loads((out / "clsrun.json").read_text(encoding="utf-8"))
@@ -109,3 +95,25 @@ def test_a_folder_that_is_not_a_bundle_is_never_deleted(tiny_charcnn_data: Path,
     )
     assert result.exit_code == 2 and "refusing to delete" in result.output
     assert (out / "notes.txt").read_text(encoding="utf-8") == "keep me"
+
+
+@pytest.mark.slow
+def test_torchrun_two_cpu_processes_write_one_bundle(tiny_charcnn_data: Path, tmp_path: Path) -> None:
+    """DistributedDataParallel on CPU (gloo): two processes train together, only rank 0 writes the bundle."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    clsrun = Path(sys.executable).parent / "clsrun"
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(port)]
+    cmd += [str(clsrun), *_args(tiny_charcnn_data, out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stderr.count("epoch 1/2:") == 1  # per-epoch lines come from rank 0 only
+    bundle = Bundle.load(out)
+    assert bundle.spec.training["val_rows"] == 6
+    assert len(bundle.spec.training["history"]) >= 1
