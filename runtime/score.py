@@ -180,6 +180,21 @@ class _Pipeline:
             raise self.failure
 
 
+def _finished_run(out: Path, state: dict[str, Any]) -> ScoreResult | None:
+    """The result of a completed run of the same job (output and matching manifest present), else None."""
+    target = manifest_path(out)
+    if not (out.is_file() and target.is_file()):
+        return None
+    try:
+        manifest = json.loads(target.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    same = all(
+        manifest.get(k) == state[k] for k in ("input_fingerprint", "bundle_digest", "options", "variant")
+    )
+    return ScoreResult(out, target, manifest) if same else None
+
+
 def score_file(
     input: Path | str | RecordStream,
     output: Path | str | None,
@@ -190,7 +205,9 @@ def score_file(
 
     ``input`` may be a stream already opened with :func:`open_input` (the CLI does that before loading
     the model, so a bad file fails fast). Per-row problems become ``status=error`` rows; the output
-    appears under its final name only when complete, with ``OUTPUT.manifest.json`` beside it.
+    appears under its final name only when complete, with ``OUTPUT.manifest.json`` beside it. With
+    ``options.resume``, an interrupted run continues from its last checkpoint, and a run that already
+    completed (same input, model and options) returns its manifest without scoring again.
     """
     options = options or ScoreOptions()
     options.check()
@@ -218,6 +235,10 @@ def score_file(
             "max_text_bytes": options.max_text_bytes,
         },
     }
+    if options.resume and not PartialOutput.folder_for(out).exists():
+        finished = _finished_run(out, state)
+        if finished is not None:  # a retried job whose run already completed: nothing left to do
+            return finished
     started = time.perf_counter()
     partial = PartialOutput.open(out, state, options.resume)
     resumed_rows = partial.rows_done
@@ -247,6 +268,7 @@ def score_file(
         "variant_file": described["file"],
         "providers": described["providers"],
         "options": state["options"],
+        "variant": state["variant"],
         "wall_s": round(wall, 3),
         "rows_per_s": round((rows - resumed_rows) / wall, 1) if wall > 0 else 0.0,
     }

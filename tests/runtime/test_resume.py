@@ -126,3 +126,14 @@ def test_kill_9_then_resume_in_a_real_process(tmp_path: Path, toy_bundle: Path) 
     assert not out.exists()
     subprocess.run([*cmd, "--out", str(out), "--resume"], check=True)
     assert out.read_bytes() == ref.output.read_bytes()
+
+
+def test_resume_of_a_completed_run_does_nothing(tmp_path: Path, toy_bundle: Path) -> None:
+    src = _input(tmp_path / "in.csv", 500)
+    clf = Classifier.load(toy_bundle, threads=1)
+    first = score_file(src, tmp_path / "o.csv", clf, ScoreOptions(window=100, resume=True))
+    stamp = first.output.stat().st_mtime_ns
+    again = score_file(src, tmp_path / "o.csv", clf, ScoreOptions(window=100, resume=True))
+    assert again.manifest == first.manifest and first.output.stat().st_mtime_ns == stamp
+    changed = score_file(src, tmp_path / "o.csv", clf, ScoreOptions(window=100, resume=True, probs=True))
+    assert changed.manifest["options"]["probs"] is True  # other options: scored again
