@@ -70,7 +70,7 @@ def read_table(path: Path | str) -> pa.Table:
         with pa.input_stream(str(path), compression="gzip" if fmt.gzip else None) as f:
             header = pacsv.read_csv(
                 f,
-                read_options=pacsv.ReadOptions(block_size=1 << 16),
+                read_options=pacsv.ReadOptions(block_size=1 << 24),  # a block must hold whole rows
                 parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
                 convert_options=convert,
             ).schema
