@@ -32,8 +32,10 @@ WeightType = Literal["qint8", "quint8"]
 class Int8Options:
     """The quantization choices that matter, each a trade-off the CLI explains."""
 
-    # One scale per output channel instead of per tensor: usually more accurate, slightly slower to build.
-    per_channel: bool = False
+    # One scale per output channel of each weight instead of one per tensor. Measured on MiniLM/bbc_en
+    # (179 validation rows): per-channel int8 agreed with fp32 on every label, per-tensor on 98.3 %, at the
+    # same speed (18.7 vs 19.4 rows/s on 2 busy cores), so per-channel is the default.
+    per_channel: bool = True
     # Signed int8 weights are what onnxruntime's x86 and ARM kernels are tuned for; quint8 exists for
     # older backends.
     weight_type: WeightType = "qint8"
@@ -59,8 +61,40 @@ def _quant_type(name: WeightType) -> Any:
     return QuantType.QInt8 if name == "qint8" else QuantType.QUInt8
 
 
+# Ops that end the walk back from ``logits`` in :func:`head_nodes`: the last layer of the encoder body.
+_BODY_OPS = frozenset(
+    {"SkipLayerNormalization", "LayerNormalization", "Attention", "EmbedLayerNormalization", "Conv", "Relu"}
+)
+_LINEAR_OPS = frozenset({"MatMul", "Gemm"})
+
+
+def head_nodes(model: Any, output: str = "logits") -> list[str]:
+    """Names of the linear layers between the encoder body and ``output`` (pooler and classifier).
+
+    These stay float32. Their input is one pooled vector per row, and sentence encoders put a few
+    outlier dimensions (|x| ~ 10) next to hundreds of small ones (|x| ~ 0.1) in it: one int8 scale per
+    tensor then rounds the small dimensions, which carry the class, to the same few values for every row.
+    Measured on all-MiniLM-L6-v2 with a mean-pooling head trained on bbc_en: int8 accuracy 0.17 with the
+    head quantized, equal to fp32 without. The head is a few thousand weights, so keeping it float costs
+    no speed. Both names are returned for a ``Gemm``, since dynamic quantization first rewrites it to
+    ``<name>_MatMul``.
+    """
+    producers = {out: node for node in model.graph.node for out in node.output}
+    names: list[str] = []
+    stack, seen = [output], set()
+    while stack:
+        node = producers.get(stack.pop())
+        if node is None or node.name in seen or node.op_type in _BODY_OPS:
+            continue
+        seen.add(node.name)
+        if node.op_type in _LINEAR_OPS:
+            names += [node.name, f"{node.name}_MatMul"] if node.op_type == "Gemm" else [node.name]
+        stack.extend(node.input)
+    return names
+
+
 def quantize_dynamic_int8(src: Path, dst: Path, options: Int8Options, reduce_range: bool) -> None:
-    """Write the dynamically quantized int8 model of ``src`` to ``dst``."""
+    """Write the dynamically quantized int8 model of ``src`` to ``dst`` (the classifier head stays float)."""
     import onnx
     from onnxruntime.quantization import quantize_dynamic
 
@@ -69,6 +103,7 @@ def quantize_dynamic_int8(src: Path, dst: Path, options: Int8Options, reduce_ran
             quantize_dynamic(
                 src,
                 dst,
+                nodes_to_exclude=head_nodes(onnx.load(str(src), load_external_data=False)),
                 per_channel=options.per_channel,
                 reduce_range=reduce_range,
                 weight_type=_quant_type(options.weight_type),
@@ -100,7 +135,7 @@ def quantize_static_int8(
     """Write a static QDQ int8 model of ``src`` to ``dst``, activation ranges from ``calibration`` batches.
 
     Activations are uint8 with MinMax ranges (what onnxruntime's CPU kernels run fastest); weights follow
-    ``options``. onnxruntime writes its augmented calibration model to a temporary folder of its own
+    ``options``; the classifier head stays float (see :func:`head_nodes`). onnxruntime writes its augmented calibration model to a temporary folder of its own
     (under the system temp folder) and removes it; nothing else is written outside ``dst``.
     """
     import onnx
@@ -119,6 +154,7 @@ def quantize_static_int8(
                 dst,
                 _Feeds(calibration),
                 quant_format=QuantFormat.QDQ,
+                nodes_to_exclude=head_nodes(typed),
                 per_channel=options.per_channel,
                 reduce_range=reduce_range,
                 activation_type=QuantType.QUInt8,

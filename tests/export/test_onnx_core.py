@@ -133,3 +133,41 @@ def test_fp16_keeps_fp32_io_and_runs_on_cpu(fused: tuple[TinyClassifier, Path], 
     got = session.run(["logits"], feeds)[0]
     assert got.dtype == np.float32
     np.testing.assert_allclose(got, _eager(model, feeds), atol=2e-2)
+
+
+def _outlier_head_model(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """features (B, 64) -> Gemm head -> logits (B, 2). Dimension 0 is a huge outlier shared by every row
+    (as in sentence-encoder embeddings); the class lives in small dimensions 1..63. Returns (features, labels)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, size=64)
+    features = rng.normal(0, 0.003, size=(64, 64)).astype(np.float32)
+    features[:, 1:] += np.where(labels[:, None] == 1, 0.01, -0.01).astype(np.float32)  # < half an int8 step
+    features[:, 0] = 12.0
+    weight = np.zeros((2, 64), dtype=np.float32)
+    weight[1, 1:], weight[0, 1:] = 10.0, -10.0
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["features", "w", "b"], ["logits"], transB=1, name="classifier/Gemm")],
+        "head",
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", 64])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 2])],
+        [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(np.zeros(2, np.float32), "b")],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return features, labels
+
+
+def test_int8_keeps_the_classifier_head_float(tmp_path: Path) -> None:
+    """Per-tensor activation scales collapse pooled vectors with an outlier dimension; the head stays float."""
+    from onnxruntime.quantization import quantize_dynamic
+
+    features, labels = _outlier_head_model(tmp_path / "head.onnx")
+    quantize_dynamic_int8(tmp_path / "head.onnx", tmp_path / "ours.onnx", Int8Options(), reduce_range=False)
+    assert "MatMulInteger" not in count_ops(tmp_path / "ours.onnx")
+    ours = _run(tmp_path / "ours.onnx", {"features": features})
+    assert (ours.argmax(1) == labels).mean() == 1.0
+    quantize_dynamic(tmp_path / "head.onnx", tmp_path / "naive.onnx")  # what quantizing the head does
+    naive = _run(tmp_path / "naive.onnx", {"features": features})
+    assert (naive.argmax(1) == labels).mean() < 0.9
