@@ -24,6 +24,8 @@ from torch import nn
 from clsrun.runtime.encode_char import PAD_ID
 from clsrun.runtime.errors import BundleError
 
+POOLINGS: tuple[str, ...] = ("max", "max+mean")
+
 
 @dataclass
 class CharCNNConfig:
@@ -34,12 +36,15 @@ class CharCNNConfig:
     embed_dim: int = 48  # width of the learned character embedding
     channels: list[int] = field(default_factory=lambda: [64, 64, 64])  # output channels of each parallel conv
     kernel_sizes: list[int] = field(default_factory=lambda: [1, 3, 5])  # width of each conv (odd: "same" pad)
-    dropout: float = 0.3  # dropout on the pooled features during training
+    dropout: float = 0.5  # dropout on the pooled features during training
     min_length: int = 1  # the shortest input the network accepts (any length works: "same" padding)
+    pooling: str = "max"  # "max", or "max+mean": also the masked mean over the text (long documents)
 
     def __post_init__(self) -> None:
         if len(self.channels) != len(self.kernel_sizes) or not self.channels:
             raise ValueError(f"channels {self.channels} and kernel_sizes {self.kernel_sizes} must pair up")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
         if any(k % 2 == 0 or k < 1 for k in self.kernel_sizes):
             raise ValueError(f"kernel sizes must be odd (symmetric 'same' padding), got {self.kernel_sizes}")
 
@@ -57,6 +62,7 @@ class CharCNNConfig:
                 kernel_sizes=[int(k) for k in data["kernel_sizes"]],
                 dropout=float(data.get("dropout", 0.0)),
                 min_length=int(data.get("min_length", 1)),
+                pooling=str(data.get("pooling", "max")),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise BundleError(f"charcnn model settings are incomplete or invalid: {e}") from e
@@ -77,10 +83,16 @@ class CharCNN(nn.Module):
             for c_out, k in zip(config.channels, config.kernel_sizes, strict=True)
         )
         self.dropout = nn.Dropout(config.dropout)
-        self.head = nn.Linear(sum(config.channels), config.n_labels)
+        self.mean = config.pooling == "max+mean"
+        self.head = nn.Linear(sum(config.channels) * (2 if self.mean else 1), config.n_labels)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         mask = (input_ids != PAD_ID).unsqueeze(1).to(self.head.weight.dtype)  # (B, 1, T)
         x = self.embed(input_ids).transpose(1, 2)  # (B, E, T)
-        pooled = [(torch.relu(conv(x)) * mask).amax(dim=2) for conv in self.convs]  # each (B, C_i)
+        pooled = []
+        for conv in self.convs:
+            h = torch.relu(conv(x)) * mask  # (B, C_i, T), zero at padding
+            pooled.append(h.amax(dim=2))  # (B, C_i)
+            if self.mean:
+                pooled.append(h.sum(dim=2) / mask.sum(dim=2).clamp(min=1.0))  # (B, C_i) mean over real chars
         return self.head(self.dropout(torch.cat(pooled, dim=1)))  # (B, n_labels)

@@ -129,7 +129,7 @@ def train(
         None, "--kernel-sizes", help="char-CNN: odd kernel width per convolution, e.g. 1,3,5."
     ),
     dropout: float | None = typer.Option(
-        None, "--dropout", help="char-CNN: dropout on pooled features (0.3)."
+        None, "--dropout", help="char-CNN: dropout on pooled features (0.5)."
     ),
     vocab_size: int | None = typer.Option(
         None, "--vocab-size", help="char-CNN: most frequent characters kept (6000); the rest are 'unknown'."
@@ -138,7 +138,8 @@ def train(
         None,
         "--pooling",
         help="BERT: cls ([CLS] vector, what BERT's own head uses) or mean (what sentence-transformers such "
-        "as MiniLM were trained for); default auto picks by checkpoint.",
+        "as MiniLM were trained for); default auto picks by checkpoint. char-CNN: max (default) or max+mean "
+        "(adds the average over the text; helps long documents, costs nothing measurable).",
     ),
     truncation: str | None = typer.Option(
         None,
@@ -185,8 +186,8 @@ def train(
         raise UsageError("give either --val-data or --val-split, not both")
 
     if model == "charcnn":
-        if pooling is not None or truncation is not None or freeze_encoder:
-            raise UsageError("--pooling, --truncation and --freeze-encoder apply to BERT models, not charcnn")
+        if truncation is not None or freeze_encoder:
+            raise UsageError("--truncation and --freeze-encoder apply to BERT models, not charcnn")
         config = TrainConfig(**given).validate()
         defaults = CharCNNOptions()
         options = CharCNNOptions(
@@ -194,6 +195,7 @@ def train(
             channels=_ints(channels, "--channels") or defaults.channels,
             kernel_sizes=_ints(kernel_sizes, "--kernel-sizes") or defaults.kernel_sizes,
             dropout=defaults.dropout if dropout is None else dropout,
+            pooling=defaults.pooling if pooling is None else pooling,
             vocab_size=defaults.vocab_size if vocab_size is None else vocab_size,
         ).validate()
         main = os.environ.get("RANK", "0") == "0"

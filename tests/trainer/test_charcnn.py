@@ -17,11 +17,12 @@ from clsrun.trainer.charcnn import CharCNN, CharCNNConfig
 from clsrun.trainer.models import load_model
 
 
-def _model(seed: int = 0) -> CharCNN:
+def _model(seed: int = 0, pooling: str = "max") -> CharCNN:
     torch.manual_seed(seed)
-    return CharCNN(
-        CharCNNConfig(vocab_size=50, n_labels=3, embed_dim=8, channels=[8, 8], kernel_sizes=[3, 5])
-    ).eval()
+    config = CharCNNConfig(
+        vocab_size=50, n_labels=3, embed_dim=8, channels=[8, 8], kernel_sizes=[3, 5], pooling=pooling
+    )
+    return CharCNN(config).eval()
 
 
 def test_logits_shape_for_any_length() -> None:
@@ -31,8 +32,9 @@ def test_logits_shape_for_any_length() -> None:
         assert model(input_ids=ids).shape == (4, 3)
 
 
-def test_text_alone_and_padded_in_a_batch_score_the_same() -> None:
-    model = _model()
+@pytest.mark.parametrize("pooling", ["max", "max+mean"])
+def test_text_alone_and_padded_in_a_batch_score_the_same(pooling: str) -> None:
+    model = _model(pooling=pooling)
     short = torch.tensor([[5, 9, 13]])  # (1, 3)
     long = torch.randint(2, 50, (1, 40))  # (1, 40)
     batch = torch.zeros((2, 40), dtype=torch.long)
