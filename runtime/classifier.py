@@ -29,6 +29,7 @@ import pyarrow as pa
 from clsrun.runtime.batching import plan_batches
 from clsrun.runtime.bundle import Bundle
 from clsrun.runtime.encode import Encoder, Tokens, make_encoder
+from clsrun.runtime.errors import BundleError
 from clsrun.runtime.infer import Choice, Runner, choose, default_threads, open_runner, softmax
 from clsrun.runtime.readers import DEFAULT_MAX_TEXT_BYTES, RecordChunk
 from clsrun.runtime.textnorm import normalize
@@ -192,8 +193,6 @@ class Classifier:
         logits = self.runner.run(inputs)
         expected = (len(next(iter(inputs.values()))), len(self.labels))
         if logits.shape != expected:
-            from clsrun.runtime.errors import BundleError
-
             raise BundleError(
                 f"{self.bundle.root}: the model gave logits of shape {logits.shape}, expected {expected} "
                 f"({len(self.labels)} labels)"
