@@ -87,11 +87,13 @@ def export(
     typer.echo(f"eager PyTorch: accuracy {ref['accuracy']:.4f} on {ref['rows']} rows of {ref['source']}")
     for name, result in report.variants.items():
         status = "forced" if result.forced else "passed" if result.passed else "refused"
+        method = report.data["variants"][name].get("quantization", {}).get("method")
         typer.echo(
             f"{name:5s} {status:7s} {result.file if result.kept else '(removed)':24s} "
             f"accuracy {result.accuracy:.4f} (drop {result.accuracy_drop_pts:+.2f} pts), agreement "
             f"{result.label_agreement:.4f}, max |logit diff| {result.max_abs_logit_diff:.2g}, "
             f"{result.rows_per_s:.0f} rows/s, {result.size_bytes / 1e6:.1f} MB"
+            + (f", {method}" if method else "")
         )
     fusions = report.data["fusions"].get("fp32")
     if fusions:
