@@ -302,6 +302,9 @@ class Inputs:
     tokens: Tokens
     bulk_batches: list[np.ndarray]  # the length-sorted, token-budget batches `predict` would plan
     min_width: int  # narrowest batch the model accepts (char-CNN kernel)
+    path: Path  # FILE
+    text_col: str
+    whole_file: bool  # every row of FILE was taken (no --max-rows cut): the predict path scores FILE itself
 
 
 def load_inputs(bundle: Bundle, cfg: BenchConfig) -> Inputs:
@@ -313,22 +316,26 @@ def load_inputs(bundle: Bundle, cfg: BenchConfig) -> Inputs:
 
     raw: list[str] = []
     texts: list[str] = []
+    whole_file = True
     for text in iter_texts(cfg.data, cfg.text_col):
+        if cfg.max_rows and len(texts) >= cfg.max_rows:
+            whole_file = False
+            break
         if text is None:
             continue
         norm = normalize(text, bundle.spec.normalization)
         if norm:
             raw.append(text)
             texts.append(norm)
-            if cfg.max_rows and len(texts) >= cfg.max_rows:
-                break
     if not texts:
         raise InputError(f"{cfg.data}: no non-empty texts in column {cfg.text_col!r}")
     encoder = make_encoder(bundle)
     tokens = encoder.tokenize(texts)
     batch_tokens = DEFAULT_BATCH_TOKENS.get(bundle.spec.kind, 8192)
     batches = plan_batches(tokens.lengths, batch_tokens, DEFAULT_MAX_BATCH_ROWS, sort=True)
-    return Inputs(raw, texts, tokens, batches, int(getattr(encoder, "min_width", 1)))
+    return Inputs(
+        raw, texts, tokens, batches, int(getattr(encoder, "min_width", 1)), cfg.data, cfg.text_col, whole_file
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -440,12 +447,15 @@ def _predict_backend(bundle: Bundle, inputs: Inputs, device: str, threads: int, 
     from clsrun.runtime.score import ScoreOptions, score_file
 
     clf = _classifier(bundle, "auto", "auto", device, threads)
-    source = workdir / "bench_input.csv"
-    pacsv.write_csv(pa.table({"text": inputs.raw}), source)
+    if inputs.whole_file:  # literally the file a user would run `clsrun predict` on
+        source, text_col = inputs.path, inputs.text_col
+    else:  # the first --max-rows texts, as a file of their own
+        source, text_col = workdir / "bench_input.csv", "text"
+        pacsv.write_csv(pa.table({"text": inputs.raw}), source)
     target = workdir / "bench_input.scores.csv"
 
     def bulk() -> dict[str, Any]:
-        manifest: dict[str, Any] = score_file(source, target, clf, ScoreOptions()).manifest
+        manifest: dict[str, Any] = score_file(source, target, clf, ScoreOptions(text_col=text_col)).manifest
         return manifest
 
     return Backend({**clf.describe(), "input": str(source)}, bulk=bulk, precision=clf.choice.precision)

@@ -72,6 +72,7 @@ def test_onnx_bundle_report_structure_and_reasons(toy_bundle: Path, toy_data: Pa
     predict = by["predict"]
     assert predict.bulk["manifest_rows_per_s"].median > 0
     assert predict.latency == []
+    assert predict.details["input"].endswith("bench_input.csv")  # the first 16 texts, as a file of their own
     assert report.peak["peak"]["fp32"] > 0 and report.machine["usable_cores"] >= 1
     assert "onnxruntime" in report.versions and report.config["threads"] == 1
 
@@ -107,12 +108,16 @@ def test_exported_charcnn_every_cpu_backend_runs(tiny_charcnn_bundle: Path, tiny
     from clsrun.export.exporter import export_bundle
 
     export_bundle(tiny_charcnn_bundle, precisions=("fp32", "int8"))
-    report = run_bench(quick(tiny_charcnn_bundle, tiny_charcnn_data))
+    config = quick(tiny_charcnn_bundle, tiny_charcnn_data)
+    config.max_rows = 0  # the whole file: the predict path scores the file itself, as `clsrun predict` would
+    report = run_bench(config)
     by = check_accounted(report, BACKENDS)
     for name in ("torch-fp32", "onnx-fp32", "onnx-int8", "predict"):
         assert by[name].status == "ok", (name, by[name].reason)
         compute = by[name].compute
         assert compute is not None and compute["flops_per_row"] > 0 and compute["fraction_of_peak"] > 0
+    assert by["predict"].details["input"] == str(tiny_charcnn_data)
+    assert by["predict"].bulk["manifest_rows_per_s"].median > 0  # type: ignore[index]
     assert by["torch-bf16"].status in ("ok", "skipped")  # CPUs without AVX512-BF16/AMX say so
     assert by["pipeline"].status == "skipped" and by["onnx-fp16"].status == "skipped"
     # The same texts and batches everywhere: identical padding figures for every model backend.
