@@ -18,7 +18,8 @@ runner = CliRunner()
 
 
 def _input(path: Path, n: int = 2000, bad_every: int = 50) -> Path:
-    texts: list[str | None] = ["ggg 好", "bb 差", "=HYPERLINK(1)"] * (n // 3) + ["g"] * (n % 3)
+    texts: list[str | None] = []
+    texts += ["ggg 好", "bb 差", "=HYPERLINK(1)"] * (n // 3) + ["g"] * (n % 3)
     for i in range(0, n, bad_every):
         texts[i] = [None, "", "   \t "][i // bad_every % 3]
     pacsv.write_csv(pa.table({"text": texts}), path)

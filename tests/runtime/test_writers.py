@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,7 @@ def test_columns_and_error_rows() -> None:
 
 
 def test_csv_neutralises_formulas_but_not_numbers(tmp_path: Path) -> None:
-    ids = ['=HYPERLINK("x")', "-1", "@SUM(A1)"]
+    ids: list[str | None] = ['=HYPERLINK("x")', "-1", "@SUM(A1)"]
     table = result_table(0, ids, PROBS, ["", "+cmd|' /C calc'!A0", ""], ["\tneg", "pos"], False)
     out = tmp_path / "o.csv"
     write_atomically(out, table.schema, [table])
@@ -56,7 +57,7 @@ def test_jsonl_and_parquet_round_trip(tmp_path: Path) -> None:
 def test_output_appears_only_when_complete(tmp_path: Path) -> None:
     table = _table()
 
-    def failing() -> list[pa.Table]:
+    def failing() -> Iterator[pa.Table]:
         yield table
         raise RuntimeError("disk full")
 
