@@ -299,17 +299,21 @@ def score_with_ray(
 
 @contextlib.contextmanager
 def _job_context(ray: Any, options: RayOptions) -> Iterator[None]:
-    """Ray Data settings for this job (order, progress bars, block size), restored afterwards."""
+    """Ray Data settings for this job (order, progress, block size, log level), restored afterwards."""
     context = ray.data.DataContext.get_current()
     opts = context.execution_options
-    saved = (opts.preserve_order, context.enable_progress_bars, context.target_max_block_size)
+    logger = logging.getLogger("ray.data")  # its INFO lines (plan, progress) are progress output too
+    saved = (opts.preserve_order, context.enable_progress_bars, context.target_max_block_size, logger.level)
     opts.preserve_order = options.preserve_order
     context.enable_progress_bars = not options.quiet
     context.target_max_block_size = options.block_bytes
+    if options.quiet:
+        logger.setLevel(logging.ERROR)
     try:
         yield
     finally:
-        opts.preserve_order, context.enable_progress_bars, context.target_max_block_size = saved
+        opts.preserve_order, context.enable_progress_bars, context.target_max_block_size, level = saved
+        logger.setLevel(level)
 
 
 def _run_job(
