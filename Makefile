@@ -17,7 +17,7 @@ $(BIN)/python:
 # multi-GB CUDA build; 2.13.0 CPU is what this project is developed and tested against.
 $(STAMP): $(BIN)/python pyproject.toml $(PKG_DIRS)
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[train,minilm,dev]" --config-settings editable_mode=strict
+	$(BIN)/pip install -q -e ".[train,minilm,dev,ray]" --config-settings editable_mode=strict
 	touch $(STAMP)
 
 install: $(STAMP)
