@@ -283,6 +283,7 @@ def export_bundle(
     elif fields:
         raise UsageError(f"give either options or option fields, not both ({', '.join(fields)})")
     start = time.perf_counter()
+    marks: dict[str, float] = {}  # seconds per phase, for the report
     bundle = Bundle.load(bundle_path)
     existing = already_exported(bundle)
     if existing and not options.force:
@@ -291,7 +292,9 @@ def export_bundle(
         )
     eval_set = load_eval_set(bundle, options.eval_data, options.batch_size, options.max_rows)
     model = _load_eager(bundle)
+    marks["load"] = time.perf_counter() - start
     reference = eager_logits(model, eval_set.batches)  # (N, n_labels)
+    marks["eager_reference"] = time.perf_counter() - start - sum(marks.values())
     if reference.shape != (eval_set.rows, len(bundle.labels)):
         raise InternalError(
             f"eager logits have shape {reference.shape}, expected {(eval_set.rows, len(bundle.labels))}"
@@ -305,25 +308,28 @@ def export_bundle(
         results: dict[str, VariantResult] = {}
         extra: dict[str, Any] = {}
         built["fp32"] = build_fp32(bundle, model, eval_set, stage)
+        marks["export_fp32"] = time.perf_counter() - start - sum(marks.values())
         results["fp32"] = _score("fp32", built["fp32"], reference, eval_set, options)
+        marks["gate_fp32"] = time.perf_counter() - start - sum(marks.values())
         if "int8" in options.precisions:
             built["int8"], results["int8"], extra["int8"] = _build_int8(
                 bundle.spec.kind, built["fp32"], stage, reference, eval_set, options
             )
+            marks["int8"] = time.perf_counter() - start - sum(marks.values())
         if "fp16" in options.precisions:
             from clsrun.export.fp16 import convert_fp16
 
             built["fp16"] = stage / "model.fp16.onnx"
             convert_fp16(built["fp32"], built["fp16"])
             results["fp16"] = _score("fp16", built["fp16"], reference, eval_set, options)
+            marks["fp16"] = time.perf_counter() - start - sum(marks.values())
         fusions = {name: _reported_ops(path) for name, path in built.items()}
         _install(bundle, built, results)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
 
-    report = _report(
-        bundle, options, eval_set, ref_accuracy, results, fusions, extra, time.perf_counter() - start
-    )
+    marks["install"] = time.perf_counter() - start - sum(marks.values())
+    report = _report(bundle, options, eval_set, ref_accuracy, results, fusions, extra, marks)
     atomic_write_text(bundle.root / EXPORT_REPORT, json.dumps(report, indent=2) + "\n")
     (bundle.root / EXPORT_REPORT).chmod(0o644)  # mkstemp made it owner-only; it ships with the bundle
     bundle.rehash()
@@ -356,7 +362,7 @@ def _report(
     results: dict[str, VariantResult],
     fusions: dict[str, dict[str, int]],
     extra: dict[str, Any],
-    seconds: float,
+    marks: dict[str, float],
 ) -> dict[str, Any]:
     import onnxruntime
     import torch
@@ -380,6 +386,7 @@ def _report(
         "kind": bundle.spec.kind,
         "cpu": cpu_features.detect().summary(),
         "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__},
-        "export_seconds": round(seconds, 2),
+        "export_seconds": round(sum(marks.values()), 2),
+        "phase_seconds": {phase: round(seconds, 2) for phase, seconds in marks.items()},
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
