@@ -6,20 +6,19 @@ differently from what it was trained on.
 
 from __future__ import annotations
 
-import re
 import unicodedata
 
 from clsrun.runtime.bundle import Normalization
 
-_WS = re.compile(r"\s+")
-
 
 def normalize(text: str, norm: Normalization) -> str:
     """Return ``text`` normalised as ``norm`` says: unicode form, whitespace collapse, lowercase."""
-    if norm.unicode_form:
+    # is_normalized is a quick check that skips the (slow) normalisation of text already in that form;
+    # split/join collapses exactly what ``\s+`` + strip() did (both use str.isspace), at a third of the cost.
+    if norm.unicode_form and not unicodedata.is_normalized(norm.unicode_form, text):
         text = unicodedata.normalize(norm.unicode_form, text)
     if norm.collapse_whitespace:
-        text = _WS.sub(" ", text).strip()
+        text = " ".join(text.split())
     if norm.lowercase:
         text = text.lower()
     return text
