@@ -86,12 +86,11 @@ class PartialOutput:
         folder = cls.folder_for(output)
         if resume and (folder / STATE_FILE).is_file():
             old = json.loads((folder / STATE_FILE).read_text(encoding="utf-8"))
-            changed = [k for k in sorted(set(old) | set(state)) if old.get(k) != state.get(k)]
-            if changed:
-                details = "; ".join(f"{k}: was {old.get(k)!r}, now {state.get(k)!r}" for k in changed)
+            changes = _changes(old, state)
+            if changes:
                 raise ResumeError(
-                    f"cannot resume {output}: the partial output in {folder} was made with a different "
-                    f"{', '.join(changed)} ({details}); run without --resume to start over"
+                    f"cannot resume {output}: {'; '.join(changes)} since the interrupted run "
+                    f"(partial output in {folder}); run without --resume to start over"
                 )
             return cls(folder, state, cls._recover(folder))
         if folder.exists():
@@ -159,6 +158,43 @@ class PartialOutput:
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+# How a changed state entry is named to the user: the flag they typed, or what the fingerprint covers.
+_NAMES = {
+    "input": "the input path",
+    "input_fingerprint": "the input file (size, mtime or content)",
+    "bundle_digest": "the model bundle",
+    "variant": "the model variant (--backend/--precision/--device)",
+    "options.text_col": "--text-col",
+    "options.id_col": "--id-col",
+    "options.probs": "--probs",
+    "options.window": "--window",
+    "options.batch_tokens": "--batch-tokens",
+}
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and key == "options":
+            out.update(_flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def _changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """One phrase per state entry that differs, e.g. ``--window changed (was 4096, now 8192)``."""
+    a, b = _flatten(old), _flatten(new)
+    phrases = []
+    for key in sorted(set(a) | set(b)):
+        if a.get(key) != b.get(key):
+            name = _NAMES.get(key, key)
+            detail = "" if key == "input_fingerprint" else f" (was {a.get(key)!r}, now {b.get(key)!r})"
+            phrases.append(f"{name} changed{detail}")
+    return phrases
 
 
 def _part_name(index: int) -> str:

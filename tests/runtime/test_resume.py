@@ -95,11 +95,11 @@ def test_resume_refuses_a_changed_input_or_options(
         _crash_after(m, 1)
         with pytest.raises(_Crash):
             score_file(src, out, clf, ScoreOptions(window=200))
-    with pytest.raises(ResumeError, match="different options"):
+    with pytest.raises(ResumeError, match=r"--probs changed \(was False, now True\)"):
         score_file(src, out, clf, ScoreOptions(window=200, probs=True, resume=True))
     with open(src, "a", encoding="utf-8") as f:
         f.write("one more row\n")
-    with pytest.raises(ResumeError, match="different input_fingerprint"):
+    with pytest.raises(ResumeError, match=r"the input file \(size, mtime or content\) changed"):
         score_file(src, out, clf, ScoreOptions(window=200, resume=True))
     score_file(src, out, clf, ScoreOptions(window=200))  # without --resume: starts over
     assert out.exists()
