@@ -30,7 +30,7 @@ def eval_command(
         "auto",
         "--backend",
         help="auto|onnx|torch: onnx scores the exported graph (what predict runs); torch the eager "
-        "model (needs clsrun[train], slower, the reference the export gate compares with).",
+        "model (needs clsrun\\[train], slower, the reference the export gate compares with).",
     ),
     device: str = typer.Option("auto", "--device", help="auto|cpu|cuda: where the model runs."),
     threads: int = typer.Option(

@@ -40,7 +40,7 @@ def predict(
         "auto",
         "--backend",
         help="auto|onnx|torch. auto runs the exported ONNX model (fast, no torch needed) and falls back "
-        "to eager PyTorch only for a bundle never exported; torch is slower and needs clsrun[train].",
+        "to eager PyTorch only for a bundle never exported; torch is slower and needs clsrun\\[train].",
     ),
     precision: str = typer.Option(
         "auto",
