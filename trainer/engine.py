@@ -251,7 +251,8 @@ def fit(
     - ``model(**inputs)`` returns logits ``(B, len(labels))``; ``collate_fn`` turns a list of dataset rows
       into ``inputs`` plus ``"labels"`` (see :func:`pad_collate`).
     - The loss is cross-entropy on logits, weighted by inverse class frequency of ``train_dataset.targets``
-      when ``config.class_weights == "auto"``.
+      when ``config.class_weights == "auto"``; the validation loss that picks the best epoch uses the same
+      weights, so the epoch kept is the best one for the objective that was asked for.
     - Best epoch = lowest validation loss; with ``config.early_stopping_patience`` training stops after that
       many epochs without improvement. The returned model holds the best weights, in eval mode.
     - TensorBoard logs (learning rate, train loss, validation loss and accuracy, per-epoch train accuracy) go
