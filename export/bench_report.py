@@ -42,7 +42,8 @@ def to_markdown(report: BenchReport) -> str:
         f"**{Path(cfg['bundle']).name}** ({inp['bundle_kind']}) on `{Path(cfg['data']).name}`: "
         f"{inp['rows']:,} texts, {inp['tokens']:,} tokens (mean {inp['mean_length']:.0f}, "
         f"{inp['truncated_rows']:,} truncated to {inp['bundle_max_length']}). "
-        f"{m['cpu']}, {m['usable_cores']} cores{gpu}; device {cfg['device']}, {cfg['threads']} threads; "
+        f"{m['cpu']}, {m['usable_cores']} cores{gpu}; device {cfg['device']}, {cfg['threads']} threads, "
+        f"OMP_WAIT_POLICY {cfg.get('omp_wait_policy')}; "
         f"median of {cfg['repeats']} runs (min–max). Matmul peak: "
         + ", ".join(f"{k} {_si(v)}FLOP/s" for k, v in peak.items())
         + ".",
@@ -51,6 +52,7 @@ def to_markdown(report: BenchReport) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     skipped = []
+    footnotes: set[str] = set()
     for r in data["results"]:
         if r["status"] != "ok":
             skipped.append(r)
@@ -61,11 +63,15 @@ def to_markdown(report: BenchReport) -> str:
         pad = f"{bulk['padding_efficiency']:.2f}" if bulk.get("padding_efficiency") is not None else "–"
         comp = r.get("compute")
         flops = f"{_si(comp['achieved_flop_per_s'])} ({100 * comp['fraction_of_peak']:.1f}%)" if comp else "–"
+        if comp and comp.get("note"):
+            flops += " †"
+            footnotes.add(f"† {comp['note']}: int8 units do more per cycle, so this can pass 100%.")
         label = f"{r['name']} ({r['details'].get('precision', '')})" if r["name"] == "predict" else r["name"]
         lines.append(
             f"| {label} | {_spread(bulk['rows_per_s'])} | {_spread(bulk['tokens_per_s'])} | {lat} | {pad} | "
             f"{flops} | {r['memory'].get('peak_rss_mib', 0):,.0f} |"
         )
+    lines += ["", *sorted(footnotes)] if footnotes else []
     sizes = sorted({x["batch_size"] for r in data["results"] for x in r["latency"]})
     if sizes:
         lines += [
