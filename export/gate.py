@@ -115,6 +115,9 @@ def onnx_logits(path: Path, batches: Sequence[Feeds], providers: list[str]) -> t
 
     options = ort.SessionOptions()
     options.log_severity_level = 3  # the CPU provider's notes about inserted Casts are not user news
+    # As the runtime's sessions: idle workers sleep instead of spinning, which on a shared or busy machine
+    # costs the spinning threads' cores to everyone else (the eager reference included).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(str(path), options, providers=providers)
     names = {i.name for i in session.get_inputs()}
     session.run(["logits"], {k: v for k, v in batches[0].items() if k in names})  # warm-up, not timed
