@@ -136,6 +136,7 @@ def save_hf_folder(model: BertClassifier, out: Path) -> None:
     config.save_pretrained(out)
     state = {k: v.detach().cpu().contiguous() for k, v in model.hf_state_dict().items()}
     save_file(state, str(out / WEIGHTS_FILE), metadata={"format": "pt"})
+    (out / WEIGHTS_FILE).chmod(0o644)  # safetensors creates it owner-only; a bundle is meant to be shared
 
 
 # ---------------------------------------------------------------------------------------------- training

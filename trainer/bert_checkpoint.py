@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from clsrun.runtime.bundle import atomic_write_text
 from clsrun.runtime.encode_bert import SPECIAL_TOKENS_FILE, TOKENIZER_FILE
 from clsrun.runtime.errors import ModelNotFoundError, UsageError
 
@@ -107,15 +106,17 @@ def save_tokenizer(checkpoint: Path, out: Path, max_length: int) -> None:
     data = json.loads(tok_path.read_text(encoding="utf-8"))
     data["truncation"] = None
     data["padding"] = None
-    atomic_write_text(tok_path, json.dumps(data, ensure_ascii=False, indent=2))
+    tok_path.write_text(json.dumps(data, ensure_ascii=False, indent=2), encoding="utf-8")
     cfg_path = out / "tokenizer_config.json"
     cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
     for key in ("max_length", "stride", "truncation_strategy", "local_files_only", "is_local"):
         cfg.pop(key, None)
     cfg["model_max_length"] = max_length
-    atomic_write_text(cfg_path, json.dumps(cfg, ensure_ascii=False, indent=2) + "\n")
+    cfg_path.write_text(json.dumps(cfg, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     specials = {r: str(getattr(tokenizer, r)) for r in _SPECIAL_ROLES if getattr(tokenizer, r, None)}
-    atomic_write_text(out / SPECIAL_TOKENS_FILE, json.dumps(specials, ensure_ascii=False, indent=2) + "\n")
+    (out / SPECIAL_TOKENS_FILE).write_text(
+        json.dumps(specials, ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
+    )
     vocab = checkpoint / "vocab.txt"
     if vocab.is_file() and not (out / "vocab.txt").is_file():
         (out / "vocab.txt").write_bytes(vocab.read_bytes())
