@@ -46,6 +46,7 @@ from clsrun.trainer.bert_model import (
 from clsrun.trainer.bundle_writer import finish_bundle
 from clsrun.trainer.config import TrainConfig
 from clsrun.trainer.data import Split
+from clsrun.trainer.frozen import HeadTraining
 
 log = logging.getLogger("clsrun.trainer")
 
@@ -61,12 +62,13 @@ BERT_DEFAULTS: dict[str, Any] = {
     "warmup": 0.1,
 }
 # --freeze-encoder trains a linear head on cached features: a larger step size and many cheap epochs.
+_HEAD = HeadTraining()
 FROZEN_DEFAULTS: dict[str, Any] = {
     **BERT_DEFAULTS,
-    "lr": 1e-3,
-    "epochs": 200,
-    "batch_size": 32,
-    "early_stopping_patience": 20,
+    "lr": _HEAD.lr,
+    "epochs": _HEAD.epochs,
+    "batch_size": _HEAD.batch_size,
+    "early_stopping_patience": _HEAD.patience,
 }
 
 
@@ -334,20 +336,25 @@ def _train_frozen(
             writer.add_scalar("eval/accuracy", rec.val_accuracy, rec.epoch)
             writer.add_scalar("train/learning_rate", config.lr, rec.epoch)
 
-    result = train_head(
-        model.head,
-        feats[torch.from_numpy(train_rows)],
-        torch.from_numpy(train_y),
-        feats[torch.from_numpy(val_rows)],
-        torch.from_numpy(val_y),
+    head_settings = HeadTraining(
         lr=config.lr,
         epochs=config.epochs,
         batch_size=config.batch_size,
         weight_decay=config.weight_decay,
         patience=config.early_stopping_patience,
         seed=config.seed,
-        class_weight=class_weight,
-        on_epoch=on_epoch,
+    )
+    train_f = feats[torch.from_numpy(train_rows)]  # (N, H)
+    val_f = feats[torch.from_numpy(val_rows)]  # (N_val, H)
+    result = train_head(
+        model.head,
+        train_f,
+        torch.from_numpy(train_y),
+        val_f,
+        torch.from_numpy(val_y),
+        head_settings,
+        class_weight,
+        on_epoch,
     )
     if writer is not None:
         writer.close()

@@ -16,10 +16,11 @@ The result is an ordinary BERT bundle: the pretrained encoder plus the trained h
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,39 +99,48 @@ class HeadResult:
     val_logits: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))  # (N_val, C)
 
 
+@dataclass
+class HeadTraining:
+    """How the head is trained (``clsrun train --freeze-encoder`` fills it from its flags)."""
+
+    lr: float = 1e-3  # AdamW step size: features are standardised, so one value suits most encoders
+    epochs: int = 200  # upper bound; each epoch is milliseconds
+    batch_size: int = 32  # rows per AdamW step
+    weight_decay: float = 0.01  # on the weight matrix only, never the bias
+    patience: int | None = 20  # stop after this many epochs without a lower validation loss; None = off
+    seed: int = 42  # initial weights and minibatch order
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """(batch, H) x (H, C) products are far too small to split across threads: one is faster, and on a
+    shared CPU a second spinning OpenMP thread made head training ~10x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def train_head(
     head: nn.Linear,
     train_x: torch.Tensor,
     train_y: torch.Tensor,
     val_x: torch.Tensor,
     val_y: torch.Tensor,
-    *,
-    lr: float,
-    epochs: int,
-    batch_size: int,
-    weight_decay: float,
-    patience: int | None,
-    seed: int,
+    settings: HeadTraining,
     class_weight: torch.Tensor | None = None,
     on_epoch: Callable[[HeadEpoch], None] | None = None,
 ) -> HeadResult:
     """Train ``head`` in place on features ``train_x (N, H)`` with targets ``train_y (N,)``.
 
-    Validation loss after every epoch picks the best epoch; ``patience`` epochs without a lower one stop
-    training. Weight decay applies to the weight matrix only, never the bias. ``head`` ends holding the best
-    epoch's weights, expressed on the raw (unstandardised) features.
+    Validation loss after every epoch picks the best epoch; ``settings.patience`` epochs without a lower
+    one stop training. ``head`` ends holding the best epoch's weights, expressed on the raw
+    (unstandardised) features. ``class_weight`` ``(C,)`` weights the loss (``--class-weights auto``).
     """
-    threads = torch.get_num_threads()
-    # (batch, H) x (H, C) products are far too small to split: one thread is faster, and on a shared CPU
-    # a second spinning OpenMP thread made head training ~10x slower.
-    torch.set_num_threads(1)
-    try:
-        return _train_head(
-            head, train_x, train_y, val_x, val_y, lr, epochs, batch_size, weight_decay, patience, seed,
-            class_weight, on_epoch,
-        )  # fmt: skip
-    finally:
-        torch.set_num_threads(threads)
+    with _one_thread():
+        return _train_head(head, train_x, train_y, val_x, val_y, settings, class_weight, on_epoch)
 
 
 def _train_head(
@@ -139,12 +149,7 @@ def _train_head(
     train_y: torch.Tensor,
     val_x: torch.Tensor,
     val_y: torch.Tensor,
-    lr: float,
-    epochs: int,
-    batch_size: int,
-    weight_decay: float,
-    patience: int | None,
-    seed: int,
+    settings: HeadTraining,
     class_weight: torch.Tensor | None,
     on_epoch: Callable[[HeadEpoch], None] | None,
 ) -> HeadResult:
@@ -153,26 +158,26 @@ def _train_head(
     xs = (train_x - mean) / std  # (N, H)
     vs = (val_x - mean) / std  # (N_val, H)
     work = nn.Linear(head.in_features, head.out_features)
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(settings.seed)
     with torch.no_grad():
         work.weight.normal_(0.0, 0.01, generator=generator)
         work.bias.zero_()
     optim = torch.optim.AdamW(
         [
-            {"params": [work.weight], "weight_decay": weight_decay},
+            {"params": [work.weight], "weight_decay": settings.weight_decay},
             {"params": [work.bias], "weight_decay": 0.0},
         ],
-        lr=lr,
+        lr=settings.lr,
     )
     result = HeadResult(best_epoch=0)
     best_loss = math.inf
     best_state: dict[str, torch.Tensor] = {}
     n = len(xs)
-    for epoch in range(1, epochs + 1):
+    for epoch in range(1, settings.epochs + 1):
         perm = torch.randperm(n, generator=generator)
         total = 0.0
-        for start in range(0, n, batch_size):
-            idx = perm[start : start + batch_size]
+        for start in range(0, n, settings.batch_size):
+            idx = perm[start : start + settings.batch_size]
             loss = F.cross_entropy(work(xs[idx]), train_y[idx], weight=class_weight)
             optim.zero_grad(set_to_none=True)
             loss.backward()
@@ -189,7 +194,7 @@ def _train_head(
         if val_loss < best_loss:
             best_loss, result.best_epoch = val_loss, epoch
             best_state = copy.deepcopy(work.state_dict())
-        elif patience is not None and epoch - result.best_epoch >= patience:
+        elif settings.patience is not None and epoch - result.best_epoch >= settings.patience:
             break
     work.load_state_dict(best_state)
     with torch.no_grad():

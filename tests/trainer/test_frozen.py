@@ -19,7 +19,7 @@ from clsrun.runtime.bundle import Bundle
 from clsrun.runtime.cli import app
 from clsrun.runtime.encode_bert import BertEncoder
 from clsrun.trainer.bert import load_bert_model
-from clsrun.trainer.frozen import extract_features, train_head
+from clsrun.trainer.frozen import HeadTraining, extract_features, train_head
 
 
 def test_train_head_learns_on_badly_scaled_features_and_folds_the_scaling_back() -> None:
@@ -28,10 +28,8 @@ def test_train_head_learns_on_badly_scaled_features_and_folds_the_scaling_back()
     x = torch.randn(400, 6, generator=gen) * torch.tensor([1e3, 1e-3, 1.0, 50.0, 1.0, 1.0])  # (N, H)
     y = ((x[:, 0] / 1e3 + x[:, 1] / 1e-3) > 0).long()  # (N,) a rule on two very differently scaled columns
     head = torch.nn.Linear(6, 2)
-    result = train_head(
-        head, x[:300], y[:300], x[300:], y[300:], lr=1e-2, epochs=60, batch_size=32,
-        weight_decay=0.0, patience=10, seed=0,
-    )  # fmt: skip
+    settings = HeadTraining(lr=1e-2, epochs=60, batch_size=32, weight_decay=0.0, patience=10, seed=0)
+    result = train_head(head, x[:300], y[:300], x[300:], y[300:], settings)
     with torch.no_grad():
         accuracy = float((head(x[300:]).argmax(-1) == y[300:]).float().mean())
     assert accuracy >= 0.95
