@@ -9,7 +9,8 @@ Two measured choices:
   (the patterns it matches are those of the TorchScript graph); with TorchScript it fuses both.
 - Eager attention for Hugging Face encoders (:func:`use_eager_attention`): with the default SDPA attention
   only LayerNorm and GELU fuse; with eager attention the optimizer also fuses ``Attention`` (one per layer)
-  and ``EmbedLayerNormalization``, which made length-sorted int8 MiniLM scoring about 1.4x faster.
+  and ``EmbedLayerNormalization``. Measured on MiniLM bbc_en (96 validation rows of ~250 tokens, 2 threads,
+  dynamic int8): 12.5 rows/s exported with SDPA, 26.3 with eager attention.
 """
 
 from __future__ import annotations
