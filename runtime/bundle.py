@@ -131,6 +131,10 @@ def atomic_write_text(target: Path, text: str) -> None:
     """Write ``text`` to ``target`` through a temporary file in the same folder and a rename."""
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=target.suffix)
     try:
+        # mkstemp creates 0600; give the file the mode an ordinary open() would (0666 less the umask).
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()

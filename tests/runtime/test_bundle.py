@@ -86,3 +86,8 @@ def test_rehash_covers_new_files(tmp_path: Path) -> None:
     assert "onnx/model.int8.onnx" in again.files
     assert again.digest != bundle.digest
     Bundle.load(bundle.root)  # verifies
+
+
+def test_spec_file_gets_ordinary_permissions(tmp_path: Path) -> None:
+    root = _make(tmp_path / "b")
+    assert (root / SPEC_FILE).stat().st_mode & 0o044 == 0o044, "clsrun.json must be readable by others"
