@@ -10,7 +10,6 @@ import csv
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
@@ -67,7 +66,6 @@ def _mean_pool_with_plain_transformers(bundle: Path, texts: list[str]) -> np.nda
         return (pooled @ head["classifier.weight"].T + head["classifier.bias"]).numpy()  # (B, C)
 
 
-@pytest.mark.slow
 def test_cli_frozen_mean_pooling_train_eval_predict(
     tiny_bert_checkpoint: Path, tiny_bert_data: Path, tmp_path: Path
 ) -> None:
