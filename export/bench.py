@@ -223,6 +223,15 @@ def measure_matmul_peak(device: str, threads: int, n: int = MATMUL_N, tries: int
     return {"matmul_n": n, "threads": threads, "device": device, "measured": measured, "peak": peak}
 
 
+def matmul_probe(threads: int, n: int = 512, tries: int = 3) -> float:
+    """fp32 FLOP/s of a small numpy matmul (best of ``tries``): a quick reading of how busy the CPU is."""
+    from threadpoolctl import threadpool_limits
+
+    a = np.random.default_rng(1).standard_normal((n, n), dtype=np.float32)
+    with threadpool_limits(threads):
+        return 2.0 * n**3 / _best_seconds(lambda: a @ a, tries)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # FLOPs of the model, from the eager PyTorch model
 
@@ -674,10 +683,13 @@ def _measure(
 ) -> BackendResult:
     """One backend, start to finish; errors become a ``failed`` result with the message."""
     result = BackendResult(name, "ok")
+    # The machine's speed right before this backend: backends run one after another, so on shared cores
+    # a change of load between them shows up here instead of being mistaken for a backend difference.
+    result.details["matmul_probe_flop_per_s"] = matmul_probe(threads)
     try:
         with peak_rss() as rss:
             backend = open_backend(name, bundle, inputs, device, threads, workdir)
-            result.details = backend.details
+            result.details = {**backend.details, **result.details}
             result.bulk = time_bulk(backend, inputs, cfg)
             if backend.call is not None:
                 for size in cfg.batch_sizes:

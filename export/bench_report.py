@@ -48,8 +48,9 @@ def to_markdown(report: BenchReport) -> str:
         + ", ".join(f"{k} {_si(v)}FLOP/s" for k, v in peak.items())
         + ".",
         "",
-        "| backend | rows/s (bulk) | tokens/s | p50 / p95 / p99 ms @1 | padding eff. | FLOP/s (% peak) | peak RSS MiB |",
-        "|---|---|---|---|---|---|---|",
+        "| backend | rows/s (bulk) | tokens/s | p50 / p95 / p99 ms @1 | padding eff. | FLOP/s (% peak) | peak RSS MiB "
+        "| CPU probe |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     skipped = []
     footnotes: set[str] = set()
@@ -69,9 +70,14 @@ def to_markdown(report: BenchReport) -> str:
         label = f"{r['name']} ({r['details'].get('precision', '')})" if r["name"] == "predict" else r["name"]
         lines.append(
             f"| {label} | {_spread(bulk['rows_per_s'])} | {_spread(bulk['tokens_per_s'])} | {lat} | {pad} | "
-            f"{flops} | {r['memory'].get('peak_rss_mib', 0):,.0f} |"
+            f"{flops} | {r['memory'].get('peak_rss_mib', 0):,.0f} | "
+            f"{_si(r['details'].get('matmul_probe_flop_per_s', 0))}FLOP/s |"
         )
-    lines += ["", *sorted(footnotes)] if footnotes else []
+    footnotes.add(
+        "CPU probe: fp32 matmul speed measured just before each backend; backends run one after another, "
+        "so a different probe means the machine's load changed in between."
+    )
+    lines += ["", *sorted(footnotes)]
     sizes = sorted({x["batch_size"] for r in data["results"] for x in r["latency"]})
     if sizes:
         lines += [
