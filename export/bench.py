@@ -223,13 +223,12 @@ def measure_matmul_peak(device: str, threads: int, n: int = MATMUL_N, tries: int
     return {"matmul_n": n, "threads": threads, "device": device, "measured": measured, "peak": peak}
 
 
-def matmul_probe(threads: int, n: int = 512, tries: int = 3) -> float:
-    """fp32 FLOP/s of a small numpy matmul (best of ``tries``): a quick reading of how busy the CPU is."""
-    from threadpoolctl import threadpool_limits
-
-    a = np.random.default_rng(1).standard_normal((n, n), dtype=np.float32)
-    with threadpool_limits(threads):
-        return 2.0 * n**3 / _best_seconds(lambda: a @ a, tries)
+def load_average() -> float | None:
+    """The machine's 1-minute load average (None where the OS has none): how much other work competed."""
+    try:
+        return float(os.getloadavg()[0])
+    except (AttributeError, OSError):
+        return None
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -683,9 +682,10 @@ def _measure(
 ) -> BackendResult:
     """One backend, start to finish; errors become a ``failed`` result with the message."""
     result = BackendResult(name, "ok")
-    # The machine's speed right before this backend: backends run one after another, so on shared cores
-    # a change of load between them shows up here instead of being mistaken for a backend difference.
-    result.details["matmul_probe_flop_per_s"] = matmul_probe(threads)
+    # The machine's load when this backend starts: backends run one after another, so on shared cores a
+    # change of load between them shows up here instead of being mistaken for a backend difference. (A
+    # short matmul probe was tried first: on a busy 2-core machine it swung 4-263 GFLOP/s, useless.)
+    result.details["load_average_1min"] = load_average()
     try:
         with peak_rss() as rss:
             backend = open_backend(name, bundle, inputs, device, threads, workdir)

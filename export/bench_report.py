@@ -28,6 +28,10 @@ def _si(value: float) -> str:
     return f"{value:.0f}"
 
 
+def _load(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1f}"
+
+
 def _spread(s: dict[str, Any], fmt: str = ",.0f") -> str:
     return f"{s['median']:{fmt}} ({s['min']:{fmt}}–{s['max']:{fmt}})"
 
@@ -49,7 +53,7 @@ def to_markdown(report: BenchReport) -> str:
         + ".",
         "",
         "| backend | rows/s (bulk) | tokens/s | p50 / p95 / p99 ms @1 | padding eff. | FLOP/s (% peak) | peak RSS MiB "
-        "| CPU probe |",
+        "| load avg |",
         "|---|---|---|---|---|---|---|---|",
     ]
     skipped = []
@@ -71,11 +75,11 @@ def to_markdown(report: BenchReport) -> str:
         lines.append(
             f"| {label} | {_spread(bulk['rows_per_s'])} | {_spread(bulk['tokens_per_s'])} | {lat} | {pad} | "
             f"{flops} | {r['memory'].get('peak_rss_mib', 0):,.0f} | "
-            f"{_si(r['details'].get('matmul_probe_flop_per_s', 0))}FLOP/s |"
+            f"{_load(r['details'].get('load_average_1min'))} |"
         )
     footnotes.add(
-        "CPU probe: fp32 matmul speed measured just before each backend; backends run one after another, "
-        "so a different probe means the machine's load changed in between."
+        f"load avg: the machine's 1-minute load average as each backend started ({m['usable_cores']} cores); "
+        "backends run one after another, so a change means other work competed with some of them."
     )
     lines += ["", *sorted(footnotes)]
     sizes = sorted({x["batch_size"] for r in data["results"] for x in r["latency"]})

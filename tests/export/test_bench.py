@@ -52,7 +52,7 @@ def check_accounted(report: BenchReport, requested: tuple[str, ...]) -> dict[str
             assert r.bulk["rows"] == report.inputs["rows"]
             assert r.bulk["rows_per_s"].median > 0 and r.bulk["tokens_per_s"].median > 0
             assert r.memory["peak_rss_mib"] > 0
-            assert r.details["matmul_probe_flop_per_s"] > 0  # load drift between backends is visible
+            assert r.details["load_average_1min"] >= 0  # load drift between backends is visible
             for lat in r.latency:
                 assert 0 < lat.p50_ms <= lat.p95_ms <= lat.p99_ms
         else:
