@@ -129,10 +129,11 @@ def plot_throughput(report: BenchReport, path: Path) -> None:
             level = r.bulk["rows_per_s"].median
             style = "-." if not r.latency else "--"
             ax.axhline(level, linestyle=style, linewidth=1, color=color, label=f"{r.name}: bulk")
-    from matplotlib.ticker import FuncFormatter, NullFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))  # labels even when under one decade
     sizes_all = sorted({x.batch_size for r in report.results for x in r.latency})
     if sizes_all:
         ax.set_xticks(sizes_all)
