@@ -159,6 +159,7 @@ def train_charcnn(
     vocab.save(out / VOCAB_FILE)
     state = {k: v.detach().contiguous() for k, v in trained.state_dict().items()}
     save_file(state, str(out / WEIGHTS_FILE), metadata={"format": "pt"})
+    (out / WEIGHTS_FILE).chmod(0o644)  # safetensors creates it owner-only; a bundle is meant to be shared
     spec = BundleSpec(
         kind="charcnn",
         labels=list(split.labels),
