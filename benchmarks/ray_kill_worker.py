@@ -21,12 +21,11 @@ import signal
 import sys
 import threading
 import time
-from pathlib import Path
 
 import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
-from ray_throughput import DEFAULT_SOURCE, compare, make_inputs, run_local
+from ray_throughput import add_job_options, compare, make_inputs, run_local
 
 ACTOR_TITLE = "MapWorker"  # Ray titles an actor process "ray::MapWorker(MapBatches(_ScoreActor))..."
 
@@ -43,12 +42,7 @@ def actor_pids() -> list[int]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default=None, help="bundle folder (default: the model shipped with clsrun)")
-    ap.add_argument("--source", type=Path, default=DEFAULT_SOURCE)
-    ap.add_argument("--rows", type=int, default=200_000)
-    ap.add_argument("--files", type=int, default=4)
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--workdir", type=Path, default=Path("/tmp/clsrun-ray-bench"))
+    add_job_options(ap)
     args = ap.parse_args()
 
     import ray

@@ -110,16 +110,21 @@ def compare(local: dict[str, pa.Table], parts: pa.Table) -> dict[str, float | in
     }
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_job_options(ap: argparse.ArgumentParser) -> None:
+    """The options both Ray benchmarks share: model, input size and shape, workers, scratch folder."""
     ap.add_argument("--model", default=None, help="bundle folder (default: the model shipped with clsrun)")
     ap.add_argument("--source", type=Path, default=DEFAULT_SOURCE)
     ap.add_argument("--rows", type=int, default=200_000)
     ap.add_argument("--files", type=int, default=4)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--workdir", type=Path, default=Path("/tmp/clsrun-ray-bench"))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_job_options(ap)
     ap.add_argument("--cpus-per-worker", type=float, default=1.0)
     ap.add_argument("--repeats", type=int, default=1)
-    ap.add_argument("--workdir", type=Path, default=Path("/tmp/clsrun-ray-bench"))
     args = ap.parse_args()
 
     folder = args.workdir / f"in-{args.rows}x{args.files}"
