@@ -4,6 +4,13 @@ Shaped like a converter (load, validate, optimise, quantise, save): every file i
 folder inside the bundle, scored by the accuracy gate, and only then moved into ``onnx/``; the previous
 export (with ``force``) is replaced only once the new one is complete. Refused variants are deleted.
 Finally ``export_report.json`` is written and ``bundle.rehash()`` makes ``clsrun.json`` cover the files.
+
+fp32 failing to build or to run stops the export: every other variant derives from it. An int8 or fp16
+variant whose build raises :class:`ExportError` (quantizer, fp16 converter, or onnxruntime unable to run the
+file) is refused like a gate failure instead (``gate.build_failure``): the other variants are still built,
+gated and installed, the report records ``"build failed: ..."`` as its reason, and the export ends with the
+same :class:`AccuracyGateError`. A static QDQ int8 candidate that fails only leaves dynamic int8 in its
+place, noted under the int8 variant's ``quantization.candidates.static``.
 """
 
 from __future__ import annotations
@@ -25,10 +32,12 @@ from clsrun.export import cpu_features
 from clsrun.export.gate import (
     EvalSet,
     VariantResult,
+    build_failure,
     eager_logits,
     gate_error,
     judge,
     load_eval_set,
+    one_line,
     onnx_logits,
     session_providers,
 )
@@ -233,8 +242,11 @@ def _build_int8(
         calibration.append(feeds)
         rows += len(next(iter(feeds.values())))
     static = stage / "model.int8.static.onnx"
-    quantize_static_int8(fp32, static, calibration, opts, reduce_range)
-    static_result = _score("int8", static, reference, eval_set, options, " (static QDQ)")
+    try:
+        quantize_static_int8(fp32, static, calibration, opts, reduce_range)
+        static_result = _score("int8", static, reference, eval_set, options, " (static QDQ)")
+    except ExportError as e:  # static is only a candidate: dynamic int8 is built and scored already
+        return dynamic, result, _static_failed(info, result, rows, static, e)
     better = _static_wins(static_result, result)
     info["candidates"] = {
         "dynamic": {k: getattr(result, k) for k in ("accuracy", "rows_per_s", "size_bytes")},
@@ -257,14 +269,28 @@ def _build_int8(
     return dynamic, result, info
 
 
+def _static_failed(
+    info: dict[str, Any], dynamic: VariantResult, rows: int, static: Path, error: ExportError
+) -> dict[str, Any]:
+    """``info`` with why the static QDQ candidate could not be built or run; dynamic int8 stays."""
+    static.unlink(missing_ok=True)
+    reason = f"build failed: {one_line(error)}"
+    log.warning("int8: static QDQ %s; keeping dynamic int8", reason)
+    info["candidates"] = {
+        "dynamic": {k: getattr(dynamic, k) for k in ("accuracy", "rows_per_s", "size_bytes")},
+        "static": {"built": False, "reason": reason},
+        "calibration_rows": rows,
+    }
+    return info
+
+
 def _static_wins(static: VariantResult, dynamic: VariantResult) -> bool:
     """Static QDQ replaces dynamic int8 when it passes the gate, is faster on the gate rows, and is at most
     ``STATIC_MAX_EXTRA_DROP_PTS`` less accurate than dynamic (a row or two of noise, not a trend)."""
-    return (
-        static.gate_passed
-        and static.rows_per_s > dynamic.rows_per_s
-        and (dynamic.accuracy - static.accuracy) * 100.0 <= STATIC_MAX_EXTRA_DROP_PTS
-    )
+    s_rate, d_rate, s_acc, d_acc = static.rows_per_s, dynamic.rows_per_s, static.accuracy, dynamic.accuracy
+    if s_rate is None or d_rate is None or s_acc is None or d_acc is None:
+        return False  # one of them was never scored
+    return static.gate_passed and s_rate > d_rate and (d_acc - s_acc) * 100.0 <= STATIC_MAX_EXTRA_DROP_PTS
 
 
 def export_bundle(
@@ -275,9 +301,11 @@ def export_bundle(
     ``fields`` are a shorthand for ``ExportOptions`` fields when no ``options`` is given
     (``export_bundle(path, precisions=("fp32", "int8", "fp16"), force=True)``).
 
-    Raises :class:`ExportError` when the bundle was already exported and ``force`` is off, and
-    :class:`AccuracyGateError` (after writing the report and removing the refused files) when a variant
-    loses more accuracy than allowed.
+    Raises :class:`ExportError` when the bundle was already exported and ``force`` is off, or when fp32
+    cannot be built or run, and :class:`AccuracyGateError` (after writing the report, installing the passing
+    variants and removing the refused files; its ``report`` is the :class:`ExportReport`) when a variant
+    loses more accuracy than allowed or an int8/fp16 variant could not be built (``force`` keeps the former,
+    never the latter).
     """
     if options is None:
         options = ExportOptions(**fields)
@@ -313,16 +341,20 @@ def export_bundle(
         results["fp32"] = _score("fp32", built["fp32"], reference, eval_set, options)
         marks["gate_fp32"] = time.perf_counter() - start - sum(marks.values())
         if "int8" in options.precisions:
-            built["int8"], results["int8"], extra["int8"] = _build_int8(
-                bundle.spec.kind, built["fp32"], stage, reference, eval_set, options
-            )
+            try:
+                built["int8"], results["int8"], extra["int8"] = _build_int8(
+                    bundle.spec.kind, built["fp32"], stage, reference, eval_set, options
+                )
+            except ExportError as e:
+                results["int8"] = _not_built("int8", e)
             marks["int8"] = time.perf_counter() - start - sum(marks.values())
         if "fp16" in options.precisions:
-            from clsrun.export.fp16 import convert_fp16
-
-            built["fp16"] = stage / "model.fp16.onnx"
-            convert_fp16(built["fp32"], built["fp16"])
-            results["fp16"] = _score("fp16", built["fp16"], reference, eval_set, options)
+            try:
+                built["fp16"], results["fp16"] = _build_fp16(
+                    built["fp32"], stage, reference, eval_set, options
+                )
+            except ExportError as e:
+                results["fp16"] = _not_built("fp16", e)
             marks["fp16"] = time.perf_counter() - start - sum(marks.values())
         fusions = {name: _reported_ops(path) for name, path in built.items()}
         _install(bundle, built, results)
@@ -334,10 +366,31 @@ def export_bundle(
     atomic_write_text(bundle.root / EXPORT_REPORT, json.dumps(report, indent=2) + "\n")
     (bundle.root / EXPORT_REPORT).chmod(0o644)  # mkstemp made it owner-only; it ships with the bundle
     bundle.rehash()
+    export_report = ExportReport(bundle.root / EXPORT_REPORT, report, results)
     error = gate_error(results, eval_set.rows, eval_set.source)
     if error is not None:
+        error.report = export_report
         raise error
-    return ExportReport(bundle.root / EXPORT_REPORT, report, results)
+    return export_report
+
+
+def _build_fp16(
+    fp32: Path, stage: Path, reference: np.ndarray, eval_set: EvalSet, options: ExportOptions
+) -> tuple[Path, VariantResult]:
+    """The fp16 file converted from ``fp32``, and its gate result."""
+    from clsrun.export.fp16 import convert_fp16
+
+    path = stage / "model.fp16.onnx"
+    convert_fp16(fp32, path)
+    return path, _score("fp16", path, reference, eval_set, options)
+
+
+def _not_built(name: str, error: ExportError) -> VariantResult:
+    """The refused result of a variant whose build (or run under onnxruntime) raised ``error``. Whatever it
+    left in the staging folder goes with the folder."""
+    result = build_failure(FILES[name], error)
+    log.warning("%s: %s; refused, the other variants go on", name, result.reason)
+    return result
 
 
 def _install(bundle: Bundle, built: dict[str, Path], results: dict[str, VariantResult]) -> None:

@@ -6,7 +6,9 @@ the runtime's own ``textnorm`` and encoder, sorted by length and padded per batc
 accuracy, the drop in accuracy points against eager PyTorch, label agreement with eager PyTorch, the
 largest |logit difference| and the rows/s of that scoring pass. A variant that loses more than the allowed
 points is refused; the fp32 file must also match eager logits within a tolerance, since any difference
-there is an export bug, not a precision trade-off.
+there is an export bug, not a precision trade-off. A variant that could not be built, or that onnxruntime
+could not run, is refused too (:func:`build_failure`): it has no metrics and no file, so ``--force`` cannot
+keep it. :func:`gate_error` lists every refused variant, whatever refused it, in one error.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from clsrun.runtime.errors import AccuracyGateError, InputError
+from clsrun.runtime.errors import AccuracyGateError, ExportError, InputError
 
 if TYPE_CHECKING:
     import torch
@@ -110,7 +112,10 @@ def session_providers(prefer_cuda: bool) -> list[str]:
 
 
 def onnx_logits(path: Path, batches: Sequence[Feeds], providers: list[str]) -> tuple[np.ndarray, float]:
-    """(N, n_labels) logits of an ONNX file over all batches, and the seconds the scoring pass took."""
+    """(N, n_labels) logits of an ONNX file over all batches, and the seconds the scoring pass took.
+
+    Raises :class:`ExportError` when onnxruntime cannot load or run the file.
+    """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -118,12 +123,24 @@ def onnx_logits(path: Path, batches: Sequence[Feeds], providers: list[str]) -> t
     # As the runtime's sessions: idle workers sleep instead of spinning, which on a shared or busy machine
     # costs the spinning threads' cores to everyone else (the eager reference included).
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = ort.InferenceSession(str(path), options, providers=providers)
-    names = {i.name for i in session.get_inputs()}
-    session.run(["logits"], {k: v for k, v in batches[0].items() if k in names})  # warm-up, not timed
-    start = time.perf_counter()
-    out = [session.run(["logits"], {k: v for k, v in feeds.items() if k in names})[0] for feeds in batches]
-    return np.concatenate(out).astype(np.float32, copy=False), time.perf_counter() - start
+    try:
+        session = ort.InferenceSession(str(path), options, providers=providers)
+        names = {i.name for i in session.get_inputs()}
+        session.run(["logits"], {k: v for k, v in batches[0].items() if k in names})  # warm-up, not timed
+        start = time.perf_counter()
+        out = [
+            session.run(["logits"], {k: v for k, v in feeds.items() if k in names})[0] for feeds in batches
+        ]
+        seconds = time.perf_counter() - start
+    except Exception as e:  # onnxruntime raises one unrelated class per status code (Fail, InvalidGraph, ...)
+        raise ExportError(f"onnxruntime could not run {path.name}: {type(e).__name__}: {one_line(e)}") from e
+    return np.concatenate(out).astype(np.float32, copy=False), seconds
+
+
+def one_line(error: BaseException, limit: int = 300) -> str:
+    """An error's message on one line (converters put graph dumps in theirs), cut to ``limit`` characters."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -133,21 +150,25 @@ def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
 
 @dataclass
 class VariantResult:
-    """One variant's line in ``export_report.json`` (see ARCHITECTURE.md)."""
+    """One variant's line in ``export_report.json`` (see ARCHITECTURE.md).
+
+    The measurements are None only for a variant that was never scored (``built`` false).
+    """
 
     file: str
     passed: bool  # usable by the runtime: it passed the gate, or it failed and --force kept it
     gate_passed: bool  # what the gate alone decided
-    accuracy: float
-    accuracy_drop_pts: float
-    label_agreement: float
-    max_abs_logit_diff: float
+    accuracy: float | None
+    accuracy_drop_pts: float | None
+    label_agreement: float | None
+    max_abs_logit_diff: float | None
     reason: str | None
-    rows_per_s: float
-    provider: str
-    size_bytes: int
+    rows_per_s: float | None
+    provider: str | None
+    size_bytes: int | None
     kept: bool = True
     forced: bool = False
+    built: bool = True  # false: building or running the file failed, so there is no file and no score
     details: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -196,13 +217,38 @@ def judge(
     )
 
 
+def build_failure(file: str, error: ExportError) -> VariantResult:
+    """The result of a variant whose build, or whose run under onnxruntime, raised ``error``: refused,
+    unscored and without a file. ``--force`` cannot keep it, since there is nothing to keep."""
+    return VariantResult(
+        file=file,
+        passed=False,
+        gate_passed=False,
+        accuracy=None,
+        accuracy_drop_pts=None,
+        label_agreement=None,
+        max_abs_logit_diff=None,
+        reason=f"build failed: {one_line(error)}",
+        rows_per_s=None,
+        provider=None,
+        size_bytes=None,
+        kept=False,
+        built=False,
+    )
+
+
 def gate_error(results: dict[str, VariantResult], rows: int, source: str) -> AccuracyGateError | None:
-    """One error listing every refused variant (None when all passed)."""
+    """One error listing every refused variant, gated or never built (None when all passed)."""
     failed = {name: r for name, r in results.items() if not r.passed}
     if not failed:
         return None
     lines = "; ".join(f"{name} ({r.file}): {r.reason}" for name, r in failed.items())
+    hints = []
+    if any(r.built for r in failed.values()):
+        hints.append("--force keeps variants the gate refused, --max-accuracy-drop changes the allowance")
+    if not all(r.built for r in failed.values()):
+        hints.append("--force cannot keep a variant that was not built")
     return AccuracyGateError(
         f"accuracy gate refused {len(failed)} variant(s) on {rows} rows of {source}: {lines}. "
-        "Refused files were removed; --force keeps them, --max-accuracy-drop changes the allowance"
+        f"Refused files were removed; {'; '.join(hints)}"
     )

@@ -45,7 +45,11 @@ class ExportError(ClsrunError):
 
 
 class AccuracyGateError(ExportError):
-    """One or more exported variants lost more accuracy than allowed; the message lists every one."""
+    """One or more exported variants were refused (they lost more accuracy than allowed, or could not be
+    built); the message lists every one. ``report`` is the export's report (``clsrun.export.ExportReport``),
+    written before this was raised, so a caller can show every variant; None when raised without one."""
+
+    report: object = None
 
 
 class DependencyError(ClsrunError):

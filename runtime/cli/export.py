@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from clsrun.runtime.cli.app import app, reports_errors
+
+if TYPE_CHECKING:
+    from clsrun.export import ExportReport
 
 
 @app.command("export")
@@ -32,7 +36,7 @@ def export(
         False,
         "--force",
         help="Overwrite an earlier export, and keep (and mark usable) variants the gate refuses. The "
-        "report still records the refusal.",
+        "report still records the refusal. A variant that could not be built is never kept.",
     ),
     eval_data: Path | None = typer.Option(
         None,
@@ -70,9 +74,12 @@ def export(
 
     Writes onnx/model.onnx, onnx/model.int8.onnx, onnx/model.fp16.onnx and onnx/export_report.json
     inside the bundle. A variant losing more than --max-accuracy-drop points is removed and the command
-    exits non-zero (unless --force); the runtime only uses variants the report marks as passed.
+    exits non-zero (unless --force); an int8 or fp16 variant that cannot be built is refused the same way
+    (even with --force) while the others are still exported; fp32 failing stops the export. The runtime only
+    uses variants the report marks as passed.
     """
-    from clsrun.export import ExportOptions, Int8Options, export_bundle
+    from clsrun.export import ExportOptions, ExportReport, Int8Options, export_bundle
+    from clsrun.runtime.errors import AccuracyGateError
 
     options = ExportOptions(
         precisions=tuple(p.strip() for p in precision.split(",") if p.strip()),
@@ -82,17 +89,30 @@ def export(
         int8=Int8Options(per_channel=per_channel, weight_type=weight_type, static=static_int8),  # type: ignore[arg-type]
         max_rows=max_rows,
     )
-    report = export_bundle(bundle, options)
+    try:
+        report = export_bundle(bundle, options)
+    except AccuracyGateError as e:
+        if isinstance(e.report, ExportReport):
+            _print_report(e.report)  # every variant, the refused ones too; the error line follows
+        raise
+    _print_report(report)
+
+
+def _print_report(report: ExportReport) -> None:
+    """One line per variant (passed, forced or refused), the fused operators and the report's path."""
     ref = report.data["reference"]
     typer.echo(f"eager PyTorch: accuracy {ref['accuracy']:.4f} on {ref['rows']} rows of {ref['source']}")
     for name, result in report.variants.items():
         status = "forced" if result.forced else "passed" if result.passed else "refused"
+        if not result.built:
+            typer.echo(f"{name:5s} {status:7s} {'(not built)':24s} {result.reason}")
+            continue
         method = report.data["variants"][name].get("quantization", {}).get("method")
         typer.echo(
             f"{name:5s} {status:7s} {result.file if result.kept else '(removed)':24s} "
             f"accuracy {result.accuracy:.4f} (drop {result.accuracy_drop_pts:+.2f} pts), agreement "
             f"{result.label_agreement:.4f}, max |logit diff| {result.max_abs_logit_diff:.2g}, "
-            f"{result.rows_per_s:.0f} rows/s, {result.size_bytes / 1e6:.1f} MB"
+            f"{result.rows_per_s:.0f} rows/s, {(result.size_bytes or 0) / 1e6:.1f} MB"
             + (f", {method}" if method else "")
         )
     fusions = report.data["fusions"].get("fp32")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clsrun.export.gate import gate_error, judge
-from clsrun.runtime.errors import AccuracyGateError
+from clsrun.export.gate import build_failure, gate_error, judge
+from clsrun.runtime.errors import AccuracyGateError, ExportError
 
 LABELS = np.array([0, 1, 2, 0, 1, 2, 0, 1, 2, 0], dtype=np.int64)
 
@@ -78,3 +78,17 @@ def test_one_error_lists_every_refused_variant() -> None:
     assert "int8 (onnx/int8.onnx)" in message and "fp16 (onnx/fp16.onnx)" in message
     assert "fp32" not in message.split(":", 1)[1]
     assert gate_error({"fp32": results["fp32"]}, 10, "x") is None
+
+
+def test_build_failure_is_refused_unscored_and_listed_with_gate_refusals() -> None:
+    failure = build_failure("onnx/fp16.onnx", ExportError("float16 conversion failed:\n  KeyError: 'x'"))
+    assert not failure.passed and not failure.gate_passed and not failure.kept and not failure.built
+    assert failure.reason == "build failed: float16 conversion failed: KeyError: 'x'"  # one line
+    assert failure.accuracy is None and failure.to_json()["accuracy"] is None
+    results = {"fp32": _judge("fp32", REFERENCE), "int8": _judge("int8", _logits([1] * 10)), "fp16": failure}
+    message = str(gate_error(results, rows=10, source="validation.jsonl.gz"))
+    assert "refused 2 variant(s)" in message
+    assert "int8 (onnx/int8.onnx): accuracy drops" in message
+    assert "fp16 (onnx/fp16.onnx): build failed: float16 conversion failed" in message
+    assert "--force keeps variants the gate refused" in message
+    assert "--force cannot keep a variant that was not built" in message
