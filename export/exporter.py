@@ -223,6 +223,7 @@ def _build_int8(
     reduce_range = (not features.vnni) if opts.reduce_range is None else opts.reduce_range
     dynamic = stage / "model.int8.onnx"
     quantize_dynamic_int8(fp32, dynamic, opts, reduce_range)
+    plain = _plain_layernorm(dynamic, opts)
     try_static = kind == "charcnn" if opts.static is None else opts.static
     result = _score("int8", dynamic, reference, eval_set, options, " (dynamic)" if try_static else "")
     info: dict[str, Any] = {
@@ -230,6 +231,7 @@ def _build_int8(
         "method": "dynamic",
         "reduce_range": reduce_range,
         "static": try_static,
+        "plain_layernorm_nodes": plain,
     }
     if not try_static:
         return dynamic, result, info
@@ -244,6 +246,7 @@ def _build_int8(
     static = stage / "model.int8.static.onnx"
     try:
         quantize_static_int8(fp32, static, calibration, opts, reduce_range)
+        _plain_layernorm(static, opts)
         static_result = _score("int8", static, reference, eval_set, options, " (static QDQ)")
     except ExportError as e:  # static is only a candidate: dynamic int8 is built and scored already
         return dynamic, result, _static_failed(info, result, rows, static, e)
@@ -267,6 +270,18 @@ def _build_int8(
         return static, static_result, info
     static.unlink()
     return dynamic, result, info
+
+
+def _plain_layernorm(path: Path, opts: Int8Options) -> int:
+    """Write the int8 file's layer norms out as plain operators when asked (``export/layernorm.py``)."""
+    if not opts.plain_layernorm:
+        return 0
+    from clsrun.export.layernorm import decompose_layernorm
+
+    count = decompose_layernorm(path)
+    if count:
+        log.debug("int8: %d layer normalisations written out as plain operators", count)
+    return count
 
 
 def _static_failed(

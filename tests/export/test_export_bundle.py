@@ -110,6 +110,9 @@ def test_bert_export_fuses_attention_and_builds_all_precisions(bert_bundle: Path
     assert fusions["fp32"]["EmbedLayerNormalization"] == 1
     assert fusions["int8"]["QAttention"] == layers
     assert report.data["variants"]["int8"]["quantization"]["method"] == "dynamic"
+    # int8 is the CPU variant: its layer norms are plain operators (export/layernorm.py), fp32 keeps them fused
+    assert "SkipLayerNormalization" not in fusions["int8"] and fusions["fp32"]["SkipLayerNormalization"] > 0
+    assert report.data["variants"]["int8"]["quantization"]["plain_layernorm_nodes"] > 0
     assert report.variants["fp32"].max_abs_logit_diff < 1e-3 and report.variants["fp32"].gate_passed
     assert report.variants["fp16"].label_agreement >= 0.9
     assert set(report.passed) == {"fp32", "int8", "fp16"}
