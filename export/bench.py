@@ -319,7 +319,7 @@ class Inputs:
 def load_inputs(bundle: Bundle, cfg: BenchConfig) -> Inputs:
     """Read the first ``max_rows`` non-empty texts of FILE, normalise, tokenize and plan bulk batches."""
     from clsrun.runtime.batching import plan_batches
-    from clsrun.runtime.classifier import DEFAULT_BATCH_TOKENS, DEFAULT_MAX_BATCH_ROWS
+    from clsrun.runtime.classifier import DEFAULT_MAX_BATCH_ROWS, default_batch_tokens
     from clsrun.runtime.readers import iter_texts
     from clsrun.runtime.textnorm import normalize
 
@@ -340,7 +340,7 @@ def load_inputs(bundle: Bundle, cfg: BenchConfig) -> Inputs:
         raise InputError(f"{cfg.data}: no non-empty texts in column {cfg.text_col!r}")
     encoder = make_encoder(bundle)
     tokens = encoder.tokenize(texts)
-    batch_tokens = DEFAULT_BATCH_TOKENS.get(bundle.spec.kind, 8192)
+    batch_tokens = default_batch_tokens(bundle.spec.kind, "cuda" if cfg.device == "cuda" else "cpu")
     batches = plan_batches(tokens.lengths, batch_tokens, DEFAULT_MAX_BATCH_ROWS, sort=True)
     return Inputs(
         raw, texts, tokens, batches, int(getattr(encoder, "min_width", 1)), cfg.data, cfg.text_col, whole_file
@@ -369,11 +369,17 @@ class Backend:
     torch_cuda: bool = False  # torch on CUDA: peak memory also from torch.cuda.max_memory_allocated
 
 
-def _classifier(bundle: Bundle, backend: str, precision: str, device: str, threads: int) -> Any:
+def _classifier(
+    bundle: Bundle, backend: str, precision: str, device: str, threads: int, streams: int | None = 1
+) -> Any:
+    """``streams`` 1 for the backends that call the runner from one thread; None (as `clsrun predict`) for
+    the predict path."""
     from clsrun.runtime.classifier import Classifier
 
     try:
-        return Classifier.load(bundle, backend=backend, precision=precision, device=device, threads=threads)
+        return Classifier.load(
+            bundle, backend=backend, precision=precision, device=device, threads=threads, streams=streams
+        )
     except ClsrunError as e:
         raise BackendUnavailable(str(e)) from e
 
@@ -455,7 +461,7 @@ def _predict_backend(bundle: Bundle, inputs: Inputs, device: str, threads: int, 
 
     from clsrun.runtime.score import ScoreOptions, score_file
 
-    clf = _classifier(bundle, "auto", "auto", device, threads)
+    clf = _classifier(bundle, "auto", "auto", device, threads, streams=None)
     if inputs.whole_file:  # literally the file a user would run `clsrun predict` on
         source, text_col = inputs.path, inputs.text_col
     else:  # the first --max-rows texts, as a file of their own

@@ -1,14 +1,19 @@
 """Scoring a file: a bounded three-stage pipeline, crash-safe parts, an atomic output and its manifest.
 
     reader thread:  read chunk -> regroup into windows -> normalise, tokenize, sort, plan -> pad batches
-                        | queue of at most ``PREFETCH_BATCHES`` padded batches
-    calling thread: run each batch through the model (onnxruntime releases the GIL)
+                        | queue of at most ``max(PREFETCH_BATCHES, streams)`` padded batches
+    inference:      ``classifier.streams`` threads (the calling thread and streams - 1 more), each taking
+                    the next batch and running it through the model (onnxruntime releases the GIL); the
+                    stream that finishes a window's last batch passes the window on
                         | queue of at most ``PENDING_WINDOWS`` finished windows
-    writer thread:  softmax, output table in input order -> fsynced part + journal line (``partial.py``)
+    writer thread:  windows back in input order -> softmax, output table -> fsynced part + journal line
+                    (``partial.py``)
 
 then the parts are assembled into the output under a temporary name and renamed, and the manifest is
 written. The queues are what keep memory flat: the reader can never be more than a couple of batches
-ahead of the model, and the writer never more than a couple of windows behind it.
+ahead of the model, and at most ``streams + PENDING_WINDOWS`` windows are between being read and being
+written (the reader waits for a slot before it starts a window; the writer frees it), so the windows
+that finish before an earlier one, and wait for it in the writer, are bounded too.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from typing import Any
 from clsrun import __version__
 from clsrun.runtime.batching import windows
 from clsrun.runtime.classifier import Classifier, Prepared
-from clsrun.runtime.errors import UsageError
+from clsrun.runtime.errors import InternalError, UsageError
 from clsrun.runtime.partial import PartialOutput, input_fingerprint
 from clsrun.runtime.readers import DEFAULT_MAX_TEXT_BYTES, RecordStream, open_records
 from clsrun.runtime.writers import output_format, write_atomically, write_text_atomically
@@ -87,15 +92,31 @@ def open_input(path: Path | str, options: ScoreOptions) -> RecordStream:
     return open_records(path, options.text_col, options.id_col, options.max_text_bytes)
 
 
+class _Countdown:
+    """Batches of one window not yet scored; shared by the streams that score them."""
+
+    def __init__(self, n: int) -> None:
+        self.left = n
+        self._lock = threading.Lock()
+
+    def finish_one(self) -> bool:
+        """Count one batch as scored; True for the window's last one."""
+        with self._lock:
+            self.left -= 1
+            return self.left == 0
+
+
 class _Pipeline:
-    """The three threads of one run; any stage's exception stops the others and is re-raised."""
+    """The threads of one run; any stage's exception stops the others and is re-raised."""
 
     def __init__(self, classifier: Classifier, partial: PartialOutput, options: ScoreOptions) -> None:
         self.clf = classifier
         self.partial = partial
         self.options = options
-        self.batches: queue.Queue[Any] = queue.Queue(maxsize=PREFETCH_BATCHES)
+        self.streams = max(1, classifier.streams)
+        self.batches: queue.Queue[Any] = queue.Queue(maxsize=max(PREFETCH_BATCHES, self.streams))
         self.finished: queue.Queue[Any] = queue.Queue(maxsize=PENDING_WINDOWS)
+        self.window_slots = threading.Semaphore(self.streams + PENDING_WINDOWS)
         self.stop = threading.Event()
         self.failure: BaseException | None = None
 
@@ -126,52 +147,84 @@ class _Pipeline:
 
         return run
 
+    def _slot(self) -> bool:
+        """Wait for room for one more window in flight; False when the run stops."""
+        while not self.stop.is_set():
+            if self.window_slots.acquire(timeout=0.1):
+                return True
+        return False
+
     def _read(self, stream: RecordStream, skip: int) -> None:
         for window in windows(stream.chunks(skip), self.options.window):
-            prepared = self.clf.prepare(window, sort=self.options.sort)
-            if not prepared.batches and not self._put(self.batches, (prepared, None, True)):
+            if not self._slot():
                 return
-            for k, batch in enumerate(prepared.batches):
-                last = k == len(prepared.batches) - 1
-                if not self._put(self.batches, (prepared, (batch, self.clf.pad(prepared, batch)), last)):
+            prepared = self.clf.prepare(window, sort=self.options.sort)
+            countdown = _Countdown(max(1, len(prepared.batches)))
+            if not prepared.batches and not self._put(self.batches, (prepared, None, countdown)):
+                return
+            for batch in prepared.batches:
+                if not self._put(self.batches, (prepared, (batch, self.clf.pad(prepared, batch)), countdown)):
                     return
         self._put(self.batches, None)
 
     def _infer(self) -> None:
+        """One stream: score batches until the reader's end mark, which it leaves for the other streams."""
         while True:
             item = self._get(self.batches)
             if item is None:
-                self._put(self.finished, None)
+                self._put(self.batches, None)
                 return
-            prepared, work, last = item
+            prepared, work, countdown = item
             if work is not None:
                 batch, inputs = work
-                prepared.logits[batch] = self.clf.run(inputs)  # (B, C)
-            if last and not self._put(self.finished, prepared):
+                prepared.logits[batch] = self.clf.run(inputs)  # (B, C); streams write disjoint rows
+            if countdown.finish_one() and not self._put(self.finished, prepared):
                 return
 
-    def _write(self) -> None:
+    def _write(self, skip: int) -> None:
+        """Write windows in input order: with several streams a later window can finish first."""
+        expected = skip  # the first window starts where the reader started
+        held: dict[int, Prepared] = {}
         while True:
             prepared: Prepared | None = self._get(self.finished)
             if prepared is None:
+                if held and not self.stop.is_set():
+                    raise InternalError(f"windows at rows {sorted(held)} finished, row {expected} never did")
                 return
-            table = self.clf.finish(prepared, with_probs=self.options.probs)
-            n_error = sum(1 for e in prepared.errors if e)
-            self.partial.add(table, prepared.start, len(prepared) - n_error, n_error, prepared.truncated)
-            if self.options.progress is not None:
-                self.options.progress(len(prepared))
+            held[prepared.start] = prepared
+            while expected in held:
+                ready = held.pop(expected)
+                expected += len(ready)
+                self._write_window(ready)
+                self.window_slots.release()
+
+    def _write_window(self, prepared: Prepared) -> None:
+        table = self.clf.finish(prepared, with_probs=self.options.probs)
+        n_error = sum(1 for e in prepared.errors if e)
+        self.partial.add(table, prepared.start, len(prepared) - n_error, n_error, prepared.truncated)
+        if self.options.progress is not None:
+            self.options.progress(len(prepared))
 
     def run(self, stream: RecordStream, skip: int) -> None:
         reader = threading.Thread(target=self._guard(lambda: self._read(stream, skip)), name="clsrun-read")
-        writer = threading.Thread(target=self._guard(self._write), name="clsrun-write")
-        reader.start()
-        writer.start()
+        writer = threading.Thread(target=self._guard(lambda: self._write(skip)), name="clsrun-write")
+        others = [
+            threading.Thread(target=self._guard(self._infer), name=f"clsrun-infer-{i}")
+            for i in range(1, self.streams)
+        ]
+        for thread in (reader, writer, *others):
+            thread.start()
         try:
-            self._guard(self._infer)()
+            self._guard(self._infer)()  # stream 0 runs in the calling thread
+            for thread in others:
+                thread.join()
+            self._put(self.finished, None)  # every stream is done: nothing more for the writer
         except BaseException:  # KeyboardInterrupt in the main thread: stop the others, then re-raise
             self.stop.set()
             raise
         finally:
+            for thread in others:
+                thread.join()
             writer.join()
             if self.failure is not None:
                 self.stop.set()
@@ -265,6 +318,7 @@ def score_file(
         "precision": described["precision"],
         "device": described["device"],
         "threads": described["threads"],
+        "streams": described["streams"],
         "variant_file": described["file"],
         "providers": described["providers"],
         "options": state["options"],

@@ -39,6 +39,21 @@ def test_predict_writes_every_row_and_the_manifest(tmp_path: Path, toy_bundle: P
     assert manifest["rows_read"] == 2000 and manifest["error"] == 40
 
 
+def test_streams_option_runs_and_is_recorded(tmp_path: Path, toy_bundle: Path) -> None:
+    src = _input(tmp_path / "in.csv", 500)
+    args = ["predict", str(src), "--model", str(toy_bundle), "--threads", "2"]
+    res = runner.invoke(app, [*args, "--streams", "2", "--out", str(tmp_path / "two.csv")])
+    assert res.exit_code == 0, res.output
+    assert "2 threads, 2 streams" in res.output
+    res = runner.invoke(app, [*args, "--streams", "1", "--out", str(tmp_path / "one.csv")])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "one.csv").read_bytes() == (tmp_path / "two.csv").read_bytes()
+    res = runner.invoke(app, [*args, "--streams", "3"])
+    assert res.exit_code == 2 and "--streams 3: must be between 1 and the threads (2)" in res.output
+    res = runner.invoke(app, [*args, "--streams", "2", "--engine", "ray", "--out", str(tmp_path / "r")])
+    assert res.exit_code == 2 and "--streams is for the local engine" in res.output
+
+
 def test_quiet_prints_nothing(tmp_path: Path, toy_bundle: Path) -> None:
     src = _input(tmp_path / "in.csv", 30)
     res = runner.invoke(app, ["predict", str(src), "--model", str(toy_bundle), "--quiet"])

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pytest
 
+from clsrun.runtime.batching import windows
 from clsrun.runtime.bundle import Bundle
 from clsrun.runtime.classifier import Classifier
 from clsrun.runtime.errors import BundleError, UsageError
 from clsrun.runtime.infer import choose
-from clsrun.runtime.score import ScoreOptions, default_output, score_file
+from clsrun.runtime.score import ScoreOptions, default_output, open_input, score_file
 
 
 def test_predict_gives_labels_probs_and_row_errors(toy_bundle: Path) -> None:
@@ -112,6 +115,58 @@ def test_sorted_batching_gives_the_same_scores_as_input_order(tmp_path: Path, to
     import pyarrow.parquet as pq
 
     assert pq.read_table(a.output).equals(pq.read_table(b.output))
+
+
+class _SlowFirstCall:
+    """Wraps a runner: the first batch waits until ``others`` later batches are done, so later windows
+    finish first, as they can with several streams."""
+
+    def __init__(self, runner: Any, others: int) -> None:
+        self.runner, self.providers = runner, runner.providers
+        self.others, self.calls, self.done, self.lock = others, 0, 0, threading.Lock()
+        self.released = threading.Event()
+
+    def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        with self.lock:
+            self.calls += 1
+            first = self.calls == 1
+        if first:
+            assert self.released.wait(timeout=30), "the other streams never ran: streams are not concurrent"
+        out = self.runner.run(inputs)
+        with self.lock:
+            self.done += 1
+            if self.done >= self.others:
+                self.released.set()
+        return np.asarray(out)
+
+
+def test_several_streams_write_exactly_what_one_stream_writes(tmp_path: Path, toy_bundle: Path) -> None:
+    src = _reviews(tmp_path / "in.csv", 4000)
+    options = {"id_col": "key", "probs": True, "window": 300, "batch_tokens": 400}
+    one = Classifier.load(toy_bundle, threads=1)
+    a = score_file(src, tmp_path / "one.csv", one, ScoreOptions(**options))
+    three = Classifier.load(toy_bundle, threads=3, streams=3)
+    assert three.streams == 3
+    three.batch_tokens = 400
+    stream = open_input(src, ScoreOptions(**options))
+    per_window = [len(three.prepare(w).batches) for w in windows(stream.chunks(0), 300)]
+    # window 0's first batch runs only after the rest of window 0 and all of window 1: the writer must
+    # hold window 1 back; the 3 + 2 windows in flight leave enough batches for that
+    others = per_window[0] - 1 + per_window[1]
+    assert others < sum(per_window[:5]) - 1
+    three.runner = _SlowFirstCall(three.runner, others=others)
+    b = score_file(src, tmp_path / "three.csv", three, ScoreOptions(**options))
+    assert three.runner.released.is_set()
+    assert a.output.read_bytes() == b.output.read_bytes()
+    assert b.manifest["streams"] == 3 and b.manifest["rows_read"] == 4000
+
+
+def test_streams_default_to_one_per_thread_for_onnx_on_cpu(toy_bundle: Path) -> None:
+    assert Classifier.load(toy_bundle, threads=2).streams == 1  # the API's one-thread callers
+    auto = Classifier.load(toy_bundle, threads=2, streams=None)
+    assert auto.describe()["streams"] == 2 and auto.describe()["threads"] == 2
+    with pytest.raises(UsageError, match="--streams 3"):
+        Classifier.load(toy_bundle, threads=2, streams=3)
 
 
 def test_output_is_not_the_input(tmp_path: Path, toy_bundle: Path) -> None:
