@@ -273,7 +273,8 @@ def _build_int8(
 
 
 def _plain_layernorm(path: Path, opts: Int8Options) -> int:
-    """Write the int8 file's layer norms out as plain operators when asked (``export/layernorm.py``)."""
+    """Write the int8 file's SkipLayerNormalization nodes out as plain operators when asked
+    (``export/layernorm.py``)."""
     if not opts.plain_layernorm:
         return 0
     from clsrun.export.layernorm import decompose_layernorm

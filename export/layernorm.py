@@ -1,29 +1,29 @@
-"""Layer normalisation written out as plain ONNX operators, for the CPU int8 variant (a measured speed-up).
+"""``SkipLayerNormalization`` written out as plain ONNX operators in the CPU int8 variant (a measured speed-up).
 
-Why by hand: onnxruntime's CPU kernels for ``LayerNormalization`` and the fused ``SkipLayerNormalization``
-(onnxruntime 1.32) normalise each row with scalar code; a vectorised kernel was merged upstream in 2026
-(onnxruntime pull request 31973) but is not in the release this project runs. The same arithmetic as
-``ReduceMean``/``Sub``/``Mul``/``Sqrt``/``Div`` nodes runs on onnxruntime's vectorised element-wise
-kernels instead. Measured on this project's 2-core AVX-512 machine, onnxruntime 1.32:
-
-- one (19, 55, 384) LayerNorm, one thread: fused 2.0 ms, written out 0.5 ms;
-- MiniLM int8, whole model, 2,000 short texts (55 tokens mean), 2 threads, batches of 1,024 tokens:
-  fused 324 rows/s, written out 372 rows/s (the fused norms were 20 % of the run time in onnxruntime's
-  profiler, more than the attention score computation).
+Why by hand: onnxruntime's CPU kernel for its fused ``SkipLayerNormalization`` (residual add + LayerNorm;
+onnxruntime 1.32) runs about ten times slower than its own ``LayerNormalization`` kernel on the same data
+(a vectorised normalisation kernel was merged upstream in 2026, onnxruntime pull request 31973, and is not
+in this release). ``Add`` + ``LayerNormalization`` is no way out: onnxruntime's SkipLayerNormFusion fuses
+the pair back at session start. The same arithmetic as ``ReduceMean``/``Sub``/``Mul``/``Sqrt``/``Div``
+nodes runs on vectorised element-wise kernels. Measured on this project's 2-core AVX-512 machine
+(``benchmarks/layernorm_kernels.py``), a (19, 55, 384) tensor on one thread: fused ``SkipLayerNormalization``
+2.03 ms, written out 0.54 ms (``LayerNormalization`` alone 0.21 ms, so plain LayerNorm nodes are left as they
+are). On MiniLM int8, `clsrun predict` on short texts: 278 vs 255 rows/s end to end, one stream, 8,192-token
+batches (``benchmarks/predict_variants.py``, README Results); onnxruntime's profiler had put the fused nodes
+at 20 % of the run time.
 
 Only the int8 variant is rewritten: it is the CPU variant (the runtime prefers fp16, then fp32, on CUDA,
 where the fused kernels are the fast ones), and the rewrite runs after quantization, on the float
 normalisation nodes the quantizer left alone. The accuracy gate then scores the rewritten file as usual.
-When onnxruntime ships the vectorised kernel, re-measure: ``clsrun export --fused-layernorm`` keeps the
-fused nodes.
+When onnxruntime ships the vectorised kernel, re-run ``benchmarks/layernorm_kernels.py``: ``clsrun export
+--fused-layernorm`` keeps the fused nodes.
 
-The arithmetic is PyTorch's ``LayerNorm`` (two-pass, biased variance), for each row ``x`` of the last axis::
+The arithmetic is PyTorch's ``LayerNorm`` (two-pass, biased variance), for each row of the last axis::
 
-    s = input + skip (+ bias)                       # SkipLayerNormalization only
-    d = s - mean(s);  y = d / sqrt(mean(d * d) + eps) * gamma (+ beta)
+    s = input + skip (+ bias);  d = s - mean(s);  y = d / sqrt(mean(d * d) + eps) * gamma (+ beta)
 
-``d * d`` is a ``Mul`` rather than ``Pow``: onnxruntime's own LayerNormFusion matches the ``Pow`` form and
-would fuse the nodes straight back at session start (a test checks that it does not).
+``d * d`` is a ``Mul`` rather than ``Pow``: onnxruntime's LayerNormFusion matches the ``Pow`` form and
+would fuse the nodes straight back at session start (a test checks that neither fusion happens).
 """
 
 from __future__ import annotations
@@ -36,8 +36,6 @@ import numpy as np
 from clsrun.runtime.errors import ExportError
 
 MS_DOMAIN = "com.microsoft"
-# (op_type, domain) of the nodes rewritten; the default ONNX domain is "" or "ai.onnx".
-_LAYER_NORM = "LayerNormalization"
 _SKIP_LAYER_NORM = "SkipLayerNormalization"
 
 
@@ -55,12 +53,8 @@ def _opset(model: Any) -> int:
 
 
 def _rewritable(node: Any) -> bool:
-    """A node whose outputs beyond the normalised tensor (mean, inverse std) nobody reads, on the last axis."""
-    if node.op_type == _LAYER_NORM and node.domain in ("", "ai.onnx"):
-        return _attr(node, "axis", -1) == -1 and not any(node.output[1:3])
-    if node.op_type == _SKIP_LAYER_NORM and node.domain == MS_DOMAIN:
-        return not any(node.output[1:3])
-    return False
+    """A ``SkipLayerNormalization`` whose optional statistics outputs (mean, inverse std) nobody reads."""
+    return node.op_type == _SKIP_LAYER_NORM and node.domain == MS_DOMAIN and not any(node.output[1:3])
 
 
 class _Writer:
@@ -90,17 +84,13 @@ class _Writer:
         eps = np.array(_attr(node, "epsilon", 1e-5), dtype=np.float32)
         eps_name = f"{base}/epsilon"
         self.model.graph.initializer.append(onnx.numpy_helper.from_array(eps, eps_name))
-        inputs = list(node.input) + [""] * 5
-        if node.op_type == _SKIP_LAYER_NORM:
-            x, skip, gamma, beta, bias = inputs[:5]
-            sum_out = node.output[3] if len(node.output) > 3 and node.output[3] else f"{base}/sum"
-            if bias:
-                s = self.node("Add", [x, skip], f"{base}/input_plus_skip")
-                s = self.node("Add", [s, bias], sum_out)
-            else:
-                s = self.node("Add", [x, skip], sum_out)
+        x, skip, gamma, beta, bias = (list(node.input) + [""] * 5)[:5]
+        sum_out = node.output[3] if len(node.output) > 3 and node.output[3] else f"{base}/sum"
+        if bias:
+            s = self.node("Add", [x, skip], f"{base}/input_plus_skip")
+            s = self.node("Add", [s, bias], sum_out)
         else:
-            s, gamma, beta = inputs[0], inputs[1], inputs[2]
+            s = self.node("Add", [x, skip], sum_out)
         d = self.node("Sub", [s, self.mean(s, f"{base}/mean")], f"{base}/centered")
         var = self.mean(self.node("Mul", [d, d], f"{base}/squared"), f"{base}/variance")
         std = self.node("Sqrt", [self.node("Add", [var, eps_name], f"{base}/variance_eps")], f"{base}/std")
@@ -114,8 +104,8 @@ class _Writer:
 def decompose_layernorm_model(model: Any) -> int:
     """Rewrite ``model`` (an ``onnx.ModelProto``, in place); returns how many nodes were written out.
 
-    Nodes whose optional statistics outputs are read, or that normalise over another axis than the
-    last, are left fused. The graph's node order stays topological: each rewrite takes its node's place.
+    Nodes whose optional statistics outputs are read are left fused. The graph's node order stays
+    topological: each rewrite takes its node's place.
     """
     import onnx
 

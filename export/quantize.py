@@ -47,8 +47,8 @@ class Int8Options:
     static: bool | None = None
     # How many validation rows calibrate the static variant (more: slower export, steadier ranges).
     calibration_rows: int = 256
-    # Write LayerNormalization/SkipLayerNormalization out as plain operators in the int8 file: faster on
-    # onnxruntime's CPU provider, whose fused kernels are scalar (see ``export/layernorm.py``).
+    # Write SkipLayerNormalization (residual add + LayerNorm) out as plain operators in the int8 file:
+    # faster on onnxruntime's CPU provider, whose kernel for it is slow (see ``export/layernorm.py``).
     plain_layernorm: bool = True
 
     def __post_init__(self) -> None:

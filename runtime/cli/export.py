@@ -69,9 +69,9 @@ def export(
     plain_layernorm: bool = typer.Option(
         True,
         "--plain-layernorm/--fused-layernorm",
-        help="In the int8 file, write layer normalisation out as plain ONNX operators (default) or keep "
-        "onnxruntime's fused LayerNorm nodes. onnxruntime 1.32's fused CPU kernels are scalar: plain "
-        "operators ran MiniLM int8 15 % faster. Same arithmetic; the gate checks it either way.",
+        help="In the int8 file, write the fused residual-add + LayerNorm nodes (SkipLayerNormalization) out as "
+        "plain ONNX operators (default) or keep them. onnxruntime 1.32's CPU kernel for them is slow: plain "
+        "operators ran MiniLM int8 9 percent faster. Same arithmetic; the gate checks it either way.",
     ),
     max_rows: int | None = typer.Option(
         None, "--max-rows", min=1, help="Use at most this many gate rows (faster export, noisier verdict)."
