@@ -37,7 +37,7 @@ test: lint typecheck unit
 demo: $(STAMP)
 	@$(BIN)/clsrun predict runtime/samples/reviews_sample.csv --out demo.scores.csv --quiet
 	@echo "first rows of demo.scores.csv:" && head -5 demo.scores.csv
-	@$(BIN)/python -c "import json; m=json.load(open('demo.scores.csv.manifest.json')); print(f\"scored {m['rows_read']} rows -> demo.scores.csv at {m['rows_per_s']:.0f} rows/s ({m['backend']} {m['precision']}, {m['threads']} threads)\")"
+	@$(BIN)/python -c "import json; m=json.load(open('demo.scores.csv.manifest.json')); print(f\"scored {m['rows_read']} rows -> demo.scores.csv at {m['rows_per_s']:.0f} rows/s ({m['backend']} {m['precision']}, {m['threads']} threads, {m['streams']} streams)\")"
 
 bench: $(STAMP)
 	$(BIN)/pytest benchmarks -q --benchmark-only -p no:cacheprovider
