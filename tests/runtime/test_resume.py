@@ -6,8 +6,10 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -137,3 +139,37 @@ def test_resume_of_a_completed_run_does_nothing(tmp_path: Path, toy_bundle: Path
     assert again.manifest == first.manifest and first.output.stat().st_mtime_ns == stamp
     changed = score_file(src, tmp_path / "o.csv", clf, ScoreOptions(window=100, resume=True, probs=True))
     assert changed.manifest["options"]["probs"] is True  # other options: scored again
+
+
+class _FailingRunner:
+    """Wraps a runner: the ``fail_at``-th call raises (in whichever stream's thread runs it)."""
+
+    def __init__(self, runner: Any, fail_at: int) -> None:
+        self.runner, self.providers, self.fail_at = runner, runner.providers, fail_at
+        self.calls, self.lock = 0, threading.Lock()
+
+    def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        with self.lock:
+            self.calls += 1
+            if self.calls == self.fail_at:
+                raise _Crash
+        return np.asarray(self.runner.run(inputs))
+
+
+def test_a_failing_stream_stops_the_run_and_resume_completes_it(tmp_path: Path, toy_bundle: Path) -> None:
+    src = _input(tmp_path / "in.csv", 4000)
+    options = {"window": 300, "probs": True, "batch_tokens": 400}
+    ref = score_file(
+        src, tmp_path / "ref.csv", Classifier.load(toy_bundle, threads=1), ScoreOptions(**options)
+    )
+    clf = Classifier.load(toy_bundle, threads=3, streams=3)
+    healthy = clf.runner
+    clf.runner = _FailingRunner(healthy, fail_at=30)
+    out = tmp_path / "out.csv"
+    with pytest.raises(_Crash):
+        score_file(src, out, clf, ScoreOptions(**options, resume=True))
+    assert not out.exists()
+    clf.runner = healthy
+    result = score_file(src, out, clf, ScoreOptions(**options, resume=True))
+    assert 0 < result.manifest["resumed_from_row"] < 4000
+    assert out.read_bytes() == ref.output.read_bytes()
