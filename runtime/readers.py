@@ -6,10 +6,11 @@ with per-row errors kept in place; the trainer reads a whole labelled file throu
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, cast
@@ -155,6 +156,39 @@ class RecordChunk:
         return len(self.texts)
 
 
+@dataclass(frozen=True)
+class ReadProgress:
+    """How far a :class:`RecordStream` has read its file: :meth:`RecordStream.progress`, from any thread.
+
+    CSV, TSV and JSONL files say how many rows they hold only once read to the end, so until then
+    ``total_rows`` is an estimate: the rows read so far over the fraction of the file's bytes on disk
+    (compressed bytes for ``.gz``) that held them. Parquet's row count is in its metadata: exact at once.
+    """
+
+    rows: int  # rows read from the start of the file (the rows a --resume run skips are read too)
+    fraction: float  # 0..1 of the file read: bytes on disk for CSV/TSV/JSONL, rows for Parquet
+    total_rows: int | None  # the file's rows: exact when ``exact``, else rows / fraction; None before any row
+    exact: bool  # total_rows is the true count (Parquet metadata, or the whole file read)
+
+
+_Rows = tuple[list[str | None], list[str | None] | None, list[str], int | None]
+"""One chunk from a format's reader: texts, ids, errors, and the bytes of the file on disk read so far
+through this chunk (compressed bytes for ``.gz``; None for Parquet, whose progress counts rows)."""
+
+
+def _gzip_ratio(path: Path, sample: int = 1 << 20) -> float:
+    """Compressed bytes per decompressed byte at the start of a gzip file (its first MiB, read once)."""
+    with open(path, "rb") as f:
+        head = f.read(sample)
+    inflate = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)  # gzip framing
+    try:
+        produced = len(inflate.decompress(head, 16 * sample))  # bounded: a MiB of zeros inflates 1000-fold
+    except zlib.error:
+        return 1.0  # a damaged start: the reader itself reports it
+    consumed = len(head) - len(inflate.unconsumed_tail) - len(inflate.unused_data)
+    return consumed / produced if produced else 1.0
+
+
 def _mark(texts: list[str | None], errors: list[str], mask: np.ndarray, reason: str) -> None:
     """Set ``reason`` on the rows of ``mask`` that do not already have an error."""
     for i in np.flatnonzero(mask):
@@ -233,6 +267,7 @@ class RecordStream:
     The constructor checks the format and the columns and parses the first chunk, so a missing text
     column, a wrong format or a damaged start of file is an :class:`InputError` at once. Problems found
     later in the file (a truncated gzip stream) raise :class:`InputError` while iterating.
+    :meth:`progress` says how far the reading got, for a progress bar on another thread.
     """
 
     def __init__(
@@ -252,6 +287,9 @@ class RecordStream:
         self.max_text_bytes = max_text_bytes
         self.block_bytes = max(block_bytes, max_text_bytes + (1 << 16))  # a row must fit in one block
         self.rows_read = 0
+        self._size = self.path.stat().st_size
+        self._known_rows: int | None = None  # Parquet: the row count in the file's metadata
+        self._progress = ReadProgress(0, 0.0, None, False)  # replaced whole, so other threads see one state
         self._raw = self._open_raw()
         self._first = self._pull()
 
@@ -274,6 +312,10 @@ class RecordStream:
                 yield chunk
             chunk = self._pull()
 
+    def progress(self) -> ReadProgress:
+        """How far the file has been read (updated once per chunk by the thread that reads it)."""
+        return self._progress
+
     # -- internals ---------------------------------------------------------------------------------
     def _fail(self, e: BaseException) -> InputError:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
@@ -289,7 +331,7 @@ class RecordStream:
                 f"{', '.join(repr(n) for n in names) or '(none)'} (choose with --text-col / --id-col)"
             )
 
-    def _open_raw(self) -> Iterator[tuple[list[str | None], list[str | None] | None, list[str]]]:
+    def _open_raw(self) -> Iterator[_Rows]:
         try:
             if self.format.kind == "parquet":
                 return self._parquet()
@@ -309,24 +351,34 @@ class RecordStream:
         except _READ_ERRORS as e:
             raise self._fail(e) from e
         if item is None:
+            self._progress = ReadProgress(self.rows_read, 1.0, self.rows_read, True)
             return None
-        texts, ids, errors = item
+        texts, ids, errors, consumed = item
         chunk = RecordChunk(self.rows_read, ids, texts, errors)
         self.rows_read += len(texts)
+        self._progress = self._progressed(consumed)
         return chunk
 
-    def _stream(self) -> pa.NativeFile:
+    def _progressed(self, consumed: int | None) -> ReadProgress:
+        rows, known = self.rows_read, self._known_rows
+        if known is not None:
+            return ReadProgress(rows, min(1.0, rows / known) if known else 1.0, known, True)
+        fraction = min(1.0, (consumed or 0) / self._size) if self._size else 1.0
+        return ReadProgress(rows, fraction, round(rows / fraction) if fraction > 0 else None, False)
+
+    def _stream(self) -> tuple[pa.NativeFile, pa.NativeFile]:
+        """The (decompressed) stream to parse and the file on disk under it."""
         # A plain OSFile: ``pa.input_stream`` adds a buffering layer under which the CSV reader held about
         # 70 MB of read-ahead for 2 MiB blocks, against about 15 MB here.
         raw = pa.OSFile(str(self.path), "rb")
-        return pa.CompressedInputStream(raw, "gzip") if self.format.gzip else raw
+        return (pa.CompressedInputStream(raw, "gzip") if self.format.gzip else raw), raw
 
-    def _csv(self) -> Iterator[tuple[list[str | None], list[str | None] | None, list[str]]]:
+    def _csv(self) -> Iterator[_Rows]:
         parse = pacsv.ParseOptions(
             delimiter="\t" if self.format.kind == "tsv" else ",", newlines_in_values=True
         )
         read = pacsv.ReadOptions(block_size=self.block_bytes, use_threads=False)
-        with self._stream() as probe:
+        with self._stream()[0] as probe:
             names = pacsv.open_csv(probe, read_options=read, parse_options=parse).schema.names
         self._missing(names)
         # In a one-column file an empty line is a row with an empty text (a null written by most CSV
@@ -342,12 +394,28 @@ class RecordStream:
             column_types={c: pa.binary() for c in columns},
             strings_can_be_null=False,
         )
-        source = self._stream()
+        source, raw = self._stream()
         reader = pacsv.open_csv(source, read_options=read, parse_options=parse, convert_options=convert)
-        return self._arrow_chunks(reader, source)
+        return self._arrow_chunks(reader, source, self._csv_consumed(raw))
 
-    def _parquet(self) -> Iterator[tuple[list[str | None], list[str | None] | None, list[str]]]:
+    def _csv_consumed(self, raw: pa.NativeFile) -> Callable[[int], int]:
+        """Bytes on disk up to the end of the ``k``-th (0-based) batch of pyarrow's CSV reader.
+
+        pyarrow reads ``block_bytes`` at a time on an I/O thread of its own, some 30 blocks ahead of the
+        batches it hands out, so the file's position runs ahead of the rows. But each block becomes one
+        batch, in order: batch ``k`` ends ``k + 1`` blocks into the (decompressed) text. For ``.gz`` that
+        is turned into compressed bytes with the compression ratio of the file's start. Both are capped
+        at the position, which the rows cannot be past. (A Python stream that noted each block's position
+        would be exact, but pyarrow would call it from its I/O thread, and a process that exits during
+        such a call aborts.)
+        """
+        ratio = _gzip_ratio(self.path) if self.format.gzip else 1.0
+        return lambda k: min(round((k + 1) * self.block_bytes * ratio), raw.tell())
+
+    def _parquet(self) -> Iterator[_Rows]:
         pf = pq.ParquetFile(self.path)
+        self._known_rows = pf.metadata.num_rows
+        self._progress = ReadProgress(0, 0.0, self._known_rows, True)
         schema = pf.schema_arrow
         self._missing(schema.names)
         kind = schema.field(self.text_col).type
@@ -356,55 +424,57 @@ class RecordStream:
             raise InputError(f"{self.path}: column {self.text_col!r} holds {kind}, not text")
         columns = list(dict.fromkeys(c for c in (self.text_col, self.id_col) if c is not None))
         rows = max(1024, self.block_bytes // 128)
-        return self._arrow_chunks(pf.iter_batches(batch_size=rows, columns=columns), pf)
+        return self._arrow_chunks(pf.iter_batches(batch_size=rows, columns=columns), pf, None)
 
     def _arrow_chunks(
-        self, batches: Iterable[pa.RecordBatch], owner: Any
-    ) -> Iterator[tuple[list[str | None], list[str | None] | None, list[str]]]:
+        self, batches: Iterable[pa.RecordBatch], owner: Any, end_of: Callable[[int], int] | None
+    ) -> Iterator[_Rows]:
         try:
-            for batch in batches:
+            for k, batch in enumerate(batches):
                 if batch.num_rows == 0:
                     continue
                 texts, errors = _arrow_texts(batch.column(self.text_col), self.max_text_bytes)
                 ids = _arrow_ids(batch.column(self.id_col)) if self.id_col else None
-                yield texts, ids, errors
+                yield texts, ids, errors, None if end_of is None else end_of(k)
         finally:
             close = getattr(owner, "close", None)
             if close is not None:
                 close()
 
-    def _jsonl(self) -> Iterator[tuple[list[str | None], list[str | None] | None, list[str]]]:
+    def _jsonl(self) -> Iterator[_Rows]:
         # pyarrow.json has no streaming reader, and one bad line must not fail its neighbours: lines are
         # read in blocks and parsed one by one with the standard library.
-        f = cast(IO[bytes], gzip.open(self.path, "rb") if self.format.gzip else open(self.path, "rb"))  # noqa: SIM115
-        try:
+        with contextlib.ExitStack() as files:
+            raw = files.enter_context(open(self.path, "rb"))
+            f = (
+                cast(IO[bytes], files.enter_context(gzip.GzipFile(fileobj=raw, mode="rb")))
+                if self.format.gzip
+                else raw
+            )
             lines = self._next_lines(f)
-        except BaseException:
-            f.close()
-            raise
-        if not lines:  # an empty file (or only blank lines): no records, no columns to check
-            f.close()
-            return iter(())
-        try:
-            first = json.loads(lines[0])
-        except ValueError as e:
-            f.close()
-            raise InputError(f"{self.path}: not JSON Lines: the first line is not JSON ({e})") from e
-        if not isinstance(first, dict):
-            f.close()
-            raise InputError(f"{self.path}: not JSON Lines: the first line is not a JSON object")
-        self._missing(list(first))
-        return self._jsonl_chunks(f, lines)
+            if not lines:  # an empty file (or only blank lines): no records, no columns to check
+                return iter(())
+            try:
+                first = json.loads(lines[0])
+            except ValueError as e:
+                raise InputError(f"{self.path}: not JSON Lines: the first line is not JSON ({e})") from e
+            if not isinstance(first, dict):
+                raise InputError(f"{self.path}: not JSON Lines: the first line is not a JSON object")
+            self._missing(list(first))
+            # raw.tell(): bytes of the file on disk read so far; for .gz the compressed bytes, at most one
+            # read of the decompressor (8 to 128 KiB, by Python version) ahead of the lines handed out.
+            return self._jsonl_chunks(files.pop_all(), f, raw.tell, lines)
 
     def _jsonl_chunks(
-        self, f: IO[bytes], lines: list[bytes]
-    ) -> Iterator[tuple[list[str | None], list[str | None] | None, list[str]]]:
-        with f:
+        self, files: contextlib.ExitStack, f: IO[bytes], position: Callable[[], int], lines: list[bytes]
+    ) -> Iterator[_Rows]:
+        with files:
             while lines:
+                end = position()
                 rows = [_json_row(ln, self.text_col, self.id_col, self.max_text_bytes) for ln in lines]
                 texts = [r[0] for r in rows]
                 ids = [r[1] for r in rows] if self.id_col else None
-                yield texts, ids, [r[2] for r in rows]
+                yield texts, ids, [r[2] for r in rows], end
                 lines = self._next_lines(f)
 
     def _next_lines(self, f: IO[bytes]) -> list[bytes]:

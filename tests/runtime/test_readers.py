@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
+import random
+import string
 from pathlib import Path
 
 import pyarrow as pa
@@ -11,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from clsrun.runtime.errors import InputError
-from clsrun.runtime.readers import RecordChunk, open_records, read_labelled
+from clsrun.runtime.readers import ReadProgress, RecordChunk, open_records, read_labelled
 
 TEXTS = ["good", "", "  ", "bad", None]
 EXPECTED_ERRORS = ["", "empty or whitespace-only text", "empty or whitespace-only text", "", "null text"]
@@ -155,3 +158,74 @@ def test_jsonl_blank_lines_are_not_records_even_across_blocks(tmp_path: Path) ->
 def test_id_column_may_be_the_text_column(tmp_path: Path) -> None:
     got = _all(_write(tmp_path / "in.csv"), id_col="text")
     assert got.ids is not None and got.ids[0] == "good"
+
+
+# -- progress(): how far the reading got, for the progress bar ---------------------------------------
+
+
+def _varied(path: Path, n: int) -> Path:
+    """``n`` rows of random letters, 20 to 200 a row (random, so gzip still leaves megabytes on disk)."""
+    rng = random.Random(0)
+    texts = ["".join(rng.choices(string.ascii_lowercase + " ", k=rng.randint(20, 200))) for _ in range(n)]
+    if ".jsonl" in path.name:
+        data = "".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in enumerate(texts)).encode()
+    else:
+        data = ("id,text\n" + "".join(f"{i},{t}\n" for i, t in enumerate(texts))).encode()
+    path.write_bytes(gzip.compress(data) if path.name.endswith(".gz") else data)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("name", "tolerance"),
+    # Rows vary in length, so a quarter of the file predicts the rest within about 1%; .gz CSV adds the
+    # compression ratio of the file's start, .gz JSONL the decompressor reading a little ahead.
+    [("in.csv", 0.02), ("in.jsonl", 0.02), ("in.csv.gz", 0.05), ("in.jsonl.gz", 0.05)],
+)
+def test_total_is_estimated_from_bytes_then_exact_at_the_end(
+    tmp_path: Path, name: str, tolerance: float
+) -> None:
+    n = 40_000  # about 4.4 MB of text: some 70 blocks of 64 KiB
+    path = _varied(tmp_path / name, n)
+    stream = open_records(path, block_bytes=1, max_text_bytes=1024)  # blocks of 64 KiB + 1 KiB
+    seen = [stream.progress() for _ in stream.chunks()]  # each after the chunk just handed out was read
+    assert len(seen) > 40
+    for before, now in itertools.pairwise(seen):
+        assert 0 < now.fraction <= 1 and now.fraction >= before.fraction
+        assert now.total_rows is not None and now.total_rows >= now.rows > before.rows
+        assert not now.exact  # the last chunk is read, but not yet the end of the file
+    errors = [abs(p.total_rows / n - 1) for p in seen if p.rows >= n // 4 and p.total_rows]
+    assert max(errors) <= tolerance, f"estimate off by {max(errors):.1%} after a quarter of {name}"
+    assert stream.progress() == ReadProgress(n, 1.0, n, True)
+
+
+def test_gzip_csv_estimate_is_never_past_what_was_read(tmp_path: Path) -> None:
+    # Long random rows, then short repetitive ones that compress far better: the compression ratio of the
+    # start would put the later rows past the compressed bytes read, so the estimate stops at the position
+    # (a bytes-based estimate cannot foresee the short rows: it rises towards the true count as they come).
+    path = _varied(tmp_path / "in.csv", 5_000)
+    data = path.read_bytes() + "".join(f"{i},same text again\n" for i in range(5_000, 200_000)).encode()
+    path = tmp_path / "mixed.csv.gz"
+    path.write_bytes(gzip.compress(data))
+    stream = open_records(path, block_bytes=1, max_text_bytes=1024)
+    seen = [stream.progress() for _ in stream.chunks()]
+    assert all(0 < p.fraction <= 1 and p.total_rows and p.total_rows >= p.rows for p in seen)
+    assert [p.fraction for p in seen] == sorted(p.fraction for p in seen)
+    assert stream.progress() == ReadProgress(200_000, 1.0, 200_000, True)
+
+
+def test_estimate_counts_the_rows_a_resume_skips(tmp_path: Path) -> None:
+    path = _varied(tmp_path / "in.csv", 20_000)
+    stream = open_records(path, block_bytes=1, max_text_bytes=1024)
+    assert sum(len(c) for c in stream.chunks(skip=15_000)) == 5_000
+    assert stream.progress() == ReadProgress(20_000, 1.0, 20_000, True)
+
+
+def test_parquet_total_is_the_row_count_in_its_metadata(tmp_path: Path) -> None:
+    path = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"text": [f"row {i}" for i in range(5000)]}), path, row_group_size=700)
+    stream = open_records(path, block_bytes=1, max_text_bytes=128 * 1024)  # chunks of 1,536 rows
+    first = stream.progress()
+    assert first.exact and first.total_rows == 5000 and first.rows == 1536 and first.fraction == 1536 / 5000
+    fractions = [stream.progress().fraction for _ in stream.chunks()]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert stream.progress() == ReadProgress(5000, 1.0, 5000, True)
