@@ -53,6 +53,9 @@ class ScoreOptions:
     sort: bool = True  # length-sort each window (off only to measure what sorting buys)
     max_text_bytes: int = DEFAULT_MAX_TEXT_BYTES  # a longer text is a per-row error
     progress: Callable[[int], None] | None = field(default=None, repr=False)  # called with rows just written
+    # called once, before scoring, with the rows a --resume run found done (a progress bar shows them as
+    # done but leaves them out of its rate); without it they go to ``progress``
+    progress_resumed: Callable[[int], None] | None = field(default=None, repr=False)
 
     def check(self) -> None:
         if self.window <= 0:
@@ -295,8 +298,9 @@ def score_file(
     started = time.perf_counter()
     partial = PartialOutput.open(out, state, options.resume)
     resumed_rows = partial.rows_done
-    if resumed_rows and options.progress is not None:
-        options.progress(resumed_rows)
+    report_resumed = options.progress_resumed or options.progress
+    if resumed_rows and report_resumed is not None:
+        report_resumed(resumed_rows)
     _Pipeline(classifier, partial, options).run(stream, resumed_rows)
     schema = classifier.output_schema(options.probs, options.id_col is not None)
     write_atomically(out, schema, partial.tables(), tmp_dir=partial.folder)

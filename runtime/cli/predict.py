@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from clsrun.runtime.cli.app import app, reports_errors
 
 if TYPE_CHECKING:
+    from clsrun.runtime.readers import RecordStream
     from clsrun.runtime.score import ScoreOptions
 
 
@@ -159,10 +160,8 @@ def predict(
     )
     bar = None
     if not quiet and sys.stderr.isatty():
-        from tqdm import tqdm
-
-        bar = tqdm(unit=" rows", unit_scale=True, desc="scoring", file=sys.stderr, smoothing=0.1)
-        options.progress = bar.update
+        bar = ScoringBar(stream)
+        options.progress, options.progress_resumed = bar.update, bar.resumed
     try:
         result = score_file(stream, out, classifier, options)
     finally:
@@ -176,6 +175,57 @@ def predict(
             f"({m['backend']} {m['precision']} {m['device']}, {m['threads']} threads, {m['streams']} streams)",
             err=True,
         )
+
+
+class ScoringBar:
+    """The tqdm bar on stderr: rows written of the input's rows, rows/s and the time left.
+
+    The total comes from the stream (:meth:`RecordStream.progress`), asked once per window written: exact
+    for Parquet; for CSV/TSV/JSONL estimated from the bytes read until the whole file is read (the
+    description says "~est." until then) and corrected as the reading goes.
+    """
+
+    def __init__(self, stream: RecordStream, file: Any = None) -> None:
+        from tqdm import tqdm
+
+        self.stream = stream
+        first = stream.progress()
+        self.exact = first.exact
+        self.bar = tqdm(
+            total=first.total_rows,
+            desc=_bar_label(first.exact),
+            unit=" rows",
+            unit_scale=True,
+            file=file or sys.stderr,
+            smoothing=0.1,
+        )
+
+    def _retotal(self, written: int) -> None:
+        progress = self.stream.progress()
+        if progress.total_rows is not None:  # never under the rows written (an estimate can be, briefly)
+            self.bar.total = max(progress.total_rows, written)
+        if progress.exact != self.exact:
+            self.exact = progress.exact
+            self.bar.set_description_str(_bar_label(progress.exact), refresh=False)
+
+    def update(self, rows: int) -> None:
+        """``rows`` more rows written."""
+        self._retotal(self.bar.n + rows)
+        self.bar.update(rows)
+
+    def resumed(self, rows: int) -> None:
+        """Rows a --resume run found done: shown as done, left out of rows/s and the time left."""
+        self.bar.n = self.bar.initial = self.bar.last_print_n = rows  # what tqdm(initial=rows) sets
+        self._retotal(rows)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        self._retotal(self.bar.n)
+        self.bar.close()
+
+
+def _bar_label(exact: bool) -> str:
+    return "scoring" if exact else "scoring (~est.)"
 
 
 # -- --engine ray (owner H6): the command maps options to clsrun.runtime.ray_engine.score_with_ray ---------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -9,10 +10,15 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 import pytest
+import typer.main
 from typer.testing import CliRunner
 
 from clsrun.runtime.cli import app
+from clsrun.runtime.cli.predict import ScoringBar
+from clsrun.runtime.partial import PartialOutput
+from clsrun.runtime.readers import ReadProgress
 
 runner = CliRunner()
 
@@ -109,6 +115,105 @@ def test_real_subprocess_run(tmp_path: Path, toy_bundle: Path) -> None:
     cmd = [sys.executable, "-c", "from clsrun.runtime.cli import main; main()", "predict", str(src)]
     done = subprocess.run([*cmd, "--model", str(toy_bundle)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert "scored 300 rows" in done.stderr
+    assert "scored 300 rows" in done.stderr and "scoring" not in done.stderr  # a pipe: no bar
     out = pacsv.read_csv(tmp_path / "in.scores.csv")
     assert out.num_rows == 300 and out.column_names == ["id", "label", "score", "status", "error"]
+
+
+# -- the progress bar: tqdm on stderr when it is a terminal, with the input's row count and time left --------
+
+
+class _Terminal(io.StringIO):
+    """A stderr that says it is a terminal, so the progress bar is drawn into it."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def _on_terminal(monkeypatch: pytest.MonkeyPatch, args: list[str]) -> str:
+    """Run clsrun in this process with stderr a (fake) terminal; what it wrote there."""
+    err = _Terminal()
+    monkeypatch.setattr(sys, "stderr", err)
+    code = typer.main.get_command(app).main(args, prog_name="clsrun", standalone_mode=False)
+    assert code in (None, 0), err.getvalue()
+    return err.getvalue()
+
+
+def _frames(stderr: str) -> list[str]:
+    """The bar's successive states (tqdm redraws its line after a carriage return)."""
+    return [f.strip() for f in stderr.replace("\r", "\n").splitlines() if f.strip().startswith("scoring")]
+
+
+@pytest.mark.parametrize("name", ["in.csv", "in.parquet"])
+def test_bar_on_a_terminal_shows_the_total(
+    tmp_path: Path, toy_bundle: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    src = _input(tmp_path / "in.csv", 2000)
+    if name.endswith(".parquet"):
+        every_line = pacsv.ParseOptions(ignore_empty_lines=False)  # the empty texts are rows too
+        pq.write_table(pacsv.read_csv(src, parse_options=every_line), tmp_path / name)
+        src = tmp_path / name
+    stderr = _on_terminal(monkeypatch, ["predict", str(src), "--model", str(toy_bundle), "--window", "500"])
+    frames = _frames(stderr)
+    # CSV: estimated from the bytes read (here the first chunk is the whole file) until the end is read;
+    # Parquet: the row count in its metadata from the start.
+    first = "scoring (~est.):" if name.endswith(".csv") else "scoring:"
+    assert frames[0].startswith(first) and "0.00/2.00k" in frames[0], frames
+    assert frames[-1].startswith("scoring: 100%") and "2.00k/2.00k" in frames[-1], frames
+    assert stderr.rstrip().splitlines()[-1].startswith("scored 2000 rows")
+
+
+def test_no_bar_with_quiet_or_when_stderr_is_not_a_terminal(
+    tmp_path: Path, toy_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    args = ["predict", str(_input(tmp_path / "in.csv", 300)), "--model", str(toy_bundle)]
+    res = runner.invoke(app, args)  # CliRunner's stderr is not a terminal
+    assert res.exit_code == 0 and res.output.startswith("scored 300 rows") and res.output.count("\n") == 1
+    assert _on_terminal(monkeypatch, [*args, "--quiet"]) == ""
+
+
+def test_resumed_run_starts_the_bar_at_the_rows_done(
+    tmp_path: Path, toy_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    args = ["predict", str(_input(tmp_path / "in.csv", 2000)), "--model", str(toy_bundle), "--window", "500"]
+    original = PartialOutput.add
+
+    def crash_after_two_windows(self: PartialOutput, *a: object, **kw: object) -> object:
+        if len(self.parts) == 2:
+            raise RuntimeError("killed")
+        return original(self, *a, **kw)  # type: ignore[arg-type]
+
+    with monkeypatch.context() as m:
+        m.setattr(PartialOutput, "add", crash_after_two_windows)
+        assert runner.invoke(app, [*args, "--resume"]).exit_code == 1
+    frames = _frames(_on_terminal(monkeypatch, [*args, "--resume"]))
+    assert "1.00k/2.00k" in frames[1] and "? rows/s" in frames[1], frames  # resumed: no rate yet
+    assert frames[-1].startswith("scoring: 100%") and "2.00k/2.00k" in frames[-1], frames
+
+
+class _Stream:
+    """What ScoringBar asks of a RecordStream: ``progress()``."""
+
+    def __init__(self) -> None:
+        self.now = ReadProgress(1000, 0.1, 10_000, False)
+
+    def progress(self) -> ReadProgress:
+        return self.now
+
+
+def test_scoring_bar_follows_the_estimate_and_leaves_resumed_rows_out_of_the_rate() -> None:
+    stream = _Stream()
+    bar = ScoringBar(stream, file=io.StringIO())  # type: ignore[arg-type]
+    assert bar.bar.total == 10_000 and bar.bar.desc == "scoring (~est.)"
+    bar.resumed(4000)
+    assert bar.bar.n == bar.bar.initial == 4000  # tqdm's rate counts from here: rows/s of this run only
+    stream.now = ReadProgress(6000, 0.5, 12_000, False)
+    bar.update(1000)
+    assert bar.bar.n == 5000 and bar.bar.total == 12_000
+    stream.now = ReadProgress(4500, 1.0, 4500, False)  # an estimate below the rows written: never under n
+    bar.update(100)
+    assert bar.bar.total == 5100
+    stream.now = ReadProgress(11_000, 1.0, 11_000, True)
+    bar.update(5900)
+    assert bar.bar.total == 11_000 and bar.bar.n == 11_000 and bar.bar.desc == "scoring"
+    bar.close()
