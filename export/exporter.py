@@ -252,8 +252,8 @@ def _build_int8(
         return dynamic, result, _static_failed(info, result, rows, static, e)
     better = _static_wins(static_result, result)
     info["candidates"] = {
-        "dynamic": {k: getattr(result, k) for k in ("accuracy", "rows_per_s", "size_bytes")},
-        "static": {k: getattr(static_result, k) for k in ("accuracy", "rows_per_s", "size_bytes")},
+        "dynamic": _candidate(result),
+        "static": _candidate(static_result),
         "calibration_rows": rows,
     }
     log.info(
@@ -285,6 +285,11 @@ def _plain_layernorm(path: Path, opts: Int8Options) -> int:
     return count
 
 
+def _candidate(result: VariantResult) -> dict[str, Any]:
+    """What the report keeps of an int8 candidate (dynamic or static QDQ) to show why one was kept."""
+    return {k: getattr(result, k) for k in ("accuracy", "rows_per_s", "size_bytes")}
+
+
 def _static_failed(
     info: dict[str, Any], dynamic: VariantResult, rows: int, static: Path, error: ExportError
 ) -> dict[str, Any]:
@@ -293,7 +298,7 @@ def _static_failed(
     reason = f"build failed: {one_line(error)}"
     log.warning("int8: static QDQ %s; keeping dynamic int8", reason)
     info["candidates"] = {
-        "dynamic": {k: getattr(dynamic, k) for k in ("accuracy", "rows_per_s", "size_bytes")},
+        "dynamic": _candidate(dynamic),
         "static": {"built": False, "reason": reason},
         "calibration_rows": rows,
     }

@@ -58,7 +58,8 @@ def _rewritable(node: Any) -> bool:
 
 
 class _Writer:
-    """Emits the plain nodes of one normalisation, with names derived from the fused node's."""
+    """Builds the rewritten node list: nodes kept as they are, and the plain nodes of each normalisation
+    (named after the fused node they replace)."""
 
     def __init__(self, model: Any, axes_name: str) -> None:
         self.model = model
@@ -111,22 +112,19 @@ def decompose_layernorm_model(model: Any) -> int:
 
     axes_name = "layernorm_plain/axes_last"
     writer = _Writer(model, axes_name)
-    nodes: list[Any] = []
     count = 0
     for node in model.graph.node:
-        if not _rewritable(node):
-            nodes.append(node)
-            continue
-        writer.nodes = []
-        writer.normalize(node, count)
-        nodes += writer.nodes
-        count += 1
+        if _rewritable(node):
+            writer.normalize(node, count)
+            count += 1
+        else:
+            writer.nodes.append(node)
     if count:
         if writer.new_opset:
             axes = onnx.numpy_helper.from_array(np.array([-1], dtype=np.int64), axes_name)
             model.graph.initializer.append(axes)
         del model.graph.node[:]
-        model.graph.node.extend(nodes)
+        model.graph.node.extend(writer.nodes)
     return count
 
 
