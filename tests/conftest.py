@@ -103,7 +103,7 @@ def make_bundle(tmp_path: Path) -> Callable[..., Path]:
 
 
 # --------------------------------------------------------------------------------------------------
-# Char-CNN trainer (H2): a tiny labelled file and a real char-CNN bundle trained on it (seconds).
+# Char-CNN trainer: a tiny labelled file and a real char-CNN bundle trained on it (seconds).
 # --------------------------------------------------------------------------------------------------
 
 
@@ -144,16 +144,27 @@ def tiny_charcnn_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def small_charcnn_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 300-row ``label,text`` CSV of :func:`tiny_charcnn_texts`: enough steps per epoch for a progress
+    bar. Do not modify it."""
+    texts, labels = tiny_charcnn_texts(300, seed=1)
+    return write_labelled_csv(tmp_path_factory.mktemp("small_charcnn_data") / "train.csv", texts, labels)
+
+
+@pytest.fixture(scope="session")
 def _tiny_charcnn_master(tmp_path_factory: pytest.TempPathFactory, tiny_charcnn_data: Path) -> Path:
     from clsrun.trainer.config import TrainConfig
     from clsrun.trainer.data import load_split
-    from clsrun.trainer.train_charcnn import CharCNNOptions, train_charcnn
+    from clsrun.trainer.options import CharCNNOptions
+    from clsrun.trainer.train_charcnn import train_charcnn
 
     out = tmp_path_factory.mktemp("tiny_charcnn_bundle") / "bundle"
     out.mkdir()
-    config = TrainConfig(lr=1e-2, epochs=1, batch_size=16, max_length=32, warmup=0, quiet=True, logs=False)
+    config = TrainConfig.for_kind(
+        "charcnn", lr=1e-2, epochs=1, batch_size=16, max_length=32, warmup=0, quiet=True, logs=False
+    )
     split = load_split(tiny_charcnn_data, val_split=0.25, seed=config.seed)
-    options = CharCNNOptions(embed_dim=8, channels=[8, 8], kernel_sizes=[3, 3], min_char_freq=1)
+    options = CharCNNOptions(embed_dim=8, channels=(8, 8), kernel_sizes=(3, 3), min_char_freq=1)
     train_charcnn(split, out, config, options)
     return out
 
@@ -168,7 +179,7 @@ def tiny_charcnn_bundle(_tiny_charcnn_master: Path, tmp_path: Path) -> Path:
 
 
 # --------------------------------------------------------------------------------------------------
-# BERT trainer (H3): a tiny random BERT checkpoint (WordPiece vocabulary with Chinese characters, written
+# BERT trainer: a tiny random BERT checkpoint (WordPiece vocabulary with Chinese characters, written
 # here) and a bundle fine-tuned from it. No downloads.
 # --------------------------------------------------------------------------------------------------
 
@@ -250,13 +261,22 @@ def tiny_bert_bundle(
 ) -> Path:
     """A verified ``bert`` bundle ([CLS] pooling, head truncation, max_length 32) fine-tuned from the tiny
     checkpoint for a few epochs. Do not modify it."""
-    from clsrun.trainer.bert import BertOptions, train_bert
+    from clsrun.trainer.bert import train_bert
     from clsrun.trainer.config import TrainConfig
     from clsrun.trainer.data import load_split
+    from clsrun.trainer.options import BertOptions
 
     out = tmp_path_factory.mktemp("tiny_bert_bundle") / "bundle"
-    config = TrainConfig(
-        lr=3e-3, epochs=6, batch_size=8, max_length=32, warmup=0, early_stopping_patience=None, quiet=True
+    out.mkdir()
+    config = TrainConfig.for_kind(
+        str(tiny_bert_checkpoint),
+        lr=3e-3,
+        epochs=6,
+        batch_size=8,
+        max_length=32,
+        warmup=0,
+        early_stopping_patience=None,
+        quiet=True,
     )
     split = load_split(tiny_bert_data, val_split=0.25, seed=config.seed)
     with one_torch_thread():

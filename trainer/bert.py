@@ -21,20 +21,21 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from clsrun.runtime.bundle import Bundle, BundleSpec, Normalization
 from clsrun.runtime.encode import Tokens
-from clsrun.runtime.encode_bert import TRUNCATIONS, BertEncoder
+from clsrun.runtime.encode_bert import BertEncoder
 from clsrun.runtime.errors import BundleError, InternalError, UsageError
 from clsrun.runtime.metrics import ClassificationReport
 from clsrun.runtime.textnorm import normalize_many
+from clsrun.trainer import distributed
 from clsrun.trainer.bert_checkpoint import MINILM, resolve_checkpoint, resolve_pooling, save_tokenizer
 from clsrun.trainer.bert_model import (
     BertClassifier,
@@ -43,62 +44,16 @@ from clsrun.trainer.bert_model import (
     from_checkpoint,
     from_config,
 )
-from clsrun.trainer.bundle_writer import finish_bundle
+from clsrun.trainer.bundle_writer import WEIGHTS_FILE, finish_bundle, save_weights
 from clsrun.trainer.config import TrainConfig
 from clsrun.trainer.data import Split
-from clsrun.trainer.frozen import HeadTraining
+from clsrun.trainer.options import BertOptions
+from clsrun.trainer.reporting import EpochLog, cut_note, progress_bar, tensorboard_writer
+
+if TYPE_CHECKING:
+    from clsrun.trainer.engine import FitResult
 
 log = logging.getLogger("clsrun.trainer")
-
-WEIGHTS_FILE = "model.safetensors"
-# Defaults where BERT differs from the char-CNN defaults of TrainConfig (the CLI applies them when the
-# user gave no value). Full fine-tuning: the usual BERT recipe; 256 tokens halves the cost of 512.
-# Measured on bbc_en (179 held-out rows, 2-core CPU): MiniLM, mean pooling, head-tail, 2 epochs, lr 1e-4:
-# accuracy 0.9944; frozen encoder: 0.9832 (head-tail) / 0.9721 (head), [CLS] pooler features 0.9553.
-BERT_DEFAULTS: dict[str, Any] = {
-    "lr": 5e-5,
-    "epochs": 3,
-    "batch_size": 16,
-    "eval_batch_size": 64,
-    "max_length": 256,
-    "warmup": 0.1,
-}
-# --freeze-encoder trains a linear head on cached features: a larger step size and many cheap epochs.
-_HEAD = HeadTraining()
-FROZEN_DEFAULTS: dict[str, Any] = {
-    **BERT_DEFAULTS,
-    "lr": _HEAD.lr,
-    "epochs": _HEAD.epochs,
-    "batch_size": _HEAD.batch_size,
-    "early_stopping_patience": _HEAD.patience,
-}
-
-
-@dataclass
-class BertOptions:
-    """BERT-specific settings of ``clsrun train`` (the shared ones are in :class:`TrainConfig`)."""
-
-    model: str = MINILM  # "minilm" or a local Hugging Face checkpoint folder
-    pooling: str = "auto"  # "cls" | "mean" | "auto" (mean for sentence-transformers checkpoints, else cls)
-    truncation: str = "head"  # "head" | "head-tail": which tokens of an over-long text are kept
-    freeze_encoder: bool = False  # train only the linear head on features computed once
-
-    def validate(self) -> BertOptions:
-        problems = []
-        if self.pooling not in ("auto", "cls", "mean"):
-            problems.append(f"--pooling must be auto, cls or mean, got {self.pooling!r}")
-        if self.truncation not in TRUNCATIONS:
-            problems.append(f"--truncation must be one of {', '.join(TRUNCATIONS)}, got {self.truncation!r}")
-        if problems:
-            raise UsageError("; ".join(problems))
-        resolve_checkpoint(self.model)  # a missing model fails now, before data is read or --out touched
-        return self
-
-
-def defaults_for(options: BertOptions) -> dict[str, Any]:
-    """The :class:`TrainConfig` values to use where the user gave none (full or frozen training)."""
-    return dict(FROZEN_DEFAULTS if options.freeze_encoder else BERT_DEFAULTS)
-
 
 # ----------------------------------------------------------------------------------------------- loading
 
@@ -129,8 +84,6 @@ def load_bert_model(bundle: Bundle) -> BertClassifier:
 
 def save_hf_folder(model: BertClassifier, out: Path) -> None:
     """Write ``config.json`` and ``model.safetensors`` (Hugging Face names) of ``model`` into ``out``."""
-    from safetensors.torch import save_file
-
     config = model.config
     if model.pooling == "cls":
         config.architectures = [type(model.hf).__name__]
@@ -138,9 +91,7 @@ def save_hf_folder(model: BertClassifier, out: Path) -> None:
         # The bare encoder: what AutoModel loads; the head is classifier.* in the same weights file.
         config.architectures = [type(model.encoder).__name__]
     config.save_pretrained(out)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.hf_state_dict().items()}
-    save_file(state, str(out / WEIGHTS_FILE), metadata={"format": "pt"})
-    (out / WEIGHTS_FILE).chmod(0o644)  # safetensors creates it owner-only; a bundle is meant to be shared
+    save_weights(model.hf_state_dict(), out)
 
 
 # ---------------------------------------------------------------------------------------------- training
@@ -150,18 +101,17 @@ def save_hf_folder(model: BertClassifier, out: Path) -> None:
 class BertRun:
     """What a BERT training run produced (the main process writes it to the bundle)."""
 
-    model: BertClassifier
-    labels: list[str]
-    val_logits: np.ndarray  # (N_val, C) float32, validation-set order
-    val_targets: np.ndarray  # (N_val,) int64
-    history: Sequence[Any]  # per-epoch records
-    best_epoch: int
-    train_seconds: float
-    is_main_process: bool
-    device: str
-    precision: str
+    fit: (
+        FitResult  # the classifier with the best epoch's weights (CPU, eval mode), validation logits, history
+    )
     settings: dict[str, Any]  # spec.model: pooling, truncation, base_model
-    report: ClassificationReport | None = None  # validation metrics, set once the bundle is written
+
+    @property
+    def model(self) -> BertClassifier:
+        model = self.fit.model
+        if not isinstance(model, ClsClassifier | MeanClassifier):
+            raise InternalError(f"training returned a {type(model).__name__}, not the classifier it trained")
+        return model
 
 
 def _check_max_length(model: BertClassifier, max_length: int) -> None:
@@ -182,38 +132,58 @@ def _row_collate(encoder: BertEncoder, tokens: Tokens) -> Callable[[list[dict[st
     return collate
 
 
-def train_bert(split: Split, out: Path, config: TrainConfig, options: BertOptions) -> BertRun:
+def train_bert(
+    split: Split, out: Path, config: TrainConfig, options: BertOptions
+) -> ClassificationReport | None:
     """Fine-tune (or, with ``options.freeze_encoder``, train the head of) a classifier and write its bundle.
 
-    The main process writes the bundle into ``out`` (Hugging Face folder, then :func:`finish_bundle`); other
-    ``torchrun`` processes write nothing. Raises :class:`ModelNotFoundError` for a missing checkpoint and
-    :class:`UsageError` for impossible settings, before any training starts.
+    The main process writes the bundle into ``out`` (prepared by :func:`clsrun.trainer.train`) and returns
+    its validation report; other ``torchrun`` processes write nothing and return None.
     """
-    run = fit_bert(split, config, options, logs_dir=out / "logs" if config.logs else None)
-    if run.is_main_process:
-        write_bert_bundle(run, split, out, config, options)
-    return run
+    run = fit_bert(split, config, options, out=out)
+    if not run.fit.is_main_process:
+        return None
+    return write_bert_bundle(run, split, out, config, options)
 
 
 def write_bert_bundle(
     run: BertRun, split: Split, out: Path, config: TrainConfig, options: BertOptions
-) -> None:
+) -> ClassificationReport:
     """The bundle: Hugging Face folder (weights, config, tokenizer) + the shared files + ``clsrun.json``."""
     out.mkdir(parents=True, exist_ok=True)
     save_hf_folder(run.model, out)
     save_tokenizer(resolve_checkpoint(options.model), out, config.max_length)
     spec = BundleSpec(
-        kind="bert", labels=list(run.labels), max_length=config.max_length, model=dict(run.settings)
+        kind="bert", labels=list(split.labels), max_length=config.max_length, model=dict(run.settings)
     )
-    run.report = finish_bundle(
-        out, spec, split, run, config, extra={"freeze_encoder": options.freeze_encoder}
-    )
+    return finish_bundle(out, spec, split, run.fit, config, options.hyperparameters())
 
 
-def fit_bert(
-    split: Split, config: TrainConfig, options: BertOptions, logs_dir: Path | None = None
-) -> BertRun:
-    """Train on ``split`` and return the trained model with its validation logits; writes only logs.
+@dataclass
+class _Encoded:
+    """Every row tokenized once by the runtime's encoder: training rows first, then validation rows."""
+
+    encoder: BertEncoder
+    tokens: Tokens
+    train: tuple[np.ndarray, np.ndarray]  # (rows (N,), targets (N,)): indices into tokens, label indices
+    val: tuple[np.ndarray, np.ndarray]  # (rows (N_val,), targets (N_val,))
+
+
+def _encode(split: Split, checkpoint: Path, config: TrainConfig, options: BertOptions) -> _Encoded:
+    """Tokenize both splits with the checkpoint's tokenizer through :class:`BertEncoder`, as scoring will."""
+    train_y, val_y = split.train_targets(), split.val_targets()  # (N,), (N_val,)
+    with tempfile.TemporaryDirectory(prefix="clsrun-tok-") as tmp:
+        save_tokenizer(checkpoint, Path(tmp), config.max_length)
+        encoder = BertEncoder.from_folder(tmp, config.max_length, options.truncation)
+        tokens = encoder.tokenize(normalize_many(split.train_texts + split.val_texts, Normalization()))
+    train_rows = np.arange(len(train_y))  # (N,)
+    val_rows = np.arange(len(train_y), len(tokens))  # (N_val,)
+    return _Encoded(encoder, tokens, (train_rows, train_y), (val_rows, val_y))
+
+
+def fit_bert(split: Split, config: TrainConfig, options: BertOptions, out: Path | None = None) -> BertRun:
+    """Train on ``split`` and return the trained model with its validation logits; writes only logs
+    (TensorBoard, into ``out/logs`` when ``out`` is given and ``config.logs``).
 
     Labels are ``split.labels``. Text is normalised with the bundle's :class:`Normalization` and tokenized
     by :class:`BertEncoder`, exactly as scoring will do it.
@@ -224,86 +194,51 @@ def fit_bert(
     config.validate()
     checkpoint = resolve_checkpoint(options.model)
     pooling = resolve_pooling(options.pooling, checkpoint)
-    labels = list(split.labels)
-    train_y = split.train_targets()  # (N,)
-    val_y = split.val_targets()  # (N_val,)
-
     engine.seed_everything(config.seed)
-    model = from_checkpoint(checkpoint, labels, pooling)
+    model = from_checkpoint(checkpoint, list(split.labels), pooling)
     _check_max_length(model, config.max_length)
     settings = {"pooling": pooling, "truncation": options.truncation, "base_model": options.model}
-    with tempfile.TemporaryDirectory(prefix="clsrun-tok-") as tmp:
-        save_tokenizer(checkpoint, Path(tmp), config.max_length)
-        encoder = BertEncoder.from_folder(tmp, config.max_length, options.truncation)
-        # One window for both splits: training rows are 0..N-1, validation rows N..N+N_val-1.
-        tokens = encoder.tokenize(normalize_many(split.train_texts + split.val_texts, Normalization()))
-    train_rows = np.arange(len(train_y))  # (N,)
-    val_rows = np.arange(len(train_y), len(tokens))  # (N_val,)
-    log.info(
-        "%s (%s pooling, %s truncation): %d training rows, %d validation rows, %.0f%% of rows cut to %d tokens",
-        "all-MiniLM-L6-v2" if options.model == MINILM else options.model,
-        pooling,
-        options.truncation,
-        len(train_y),
-        len(val_y),
-        100 * float(tokens.truncated.mean()),
-        config.max_length,
-    )
-    if options.freeze_encoder:
-        return _train_frozen(
-            model,
-            encoder,
-            tokens,
-            (train_rows, train_y),
-            (val_rows, val_y),
-            labels,
-            config,
-            logs_dir,
-            settings,
+    data = _encode(split, checkpoint, config, options)
+    if distributed.is_main():
+        train_rows, val_rows = data.train[0], data.val[0]
+        log.info(
+            "%s (%s pooling, %s truncation): %d training rows, %d validation rows; %s",
+            "all-MiniLM-L6-v2" if options.model == MINILM else options.model,
+            pooling,
+            options.truncation,
+            len(train_rows),
+            len(val_rows),
+            cut_note(float(data.tokens.truncated[train_rows].mean()), config.max_length, "tokens"),
         )
-    fit = engine.fit(
+    train = _train_frozen if options.freeze_encoder else _fine_tune
+    fit = train(model, data, list(split.labels), config, out)
+    return BertRun(replace(fit, model=fit.model.cpu().eval()), settings)
+
+
+def _fine_tune(
+    model: BertClassifier, data: _Encoded, labels: list[str], config: TrainConfig, out: Path | None
+) -> FitResult:
+    """Full fine-tuning on the shared engine (the Hugging Face Trainer)."""
+    from clsrun.trainer import engine
+
+    (train_rows, train_y), (val_rows, val_y) = data.train, data.val
+    return engine.fit(
         model,
         engine.ClassificationDataset({"row": train_rows.tolist()}, train_y),
         engine.ClassificationDataset({"row": val_rows.tolist()}, val_y),
-        _row_collate(encoder, tokens),
+        _row_collate(data.encoder, data.tokens),
         config,
         labels,
-        out_dir=logs_dir.parent if logs_dir is not None else None,  # the engine logs to out_dir/logs
-    )
-    trained = fit.model
-    if not isinstance(trained, ClsClassifier | MeanClassifier):
-        raise InternalError(f"the engine returned a {type(trained).__name__}, not the classifier it trained")
-    return BertRun(
-        model=trained.cpu().eval(),
-        labels=labels,
-        val_logits=fit.val_logits,
-        val_targets=fit.val_targets,
-        history=[vars(r) for r in fit.history],
-        best_epoch=fit.best_epoch,
-        train_seconds=fit.train_seconds,
-        is_main_process=fit.is_main_process,
-        device=fit.device,
-        precision=fit.precision,
-        settings=settings,
+        out_dir=out,
     )
 
 
 def _train_frozen(
-    model: BertClassifier,
-    encoder: BertEncoder,
-    tokens: Tokens,
-    train: tuple[np.ndarray, np.ndarray],
-    val: tuple[np.ndarray, np.ndarray],
-    labels: list[str],
-    config: TrainConfig,
-    logs_dir: Path | None,
-    settings: dict[str, Any],
-) -> BertRun:
+    model: BertClassifier, data: _Encoded, labels: list[str], config: TrainConfig, out: Path | None
+) -> FitResult:
     """``--freeze-encoder``: encode every row once, then train only the linear head (``frozen.py``)."""
-    from tqdm.auto import tqdm
-
     from clsrun.trainer import engine
-    from clsrun.trainer.frozen import HeadEpoch, extract_features, train_head
+    from clsrun.trainer.frozen import HeadTraining, train_head
 
     if not model.has_features:
         raise UsageError(
@@ -311,100 +246,45 @@ def _train_frozen(
             f"{type(model).__name__} of this checkpoint has none: use --pooling mean"
         )
     device, _ = engine.resolve_device(config)  # features are computed in fp32
-    rank = _init_distributed(device)
+    distributed.join(device)
+    start = time.perf_counter()
+    feats = _features(model, data, config, device)  # (N + N_val, H)
+    (train_rows, train_y), (val_rows, val_y) = data.train, data.val
+    epochs = EpochLog(config.epochs, tensorboard_writer(out, config), each_epoch=False)
+    result = train_head(
+        model.head,
+        *(feats[torch.from_numpy(train_rows)], torch.from_numpy(train_y)),  # (N, H), (N,)
+        *(feats[torch.from_numpy(val_rows)], torch.from_numpy(val_y)),  # (N_val, H), (N_val,)
+        HeadTraining.from_config(config),
+        engine.class_weights(config, train_y, labels),
+        epochs.add,
+    )
+    return engine.FitResult(
+        model=model.eval(),
+        history=result.history,
+        best_epoch=epochs.finish(),
+        val_logits=result.val_logits,
+        val_targets=val_y,
+        train_seconds=time.perf_counter() - start,
+        overfit_epochs=epochs.overfit_epochs,
+        device=device,
+        precision="fp32",
+        is_main_process=distributed.is_main(),
+    )
+
+
+def _features(model: BertClassifier, data: _Encoded, config: TrainConfig, device: str) -> torch.Tensor:
+    """``(N + N_val, H)`` pooled features of every row, computed once (no gradient) with a progress bar."""
+    from clsrun.trainer.frozen import extract_features
+
     torch_device = torch.device(f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if device == "cuda" else "cpu")
     start = time.perf_counter()
     model.to(torch_device).eval()
-    with tqdm(total=len(tokens), desc="encoding", unit="rows", disable=config.quiet or rank != 0) as bar:
+    with progress_bar(len(data.tokens), "encoding", "rows", config) as bar:
         feats = extract_features(
-            model.features, tokens, encoder.pad, config.eval_batch_size, torch_device, bar.update
-        )  # (N + N_val, H)
-    model.cpu()
-    encode_seconds = time.perf_counter() - start
-    (train_rows, train_y), (val_rows, val_y) = train, val
-    class_weight = (
-        engine.inverse_frequency_weights(train_y, len(labels)) if config.class_weights == "auto" else None
-    )
-    writer = None
-    if logs_dir is not None and config.logs and rank == 0:
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(log_dir=str(logs_dir))
-
-    def on_epoch(rec: HeadEpoch) -> None:
-        if writer is not None:
-            writer.add_scalar("train/loss", rec.train_loss, rec.epoch)
-            writer.add_scalar("eval/loss", rec.val_loss, rec.epoch)
-            writer.add_scalar("eval/accuracy", rec.val_accuracy, rec.epoch)
-            writer.add_scalar("train/learning_rate", config.lr, rec.epoch)
-
-    head_settings = HeadTraining(
-        lr=config.lr,
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        weight_decay=config.weight_decay,
-        patience=config.early_stopping_patience,
-        seed=config.seed,
-    )
-    train_f = feats[torch.from_numpy(train_rows)]  # (N, H)
-    val_f = feats[torch.from_numpy(val_rows)]  # (N_val, H)
-    result = train_head(
-        model.head,
-        train_f,
-        torch.from_numpy(train_y),
-        val_f,
-        torch.from_numpy(val_y),
-        head_settings,
-        class_weight,
-        on_epoch,
-    )
-    if writer is not None:
-        writer.close()
-    seconds = time.perf_counter() - start
-    best, last = result.history[result.best_epoch - 1], result.history[-1]
-    if rank == 0:
-        log.info(
-            "encoded %d rows in %.1fs; head: %d epochs in %.1fs, best epoch %d: val loss %.4f acc %.4f",
-            len(tokens),
-            encode_seconds,
-            len(result.history),
-            seconds - encode_seconds,
-            result.best_epoch,
-            best.val_loss,
-            best.val_accuracy,
+            model.features, data.tokens, data.encoder.pad, config.eval_batch_size, torch_device, bar.update
         )
-        if last.epoch > best.epoch and last.train_loss < best.train_loss:
-            log.warning(
-                "after epoch %d validation loss rose (%.4f -> %.4f by epoch %d) while training loss fell: "
-                "the head overfits from there; the head of epoch %d is kept",
-                best.epoch,
-                best.val_loss,
-                last.val_loss,
-                last.epoch,
-                best.epoch,
-            )
-    return BertRun(
-        model=model.eval(),
-        labels=labels,
-        val_logits=result.val_logits,
-        val_targets=val_y,
-        history=[vars(r) for r in result.history],
-        best_epoch=result.best_epoch,
-        train_seconds=seconds,
-        is_main_process=rank == 0,
-        device=device,
-        precision="fp32",
-        settings=settings,
-    )
-
-
-def _init_distributed(device: str) -> int:
-    """Join the ``torchrun`` process group when launched by it (the engine's Trainer does this itself)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return 0
-    dist = torch.distributed
-    if not dist.is_initialized():
-        if device == "cuda":
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group(backend="nccl" if device == "cuda" else "gloo")
-    return int(dist.get_rank())
+    model.cpu()
+    if distributed.is_main():
+        log.info("encoded %d rows in %.1fs; training the head", len(data.tokens), time.perf_counter() - start)
+    return feats

@@ -11,7 +11,7 @@ from __future__ import annotations
 import gzip
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -24,6 +24,20 @@ from clsrun.runtime.metrics import ClassificationReport
 from clsrun.trainer.config import TrainConfig
 from clsrun.trainer.data import Split
 from clsrun.trainer.report import validation_report, write_report_files
+
+WEIGHTS_FILE = "model.safetensors"  # every kind's weights, safetensors only (never pickle)
+
+
+def save_weights(state: Mapping[str, Any], out: Path) -> Path:
+    """Write a state dict as ``out/model.safetensors``, readable by all (a bundle is meant to be shared)."""
+    from safetensors.torch import save_file
+
+    path = out / WEIGHTS_FILE
+    save_file(
+        {k: v.detach().cpu().contiguous() for k, v in state.items()}, str(path), metadata={"format": "pt"}
+    )
+    path.chmod(0o644)  # safetensors creates it owner-only
+    return path
 
 
 class Outcome(Protocol):

@@ -23,8 +23,7 @@ from torch import nn
 
 from clsrun.runtime.encode_char import PAD_ID
 from clsrun.runtime.errors import BundleError
-
-POOLINGS: tuple[str, ...] = ("max", "max+mean")
+from clsrun.trainer.options import CHARCNN_POOLINGS as POOLINGS
 
 
 @dataclass

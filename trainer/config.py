@@ -1,16 +1,22 @@
-"""Training settings shared by every model kind: one dataclass, one comment per field.
+"""Training settings shared by every model kind: one frozen dataclass, one comment per field.
 
-The CLI (``clsrun train``) fills a :class:`TrainConfig` from its flags and calls :meth:`TrainConfig.validate`,
-whose errors name the flag the user typed (``--lr``), not the field. Library users build it directly.
-Kind-specific settings (the char-CNN's width, BERT's pooling) live with their trainers.
+The values that suit one model kind ruin another (the char-CNN learns at 5e-3, BERT at 5e-5), so those
+fields have no default here: :meth:`TrainConfig.for_kind` fills them from the kind's options
+(``clsrun.trainer.options``) and applies what the user set on top. ``TrainConfig()`` alone is a
+``TypeError``, never a BERT run at the char-CNN's settings. :meth:`TrainConfig.validate`'s errors name the
+flag the user typed (``--lr``), not the field. Kind-specific settings (the char-CNN's width, BERT's
+pooling) are the kind's options.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from dataclasses import asdict, dataclass, replace
+from typing import TYPE_CHECKING, Any, Literal
 
 from clsrun.runtime.errors import UsageError
+
+if TYPE_CHECKING:
+    from clsrun.trainer.options import KindOptions
 
 Schedule = Literal["linear", "cosine", "cosine_with_restarts", "constant"]
 SCHEDULES: tuple[str, ...] = ("linear", "cosine", "cosine_with_restarts", "constant")
@@ -20,29 +26,48 @@ DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 CLASS_WEIGHTS: tuple[str, ...] = ("none", "auto")
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class TrainConfig:
-    """How to train: optimisation, schedule, stopping, data split, hardware. Defaults suit the char-CNN."""
+    """How to train: optimisation, schedule, stopping, split seed, hardware. Build it with :meth:`for_kind`."""
 
-    lr: float = 5e-3  # peak learning rate of AdamW (after warmup)
-    epochs: int = 6  # maximum number of passes over the training set (early stopping may end sooner)
-    batch_size: int = 64  # rows per optimizer step per process, before gradient accumulation
-    eval_batch_size: int = 256  # rows per forward pass when scoring the validation set
-    max_length: int = 256  # texts are cut to this many tokens (characters for the char-CNN)
-    warmup: float = 0.05  # warmup of the learning rate: a fraction of all steps when < 1, else a step count
+    # Set by the model kind (see each kind's ``train_defaults``): no default here.
+    lr: float  # peak learning rate of AdamW (after warmup)
+    epochs: int  # maximum number of passes over the training set (early stopping may end sooner)
+    batch_size: int  # rows per optimizer step per process, before gradient accumulation
+    eval_batch_size: int  # rows per forward pass when scoring the validation set
+    max_length: int  # texts are cut to this many tokens (characters for the char-CNN)
+    warmup: float  # warmup of the learning rate: a fraction of all steps when < 1, else a step count
+    early_stopping_patience: int | None  # stop after N epochs without a lower validation loss; None = off
+    # The same for every kind.
     weight_decay: float = 0.01  # AdamW weight decay; never applied to biases and LayerNorm weights
     schedule: Schedule = "linear"  # learning-rate decay after warmup
     restarts: int = 2  # number of cosine cycles for schedule "cosine_with_restarts"
     grad_accum: int = 1  # optimizer step every N batches (effective batch = batch_size * N * processes)
-    early_stopping_patience: int | None = 2  # stop after N epochs without a lower validation loss; None = off
     class_weights: Literal["none", "auto"] = "none"  # "auto": loss weights = inverse class frequency
     seed: int = 42  # seeds python, numpy and torch (model init, shuffling, dropout) and the validation split
     device: Literal["auto", "cpu", "cuda"] = "auto"  # "auto" uses CUDA when present
     precision: Precision = "auto"  # mixed precision on CUDA: "auto" = bf16 when supported; CPU is always fp32
-    val_split: float = 0.1  # fraction of the training file held out (stratified) when no --val-data is given
     num_workers: int = 0  # data-loader worker processes (0: load in the training process)
     logs: bool = True  # write TensorBoard logs into BUNDLE/logs
     quiet: bool = False  # no progress bar
+
+    @classmethod
+    def for_kind(cls, model: str, options: KindOptions | None = None, **overrides: Any) -> TrainConfig:
+        """The settings for ``model`` (a ``--model`` value: ``"charcnn"``, ``"minilm"``, a checkpoint folder),
+        with ``overrides`` (e.g. the flags a user typed) replacing only those fields. Validated.
+
+        ``options`` (the kind's options object) picks among a kind's regimes: BERT with ``freeze_encoder``
+        trains only a head, with other defaults. Omitted: the kind's default options. An unknown field name
+        in ``overrides`` is a ``TypeError``.
+        """
+        from clsrun.trainer.kinds import kind_of
+
+        chosen = options if options is not None else kind_of(model).options()
+        return cls(**{**chosen.train_defaults(), **overrides}).validate()
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with ``changes`` applied, validated."""
+        return replace(self, **changes).validate()
 
     def validate(self) -> TrainConfig:
         """Check every value; raise one :class:`UsageError` naming each offending flag. Returns self."""
@@ -77,7 +102,6 @@ class TrainConfig:
         need(self.class_weights in CLASS_WEIGHTS, "--class-weights", "'none' or 'auto'", self.class_weights)
         need(self.device in DEVICES, "--device", f"one of {', '.join(DEVICES)}", self.device)
         need(self.precision in PRECISIONS, "--precision", f"one of {', '.join(PRECISIONS)}", self.precision)
-        need(0 < self.val_split < 1, "--val-split", "between 0 and 1 (exclusive)", self.val_split)
         need(self.num_workers >= 0, "--num-workers", ">= 0", self.num_workers)
         if problems:
             raise UsageError("; ".join(problems))

@@ -18,6 +18,36 @@ from clsrun.runtime.bundle import sha256_file
 from clsrun.runtime.errors import InputError, UsageError
 from clsrun.runtime.readers import read_labelled
 
+DEFAULT_VAL_SPLIT = 0.1  # share of the training file held out when no validation file is given
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    """Where the labelled rows are: the columns, and a validation file or the share of DATA held out."""
+
+    val_data: Path | None = None  # labelled validation file (--val-data); None: hold out val_split of DATA
+    val_split: float | None = (
+        None  # share of DATA held out, stratified (--val-split); None: DEFAULT_VAL_SPLIT
+    )
+    text_col: str = "text"  # column holding the text (--text-col)
+    label_col: str = "label"  # column holding the label (--label-col)
+
+    def validate(self) -> DataOptions:
+        """One :class:`UsageError` naming each offending flag. Returns self."""
+        problems = []
+        if self.val_data is not None and self.val_split is not None:
+            problems.append("give either --val-data or --val-split, not both")
+        if self.val_split is not None and not 0 < self.val_split < 1:
+            problems.append(f"--val-split must be between 0 and 1 (exclusive), got {self.val_split!r}")
+        if problems:
+            raise UsageError("; ".join(problems))
+        return self
+
+    def load(self, data: Path | str, seed: int) -> Split:
+        """Read ``data`` (and the validation file) into a :class:`Split`; ``seed`` drives the split."""
+        split = DEFAULT_VAL_SPLIT if self.val_split is None else self.val_split
+        return load_split(data, self.val_data, split, seed, self.text_col, self.label_col)
+
 
 @dataclass
 class Split:
@@ -86,7 +116,7 @@ def stratified_split(labels: list[str], fraction: float, seed: int) -> tuple[np.
 def load_split(
     data: Path | str,
     val_data: Path | str | None = None,
-    val_split: float = 0.1,
+    val_split: float = DEFAULT_VAL_SPLIT,
     seed: int = 42,
     text_col: str = "text",
     label_col: str = "label",

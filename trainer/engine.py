@@ -8,11 +8,12 @@ validation set, early stopping with the best checkpoint restored (``load_best_mo
 ``EarlyStoppingCallback`` on ``eval_loss``), seeded shuffling, bf16/fp16 autocast on CUDA, and
 DistributedDataParallel when launched with ``torchrun`` (only the main process writes the bundle).
 What this module adds: cross-entropy on logits with optional inverse-frequency class weights (a
-``compute_loss`` override), per-epoch train/validation loss and accuracy on stderr (``logging``), a warning
-naming the epoch where validation loss rises while training loss falls, TensorBoard logs in
-``BUNDLE/logs``, and checkpoints kept in a temporary folder, never in the bundle.
+``compute_loss`` override), length-grouped training batches, one progress bar per epoch, and the epoch's
+numbers handed to :class:`~clsrun.trainer.reporting.EpochLog` (its line, the overfitting warning,
+TensorBoard); checkpoints stay in a temporary folder, never in the bundle. The frozen-encoder head
+(``frozen.py``) reports through the same ``EpochLog``.
 
-Per-step overhead: measured on the 2-core CPU with the default char-CNN, see ``train_charcnn.py``.
+Per-step overhead: measured on the 2-core CPU with the default char-CNN, see the README (Train).
 
 Contract for models: ``model(**inputs)`` returns logits ``(B, C)`` (a tensor, or an object with ``.logits``),
 where ``inputs`` is what ``collate_fn`` returns minus ``"labels"``.
@@ -20,16 +21,11 @@ where ``inputs`` is what ``collate_fn`` returns minus ``"labels"``.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import logging
 import math
-import os
 import random
-import shutil
-import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,7 +47,9 @@ from transformers.integrations import TensorBoardCallback
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from clsrun.runtime.errors import UsageError
+from clsrun.trainer import distributed
 from clsrun.trainer.config import TrainConfig
+from clsrun.trainer.reporting import EpochLog, EpochRecord, progress_bar, tensorboard_writer
 
 log = logging.getLogger("clsrun.trainer")
 
@@ -122,17 +120,6 @@ def pad_collate(pad_values: dict[str, int]) -> CollateFn:
 
 
 @dataclass
-class EpochRecord:
-    """One epoch's numbers. Train figures are running means over the epoch (dropout on)."""
-
-    epoch: int
-    train_loss: float
-    train_accuracy: float
-    val_loss: float
-    val_accuracy: float
-
-
-@dataclass
 class FitResult:
     """What :func:`fit` returns. ``model`` holds the best epoch's weights (lowest validation loss), eval mode."""
 
@@ -182,6 +169,17 @@ def resolve_device(config: TrainConfig) -> tuple[str, str]:
     return device, precision
 
 
+def class_weights(config: TrainConfig, targets: np.ndarray, labels: Sequence[str]) -> torch.Tensor | None:
+    """The loss weights ``--class-weights`` asks for (None for ``none``); the main process says them once."""
+    if config.class_weights != "auto":
+        return None
+    weights = inverse_frequency_weights(targets, len(labels))
+    if distributed.is_main():
+        pairs = zip(labels, weights.tolist(), strict=True)
+        log.info("class weights: %s", ", ".join(f"{n} {w:.2f}" for n, w in pairs))
+    return weights
+
+
 def _logits(output: Any) -> torch.Tensor:
     return output if isinstance(output, torch.Tensor) else output.logits
 
@@ -217,24 +215,140 @@ def _accuracy(eval_pred: Any) -> dict[str, float]:
     return {"accuracy": float((np.asarray(logits).argmax(-1) == np.asarray(targets)).mean())}
 
 
-@contextlib.contextmanager
-def _checkpoint_dir(distributed: bool) -> Iterator[Path]:
-    """A temporary checkpoint folder, removed afterwards. Under torchrun every process of a node must see
-    the same folder (each loads the best checkpoint), so its name is derived from the run's rendezvous."""
-    if not distributed:
-        with tempfile.TemporaryDirectory(prefix="clsrun-ckpt-") as tmp:
-            yield Path(tmp)
-        return
-    run = "|".join(os.environ.get(k, "") for k in ("TORCHELASTIC_RUN_ID", "MASTER_ADDR", "MASTER_PORT"))
-    path = Path(tempfile.gettempdir()) / f"clsrun-ckpt-{hashlib.sha256(run.encode()).hexdigest()[:16]}"
-    path.mkdir(parents=True, exist_ok=True)
-    try:
-        yield path
-    finally:
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.barrier()
-        if os.environ.get("LOCAL_RANK", "0") == "0":
-            shutil.rmtree(path, ignore_errors=True)
+class _ClassifierTrainer(Trainer):
+    """The Trainer with cross-entropy on the model's logits (class-weighted on request), running train stats,
+    and length-grouped training batches."""
+
+    def __init__(self, class_weight: torch.Tensor | None, stats: _RunningStats, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.class_weight = class_weight
+        self.stats = stats
+        for unwanted in (ProgressCallback, PrinterCallback):  # bars and printed log dicts: ours instead
+            self.remove_callback(unwanted)
+
+    def compute_loss(
+        self,
+        model: torch.nn.Module,
+        inputs: Batch,
+        return_outputs: bool = False,
+        num_items_in_batch: Any = None,
+    ) -> Any:
+        targets = inputs.pop(LABELS_KEY)  # (B,)
+        logits = _logits(model(**inputs))  # (B, C)
+        weight = None if self.class_weight is None else self.class_weight.to(logits.device)
+        loss = F.cross_entropy(logits.float(), targets, weight=weight)
+        if model.training:
+            self.stats.add(loss, logits, targets)
+        return (loss, {"logits": logits}) if return_outputs else loss
+
+    def _get_train_sampler(self, dataset: Any = None) -> Any:
+        # Shuffled batches of similar length (the Trainer's LengthGroupedSampler, given precomputed
+        # lengths): padding per batch then costs little (on reviews_zh, several times fewer padded
+        # positions than random batches). Validation keeps its order (sequential sampler), so
+        # ``val_logits`` line up with the dataset.
+        dataset = self.train_dataset if dataset is None else dataset
+        lengths = getattr(dataset, "lengths", None)
+        if lengths is None:
+            return super()._get_train_sampler(dataset)
+        return LengthGroupedSampler(
+            self.args.train_batch_size * self.args.gradient_accumulation_steps, lengths=lengths.tolist()
+        )
+
+
+class _EpochReporter(TrainerCallback):
+    """Hands each epoch's numbers (running train stats, the evaluation's metrics) to the :class:`EpochLog`."""
+
+    def __init__(self, stats: _RunningStats, epochs: EpochLog) -> None:
+        self.stats = stats
+        self.epochs = epochs
+
+    def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.stats.reset()
+
+    def on_evaluate(self, args: Any, state: Any, control: Any, metrics: Any = None, **kwargs: Any) -> None:
+        if metrics is None or "eval_loss" not in metrics:
+            return
+        train_loss, train_acc = self.stats.means()
+        epoch = len(self.epochs.history) + 1
+        val_acc = float(metrics.get("eval_accuracy", math.nan))
+        self.epochs.add(EpochRecord(epoch, train_loss, train_acc, float(metrics["eval_loss"]), val_acc))
+
+
+class _EpochBar(TrainerCallback):
+    """One progress bar per epoch, closed (and erased) before the epoch's evaluation and its line."""
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+        self.epoch = 0
+        self.bar: Any = None
+
+    def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.epoch += 1
+        steps = math.ceil(state.max_steps / max(1, args.num_train_epochs))
+        desc = f"epoch {self.epoch}/{self.config.epochs}"
+        self.bar = progress_bar(steps, desc, "step", self.config)
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    on_train_end = on_epoch_end  # training stopped inside an epoch
+
+
+def _arguments(config: TrainConfig, ckpt: Path, device: str, precision: str, rows: int) -> TrainingArguments:
+    """The Trainer's settings: ours from ``config``, evaluation and a checkpoint every epoch, best restored."""
+    per_step = config.batch_size * distributed.world_size() * config.grad_accum
+    steps_per_epoch = max(1, math.ceil(rows / per_step))
+    return TrainingArguments(
+        output_dir=str(ckpt),
+        num_train_epochs=config.epochs,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.eval_batch_size,
+        gradient_accumulation_steps=config.grad_accum,
+        learning_rate=config.lr,
+        weight_decay=config.weight_decay,
+        warmup_steps=config.warmup,
+        lr_scheduler_type=config.schedule,
+        lr_scheduler_kwargs={"num_cycles": config.restarts}
+        if config.schedule == "cosine_with_restarts"
+        else {},
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        save_only_model=True,
+        save_total_limit=1,
+        save_on_each_node=True,
+        load_best_model_at_end=True,
+        metric_for_best_model="eval_loss",
+        greater_is_better=False,
+        logging_strategy="steps",
+        logging_steps=max(1, steps_per_epoch // 4),
+        report_to="none",
+        seed=config.seed,
+        data_seed=config.seed,
+        use_cpu=device == "cpu",
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        dataloader_num_workers=config.num_workers,
+        dataloader_pin_memory=device == "cuda",
+        label_names=[LABELS_KEY],
+        remove_unused_columns=False,
+        disable_tqdm=True,  # its bars (one over all epochs, one per evaluation) are replaced by _EpochBar
+        ddp_find_unused_parameters=False,
+    )
+
+
+def _callbacks(config: TrainConfig, stats: _RunningStats, epochs: EpochLog) -> list[Any]:
+    callbacks: list[Any] = [_EpochReporter(stats, epochs), _EpochBar(config)]
+    if config.early_stopping_patience:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
+    if epochs.writer is not None:
+        callbacks.append(TensorBoardCallback(tb_writer=epochs.writer))
+    return callbacks
 
 
 def fit(
@@ -248,18 +362,11 @@ def fit(
 ) -> FitResult:
     """Train ``model`` on ``train_dataset``, evaluate after every epoch, restore the best epoch.
 
-    - ``model(**inputs)`` returns logits ``(B, len(labels))``; ``collate_fn`` turns a list of dataset rows
-      into ``inputs`` plus ``"labels"`` (see :func:`pad_collate`).
-    - The loss is cross-entropy on logits, weighted by inverse class frequency of ``train_dataset.targets``
-      when ``config.class_weights == "auto"``; the validation loss that picks the best epoch uses the same
-      weights, so the epoch kept is the best one for the objective that was asked for.
-    - Best epoch = lowest validation loss; with ``config.early_stopping_patience`` training stops after that
-      many epochs without improvement. The returned model holds the best weights, in eval mode.
-    - TensorBoard logs (learning rate, train loss, validation loss and accuracy, per-epoch train accuracy) go
-      to ``out_dir/logs`` when ``out_dir`` is given and ``config.logs``; checkpoints go to a temporary folder.
-    - Under ``torchrun`` each process calls ``fit``; ``batch_size`` is per process; only the process with
-      ``FitResult.is_main_process`` should write files.
-
+    ``model(**inputs)`` returns logits ``(B, len(labels))``; ``collate_fn`` turns dataset rows into
+    ``inputs`` plus ``"labels"`` (:func:`pad_collate`). The loss (and the validation loss that picks the
+    best epoch) is cross-entropy, class-weighted when ``config.class_weights == "auto"``. TensorBoard logs
+    go to ``out_dir/logs`` when ``out_dir`` is given and ``config.logs``. Under ``torchrun`` each process
+    calls ``fit`` (``batch_size`` is per process); only ``FitResult.is_main_process`` writes files.
     Raises :class:`UsageError` for impossible device/precision requests (naming the flag).
     """
     config.validate()
@@ -269,201 +376,38 @@ def fit(
             f"need training and validation rows, got {len(train_dataset)} and {len(val_dataset)}"
         )
     hf_logging.set_verbosity_error()  # the Trainer's own info chatter; our per-epoch lines replace it
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    steps_per_epoch = max(1, math.ceil(len(train_dataset) / (config.batch_size * world * config.grad_accum)))
-    class_weight = (
-        inverse_frequency_weights(train_dataset.targets, len(labels))
-        if config.class_weights == "auto"
-        else None
-    )
-    if class_weight is not None and rank == 0:
-        log.info(
-            "class weights: %s",
-            ", ".join(f"{n} {w:.2f}" for n, w in zip(labels, class_weight.tolist(), strict=True)),
-        )
-    logs_dir = Path(out_dir) / "logs" if (out_dir is not None and config.logs) else None
-    writer = None
-    if logs_dir is not None and rank == 0:
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(log_dir=str(logs_dir))
+    distributed.join(device)
     stats = _RunningStats()
-    reporter = _EpochReporter(stats, config.epochs, writer)
-
-    class _ClassifierTrainer(Trainer):
-        """Cross-entropy on the model's logits, class-weighted on request; records running train stats."""
-
-        def compute_loss(
-            self,
-            model: torch.nn.Module,
-            inputs: Batch,
-            return_outputs: bool = False,
-            num_items_in_batch: Any = None,
-        ) -> Any:
-            targets = inputs.pop(LABELS_KEY)  # (B,)
-            logits = _logits(model(**inputs))  # (B, C)
-            weight = None if class_weight is None else class_weight.to(logits.device)
-            loss = F.cross_entropy(logits.float(), targets, weight=weight)
-            if model.training:
-                stats.add(loss, logits, targets)
-            return (loss, {"logits": logits}) if return_outputs else loss
-
-        def _get_train_sampler(self, dataset: Any = None) -> Any:
-            # Shuffled batches of similar length (the Trainer's LengthGroupedSampler, given precomputed
-            # lengths): padding per batch then costs little. Measured on the char-CNN with reviews_zh
-            # (mean 73, max 256 characters): several times fewer padded positions than random batches.
-            # Validation keeps its order (sequential sampler), so ``val_logits`` line up with the dataset.
-            dataset = self.train_dataset if dataset is None else dataset
-            lengths = getattr(dataset, "lengths", None)
-            if lengths is None:
-                return super()._get_train_sampler(dataset)
-            return LengthGroupedSampler(
-                self.args.train_batch_size * self.args.gradient_accumulation_steps, lengths=lengths.tolist()
-            )
-
-    with _checkpoint_dir(world > 1) as ckpt:
-        args = TrainingArguments(
-            output_dir=str(ckpt),
-            num_train_epochs=config.epochs,
-            per_device_train_batch_size=config.batch_size,
-            per_device_eval_batch_size=config.eval_batch_size,
-            gradient_accumulation_steps=config.grad_accum,
-            learning_rate=config.lr,
-            weight_decay=config.weight_decay,
-            warmup_steps=config.warmup,
-            lr_scheduler_type=config.schedule,
-            lr_scheduler_kwargs={"num_cycles": config.restarts}
-            if config.schedule == "cosine_with_restarts"
-            else {},
-            eval_strategy="epoch",
-            save_strategy="epoch",
-            save_only_model=True,
-            save_total_limit=1,
-            save_on_each_node=True,
-            load_best_model_at_end=True,
-            metric_for_best_model="eval_loss",
-            greater_is_better=False,
-            logging_strategy="steps",
-            logging_steps=max(1, steps_per_epoch // 4),
-            report_to="none",
-            seed=config.seed,
-            data_seed=config.seed,
-            use_cpu=device == "cpu",
-            bf16=precision == "bf16",
-            fp16=precision == "fp16",
-            dataloader_num_workers=config.num_workers,
-            dataloader_pin_memory=device == "cuda",
-            label_names=[LABELS_KEY],
-            remove_unused_columns=False,
-            disable_tqdm=config.quiet,
-            ddp_find_unused_parameters=False,
-        )
-        callbacks: list[Any] = [reporter]
-        if config.early_stopping_patience:
-            callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
-        if writer is not None:
-            callbacks.append(TensorBoardCallback(tb_writer=writer))
+    epochs = EpochLog(config.epochs, tensorboard_writer(None if out_dir is None else Path(out_dir), config))
+    with distributed.shared_temp_dir("clsrun-ckpt-") as ckpt:
         trainer = _ClassifierTrainer(
+            class_weights(config, train_dataset.targets, labels),
+            stats,
             model=model,
-            args=args,
+            args=_arguments(config, ckpt, device, precision, len(train_dataset)),
             train_dataset=train_dataset,
             eval_dataset=val_dataset,
             data_collator=collate_fn,
             compute_metrics=_accuracy,
-            callbacks=callbacks,
+            callbacks=_callbacks(config, stats, epochs),
         )
-        # The default progress callback also prints every log dict to stdout; keep the bar, drop the dicts.
-        trainer.remove_callback(ProgressCallback)
-        trainer.remove_callback(PrinterCallback)
-        if not config.quiet:
-            trainer.add_callback(_BarOnly())
         start = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - start
         prediction = trainer.predict(val_dataset)
-    if writer is not None:
-        writer.close()
-    history = reporter.history
-    best_epoch = 1 + int(np.argmin([r.val_loss for r in history]))
-    if trainer.is_world_process_zero():
-        log.info("best epoch %d of %d (lowest validation loss), weights restored", best_epoch, len(history))
-    val_logits = (
+    logits = (
         prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
     )
     trained = trainer.model if trainer.model is not None else model
-    trained.eval()
     return FitResult(
-        model=trained,
-        history=history,
-        best_epoch=best_epoch,
-        val_logits=np.asarray(val_logits, dtype=np.float32),
+        model=trained.eval(),
+        history=epochs.history,
+        best_epoch=epochs.finish(),
+        val_logits=np.asarray(logits, dtype=np.float32),
         val_targets=np.asarray(prediction.label_ids, dtype=np.int64),
         train_seconds=seconds,
-        overfit_epochs=reporter.overfit_epochs,
+        overfit_epochs=epochs.overfit_epochs,
         device=device,
         precision=precision,
-        is_main_process=trainer.is_world_process_zero(),
+        is_main_process=distributed.is_main(),
     )
-
-
-class _EpochReporter(TrainerCallback):
-    """Collects per-epoch numbers, logs one line per epoch to stderr, and warns about overfitting."""
-
-    def __init__(self, stats: _RunningStats, epochs: int, writer: Any) -> None:
-        self.stats = stats
-        self.epochs = epochs
-        self.writer = writer
-        self.history: list[EpochRecord] = []
-        self.overfit_epochs: list[int] = []
-
-    def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self.stats.reset()
-
-    def on_evaluate(self, args: Any, state: Any, control: Any, metrics: Any = None, **kwargs: Any) -> None:
-        if metrics is None or "eval_loss" not in metrics:
-            return
-        train_loss, train_acc = self.stats.means()
-        rec = EpochRecord(
-            epoch=len(self.history) + 1,
-            train_loss=train_loss,
-            train_accuracy=train_acc,
-            val_loss=float(metrics["eval_loss"]),
-            val_accuracy=float(metrics.get("eval_accuracy", math.nan)),
-        )
-        prev = self.history[-1] if self.history else None
-        self.history.append(rec)
-        if not state.is_world_process_zero:
-            return
-        best = min(r.val_loss for r in self.history) == rec.val_loss
-        log.info(
-            "epoch %d/%d: train loss %.4f acc %.4f | val loss %.4f acc %.4f%s",
-            rec.epoch,
-            self.epochs,
-            rec.train_loss,
-            rec.train_accuracy,
-            rec.val_loss,
-            rec.val_accuracy,
-            "  (best so far)" if best else "",
-        )
-        if self.writer is not None:
-            self.writer.add_scalar("train/epoch_loss", rec.train_loss, rec.epoch)
-            self.writer.add_scalar("train/epoch_accuracy", rec.train_accuracy, rec.epoch)
-        if prev is not None and rec.val_loss > prev.val_loss and rec.train_loss < prev.train_loss:
-            self.overfit_epochs.append(rec.epoch)
-            log.warning(
-                "epoch %d: validation loss rose (%.4f -> %.4f) while training loss fell (%.4f -> %.4f): "
-                "the model starts to overfit; the epoch with the lowest validation loss is kept",
-                rec.epoch,
-                prev.val_loss,
-                rec.val_loss,
-                prev.train_loss,
-                rec.train_loss,
-            )
-
-
-class _BarOnly(ProgressCallback):
-    """The Trainer's tqdm bar (stderr) without its printing of every log dict."""
-
-    def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
-        return None

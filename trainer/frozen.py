@@ -30,18 +30,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from clsrun.runtime.encode import Tokens
+from clsrun.trainer import distributed
+from clsrun.trainer.config import TrainConfig
+from clsrun.trainer.reporting import EpochRecord
 
 log = logging.getLogger("clsrun.trainer")
 
 PadFn = Callable[[Tokens, np.ndarray], dict[str, np.ndarray]]
 FeatureFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-def _dist() -> tuple[int, int]:
-    """(rank, world size), (0, 1) outside ``torch.distributed``."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
 
 
 @torch.inference_mode()
@@ -59,7 +55,7 @@ def extract_features(
     ``progress(rows_done)`` is called after each batch. Under ``torch.distributed`` each process encodes
     every N-th batch and the results are all-gathered, so every process returns all rows.
     """
-    rank, world = _dist()
+    rank, world = distributed.joined()
     order = np.argsort(tokens.lengths, kind="stable")  # (N,) shortest first
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     mine = batches[rank::world]
@@ -81,34 +77,35 @@ def extract_features(
 
 
 @dataclass
-class HeadEpoch:
-    """One epoch of head training: mean training loss, validation loss and accuracy."""
-
-    epoch: int
-    train_loss: float
-    val_loss: float
-    val_accuracy: float
-
-
-@dataclass
 class HeadResult:
     """The trained head (best epoch restored) and its history."""
 
     best_epoch: int
-    history: list[HeadEpoch] = field(default_factory=list)
+    history: list[EpochRecord] = field(default_factory=list)
     val_logits: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))  # (N_val, C)
 
 
-@dataclass
+@dataclass(frozen=True)
 class HeadTraining:
-    """How the head is trained (``clsrun train --freeze-encoder`` fills it from its flags)."""
+    """How the head is trained (from ``TrainConfig``; defaults: ``options.FROZEN_DEFAULTS``)."""
 
-    lr: float = 1e-3  # AdamW step size: features are standardised, so one value suits most encoders
-    epochs: int = 200  # upper bound; each epoch is milliseconds
-    batch_size: int = 32  # rows per AdamW step
-    weight_decay: float = 0.01  # on the weight matrix only, never the bias
-    patience: int | None = 20  # stop after this many epochs without a lower validation loss; None = off
-    seed: int = 42  # initial weights and minibatch order
+    lr: float  # AdamW step size: features are standardised, so one value suits most encoders
+    epochs: int  # upper bound; each epoch is milliseconds
+    batch_size: int  # rows per AdamW step
+    weight_decay: float  # on the weight matrix only, never the bias
+    patience: int | None  # stop after this many epochs without a lower validation loss; None = off
+    seed: int  # initial weights and minibatch order
+
+    @classmethod
+    def from_config(cls, config: TrainConfig) -> HeadTraining:
+        return cls(
+            lr=config.lr,
+            epochs=config.epochs,
+            batch_size=config.batch_size,
+            weight_decay=config.weight_decay,
+            patience=config.early_stopping_patience,
+            seed=config.seed,
+        )
 
 
 @contextlib.contextmanager
@@ -131,7 +128,7 @@ def train_head(
     val_y: torch.Tensor,
     settings: HeadTraining,
     class_weight: torch.Tensor | None = None,
-    on_epoch: Callable[[HeadEpoch], None] | None = None,
+    on_epoch: Callable[[EpochRecord], None] | None = None,
 ) -> HeadResult:
     """Train ``head`` in place on features ``train_x (N, H)`` with targets ``train_y (N,)``.
 
@@ -151,7 +148,7 @@ def _train_head(
     val_y: torch.Tensor,
     settings: HeadTraining,
     class_weight: torch.Tensor | None,
-    on_epoch: Callable[[HeadEpoch], None] | None,
+    on_epoch: Callable[[EpochRecord], None] | None,
 ) -> HeadResult:
     mean = train_x.mean(dim=0)  # (H,)
     std = train_x.std(dim=0).clamp(min=1e-6)  # (H,)
@@ -172,22 +169,13 @@ def _train_head(
     result = HeadResult(best_epoch=0)
     best_loss = math.inf
     best_state: dict[str, torch.Tensor] = {}
-    n = len(xs)
     for epoch in range(1, settings.epochs + 1):
-        perm = torch.randperm(n, generator=generator)
-        total = 0.0
-        for start in range(0, n, settings.batch_size):
-            idx = perm[start : start + settings.batch_size]
-            loss = F.cross_entropy(work(xs[idx]), train_y[idx], weight=class_weight)
-            optim.zero_grad(set_to_none=True)
-            loss.backward()
-            optim.step()
-            total += float(loss.detach()) * len(idx)
+        train_loss, train_acc = _epoch(work, optim, xs, train_y, settings.batch_size, generator, class_weight)
         with torch.no_grad():
             logits = work(vs)  # (N_val, C)
             val_loss = float(F.cross_entropy(logits, val_y, weight=class_weight))
             val_acc = float((logits.argmax(-1) == val_y).float().mean())
-        record = HeadEpoch(epoch, total / n, val_loss, val_acc)
+        record = EpochRecord(epoch, train_loss, train_acc, val_loss, val_acc)
         result.history.append(record)
         if on_epoch is not None:
             on_epoch(record)
@@ -204,3 +192,27 @@ def _train_head(
         head.bias.copy_(work.bias - weight @ mean)
         result.val_logits = head(val_x).numpy().astype(np.float32)
     return result
+
+
+def _epoch(
+    work: nn.Linear,
+    optim: torch.optim.Optimizer,
+    xs: torch.Tensor,
+    ys: torch.Tensor,
+    batch_size: int,
+    generator: torch.Generator,
+    class_weight: torch.Tensor | None,
+) -> tuple[float, float]:
+    """One pass over shuffled minibatches of ``xs (N, H)``; returns the mean training loss and accuracy."""
+    perm = torch.randperm(len(xs), generator=generator)  # (N,)
+    total, correct = 0.0, 0
+    for start in range(0, len(xs), batch_size):
+        idx = perm[start : start + batch_size]
+        logits = work(xs[idx])  # (B, C)
+        loss = F.cross_entropy(logits, ys[idx], weight=class_weight)
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        optim.step()
+        total += float(loss.detach()) * len(idx)
+        correct += int((logits.detach().argmax(-1) == ys[idx]).sum())
+    return total / len(xs), correct / len(xs)

@@ -11,9 +11,8 @@ import torch
 from clsrun.runtime.bundle import Bundle
 from clsrun.runtime.encode_char import VOCAB_FILE, CharVocab
 from clsrun.runtime.errors import BundleError
+from clsrun.trainer.bundle_writer import WEIGHTS_FILE
 from clsrun.trainer.charcnn import CharCNN, CharCNNConfig
-
-WEIGHTS_FILE = "model.safetensors"
 
 
 def load_charcnn(bundle: Bundle) -> CharCNN:

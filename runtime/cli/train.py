@@ -1,28 +1,36 @@
 """`clsrun train DATA --model {charcnn|minilm|PATH} --out BUNDLE`: train a classifier and write its bundle.
 
-Only parses options; the work is in ``clsrun.trainer`` (imported inside the command, so ``--help`` is
-instant and a scoring-only install without torch still runs every other command).
-Options left unset take the model kind's defaults (char-CNN: ``TrainConfig``; BERT: ``trainer.bert``).
-Under ``torchrun --nproc-per-node N`` every process runs this command; only rank 0 writes the bundle.
+Maps flags to the arguments of :func:`clsrun.trainer.train` and makes that one call (imported inside the
+command, so ``--help`` is instant and a scoring-only install without torch still runs every other command).
+Flags left unset are not passed: the model kind's defaults apply (``clsrun.trainer.options``), and the
+kind's options check their own flags. Under ``torchrun --nproc-per-node N`` every process runs this
+command; only rank 0 writes the bundle and prints the report.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 import typer
 
 from clsrun.runtime.cli.app import app, reports_errors
-from clsrun.runtime.errors import UsageError, require
+from clsrun.runtime.errors import UsageError
 
 
-def _ints(value: str | None, flag: str) -> list[int] | None:
+def _set(**values: Any) -> dict[str, Any]:
+    """The flags the user set (typer gives None for the others)."""
+    return {name: value for name, value in values.items() if value is not None}
+
+
+def _ints(value: str | None, flag: str) -> tuple[int, ...] | None:
+    """``"64,64,64"`` -> ``(64, 64, 64)``; None when the flag is not set."""
     if value is None:
         return None
     try:
-        return [int(x) for x in value.split(",") if x.strip()]
+        return tuple(int(x) for x in value.split(",") if x.strip())
     except ValueError as e:
         raise UsageError(f"{flag} must be comma-separated integers such as 64,64,64, got {value!r}") from e
 
@@ -154,94 +162,54 @@ def train(
     ),
 ) -> None:
     """Train a text classifier and write a model bundle (validation metrics included)."""
-    require("torch", "train")
-    from clsrun.trainer.config import TrainConfig
-    from clsrun.trainer.data import load_split
-    from clsrun.trainer.train_charcnn import CharCNNOptions, prepare_out_dir, train_charcnn
+    from clsrun.trainer import DataOptions
+    from clsrun.trainer import train as train_bundle
 
-    given: dict[str, Any] = {
-        "lr": lr,
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "eval_batch_size": eval_batch_size,
-        "max_length": max_length,
-        "warmup": warmup,
-        "weight_decay": weight_decay,
-        "schedule": schedule,
-        "restarts": restarts,
-        "grad_accum": grad_accum,
-        "class_weights": class_weights,
-        "seed": seed,
-        "device": device,
-        "precision": precision,
-        "val_split": val_split,
-        "num_workers": num_workers,
-    }
-    given = {k: v for k, v in given.items() if v is not None}
+    config = _set(
+        lr=lr,
+        epochs=epochs,
+        batch_size=batch_size,
+        eval_batch_size=eval_batch_size,
+        max_length=max_length,
+        warmup=warmup,
+        weight_decay=weight_decay,
+        schedule=schedule,
+        restarts=restarts,
+        grad_accum=grad_accum,
+        class_weights=class_weights,
+        seed=seed,
+        device=device,
+        precision=precision,
+        num_workers=num_workers,
+        logs=not no_logs,
+        quiet=quiet,
+    )
     if early_stopping_patience is not None:
-        given["early_stopping_patience"] = early_stopping_patience or None
-    given["logs"] = not no_logs
-    given["quiet"] = quiet
-    if val_data is not None and val_split is not None:
-        raise UsageError("give either --val-data or --val-split, not both")
-
-    if model == "charcnn":
-        if truncation is not None or freeze_encoder:
-            raise UsageError("--truncation and --freeze-encoder apply to BERT models, not charcnn")
-        config = TrainConfig(**given).validate()
-        defaults = CharCNNOptions()
-        options = CharCNNOptions(
-            embed_dim=defaults.embed_dim if embed_dim is None else embed_dim,
-            channels=_ints(channels, "--channels") or defaults.channels,
-            kernel_sizes=_ints(kernel_sizes, "--kernel-sizes") or defaults.kernel_sizes,
-            dropout=defaults.dropout if dropout is None else dropout,
-            pooling=defaults.pooling if pooling is None else pooling,
-            vocab_size=defaults.vocab_size if vocab_size is None else vocab_size,
-        ).validate()
-        main = os.environ.get("RANK", "0") == "0"
-        if main:
-            prepare_out_dir(out, force)
-        split = load_split(data, val_data, config.val_split, config.seed, text_col, label_col)
-        _, report = train_charcnn(split, out, config, options)
-    else:
-        if any(v is not None for v in (embed_dim, channels, kernel_sizes, dropout, vocab_size)):
-            raise UsageError(
-                "--embed-dim, --channels, --kernel-sizes, --dropout and --vocab-size apply to charcnn only"
-            )
-        report = _train_bert(
-            data, model, out, force, val_data, text_col, label_col, given, pooling, truncation, freeze_encoder
-        )
-    if report is not None:
+        config["early_stopping_patience"] = early_stopping_patience or None  # 0 turns it off
+    options = _set(
+        embed_dim=embed_dim,
+        channels=_ints(channels, "--channels"),
+        kernel_sizes=_ints(kernel_sizes, "--kernel-sizes"),
+        dropout=dropout,
+        vocab_size=vocab_size,
+        pooling=pooling,
+        truncation=truncation,
+        freeze_encoder=freeze_encoder or None,
+    )
+    where = DataOptions(val_data=val_data, val_split=val_split, text_col=text_col, label_col=label_col)
+    result = train_bundle(
+        data, out, model=model, config=config, options=options, data_options=where, force=force
+    )
+    if result.report is not None:
         typer.echo(f"bundle written to {out}", err=True)
-        typer.echo(report.to_text())
+        _print(result.report.to_text())
 
 
-def _train_bert(
-    data: Path,
-    model: str,
-    out: Path,
-    force: bool,
-    val_data: Path | None,
-    text_col: str,
-    label_col: str,
-    given: dict[str, Any],
-    pooling: str | None,
-    truncation: str | None,
-    freeze_encoder: bool,
-) -> Any:
-    """``--model minilm|PATH``: the BERT trainer (``clsrun.trainer.bert``), then the shared bundle files."""
-    require("transformers", "train")
-    from clsrun.trainer.bert import BertOptions, defaults_for, train_bert
-    from clsrun.trainer.config import TrainConfig
-    from clsrun.trainer.data import load_split
-    from clsrun.trainer.train_charcnn import prepare_out_dir
-
-    options = BertOptions(
-        model=model, pooling=pooling or "auto", truncation=truncation or "head", freeze_encoder=freeze_encoder
-    ).validate()
-    config = TrainConfig(**{**defaults_for(options), **given}).validate()
-    if os.environ.get("RANK", "0") == "0":
-        prepare_out_dir(out, force)
-    split = load_split(data, val_data, config.val_split, config.seed, text_col, label_col)
-    run = train_bert(split, out, config, options)
-    return getattr(run, "report", None) if run.is_main_process else None
+def _print(text: str) -> None:
+    """``text`` on stdout. A reader that stops early (``clsrun train ... | head -1``) is no failure: the
+    bundle is written. stdout then points at /dev/null, or Python would fail again flushing it at exit."""
+    try:
+        typer.echo(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -19,10 +19,11 @@ from clsrun.runtime.encode import make_encoder
 from clsrun.runtime.encode_bert import BertEncoder, head_tail_split
 from clsrun.runtime.errors import ModelNotFoundError, UsageError
 from clsrun.runtime.textnorm import normalize_many
-from clsrun.trainer.bert import BertOptions, fit_bert, load_bert_model
+from clsrun.trainer.bert import fit_bert, load_bert_model
 from clsrun.trainer.bert_checkpoint import resolve_checkpoint, resolve_pooling
 from clsrun.trainer.config import TrainConfig
 from clsrun.trainer.data import load_split
+from clsrun.trainer.options import BertOptions
 
 
 def bundle_logits(bundle: Bundle, texts: list[str]) -> np.ndarray:
@@ -117,8 +118,9 @@ def test_max_length_beyond_the_checkpoint_positions_is_refused(
     tiny_bert_checkpoint: Path, tiny_bert_data: Path
 ) -> None:
     split = load_split(tiny_bert_data, val_split=0.25)
+    config = TrainConfig.for_kind(str(tiny_bert_checkpoint), max_length=512, logs=False)
     with pytest.raises(UsageError, match=r"--max-length 512 .* 128 positions"):
-        fit_bert(split, TrainConfig(max_length=512, logs=False), BertOptions(model=str(tiny_bert_checkpoint)))
+        fit_bert(split, config, BertOptions(model=str(tiny_bert_checkpoint)))
 
 
 # -------------------------------------------------------------------------------------------- truncation

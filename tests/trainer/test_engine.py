@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -14,14 +13,13 @@ from clsrun.runtime.errors import UsageError
 from clsrun.trainer.config import TrainConfig
 from clsrun.trainer.engine import (
     ClassificationDataset,
-    _EpochReporter,
-    _RunningStats,
     fit,
     inverse_frequency_weights,
     pad_collate,
     resolve_device,
     seed_everything,
 )
+from clsrun.trainer.reporting import EpochLog, EpochRecord
 
 
 class _Bag(torch.nn.Module):
@@ -58,7 +56,7 @@ def _config(**kw: object) -> TrainConfig:
         logs=False,
         early_stopping_patience=None,
     )
-    return TrainConfig(**{**base, **kw})  # type: ignore[arg-type]
+    return TrainConfig.for_kind("charcnn", **{**base, **kw})
 
 
 def test_fit_returns_the_epoch_with_lowest_validation_loss_and_whole_set_logits() -> None:
@@ -120,15 +118,11 @@ def test_class_weights_auto_raises_recall_of_the_rare_class() -> None:
 
 
 def test_overfitting_warning_names_the_epoch(caplog: pytest.LogCaptureFixture) -> None:
-    stats = _RunningStats()
-    reporter = _EpochReporter(stats, epochs=3, writer=None)
-    state = SimpleNamespace(is_world_process_zero=True)
+    epochs = EpochLog(epochs=3)
     caplog.set_level(logging.INFO, logger="clsrun.trainer")
-    for train_loss, val_loss in [(0.9, 0.7), (0.6, 0.5), (0.3, 0.6)]:
-        stats.reset()
-        stats.add(torch.tensor(train_loss), torch.tensor([[1.0, 0.0]]), torch.tensor([0]))
-        reporter.on_evaluate(None, state, None, metrics={"eval_loss": val_loss, "eval_accuracy": 0.5})
-    assert reporter.overfit_epochs == [3]
+    for epoch, (train_loss, val_loss) in enumerate([(0.9, 0.7), (0.6, 0.5), (0.3, 0.6)], start=1):
+        epochs.add(EpochRecord(epoch, train_loss, 1.0, val_loss, 0.5))
+    assert epochs.overfit_epochs == [3]
     assert "epoch 3: validation loss rose (0.5000 -> 0.6000) while training loss fell" in caplog.text
     assert "epoch 2/3: train loss 0.6000" in caplog.text
 
@@ -137,18 +131,18 @@ def test_config_errors_name_every_flag() -> None:
     with pytest.raises(
         UsageError, match=r"--lr must be > 0.*--epochs must be >= 1.*--schedule must be one of"
     ):
-        TrainConfig(lr=0, epochs=0, schedule="step").validate()  # type: ignore[arg-type]
+        TrainConfig.for_kind("charcnn", lr=0, epochs=0, schedule="step")
     with pytest.raises(UsageError, match=r"--warmup must be a fraction < 1 or a whole step count"):
-        TrainConfig(warmup=2.5).validate()
+        TrainConfig.for_kind("charcnn", warmup=2.5)
 
 
 def test_device_requests_that_cannot_be_met(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(UsageError, match="--device cuda"):
-        resolve_device(TrainConfig(device="cuda"))
+        resolve_device(TrainConfig.for_kind("charcnn", device="cuda"))
     with pytest.raises(UsageError, match="--precision bf16 needs CUDA"):
-        resolve_device(TrainConfig(precision="bf16"))
-    assert resolve_device(TrainConfig()) == ("cpu", "fp32")
+        resolve_device(TrainConfig.for_kind("charcnn", precision="bf16"))
+    assert resolve_device(TrainConfig.for_kind("charcnn")) == ("cpu", "fp32")
 
 
 def test_pad_collate_pads_to_the_longest_row() -> None:

@@ -70,7 +70,11 @@ def test_train_writes_a_verified_bundle_with_metrics(tiny_charcnn_data: Path, tm
         (["--lr", "0"], "--lr must be > 0"),
         (["--channels", "64,x"], "--channels must be comma-separated integers"),
         (["--channels", "8,8", "--kernel-sizes", "3"], "--kernel-sizes must give one kernel per --channels"),
-        (["--truncation", "head-tail"], "--truncation and --freeze-encoder apply to BERT"),
+        (["--truncation", "head-tail"], "--truncation applies to BERT"),
+        (
+            ["--truncation", "head-tail", "--freeze-encoder"],
+            "--truncation and --freeze-encoder apply to BERT",
+        ),
         (["--pooling", "cls"], "--pooling for charcnn must be one of max, max+mean"),
         (["--class-weights", "balanced"], "--class-weights must be 'none' or 'auto'"),
         (["--val-split", "1.5"], "--val-split must be between 0 and 1"),

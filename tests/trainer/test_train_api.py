@@ -1,0 +1,169 @@
+"""`clsrun.trainer.train`: one entry point; each kind trains at its own defaults, set fields override only
+themselves; the kind registry; the output folder; what a run shows (epoch lines, warnings)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from clsrun.runtime.bundle import Bundle
+from clsrun.runtime.errors import InputError, UsageError
+from clsrun.trainer import BertOptions, CharCNNOptions, DataOptions, TrainConfig, train
+from clsrun.trainer.kinds import KINDS, kind_of
+from clsrun.trainer.options import BERT_DEFAULTS, CHARCNN_DEFAULTS, FROZEN_DEFAULTS
+from clsrun.trainer.reporting import EpochLog, EpochRecord, overfitting
+from clsrun.trainer.run import prepare_out_dir
+
+TINY = {"embed_dim": 8, "channels": (8, 8), "kernel_sizes": (3, 3)}
+
+
+# ------------------------------------------------------------------------------------- kinds and defaults
+
+
+def test_a_config_without_a_kind_cannot_be_built() -> None:
+    with pytest.raises(TypeError, match="lr"):
+        TrainConfig()  # type: ignore[call-arg]
+
+
+def test_each_kind_gets_its_own_defaults_and_set_fields_override_only_themselves(
+    tiny_bert_checkpoint: Path,
+) -> None:
+    assert TrainConfig.for_kind("charcnn").lr == CHARCNN_DEFAULTS["lr"] == 5e-3
+    bert = TrainConfig.for_kind(str(tiny_bert_checkpoint), epochs=1)
+    assert (bert.lr, bert.batch_size, bert.warmup, bert.epochs) == (5e-5, 16, 0.1, 1)
+    assert TrainConfig.for_kind("minilm").epochs == BERT_DEFAULTS["epochs"]
+    frozen = TrainConfig.for_kind("minilm", BertOptions(freeze_encoder=True))
+    assert (frozen.lr, frozen.epochs) == (FROZEN_DEFAULTS["lr"], FROZEN_DEFAULTS["epochs"])
+
+
+def test_registry_resolves_model_values_and_every_kind_has_complete_defaults(tmp_path: Path) -> None:
+    assert kind_of("charcnn").name == "charcnn"
+    assert kind_of("minilm").name == kind_of(str(tmp_path)).name == "bert"
+    for kind in KINDS.values():
+        TrainConfig(**kind.options().train_defaults()).validate()  # no field left without a value
+
+
+def test_options_of_another_kind_name_the_flags_typed(tiny_bert_checkpoint: Path) -> None:
+    with pytest.raises(UsageError, match=r"^--embed-dim and --vocab-size apply to charcnn models, not BERT"):
+        kind_of(str(tiny_bert_checkpoint)).options_for(
+            str(tiny_bert_checkpoint), {"embed_dim": 8, "vocab_size": 9}
+        )
+    with pytest.raises(UsageError, match="BertOptions is another kind's"):
+        kind_of("charcnn").options_for("charcnn", BertOptions())
+    options = kind_of(str(tiny_bert_checkpoint)).options_for(
+        str(tiny_bert_checkpoint), BertOptions(pooling="mean")
+    )
+    assert isinstance(options, BertOptions) and options.model == str(tiny_bert_checkpoint)
+
+
+# -------------------------------------------------------------------------------------------- train()
+
+
+def test_train_from_python_at_the_kind_defaults(tiny_charcnn_data: Path, tmp_path: Path) -> None:
+    result = train(
+        tiny_charcnn_data,
+        tmp_path / "b",
+        model="charcnn",
+        config={"epochs": 1, "max_length": 32, "logs": False, "quiet": True},
+        options=CharCNNOptions(**TINY),
+        data_options=DataOptions(val_split=0.25),
+    )
+    assert result.kind == "charcnn" and result.report is not None
+    hyper = Bundle.load(result.bundle).spec.training["hyperparameters"]
+    assert hyper["epochs"] == 1 and hyper["lr"] == 5e-3 and hyper["batch_size"] == 64
+    assert hyper["charcnn"]["channels"] == [8, 8]
+
+
+def test_bert_from_python_trains_at_bert_settings(
+    tiny_bert_checkpoint: Path, tiny_bert_data: Path, tmp_path: Path
+) -> None:
+    """The bug this entry point removes: BERT trained from Python at the char-CNN's lr 5e-3."""
+    result = train(
+        tiny_bert_data,
+        tmp_path / "b",
+        model=str(tiny_bert_checkpoint),
+        config={"epochs": 1, "max_length": 32, "quiet": True},
+    )
+    hyper = Bundle.load(result.bundle).spec.training["hyperparameters"]
+    assert (hyper["lr"], hyper["batch_size"], hyper["warmup"], hyper["epochs"]) == (5e-5, 16, 0.1, 1)
+    assert result.options == BertOptions(model=str(tiny_bert_checkpoint))
+
+
+def test_wrong_column_creates_nothing(tiny_charcnn_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "b"
+    with pytest.raises(InputError, match="no column 'review'"):
+        train(tiny_charcnn_data, out, data_options=DataOptions(text_col="review"))
+    assert not out.exists()
+
+
+def test_out_dir_with_only_a_package_marker_is_not_empty(tmp_path: Path) -> None:
+    """The default model is a plain data folder now: an ``__init__.py`` is a file like any other."""
+    out = tmp_path / "b"
+    out.mkdir()
+    (out / "__init__.py").write_text("", encoding="utf-8")
+    with pytest.raises(UsageError, match="not empty; use --force"):
+        prepare_out_dir(out, force=False)
+    with pytest.raises(UsageError, match="not a clsrun bundle; refusing to delete it"):
+        prepare_out_dir(out, force=True)
+    assert (out / "__init__.py").exists()
+
+
+# ------------------------------------------------------------------------------------ what a run shows
+
+
+def _rec(epoch: int, train_loss: float, val_loss: float) -> EpochRecord:
+    return EpochRecord(epoch, train_loss, 0.5, val_loss, 0.5)
+
+
+def test_a_rise_that_does_not_show_in_the_printed_digits_is_no_rise() -> None:
+    assert overfitting(_rec(1, 0.9, 0.05241), _rec(2, 0.5, 0.05243)) is None  # both print 0.0524
+    warning = overfitting(_rec(1, 0.9, 0.0524), _rec(4, 0.5, 0.0531))
+    assert warning is not None and "validation loss rose (0.0524 -> 0.0531 since epoch 1)" in warning
+
+
+def test_last_epoch_still_best_hints_at_more_epochs(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="clsrun.trainer")
+    epochs = EpochLog(epochs=2)
+    epochs.add(_rec(1, 0.9, 0.7))
+    epochs.add(_rec(2, 0.6, 0.5))
+    assert epochs.finish() == 2
+    assert "the last epoch was still the best: training longer (a higher --epochs) may help" in caplog.text
+
+
+def test_a_run_that_summarises_warns_once_about_overfitting(caplog: pytest.LogCaptureFixture) -> None:
+    """The frozen-encoder head reports at the end only: one warning, best epoch against the last."""
+    caplog.set_level(logging.INFO, logger="clsrun.trainer")
+    epochs = EpochLog(epochs=50, each_epoch=False)
+    for epoch, (t, v) in enumerate([(0.9, 0.7), (0.6, 0.5), (0.5, 0.6), (0.4, 0.55)], start=1):
+        epochs.add(_rec(epoch, t, v))
+    assert epochs.finish() == 2
+    assert epochs.overfit_epochs == [4] and "epoch 1/" not in caplog.text
+    assert "epoch 4: validation loss rose (0.5000 -> 0.5500 since epoch 2)" in caplog.text
+    assert "training longer" not in caplog.text
+
+
+def test_char_cnn_says_how_many_texts_were_cut(
+    tiny_charcnn_data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="clsrun.trainer")
+    config = {"epochs": 1, "max_length": 8, "logs": False, "quiet": True}
+    train(tiny_charcnn_data, tmp_path / "b", config=config, options=TINY)
+    assert "% of training texts cut to 8 characters (--max-length)" in caplog.text
+    share = float(caplog.text.split("% of training texts cut")[0].rsplit(" ", 1)[-1])
+    assert share > 50  # every tiny text is longer than 8 characters
+
+
+def test_the_trainer_package_imports_without_torch() -> None:
+    """``clsrun data fetch`` and the checks of ``clsrun train`` run before (or without) torch."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, clsrun.trainer, clsrun.trainer.fetch, clsrun.trainer.kinds, clsrun.trainer.run\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in {'torch', 'transformers'}))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -1,0 +1,178 @@
+"""Each model kind's own settings, and the training defaults that suit it. No torch here.
+
+``clsrun train`` builds these (and :class:`~clsrun.trainer.config.TrainConfig`) and checks every flag
+before torch is imported or anything is written. A kind's options class says which flag sets each field
+(``FLAGS``), checks its values with errors that name those flags (``validate``), gives the
+:class:`TrainConfig` values that suit it (``train_defaults``), and what the bundle records about it
+(``hyperparameters``). The registry of kinds is :mod:`clsrun.trainer.kinds`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Any, ClassVar, TypeVar
+
+from clsrun.runtime.encode_bert import TRUNCATIONS
+from clsrun.runtime.errors import UsageError
+from clsrun.trainer.bert_checkpoint import MINILM, resolve_checkpoint
+
+Opts = TypeVar("Opts", bound="KindOptions")
+
+CHARCNN_POOLINGS: tuple[str, ...] = ("max", "max+mean")
+BERT_POOLINGS: tuple[str, ...] = ("auto", "cls", "mean")
+
+# TrainConfig fields where the kinds differ. Char-CNN: what trained the default model (README).
+CHARCNN_DEFAULTS: dict[str, Any] = {
+    "lr": 5e-3,
+    "epochs": 6,
+    "batch_size": 64,
+    "eval_batch_size": 256,
+    "max_length": 256,
+    "warmup": 0.05,
+    "early_stopping_patience": 2,
+}
+# BERT full fine-tuning: the usual recipe; 256 tokens halves the cost of 512.
+BERT_DEFAULTS: dict[str, Any] = {
+    "lr": 5e-5,
+    "epochs": 3,
+    "batch_size": 16,
+    "eval_batch_size": 64,
+    "max_length": 256,
+    "warmup": 0.1,
+    "early_stopping_patience": 2,
+}
+# --freeze-encoder trains a linear head on standardised cached features: a larger step size and many
+# epochs of milliseconds each, stopped by patience.
+FROZEN_DEFAULTS: dict[str, Any] = {
+    **BERT_DEFAULTS,
+    "lr": 1e-3,
+    "epochs": 200,
+    "batch_size": 32,
+    "early_stopping_patience": 20,
+}
+
+
+class KindOptions:
+    """Base of a model kind's options (each a frozen dataclass)."""
+
+    FLAGS: ClassVar[dict[str, str]] = {}  # field -> the ``clsrun train`` flag that sets it
+
+    @classmethod
+    def for_model(cls: type[Opts], model: str, **given: Any) -> Opts:
+        """The options for ``--model model`` with ``given`` fields set (the rest: defaults), validated."""
+        return cls(**given).validate()
+
+    def with_model(self: Opts, model: str) -> Opts:
+        """These options for ``--model model`` (a kind that trains from a checkpoint records which)."""
+        return self
+
+    def validate(self: Opts) -> Opts:
+        """Check every value; one :class:`UsageError` naming each offending flag. Returns self."""
+        return self
+
+    def train_defaults(self) -> dict[str, Any]:
+        """The :class:`TrainConfig` values that suit this kind (every field without a default there)."""
+        raise NotImplementedError
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """What ``training.hyperparameters`` of the bundle records about these options."""
+        raise NotImplementedError
+
+
+def _check(problems: list[str]) -> None:
+    if problems:
+        raise UsageError("; ".join(problems))
+
+
+@dataclass(frozen=True)
+class CharCNNOptions(KindOptions):
+    """Char-CNN settings of ``clsrun train --model charcnn`` (the shared ones are in :class:`TrainConfig`)."""
+
+    FLAGS: ClassVar[dict[str, str]] = {
+        "embed_dim": "--embed-dim",
+        "channels": "--channels",
+        "kernel_sizes": "--kernel-sizes",
+        "dropout": "--dropout",
+        "pooling": "--pooling",
+        "vocab_size": "--vocab-size",
+    }
+
+    embed_dim: int = 48  # character embedding width
+    channels: tuple[int, ...] = (64, 64, 64)  # channels of each convolution
+    kernel_sizes: tuple[int, ...] = (1, 3, 5)  # odd kernel width of each convolution
+    dropout: float = 0.5  # dropout on the pooled features (0.5 did better than 0.3 on reviews_zh)
+    pooling: str = "max"  # "max" or "max+mean" (adds the mean over the text: long documents)
+    vocab_size: int = 6000  # keep at most this many distinct characters (most frequent first)
+    min_char_freq: int = 2  # characters seen fewer times in training become "unknown"
+
+    def validate(self) -> CharCNNOptions:
+        problems = []
+        if self.embed_dim < 1:
+            problems.append(f"--embed-dim must be >= 1, got {self.embed_dim}")
+        if not self.channels or any(c < 1 for c in self.channels):
+            problems.append(f"--channels must be positive integers, got {list(self.channels)}")
+        if len(self.kernel_sizes) != len(self.channels):
+            problems.append(
+                f"--kernel-sizes must give one kernel per --channels entry "
+                f"({len(self.channels)}), got {len(self.kernel_sizes)}"
+            )
+        if any(k < 1 or k % 2 == 0 for k in self.kernel_sizes):
+            problems.append(f"--kernel-sizes must be odd positive integers, got {list(self.kernel_sizes)}")
+        if not 0 <= self.dropout < 1:
+            problems.append(f"--dropout must be in [0, 1), got {self.dropout}")
+        if self.pooling not in CHARCNN_POOLINGS:
+            problems.append(
+                f"--pooling for charcnn must be one of {', '.join(CHARCNN_POOLINGS)}, got {self.pooling!r}"
+            )
+        if self.vocab_size < 1:
+            problems.append(f"--vocab-size must be >= 1, got {self.vocab_size}")
+        if self.min_char_freq < 1:
+            problems.append(f"--min-char-freq must be >= 1, got {self.min_char_freq}")
+        _check(problems)
+        return self
+
+    def train_defaults(self) -> dict[str, Any]:
+        return dict(CHARCNN_DEFAULTS)
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {"charcnn": asdict(self)}
+
+
+@dataclass(frozen=True)
+class BertOptions(KindOptions):
+    """BERT-family settings of ``clsrun train --model minilm|PATH`` (the shared ones: :class:`TrainConfig`)."""
+
+    FLAGS: ClassVar[dict[str, str]] = {
+        "pooling": "--pooling",
+        "truncation": "--truncation",
+        "freeze_encoder": "--freeze-encoder",
+    }
+
+    model: str = MINILM  # "minilm" or a local Hugging Face checkpoint folder
+    pooling: str = "auto"  # "cls" | "mean" | "auto" (mean for sentence-transformers checkpoints, else cls)
+    truncation: str = "head"  # "head" | "head-tail": which tokens of an over-long text are kept
+    freeze_encoder: bool = False  # train only the linear head on features computed once
+
+    @classmethod
+    def for_model(cls, model: str, **given: Any) -> BertOptions:
+        return cls(model=model, **given).validate()
+
+    def with_model(self, model: str) -> BertOptions:
+        return replace(self, model=model)
+
+    def validate(self) -> BertOptions:
+        """Check the values, then that the checkpoint exists (before data is read or ``--out`` touched)."""
+        problems = []
+        if self.pooling not in BERT_POOLINGS:
+            problems.append(f"--pooling must be one of {', '.join(BERT_POOLINGS)}, got {self.pooling!r}")
+        if self.truncation not in TRUNCATIONS:
+            problems.append(f"--truncation must be one of {', '.join(TRUNCATIONS)}, got {self.truncation!r}")
+        _check(problems)
+        resolve_checkpoint(self.model)
+        return self
+
+    def train_defaults(self) -> dict[str, Any]:
+        return dict(FROZEN_DEFAULTS if self.freeze_encoder else BERT_DEFAULTS)
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {"freeze_encoder": self.freeze_encoder}

@@ -1,0 +1,105 @@
+"""``train()``: the library entry point of training. ``clsrun train`` maps its flags here in one call.
+
+It owns what every kind shares: which kind ``--model`` names and its options (``kinds.py``), the training
+settings with that kind's defaults under what the user set (``TrainConfig.for_kind``), reading the data
+(the runtime's readers, ``data.py``), preparing ``--out``, and who writes it under ``torchrun`` (rank 0).
+Everything up to preparing ``--out`` runs without torch: a wrong flag, a missing column or an unreadable
+file fails in a second and leaves nothing behind. Then the kind's train function (torch) trains and writes.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from clsrun.runtime.bundle import SPEC_FILE
+from clsrun.runtime.errors import UsageError, require
+from clsrun.trainer import distributed
+from clsrun.trainer.config import TrainConfig
+from clsrun.trainer.data import DataOptions
+from clsrun.trainer.kinds import kind_of
+from clsrun.trainer.options import KindOptions
+
+if TYPE_CHECKING:
+    from clsrun.runtime.metrics import ClassificationReport
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What :func:`train` did."""
+
+    bundle: Path  # the bundle folder (written by the main process only)
+    kind: str  # the kind that trained it ("charcnn", "bert", ...)
+    config: TrainConfig  # the settings used (the kind's defaults under what was set)
+    options: KindOptions  # the kind's options used
+    report: ClassificationReport | None  # validation metrics; None on torchrun processes other than rank 0
+
+
+def train(
+    data: Path | str,
+    out: Path | str,
+    *,
+    model: str = "charcnn",
+    config: TrainConfig | Mapping[str, Any] | None = None,
+    options: KindOptions | Mapping[str, Any] | None = None,
+    data_options: DataOptions | None = None,
+    force: bool = False,
+) -> TrainResult:
+    """Train a classifier on the labelled file ``data`` and write its bundle into ``out``.
+
+    - ``model``: ``"charcnn"``, ``"minilm"``, or a local Hugging Face checkpoint folder (nothing is
+      downloaded); any name registered in :data:`clsrun.trainer.kinds.KINDS`.
+    - ``config``: a whole :class:`TrainConfig`, or only the fields to change (e.g. ``{"epochs": 2}``) over
+      the kind's defaults; None: the kind's defaults.
+    - ``options``: the kind's options object (e.g. :class:`~clsrun.trainer.options.CharCNNOptions`), or only
+      the fields to set; None: the kind's defaults.
+    - ``data_options``: the text and label columns, and ``--val-data`` or ``--val-split``.
+    - ``force``: replace an existing bundle in ``out`` (a folder that is not a bundle is never deleted).
+
+    Under ``torchrun`` every process calls this; only rank 0 prepares and writes ``out``. Raises
+    :class:`UsageError` for bad settings, :class:`InputError` for unreadable data and
+    :class:`ModelNotFoundError` for a missing checkpoint, all before ``out`` is touched.
+    """
+    kind = kind_of(model)
+    kind_options = kind.options_for(model, options)
+    if isinstance(config, TrainConfig):
+        settings = config.validate()
+    else:
+        settings = TrainConfig.for_kind(model, kind_options, **(config or {}))
+    where = (data_options or DataOptions()).validate()
+    out = Path(out)
+    main = distributed.is_main()
+    if main:
+        check_out_dir(out, force)
+    for module in ("torch", "transformers"):
+        require(module, "train")
+    split = where.load(data, settings.seed)
+    if main:
+        prepare_out_dir(out, force)
+    report = kind.train_function()(split, out, settings, kind_options)
+    return TrainResult(out, kind.name, settings, kind_options, report)
+
+
+def check_out_dir(out: Path, force: bool) -> None:
+    """Refuse an ``out`` that cannot receive a new bundle: not a folder, or not empty without ``force``, or
+    not empty and not a clsrun bundle (never deleted, even with ``force``). Changes nothing."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not force:
+            raise UsageError(f"--out {out}: folder is not empty; use --force to replace the bundle in it")
+        if not (out / SPEC_FILE).is_file():
+            raise UsageError(f"--out {out}: not empty and not a clsrun bundle; refusing to delete it")
+
+
+def prepare_out_dir(out: Path, force: bool) -> None:
+    """Make ``out`` an empty folder: created, or an old bundle in it removed with ``force``
+    (:func:`check_out_dir` first). Called before training, so a long run does not end in a refusal."""
+    check_out_dir(out, force)
+    if out.is_dir():
+        for p in out.iterdir():
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    out.mkdir(parents=True, exist_ok=True)
