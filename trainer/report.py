@@ -60,7 +60,8 @@ def write_confusion_png(path: Path, report: ClassificationReport) -> None:
                     va="center",
                     color="white" if share[i, j] > 0.5 else "black",
                 )
-        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+        colorbar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+        colorbar.set_label("share of the true label's rows")
         fig.tight_layout()
         fig.savefig(path)
     finally:

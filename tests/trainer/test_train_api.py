@@ -1,5 +1,5 @@
 """`clsrun.trainer.train`: one entry point; each kind trains at its own defaults, set fields override only
-themselves; the kind registry; the output folder; what a run shows (epoch lines, warnings)."""
+themselves; the kind registry; the output folder; what a run shows (epoch lines, warnings, the plot)."""
 
 from __future__ import annotations
 
@@ -153,6 +153,20 @@ def test_char_cnn_says_how_many_texts_were_cut(
     assert "% of training texts cut to 8 characters (--max-length)" in caplog.text
     share = float(caplog.text.split("% of training texts cut")[0].rsplit(" ", 1)[-1])
     assert share > 50  # every tiny text is longer than 8 characters
+
+
+def test_confusion_matrix_colour_bar_is_labelled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from matplotlib.figure import Figure
+
+    from clsrun.runtime.metrics import report_from_indices
+    from clsrun.trainer.report import write_confusion_png
+
+    seen: list[str] = []
+    monkeypatch.setattr(
+        Figure, "savefig", lambda fig, *a, **k: seen.extend(ax.get_ylabel() for ax in fig.axes)
+    )
+    write_confusion_png(tmp_path / "c.png", report_from_indices([0, 1, 1], [0, 1, 0], ["neg", "pos"]))
+    assert seen == ["true", "share of the true label's rows"]
 
 
 def test_the_trainer_package_imports_without_torch() -> None:
