@@ -47,7 +47,7 @@ def main() -> int:
 
     import ray
 
-    from clsrun.runtime.ray_engine import MANIFEST, RayOptions, score_with_ray
+    from clsrun.runtime.ray_engine.engine import MANIFEST, RayOptions, score_with_ray
 
     folder = args.workdir / f"in-{args.rows}x{args.files}"
     paths = make_inputs(args.source, args.rows, args.files, folder)

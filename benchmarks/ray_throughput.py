@@ -69,7 +69,7 @@ def run_ray(
     model: str | None, folder: Path, out: Path, workers: int, cpus: float
 ) -> tuple[float, dict, pa.Table]:
     """Score the folder on a local Ray; (end-to-end seconds, manifest, all parts)."""
-    from clsrun.runtime.ray_engine import RayOptions, score_with_ray
+    from clsrun.runtime.ray_engine.engine import RayOptions, score_with_ray
 
     target = out / "ray.parquet"
     shutil.rmtree(target, ignore_errors=True)

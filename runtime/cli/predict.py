@@ -92,7 +92,7 @@ def predict(
         "work after a crash.",
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary line."),
-    # -- --engine ray: runtime/ray_engine.py (owner H6) -------------------------------------------
+    # -- --engine ray: runtime/ray_engine/ ---------------------------------------------------------
     engine: str = typer.Option(
         "local",
         "--engine",
@@ -228,7 +228,7 @@ def _bar_label(exact: bool) -> str:
     return "scoring" if exact else "scoring (~est.)"
 
 
-# -- --engine ray (owner H6): the command maps options to clsrun.runtime.ray_engine.score_with_ray ---------
+# -- --engine ray: the command maps options to clsrun.runtime.ray_engine.engine.score_with_ray -----------
 def _check_local_paths(input: str, out: str | None) -> None:
     """What typer checked for the local engine before INPUT and --out could be folders or URIs."""
     from clsrun.runtime.errors import InputError, UsageError
@@ -255,7 +255,7 @@ def _predict_ray(
 ) -> None:
     """``--engine ray``: Ray is imported inside ``score_with_ray``; without it, a one-line error."""
     from clsrun.runtime.errors import UsageError
-    from clsrun.runtime.ray_engine import RayOptions, score_with_ray
+    from clsrun.runtime.ray_engine.engine import RayOptions, score_with_ray
 
     if engine != "ray":
         raise UsageError(f"--engine {engine!r}: choose local or ray")

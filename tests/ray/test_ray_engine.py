@@ -19,9 +19,9 @@ import ray  # the ray extra: `make install` installs it, so CI runs these tests 
 
 from clsrun.runtime.classifier import Classifier
 from clsrun.runtime.errors import BundleError, DependencyError, InputError
-from clsrun.runtime.input_files import resolve_inputs
-from clsrun.runtime.ray_engine import MANIFEST, RayOptions, score_with_ray
-from clsrun.runtime.ray_stages import FileReader, window_of
+from clsrun.runtime.ray_engine.inputs import resolve_inputs
+from clsrun.runtime.ray_engine.engine import MANIFEST, RayOptions, score_with_ray
+from clsrun.runtime.ray_engine.stages import FileReader, window_of
 from clsrun.runtime.score import ScoreOptions, score_file
 
 pytestmark = pytest.mark.ray
@@ -227,7 +227,7 @@ def test_only_reported_parts_are_published(tmp_path: Path) -> None:
     import pyarrow.fs as pafs
 
     from clsrun.runtime.errors import UsageError
-    from clsrun.runtime.ray_engine import _tidy_staging
+    from clsrun.runtime.ray_engine.engine import _tidy_staging
 
     staging = tmp_path / "o.csv.tmp-1"
     staging.mkdir()
@@ -242,7 +242,7 @@ def test_only_reported_parts_are_published(tmp_path: Path) -> None:
 
 def test_a_node_without_the_bundle_folder_unpacks_the_shipped_copy(tmp_path: Path, toy_bundle: Path) -> None:
     from clsrun.runtime.bundle import Bundle
-    from clsrun.runtime.ray_stages import BundleRef, _bundle_here, pack_bundle
+    from clsrun.runtime.ray_engine.stages import BundleRef, _bundle_here, pack_bundle
 
     bundle = Bundle.load(toy_bundle)
     scratch: list = []

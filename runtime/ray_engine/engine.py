@@ -1,12 +1,12 @@
 """Scale-out scoring on Ray Data: ``clsrun predict INPUT --engine ray``; this module is the driver.
 
-One row's path (every stage runs the local engine's code; ``ray_stages.py`` places it on Ray):
+One row's path (every stage runs the local engine's code; ``stages.py`` places it on Ray):
 
-    driver      ``input_files.resolve_inputs``: folder, glob or list, any pyarrow filesystem -> sorted
+    driver      ``inputs.resolve_inputs``: folder, glob or list, any pyarrow filesystem -> sorted
                 files; the bundle is loaded and verified here, so a bad one fails before anything runs
-    read task   ``ray_stages.FileReader``: the local reader and its windows, one Ray row per window
-    actor       ``ray_stages.ScoreActor``: ``Classifier`` loaded once per actor, window by window
-    write task  ``ray_stages.make_datasink``: one part file per task, in a staging folder next to OUT
+    read task   ``stages.FileReader``: the local reader and its windows, one Ray row per window
+    actor       ``stages.ScoreActor``: ``Classifier`` loaded once per actor, window by window
+    write task  ``stages.make_datasink``: one part file per task, in a staging folder next to OUT
     driver      check every input row came back exactly once, write ``_manifest.json``, rename to OUT
 
 Ids: the ``--id-col`` value; else, for a single input file, the 0-based row number (as the local engine);
@@ -19,7 +19,7 @@ name, so a task that Ray retries after a worker died rewrites the same part; the
 parts that successful tasks reported, checks each file's row numbers are ``0..n-1`` with none missing or
 repeated, and renames the staging folder to OUT only then.
 
-Ray is imported lazily: ``import clsrun.runtime.ray_engine`` works without the ``ray`` extra.
+Ray is imported lazily: ``import clsrun.runtime.ray_engine.engine`` works without the ``ray`` extra.
 """
 
 from __future__ import annotations
@@ -44,8 +44,8 @@ import pyarrow.fs as pafs
 from clsrun import __version__
 from clsrun.runtime.bundle import Bundle, atomic_write_text
 from clsrun.runtime.errors import ClsrunError, InternalError, UsageError, require
-from clsrun.runtime.input_files import InputFiles, open_location, resolve_inputs
-from clsrun.runtime.ray_stages import (
+from clsrun.runtime.ray_engine.inputs import InputFiles, open_location, resolve_inputs
+from clsrun.runtime.ray_engine.stages import (
     ActorConfig,
     BundleRef,
     FileTally,

@@ -34,7 +34,7 @@ import pyarrow.fs as pafs
 from clsrun.runtime.batching import windows
 from clsrun.runtime.bundle import SPEC_FILE, Bundle
 from clsrun.runtime.errors import BundleError, InputError
-from clsrun.runtime.input_files import InputFiles, local_copy
+from clsrun.runtime.ray_engine.inputs import InputFiles, local_copy
 from clsrun.runtime.readers import RecordChunk, open_records
 from clsrun.runtime.score import ScoreOptions
 
