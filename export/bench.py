@@ -310,7 +310,6 @@ class Inputs:
     texts: list[str]  # normalised (what the encoder and the pipeline see)
     tokens: Tokens
     bulk_batches: list[np.ndarray]  # the length-sorted, token-budget batches `predict` would plan
-    min_width: int  # narrowest batch the model accepts (char-CNN kernel)
     path: Path  # FILE
     text_col: str
     whole_file: bool  # every row of FILE was taken (no --max-rows cut): the predict path scores FILE itself
@@ -342,9 +341,7 @@ def load_inputs(bundle: Bundle, cfg: BenchConfig) -> Inputs:
     tokens = encoder.tokenize(texts)
     batch_tokens = default_batch_tokens(bundle.spec.kind, "cuda" if cfg.device == "cuda" else "cpu")
     batches = plan_batches(tokens.lengths, batch_tokens, DEFAULT_MAX_BATCH_ROWS, sort=True)
-    return Inputs(
-        raw, texts, tokens, batches, int(getattr(encoder, "min_width", 1)), cfg.data, cfg.text_col, whole_file
-    )
+    return Inputs(raw, texts, tokens, batches, cfg.data, cfg.text_col, whole_file)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -489,7 +486,7 @@ def time_bulk(backend: Backend, inputs: Inputs, cfg: BenchConfig) -> dict[str, A
     rows = len(inputs.texts)
     real_tokens = int(inputs.tokens.lengths.sum())
     batches = inputs.bulk_batches
-    padded = sum(max(int(inputs.tokens.lengths[b].max()), inputs.min_width) * len(b) for b in batches)
+    padded = sum(int(inputs.tokens.lengths[b].max()) * len(b) for b in batches)
     seconds: list[float] = []
     manifests: list[dict[str, Any]] = []
     cold: dict[str, Any] | None = None
@@ -569,7 +566,7 @@ def compute_figures(
     if flops is None:
         return None
     lengths = inputs.tokens.lengths
-    executed = sum(flops(len(b), max(int(lengths[b].max()), inputs.min_width)) for b in inputs.bulk_batches)
+    executed = sum(flops(len(b), int(lengths[b].max())) for b in inputs.bulk_batches)
     achieved = executed / bulk["seconds"].median
     key = precision if precision in peak["peak"] else "fp32"
     return {
@@ -635,7 +632,7 @@ def run_bench(cfg: BenchConfig, progress: Callable[[str], None] | None = None) -
     peak = measure_matmul_peak(device, threads, cfg.matmul_n)
     encoder = make_encoder(bundle)
     try:
-        probe = [max(inputs.min_width, 8), max(bundle.spec.max_length // 2, 9), bundle.spec.max_length]
+        probe = [8, max(bundle.spec.max_length // 2, 9), bundle.spec.max_length]
         flops: Callable[[int, int], float] | None = flops_model(bundle, encoder.input_names, probe)
         flops_note = None
     except Exception as e:  # FLOP counting is a report extra: never let it stop the measurements

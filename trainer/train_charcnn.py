@@ -2,7 +2,7 @@
 
 Path of a row: raw text -> ``textnorm.normalize`` (the bundle's settings) -> cut to ``max_length``
 characters -> ``CharVocab`` ids (vocabulary built from the training text only) -> :class:`CharCNN`.
-Scoring (``runtime/encode.py``'s ``CharEncoder``) does the same steps in the same order.
+Scoring (``runtime/encode_char.py``'s ``CharEncoder``) does the same steps in the same order.
 
 Training runs on the shared engine (:func:`clsrun.trainer.engine.fit`, the Hugging Face ``Trainer``).
 Its per-step overhead does not matter here: measured on the 2-core CPU with 2,700 review rows, a bare

@@ -19,8 +19,8 @@ import ray  # the ray extra: `make install` installs it, so CI runs these tests 
 
 from clsrun.runtime.classifier import Classifier
 from clsrun.runtime.errors import BundleError, DependencyError, InputError
-from clsrun.runtime.ray_engine.inputs import resolve_inputs
 from clsrun.runtime.ray_engine.engine import MANIFEST, RayOptions, score_with_ray
+from clsrun.runtime.ray_engine.inputs import resolve_inputs
 from clsrun.runtime.ray_engine.stages import FileReader, window_of
 from clsrun.runtime.score import ScoreOptions, score_file
 
