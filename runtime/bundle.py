@@ -13,6 +13,7 @@ Layout (DESIGN.md):
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
 import json
 import os
 import tempfile
@@ -29,7 +30,7 @@ VALIDATION_FILE = "validation.jsonl.gz"
 ONNX_DIR = "onnx"
 EXPORT_REPORT = "onnx/export_report.json"
 # Files and folders inside a bundle folder that are not part of the model and are never hashed.
-UNHASHED_PARTS = frozenset({SPEC_FILE, "logs", "__pycache__", "__init__.py"})
+UNHASHED_PARTS = frozenset({SPEC_FILE, "logs"})
 
 Kind = Literal["bert", "charcnn"]
 KINDS: tuple[str, ...] = ("bert", "charcnn")
@@ -95,6 +96,16 @@ class BundleSpec:
         )
 
 
+def default_model_path() -> Path:
+    """The bundle shipped with clsrun (``clsrun predict`` without ``--model``): package data, a plain folder.
+
+    Resolved through its ``clsrun.json``: an editable install links each file into a build folder, and
+    the bundle's inside-the-folder check must see the folder those files really are in.
+    """
+    spec = importlib.resources.files("clsrun.runtime") / "default_model" / SPEC_FILE
+    return Path(str(spec)).resolve().parent
+
+
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     """Hex sha256 of a file, read in 1 MiB chunks."""
     h = hashlib.sha256()
@@ -108,11 +119,10 @@ def _hashed_files(root: Path) -> Iterable[Path]:
     for dirpath, dirnames, filenames in os.walk(root):
         rel_dir = Path(dirpath).relative_to(root)
         dirnames[:] = sorted(d for d in dirnames if not (rel_dir == Path(".") and d in UNHASHED_PARTS))
-        dirnames[:] = [d for d in dirnames if d != "__pycache__"]
         for name in sorted(filenames):
             if rel_dir == Path(".") and name in UNHASHED_PARTS:
                 continue
-            if name.endswith(".pyc") or name.startswith(".tmp"):
+            if name.startswith(".tmp"):
                 continue
             yield Path(dirpath) / name
 

@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 
 from clsrun.runtime.batching import plan_batches
-from clsrun.runtime.bundle import Bundle
+from clsrun.runtime.bundle import Bundle, default_model_path
 from clsrun.runtime.encode import Encoder, Tokens, make_encoder
 from clsrun.runtime.errors import BundleError, UsageError
 from clsrun.runtime.infer import (
@@ -153,9 +153,7 @@ class Classifier:
         :meth:`predict` and other one-thread callers; None picks ``infer.default_streams``.
         """
         if bundle is None:
-            from clsrun.runtime.default_model import PATH
-
-            bundle = PATH
+            bundle = default_model_path()
         loaded = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
         choice = choose(loaded, backend, precision, device)
         n_threads = threads if threads and threads > 0 else default_threads()
