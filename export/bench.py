@@ -127,22 +127,12 @@ class BenchReport:
 
 def machine_info(device: str) -> dict[str, Any]:
     """CPU model, cores, memory and GPU of this machine."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count() or 1
+    from clsrun.runtime.machine import cpu_info, default_threads
+
     info: dict[str, Any] = {
-        "cpu": cpu,
+        "cpu": cpu_info().model,
         "logical_cores": os.cpu_count(),
-        "usable_cores": usable,
+        "usable_cores": default_threads(),
         "platform": platform.platform(),
         "device": device,
         "gpu": None,
@@ -613,7 +603,7 @@ def resolve_device(device: str) -> str:
 
 def run_bench(cfg: BenchConfig, progress: Callable[[str], None] | None = None) -> BenchReport:
     """Measure every backend of ``cfg`` on the same inputs; a backend that cannot run records why."""
-    from clsrun.runtime.infer import default_threads
+    from clsrun.runtime.machine import default_threads
 
     unknown = [b for b in cfg.backends if b not in BACKENDS]
     if unknown:

@@ -16,21 +16,29 @@ import hashlib
 import importlib.resources
 import json
 import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from clsrun.runtime.errors import BundleError
+from clsrun.runtime.files import atomic_write_text, is_temporary
 
 SCHEMA_VERSION = 1
-SPEC_FILE = "clsrun.json"
-VALIDATION_FILE = "validation.jsonl.gz"
-ONNX_DIR = "onnx"
-EXPORT_REPORT = "onnx/export_report.json"
+# The names of a bundle's files, defined here only; every stage imports them.
+SPEC_FILE = "clsrun.json"  # the spec and the sha256 of every other file
+WEIGHTS_FILE = "model.safetensors"  # the eager model's weights (both kinds)
+VOCAB_FILE = "vocab.json"  # charcnn: the character vocabulary (``CharVocab.save``)
+HF_CONFIG_FILE = "config.json"  # bert: the Hugging Face model config (with ``id2label``)
+TOKENIZER_FILE = "tokenizer.json"  # bert: the fast tokenizer
+SPECIAL_TOKENS_FILE = "special_tokens_map.json"  # bert: which tokens are [PAD], [CLS], ...
+VALIDATION_FILE = "validation.jsonl.gz"  # labelled rows held out in training (export gate, eval)
+ONNX_DIR = "onnx"  # the exported variants and their report
+ONNX_FILES = {"fp32": "onnx/model.onnx", "int8": "onnx/model.int8.onnx", "fp16": "onnx/model.fp16.onnx"}
+EXPORT_REPORT = "onnx/export_report.json"  # what the export gate measured for each variant
+LOGS_DIR = "logs"  # TensorBoard event files: a record of training, not part of the model
 # Files and folders inside a bundle folder that are not part of the model and are never hashed.
-UNHASHED_PARTS = frozenset({SPEC_FILE, "logs"})
+UNHASHED_PARTS = frozenset({SPEC_FILE, LOGS_DIR})
 
 Kind = Literal["bert", "charcnn"]
 KINDS: tuple[str, ...] = ("bert", "charcnn")
@@ -122,7 +130,7 @@ def _hashed_files(root: Path) -> Iterable[Path]:
         for name in sorted(filenames):
             if rel_dir == Path(".") and name in UNHASHED_PARTS:
                 continue
-            if name.startswith(".tmp"):
+            if is_temporary(name):  # a write in progress, or one a crash cut short
                 continue
             yield Path(dirpath) / name
 
@@ -135,24 +143,6 @@ def write_spec(root: Path | str, spec: BundleSpec) -> Path:
     text = json.dumps(spec.to_json(files), ensure_ascii=False, indent=2) + "\n"
     atomic_write_text(target, text)
     return target
-
-
-def atomic_write_text(target: Path, text: str) -> None:
-    """Write ``text`` to ``target`` through a temporary file in the same folder and a rename."""
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=target.suffix)
-    try:
-        # mkstemp creates 0600; give the file the mode an ordinary open() would (0666 less the umask).
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @dataclass

@@ -35,10 +35,10 @@ from clsrun.runtime.infer import (
     Runner,
     choose,
     default_streams,
-    default_threads,
     open_runner,
     softmax,
 )
+from clsrun.runtime.machine import default_threads
 from clsrun.runtime.readers import DEFAULT_MAX_TEXT_BYTES, RecordChunk
 from clsrun.runtime.textnorm import normalize
 from clsrun.runtime.writers import output_schema, result_table

@@ -15,20 +15,16 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from clsrun.runtime.bundle import VOCAB_FILE, Bundle
 from clsrun.runtime.encode import Tokens, pad_rows
 from clsrun.runtime.errors import BundleError
-
-if TYPE_CHECKING:
-    from clsrun.runtime.bundle import Bundle
 
 PAD_ID = 0
 UNK_ID = 1
 _N_CODEPOINTS = 0x110000
-VOCAB_FILE = "vocab.json"
 
 
 @dataclass

@@ -15,7 +15,6 @@ several threads at once (``score.py`` runs :func:`default_streams` batches concu
 from __future__ import annotations
 
 import importlib.util
-import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -41,14 +40,6 @@ class Choice:
     precision: str  # "fp32" | "fp16" | "int8"
     device: str  # "cpu" | "cuda"
     file: str | None  # bundle-relative ONNX file, None for torch
-
-
-def default_threads() -> int:
-    """CPU cores this process may use (container and affinity limits included)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def default_streams(choice: Choice, threads: int) -> int:

@@ -31,9 +31,10 @@ from clsrun import __version__
 from clsrun.runtime.batching import windows
 from clsrun.runtime.classifier import Classifier, Prepared
 from clsrun.runtime.errors import InternalError, UsageError
+from clsrun.runtime.files import atomic_write_text
 from clsrun.runtime.partial import PartialOutput, input_fingerprint
 from clsrun.runtime.readers import DEFAULT_MAX_TEXT_BYTES, RecordStream, open_records
-from clsrun.runtime.writers import output_format, write_atomically, write_text_atomically
+from clsrun.runtime.writers import output_format, write_atomically
 
 PREFETCH_BATCHES = 2  # padded batches waiting for the model: enough to hide reading and tokenizing
 PENDING_WINDOWS = 2  # finished windows waiting for the writer
@@ -331,6 +332,6 @@ def score_file(
         "rows_per_s": round((rows - resumed_rows) / wall, 1) if wall > 0 else 0.0,
     }
     target = manifest_path(out)
-    write_text_atomically(target, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", partial.folder)
+    atomic_write_text(target, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", partial.folder)
     partial.remove()
     return ScoreResult(out, target, manifest)

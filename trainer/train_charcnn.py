@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clsrun.runtime.bundle import SPEC_FILE, BundleSpec, Normalization
-from clsrun.runtime.encode_char import VOCAB_FILE, CharVocab
+from clsrun.runtime.bundle import SPEC_FILE, VOCAB_FILE, WEIGHTS_FILE, BundleSpec, Normalization
+from clsrun.runtime.encode_char import CharVocab
 from clsrun.runtime.errors import UsageError
 from clsrun.runtime.metrics import ClassificationReport
 from clsrun.runtime.textnorm import normalize_many
@@ -31,8 +31,6 @@ from clsrun.trainer.config import TrainConfig
 from clsrun.trainer.data import Split
 
 log = logging.getLogger("clsrun.trainer")
-
-WEIGHTS_FILE = "model.safetensors"
 
 
 @dataclass

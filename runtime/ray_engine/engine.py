@@ -42,8 +42,9 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from clsrun import __version__
-from clsrun.runtime.bundle import Bundle, atomic_write_text
+from clsrun.runtime.bundle import Bundle
 from clsrun.runtime.errors import ClsrunError, InternalError, UsageError, require
+from clsrun.runtime.files import atomic_fs_write_text
 from clsrun.runtime.ray_engine.inputs import InputFiles, open_location, resolve_inputs
 from clsrun.runtime.ray_engine.stages import (
     ActorConfig,
@@ -287,8 +288,8 @@ def score_with_ray(
         wall = time.perf_counter() - t0
         manifest = _manifest(files, results, described, options, kind, wall, str(out_dir))
         _tidy_staging(out_fs, staging, manifest)
-        text = json.dumps(manifest, indent=2, ensure_ascii=False)
-        atomic_or_fs_write(out_fs, f"{staging}/{MANIFEST}", text)
+        text = json.dumps(manifest, indent=2, ensure_ascii=False) + "\n"
+        atomic_fs_write_text(out_fs, f"{staging}/{MANIFEST}", text)
         _publish(out_fs, staging, out_path)
         return RayScoreResult(str(out_dir), manifest)
     finally:
@@ -379,15 +380,6 @@ def _tidy_staging(fs: pafs.FileSystem, staging: str, manifest: dict[str, Any]) -
             f"({', '.join(missing[:3])}...); on a cluster, --out must be storage every node shares "
             f"(s3://, gs://, hdfs://, NFS)"
         )
-
-
-def atomic_or_fs_write(fs: pafs.FileSystem, path: str, text: str) -> None:
-    """Write a small text file: atomically on a local disk, as one object elsewhere."""
-    if isinstance(fs, pafs.LocalFileSystem):
-        atomic_write_text(Path(path), text + "\n")
-        return
-    with fs.open_output_stream(path) as f:
-        f.write((text + "\n").encode("utf-8"))
 
 
 def _manifest(

@@ -15,12 +15,9 @@ them per input file (:class:`FileTally`) so the driver can prove every row arriv
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import posixpath
 import tempfile
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,9 +31,11 @@ import pyarrow.fs as pafs
 from clsrun.runtime.batching import windows
 from clsrun.runtime.bundle import SPEC_FILE, Bundle
 from clsrun.runtime.errors import BundleError, InputError
+from clsrun.runtime.files import atomic_fs_write
 from clsrun.runtime.ray_engine.inputs import InputFiles, local_copy
 from clsrun.runtime.readers import RecordChunk, open_records
 from clsrun.runtime.score import ScoreOptions
+from clsrun.runtime.writers import open_writer
 
 # Private columns; never written to the output. A window row (reader -> actor) has all of them, the
 # scored rows (actor -> writer) FILE_COL, ROW_COL, LAST_COL and VARIANT_COL next to the output columns.
@@ -267,27 +266,20 @@ def _tally(table: pa.Table) -> dict[int, FileTally]:
 
 
 def _write_part(table: pa.Table, schema: pa.Schema, kind: str, fs: pafs.FileSystem, target: str) -> None:
-    """Write ``table`` to ``target`` under a temporary name, then rename.
+    """Write ``table`` to ``target`` under a temporary name, then rename (``files.atomic_fs_write``).
 
     A task that Ray retries replaces its part and never leaves half of one; the temporary file of a
     killed attempt is removed by the driver before it publishes the output.
     """
-    from clsrun.runtime.writers import open_writer
 
-    temp = f"{posixpath.dirname(target)}/.{posixpath.basename(target)}.{uuid.uuid4().hex[:8]}.tmp"
-    with contextlib.ExitStack() as stack:
-        if isinstance(fs, pafs.LocalFileSystem):
-            local = Path(temp)
-        else:  # the writers write local files: write one here, then upload it as one object
-            local = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="clsrun-part-"))) / "part"
+    def write(local: Path) -> None:
         writer = open_writer(local, schema, kind)
         try:
             writer.write(table)
         finally:
             writer.close()
-        if not isinstance(fs, pafs.LocalFileSystem):
-            pafs.copy_files(str(local), temp, destination_filesystem=fs)
-        fs.move(temp, target)
+
+    atomic_fs_write(fs, target, write)
 
 
 def make_datasink(staging: str, fs: pafs.FileSystem, kind: str, schema: pa.Schema) -> Any:
