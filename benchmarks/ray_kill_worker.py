@@ -64,7 +64,7 @@ def main() -> int:
     def job() -> None:
         try:
             options = RayOptions(workers=args.workers, cpus_per_worker=1.0, quiet=True)
-            outcome["result"] = score_with_ray(str(folder), target, args.model, options)
+            outcome["result"] = score_with_ray(str(folder), target, args.model, options=options)
         except BaseException as e:  # reported below: the point is to see whether the job survives
             outcome["error"] = f"{type(e).__name__}: {e}"
 

@@ -1,8 +1,8 @@
-"""What this machine offers: the cores this process may use, and the CPU's model name and instruction flags.
+"""What this machine offers: the cores this process may use, the CPU's model and flags, onnxruntime's providers.
 
 The one place that reads ``sched_getaffinity`` and ``/proc/cpuinfo``: the runtime sizes its thread pools
 from :func:`default_threads`, export warns about int8 from :func:`cpu_info`'s flags, and bench records
-the CPU model beside its figures.
+the CPU model beside its figures. :func:`ort_providers` says whether onnxruntime can use a GPU here.
 """
 
 from __future__ import annotations
@@ -58,3 +58,10 @@ def cpu_info(path: Path = CPUINFO) -> CpuInfo:
         return CpuInfo(cpu_model(""), frozenset(), known=False)
     flags = cpu_flags(text)
     return CpuInfo(cpu_model(text), flags, known=bool(flags))
+
+
+def ort_providers() -> list[str]:
+    """onnxruntime's execution providers here (``CUDAExecutionProvider`` with onnxruntime-gpu and a GPU)."""
+    import onnxruntime as ort
+
+    return list(ort.get_available_providers())

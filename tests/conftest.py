@@ -1,4 +1,4 @@
-"""Shared fixtures. Each section names its owner; keep sections independent."""
+"""Shared fixtures, one section per stage; keep sections independent."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 # --------------------------------------------------------------------------------------------------
-# Runtime (H1): a char-CNN-shaped bundle whose ONNX graph is built with onnx.helper, no torch needed.
+# Runtime: a char-CNN-shaped bundle whose ONNX graph is built with onnx.helper, no torch needed.
 # --------------------------------------------------------------------------------------------------
 
 TOY_LABELS = ["neg", "pos"]
@@ -103,7 +103,7 @@ def make_bundle(tmp_path: Path) -> Callable[..., Path]:
 
 
 # --------------------------------------------------------------------------------------------------
-# Char-CNN trainer (H2): a tiny labelled file and a real char-CNN bundle trained on it (seconds).
+# Char-CNN trainer: a tiny labelled file and a real char-CNN bundle trained on it (seconds).
 # --------------------------------------------------------------------------------------------------
 
 
@@ -168,7 +168,7 @@ def tiny_charcnn_bundle(_tiny_charcnn_master: Path, tmp_path: Path) -> Path:
 
 
 # --------------------------------------------------------------------------------------------------
-# BERT trainer (H3): a tiny random BERT checkpoint (WordPiece vocabulary with Chinese characters, written
+# BERT trainer: a tiny random BERT checkpoint (WordPiece vocabulary with Chinese characters, written
 # here) and a bundle fine-tuned from it. No downloads.
 # --------------------------------------------------------------------------------------------------
 
