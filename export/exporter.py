@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "int8", "fp16")
+EXPORT_PRECISIONS = tuple(ONNX_FILES)  # the ONNX variants export builds, in build order
 # How many accuracy points static int8 may trail dynamic int8 and still replace it when faster.
 STATIC_MAX_EXTRA_DROP_PTS = 0.2
 # Operators worth counting in each variant: the fused ones and their quantized forms.
@@ -85,13 +85,13 @@ class ExportOptions:
     max_rows: int | None = None  # cap on gate rows (None: all)
 
     def __post_init__(self) -> None:
-        unknown = [p for p in self.precisions if p not in PRECISIONS]
+        unknown = [p for p in self.precisions if p not in EXPORT_PRECISIONS]
         if unknown or not self.precisions:
             raise UsageError(
-                f"--precision takes a comma list of {', '.join(PRECISIONS)}; got {self.precisions!r}"
+                f"--precision takes a comma list of {', '.join(EXPORT_PRECISIONS)}; got {self.precisions!r}"
             )
         # fp32 is always built: int8 and fp16 derive from it, and it is the runtime's fallback.
-        self.precisions = tuple(p for p in PRECISIONS if p in {"fp32", *self.precisions})
+        self.precisions = tuple(p for p in EXPORT_PRECISIONS if p in {"fp32", *self.precisions})
         if not self.max_accuracy_drop >= 0:
             raise UsageError(f"--max-accuracy-drop must be >= 0 points, not {self.max_accuracy_drop}")
         if self.batch_size < 1:
