@@ -53,7 +53,7 @@ def export(
         "--per-channel/--per-tensor",
         metavar="",
         help="int8 weight scales per output channel (default) or one per tensor. Per-channel stays closer "
-        "to fp32 (on MiniLM it kept every fp32 label, per-tensor 98.3 %) at the same speed.",
+        "to fp32 at the same speed.",
     ),
     weight_type: str = typer.Option(
         "qint8",
@@ -74,8 +74,9 @@ def export(
         "--plain-layernorm/--fused-layernorm",
         metavar="",
         help="In the int8 file, write the fused residual-add + LayerNorm nodes (SkipLayerNormalization) out as "
-        "plain ONNX operators (default) or keep them. onnxruntime 1.32's CPU kernel for them is slow: plain "
-        "operators ran MiniLM int8 9 percent faster. Same arithmetic; the gate checks it either way.",
+        "plain ONNX operators (default) or keep them: onnxruntime's CPU kernel for the fused node is slower "
+        "than the plain operators (README: the int8 layer-norm comparison). Same arithmetic; the gate checks "
+        "it either way.",
     ),
     max_rows: int | None = typer.Option(
         None, "--max-rows", min=1, help="Use at most this many gate rows (faster export, noisier verdict)."

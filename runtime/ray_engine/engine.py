@@ -398,16 +398,10 @@ def _tidy_staging(fs: pafs.FileSystem, staging: str, manifest: dict[str, Any]) -
         )
 
 
-def _manifest(
-    files: InputFiles,
-    results: list[dict[str, Any]],
-    described: dict[str, Any],
-    job: _Job,
-    kind: str,
-    wall: float,
-    output: str,
-) -> dict[str, Any]:
-    """Counts that add up: per file, per part and in total; checked before anything is published."""
+def _tally_results(
+    files: InputFiles, results: list[dict[str, Any]]
+) -> tuple[dict[int, FileTally], list[dict[str, Any]]]:
+    """Per input file, what the write tasks counted; and the parts they wrote. Refuses lost or extra rows."""
     totals: dict[int, FileTally] = {}
     parts = []
     for r in results:
@@ -419,6 +413,21 @@ def _manifest(
     rows = sum(t.rows for t in totals.values())
     if rows != sum(p["rows"] for p in parts):
         raise InternalError(f"parts hold {sum(p['rows'] for p in parts)} rows, files {rows}")
+    return totals, parts
+
+
+def _manifest(
+    files: InputFiles,
+    results: list[dict[str, Any]],
+    described: dict[str, Any],
+    job: _Job,
+    kind: str,
+    wall: float,
+    output: str,
+) -> dict[str, Any]:
+    """Counts that add up: per file, per part and in total; checked before anything is published."""
+    totals, parts = _tally_results(files, results)
+    rows = sum(t.rows for t in totals.values())
     variants = [json.loads(v) for v in sorted({v for r in results for v in r["variants"]})]
     # What the workers ran; with no rows at all (empty inputs), what the driver would run.
     ran = variants[0] if variants else {**described, "threads": job.variant.threads}
