@@ -2,9 +2,11 @@
 
 ```python
 from clsrun.runtime.classifier import Classifier
+from clsrun.runtime.variant import Variant
 clf = Classifier.load("my_bundle")            # or Classifier.load() for the shipped default model
 clf.predict(["很好用", "太差了"]).labels       # ["pos", "neg"]
 clf.score_records(["a", "b"], ["很好", None])  # pyarrow.Table with the columns of `clsrun predict`
+Classifier.load("my_bundle", Variant(precision="fp32", threads=4))  # what `--precision fp32 --threads 4` runs
 ```
 
 Scoring one window of rows is three steps, kept apart so that ``score.py`` can run them in different
@@ -14,7 +16,8 @@ threads (and an engine such as Ray can call them on its own record batches):
 2. :meth:`Classifier.pad` + :meth:`Classifier.run` per batch: the model (onnxruntime releases the GIL);
 3. :meth:`Classifier.finish`: softmax and the output table, rows back in input order.
 
-:meth:`Classifier.score_records` does all three in the calling thread.
+:meth:`Classifier.predict` and :meth:`Classifier.score_records` do all three, running the batches of
+step 2 on ``streams`` threads.
 """
 
 from __future__ import annotations
@@ -125,7 +128,7 @@ class Classifier:
 
         ``variant``: what to run, as ``clsrun predict``'s options (``auto`` picks the fastest variant that
         passed the export gate); threads default to the cores this process may use, streams to
-        :func:`~clsrun.runtime.variant.default_streams`. ``batching``: how rows are cut into batches (``batch_tokens``
+        ``variant.default_streams``. ``batching``: how rows are cut into batches (``batch_tokens``
         defaults by model kind and device).
         """
         loaded = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle or default_model_path())

@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from clsrun.runtime.batching import BatchOptions
+from clsrun.runtime.classifier import Classifier
 from clsrun.runtime.errors import InputError, UsageError
 from clsrun.runtime.readers import ReadOptions, RecordStream
-from clsrun.runtime.score import OutputOptions, Progress, ScoreResult
+from clsrun.runtime.score import OutputOptions, Progress, ScoreResult, open_input, score_file
 from clsrun.runtime.variant import Variant
 
 if TYPE_CHECKING:
@@ -50,9 +51,6 @@ def predict_file(
         if out is None:
             raise UsageError("--engine ray needs --out FOLDER (e.g. --out scores.parquet)")
         return score_with_ray(str(input), out, model, variant, read, batching, output, ray)
-    from clsrun.runtime.classifier import Classifier
-    from clsrun.runtime.score import open_input, score_file
-
     _check_local_paths(Path(input), out)
     stream = open_input(input, read)  # whole-file problems: exit 2 before the model loads
     classifier = Classifier.load(model, variant, batching)
