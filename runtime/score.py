@@ -61,16 +61,23 @@ class Progress(Protocol):
 
 
 @dataclass
-class ScoreResult:
-    """What a run did; ``manifest`` is what was written to ``OUTPUT.manifest.json``."""
+class RunResult:
+    """What a scoring run did, on either engine; ``manifest`` is what it wrote beside its output."""
 
-    output: Path
-    manifest_path: Path
+    output: Path | str
     manifest: dict[str, Any]
 
     @property
     def rows(self) -> int:
         return int(self.manifest["rows_read"])
+
+
+@dataclass
+class ScoreResult(RunResult):
+    """What a local run did; ``manifest`` is what was written to ``OUTPUT.manifest.json``."""
+
+    output: Path
+    manifest_path: Path
 
     def summary(self) -> str:
         """The one line ``clsrun predict`` prints when done."""
@@ -256,7 +263,7 @@ def _finished_run(out: Path, state: dict[str, Any]) -> ScoreResult | None:
     same = all(
         manifest.get(k) == state[k] for k in ("input_fingerprint", "bundle_digest", "options", "variant")
     )
-    return ScoreResult(out, target, manifest) if same else None
+    return ScoreResult(out, manifest, target) if same else None
 
 
 def score_file(
@@ -300,7 +307,7 @@ def score_file(
     target = manifest_path(out)
     atomic_write_text(target, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", partial.folder)
     partial.remove()
-    return ScoreResult(out, target, manifest)
+    return ScoreResult(out, manifest, target)
 
 
 def _run_state(

@@ -57,7 +57,7 @@ from clsrun.runtime.ray_engine.stages import (
     pack_bundle,
 )
 from clsrun.runtime.readers import ReadOptions, open_records
-from clsrun.runtime.score import OutputOptions
+from clsrun.runtime.score import OutputOptions, RunResult
 from clsrun.runtime.variant import Variant
 from clsrun.runtime.writers import output_format, output_schema
 
@@ -105,15 +105,10 @@ class RayOptions:
 
 
 @dataclass
-class RayScoreResult:
-    """What a run did; ``manifest`` is what was written to ``OUT/_manifest.json``."""
+class RayScoreResult(RunResult):
+    """What a Ray run did; ``manifest`` is what was written to ``OUT/_manifest.json``."""
 
     output: str
-    manifest: dict[str, Any]
-
-    @property
-    def rows(self) -> int:
-        return int(self.manifest["rows_read"])
 
     def summary(self) -> str:
         """The one line ``clsrun predict --engine ray`` prints when done."""
