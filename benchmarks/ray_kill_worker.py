@@ -47,7 +47,7 @@ def main() -> int:
 
     import ray
 
-    from clsrun.runtime.ray_engine import MANIFEST, RayOptions, score_with_ray
+    from clsrun.runtime.ray_engine.engine import MANIFEST, RayOptions, score_with_ray
 
     folder = args.workdir / f"in-{args.rows}x{args.files}"
     paths = make_inputs(args.source, args.rows, args.files, folder)
@@ -64,7 +64,7 @@ def main() -> int:
     def job() -> None:
         try:
             options = RayOptions(workers=args.workers, cpus_per_worker=1.0, quiet=True)
-            outcome["result"] = score_with_ray(str(folder), target, args.model, options)
+            outcome["result"] = score_with_ray(str(folder), target, args.model, options=options)
         except BaseException as e:  # reported below: the point is to see whether the job survives
             outcome["error"] = f"{type(e).__name__}: {e}"
 

@@ -31,7 +31,8 @@ import pyarrow.parquet as pq
 
 from clsrun.runtime.classifier import Classifier
 from clsrun.runtime.readers import read_table
-from clsrun.runtime.score import ScoreOptions, score_file
+from clsrun.runtime.score import score_file
+from clsrun.runtime.variant import Variant
 
 DEFAULT_SOURCE = Path("/work/shared/datasets/reviews_zh_train.csv")
 
@@ -53,13 +54,13 @@ def make_inputs(source: Path, rows: int, files: int, folder: Path) -> list[Path]
 
 def run_local(model: str | None, paths: list[Path], out: Path) -> tuple[float, dict[str, pa.Table]]:
     """Score each file with the local engine; (seconds of scoring, output table per file name)."""
-    clf = Classifier.load(model)
+    clf = Classifier.load(model, Variant(streams=1))  # one stream, every thread: as the README figure was run
     seconds = 0.0
     tables = {}
     for path in paths:
         target = out / f"local-{path.stem}.parquet"
         t0 = time.perf_counter()
-        score_file(path, target, clf, ScoreOptions())
+        score_file(path, target, clf)
         seconds += time.perf_counter() - t0
         tables[path.name] = pq.read_table(target)
     return seconds, tables
@@ -69,13 +70,13 @@ def run_ray(
     model: str | None, folder: Path, out: Path, workers: int, cpus: float
 ) -> tuple[float, dict, pa.Table]:
     """Score the folder on a local Ray; (end-to-end seconds, manifest, all parts)."""
-    from clsrun.runtime.ray_engine import RayOptions, score_with_ray
+    from clsrun.runtime.ray_engine.engine import RayOptions, score_with_ray
 
     target = out / "ray.parquet"
     shutil.rmtree(target, ignore_errors=True)
     t0 = time.perf_counter()
     result = score_with_ray(
-        str(folder), target, model, RayOptions(workers=workers, cpus_per_worker=cpus, quiet=True)
+        str(folder), target, model, options=RayOptions(workers=workers, cpus_per_worker=cpus, quiet=True)
     )
     seconds = time.perf_counter() - t0
     parts = pa.concat_tables(pq.read_table(p) for p in sorted(target.glob("part-*.parquet")))

@@ -22,8 +22,7 @@ from pytest_benchmark.fixture import BenchmarkFixture
 
 from clsrun.runtime.batching import plan_batches
 from clsrun.runtime.bundle import Normalization
-from clsrun.runtime.encode import CharEncoder
-from clsrun.runtime.encode_char import CharVocab
+from clsrun.runtime.encode_char import CharEncoder, CharVocab
 from clsrun.runtime.readers import open_records, read_table
 from clsrun.runtime.textnorm import normalize_many
 from clsrun.runtime.writers import output_schema, result_table, write_atomically
@@ -100,7 +99,7 @@ def test_normalize(benchmark: BenchmarkFixture, reviews: list[str]) -> None:
 
 def test_char_encode(benchmark: BenchmarkFixture, reviews: list[str]) -> None:
     """Char-CNN tokenization of a window: one code-point table lookup over the joined texts."""
-    encoder = CharEncoder(CharVocab.build(reviews), max_length=160, min_width=5)
+    encoder = CharEncoder(CharVocab.build(reviews), max_length=160)
     tokens = benchmark(encoder.tokenize, reviews)
     assert len(tokens) == ROWS
     _rate(benchmark, ROWS)
@@ -108,7 +107,7 @@ def test_char_encode(benchmark: BenchmarkFixture, reviews: list[str]) -> None:
 
 def test_char_batch_and_pad(benchmark: BenchmarkFixture, reviews: list[str]) -> None:
     """Length-sorted token-budget batching and padding of every batch of an already tokenized window."""
-    encoder = CharEncoder(CharVocab.build(reviews), max_length=160, min_width=5)
+    encoder = CharEncoder(CharVocab.build(reviews), max_length=160)
     tokens = encoder.tokenize(reviews)
 
     def batch_and_pad() -> int:

@@ -43,6 +43,7 @@ import numpy as np
 from clsrun.runtime.bundle import Bundle
 from clsrun.runtime.encode import Tokens, make_encoder
 from clsrun.runtime.errors import ClsrunError, InputError, UsageError
+from clsrun.runtime.variant import Variant, resolve_device
 
 BACKENDS = ("pipeline", "torch-fp32", "torch-bf16", "onnx-fp32", "onnx-int8", "onnx-fp16", "predict")
 MATMUL_N = 2048  # square matmul size for the peak: big enough to reach the BLAS plateau on a laptop CPU
@@ -62,7 +63,7 @@ class BenchConfig:
     max_rows: int = 5000  # the first N non-empty texts of FILE (0: all)
     latency_calls: int = 100  # at most this many timed calls per batch size and repeat
     device: str = "auto"  # auto | cpu | cuda
-    threads: int = 0  # 0: every core this process may use
+    threads: int | None = None  # every backend's threads and the matmul peak's; None: every usable core
     matmul_n: int = MATMUL_N  # size of the square matmul that measures the peak (tests use a small one)
 
 
@@ -127,22 +128,12 @@ class BenchReport:
 
 def machine_info(device: str) -> dict[str, Any]:
     """CPU model, cores, memory and GPU of this machine."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count() or 1
+    from clsrun.runtime.machine import cpu_info, default_threads
+
     info: dict[str, Any] = {
-        "cpu": cpu,
+        "cpu": cpu_info().model,
         "logical_cores": os.cpu_count(),
-        "usable_cores": usable,
+        "usable_cores": default_threads(),
         "platform": platform.platform(),
         "device": device,
         "gpu": None,
@@ -310,7 +301,6 @@ class Inputs:
     texts: list[str]  # normalised (what the encoder and the pipeline see)
     tokens: Tokens
     bulk_batches: list[np.ndarray]  # the length-sorted, token-budget batches `predict` would plan
-    min_width: int  # narrowest batch the model accepts (char-CNN kernel)
     path: Path  # FILE
     text_col: str
     whole_file: bool  # every row of FILE was taken (no --max-rows cut): the predict path scores FILE itself
@@ -318,8 +308,7 @@ class Inputs:
 
 def load_inputs(bundle: Bundle, cfg: BenchConfig) -> Inputs:
     """Read the first ``max_rows`` non-empty texts of FILE, normalise, tokenize and plan bulk batches."""
-    from clsrun.runtime.batching import plan_batches
-    from clsrun.runtime.classifier import DEFAULT_MAX_BATCH_ROWS, default_batch_tokens
+    from clsrun.runtime.batching import BatchOptions, plan_batches
     from clsrun.runtime.readers import iter_texts
     from clsrun.runtime.textnorm import normalize
 
@@ -340,11 +329,10 @@ def load_inputs(bundle: Bundle, cfg: BenchConfig) -> Inputs:
         raise InputError(f"{cfg.data}: no non-empty texts in column {cfg.text_col!r}")
     encoder = make_encoder(bundle)
     tokens = encoder.tokenize(texts)
-    batch_tokens = default_batch_tokens(bundle.spec.kind, "cuda" if cfg.device == "cuda" else "cpu")
-    batches = plan_batches(tokens.lengths, batch_tokens, DEFAULT_MAX_BATCH_ROWS, sort=True)
-    return Inputs(
-        raw, texts, tokens, batches, int(getattr(encoder, "min_width", 1)), cfg.data, cfg.text_col, whole_file
-    )
+    batching = BatchOptions().resolved(bundle.spec.kind, "cuda" if cfg.device == "cuda" else "cpu")
+    assert batching.batch_tokens is not None
+    batches = plan_batches(tokens.lengths, batching.batch_tokens, batching.max_batch_rows, sort=True)
+    return Inputs(raw, texts, tokens, batches, cfg.data, cfg.text_col, whole_file)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -369,17 +357,12 @@ class Backend:
     torch_cuda: bool = False  # torch on CUDA: peak memory also from torch.cuda.max_memory_allocated
 
 
-def _classifier(
-    bundle: Bundle, backend: str, precision: str, device: str, threads: int, streams: int | None = 1
-) -> Any:
-    """``streams`` 1 for the backends that call the runner from one thread; None (as `clsrun predict`) for
-    the predict path."""
+def _classifier(bundle: Bundle, variant: Variant) -> Any:
+    """The runtime's classifier for ``variant``; what it cannot run is a reason, not a failure."""
     from clsrun.runtime.classifier import Classifier
 
     try:
-        return Classifier.load(
-            bundle, backend=backend, precision=precision, device=device, threads=threads, streams=streams
-        )
+        return Classifier.load(bundle, variant)
     except ClsrunError as e:
         raise BackendUnavailable(str(e)) from e
 
@@ -407,7 +390,8 @@ def open_backend(
             raise BackendUnavailable(
                 "int8 is benchmarked on CPU only (no fast int8 kernels on the CUDA provider)"
             )
-        clf = _classifier(bundle, "onnx", precision, device, threads)
+        # streams=1: these backends call the runner from one thread, one batch at a time
+        clf = _classifier(bundle, Variant("onnx", precision, device, threads, streams=1))  # type: ignore[arg-type]
         return Backend(clf.describe(), call=_rows_call(clf, inputs), precision=precision)
     if name in ("torch-fp32", "torch-bf16"):
         import torch
@@ -417,12 +401,9 @@ def open_backend(
                 raise BackendUnavailable("this GPU has no bf16 support")
             if device == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
                 raise BackendUnavailable("this CPU has no fast bf16 (it needs AVX512-BF16 or AMX)")
-        clf = _classifier(bundle, "torch", "fp32", device, threads)
+        precision = name.split("-", 1)[1]
+        clf = _classifier(bundle, Variant("torch", precision, device, threads, streams=1))  # type: ignore[arg-type]
         details = clf.describe()
-        if name == "torch-bf16":
-            # The runtime's torch runner has no bf16 option; cast its eager model (logits come back as fp32).
-            clf.runner.model = clf.runner.model.to(torch.bfloat16)
-            details["precision"] = "bf16"
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
         return Backend(
@@ -459,9 +440,10 @@ def _predict_backend(bundle: Bundle, inputs: Inputs, device: str, threads: int, 
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    from clsrun.runtime.score import ScoreOptions, score_file
+    from clsrun.runtime.readers import ReadOptions
+    from clsrun.runtime.score import score_file
 
-    clf = _classifier(bundle, "auto", "auto", device, threads, streams=None)
+    clf = _classifier(bundle, Variant(device=device, threads=threads))  # type: ignore[arg-type]
     if inputs.whole_file:  # literally the file a user would run `clsrun predict` on
         source, text_col = inputs.path, inputs.text_col
     else:  # the first --max-rows texts, as a file of their own
@@ -470,7 +452,7 @@ def _predict_backend(bundle: Bundle, inputs: Inputs, device: str, threads: int, 
     target = workdir / "bench_input.scores.csv"
 
     def bulk() -> dict[str, Any]:
-        manifest: dict[str, Any] = score_file(source, target, clf, ScoreOptions(text_col=text_col)).manifest
+        manifest: dict[str, Any] = score_file(source, target, clf, ReadOptions(text_col)).manifest
         return manifest
 
     return Backend({**clf.describe(), "input": str(source)}, bulk=bulk, precision=clf.choice.precision)
@@ -489,7 +471,7 @@ def time_bulk(backend: Backend, inputs: Inputs, cfg: BenchConfig) -> dict[str, A
     rows = len(inputs.texts)
     real_tokens = int(inputs.tokens.lengths.sum())
     batches = inputs.bulk_batches
-    padded = sum(max(int(inputs.tokens.lengths[b].max()), inputs.min_width) * len(b) for b in batches)
+    padded = sum(int(inputs.tokens.lengths[b].max()) * len(b) for b in batches)
     seconds: list[float] = []
     manifests: list[dict[str, Any]] = []
     cold: dict[str, Any] | None = None
@@ -569,7 +551,7 @@ def compute_figures(
     if flops is None:
         return None
     lengths = inputs.tokens.lengths
-    executed = sum(flops(len(b), max(int(lengths[b].max()), inputs.min_width)) for b in inputs.bulk_batches)
+    executed = sum(flops(len(b), int(lengths[b].max())) for b in inputs.bulk_batches)
     achieved = executed / bulk["seconds"].median
     key = precision if precision in peak["peak"] else "fp32"
     return {
@@ -601,22 +583,9 @@ def passive_openmp() -> str:
     return os.environ.get("OMP_WAIT_POLICY", "(unset: OpenMP default, set after torch was imported)")
 
 
-def resolve_device(device: str) -> str:
-    """``auto`` is CUDA when torch sees a GPU, else CPU."""
-    if device not in ("auto", "cpu", "cuda"):
-        raise UsageError(f"--device {device!r}: choose auto, cpu or cuda")
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda: torch sees no CUDA device")
-    return device
-
-
 def run_bench(cfg: BenchConfig, progress: Callable[[str], None] | None = None) -> BenchReport:
     """Measure every backend of ``cfg`` on the same inputs; a backend that cannot run records why."""
-    from clsrun.runtime.infer import default_threads
+    from clsrun.runtime.machine import default_threads
 
     unknown = [b for b in cfg.backends if b not in BACKENDS]
     if unknown:
@@ -625,7 +594,7 @@ def run_bench(cfg: BenchConfig, progress: Callable[[str], None] | None = None) -
         raise UsageError("--repeats and --batch-sizes must be positive")
     say = progress or (lambda _msg: None)
     omp_policy = passive_openmp()
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, "torch")  # the matmul peak, the pipeline and eager run on torch
     threads = cfg.threads or default_threads()
     bundle = Bundle.load(cfg.bundle)
     inputs = load_inputs(bundle, cfg)
@@ -635,7 +604,7 @@ def run_bench(cfg: BenchConfig, progress: Callable[[str], None] | None = None) -
     peak = measure_matmul_peak(device, threads, cfg.matmul_n)
     encoder = make_encoder(bundle)
     try:
-        probe = [max(inputs.min_width, 8), max(bundle.spec.max_length // 2, 9), bundle.spec.max_length]
+        probe = [8, max(bundle.spec.max_length // 2, 9), bundle.spec.max_length]
         flops: Callable[[int, int], float] | None = flops_model(bundle, encoder.input_names, probe)
         flops_note = None
     except Exception as e:  # FLOP counting is a report extra: never let it stop the measurements

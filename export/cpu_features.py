@@ -1,4 +1,4 @@
-"""Which int8 dot-product instructions this CPU has, read from the ``/proc/cpuinfo`` flags.
+"""Which int8 dot-product instructions this CPU has, from its ``/proc/cpuinfo`` flags (``runtime.machine``).
 
 onnxruntime's int8 kernels (MatMulInteger, QAttention, DynamicQuantizeMatMul) are fast on x86 only with
 VNNI (``avx512_vnni`` or ``avx_vnni``): without it, u8s8 products go through ``vpmaddubsw``, whose int16
@@ -12,7 +12,8 @@ import platform
 from dataclasses import dataclass
 from pathlib import Path
 
-CPUINFO = Path("/proc/cpuinfo")
+from clsrun.runtime.machine import CPUINFO, cpu_info
+
 VNNI_FLAGS = ("avx512_vnni", "avx_vnni")
 
 
@@ -41,22 +42,10 @@ class CpuFeatures:
         }
 
 
-def parse_cpuinfo(text: str) -> frozenset[str]:
-    """The ``flags`` of the first processor listed in a ``/proc/cpuinfo`` text (empty when absent)."""
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        if sep and key.strip() == "flags":
-            return frozenset(value.split())
-    return frozenset()
-
-
 def detect(cpuinfo: Path = CPUINFO) -> CpuFeatures:
-    """Read this machine's CPU flags; on systems without ``/proc/cpuinfo`` report them as unknown."""
-    try:
-        flags = parse_cpuinfo(cpuinfo.read_text(encoding="utf-8", errors="replace"))
-    except OSError:
-        return CpuFeatures(platform.machine(), frozenset(), known=False)
-    return CpuFeatures(platform.machine(), flags, known=bool(flags))
+    """Read this machine's CPU flags (``runtime.machine``); without ``/proc/cpuinfo`` they are unknown."""
+    info = cpu_info(cpuinfo)
+    return CpuFeatures(platform.machine(), info.flags, info.known)
 
 
 def int8_warning(features: CpuFeatures) -> str | None:

@@ -43,18 +43,18 @@ from clsrun.export.gate import (
 )
 from clsrun.export.optimize import FUSED_OPS
 from clsrun.export.quantize import Int8Options
-from clsrun.runtime.bundle import EXPORT_REPORT, ONNX_DIR, Bundle, atomic_write_text
+from clsrun.runtime.bundle import EXPORT_REPORT, HF_CONFIG_FILE, ONNX_DIR, ONNX_FILES, Bundle
 from clsrun.runtime.errors import ExportError, InternalError, UsageError
+from clsrun.runtime.files import atomic_write_text
 
 if TYPE_CHECKING:
     import torch
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "int8", "fp16")
+EXPORT_PRECISIONS = tuple(ONNX_FILES)  # the ONNX variants export builds, in build order
 # How many accuracy points static int8 may trail dynamic int8 and still replace it when faster.
 STATIC_MAX_EXTRA_DROP_PTS = 0.2
-FILES = {"fp32": "onnx/model.onnx", "int8": "onnx/model.int8.onnx", "fp16": "onnx/model.fp16.onnx"}
 # Operators worth counting in each variant: the fused ones and their quantized forms.
 REPORTED_OPS = frozenset(
     {
@@ -85,13 +85,13 @@ class ExportOptions:
     max_rows: int | None = None  # cap on gate rows (None: all)
 
     def __post_init__(self) -> None:
-        unknown = [p for p in self.precisions if p not in PRECISIONS]
+        unknown = [p for p in self.precisions if p not in EXPORT_PRECISIONS]
         if unknown or not self.precisions:
             raise UsageError(
-                f"--precision takes a comma list of {', '.join(PRECISIONS)}; got {self.precisions!r}"
+                f"--precision takes a comma list of {', '.join(EXPORT_PRECISIONS)}; got {self.precisions!r}"
             )
         # fp32 is always built: int8 and fp16 derive from it, and it is the runtime's fallback.
-        self.precisions = tuple(p for p in PRECISIONS if p in {"fp32", *self.precisions})
+        self.precisions = tuple(p for p in EXPORT_PRECISIONS if p in {"fp32", *self.precisions})
         if not self.max_accuracy_drop >= 0:
             raise UsageError(f"--max-accuracy-drop must be >= 0 points, not {self.max_accuracy_drop}")
         if self.batch_size < 1:
@@ -113,7 +113,7 @@ class ExportReport:
 
 def already_exported(bundle: Bundle) -> list[str]:
     """The export files already present in the bundle folder (hashed or not)."""
-    names = [*FILES.values(), EXPORT_REPORT]
+    names = [*ONNX_FILES.values(), EXPORT_REPORT]
     return [rel for rel in names if (bundle.root / rel).exists()]
 
 
@@ -128,7 +128,7 @@ def _sample(eval_set: EvalSet) -> dict[str, np.ndarray]:
 
 def _bert_shape(bundle: Bundle) -> tuple[int, int]:
     """(num_heads, hidden_size) from the bundle's Hugging Face ``config.json``."""
-    config = json.loads(bundle.path("config.json").read_text(encoding="utf-8"))
+    config = json.loads(bundle.path(HF_CONFIG_FILE).read_text(encoding="utf-8"))
     try:
         return int(config["num_attention_heads"]), int(config["hidden_size"])
     except (KeyError, TypeError, ValueError) as e:
@@ -183,7 +183,7 @@ def _score(
     logits, seconds = onnx_logits(path, eval_set.batches, providers)
     result = judge(
         name,
-        FILES[name],
+        ONNX_FILES[name],
         logits,
         reference,
         eval_set.labels,
@@ -409,7 +409,7 @@ def _build_fp16(
 def _not_built(name: str, error: ExportError) -> VariantResult:
     """The refused result of a variant whose build (or run under onnxruntime) raised ``error``. Whatever it
     left in the staging folder goes with the folder."""
-    result = build_failure(FILES[name], error)
+    result = build_failure(ONNX_FILES[name], error)
     log.warning("%s: %s; refused, the other variants go on", name, result.reason)
     return result
 
@@ -418,12 +418,12 @@ def _install(bundle: Bundle, built: dict[str, Path], results: dict[str, VariantR
     """Replace the bundle's export files with the passing (or forced) variants; drop the refused ones."""
     onnx_dir = bundle.root / ONNX_DIR
     onnx_dir.mkdir(exist_ok=True)
-    for rel in [*FILES.values(), EXPORT_REPORT]:
+    for rel in [*ONNX_FILES.values(), EXPORT_REPORT]:
         (bundle.root / rel).unlink(missing_ok=True)
     for name, path in built.items():
         result = results[name]
         if result.passed:
-            os.replace(path, bundle.root / FILES[name])
+            os.replace(path, bundle.root / ONNX_FILES[name])
         else:
             result.kept = False
             path.unlink()

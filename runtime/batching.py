@@ -1,8 +1,8 @@
 """Windows and batches: regroup the input stream into fixed-size windows, then plan length-sorted batches.
 
 Why windows: sorting a bounded read-ahead window by token length puts texts of similar length together,
-so a batch padded to its longest row wastes little (short mixed reviews: 1.89 padded tokens per real
-token in random batches of 32, about 1.01 sorted). A window has a fixed number of rows, so the windows of
+so a batch padded to its longest row wastes little (README: padded tokens per real token, sorted vs
+random batches). A window has a fixed number of rows, so the windows of
 a resumed run are exactly those of an uninterrupted one (``partial.py`` checkpoints whole windows).
 
 Why a token budget: the cost of a padded batch is ``longest length x rows``. Filling batches against a
@@ -13,10 +13,52 @@ small ones, instead of a fixed row count that is too small for one and too big (
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
 
 import numpy as np
 
+from clsrun.runtime.errors import UsageError
 from clsrun.runtime.readers import RecordChunk
+
+DEFAULT_WINDOW = 8192  # rows sorted together; also the unit of a resume checkpoint
+DEFAULT_MAX_BATCH_ROWS = 1024
+# Padded tokens per batch when --batch-tokens is not given, by model kind and device. char-CNN
+# convolutions are cheap per token, so large batches amortise the per-call overhead. BERT on CPU: a
+# batch whose activations stay in the CPU caches (README: the MiniLM batch-budget comparison). On CUDA
+# bigger batches keep the GPU busy.
+DEFAULT_BATCH_TOKENS = {"charcnn": {"cpu": 32768, "cuda": 32768}, "bert": {"cpu": 1024, "cuda": 8192}}
+
+
+def default_batch_tokens(kind: str, device: str) -> int:
+    """The padded-token budget of one batch for a bundle ``kind`` running on ``device``."""
+    return DEFAULT_BATCH_TOKENS.get(kind, {}).get(device, 8192)
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    """How rows are grouped: read-ahead windows, sorted by length, cut into token-budget batches."""
+
+    window: int = DEFAULT_WINDOW  # --window: rows read ahead and length-sorted together
+    batch_tokens: int | None = None  # --batch-tokens: padded tokens per batch; None: by kind and device
+    max_batch_rows: int = DEFAULT_MAX_BATCH_ROWS  # rows in one batch at most, however short they are
+    sort: bool = True  # length-sort each window (off only to measure what sorting buys)
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.window < 1:
+            problems.append(f"--window {self.window}: must be a positive number of rows")
+        if self.batch_tokens is not None and self.batch_tokens < 1:
+            problems.append(f"--batch-tokens {self.batch_tokens}: must be a positive number of tokens")
+        if self.max_batch_rows < 1:
+            problems.append(f"max_batch_rows {self.max_batch_rows}: must be at least 1")
+        if problems:
+            raise UsageError("; ".join(problems))
+
+    def resolved(self, kind: str, device: str) -> BatchOptions:
+        """These options with ``batch_tokens`` filled in for a ``kind`` bundle running on ``device``."""
+        if self.batch_tokens is not None:
+            return self
+        return replace(self, batch_tokens=default_batch_tokens(kind, device))
 
 
 def windows(chunks: Iterable[RecordChunk], size: int) -> Iterator[RecordChunk]:
@@ -66,7 +108,7 @@ def _split(chunks: list[RecordChunk], n: int) -> tuple[RecordChunk, list[RecordC
 
 
 def plan_batches(
-    lengths: np.ndarray, batch_tokens: int, max_rows: int = 1024, sort: bool = True
+    lengths: np.ndarray, batch_tokens: int, max_rows: int = DEFAULT_MAX_BATCH_ROWS, sort: bool = True
 ) -> list[np.ndarray]:
     """Split rows ``0..n-1`` into batches whose padded cost ``longest x rows`` stays within ``batch_tokens``.
 

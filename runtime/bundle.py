@@ -13,23 +13,32 @@ Layout (DESIGN.md):
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
 import json
 import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from clsrun.runtime.errors import BundleError
+from clsrun.runtime.files import atomic_write_text, is_temporary
 
 SCHEMA_VERSION = 1
-SPEC_FILE = "clsrun.json"
-VALIDATION_FILE = "validation.jsonl.gz"
-ONNX_DIR = "onnx"
-EXPORT_REPORT = "onnx/export_report.json"
+# The names of a bundle's files, defined here only; every stage imports them.
+SPEC_FILE = "clsrun.json"  # the spec and the sha256 of every other file
+WEIGHTS_FILE = "model.safetensors"  # the eager model's weights (both kinds)
+VOCAB_FILE = "vocab.json"  # charcnn: the character vocabulary (``CharVocab.save``)
+HF_CONFIG_FILE = "config.json"  # bert: the Hugging Face model config (with ``id2label``)
+TOKENIZER_FILE = "tokenizer.json"  # bert: the fast tokenizer
+SPECIAL_TOKENS_FILE = "special_tokens_map.json"  # bert: which tokens are [PAD], [CLS], ...
+VALIDATION_FILE = "validation.jsonl.gz"  # labelled rows held out in training (export gate, eval)
+ONNX_DIR = "onnx"  # the exported variants and their report
+ONNX_FILES = {"fp32": "onnx/model.onnx", "int8": "onnx/model.int8.onnx", "fp16": "onnx/model.fp16.onnx"}
+EXPORT_REPORT = "onnx/export_report.json"  # what the export gate measured for each variant
+LOGS_DIR = "logs"  # TensorBoard event files: a record of training, not part of the model
 # Files and folders inside a bundle folder that are not part of the model and are never hashed.
-UNHASHED_PARTS = frozenset({SPEC_FILE, "logs", "__pycache__", "__init__.py"})
+UNHASHED_PARTS = frozenset({SPEC_FILE, LOGS_DIR})
 
 Kind = Literal["bert", "charcnn"]
 KINDS: tuple[str, ...] = ("bert", "charcnn")
@@ -95,6 +104,16 @@ class BundleSpec:
         )
 
 
+def default_model_path() -> Path:
+    """The bundle shipped with clsrun (``clsrun predict`` without ``--model``): package data, a plain folder.
+
+    Resolved through its ``clsrun.json``: an editable install links each file into a build folder, and
+    the bundle's inside-the-folder check must see the folder those files really are in.
+    """
+    spec = importlib.resources.files("clsrun.runtime") / "default_model" / SPEC_FILE
+    return Path(str(spec)).resolve().parent
+
+
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     """Hex sha256 of a file, read in 1 MiB chunks."""
     h = hashlib.sha256()
@@ -108,11 +127,10 @@ def _hashed_files(root: Path) -> Iterable[Path]:
     for dirpath, dirnames, filenames in os.walk(root):
         rel_dir = Path(dirpath).relative_to(root)
         dirnames[:] = sorted(d for d in dirnames if not (rel_dir == Path(".") and d in UNHASHED_PARTS))
-        dirnames[:] = [d for d in dirnames if d != "__pycache__"]
         for name in sorted(filenames):
             if rel_dir == Path(".") and name in UNHASHED_PARTS:
                 continue
-            if name.endswith(".pyc") or name.startswith(".tmp"):
+            if is_temporary(name):  # a write in progress, or one a crash cut short
                 continue
             yield Path(dirpath) / name
 
@@ -125,24 +143,6 @@ def write_spec(root: Path | str, spec: BundleSpec) -> Path:
     text = json.dumps(spec.to_json(files), ensure_ascii=False, indent=2) + "\n"
     atomic_write_text(target, text)
     return target
-
-
-def atomic_write_text(target: Path, text: str) -> None:
-    """Write ``text`` to ``target`` through a temporary file in the same folder and a rename."""
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=target.suffix)
-    try:
-        # mkstemp creates 0600; give the file the mode an ordinary open() would (0666 less the umask).
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @dataclass

@@ -2,9 +2,11 @@
 
 ```python
 from clsrun.runtime.classifier import Classifier
+from clsrun.runtime.variant import Variant
 clf = Classifier.load("my_bundle")            # or Classifier.load() for the shipped default model
 clf.predict(["很好用", "太差了"]).labels       # ["pos", "neg"]
 clf.score_records(["a", "b"], ["很好", None])  # pyarrow.Table with the columns of `clsrun predict`
+Classifier.load("my_bundle", Variant(precision="fp32", threads=4))  # what `--precision fp32 --threads 4` runs
 ```
 
 Scoring one window of rows is three steps, kept apart so that ``score.py`` can run them in different
@@ -14,11 +16,13 @@ threads (and an engine such as Ray can call them on its own record batches):
 2. :meth:`Classifier.pad` + :meth:`Classifier.run` per batch: the model (onnxruntime releases the GIL);
 3. :meth:`Classifier.finish`: softmax and the output table, rows back in input order.
 
-:meth:`Classifier.score_records` does all three in the calling thread.
+:meth:`Classifier.predict` and :meth:`Classifier.score_records` do all three, running the batches of
+step 2 on ``streams`` threads.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,37 +30,16 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from clsrun.runtime.batching import plan_batches
-from clsrun.runtime.bundle import Bundle
+from clsrun.runtime.batching import BatchOptions, plan_batches
+from clsrun.runtime.bundle import Bundle, default_model_path
 from clsrun.runtime.encode import Encoder, Tokens, make_encoder
 from clsrun.runtime.errors import BundleError, UsageError
-from clsrun.runtime.infer import (
-    Choice,
-    Runner,
-    choose,
-    default_streams,
-    default_threads,
-    open_runner,
-    softmax,
-)
+from clsrun.runtime.infer import Runner, open_runner, softmax
+from clsrun.runtime.machine import default_threads
 from clsrun.runtime.readers import DEFAULT_MAX_TEXT_BYTES, RecordChunk
 from clsrun.runtime.textnorm import normalize
+from clsrun.runtime.variant import Choice, Variant, choose, default_streams
 from clsrun.runtime.writers import output_schema, result_table
-
-# Padded tokens per batch when the caller does not say, by model kind and device. char-CNN convolutions
-# are cheap per token, so large batches amortise the per-call overhead. BERT on CPU: a batch whose
-# activations stay in the CPU caches. Measured, MiniLM int8, 2 cores, 2 streams, rows/s in the run at
-# 1,024 / 2,048 / 4,096 tokens: short texts (55 tokens) 349 / 342 / 307, whole articles (250 tokens)
-# 60 / 57 / 54. On CUDA bigger batches keep the GPU busy (8,192: not measured, no GPU was at hand).
-DEFAULT_BATCH_TOKENS = {"charcnn": {"cpu": 32768, "cuda": 32768}, "bert": {"cpu": 1024, "cuda": 8192}}
-
-
-def default_batch_tokens(kind: str, device: str) -> int:
-    """The padded-token budget of one batch for a bundle ``kind`` running on ``device``."""
-    return DEFAULT_BATCH_TOKENS.get(kind, {}).get(device, 8192)
-
-
-DEFAULT_MAX_BATCH_ROWS = 1024
 
 
 @dataclass
@@ -119,52 +102,45 @@ def check_texts(
     return out, errors
 
 
+@dataclass(frozen=True)
 class Classifier:
-    """A loaded model: encoder, runner and labels. Build it with :meth:`load`."""
+    """A loaded model: encoder, runner, labels and batching, fixed at :meth:`load` and never changed after.
 
-    def __init__(
-        self, bundle: Bundle, encoder: Encoder, runner: Runner, choice: Choice, threads: int, streams: int = 1
-    ) -> None:
-        self.bundle = bundle
-        self.encoder = encoder
-        self.runner = runner
-        self.choice = choice
-        self.threads = threads
-        self.streams = streams  # batches meant to run at once, each on threads // streams intra-op threads
-        self.batch_tokens = default_batch_tokens(bundle.spec.kind, choice.device)
-        self.max_batch_rows = DEFAULT_MAX_BATCH_ROWS
+    Several threads may score with one classifier at once (``score.py`` does): nothing in it changes.
+    """
+
+    bundle: Bundle
+    encoder: Encoder
+    runner: Runner
+    choice: Choice  # what runs: backend, precision, device, file
+    threads: int  # inference threads in all
+    streams: int  # batches run at once, each on threads // streams intra-op threads
+    batching: BatchOptions  # resolved: batch_tokens is set
 
     @classmethod
     def load(
         cls,
         bundle: Path | str | Bundle | None = None,
-        backend: str = "auto",
-        precision: str = "auto",
-        device: str = "auto",
-        threads: int | None = None,
-        streams: int | None = 1,
+        variant: Variant = Variant(),
+        batching: BatchOptions = BatchOptions(),
     ) -> Classifier:
         """Load and verify a bundle (None: the default model shipped with clsrun) and open its runner.
 
-        ``backend``/``precision``/``device`` as ``clsrun predict`` (``auto`` picks the fastest variant that
-        passed the export gate); ``threads`` defaults to the cores this process may use.
-        ``streams``: how many batches the caller will run at once from different threads (``score_file``
-        does); the runner then gets ``threads // streams`` intra-op threads. 1 (the default) suits
-        :meth:`predict` and other one-thread callers; None picks ``infer.default_streams``.
+        ``variant``: what to run, as ``clsrun predict``'s options (``auto`` picks the fastest variant that
+        passed the export gate); threads default to the cores this process may use, streams to
+        ``variant.default_streams``. ``batching``: how rows are cut into batches (``batch_tokens``
+        defaults by model kind and device).
         """
-        if bundle is None:
-            from clsrun.runtime.default_model import PATH
-
-            bundle = PATH
-        loaded = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
-        choice = choose(loaded, backend, precision, device)
-        n_threads = threads if threads and threads > 0 else default_threads()
-        n_streams = default_streams(choice, n_threads) if streams is None else streams
-        if not 1 <= n_streams <= n_threads:
-            raise UsageError(f"--streams {n_streams}: must be between 1 and the threads ({n_threads})")
+        loaded = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle or default_model_path())
+        choice = choose(loaded, variant)
+        threads = variant.threads or default_threads()
+        streams = variant.streams or default_streams(choice, threads)
+        if streams > threads:
+            raise UsageError(f"--streams {streams}: must be between 1 and the threads ({threads})")
         encoder = make_encoder(loaded)
-        runner = open_runner(loaded, choice, n_threads // n_streams)
-        return cls(loaded, encoder, runner, choice, n_threads, n_streams)
+        runner = open_runner(loaded, choice, threads // streams)
+        resolved = batching.resolved(loaded.spec.kind, choice.device)
+        return cls(loaded, encoder, runner, choice, threads, streams, resolved)
 
     @property
     def labels(self) -> list[str]:
@@ -189,7 +165,7 @@ class Classifier:
         return output_schema(self.labels, probs, text_ids)
 
     # -- the three steps ---------------------------------------------------------------------------
-    def prepare(self, chunk: RecordChunk, sort: bool = True) -> Prepared:
+    def prepare(self, chunk: RecordChunk) -> Prepared:
         """Normalise and tokenize a window's valid texts once, and plan its batches."""
         norm = self.bundle.spec.normalization
         errors = list(chunk.errors)
@@ -205,7 +181,9 @@ class Classifier:
             valid.append(i)
             texts.append(text)
         tokens = self.encoder.tokenize(texts)
-        batches = plan_batches(tokens.lengths, self.batch_tokens, self.max_batch_rows, sort=sort)
+        b = self.batching
+        assert b.batch_tokens is not None, "load() resolves batch_tokens"
+        batches = plan_batches(tokens.lengths, b.batch_tokens, b.max_batch_rows, sort=b.sort)
         logits = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
         return Prepared(
             chunk.start, chunk.ids, errors, np.asarray(valid, dtype=np.int64), tokens, batches, logits
@@ -235,9 +213,16 @@ class Classifier:
 
     # -- one-call APIs -----------------------------------------------------------------------------
     def infer(self, prepared: Prepared) -> Prepared:
-        """Run every batch of ``prepared`` in this thread, filling ``prepared.logits``."""
-        for batch in prepared.batches:
-            prepared.logits[batch] = self.run(self.pad(prepared, batch))
+        """Run every batch of ``prepared``, ``streams`` at a time, filling ``prepared.logits``."""
+        batches = prepared.batches
+        if self.streams == 1 or len(batches) < 2:
+            for batch in batches:
+                prepared.logits[batch] = self.run(self.pad(prepared, batch))
+            return prepared
+        with ThreadPoolExecutor(min(self.streams, len(batches)), thread_name_prefix="clsrun-infer") as pool:
+            results = pool.map(lambda batch: self.run(self.pad(prepared, batch)), batches)
+            for batch, logits in zip(batches, results, strict=True):
+                prepared.logits[batch] = logits  # (B, C)
         return prepared
 
     def score_records(

@@ -4,8 +4,8 @@ Tokenizing happens once for a whole read-ahead window, so the batcher can sort t
 before any padding is done; padding happens per batch, to the longest row of that batch only.
 
 - :class:`Tokens`: a window of texts tokenized once, stored ragged (flat ids + offsets).
-- :class:`Encoder`: what every model kind provides (``CharEncoder`` here, ``BertEncoder`` in
-  ``encode_bert.py``).
+- :class:`Encoder`: what every model kind provides (``CharEncoder`` in ``encode_char.py``,
+  ``BertEncoder`` in ``encode_bert.py``).
 - :func:`pad_rows`: the shared ragged -> padded step (vectorised), reused by every encoder.
 - :func:`make_encoder`: the encoder of a bundle.
 """
@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from clsrun.runtime.encode_char import PAD_ID, VOCAB_FILE, CharVocab
 from clsrun.runtime.errors import BundleError
 
 if TYPE_CHECKING:
@@ -65,18 +64,16 @@ class Encoder(Protocol):
         ...
 
 
-def pad_rows(
-    tokens: Tokens, rows: np.ndarray, pad_id: int = PAD_ID, min_width: int = 1
-) -> tuple[np.ndarray, np.ndarray]:
+def pad_rows(tokens: Tokens, rows: np.ndarray, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
     """Gather ``rows`` of ragged ``tokens`` into a padded matrix, without a Python loop.
 
     Returns ``(ids, mask)``: ids ``(B, T)`` int64 filled with ``pad_id`` past each row's end, mask
-    ``(B, T)`` bool, True on real tokens. ``T = max(longest row, min_width)``. The mask comes from the
+    ``(B, T)`` bool, True on real tokens; ``T`` is the longest of ``rows``. The mask comes from the
     lengths, never from id values, so a real token whose id equals ``pad_id`` is still attended to.
     """
     rows = np.asarray(rows, dtype=np.int64)
     lengths = tokens.lengths[rows]  # (B,)
-    width = max(int(lengths.max()) if len(rows) else 0, min_width)
+    width = int(lengths.max()) if len(rows) else 0
     positions = np.arange(width, dtype=np.int64)  # (T,)
     mask = positions[None, :] < lengths[:, None]  # (B, T)
     ids = np.full((len(rows), width), pad_id, dtype=np.int64)  # (B, T)
@@ -85,47 +82,18 @@ def pad_rows(
     return ids, mask
 
 
-class CharEncoder:
-    """Char-CNN encoder: one id per character (see ``encode_char.py``), input ``input_ids`` only."""
-
-    input_names: tuple[str, ...] = ("input_ids",)
-
-    def __init__(self, vocab: CharVocab, max_length: int, min_width: int = 1) -> None:
-        self.vocab = vocab
-        self.max_length = max_length
-        # The narrowest batch the network accepts (its widest convolution kernel): shorter batches are
-        # padded up to it so a one-character text never makes a convolution fail.
-        self.min_width = min_width
-
-    @classmethod
-    def from_bundle(cls, bundle: Bundle) -> CharEncoder:
-        kernels = bundle.spec.model.get("kernel_sizes") or [1]
-        min_width = int(bundle.spec.model.get("min_length", max(int(k) for k in kernels)))
-        return cls(CharVocab.load(bundle.path(VOCAB_FILE)), bundle.spec.max_length, min_width)
-
-    def tokenize(self, texts: list[str]) -> Tokens:
-        n = len(texts)
-        limit = self.max_length
-        full = np.fromiter(map(len, texts), dtype=np.int64, count=n)  # (n,) characters before truncation
-        truncated = full > limit
-        if truncated.any():
-            texts = [t[:limit] for t in texts]
-        lengths = np.minimum(full, limit)
-        return Tokens.from_lengths(self.vocab.ids_of("".join(texts)), lengths, truncated)
-
-    def pad(self, tokens: Tokens, rows: np.ndarray) -> dict[str, np.ndarray]:
-        ids, _ = pad_rows(tokens, rows, PAD_ID, self.min_width)
-        return {"input_ids": ids}  # (B, T)
-
-
 def make_encoder(bundle: Bundle) -> Encoder:
-    """The encoder for a bundle's kind. BERT's (``tokenizers``) is imported only when needed."""
+    """The encoder for a bundle's kind; each is imported only when needed (BERT's loads ``tokenizers``)."""
     kind = bundle.spec.kind
+    encoder: Encoder
     if kind == "charcnn":
-        return CharEncoder.from_bundle(bundle)
-    if kind == "bert":
-        from clsrun.runtime.encode_bert import BertEncoder  # type: ignore[import-not-found,unused-ignore]
+        from clsrun.runtime.encode_char import CharEncoder
 
-        encoder: Encoder = BertEncoder(bundle)
+        encoder = CharEncoder.from_bundle(bundle)
+        return encoder
+    if kind == "bert":
+        from clsrun.runtime.encode_bert import BertEncoder
+
+        encoder = BertEncoder(bundle)
         return encoder
     raise BundleError(f"{bundle.root}: no encoder for model kind {kind!r}")

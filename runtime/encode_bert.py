@@ -20,19 +20,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from tokenizers import Tokenizer
 
+from clsrun.runtime.bundle import SPECIAL_TOKENS_FILE, TOKENIZER_FILE, Bundle
 from clsrun.runtime.encode import Tokens, pad_rows
 from clsrun.runtime.errors import BundleError
 
-if TYPE_CHECKING:
-    from clsrun.runtime.bundle import Bundle
-
-TOKENIZER_FILE = "tokenizer.json"
-SPECIAL_TOKENS_FILE = "special_tokens_map.json"
 TRUNCATIONS = ("head", "head-tail")
 # Head share of head-tail truncation: 128 of the 510 body tokens at max_length 512.
 _HEAD_SHARE = 128 / 510

@@ -1,8 +1,11 @@
-"""Character encoding for the char-CNN: a vocabulary built from training text and a vectorised encoder.
+"""Character encoding for the char-CNN: a vocabulary built from training text, and the encoder that scores with it.
 
 Ids: 0 is padding, 1 is an unknown character, 2.. are the vocabulary's characters. Every character of
-any script is one id, so Chinese works as well as English. Encoding a batch is a handful of numpy
-operations over the UTF-32 code points of the joined batch, with no per-character Python loop.
+any script is one id, so Chinese works as well as English. Encoding a window is a handful of numpy
+operations over the UTF-32 code points of the joined texts, with no per-character Python loop.
+
+- :class:`CharVocab`: characters -> ids (built by the trainer, saved in the bundle);
+- :class:`CharEncoder`: the runtime's :class:`~clsrun.runtime.encode.Encoder` for ``charcnn`` bundles.
 """
 
 from __future__ import annotations
@@ -15,12 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
+from clsrun.runtime.bundle import VOCAB_FILE, Bundle
+from clsrun.runtime.encode import Tokens, pad_rows
 from clsrun.runtime.errors import BundleError
 
 PAD_ID = 0
 UNK_ID = 1
 _N_CODEPOINTS = 0x110000
-VOCAB_FILE = "vocab.json"
 
 
 @dataclass
@@ -75,24 +79,34 @@ class CharVocab:
         cps = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
         return self._lut[cps].astype(np.int64)
 
-    def encode(self, texts: list[str], max_length: int) -> tuple[np.ndarray, np.ndarray]:
-        """Encode texts to ids, padded to the longest (clipped) text of the batch.
 
-        Returns ``(ids, lengths)``: ids is ``(B, T)`` int64 with ``T = min(longest, max_length)``
-        (at least 1), lengths is ``(B,)`` int64 of the clipped lengths. Texts over ``max_length``
-        characters keep their head.
-        """
+class CharEncoder:
+    """Char-CNN encoder: one id per character, input ``input_ids`` only.
+
+    Batches are padded to their longest row and no further: the network's convolutions use "same"
+    padding, so it accepts any length, a one-character batch included.
+    """
+
+    input_names: tuple[str, ...] = ("input_ids",)
+
+    def __init__(self, vocab: CharVocab, max_length: int) -> None:
+        self.vocab = vocab
+        self.max_length = max_length
+
+    @classmethod
+    def from_bundle(cls, bundle: Bundle) -> CharEncoder:
+        return cls(CharVocab.load(bundle.path(VOCAB_FILE)), bundle.spec.max_length)
+
+    def tokenize(self, texts: list[str]) -> Tokens:
         n = len(texts)
-        clipped = [t[:max_length] for t in texts]
-        lengths = np.fromiter(map(len, clipped), dtype=np.int64, count=n)
-        width = max(int(lengths.max()) if n else 0, 1)
-        ids = np.zeros((n, width), dtype=np.int64)
-        total = int(lengths.sum())
-        if total == 0:
-            return ids, lengths
-        flat = self.ids_of("".join(clipped))  # (total,)
-        rows = np.repeat(np.arange(n), lengths)
-        starts = np.cumsum(lengths) - lengths
-        cols = np.arange(total) - np.repeat(starts, lengths)
-        ids[rows, cols] = flat
-        return ids, lengths
+        limit = self.max_length
+        full = np.fromiter(map(len, texts), dtype=np.int64, count=n)  # (n,) characters before truncation
+        truncated = full > limit
+        if truncated.any():
+            texts = [t[:limit] for t in texts]
+        lengths = np.minimum(full, limit)
+        return Tokens.from_lengths(self.vocab.ids_of("".join(texts)), lengths, truncated)
+
+    def pad(self, tokens: Tokens, rows: np.ndarray) -> dict[str, np.ndarray]:
+        ids, _ = pad_rows(tokens, rows, PAD_ID)
+        return {"input_ids": ids}  # (B, T)

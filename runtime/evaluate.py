@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from clsrun.runtime.errors import InputError
+from clsrun.runtime.variant import Variant
 
 if TYPE_CHECKING:
     from clsrun.runtime.metrics import ClassificationReport
@@ -55,24 +56,21 @@ class EvalReport:
 def evaluate(
     bundle: Path | str,
     data: Path | str,
+    variant: Variant = Variant(),
     text_col: str = "text",
     label_col: str = "label",
-    backend: str = "auto",
-    precision: str = "auto",
-    device: str = "auto",
-    threads: int | None = None,
 ) -> EvalReport:
     """Score ``data`` with ``bundle`` and compute accuracy, macro P/R/F1, per-class scores and confusion.
 
-    Raises :class:`InputError` when the file holds labels the model does not know (listing them all),
-    before any scoring is done.
+    ``variant``: what to run (default: what ``clsrun predict`` runs). Raises :class:`InputError` when the
+    file holds labels the model does not know (listing them all), before any scoring is done.
     """
     from clsrun.runtime.classifier import Classifier
     from clsrun.runtime.metrics import classification_report
     from clsrun.runtime.readers import read_labelled
 
     rows = read_labelled(data, text_col=text_col, label_col=label_col)
-    clf = Classifier.load(bundle, backend=backend, precision=precision, device=device, threads=threads)
+    clf = Classifier.load(bundle, variant)
     known = set(clf.labels)
     unknown = sorted({y for y in rows.labels if y not in known})
     if unknown:

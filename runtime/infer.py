@@ -1,147 +1,40 @@
-"""Inference: choose the variant to run and run padded batches through it (onnxruntime or eager PyTorch).
+"""Inference: run padded batches through the chosen variant (onnxruntime here, other backends as plugins).
 
-:func:`choose` reads the bundle's export report and only ever picks a variant whose ``passed`` is true:
-on CPU int8 (fastest on this class of machine) else fp32; on CUDA fp16 else fp32. A bundle that was never
-exported runs on the torch backend when torch is installed. :func:`open_runner` builds the runner:
 - :class:`OrtRunner`: an onnxruntime session with thread counts set from the machine; on CUDA the
   TensorRT provider where installed, then CUDA with IO binding; the ONNX file's external data is checked
   to stay inside the bundle before the session is created.
-- :class:`TorchRunner`: eager PyTorch through ``clsrun.trainer.models.load_model`` (imported lazily, so
-  the runtime never needs torch unless this backend is asked for).
-Every runner maps ``{input name: (B, T) int64}`` to logits ``(B, C)`` float32, and may be called from
-several threads at once (``score.py`` runs :func:`default_streams` batches concurrently).
+- Other backends are plugins, found through the ``clsrun.runners`` entry point group
+  (``plugins.runner_plugin``): the torch runner lives with the trainer
+  (``clsrun.trainer.torch_runner:TorchRunner``, installed with ``clsrun[train]``), so the runtime never
+  imports torch or the trainer.
+
+The runner contract (:class:`Runner`): ``run({input name: (B, T) int64}) -> logits (B, C) float32``,
+safe to call from several threads at once (``score.py`` runs several batches concurrently).
 """
 
 from __future__ import annotations
 
-import importlib.util
-import os
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from clsrun.runtime.errors import BundleError, UsageError
+from clsrun.runtime.errors import BundleError
+from clsrun.runtime.machine import ort_providers
+from clsrun.runtime.plugins import runner_plugin
 
 if TYPE_CHECKING:
     from clsrun.runtime.bundle import Bundle
-
-BACKENDS = ("auto", "onnx", "torch")
-PRECISIONS = ("auto", "fp32", "fp16", "int8")
-DEVICES = ("auto", "cpu", "cuda")
-# Preference when --precision auto: int8 is the fastest on CPU, fp16 on a GPU.
-_PREFERENCE = {"cpu": ("int8", "fp32", "fp16"), "cuda": ("fp16", "fp32", "int8")}
-
-
-@dataclass(frozen=True)
-class Choice:
-    """What will run: recorded in the manifest and in ``Classifier.describe()``."""
-
-    backend: str  # "onnx" | "torch"
-    precision: str  # "fp32" | "fp16" | "int8"
-    device: str  # "cpu" | "cuda"
-    file: str | None  # bundle-relative ONNX file, None for torch
-
-
-def default_threads() -> int:
-    """CPU cores this process may use (container and affinity limits included)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
-
-
-def default_streams(choice: Choice, threads: int) -> int:
-    """How many batches ``clsrun predict`` runs at once when not told: one per thread for ONNX on CPU.
-
-    Why: each stream runs its batch on one core with no hand-offs between threads, where one session with
-    several intra-op threads splits every operator across them and waits for all at each of its (hundreds
-    of) nodes. Measured on 2 cores, onnxruntime 1.32, inference only: char-CNN int8 46,600 vs 33,900
-    rows/s; MiniLM int8 on short texts 388 vs 372 rows/s. The streams share one session (onnxruntime's
-    ``run`` is thread-safe), so the weights are in memory once; each holds one batch of activations.
-    On CUDA and for the torch backend: one stream with all the threads.
-    """
-    return max(1, threads) if choice.backend == "onnx" and choice.device == "cpu" else 1
-
-
-def _ort_providers() -> list[str]:
-    import onnxruntime as ort
-
-    return list(ort.get_available_providers())
-
-
-def passed_variants(bundle: Bundle) -> dict[str, str]:
-    """``{precision: file}`` of the exported variants that passed the export gate and are in the bundle."""
-    report = bundle.export_report()
-    if not report:
-        return {}
-    variants = report.get("variants") or {}
-    return {
-        name: str(v["file"])
-        for name, v in variants.items()
-        if isinstance(v, dict) and v.get("passed") is True and v.get("file") and bundle.has(str(v["file"]))
-    }
-
-
-def choose(bundle: Bundle, backend: str = "auto", precision: str = "auto", device: str = "auto") -> Choice:
-    """Pick backend, precision, device and file as the options ask; refuse what the bundle cannot do."""
-    for flag, value, allowed in (
-        ("--backend", backend, BACKENDS),
-        ("--precision", precision, PRECISIONS),
-        ("--device", device, DEVICES),
-    ):
-        if value not in allowed:
-            raise UsageError(f"{flag} {value!r}: choose one of {', '.join(allowed)}")
-    passed = passed_variants(bundle)
-    if backend == "auto":
-        if passed:
-            backend = "onnx"
-        elif importlib.util.find_spec("torch") is not None:
-            backend = "torch"
-        else:
-            raise BundleError(
-                f"{bundle.root}: no exported ONNX model that passed the export gate, and torch is not "
-                f"installed for the torch backend; run `clsrun export {bundle.root}` first"
-            )
-    if backend == "onnx":
-        if not passed:
-            raise BundleError(
-                f"{bundle.root}: no exported ONNX model that passed the export gate; "
-                f"run `clsrun export {bundle.root}` first, or use --backend torch"
-            )
-        if device == "auto":
-            device = "cuda" if "CUDAExecutionProvider" in _ort_providers() else "cpu"
-        elif device == "cuda" and "CUDAExecutionProvider" not in _ort_providers():
-            raise UsageError(
-                "--device cuda: onnxruntime has no CUDA provider here; pip install 'clsrun[gpu]'"
-            )
-        if precision == "auto":
-            precision = next(p for p in _PREFERENCE[device] if p in passed) if passed else "fp32"
-        if precision not in passed:
-            raise UsageError(
-                f"--precision {precision}: this bundle has no {precision} variant that passed the export "
-                f"gate; available: {', '.join(sorted(passed))}"
-            )
-        return Choice("onnx", precision, device, passed[precision])
-    # torch backend
-    from clsrun.runtime.errors import require
-
-    require("torch", "train")
-    import torch  # only reached for --backend torch, or auto on a bundle that was never exported
-
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if precision == "auto":
-        precision = "fp16" if device == "cuda" else "fp32"
-    if precision == "int8" or (precision == "fp16" and device == "cpu"):
-        raise UsageError(f"--precision {precision} is not available with --backend torch on {device}")
-    return Choice("torch", precision, device, None)
+    from clsrun.runtime.variant import Choice
 
 
 class Runner(Protocol):
-    """Runs padded batches: ``{input name: (B, T) int64}`` -> logits ``(B, C)`` float32."""
+    """Runs padded batches: ``{input name: (B, T) int64}`` -> logits ``(B, C)`` float32.
 
-    providers: list[str]
+    ``run`` must be safe to call from several threads at once (onnxruntime's is; eager PyTorch in
+    inference mode is).
+    """
+
+    providers: list[str]  # what executes the model, for the manifest (e.g. "CPUExecutionProvider")
 
     def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray: ...
 
@@ -163,7 +56,7 @@ class OrtRunner:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # Idle workers sleep instead of spinning: the reader and writer threads need those cores.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        available = _ort_providers()
+        available = ort_providers()
         if choice.device == "cuda":
             wanted = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
             providers = [p for p in wanted if p in available]
@@ -198,36 +91,11 @@ class OrtRunner:
         return np.asarray(binding.copy_outputs_to_cpu()[0], dtype=np.float32)  # (B, C)
 
 
-class TorchRunner:
-    """Eager PyTorch on the bundle's safetensors weights (``clsrun.trainer.models.load_model``)."""
-
-    def __init__(self, bundle: Bundle, choice: Choice, threads: int) -> None:
-        import torch
-
-        from clsrun.trainer.models import load_model  # type: ignore[import-not-found,unused-ignore]
-
-        torch.set_num_threads(threads)
-        self._torch = torch
-        model: Any = load_model(bundle).eval().to(choice.device)
-        if choice.precision == "fp16":
-            model = model.half()
-        self.model = model
-        self.device = choice.device
-        self.providers = [f"torch-{torch.__version__}-{choice.device}"]
-
-    def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
-        torch = self._torch
-        with torch.inference_mode():
-            feed = {k: torch.from_numpy(v).to(self.device) for k, v in inputs.items()}
-            logits = self.model(**feed)  # (B, C)
-            return np.asarray(logits.float().cpu().numpy(), dtype=np.float32)
-
-
 def open_runner(bundle: Bundle, choice: Choice, threads: int) -> Runner:
-    """The runner for ``choice``."""
-    if choice.backend == "torch":
-        return TorchRunner(bundle, choice, threads)
-    return OrtRunner(bundle, choice, threads)
+    """The runner for ``choice``: onnxruntime here, any other backend from its plugin."""
+    if choice.backend == "onnx":
+        return OrtRunner(bundle, choice, threads)
+    return runner_plugin(choice.backend)(bundle, choice, threads)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -26,9 +26,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
-from clsrun.runtime.bundle import atomic_write_text
 from clsrun.runtime.errors import InternalError, ResumeError
-from clsrun.runtime.writers import fsync_path
+from clsrun.runtime.files import append_line, atomic_write, atomic_write_text, fsync_path
 
 STATE_FILE = "state.json"
 JOURNAL_FILE = "journal.jsonl"
@@ -136,17 +135,14 @@ class PartialOutput:
             raise InternalError(f"part starting at row {start} added after {self.rows_done} rows")
         index = len(self.parts)
         final = self.folder / _part_name(index)
-        tmp = final.with_suffix(".tmp")
-        with pa.OSFile(str(tmp), "wb") as sink, ipc.new_file(sink, table.schema) as writer:
-            writer.write_table(table)
-        fsync_path(tmp)
-        os.replace(tmp, final)
-        fsync_path(self.folder)
+
+        def write(tmp: Path) -> None:
+            with pa.OSFile(str(tmp), "wb") as sink, ipc.new_file(sink, table.schema) as writer:
+                writer.write_table(table)
+
+        atomic_write(final, write)
         record = PartRecord(index, start, table.num_rows, ok, error, truncated, final.stat().st_size)
-        with open(self.folder / JOURNAL_FILE, "a", encoding="utf-8") as f:
-            f.write(json.dumps(asdict(record)) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        append_line(self.folder / JOURNAL_FILE, json.dumps(asdict(record)))
         self.parts.append(record)
         return record
 

@@ -486,12 +486,20 @@ class RecordStream:
         return []
 
 
+@dataclass(frozen=True)
+class ReadOptions:
+    """How to read an input file's records (``clsrun predict`` options); the same for every engine."""
+
+    text_col: str = "text"  # --text-col: column (or JSON field) holding the text
+    id_col: str | None = None  # --id-col: column copied to the output's id; None: 0-based row numbers
+    max_text_bytes: int = DEFAULT_MAX_TEXT_BYTES  # a longer text is a per-row error, not a record
+
+
 def open_records(
-    path: Path | str,
-    text_col: str = "text",
-    id_col: str | None = None,
-    max_text_bytes: int = DEFAULT_MAX_TEXT_BYTES,
-    block_bytes: int = DEFAULT_BLOCK_BYTES,
+    path: Path | str, options: ReadOptions = ReadOptions(), block_bytes: int = DEFAULT_BLOCK_BYTES
 ) -> RecordStream:
-    """Open ``path`` for streaming; raises :class:`InputError` at once for whole-file problems."""
-    return RecordStream(path, text_col, id_col, max_text_bytes, block_bytes)
+    """Open ``path`` for streaming; raises :class:`InputError` at once for whole-file problems.
+
+    ``block_bytes``: bytes parsed per chunk (tests make it small to cross chunk boundaries).
+    """
+    return RecordStream(path, options.text_col, options.id_col, options.max_text_bytes, block_bytes)

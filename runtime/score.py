@@ -23,58 +23,70 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from clsrun import __version__
 from clsrun.runtime.batching import windows
 from clsrun.runtime.classifier import Classifier, Prepared
 from clsrun.runtime.errors import InternalError, UsageError
+from clsrun.runtime.files import atomic_write_text
 from clsrun.runtime.partial import PartialOutput, input_fingerprint
-from clsrun.runtime.readers import DEFAULT_MAX_TEXT_BYTES, RecordStream, open_records
-from clsrun.runtime.writers import output_format, write_atomically, write_text_atomically
+from clsrun.runtime.readers import ReadOptions, RecordStream, open_records
+from clsrun.runtime.writers import output_format, write_atomically
 
 PREFETCH_BATCHES = 2  # padded batches waiting for the model: enough to hide reading and tokenizing
 PENDING_WINDOWS = 2  # finished windows waiting for the writer
-DEFAULT_WINDOW = 8192  # rows sorted together; also the unit of a resume checkpoint
 
 
-@dataclass
-class ScoreOptions:
-    """How to score a file; each field is a ``clsrun predict`` option."""
+@dataclass(frozen=True)
+class OutputOptions:
+    """What the output holds and whether an interrupted run is continued (``clsrun predict`` options)."""
 
-    text_col: str = "text"  # --text-col
-    id_col: str | None = None  # --id-col; None: ids are 0-based row numbers
     probs: bool = False  # --probs: one prob_<label> column per label
     resume: bool = False  # --resume: continue an interrupted run of the same input, model and options
-    batch_tokens: int | None = None  # --batch-tokens: padded tokens per batch; None: by model kind
-    window: int = DEFAULT_WINDOW  # --window: rows read ahead and length-sorted together
-    sort: bool = True  # length-sort each window (off only to measure what sorting buys)
-    max_text_bytes: int = DEFAULT_MAX_TEXT_BYTES  # a longer text is a per-row error
-    progress: Callable[[int], None] | None = field(default=None, repr=False)  # called with rows just written
-    # called once, before scoring, with the rows a --resume run found done (a progress bar shows them as
-    # done but leaves them out of its rate); without it they go to ``progress``
-    progress_resumed: Callable[[int], None] | None = field(default=None, repr=False)
 
-    def check(self) -> None:
-        if self.window <= 0:
-            raise UsageError(f"--window {self.window}: must be a positive number of rows")
-        if self.batch_tokens is not None and self.batch_tokens <= 0:
-            raise UsageError(f"--batch-tokens {self.batch_tokens}: must be a positive number of tokens")
+
+class Progress(Protocol):
+    """Told how scoring advances (a progress bar); passed to :func:`score_file` as an argument."""
+
+    def resumed(self, rows: int) -> None:
+        """Once, before scoring: rows a ``--resume`` run found already done (not part of this run's rate)."""
+        ...
+
+    def update(self, rows: int) -> None:
+        """``rows`` more rows written."""
+        ...
 
 
 @dataclass
-class ScoreResult:
-    """What a run did; ``manifest`` is what was written to ``OUTPUT.manifest.json``."""
+class RunResult:
+    """What a scoring run did, on either engine; ``manifest`` is what it wrote beside its output."""
 
-    output: Path
-    manifest_path: Path
+    output: Path | str
     manifest: dict[str, Any]
 
     @property
     def rows(self) -> int:
         return int(self.manifest["rows_read"])
+
+
+@dataclass
+class ScoreResult(RunResult):
+    """What a local run did; ``manifest`` is what was written to ``OUTPUT.manifest.json``."""
+
+    output: Path
+    manifest_path: Path
+
+    def summary(self) -> str:
+        """The one line ``clsrun predict`` prints when done."""
+        m = self.manifest
+        return (
+            f"scored {m['rows_read']} rows ({m['ok']} ok, {m['error']} error, {m['truncated']} truncated) -> "
+            f"{self.output} in {m['wall_s']:.1f}s, {m['rows_per_s']:.0f} rows/s "
+            f"({m['backend']} {m['precision']} {m['device']}, {m['threads']} threads, {m['streams']} streams)"
+        )
 
 
 def default_output(input_path: Path) -> Path:
@@ -90,9 +102,9 @@ def manifest_path(output: Path) -> Path:
     return output.with_name(output.name + ".manifest.json")
 
 
-def open_input(path: Path | str, options: ScoreOptions) -> RecordStream:
+def open_input(path: Path | str, read: ReadOptions = ReadOptions()) -> RecordStream:
     """Open and check the input (format, columns, first chunk): call it before loading the model."""
-    return open_records(path, options.text_col, options.id_col, options.max_text_bytes)
+    return open_records(path, read)
 
 
 class _Countdown:
@@ -112,10 +124,13 @@ class _Countdown:
 class _Pipeline:
     """The threads of one run; any stage's exception stops the others and is re-raised."""
 
-    def __init__(self, classifier: Classifier, partial: PartialOutput, options: ScoreOptions) -> None:
+    def __init__(
+        self, classifier: Classifier, partial: PartialOutput, probs: bool, progress: Progress | None
+    ) -> None:
         self.clf = classifier
         self.partial = partial
-        self.options = options
+        self.probs = probs
+        self.progress = progress
         self.streams = max(1, classifier.streams)
         self.batches: queue.Queue[Any] = queue.Queue(maxsize=max(PREFETCH_BATCHES, self.streams))
         self.finished: queue.Queue[Any] = queue.Queue(maxsize=PENDING_WINDOWS)
@@ -158,10 +173,10 @@ class _Pipeline:
         return False
 
     def _read(self, stream: RecordStream, skip: int) -> None:
-        for window in windows(stream.chunks(skip), self.options.window):
+        for window in windows(stream.chunks(skip), self.clf.batching.window):
             if not self._slot():
                 return
-            prepared = self.clf.prepare(window, sort=self.options.sort)
+            prepared = self.clf.prepare(window)
             countdown = _Countdown(max(1, len(prepared.batches)))
             if not prepared.batches and not self._put(self.batches, (prepared, None, countdown)):
                 return
@@ -202,11 +217,11 @@ class _Pipeline:
                 self.window_slots.release()
 
     def _write_window(self, prepared: Prepared) -> None:
-        table = self.clf.finish(prepared, with_probs=self.options.probs)
+        table = self.clf.finish(prepared, with_probs=self.probs)
         n_error = sum(1 for e in prepared.errors if e)
         self.partial.add(table, prepared.start, len(prepared) - n_error, n_error, prepared.truncated)
-        if self.options.progress is not None:
-            self.options.progress(len(prepared))
+        if self.progress is not None:
+            self.progress.update(len(prepared))
 
     def run(self, stream: RecordStream, skip: int) -> None:
         reader = threading.Thread(target=self._guard(lambda: self._read(stream, skip)), name="clsrun-read")
@@ -248,49 +263,33 @@ def _finished_run(out: Path, state: dict[str, Any]) -> ScoreResult | None:
     same = all(
         manifest.get(k) == state[k] for k in ("input_fingerprint", "bundle_digest", "options", "variant")
     )
-    return ScoreResult(out, target, manifest) if same else None
+    return ScoreResult(out, manifest, target) if same else None
 
 
 def score_file(
     input: Path | str | RecordStream,
     output: Path | str | None,
     classifier: Classifier,
-    options: ScoreOptions | None = None,
+    read: ReadOptions = ReadOptions(),
+    options: OutputOptions = OutputOptions(),
+    progress: Progress | None = None,
 ) -> ScoreResult:
-    """Score every row of ``input`` into ``output`` (default ``INPUT_STEM.scores.csv``); the CLI's core.
+    """Score every row of ``input`` into ``output`` (default ``INPUT_STEM.scores.csv``); the local engine.
 
-    ``input`` may be a stream already opened with :func:`open_input` (the CLI does that before loading
-    the model, so a bad file fails fast). Per-row problems become ``status=error`` rows; the output
-    appears under its final name only when complete, with ``OUTPUT.manifest.json`` beside it. With
-    ``options.resume``, an interrupted run continues from its last checkpoint, and a run that already
-    completed (same input, model and options) returns its manifest without scoring again.
+    ``input`` may be a stream already opened with :func:`open_input` with the same ``read`` options (the
+    CLI opens it before loading the model, so a bad file fails fast). Batching is the classifier's.
+    Per-row problems become ``status=error`` rows; the output appears under its final name only when
+    complete, with ``OUTPUT.manifest.json`` beside it. With ``options.resume``, an interrupted run
+    continues from its last checkpoint, and a run that already completed (same input, model and options)
+    returns its manifest without scoring again.
     """
-    options = options or ScoreOptions()
-    options.check()
-    stream = input if isinstance(input, RecordStream) else open_input(input, options)
+    stream = input if isinstance(input, RecordStream) else open_input(input, read)
     out = Path(output) if output is not None else default_output(stream.path)
     output_format(out)  # refuse an unknown extension before any work
     if out.resolve() == stream.path.resolve():
         raise UsageError(f"--out {out}: is the input file itself")
-    if options.batch_tokens is not None:
-        classifier.batch_tokens = options.batch_tokens
     described = classifier.describe()
-    state = {
-        "input": str(stream.path.resolve()),
-        "input_fingerprint": input_fingerprint(stream.path),
-        "bundle_digest": classifier.bundle.digest,
-        "variant": {k: described[k] for k in ("backend", "precision", "device", "file")},
-        "options": {
-            "text_col": options.text_col,
-            "id_col": options.id_col,
-            "probs": options.probs,
-            "window": options.window,
-            "sort": options.sort,
-            "batch_tokens": classifier.batch_tokens,
-            "max_batch_rows": classifier.max_batch_rows,
-            "max_text_bytes": options.max_text_bytes,
-        },
-    }
+    state = _run_state(stream.path, classifier, described, read, options)
     if options.resume and not PartialOutput.folder_for(out).exists():
         finished = _finished_run(out, state)
         if finished is not None:  # a retried job whose run already completed: nothing left to do
@@ -298,17 +297,56 @@ def score_file(
     started = time.perf_counter()
     partial = PartialOutput.open(out, state, options.resume)
     resumed_rows = partial.rows_done
-    report_resumed = options.progress_resumed or options.progress
-    if resumed_rows and report_resumed is not None:
-        report_resumed(resumed_rows)
-    _Pipeline(classifier, partial, options).run(stream, resumed_rows)
-    schema = classifier.output_schema(options.probs, options.id_col is not None)
+    if resumed_rows and progress is not None:
+        progress.resumed(resumed_rows)
+    _Pipeline(classifier, partial, options.probs, progress).run(stream, resumed_rows)
+    schema = classifier.output_schema(options.probs, read.id_col is not None)
     write_atomically(out, schema, partial.tables(), tmp_dir=partial.folder)
     wall = time.perf_counter() - started
+    manifest = _manifest(stream.path, out, state, described, partial, resumed_rows, wall)
+    target = manifest_path(out)
+    atomic_write_text(target, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", partial.folder)
+    partial.remove()
+    return ScoreResult(out, manifest, target)
+
+
+def _run_state(
+    path: Path, classifier: Classifier, described: dict[str, Any], read: ReadOptions, output: OutputOptions
+) -> dict[str, Any]:
+    """What the output depends on: a ``--resume`` whose state differs is refused (``partial.py``)."""
+    batching = classifier.batching
+    return {
+        "input": str(path.resolve()),
+        "input_fingerprint": input_fingerprint(path),
+        "bundle_digest": classifier.bundle.digest,
+        "variant": {k: described[k] for k in ("backend", "precision", "device", "file")},
+        "options": {
+            "text_col": read.text_col,
+            "id_col": read.id_col,
+            "probs": output.probs,
+            "window": batching.window,
+            "sort": batching.sort,
+            "batch_tokens": batching.batch_tokens,
+            "max_batch_rows": batching.max_batch_rows,
+            "max_text_bytes": read.max_text_bytes,
+        },
+    }
+
+
+def _manifest(
+    path: Path,
+    out: Path,
+    state: dict[str, Any],
+    described: dict[str, Any],
+    partial: PartialOutput,
+    resumed_rows: int,
+    wall: float,
+) -> dict[str, Any]:
+    """``OUTPUT.manifest.json``: counts, what ran, the options, and the speed of this run."""
     rows = partial.rows_done
-    manifest = {
+    return {
         "clsrun_version": __version__,
-        "input": str(stream.path),
+        "input": str(path),
         "input_fingerprint": state["input_fingerprint"],
         "output": str(out),
         "rows_read": rows,
@@ -330,7 +368,3 @@ def score_file(
         "wall_s": round(wall, 3),
         "rows_per_s": round((rows - resumed_rows) / wall, 1) if wall > 0 else 0.0,
     }
-    target = manifest_path(out)
-    write_text_atomically(target, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", partial.folder)
-    partial.remove()
-    return ScoreResult(out, target, manifest)

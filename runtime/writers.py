@@ -12,8 +12,6 @@ they cannot be formulas and an id or label like that must survive a round trip.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
@@ -25,6 +23,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from clsrun.runtime.errors import UsageError
+from clsrun.runtime.files import atomic_write
 
 OUTPUT_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
 _FORMULA_START = r"^[=+\-@\t\r]"
@@ -171,65 +170,23 @@ def open_writer(path: Path, schema: pa.Schema, kind: str) -> TableWriter:
     return _ParquetWriter(path, schema)
 
 
-def fsync_path(path: Path) -> None:
-    """Flush a file or folder to disk (a folder: so a rename inside it survives a power cut)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def make_readable(path: Path) -> None:
-    """Give a file made by ``mkstemp`` (mode 0600) the mode a plain ``open`` would have (0666 minus umask)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    os.chmod(path, 0o666 & ~mask)
-
-
 def write_atomically(
     target: Path, schema: pa.Schema, tables: Iterable[pa.Table], tmp_dir: Path | None = None
 ) -> None:
-    """Write ``tables`` to ``target`` under a temporary name, fsync, then rename it to ``target``.
+    """Write ``tables`` to ``target`` in the format its extension names, atomically (``files.atomic_write``).
 
     ``target`` appears only when complete; a failure leaves no partial file behind under either name.
     ``tmp_dir`` (same file system as ``target``; default its folder) holds the temporary file: the scorer
     puts it in its partial-output folder, so a run killed mid-write leaves nothing beside the output.
     """
     kind = output_format(target)
-    folder = tmp_dir if tmp_dir is not None else target.parent
-    fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+
+    def write(tmp: Path) -> None:
         writer = open_writer(tmp, schema, kind)
         try:
             for table in tables:
                 writer.write(table)
         finally:
             writer.close()
-        make_readable(tmp)
-        fsync_path(tmp)
-        os.replace(tmp, target)
-        fsync_path(target.parent)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
-
-def write_text_atomically(target: Path, text: str, tmp_dir: Path | None = None) -> None:
-    """Write ``text`` to ``target`` through a fsynced temporary file in ``tmp_dir`` and a rename."""
-    folder = tmp_dir if tmp_dir is not None else target.parent
-    fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".tmp")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        make_readable(tmp)
-        os.replace(tmp, target)
-        fsync_path(target.parent)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic_write(target, write, tmp_dir)

@@ -1,4 +1,4 @@
-"""Shared fixtures. Each section names its owner; keep sections independent."""
+"""Shared fixtures, one section per stage; keep sections independent."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 # --------------------------------------------------------------------------------------------------
-# Runtime (H1): a char-CNN-shaped bundle whose ONNX graph is built with onnx.helper, no torch needed.
+# Runtime: a char-CNN-shaped bundle whose ONNX graph is built with onnx.helper, no torch needed.
 # --------------------------------------------------------------------------------------------------
 
 TOY_LABELS = ["neg", "pos"]

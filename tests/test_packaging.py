@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import zipfile
@@ -24,9 +25,10 @@ def _subpackage_dirs() -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[zipfile.ZipFile, str]:
+    """The wheel, and what the build printed."""
     out = tmp_path_factory.mktemp("wheel")
-    subprocess.run(
+    done = subprocess.run(
         [
             sys.executable,
             "-m",
@@ -41,9 +43,23 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
         ],
         check=True,
         capture_output=True,
+        text=True,
     )
     (path,) = out.glob("clsrun-*.whl")
-    return zipfile.ZipFile(path)
+    return zipfile.ZipFile(path), done.stdout + done.stderr
+
+
+@pytest.fixture(scope="module")
+def wheel(built: tuple[zipfile.ZipFile, str]) -> zipfile.ZipFile:
+    return built[0]
+
+
+@pytest.mark.slow
+def test_wheel_builds_without_setuptools_warnings(built: tuple[zipfile.ZipFile, str]) -> None:
+    # e.g. "Package 'clsrun.runtime.samples' is absent from the `packages` configuration" for a data
+    # folder, or a deprecated `project.license` table
+    warnings = [line.strip() for line in built[1].splitlines() if "Warning" in line]
+    assert not warnings, "\n".join(warnings)
 
 
 @pytest.mark.slow
@@ -61,8 +77,21 @@ def test_wheel_holds_every_subpackage_under_clsrun(wheel: zipfile.ZipFile) -> No
 @pytest.mark.slow
 def test_wheel_ships_the_default_model(wheel: zipfile.ZipFile) -> None:
     names = set(wheel.namelist())
-    assert "clsrun/runtime/default_model/clsrun.json" in names
+    shipped = json.loads(wheel.read("clsrun/runtime/default_model/clsrun.json"))
+    missing = sorted(f for f in shipped["files"] if f"clsrun/runtime/default_model/{f}" not in names)
+    assert not missing, f"default model files left out of the wheel: {missing}"
     assert any(n.startswith("clsrun/runtime/default_model/onnx/") and n.endswith(".onnx") for n in names)
+    # a plain data folder, not a package: nothing in it is code
+    assert not [n for n in names if n.startswith("clsrun/runtime/default_model/") and n.endswith(".py")]
+
+
+def test_the_default_model_is_found_as_package_data() -> None:
+    from clsrun.runtime.bundle import Bundle, default_model_path
+
+    path = default_model_path()
+    assert path.resolve() == (REPO / "runtime" / "default_model").resolve()
+    assert not (path / "__init__.py").exists()
+    assert Bundle.load(path).spec.kind == "charcnn"  # every hashed file present and unchanged
 
 
 @pytest.mark.parametrize("name", STAGES)

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from clsrun.runtime.bundle import Bundle, BundleSpec, Normalization
+from clsrun.runtime.bundle import WEIGHTS_FILE, Bundle, BundleSpec, Normalization
 from clsrun.runtime.encode import Tokens
 from clsrun.runtime.encode_bert import BertEncoder
 from clsrun.runtime.errors import BundleError, InternalError, UsageError
@@ -44,7 +44,7 @@ from clsrun.trainer.bert_model import (
     from_checkpoint,
     from_config,
 )
-from clsrun.trainer.bundle_writer import WEIGHTS_FILE, finish_bundle, save_weights
+from clsrun.trainer.bundle_writer import finish_bundle, save_weights
 from clsrun.trainer.config import TrainConfig
 from clsrun.trainer.data import Split
 from clsrun.trainer.options import BertOptions

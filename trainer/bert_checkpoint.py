@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from clsrun.runtime.encode_bert import SPECIAL_TOKENS_FILE, TOKENIZER_FILE
+from clsrun.runtime.bundle import SPECIAL_TOKENS_FILE, TOKENIZER_FILE
 from clsrun.runtime.errors import ModelNotFoundError, UsageError
 
 MINILM = "minilm"

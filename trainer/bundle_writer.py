@@ -19,13 +19,11 @@ from typing import Any, Protocol
 import numpy as np
 
 from clsrun import __version__
-from clsrun.runtime.bundle import VALIDATION_FILE, Bundle, BundleSpec, write_spec
+from clsrun.runtime.bundle import VALIDATION_FILE, WEIGHTS_FILE, Bundle, BundleSpec, write_spec
 from clsrun.runtime.metrics import ClassificationReport
 from clsrun.trainer.config import TrainConfig
 from clsrun.trainer.data import Split
 from clsrun.trainer.report import validation_report, write_report_files
-
-WEIGHTS_FILE = "model.safetensors"  # every kind's weights, safetensors only (never pickle)
 
 
 def save_weights(state: Mapping[str, Any], out: Path) -> Path:

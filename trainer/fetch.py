@@ -35,7 +35,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from clsrun.runtime.errors import ClsrunError, InputError, InternalError, UsageError
-from clsrun.runtime.writers import write_text_atomically
+from clsrun.runtime.files import atomic_write_text
 
 INDEX_URL = "https://pypi.org/simple/{project}/"
 # PEP 691: ask the simple index for JSON instead of HTML.
@@ -404,8 +404,8 @@ def write_rows(out_dir: Path, name: str, rows: list[Row]) -> WrittenFile:
         json.dumps({"label": r.label, "text": r.text}, ensure_ascii=False) + "\n" for r in rows
     )
     csv_path, jsonl_path = out_dir / f"{name}.csv", out_dir / f"{name}.jsonl"
-    write_text_atomically(csv_path, csv_text.getvalue())
-    write_text_atomically(jsonl_path, jsonl_text)
+    atomic_write_text(csv_path, csv_text.getvalue())
+    atomic_write_text(jsonl_path, jsonl_text)
     counts = Counter(r.label for r in rows)
     return WrittenFile(name, csv_path, jsonl_path, len(rows), dict(counts.most_common()))
 

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import torch
 
-from clsrun.runtime.bundle import Bundle
-from clsrun.runtime.encode_char import VOCAB_FILE, CharVocab
+from clsrun.runtime.bundle import VOCAB_FILE, WEIGHTS_FILE, Bundle
+from clsrun.runtime.encode_char import CharVocab
 from clsrun.runtime.errors import BundleError
-from clsrun.trainer.bundle_writer import WEIGHTS_FILE
 from clsrun.trainer.charcnn import CharCNN, CharCNNConfig
 
 

@@ -2,7 +2,7 @@
 
 Path of a row: raw text -> ``textnorm.normalize`` (the bundle's settings) -> cut to ``max_length``
 characters -> ``CharVocab`` ids (vocabulary built from the training text only) -> :class:`CharCNN`.
-Scoring (``runtime/encode.py``'s ``CharEncoder``) does the same steps in the same order.
+Scoring (``runtime/encode_char.py``'s ``CharEncoder``) does the same steps in the same order.
 
 Training runs on the shared engine (:func:`clsrun.trainer.engine.fit`, the Hugging Face ``Trainer``); its
 per-step overhead against a bare PyTorch loop on the same batches is in the README (Train).
@@ -14,8 +14,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from clsrun.runtime.bundle import BundleSpec, Normalization
-from clsrun.runtime.encode_char import VOCAB_FILE, CharVocab
+from clsrun.runtime.bundle import VOCAB_FILE, BundleSpec, Normalization
+from clsrun.runtime.encode_char import CharVocab
 from clsrun.runtime.metrics import ClassificationReport
 from clsrun.runtime.textnorm import normalize_many
 from clsrun.trainer import distributed, engine

@@ -11,11 +11,12 @@ import logging
 import sys
 import traceback
 from collections.abc import Callable
-from typing import ParamSpec, TypeVar
+from typing import Annotated, ParamSpec, TypeVar
 
 import typer
 
 from clsrun import __version__
+from clsrun.runtime.cli.options import flag
 from clsrun.runtime.errors import ClsrunError
 
 app = typer.Typer(
@@ -41,10 +42,13 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    debug: bool = typer.Option(False, "--debug", help="Show the full traceback when a command fails."),
-    version: bool = typer.Option(
-        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
-    ),
+    debug: Annotated[bool, flag("--debug", help="Show the full traceback when a command fails.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", metavar="", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
 ) -> None:
     """clsrun: train, export and bulk-score text classifiers."""
     _debug["on"] = debug

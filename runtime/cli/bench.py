@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from clsrun.runtime.cli.app import app, reports_errors
+from clsrun.runtime.cli.options import AUTO, TEXT_COL, DeviceOpt, Quiet, TextCol, Threads
 
 _ALL = "pipeline,torch-fp32,torch-bf16,onnx-fp32,onnx-int8,onnx-fp16,predict"
 
@@ -60,24 +61,20 @@ def bench_command(
         help="Score the first N non-empty texts of --data (0: all). More rows steady the figures but eager "
         "PyTorch and the pipeline are slow on long texts.",
     ),
-    text_col: str = typer.Option("text", "--text-col", help="Column holding the text."),
-    device: str = typer.Option("auto", "--device", help="auto|cpu|cuda: auto is CUDA when a GPU is visible."),
-    threads: int = typer.Option(
-        0,
-        "--threads",
-        help="Threads for every backend and the matmul peak; 0 uses every core this process may use.",
-    ),
+    text_col: TextCol = TEXT_COL,
+    device: DeviceOpt = AUTO,
+    threads: Threads = None,
     matmul_size: int = typer.Option(
         2048,
         "--matmul-size",
         help="Side of the square matmul that measures the FLOP/s peak: larger gets closer to the true "
         "peak, smaller is quicker.",
     ),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress lines on stderr."),
+    quiet: Quiet = False,
 ) -> None:
     """Measure throughput and latency of every way to run BUNDLE, on the same texts.
 
-    Compares the transformers pipeline (BERT bundles), eager PyTorch fp32/bf16, onnxruntime fp32/int8 (fp16 on CUDA) and the real predict path: rows/s and tokens/s, latency percentiles per batch size, padding, FLOP/s against a matmul peak measured in the same run, peak memory. Writes bench.json, bench.md and two PNG plots. Needs the train extra (torch, matplotlib).
+    Compares the transformers pipeline (BERT bundles), eager PyTorch fp32/bf16, onnxruntime fp32/int8 (fp16 on CUDA) and the real predict path: rows/s and tokens/s, latency percentiles per batch size, padding, FLOP/s against a matmul peak measured in the same run, peak memory. Every backend and the matmul peak use --threads threads. Writes bench.json, bench.md and two PNG plots. Needs the train extra (torch, matplotlib).
     """
     from clsrun.runtime.errors import require
 

@@ -35,6 +35,7 @@ def export(
     force: bool = typer.Option(
         False,
         "--force",
+        metavar="",
         help="Overwrite an earlier export, and keep (and mark usable) variants the gate refuses. The "
         "report still records the refusal. A variant that could not be built is never kept.",
     ),
@@ -50,8 +51,9 @@ def export(
     per_channel: bool = typer.Option(
         True,
         "--per-channel/--per-tensor",
+        metavar="",
         help="int8 weight scales per output channel (default) or one per tensor. Per-channel stays closer "
-        "to fp32 (on MiniLM it kept every fp32 label, per-tensor 98.3 %) at the same speed.",
+        "to fp32 at the same speed.",
     ),
     weight_type: str = typer.Option(
         "qint8",
@@ -61,6 +63,7 @@ def export(
     static_int8: bool | None = typer.Option(
         None,
         "--static-int8/--no-static-int8",
+        metavar="",
         help="Also build static QDQ int8 calibrated on gate rows; it replaces dynamic int8 only when it "
         "passes the gate and is faster. Default: on for the char-CNN (dynamic int8 convolutions run slower "
         "than fp32 on CPU), off for BERT (slow calibration, dynamic is onnxruntime's recipe).",
@@ -69,9 +72,11 @@ def export(
     plain_layernorm: bool = typer.Option(
         True,
         "--plain-layernorm/--fused-layernorm",
+        metavar="",
         help="In the int8 file, write the fused residual-add + LayerNorm nodes (SkipLayerNormalization) out as "
-        "plain ONNX operators (default) or keep them. onnxruntime 1.32's CPU kernel for them is slow: plain "
-        "operators ran MiniLM int8 9 percent faster. Same arithmetic; the gate checks it either way.",
+        "plain ONNX operators (default) or keep them: onnxruntime's CPU kernel for the fused node is slower "
+        "than the plain operators (README: the int8 layer-norm comparison). Same arithmetic; the gate checks "
+        "it either way.",
     ),
     max_rows: int | None = typer.Option(
         None, "--max-rows", min=1, help="Use at most this many gate rows (faster export, noisier verdict)."

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from clsrun.export.cpu_features import detect, int8_warning, parse_cpuinfo
+from clsrun.export.cpu_features import detect, int8_warning
 
 CPUINFO = """processor\t: 0
 vendor_id\t: GenuineIntel
@@ -43,8 +43,3 @@ def test_unreadable_cpuinfo_warns_unknown(tmp_path: Path) -> None:
     features = detect(tmp_path / "missing")
     assert not features.known
     assert "could not read CPU flags" in (int8_warning(features) or "")
-
-
-def test_first_processor_flags_only() -> None:
-    assert "avx2" in parse_cpuinfo(CPUINFO.format(extra=""))
-    assert parse_cpuinfo("processor: 0\n") == frozenset()

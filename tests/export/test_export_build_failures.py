@@ -21,6 +21,7 @@ from clsrun.runtime.bundle import Bundle
 from clsrun.runtime.classifier import Classifier
 from clsrun.runtime.cli import app
 from clsrun.runtime.errors import AccuracyGateError, ExportError
+from clsrun.runtime.variant import Variant
 
 ANY_DROP = 100.0  # tiny validation sets: see test_export_bundle.py
 TEXTS = ["这个房间很好，服务很好", "太差了，讨厌", "it was good", "awful room"]
@@ -67,7 +68,7 @@ def _assert_usable_with_fp32(root: Path) -> None:
     assert not any(p.name.startswith(".tmp") for p in root.rglob("*"))
     bundle = Bundle.load(root)
     assert bundle.has("onnx/model.onnx")
-    clf = Classifier.load(bundle, backend="onnx", precision="fp32", threads=1)
+    clf = Classifier.load(bundle, Variant(backend="onnx", precision="fp32", threads=1))
     predictions = clf.predict(TEXTS)
     assert not any(predictions.errors)
     assert set(predictions.labels) <= set(bundle.labels) and len(predictions.labels) == len(TEXTS)
@@ -97,7 +98,9 @@ def test_fp16_build_failure_refuses_fp16_and_installs_the_others(
     assert (tiny_charcnn_bundle / "onnx/model.int8.onnx").is_file()
     assert not (tiny_charcnn_bundle / "onnx/model.fp16.onnx").exists()
     _assert_usable_with_fp32(tiny_charcnn_bundle)
-    assert Classifier.load(tiny_charcnn_bundle, threads=1).choice.precision == "int8"  # auto: int8 passed
+    assert (
+        Classifier.load(tiny_charcnn_bundle, Variant(threads=1)).choice.precision == "int8"
+    )  # auto: int8 passed
 
 
 def test_int8_build_failure_refuses_int8_and_keeps_fp32(
@@ -115,7 +118,9 @@ def test_int8_build_failure_refuses_int8_and_keeps_fp32(
     assert "quantization" not in data["variants"]["int8"]
     assert not (tiny_charcnn_bundle / "onnx/model.int8.onnx").exists()
     _assert_usable_with_fp32(tiny_charcnn_bundle)
-    assert Classifier.load(tiny_charcnn_bundle, threads=1).choice.precision == "fp32"  # int8 never picked
+    assert (
+        Classifier.load(tiny_charcnn_bundle, Variant(threads=1)).choice.precision == "fp32"
+    )  # int8 never picked
 
 
 def test_force_does_not_keep_a_variant_that_was_not_built(

@@ -17,12 +17,15 @@ import pyarrow.parquet as pq
 import pytest
 import ray  # the ray extra: `make install` installs it, so CI runs these tests (never skipped)
 
+from clsrun.runtime.batching import BatchOptions
 from clsrun.runtime.classifier import Classifier
 from clsrun.runtime.errors import BundleError, DependencyError, InputError
-from clsrun.runtime.input_files import resolve_inputs
-from clsrun.runtime.ray_engine import MANIFEST, RayOptions, score_with_ray
-from clsrun.runtime.ray_stages import FileReader, window_of
-from clsrun.runtime.score import ScoreOptions, score_file
+from clsrun.runtime.ray_engine.engine import MANIFEST, RayOptions, score_with_ray
+from clsrun.runtime.ray_engine.inputs import resolve_inputs
+from clsrun.runtime.ray_engine.stages import FileReader, window_of
+from clsrun.runtime.readers import ReadOptions
+from clsrun.runtime.score import OutputOptions, score_file
+from clsrun.runtime.variant import Variant
 
 pytestmark = pytest.mark.ray
 
@@ -53,17 +56,26 @@ def _parts(out: Path) -> pa.Table:
     return pa.concat_tables(pq.read_table(p) for p in sorted(out.glob("part-*.parquet")))
 
 
-def _local(src: Path, bundle: Path, tmp: Path, options: ScoreOptions) -> pa.Table:
+def _local(
+    src: Path,
+    bundle: Path,
+    tmp: Path,
+    batching: BatchOptions,
+    read: ReadOptions = ReadOptions(),
+    probs: bool = False,
+) -> pa.Table:
     target = tmp / f"local-{src.name}.parquet"
-    score_file(src, target, Classifier.load(bundle), options)
+    score_file(src, target, Classifier.load(bundle, batching=batching), read, OutputOptions(probs=probs))
     return pq.read_table(target)
 
 
 def test_multi_file_input_matches_the_local_engine(tmp_path: Path, toy_bundle: Path) -> None:
     rows = _inputs(tmp_path / "in")
     out = tmp_path / "scores.parquet"
-    options = RayOptions(ScoreOptions(window=256), workers=2, cpus_per_worker=0.5, quiet=True)
-    result = score_with_ray(str(tmp_path / "in"), out, toy_bundle, options)
+    options = RayOptions(workers=2, cpus_per_worker=0.5, quiet=True)
+    result = score_with_ray(
+        str(tmp_path / "in"), out, toy_bundle, batching=BatchOptions(256), options=options
+    )
 
     got = _parts(out)
     assert got.num_rows == sum(rows.values()) == result.rows
@@ -71,7 +83,7 @@ def test_multi_file_input_matches_the_local_engine(tmp_path: Path, toy_bundle: P
     by_id = {r["id"]: r for r in got.to_pylist()}
     assert len(by_id) == got.num_rows  # every id once
     for name, n in rows.items():
-        local = _local(tmp_path / "in" / name, toy_bundle, tmp_path, ScoreOptions(window=256))
+        local = _local(tmp_path / "in" / name, toy_bundle, tmp_path, BatchOptions(256))
         assert local.num_rows == n
         for row in local.to_pylist():
             mine = by_id[f"{name}:{row['id']}"]  # several files: ids are "<file>:<row>"
@@ -104,16 +116,14 @@ def test_preserve_order_gives_the_local_output_row_for_row(
     pacsv.write_csv(
         pa.table({"key": [f"k{i}" for i in range(3000)], "text": ["gg b", "差 x", ""] * 1000}), src
     )
-    score = ScoreOptions(id_col="key", probs=True, window=200)
+    read, batching = ReadOptions(id_col="key"), BatchOptions(window=200)
     # Ray bundles blocks under 1 MiB into one task; lift that so these small blocks make several parts.
     monkeypatch.setattr(ray.data.DataContext.get_current(), "target_min_block_size", 1)
     out = tmp_path / "o.parquet"
-    options = RayOptions(
-        score, workers=2, cpus_per_worker=0.5, preserve_order=True, block_bytes=20_000, quiet=True
-    )
-    score_with_ray([str(src)], out, toy_bundle, options)
+    options = RayOptions(workers=2, cpus_per_worker=0.5, preserve_order=True, block_bytes=20_000, quiet=True)
+    score_with_ray([str(src)], out, toy_bundle, Variant(), read, batching, OutputOptions(probs=True), options)
     assert len(list(out.glob("part-*.parquet"))) > 3  # small blocks: several parts to put in order
-    assert _parts(out).equals(_local(src, toy_bundle, tmp_path, score))
+    assert _parts(out).equals(_local(src, toy_bundle, tmp_path, batching, read, probs=True))
 
 
 def test_csv_parts_and_the_cli(tmp_path: Path, toy_bundle: Path) -> None:
@@ -148,7 +158,7 @@ def test_a_bundle_that_cannot_load_fails_before_any_output(tmp_path: Path, toy_b
     (broken / "onnx" / "model.int8.onnx").write_bytes(b"not a model")
     out = tmp_path / "o.parquet"
     with pytest.raises(BundleError, match="sha256 mismatch"):
-        score_with_ray(str(tmp_path / "in"), out, broken, RayOptions(cpus_per_worker=0.5, quiet=True))
+        score_with_ray(str(tmp_path / "in"), out, broken, options=RayOptions(cpus_per_worker=0.5, quiet=True))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken", "in"]
 
 
@@ -157,7 +167,10 @@ def test_a_bad_file_among_many_fails_the_job_and_leaves_nothing(tmp_path: Path, 
     (tmp_path / "in" / "d.csv").write_text("body\nhello\n", encoding="utf-8")  # no text column
     with pytest.raises(InputError, match=r"d\.csv: no column 'text'"):
         score_with_ray(
-            str(tmp_path / "in"), tmp_path / "o.csv", toy_bundle, RayOptions(cpus_per_worker=0.5, quiet=True)
+            str(tmp_path / "in"),
+            tmp_path / "o.csv",
+            toy_bundle,
+            options=RayOptions(cpus_per_worker=0.5, quiet=True),
         )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
 
@@ -171,6 +184,15 @@ def test_missing_ray_is_one_line_naming_the_extra(monkeypatch: pytest.MonkeyPatc
     )
     with pytest.raises(DependencyError, match=r"clsrun\[ray\]"):
         score_with_ray(str(tmp_path), tmp_path / "o.csv")
+
+
+def test_local_only_options_are_refused_on_ray(tmp_path: Path) -> None:
+    from clsrun.runtime.errors import UsageError
+
+    with pytest.raises(UsageError, match="--streams is for the local engine"):
+        score_with_ray(str(tmp_path), tmp_path / "o.csv", variant=Variant(streams=2))
+    with pytest.raises(UsageError, match="--resume: not supported with --engine ray"):
+        score_with_ray(str(tmp_path), tmp_path / "o.csv", output=OutputOptions(resume=True))
 
 
 def test_the_local_engine_never_imports_ray(tmp_path: Path, toy_bundle: Path) -> None:
@@ -214,20 +236,20 @@ def test_a_remote_file_is_read_by_the_local_reader_through_a_copy(tmp_path: Path
 
     _inputs(tmp_path / "in")
     remote = pafs.SubTreeFileSystem(str(tmp_path / "in"), pafs.LocalFileSystem())  # not a LocalFileSystem
-    reader = FileReader(remote, "c.jsonl.gz", "mem://c.jsonl.gz", 2, ScoreOptions(window=300))
+    reader = FileReader(remote, "c.jsonl.gz", "mem://c.jsonl.gz", 2, ReadOptions(), window=300)
     windows = [window_of(t.to_pylist()[0]) for t in reader()]
     assert [w.start for w in windows] == [0, 300, 600, 900] and sum(len(w) for w in windows) == 1000
     assert windows[0].errors[2] == "null text" and windows[0].errors[9] == "text is a JSON int, not a string"
     (tmp_path / "in" / "bad.csv").write_text("body\nx\n", encoding="utf-8")
     with pytest.raises(InputError, match=r"^mem://bad.csv: no column 'text'"):
-        list(FileReader(remote, "bad.csv", "mem://bad.csv", 0, ScoreOptions())())
+        list(FileReader(remote, "bad.csv", "mem://bad.csv", 0, ReadOptions(), 8192)())
 
 
 def test_only_reported_parts_are_published(tmp_path: Path) -> None:
     import pyarrow.fs as pafs
 
     from clsrun.runtime.errors import UsageError
-    from clsrun.runtime.ray_engine import _tidy_staging
+    from clsrun.runtime.ray_engine.engine import _tidy_staging
 
     staging = tmp_path / "o.csv.tmp-1"
     staging.mkdir()
@@ -242,7 +264,7 @@ def test_only_reported_parts_are_published(tmp_path: Path) -> None:
 
 def test_a_node_without_the_bundle_folder_unpacks_the_shipped_copy(tmp_path: Path, toy_bundle: Path) -> None:
     from clsrun.runtime.bundle import Bundle
-    from clsrun.runtime.ray_stages import BundleRef, _bundle_here, pack_bundle
+    from clsrun.runtime.ray_engine.stages import BundleRef, _bundle_here, pack_bundle
 
     bundle = Bundle.load(toy_bundle)
     scratch: list = []

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from clsrun.runtime.batching import padding_ratio, plan_batches, windows
-from clsrun.runtime.encode import CharEncoder, Tokens, pad_rows
-from clsrun.runtime.encode_char import CharVocab
+from clsrun.runtime.encode import Tokens, pad_rows
+from clsrun.runtime.encode_char import CharEncoder, CharVocab
 from clsrun.runtime.readers import RecordChunk
 
 
@@ -60,12 +60,11 @@ def test_pad_rows_mask_comes_from_lengths_not_ids() -> None:
     assert mask.tolist() == [[True, True, True], [True, True, False]]  # the real id 0 is attended to
 
 
-def test_char_encoder_truncates_counts_and_pads_to_min_width() -> None:
-    enc = CharEncoder(CharVocab(list("ab好")), max_length=4, min_width=3)
+def test_char_encoder_truncates_counts_and_pads_to_the_longest_row_only() -> None:
+    enc = CharEncoder(CharVocab(list("ab好")), max_length=4)  # ids: a=2, b=3, 好=4; 0 pads
     tokens = enc.tokenize(["ab", "好abab", "b"])
     assert tokens.lengths.tolist() == [2, 4, 1]
     assert tokens.truncated.tolist() == [False, True, False]
-    assert enc.pad(tokens, np.array([2]))["input_ids"].tolist() == [[3, 0, 0]]
-    # same ids as the trainer's CharVocab.encode
-    ids, _ = enc.vocab.encode(["ab", "好abab"], 4)
-    assert enc.pad(tokens, np.array([0, 1]))["input_ids"].tolist() == ids.tolist()
+    # a one-character batch stays one wide: the char-CNN accepts any length
+    assert enc.pad(tokens, np.array([2]))["input_ids"].tolist() == [[3]]
+    assert enc.pad(tokens, np.array([0, 1]))["input_ids"].tolist() == [[2, 3, 0, 0], [4, 2, 3, 2]]

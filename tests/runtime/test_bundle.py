@@ -31,6 +31,15 @@ def test_roundtrip_hashes_every_model_file_but_not_logs(tmp_path: Path) -> None:
     assert len(bundle.digest) == 64
 
 
+def test_a_python_file_in_a_bundle_is_hashed_like_any_other(tmp_path: Path) -> None:
+    # no file name is special: a stray __init__.py is part of what the digest covers
+    root = _make(tmp_path / "b")
+    (root / "__init__.py").write_text("", encoding="utf-8")
+    spec = Bundle.load(root).spec
+    write_spec(root, spec)
+    assert "__init__.py" in Bundle.load(root).files
+
+
 def test_changed_file_is_named(tmp_path: Path) -> None:
     root = _make(tmp_path / "b")
     (root / "onnx" / "model.onnx").write_bytes(b"tampered")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -16,10 +17,12 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pytest
 
+from clsrun.runtime.batching import BatchOptions
 from clsrun.runtime.classifier import Classifier
 from clsrun.runtime.errors import ResumeError
 from clsrun.runtime.partial import JOURNAL_FILE, PartialOutput
-from clsrun.runtime.score import ScoreOptions, score_file
+from clsrun.runtime.score import OutputOptions, score_file
+from clsrun.runtime.variant import Variant
 
 
 def _input(path: Path, n: int) -> Path:
@@ -52,16 +55,16 @@ def test_interrupted_then_resumed_equals_uninterrupted(
     tmp_path: Path, toy_bundle: Path, monkeypatch: pytest.MonkeyPatch, out_name: str
 ) -> None:
     src = _input(tmp_path / "in.csv", 4000)
-    clf = Classifier.load(toy_bundle, threads=1)
-    ref = score_file(src, tmp_path / f"ref{Path(out_name).suffix}", clf, ScoreOptions(window=300, probs=True))
+    clf = Classifier.load(toy_bundle, Variant(threads=1), BatchOptions(window=300))
+    ref = score_file(src, tmp_path / f"ref{Path(out_name).suffix}", clf, options=OutputOptions(probs=True))
     out = tmp_path / out_name
     for stop_after in (3, 7):  # crash twice, the second time during a resumed run
         with monkeypatch.context() as m:
             _crash_after(m, stop_after - (3 if stop_after == 7 else 0))
             with pytest.raises(_Crash):
-                score_file(src, out, clf, ScoreOptions(window=300, probs=True, resume=True))
+                score_file(src, out, clf, options=OutputOptions(probs=True, resume=True))
         assert not out.exists()  # never visible before it is complete
-    result = score_file(src, out, clf, ScoreOptions(window=300, probs=True, resume=True))
+    result = score_file(src, out, clf, options=OutputOptions(probs=True, resume=True))
     assert result.manifest["resumed_from_row"] == 7 * 300
     assert out.read_bytes() == ref.output.read_bytes()
     assert result.manifest["ok"] == ref.manifest["ok"] and result.manifest["error"] == ref.manifest["error"]
@@ -71,18 +74,18 @@ def test_torn_journal_line_and_stray_part_are_ignored(
     tmp_path: Path, toy_bundle: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     src = _input(tmp_path / "in.csv", 2000)
-    clf = Classifier.load(toy_bundle, threads=1)
-    ref = score_file(src, tmp_path / "ref.csv", clf, ScoreOptions(window=250))
+    clf = Classifier.load(toy_bundle, Variant(threads=1), BatchOptions(window=250))
+    ref = score_file(src, tmp_path / "ref.csv", clf)
     out = tmp_path / "o.csv"
     with monkeypatch.context() as m:
         _crash_after(m, 4)
         with pytest.raises(_Crash):
-            score_file(src, out, clf, ScoreOptions(window=250))
+            score_file(src, out, clf)
     folder = PartialOutput.folder_for(out)
     with open(folder / JOURNAL_FILE, "a", encoding="utf-8") as f:
         f.write('{"index": 4, "start": 10')  # the kill landed mid-line
     (folder / "part-000004.tmp").write_bytes(b"half a part")
-    result = score_file(src, out, clf, ScoreOptions(window=250, resume=True))
+    result = score_file(src, out, clf, options=OutputOptions(resume=True))
     assert result.manifest["resumed_from_row"] == 1000
     assert out.read_bytes() == ref.output.read_bytes()
 
@@ -91,19 +94,22 @@ def test_resume_refuses_a_changed_input_or_options(
     tmp_path: Path, toy_bundle: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     src = _input(tmp_path / "in.csv", 1000)
-    clf = Classifier.load(toy_bundle, threads=1)
+    clf = Classifier.load(toy_bundle, Variant(threads=1), BatchOptions(window=200))
     out = tmp_path / "o.csv"
     with monkeypatch.context() as m:
         _crash_after(m, 1)
         with pytest.raises(_Crash):
-            score_file(src, out, clf, ScoreOptions(window=200))
+            score_file(src, out, clf)
     with pytest.raises(ResumeError, match=r"--probs changed \(was False, now True\)"):
-        score_file(src, out, clf, ScoreOptions(window=200, probs=True, resume=True))
+        score_file(src, out, clf, options=OutputOptions(probs=True, resume=True))
+    wider = Classifier.load(toy_bundle, Variant(threads=1), BatchOptions(window=400))
+    with pytest.raises(ResumeError, match=r"--window changed \(was 200, now 400\)"):
+        score_file(src, out, wider, options=OutputOptions(resume=True))
     with open(src, "a", encoding="utf-8") as f:
         f.write("one more row\n")
     with pytest.raises(ResumeError, match=r"the input file \(size, mtime or content\) changed"):
-        score_file(src, out, clf, ScoreOptions(window=200, resume=True))
-    score_file(src, out, clf, ScoreOptions(window=200))  # without --resume: starts over
+        score_file(src, out, clf, options=OutputOptions(resume=True))
+    score_file(src, out, clf)  # without --resume: starts over
     assert out.exists()
 
 
@@ -111,8 +117,8 @@ def test_kill_9_then_resume_in_a_real_process(tmp_path: Path, toy_bundle: Path) 
     src = _input(tmp_path / "in.csv", 30000)
     cmd = [sys.executable, "-c", "from clsrun.runtime.cli import main; main()", "predict", str(src), "--model", str(toy_bundle),
            "--window", "500", "--batch-tokens", "512", "--threads", "1", "-q"]  # fmt: skip
-    clf = Classifier.load(toy_bundle, threads=1)
-    ref = score_file(src, tmp_path / "ref.csv", clf, ScoreOptions(window=500, batch_tokens=512))
+    clf = Classifier.load(toy_bundle, Variant(threads=1), BatchOptions(window=500, batch_tokens=512))
+    ref = score_file(src, tmp_path / "ref.csv", clf)
     out = tmp_path / "o.csv"
     journal = PartialOutput.folder_for(out) / JOURNAL_FILE
     proc = subprocess.Popen([*cmd, "--out", str(out)])
@@ -132,12 +138,12 @@ def test_kill_9_then_resume_in_a_real_process(tmp_path: Path, toy_bundle: Path) 
 
 def test_resume_of_a_completed_run_does_nothing(tmp_path: Path, toy_bundle: Path) -> None:
     src = _input(tmp_path / "in.csv", 500)
-    clf = Classifier.load(toy_bundle, threads=1)
-    first = score_file(src, tmp_path / "o.csv", clf, ScoreOptions(window=100, resume=True))
+    clf = Classifier.load(toy_bundle, Variant(threads=1), BatchOptions(window=100))
+    first = score_file(src, tmp_path / "o.csv", clf, options=OutputOptions(resume=True))
     stamp = first.output.stat().st_mtime_ns
-    again = score_file(src, tmp_path / "o.csv", clf, ScoreOptions(window=100, resume=True))
+    again = score_file(src, tmp_path / "o.csv", clf, options=OutputOptions(resume=True))
     assert again.manifest == first.manifest and first.output.stat().st_mtime_ns == stamp
-    changed = score_file(src, tmp_path / "o.csv", clf, ScoreOptions(window=100, resume=True, probs=True))
+    changed = score_file(src, tmp_path / "o.csv", clf, options=OutputOptions(resume=True, probs=True))
     assert changed.manifest["options"]["probs"] is True  # other options: scored again
 
 
@@ -158,18 +164,15 @@ class _FailingRunner:
 
 def test_a_failing_stream_stops_the_run_and_resume_completes_it(tmp_path: Path, toy_bundle: Path) -> None:
     src = _input(tmp_path / "in.csv", 4000)
-    options = {"window": 300, "probs": True, "batch_tokens": 400}
-    ref = score_file(
-        src, tmp_path / "ref.csv", Classifier.load(toy_bundle, threads=1), ScoreOptions(**options)
-    )
-    clf = Classifier.load(toy_bundle, threads=3, streams=3)
-    healthy = clf.runner
-    clf.runner = _FailingRunner(healthy, fail_at=30)
+    batching, output = BatchOptions(window=300, batch_tokens=400), OutputOptions(probs=True, resume=True)
+    one = Classifier.load(toy_bundle, Variant(threads=1), batching)
+    ref = score_file(src, tmp_path / "ref.csv", one, options=OutputOptions(probs=True))
+    clf = Classifier.load(toy_bundle, Variant(threads=3, streams=3), batching)
+    failing = dataclasses.replace(clf, runner=_FailingRunner(clf.runner, fail_at=30))
     out = tmp_path / "out.csv"
     with pytest.raises(_Crash):
-        score_file(src, out, clf, ScoreOptions(**options, resume=True))
+        score_file(src, out, failing, options=output)
     assert not out.exists()
-    clf.runner = healthy
-    result = score_file(src, out, clf, ScoreOptions(**options, resume=True))
+    result = score_file(src, out, clf, options=output)
     assert 0 < result.manifest["resumed_from_row"] < 4000
     assert out.read_bytes() == ref.output.read_bytes()

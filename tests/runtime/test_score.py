@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import threading
@@ -14,16 +15,17 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pytest
 
-from clsrun.runtime.batching import windows
+from clsrun.runtime.batching import BatchOptions, windows
 from clsrun.runtime.bundle import Bundle
 from clsrun.runtime.classifier import Classifier
 from clsrun.runtime.errors import BundleError, UsageError
-from clsrun.runtime.infer import choose
-from clsrun.runtime.score import ScoreOptions, default_output, open_input, score_file
+from clsrun.runtime.readers import ReadOptions
+from clsrun.runtime.score import OutputOptions, default_output, open_input, score_file
+from clsrun.runtime.variant import Variant, choose
 
 
 def test_predict_gives_labels_probs_and_row_errors(toy_bundle: Path) -> None:
-    clf = Classifier.load(toy_bundle, threads=1)
+    clf = Classifier.load(toy_bundle, Variant(threads=1))
     pred = clf.predict(["ggg", "bbb", None, "  ", "好好 差"])
     assert clf.labels == ["neg", "pos"]
     assert pred.labels == ["pos", "neg", "", "", "pos"]
@@ -34,7 +36,7 @@ def test_predict_gives_labels_probs_and_row_errors(toy_bundle: Path) -> None:
 
 
 def test_score_records_has_exactly_the_output_columns(toy_bundle: Path) -> None:
-    clf = Classifier.load(toy_bundle, threads=1)
+    clf = Classifier.load(toy_bundle, Variant(threads=1))
     table = clf.score_records(["gg", 7, "bb"], ids=["x", "y", "z"])
     assert table.column_names == ["id", "label", "score", "prob_neg", "prob_pos", "status", "error"]
     assert table.column("status").to_pylist() == ["ok", "error", "ok"]
@@ -45,21 +47,21 @@ def test_score_records_has_exactly_the_output_columns(toy_bundle: Path) -> None:
 def test_auto_prefers_int8_on_cpu_and_only_passed_variants(make_bundle: Callable[..., Path]) -> None:
     both = Bundle.load(make_bundle("both"))
     assert choose(both).precision == "int8"
-    assert choose(both, precision="fp32").file == "onnx/model.onnx"
+    assert choose(both, Variant(precision="fp32")).file == "onnx/model.onnx"
     failed_int8 = Bundle.load(make_bundle("f", passed={"fp32": True, "int8": False}))
     picked = choose(failed_int8)
     assert (picked.backend, picked.precision, picked.device) == ("onnx", "fp32", "cpu")
     with pytest.raises(UsageError, match="no int8 variant that passed"):
-        choose(failed_int8, precision="int8")
+        choose(failed_int8, Variant(precision="int8"))
     with pytest.raises(UsageError, match="--precision 'fp64'"):
-        choose(failed_int8, precision="fp64")
+        choose(failed_int8, Variant(precision="fp64"))  # type: ignore[arg-type]
     none = Bundle.load(make_bundle("n", passed={"fp32": False}))
     with pytest.raises(BundleError, match="run `clsrun export"):
-        choose(none, backend="onnx")
+        choose(none, Variant(backend="onnx"))
 
 
 def test_describe_records_what_runs(toy_bundle: Path) -> None:
-    info = Classifier.load(toy_bundle, precision="fp32", threads=2).describe()
+    info = Classifier.load(toy_bundle, Variant(precision="fp32", threads=2)).describe()
     assert info["backend"] == "onnx" and info["precision"] == "fp32" and info["threads"] == 2
     assert info["file"] == "onnx/model.onnx" and len(info["bundle_digest"]) == 64
 
@@ -92,8 +94,8 @@ def _reviews(path: Path, n: int) -> Path:
 
 def test_score_file_keeps_every_row_in_order_and_counts(tmp_path: Path, toy_bundle: Path) -> None:
     src = _reviews(tmp_path / "in.csv", 5000)
-    clf = Classifier.load(toy_bundle, threads=1)
-    result = score_file(src, None, clf, ScoreOptions(id_col="key", window=700, batch_tokens=900))
+    clf = Classifier.load(toy_bundle, Variant(threads=1), BatchOptions(window=700, batch_tokens=900))
+    result = score_file(src, None, clf, ReadOptions(id_col="key"))
     assert result.output == default_output(src) == tmp_path / "in.scores.csv"
     out = pacsv.read_csv(result.output, convert_options=pacsv.ConvertOptions(strings_can_be_null=True))
     assert out.num_rows == 5000
@@ -109,9 +111,10 @@ def test_score_file_keeps_every_row_in_order_and_counts(tmp_path: Path, toy_bund
 
 def test_sorted_batching_gives_the_same_scores_as_input_order(tmp_path: Path, toy_bundle: Path) -> None:
     src = _reviews(tmp_path / "in.csv", 3000)
-    clf = Classifier.load(toy_bundle, threads=1)
-    a = score_file(src, tmp_path / "a.parquet", clf, ScoreOptions(probs=True, window=1000))
-    b = score_file(src, tmp_path / "b.parquet", clf, ScoreOptions(probs=True, window=1000, sort=False))
+    unsorted = Classifier.load(toy_bundle, Variant(threads=1), BatchOptions(window=1000, sort=False))
+    clf = Classifier.load(toy_bundle, Variant(threads=1), BatchOptions(window=1000))
+    a = score_file(src, tmp_path / "a.parquet", clf, options=OutputOptions(probs=True))
+    b = score_file(src, tmp_path / "b.parquet", unsorted, options=OutputOptions(probs=True))
     import pyarrow.parquet as pq
 
     assert pq.read_table(a.output).equals(pq.read_table(b.output))
@@ -142,37 +145,60 @@ class _SlowFirstCall:
 
 def test_several_streams_write_exactly_what_one_stream_writes(tmp_path: Path, toy_bundle: Path) -> None:
     src = _reviews(tmp_path / "in.csv", 4000)
-    options = {"id_col": "key", "probs": True, "window": 300, "batch_tokens": 400}
-    one = Classifier.load(toy_bundle, threads=1)
-    a = score_file(src, tmp_path / "one.csv", one, ScoreOptions(**options))
-    three = Classifier.load(toy_bundle, threads=3, streams=3)
+    read, output, batching = ReadOptions(id_col="key"), OutputOptions(probs=True), BatchOptions(300, 400)
+    one = Classifier.load(toy_bundle, Variant(threads=1), batching)
+    a = score_file(src, tmp_path / "one.csv", one, read, output)
+    three = Classifier.load(toy_bundle, Variant(threads=3, streams=3), batching)
     assert three.streams == 3
-    three.batch_tokens = 400
-    stream = open_input(src, ScoreOptions(**options))
+    stream = open_input(src, read)
     per_window = [len(three.prepare(w).batches) for w in windows(stream.chunks(0), 300)]
     # window 0's first batch runs only after the rest of window 0 and all of window 1: the writer must
     # hold window 1 back; the 3 + 2 windows in flight leave enough batches for that
     others = per_window[0] - 1 + per_window[1]
     assert others < sum(per_window[:5]) - 1
-    three.runner = _SlowFirstCall(three.runner, others=others)
-    b = score_file(src, tmp_path / "three.csv", three, ScoreOptions(**options))
-    assert three.runner.released.is_set()
+    slow = _SlowFirstCall(three.runner, others=others)
+    b = score_file(src, tmp_path / "three.csv", dataclasses.replace(three, runner=slow), read, output)
+    assert slow.released.is_set()
     assert a.output.read_bytes() == b.output.read_bytes()
     assert b.manifest["streams"] == 3 and b.manifest["rows_read"] == 4000
 
 
 def test_streams_default_to_one_per_thread_for_onnx_on_cpu(toy_bundle: Path) -> None:
-    assert Classifier.load(toy_bundle, threads=2).streams == 1  # the API's one-thread callers
-    auto = Classifier.load(toy_bundle, threads=2, streams=None)
+    assert Classifier.load(toy_bundle, Variant(threads=2, streams=1)).streams == 1
+    auto = Classifier.load(toy_bundle, Variant(threads=2))
     assert auto.describe()["streams"] == 2 and auto.describe()["threads"] == 2
     with pytest.raises(UsageError, match="--streams 3"):
-        Classifier.load(toy_bundle, threads=2, streams=3)
+        Classifier.load(toy_bundle, Variant(threads=2, streams=3))
+    with pytest.raises(UsageError, match="--threads 0: must be at least 1"):
+        Variant(threads=0)
+
+
+def test_predict_runs_its_batches_on_every_stream_with_the_same_result(toy_bundle: Path) -> None:
+    texts = [("g" * k + "b" * (k % 5)) or "x" for k in range(300)]
+    batching = BatchOptions(batch_tokens=64)  # many small batches
+    one = Classifier.load(toy_bundle, Variant(threads=1), batching).predict(texts)
+    clf = Classifier.load(toy_bundle, Variant(threads=2, streams=2), batching)
+    probe = _SlowFirstCall(clf.runner, others=1)  # the first batch waits for one on another stream
+    two = dataclasses.replace(clf, runner=probe).predict(texts)
+    assert probe.released.is_set()
+    assert one.labels == two.labels
+    np.testing.assert_array_equal(one.probs, two.probs)
+
+
+def test_a_classifier_does_not_change_after_load(tmp_path: Path, toy_bundle: Path) -> None:
+    clf = Classifier.load(toy_bundle, Variant(threads=1), BatchOptions(window=100))
+    before = (clf.batching, clf.choice, clf.threads, clf.streams)
+    assert clf.batching.batch_tokens == 32768  # resolved at load: the char-CNN default on CPU
+    score_file(_reviews(tmp_path / "in.csv", 300), None, clf, options=OutputOptions(probs=True))
+    assert (clf.batching, clf.choice, clf.threads, clf.streams) == before
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        clf.batching = BatchOptions(batch_tokens=1)  # type: ignore[misc]
 
 
 def test_output_is_not_the_input(tmp_path: Path, toy_bundle: Path) -> None:
     src = _reviews(tmp_path / "in.csv", 10)
     with pytest.raises(UsageError, match="is the input file itself"):
-        score_file(src, src, Classifier.load(toy_bundle), ScoreOptions())
+        score_file(src, src, Classifier.load(toy_bundle))
 
 
 def test_a_damaged_bundle_is_refused(tmp_path: Path, toy_bundle: Path) -> None:
@@ -189,12 +215,12 @@ def test_never_exported_bundle_runs_on_torch_and_matches_its_onnx_export(tiny_ch
     from clsrun.runtime.cli import app
 
     texts = ["这个房间很好，服务棒", "太差了，讨厌", "", "it was good", "x" * 100]
-    eager = Classifier.load(tiny_charcnn_bundle, threads=1)  # no onnx/: auto falls back to torch
+    eager = Classifier.load(tiny_charcnn_bundle, Variant(threads=1))  # no onnx/: auto falls back to torch
     assert eager.describe()["backend"] == "torch"
     by_torch = eager.predict(texts)
     res = CliRunner().invoke(app, ["export", str(tiny_charcnn_bundle), "--precision", "fp32"])
     assert res.exit_code == 0, res.output
-    onnx = Classifier.load(tiny_charcnn_bundle, threads=1)
+    onnx = Classifier.load(tiny_charcnn_bundle, Variant(threads=1))
     assert onnx.describe()["backend"] == "onnx" and onnx.describe()["precision"] == "fp32"
     by_onnx = onnx.predict(texts)
     assert by_onnx.labels == by_torch.labels and by_onnx.errors == by_torch.errors
@@ -208,7 +234,7 @@ def test_cuda_with_io_binding_matches_cpu(toy_bundle: Path) -> None:
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         pytest.skip("onnxruntime has no CUDA provider here")
     texts = ["ggg", "bb", "好差", "xyz"]
-    gpu = Classifier.load(toy_bundle, precision="fp32", device="cuda")
+    gpu = Classifier.load(toy_bundle, Variant(precision="fp32", device="cuda"))
     assert gpu.describe()["device"] == "cuda" and "CUDAExecutionProvider" in gpu.describe()["providers"]
-    cpu = Classifier.load(toy_bundle, precision="fp32", device="cpu")
+    cpu = Classifier.load(toy_bundle, Variant(precision="fp32", device="cpu"))
     np.testing.assert_allclose(gpu.predict(texts).probs, cpu.predict(texts).probs, atol=1e-5)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from clsrun.runtime.bundle import Bundle
-from clsrun.runtime.encode import CharEncoder
+from clsrun.runtime.encode_char import CharEncoder
 from clsrun.runtime.errors import BundleError
 from clsrun.runtime.textnorm import normalize_many
 from clsrun.trainer.charcnn import CharCNN, CharCNNConfig
@@ -78,3 +78,16 @@ def test_weights_that_do_not_fit_are_a_bundle_error(tiny_charcnn_bundle: Path) -
     spec_path.write_text(json.dumps(data), encoding="utf-8")
     with pytest.raises(BundleError, match=r"model\.safetensors: weights do not fit"):
         load_model(Bundle.load(tiny_charcnn_bundle))
+
+
+def test_training_and_scoring_give_a_text_the_same_ids() -> None:
+    from clsrun.runtime.encode_char import CharVocab
+    from clsrun.trainer.train_charcnn import encode_texts
+
+    vocab = CharVocab(list("ab好"))
+    texts = ["ab", "好abab", "b", "zz"]  # one cut to max_length, one of unknown characters
+    trained = encode_texts(texts, vocab, max_length=4)
+    encoder = CharEncoder(vocab, max_length=4)
+    scored = encoder.pad(encoder.tokenize(texts), np.arange(len(texts)))["input_ids"]  # (B, T)
+    for row, ids in zip(scored, trained, strict=True):
+        assert row[: len(ids)].tolist() == ids.tolist() and not row[len(ids) :].any()

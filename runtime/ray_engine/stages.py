@@ -15,12 +15,9 @@ them per input file (:class:`FileTally`) so the driver can prove every row arriv
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import posixpath
 import tempfile
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,12 +28,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
-from clsrun.runtime.batching import windows
+from clsrun.runtime.batching import BatchOptions, windows
 from clsrun.runtime.bundle import SPEC_FILE, Bundle
 from clsrun.runtime.errors import BundleError, InputError
-from clsrun.runtime.input_files import InputFiles, local_copy
-from clsrun.runtime.readers import RecordChunk, open_records
-from clsrun.runtime.score import ScoreOptions
+from clsrun.runtime.files import atomic_fs_write
+from clsrun.runtime.ray_engine.inputs import InputFiles, local_copy
+from clsrun.runtime.readers import ReadOptions, RecordChunk, open_records
+from clsrun.runtime.variant import Variant
+from clsrun.runtime.writers import open_writer
 
 # Private columns; never written to the output. A window row (reader -> actor) has all of them, the
 # scored rows (actor -> writer) FILE_COL, ROW_COL, LAST_COL and VARIANT_COL next to the output columns.
@@ -77,15 +76,15 @@ class FileReader:
     path: str
     uri: str
     index: int
-    options: ScoreOptions
+    read: ReadOptions
+    window: int  # rows per scoring window (BatchOptions.window)
 
     def __call__(self) -> Iterator[pa.Table]:
-        o = self.options
         with local_copy(self.fs, self.path) as local:
             try:
-                stream = open_records(local, o.text_col, o.id_col, o.max_text_bytes)
+                stream = open_records(local, self.read)
                 held: RecordChunk | None = None
-                for window in windows(stream.chunks(), o.window):
+                for window in windows(stream.chunks(), self.window):
                     if held is not None:
                         yield _window_row(held, self.index, last=False)
                     held = window
@@ -104,7 +103,7 @@ def _metadata(cls: Any, size: int | None, uri: str) -> Any:
         return cls(**fields, schema=None)
 
 
-def make_datasource(files: InputFiles, options: ScoreOptions) -> Any:
+def make_datasource(files: InputFiles, read: ReadOptions, window: int) -> Any:
     """A Ray Data datasource with one read task per input file."""
     from ray.data.block import BlockMetadata
     from ray.data.datasource import Datasource, ReadTask
@@ -121,7 +120,7 @@ def make_datasource(files: InputFiles, options: ScoreOptions) -> Any:
         def get_read_tasks(self, parallelism: int, *args: Any, **kwargs: Any) -> list[Any]:
             tasks = []
             for i, (path, uri, size) in enumerate(zip(files.paths, files.uris, sizes, strict=True)):
-                reader = FileReader(files.filesystem, path, uri, i, options)
+                reader = FileReader(files.filesystem, path, uri, i, read, window)
                 meta = _metadata(BlockMetadata, size, uri)
                 tasks.append(ReadTask(reader, meta))
             return tasks
@@ -170,11 +169,9 @@ class ActorConfig:
     """What every model actor needs: where the bundle is, which variant to run, how to score."""
 
     bundle: BundleRef
-    score: ScoreOptions
-    backend: str
-    precision: str
-    device: str
-    threads: int
+    variant: Variant  # what each actor runs (device and threads already set for the actor)
+    batching: BatchOptions
+    probs: bool  # --probs
     id_names: list[str] | None  # several files without --id-col: ids are "<file>:<row>"
 
 
@@ -190,10 +187,8 @@ class ScoreActor:
 
         self._scratch: list[tempfile.TemporaryDirectory[str]] = []
         root = _bundle_here(config.bundle, self._scratch)
-        self.clf = Classifier.load(root, config.backend, config.precision, config.device, config.threads)
-        if config.score.batch_tokens is not None:
-            self.clf.batch_tokens = config.score.batch_tokens
-        self.options = config.score
+        self.clf = Classifier.load(root, config.variant, config.batching)
+        self.probs = config.probs
         self.id_names = config.id_names
         described = self.clf.describe()  # what this actor runs: its node may differ from the driver's
         keys = ("backend", "precision", "device", "threads", "file")
@@ -204,8 +199,8 @@ class ScoreActor:
 
     def _score(self, row: dict[str, Any]) -> pa.Table:
         window = window_of(row)
-        prepared = self.clf.prepare(window, sort=self.options.sort)
-        table = self.clf.finish(self.clf.infer(prepared), with_probs=self.options.probs)
+        prepared = self.clf.prepare(window)
+        table = self.clf.finish(self.clf.infer(prepared), with_probs=self.probs)
         n = table.num_rows
         if self.id_names is not None:
             name = self.id_names[row[FILE_COL]]
@@ -267,27 +262,20 @@ def _tally(table: pa.Table) -> dict[int, FileTally]:
 
 
 def _write_part(table: pa.Table, schema: pa.Schema, kind: str, fs: pafs.FileSystem, target: str) -> None:
-    """Write ``table`` to ``target`` under a temporary name, then rename.
+    """Write ``table`` to ``target`` under a temporary name, then rename (``files.atomic_fs_write``).
 
     A task that Ray retries replaces its part and never leaves half of one; the temporary file of a
     killed attempt is removed by the driver before it publishes the output.
     """
-    from clsrun.runtime.writers import open_writer
 
-    temp = f"{posixpath.dirname(target)}/.{posixpath.basename(target)}.{uuid.uuid4().hex[:8]}.tmp"
-    with contextlib.ExitStack() as stack:
-        if isinstance(fs, pafs.LocalFileSystem):
-            local = Path(temp)
-        else:  # the writers write local files: write one here, then upload it as one object
-            local = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="clsrun-part-"))) / "part"
+    def write(local: Path) -> None:
         writer = open_writer(local, schema, kind)
         try:
             writer.write(table)
         finally:
             writer.close()
-        if not isinstance(fs, pafs.LocalFileSystem):
-            pafs.copy_files(str(local), temp, destination_filesystem=fs)
-        fs.move(temp, target)
+
+    atomic_fs_write(fs, target, write)
 
 
 def make_datasink(staging: str, fs: pafs.FileSystem, kind: str, schema: pa.Schema) -> Any:

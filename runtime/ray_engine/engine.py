@@ -1,12 +1,12 @@
 """Scale-out scoring on Ray Data: ``clsrun predict INPUT --engine ray``; this module is the driver.
 
-One row's path (every stage runs the local engine's code; ``ray_stages.py`` places it on Ray):
+One row's path (every stage runs the local engine's code; ``stages.py`` places it on Ray):
 
-    driver      ``input_files.resolve_inputs``: folder, glob or list, any pyarrow filesystem -> sorted
+    driver      ``inputs.resolve_inputs``: folder, glob or list, any pyarrow filesystem -> sorted
                 files; the bundle is loaded and verified here, so a bad one fails before anything runs
-    read task   ``ray_stages.FileReader``: the local reader and its windows, one Ray row per window
-    actor       ``ray_stages.ScoreActor``: ``Classifier`` loaded once per actor, window by window
-    write task  ``ray_stages.make_datasink``: one part file per task, in a staging folder next to OUT
+    read task   ``stages.FileReader``: the local reader and its windows, one Ray row per window
+    actor       ``stages.ScoreActor``: ``Classifier`` loaded once per actor, window by window
+    write task  ``stages.make_datasink``: one part file per task, in a staging folder next to OUT
     driver      check every input row came back exactly once, write ``_manifest.json``, rename to OUT
 
 Ids: the ``--id-col`` value; else, for a single input file, the 0-based row number (as the local engine);
@@ -19,7 +19,7 @@ name, so a task that Ray retries after a worker died rewrites the same part; the
 parts that successful tasks reported, checks each file's row numbers are ``0..n-1`` with none missing or
 repeated, and renames the staging folder to OUT only then.
 
-Ray is imported lazily: ``import clsrun.runtime.ray_engine`` works without the ``ray`` extra.
+Ray is imported lazily: ``import clsrun.runtime.ray_engine.engine`` works without the ``ray`` extra.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +42,12 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from clsrun import __version__
-from clsrun.runtime.bundle import Bundle, atomic_write_text
+from clsrun.runtime.batching import BatchOptions
+from clsrun.runtime.bundle import Bundle
 from clsrun.runtime.errors import ClsrunError, InternalError, UsageError, require
-from clsrun.runtime.input_files import InputFiles, open_location, resolve_inputs
-from clsrun.runtime.ray_stages import (
+from clsrun.runtime.files import atomic_fs_write_text
+from clsrun.runtime.ray_engine.inputs import InputFiles, open_location, resolve_inputs
+from clsrun.runtime.ray_engine.stages import (
     ActorConfig,
     BundleRef,
     FileTally,
@@ -54,8 +56,9 @@ from clsrun.runtime.ray_stages import (
     make_datasource,
     pack_bundle,
 )
-from clsrun.runtime.readers import open_records
-from clsrun.runtime.score import ScoreOptions
+from clsrun.runtime.readers import ReadOptions, open_records
+from clsrun.runtime.score import OutputOptions, RunResult
+from clsrun.runtime.variant import Variant
 from clsrun.runtime.writers import output_format, output_schema
 
 MANIFEST = "_manifest.json"  # inside OUT; the leading "_" keeps it out of pyarrow / Spark / Ray readers
@@ -67,56 +70,54 @@ DEFAULT_BLOCK_BYTES = 8 << 20
 IO_TASK_CPUS = 0.25
 
 
-@dataclass
+@dataclass(frozen=True)
 class RayOptions:
-    """How to run on Ray; the scoring itself is configured by ``score`` exactly as for the local engine."""
+    """Where and how wide to run on Ray. What is scored, and how, are the local engine's option groups
+    (:class:`Variant`, :class:`ReadOptions`, :class:`BatchOptions`, :class:`OutputOptions`)."""
 
-    score: ScoreOptions = field(default_factory=ScoreOptions)  # --text-col, --id-col, --probs, --window...
     address: str | None = None  # --address: None starts a local Ray; "auto" / "ray://host:port" joins one
     workers: int = 2  # --workers: model actors, each loads the bundle once
     cpus_per_worker: float = 1.0  # --cpus-per-worker: Ray CPUs per actor (and its inference threads)
     gpus_per_worker: float = 0.0  # --gpus-per-worker: Ray GPUs per actor; > 0 runs the model on CUDA
     preserve_order: bool = False  # --preserve-order: parts in input order (slower: blocks wait in line)
-    backend: str = "auto"  # as clsrun predict
-    precision: str = "auto"
-    device: str = "auto"
-    threads: int | None = None  # inference threads per actor; default: its CPUs (at least 1)
     block_bytes: int = DEFAULT_BLOCK_BYTES  # Ray's target block size during the job (whole windows)
     ship_bundle: bool | None = None  # send the bundle's files through Ray; None: only when joining a cluster
     quiet: bool = False  # no Ray progress bars
 
-    def check(self) -> None:
-        self.score.check()
-        if self.score.resume:
-            raise UsageError("--resume: not supported with --engine ray (a failed Ray job leaves no output)")
+    def __post_init__(self) -> None:
+        problems = []
         if self.workers < 1:
-            raise UsageError(f"--workers {self.workers}: must be at least 1")
+            problems.append(f"--workers {self.workers}: must be at least 1")
         if self.cpus_per_worker <= 0:
-            raise UsageError(f"--cpus-per-worker {self.cpus_per_worker}: must be positive")
+            problems.append(f"--cpus-per-worker {self.cpus_per_worker}: must be positive")
         if self.gpus_per_worker < 0:
-            raise UsageError(f"--gpus-per-worker {self.gpus_per_worker}: must be 0 or more")
+            problems.append(f"--gpus-per-worker {self.gpus_per_worker}: must be 0 or more")
         if self.block_bytes < 1:
-            raise UsageError(f"block_bytes {self.block_bytes}: must be positive")
+            problems.append(f"block_bytes {self.block_bytes}: must be positive")
+        if problems:
+            raise UsageError("; ".join(problems))
 
-    @property
-    def worker_device(self) -> str:
-        return "cuda" if self.gpus_per_worker > 0 and self.device == "auto" else self.device
-
-    @property
-    def worker_threads(self) -> int:
-        return self.threads or max(1, int(self.cpus_per_worker))
+    def worker_variant(self, variant: Variant) -> Variant:
+        """What each actor runs: on CUDA when it holds a GPU, its CPUs as threads, one batch at a time."""
+        device = "cuda" if self.gpus_per_worker > 0 and variant.device == "auto" else variant.device
+        threads = variant.threads or max(1, int(self.cpus_per_worker))
+        return replace(variant, device=device, threads=threads, streams=1)
 
 
 @dataclass
-class RayScoreResult:
-    """What a run did; ``manifest`` is what was written to ``OUT/_manifest.json``."""
+class RayScoreResult(RunResult):
+    """What a Ray run did; ``manifest`` is what was written to ``OUT/_manifest.json``."""
 
     output: str
-    manifest: dict[str, Any]
 
-    @property
-    def rows(self) -> int:
-        return int(self.manifest["rows_read"])
+    def summary(self) -> str:
+        """The one line ``clsrun predict --engine ray`` prints when done."""
+        m = self.manifest
+        return (
+            f"scored {m['rows_read']} rows from {len(m['files'])} file(s) ({m['ok']} ok, {m['error']} error) -> "
+            f"{self.output} ({len(m['parts'])} parts) in {m['wall_s']:.1f}s, {m['rows_per_s']:.0f} rows/s "
+            f"on {m['ray']['workers']} Ray workers ({m['backend']} {m['precision']} {m['device']})"
+        )
 
 
 # -- the driver ------------------------------------------------------------------------------------
@@ -243,11 +244,26 @@ def _check_exactly_once(files: InputFiles, totals: dict[int, FileTally]) -> None
         raise InternalError("rows lost or repeated in the Ray job: " + "; ".join(problems[:5]))
 
 
+@dataclass(frozen=True)
+class _Job:
+    """Everything one Ray run was asked for, passed whole between the driver's steps."""
+
+    variant: Variant  # what each actor runs (RayOptions.worker_variant)
+    read: ReadOptions
+    batching: BatchOptions
+    output: OutputOptions
+    ray: RayOptions
+
+
 def score_with_ray(
     inputs: str | Path | Sequence[str | Path],
     out_dir: str | Path,
     bundle: str | Path | None = None,
-    options: RayOptions | None = None,
+    variant: Variant = Variant(),
+    read: ReadOptions = ReadOptions(),
+    batching: BatchOptions = BatchOptions(),
+    output: OutputOptions = OutputOptions(),
+    options: RayOptions = RayOptions(),
 ) -> RayScoreResult:
     """Score every row of ``inputs`` on Ray into the folder ``out_dir`` (parts + ``_manifest.json``).
 
@@ -256,26 +272,19 @@ def score_with_ray(
     output format comes from ``out_dir``'s extension (``scores.csv/`` -> CSV parts), Parquet without one.
     OUT appears only when every row has been scored and written; a failed job leaves nothing behind.
     """
-    options = options or RayOptions()
-    options.check()
+    if output.resume:
+        raise UsageError("--resume: not supported with --engine ray (a failed Ray job leaves no output)")
+    if variant.streams is not None:
+        raise UsageError("--streams is for the local engine; on Ray, --workers sets how many run at once")
+    job = _Job(options.worker_variant(variant), read, batching, output, options)
     ray = _import_ray()  # a missing extra is the first thing a user hears about
-    so = options.score
     files = resolve_inputs(inputs)
     out_fs, out_path, kind = _output_target(str(out_dir))
     if isinstance(files.filesystem, pafs.LocalFileSystem):
         # Whole-file problems of the first file (missing column, wrong format) exit 2 before the model
         # loads; every other file is checked the same way by its read task, before any output is published.
-        open_records(files.paths[0], so.text_col, so.id_col, so.max_text_bytes)
-
-    from clsrun.runtime.classifier import Classifier
-
-    # The bundle is loaded and checked here, on the driver: a bundle that cannot load fails the job now,
-    # before any Ray task starts or any output exists (in an actor, Ray would restart it again and again).
-    driver_device = "cpu" if options.worker_device == "cuda" else options.device
-    clf = Classifier.load(bundle, options.backend, options.precision, driver_device, threads=1)
-    described, loaded = clf.describe(), clf.bundle
-    del clf
-
+        open_records(files.paths[0], read)
+    described, loaded = _load_on_driver(bundle, job.variant)
     started_ray = _connect(ray, options)
     staging = f"{out_path}.tmp-{uuid.uuid4().hex[:12]}"
     try:
@@ -283,18 +292,28 @@ def score_with_ray(
         out_fs.create_dir(staging, recursive=True)
         t0 = time.perf_counter()
         with _job_context(ray, options):
-            results = _run_job(ray, files, loaded, options, (out_fs, staging, kind))
+            results = _run_job(ray, files, loaded, job, (out_fs, staging, kind))
         wall = time.perf_counter() - t0
-        manifest = _manifest(files, results, described, options, kind, wall, str(out_dir))
+        manifest = _manifest(files, results, described, job, kind, wall, str(out_dir))
         _tidy_staging(out_fs, staging, manifest)
-        text = json.dumps(manifest, indent=2, ensure_ascii=False)
-        atomic_or_fs_write(out_fs, f"{staging}/{MANIFEST}", text)
+        text = json.dumps(manifest, indent=2, ensure_ascii=False) + "\n"
+        atomic_fs_write_text(out_fs, f"{staging}/{MANIFEST}", text)
         _publish(out_fs, staging, out_path)
         return RayScoreResult(str(out_dir), manifest)
     finally:
         _remove(out_fs, staging)
         if started_ray:
             ray.shutdown()
+
+
+def _load_on_driver(bundle: str | Path | None, variant: Variant) -> tuple[dict[str, Any], Bundle]:
+    """Load and check the bundle here: one that cannot load fails the job before any Ray task starts or
+    any output exists (in an actor, Ray would restart it again and again). Returns what it would run."""
+    from clsrun.runtime.classifier import Classifier
+
+    driver = replace(variant, device="cpu" if variant.device == "cuda" else variant.device, threads=1)
+    clf = Classifier.load(bundle, driver)
+    return clf.describe(), clf.bundle
 
 
 @contextlib.contextmanager
@@ -317,25 +336,18 @@ def _job_context(ray: Any, options: RayOptions) -> Iterator[None]:
 
 
 def _run_job(
-    ray: Any, files: InputFiles, bundle: Bundle, options: RayOptions, out: tuple[pafs.FileSystem, str, str]
+    ray: Any, files: InputFiles, bundle: Bundle, job: _Job, out: tuple[pafs.FileSystem, str, str]
 ) -> list[dict[str, Any]]:
     """Read -> score -> write on Ray; returns what each write task reported."""
-    so = options.score
+    options = job.ray
     ship = options.ship_bundle if options.ship_bundle is not None else options.address is not None
     ref = BundleRef(str(bundle.root.resolve()), bundle.digest, ray.put(pack_bundle(bundle)) if ship else None)
-    several = len(files) > 1 and so.id_col is None
-    config = ActorConfig(
-        ref,
-        so,
-        options.backend,
-        options.precision,
-        options.worker_device,
-        options.worker_threads,
-        files.names if several else None,
-    )
-    schema = output_schema(bundle.labels, so.probs, text_ids=so.id_col is not None or several)
+    several = len(files) > 1 and job.read.id_col is None
+    id_names = files.names if several else None
+    config = ActorConfig(ref, job.variant, job.batching, job.output.probs, id_names)
+    schema = output_schema(bundle.labels, job.output.probs, text_ids=job.read.id_col is not None or several)
     ds = ray.data.read_datasource(
-        make_datasource(files, so),
+        make_datasource(files, job.read, job.batching.window),
         override_num_blocks=len(files),  # one read task per file, each streaming its windows
         num_cpus=IO_TASK_CPUS,
     )
@@ -381,25 +393,10 @@ def _tidy_staging(fs: pafs.FileSystem, staging: str, manifest: dict[str, Any]) -
         )
 
 
-def atomic_or_fs_write(fs: pafs.FileSystem, path: str, text: str) -> None:
-    """Write a small text file: atomically on a local disk, as one object elsewhere."""
-    if isinstance(fs, pafs.LocalFileSystem):
-        atomic_write_text(Path(path), text + "\n")
-        return
-    with fs.open_output_stream(path) as f:
-        f.write((text + "\n").encode("utf-8"))
-
-
-def _manifest(
-    files: InputFiles,
-    results: list[dict[str, Any]],
-    described: dict[str, Any],
-    options: RayOptions,
-    kind: str,
-    wall: float,
-    output: str,
-) -> dict[str, Any]:
-    """Counts that add up: per file, per part and in total; checked before anything is published."""
+def _tally_results(
+    files: InputFiles, results: list[dict[str, Any]]
+) -> tuple[dict[int, FileTally], list[dict[str, Any]]]:
+    """Per input file, what the write tasks counted; and the parts they wrote. Refuses lost or extra rows."""
     totals: dict[int, FileTally] = {}
     parts = []
     for r in results:
@@ -411,12 +408,27 @@ def _manifest(
     rows = sum(t.rows for t in totals.values())
     if rows != sum(p["rows"] for p in parts):
         raise InternalError(f"parts hold {sum(p['rows'] for p in parts)} rows, files {rows}")
+    return totals, parts
+
+
+def _manifest(
+    files: InputFiles,
+    results: list[dict[str, Any]],
+    described: dict[str, Any],
+    job: _Job,
+    kind: str,
+    wall: float,
+    output: str,
+) -> dict[str, Any]:
+    """Counts that add up: per file, per part and in total; checked before anything is published."""
+    totals, parts = _tally_results(files, results)
+    rows = sum(t.rows for t in totals.values())
     variants = [json.loads(v) for v in sorted({v for r in results for v in r["variants"]})]
     # What the workers ran; with no rows at all (empty inputs), what the driver would run.
-    ran = variants[0] if variants else {**described, "threads": options.worker_threads}
-    so = options.score
+    ran = variants[0] if variants else {**described, "threads": job.variant.threads}
+    options, read = job.ray, job.read
     empty = FileTally()
-    several = len(files) > 1 and so.id_col is None
+    several = len(files) > 1 and read.id_col is None
     return {
         "clsrun_version": __version__,
         "engine": "ray",
@@ -431,7 +443,7 @@ def _manifest(
             for uri, t in ((u, totals.get(i, empty)) for i, u in enumerate(files.uris))
         ],
         "parts": sorted(parts, key=lambda p: p["file"]),
-        "ids": "id-col" if so.id_col else ("file:row" if several else "row"),
+        "ids": "id-col" if read.id_col else ("file:row" if several else "row"),
         "bundle": described["bundle"],
         "bundle_digest": described["bundle_digest"],
         "backend": ran["backend"],
@@ -448,10 +460,10 @@ def _manifest(
             "preserve_order": options.preserve_order,
         },
         "options": {
-            "text_col": so.text_col,
-            "id_col": so.id_col,
-            "probs": so.probs,
-            "window": so.window,
+            "text_col": read.text_col,
+            "id_col": read.id_col,
+            "probs": job.output.probs,
+            "window": job.batching.window,
             "block_bytes": options.block_bytes,
         },
         "wall_s": round(wall, 3),

@@ -1,0 +1,110 @@
+"""Options shared by several commands, declared once: a flag means the same thing, with the same default
+and the same help, in every command that takes it.
+
+Each alias is an ``Annotated`` type for a command parameter, e.g. ``threads: Threads = None``. Choices are
+the library's ``Literal`` types (``variant.Backend`` ...), so ``--help`` lists them and typer refuses
+anything else before a command runs. ``None`` means "the library picks" (threads, streams, batch tokens).
+
+The other defaults are written once, below; each is the library's own default (a test checks that they
+agree). They are not imported from the modules that own them, because those load pyarrow and numpy and
+``--help`` must stay instant.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Final
+
+import typer
+
+from clsrun.runtime.variant import Backend, Device, Precision
+
+AUTO: Final = "auto"  # --backend, --precision, --device (Variant)
+TEXT_COL = "text"  # --text-col (ReadOptions, read_labelled)
+LABEL_COL = "label"  # --label-col (read_labelled)
+WINDOW = 8192  # --window (BatchOptions)
+
+
+def flag(*names: str, help: str) -> Any:
+    """A boolean option given as ``--name`` alone: no value follows it, so ``--help`` shows none."""
+    return typer.Option(*names, metavar="", help=help)
+
+
+Model = Annotated[
+    Path | None,
+    typer.Option(
+        "--model", file_okay=False, help="Model bundle folder. Default: the model shipped with clsrun."
+    ),
+]
+TextCol = Annotated[str, typer.Option("--text-col", help="Column (or JSON field) holding the text.")]
+IdCol = Annotated[
+    str | None,
+    typer.Option(
+        "--id-col", help="Column copied to the output's id column. Default: the 0-based row number."
+    ),
+]
+LabelCol = Annotated[str, typer.Option("--label-col", help="Column holding the true label.")]
+
+BackendOpt = Annotated[
+    Backend,
+    typer.Option(
+        "--backend",
+        help="auto runs the exported ONNX model (fast, no torch needed) and falls back to eager PyTorch "
+        "only for a bundle never exported; torch is the eager model (needs clsrun\\[train]; slower; the "
+        "reference the export gate compares with).",
+    ),
+]
+PrecisionOpt = Annotated[
+    Precision,
+    typer.Option(
+        "--precision",
+        help="auto: int8 on CPU (fastest, within the gate's accuracy drop of fp32), fp16 on CUDA; fp32 is "
+        "the exact reference. ONNX runs only variants that passed the export accuracy gate; bf16 is for "
+        "--backend torch.",
+    ),
+]
+DeviceOpt = Annotated[
+    Device,
+    typer.Option(
+        "--device", help="auto uses CUDA when the backend can (onnxruntime-gpu, or torch with CUDA)."
+    ),
+]
+Threads = Annotated[
+    int | None,
+    typer.Option(
+        "--threads",
+        min=1,
+        help="Inference threads. Default: every core this process may use. Fewer leave cores for other jobs.",
+    ),
+]
+Streams = Annotated[
+    int | None,
+    typer.Option(
+        "--streams",
+        min=1,
+        help="Batches scored at once, each on threads/streams cores, sharing one copy of the model. "
+        "Default: one per thread for ONNX on CPU (no hand-offs between threads inside each batch), one on "
+        "CUDA and for the torch backend. Each stream holds one batch of activations in memory.",
+    ),
+]
+BatchTokens = Annotated[
+    int | None,
+    typer.Option(
+        "--batch-tokens",
+        min=1,
+        help="Padded tokens per batch (rows x longest row). Bigger batches amortise per-call overhead but "
+        "use more memory and, past a point, run slower (a BERT batch's activations fall out of the CPU "
+        "caches). Default: by model kind and device.",
+    ),
+]
+Window = Annotated[
+    int,
+    typer.Option(
+        "--window",
+        min=1,
+        help="Rows read ahead and sorted by length before batching; also the unit of a --resume checkpoint. "
+        "Bigger windows pad less (similar lengths meet) but hold more rows in memory and redo more "
+        "work after a crash.",
+    ),
+]
+Quiet = Annotated[bool, flag("--quiet", "-q", help="No progress output and no summary line.")]

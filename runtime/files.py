@@ -1,0 +1,120 @@
+"""Writing files so that a crash never leaves half of one: the one way every stage does it.
+
+A file is written under a temporary name in the same folder (or in ``tmp_dir``, on the same file system),
+flushed to disk, given the mode a plain ``open`` would give it, and renamed over the target; the folder is
+then flushed too, so the rename survives a power cut. The target therefore holds either its old content or
+the complete new one, never a mix. Temporary names are ``.<target name>.<random>.tmp``
+(:func:`is_temporary`), so a reader of the folder can tell them from real files.
+
+- :func:`atomic_write`: the general form, with a callback that writes the temporary path (Arrow tables,
+  CSV/JSONL/Parquet writers, IPC files);
+- :func:`atomic_write_text` / :func:`atomic_write_bytes`: small files (manifests, state, reports);
+- :func:`atomic_fs_write` / :func:`atomic_fs_write_text`: the same on any pyarrow filesystem (the Ray
+  engine's parts and manifest may go to S3, GCS or HDFS);
+- :func:`append_line`: one durable journal line; :func:`fsync_path`: flush a file or folder.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import tempfile
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pyarrow.fs as pafs
+
+TMP_SUFFIX = ".tmp"
+
+
+def is_temporary(name: str) -> bool:
+    """True for the temporary name of a write in progress (or of one a crash cut short)."""
+    return name.startswith(".") and name.endswith(TMP_SUFFIX)
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a file or folder to disk (a folder: so a rename inside it survives a power cut)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _make_readable(path: Path) -> None:
+    """Give a file made by ``mkstemp`` (mode 0600) the mode a plain ``open`` would have (0666 less umask)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
+
+
+def atomic_write(target: Path, write: Callable[[Path], None], tmp_dir: Path | None = None) -> None:
+    """Call ``write(tmp)`` to fill a temporary file, then flush it and rename it to ``target``.
+
+    ``target`` appears only when complete; a failure (or an exception in ``write``) leaves no file under
+    either name. ``tmp_dir`` (same file system as ``target``; default its folder) holds the temporary file.
+    """
+    folder = tmp_dir if tmp_dir is not None else target.parent
+    fd, name = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=TMP_SUFFIX)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        _make_readable(tmp)
+        fsync_path(tmp)
+        os.replace(tmp, target)
+        fsync_path(target.parent)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(target: Path, data: bytes, tmp_dir: Path | None = None) -> None:
+    """Write ``data`` to ``target`` atomically (see :func:`atomic_write`)."""
+    atomic_write(target, lambda tmp: _write_bytes(tmp, data), tmp_dir)
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    path.write_bytes(data)
+
+
+def atomic_write_text(target: Path, text: str, tmp_dir: Path | None = None) -> None:
+    """Write ``text`` (UTF-8) to ``target`` atomically (see :func:`atomic_write`)."""
+    atomic_write_bytes(target, text.encode("utf-8"), tmp_dir)
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append ``line`` and a newline to ``path`` and flush it to disk before returning (a journal entry)."""
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(line + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def atomic_fs_write(fs: pafs.FileSystem, path: str, write: Callable[[Path], None]) -> None:
+    """:func:`atomic_write` on any pyarrow filesystem: ``write`` always fills a local temporary file.
+
+    On a local disk that is :func:`atomic_write` itself. Elsewhere the file is written locally, uploaded
+    under a temporary name beside ``path`` and moved onto it, so a reader never sees part of an upload
+    under the final name (a retried task replaces the object instead of adding a second one).
+    """
+    import pyarrow.fs as pafs
+
+    if isinstance(fs, pafs.LocalFileSystem):
+        atomic_write(Path(path), write)
+        return
+    folder, name = posixpath.split(path)
+    remote_tmp = posixpath.join(folder, f".{name}.{uuid.uuid4().hex[:8]}{TMP_SUFFIX}")
+    with tempfile.TemporaryDirectory(prefix="clsrun-upload-") as scratch:
+        local = Path(scratch) / name
+        write(local)
+        pafs.copy_files(str(local), remote_tmp, destination_filesystem=fs)
+    fs.move(remote_tmp, path)
+
+
+def atomic_fs_write_text(fs: pafs.FileSystem, path: str, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` on ``fs`` atomically (see :func:`atomic_fs_write`)."""
+    atomic_fs_write(fs, path, lambda tmp: _write_bytes(tmp, text.encode("utf-8")))

@@ -1,0 +1,70 @@
+"""``clsrun predict`` as one library call: check the input, load the model, score on the chosen engine.
+
+:func:`predict_file` is what the command calls. With ``ray=None`` it runs the local engine
+(``score.score_file``: one file, resumable); with :class:`~clsrun.runtime.ray_engine.engine.RayOptions`
+it runs on Ray Data (``ray_engine.engine.score_with_ray``: files, folders, globs, URIs). Either result has
+a ``summary()`` line and the manifest that was written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from clsrun.runtime.batching import BatchOptions
+from clsrun.runtime.classifier import Classifier
+from clsrun.runtime.errors import InputError, UsageError
+from clsrun.runtime.readers import ReadOptions, RecordStream
+from clsrun.runtime.score import OutputOptions, Progress, ScoreResult, open_input, score_file
+from clsrun.runtime.variant import Variant
+
+if TYPE_CHECKING:
+    from clsrun.runtime.ray_engine.engine import RayOptions, RayScoreResult
+
+# Makes the progress reporter once the input is open (a bar's total comes from the stream); used as a
+# context manager around the run, so the reporter is closed however the run ends.
+ProgressFactory = Callable[[RecordStream], AbstractContextManager[Progress]]
+
+
+def predict_file(
+    input: str | Path,
+    out: str | Path | None = None,
+    model: str | Path | None = None,
+    variant: Variant = Variant(),
+    read: ReadOptions = ReadOptions(),
+    batching: BatchOptions = BatchOptions(),
+    output: OutputOptions = OutputOptions(),
+    ray: RayOptions | None = None,
+    progress: ProgressFactory | None = None,
+) -> ScoreResult | RayScoreResult:
+    """Score every row of ``input`` with ``model`` (None: the default model) into ``out``.
+
+    Local engine: ``out`` defaults to ``INPUT_STEM.scores.csv`` next to the input; a file that cannot be
+    read at all fails before the model loads. Ray (``ray`` given): ``out`` is a folder and required;
+    ``progress`` is not used (Ray shows its own unless ``ray.quiet``).
+    """
+    if ray is not None:
+        from clsrun.runtime.ray_engine.engine import score_with_ray
+
+        if out is None:
+            raise UsageError("--engine ray needs --out FOLDER (e.g. --out scores.parquet)")
+        return score_with_ray(str(input), out, model, variant, read, batching, output, ray)
+    _check_local_paths(Path(input), out)
+    stream = open_input(input, read)  # whole-file problems: exit 2 before the model loads
+    classifier = Classifier.load(model, variant, batching)
+    with progress(stream) if progress is not None else nullcontext(None) as reporter:
+        return score_file(stream, out, classifier, read, output, reporter)
+
+
+def _check_local_paths(input: Path, out: str | Path | None) -> None:
+    """The local engine scores one file into one file (INPUT and --out may be folders only on Ray)."""
+    if not input.exists():
+        raise InputError(f"{input}: file not found")
+    if input.is_dir():
+        raise UsageError(
+            f"{input}: is a folder; the local engine scores one file (--engine ray reads folders)"
+        )
+    if out is not None and Path(out).is_dir():
+        raise UsageError(f"--out {out}: is a folder; the local engine writes one file")

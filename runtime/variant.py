@@ -1,0 +1,165 @@
+"""Which model variant runs: what the user asked for (:class:`Variant`) and what that resolves to (:class:`Choice`).
+
+:func:`choose` reads the bundle's export report and only ever picks an ONNX variant whose ``passed`` is
+true: with ``precision="auto"``, int8 on CPU (fastest on this class of machine) else fp32; fp16 on CUDA
+else fp32. A bundle that was never exported runs on the torch backend when it is installed (a runner
+plugin, ``plugins.runner_plugin``). :func:`resolve_device` is the one place ``device="auto"`` is decided.
+
+Three things are called "precision" in clsrun; this module owns the first:
+- scoring precisions (:data:`SCORING_PRECISIONS`): which variant ``predict``/``eval``/``bench`` run;
+- export precisions (``clsrun.export.EXPORT_PRECISIONS``): which ONNX variants ``export`` builds;
+- training precisions (``clsrun.trainer.config``): mixed precision of the training loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+from clsrun.runtime.bundle import Bundle
+from clsrun.runtime.errors import BundleError, DependencyError, UsageError
+from clsrun.runtime.machine import ort_providers
+from clsrun.runtime.plugins import runner_plugin
+
+Backend = Literal["auto", "onnx", "torch"]
+Precision = Literal["auto", "fp32", "fp16", "int8", "bf16"]
+Device = Literal["auto", "cpu", "cuda"]
+BACKENDS: tuple[str, ...] = get_args(Backend)
+SCORING_PRECISIONS: tuple[str, ...] = get_args(Precision)
+DEVICES: tuple[str, ...] = get_args(Device)
+# Preference when --precision auto picks an exported variant: int8 is the fastest on CPU, fp16 on a GPU.
+_ONNX_PREFERENCE = {"cpu": ("int8", "fp32", "fp16"), "cuda": ("fp16", "fp32", "int8")}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """What the user asked to run; built once from the command line (or by a Python caller).
+
+    ``choose(bundle, variant)`` resolves the ``auto`` fields against the bundle and this machine.
+    """
+
+    backend: Backend = "auto"  # --backend: auto runs the exported ONNX model, torch the eager model
+    precision: Precision = "auto"  # --precision: auto picks the fastest variant that passed the gate
+    device: Device = "auto"  # --device: auto is CUDA when the backend can use a GPU here
+    threads: int | None = None  # --threads: inference threads; None: the cores this process may use
+    streams: int | None = None  # --streams: batches run at once; None: by backend and device
+
+    def __post_init__(self) -> None:
+        problems = []
+        for flag, value, allowed in (
+            ("--backend", self.backend, BACKENDS),
+            ("--precision", self.precision, SCORING_PRECISIONS),
+            ("--device", self.device, DEVICES),
+        ):
+            if value not in allowed:
+                problems.append(f"{flag} {value!r}: choose one of {', '.join(allowed)}")
+        for flag, count in (("--threads", self.threads), ("--streams", self.streams)):
+            if count is not None and count < 1:
+                problems.append(f"{flag} {count}: must be at least 1")
+        if problems:
+            raise UsageError("; ".join(problems))
+
+
+@dataclass(frozen=True)
+class Choice:
+    """What will run: recorded in the manifest and in ``Classifier.describe()``."""
+
+    backend: str  # "onnx" | "torch"
+    precision: str  # "fp32" | "fp16" | "int8" | "bf16"
+    device: str  # "cpu" | "cuda"
+    file: str | None  # bundle-relative ONNX file, None for torch
+
+
+def default_streams(choice: Choice, threads: int) -> int:
+    """How many batches run at once when ``--streams`` is not given: one per thread for ONNX on CPU.
+
+    Why: each stream runs its batch on one core with no hand-offs between threads, where one session with
+    several intra-op threads splits every operator across them and waits for all at each of its (hundreds
+    of) nodes. The streams share one session (onnxruntime's ``run`` is thread-safe), so the weights are in
+    memory once; each holds one batch of activations. On CUDA and for the torch backend: one stream with
+    all the threads.
+    """
+    return max(1, threads) if choice.backend == "onnx" and choice.device == "cpu" else 1
+
+
+def resolve_device(device: str, backend: str) -> str:
+    """``cpu`` or ``cuda`` for ``--device`` on ``backend`` (``onnx`` or ``torch``); refuse a GPU not present.
+
+    ``auto`` is CUDA when the backend can use a GPU here: onnxruntime with its CUDA provider, or the torch
+    runner plugin seeing a CUDA device.
+    """
+    if device not in DEVICES:
+        raise UsageError(f"--device {device!r}: choose one of {', '.join(DEVICES)}")
+    if device == "cpu":
+        return "cpu"
+    if backend == "onnx":
+        has_cuda = "CUDAExecutionProvider" in ort_providers()
+        fix = "onnxruntime has no CUDA provider here; pip install 'clsrun[gpu]'"
+    else:
+        has_cuda = runner_plugin(backend).cuda_available()
+        fix = f"the {backend} backend sees no CUDA device"
+    if device == "cuda" and not has_cuda:
+        raise UsageError(f"--device cuda: {fix}")
+    return "cuda" if has_cuda else "cpu"
+
+
+def passed_variants(bundle: Bundle) -> dict[str, str]:
+    """``{precision: file}`` of the exported variants that passed the export gate and are in the bundle."""
+    report = bundle.export_report()
+    if not report:
+        return {}
+    variants = report.get("variants") or {}
+    return {
+        name: str(v["file"])
+        for name, v in variants.items()
+        if isinstance(v, dict) and v.get("passed") is True and v.get("file") and bundle.has(str(v["file"]))
+    }
+
+
+def choose(bundle: Bundle, variant: Variant = Variant()) -> Choice:
+    """Pick backend, precision, device and file as ``variant`` asks; refuse what the bundle cannot do."""
+    passed = passed_variants(bundle)
+    backend: str = variant.backend
+    if backend == "auto":
+        backend = "onnx" if passed else _installed_fallback(bundle)
+    if backend == "onnx":
+        return _choose_onnx(bundle, variant, passed)
+    device = resolve_device(variant.device, backend)
+    allowed = runner_plugin(backend).precisions(device)  # the first is what auto picks
+    precision = allowed[0] if variant.precision == "auto" else variant.precision
+    if precision not in allowed:
+        raise UsageError(
+            f"--precision {precision} is not available with --backend {backend} on {device}; "
+            f"available: {', '.join(allowed)}"
+        )
+    return Choice(backend, precision, device, None)
+
+
+def _installed_fallback(bundle: Bundle) -> str:
+    """``torch`` for a bundle that was never exported, when its runner plugin is installed."""
+    try:
+        runner_plugin("torch")
+    except DependencyError:
+        raise BundleError(
+            f"{bundle.root}: no exported ONNX model that passed the export gate, and torch is not "
+            f"installed for the torch backend; run `clsrun export {bundle.root}` first"
+        ) from None
+    return "torch"
+
+
+def _choose_onnx(bundle: Bundle, variant: Variant, passed: dict[str, str]) -> Choice:
+    if not passed:
+        raise BundleError(
+            f"{bundle.root}: no exported ONNX model that passed the export gate; "
+            f"run `clsrun export {bundle.root}` first, or use --backend torch"
+        )
+    device = resolve_device(variant.device, "onnx")
+    precision: str = variant.precision
+    if precision == "auto":
+        precision = next((p for p in _ONNX_PREFERENCE[device] if p in passed), "fp32")
+    if precision not in passed:
+        raise UsageError(
+            f"--precision {precision}: this bundle has no {precision} variant that passed the export "
+            f"gate; available: {', '.join(sorted(passed))}"
+        )
+    return Choice("onnx", precision, device, passed[precision])

@@ -1,0 +1,71 @@
+"""The shared options: one meaning, one default and one check for a flag, in every command that takes it."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import typer.main
+from typer.testing import CliRunner
+
+from clsrun.runtime.batching import BatchOptions
+from clsrun.runtime.cli import app
+from clsrun.runtime.cli import options as cli
+from clsrun.runtime.readers import ReadOptions, read_labelled
+from clsrun.runtime.variant import BACKENDS, DEVICES, SCORING_PRECISIONS, Variant
+
+VARIANT_COMMANDS = ("predict", "eval")
+
+
+def _help(command: str) -> str:
+    res = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "200", "NO_COLOR": "1"})
+    assert res.exit_code == 0, res.output
+    return res.output
+
+
+def test_cli_defaults_are_the_library_defaults() -> None:
+    variant = Variant()
+    assert variant.backend == variant.precision == variant.device == cli.AUTO
+    assert variant.threads is None and variant.streams is None
+    assert ReadOptions().text_col == cli.TEXT_COL and BatchOptions().window == cli.WINDOW
+    defaults = read_labelled.__defaults__ or ()
+    assert defaults[:2] == (cli.TEXT_COL, cli.LABEL_COL)
+
+
+@pytest.mark.parametrize("command", VARIANT_COMMANDS)
+def test_help_lists_every_choice(command: str) -> None:
+    text = _help(command)
+    for choices in (BACKENDS, SCORING_PRECISIONS, DEVICES):
+        assert "|".join(choices) in text
+
+
+@pytest.mark.parametrize("command", ["predict", "eval", "bench"])
+def test_flags_show_no_value_and_threads_mean_the_same(command: str) -> None:
+    text = _help(command)
+    flags = [
+        line for line in text.splitlines() if re.search(r"--(resume|probs|quiet|json|preserve-order)\b", line)
+    ]
+    assert flags and not [line for line in flags if "<bool>" in line]
+    threads = next(line for line in text.splitlines() if line.lstrip("│ ").startswith("--threads"))
+    assert "x>=1" in threads and "every core this process may use" in text
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["predict", "in.csv", "--threads", "0"],
+        ["eval", "bundle", "in.csv", "--threads", "0"],
+        ["bench", "bundle", "--data", "in.csv", "--threads", "0"],
+        ["predict", "in.csv", "--precision", "fp64"],
+        ["eval", "bundle", "in.csv", "--device", "tpu"],
+    ],
+)
+def test_bad_values_are_refused_before_the_command_runs(args: list[str], tmp_path: Path) -> None:
+    (tmp_path / "in.csv").write_text("text,label\na,x\n", encoding="utf-8")
+    res = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+    assert res.exit_code == 2 and "Invalid value" in res.output
+
+
+def test_every_command_is_built_by_typer() -> None:
+    typer.main.get_command(app)  # a bad annotation fails here, not in front of a user

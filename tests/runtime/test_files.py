@@ -1,0 +1,79 @@
+"""Atomic writes: the target holds the old content or the complete new one, never a part, never a stray."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pyarrow.fs as pafs
+import pytest
+
+from clsrun.runtime.files import (
+    append_line,
+    atomic_fs_write,
+    atomic_fs_write_text,
+    atomic_write,
+    atomic_write_text,
+    is_temporary,
+)
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> None:
+    target = tmp_path / "out.csv"
+    target.write_text("old", encoding="utf-8")
+
+    def half(tmp: Path) -> None:
+        tmp.write_text("new but cut", encoding="utf-8")
+        raise RuntimeError("killed mid-write")
+
+    with pytest.raises(RuntimeError, match="killed"):
+        atomic_write(target, half)
+    assert target.read_text(encoding="utf-8") == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.csv"]
+
+
+def test_written_through_a_temporary_name_with_an_ordinary_mode(tmp_path: Path) -> None:
+    seen: list[str] = []
+
+    def write(tmp: Path) -> None:
+        seen.append(tmp.name)
+        tmp.write_bytes(b"done")
+
+    atomic_write(tmp_path / "state.json", write)
+    assert is_temporary(seen[0]) and seen[0].startswith(".state.json.")
+    assert not is_temporary("state.json") and not is_temporary(".hidden")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "state.json").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_text_replaces_and_the_temporary_can_live_elsewhere(tmp_path: Path) -> None:
+    (tmp_path / "scratch").mkdir()
+    target = tmp_path / "m.json"
+    atomic_write_text(target, "one")
+    atomic_write_text(target, "two", tmp_dir=tmp_path / "scratch")
+    assert target.read_text(encoding="utf-8") == "two"
+    assert list((tmp_path / "scratch").iterdir()) == []
+
+
+def test_journal_lines_are_appended(tmp_path: Path) -> None:
+    journal = tmp_path / "journal.jsonl"
+    append_line(journal, '{"a": 1}')
+    append_line(journal, '{"a": 2}')
+    assert journal.read_text(encoding="utf-8").splitlines() == ['{"a": 1}', '{"a": 2}']
+
+
+@pytest.mark.parametrize("remote", [False, True])
+def test_filesystem_writes_publish_complete_files_only(tmp_path: Path, remote: bool) -> None:
+    # A SubTreeFileSystem is not a LocalFileSystem: it takes the upload-then-move path of S3 or HDFS.
+    fs = pafs.SubTreeFileSystem(str(tmp_path), pafs.LocalFileSystem()) if remote else pafs.LocalFileSystem()
+    root = "" if remote else f"{tmp_path}/"
+    atomic_fs_write_text(fs, f"{root}manifest.json", "{}\n")
+    assert (tmp_path / "manifest.json").read_text(encoding="utf-8") == "{}\n"
+
+    def broken(local: Path) -> None:
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_fs_write(fs, f"{root}part-00000.csv", broken)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json"]

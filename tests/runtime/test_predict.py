@@ -1,0 +1,72 @@
+"""predict_file: the one library call behind `clsrun predict` (engine dispatch, progress, summary line)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import TracebackType
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pytest
+
+from clsrun.runtime.batching import BatchOptions
+from clsrun.runtime.errors import InputError, UsageError
+from clsrun.runtime.predict import predict_file
+from clsrun.runtime.readers import ReadOptions, RecordStream
+from clsrun.runtime.score import OutputOptions
+from clsrun.runtime.variant import Variant
+
+
+class _Counter:
+    """A progress reporter that remembers what it was told, and whether it was closed."""
+
+    def __init__(self, stream: RecordStream) -> None:
+        self.stream, self.resumed_rows, self.rows, self.closed = stream, 0, 0, False
+
+    def resumed(self, rows: int) -> None:
+        self.resumed_rows += rows
+
+    def update(self, rows: int) -> None:
+        self.rows += rows
+
+    def __enter__(self) -> _Counter:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.closed = True
+
+
+def test_local_run_reports_progress_and_a_summary_line(tmp_path: Path, toy_bundle: Path) -> None:
+    src = tmp_path / "in.csv"
+    pacsv.write_csv(pa.table({"key": ["a", "b", "c"], "text": ["gg", "", "bb"]}), src)
+    made: list[_Counter] = []
+
+    def progress(stream: RecordStream) -> _Counter:
+        made.append(_Counter(stream))
+        return made[-1]
+
+    result = predict_file(
+        src,
+        tmp_path / "o.jsonl",
+        toy_bundle,
+        Variant(threads=1),
+        ReadOptions(id_col="key"),
+        BatchOptions(window=2),
+        OutputOptions(probs=True),
+        progress=progress,
+    )
+    assert result.summary().startswith(
+        f"scored 3 rows (2 ok, 1 error, 0 truncated) -> {tmp_path / 'o.jsonl'} in "
+    )
+    assert "onnx int8 cpu, 1 threads, 1 streams" in result.summary()
+    (bar,) = made
+    assert bar.rows == 3 and bar.resumed_rows == 0 and bar.closed and bar.stream.path == src
+
+
+def test_local_engine_refuses_folders_and_missing_files(tmp_path: Path, toy_bundle: Path) -> None:
+    with pytest.raises(InputError, match="file not found"):
+        predict_file(tmp_path / "nope.csv", model=toy_bundle)
+    with pytest.raises(UsageError, match="is a folder; the local engine scores one file"):
+        predict_file(tmp_path, model=toy_bundle)
