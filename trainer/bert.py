@@ -47,7 +47,7 @@ from clsrun.trainer.bert_model import (
 from clsrun.trainer.bundle_writer import finish_bundle, save_weights
 from clsrun.trainer.config import TrainConfig
 from clsrun.trainer.data import Split
-from clsrun.trainer.options import BertOptions
+from clsrun.trainer.options import AUTO_HEAD_TAIL_SHARE, BertOptions
 from clsrun.trainer.reporting import EpochLog, cut_note, progress_bar, tensorboard_writer
 
 if TYPE_CHECKING:
@@ -169,12 +169,17 @@ class _Encoded:
     val: tuple[np.ndarray, np.ndarray]  # (rows (N_val,), targets (N_val,))
 
 
-def _encode(split: Split, checkpoint: Path, config: TrainConfig, options: BertOptions) -> _Encoded:
-    """Tokenize both splits with the checkpoint's tokenizer through :class:`BertEncoder`, as scoring will."""
+def _encode(split: Split, checkpoint: Path, config: TrainConfig, truncation: str) -> _Encoded:
+    """Tokenize both splits with the checkpoint's tokenizer through :class:`BertEncoder`, as scoring will.
+
+    ``auto`` tokenizes with ``head``: which texts are cut does not depend on which of their tokens are kept.
+    """
     train_y, val_y = split.train_targets(), split.val_targets()  # (N,), (N_val,)
     with tempfile.TemporaryDirectory(prefix="clsrun-tok-") as tmp:
         save_tokenizer(checkpoint, Path(tmp), config.max_length)
-        encoder = BertEncoder.from_folder(tmp, config.max_length, options.truncation)
+        encoder = BertEncoder.from_folder(
+            tmp, config.max_length, "head" if truncation == "auto" else truncation
+        )
         tokens = encoder.tokenize(normalize_many(split.train_texts + split.val_texts, Normalization()))
     train_rows = np.arange(len(train_y))  # (N,)
     val_rows = np.arange(len(train_y), len(tokens))  # (N_val,)
@@ -197,18 +202,24 @@ def fit_bert(split: Split, config: TrainConfig, options: BertOptions, out: Path 
     engine.seed_everything(config.seed)
     model = from_checkpoint(checkpoint, list(split.labels), pooling)
     _check_max_length(model, config.max_length)
-    settings = {"pooling": pooling, "truncation": options.truncation, "base_model": options.model}
-    data = _encode(split, checkpoint, config, options)
+    data = _encode(split, checkpoint, config, options.truncation)
+    cut_share = float(data.tokens.truncated[data.train[0]].mean())
+    truncation = options.truncation
+    if truncation == "auto":
+        truncation = "head-tail" if cut_share >= AUTO_HEAD_TAIL_SHARE else "head"
+        if truncation != "head":
+            data = _encode(split, checkpoint, config, truncation)
+    settings = {"pooling": pooling, "truncation": truncation, "base_model": options.model}
     if distributed.is_main():
         train_rows, val_rows = data.train[0], data.val[0]
         log.info(
             "%s (%s pooling, %s truncation): %d training rows, %d validation rows; %s",
             "all-MiniLM-L6-v2" if options.model == MINILM else options.model,
             pooling,
-            options.truncation,
+            truncation + (" (auto)" if options.truncation == "auto" else ""),
             len(train_rows),
             len(val_rows),
-            cut_note(float(data.tokens.truncated[train_rows].mean()), config.max_length, "tokens"),
+            cut_note(cut_share, config.max_length, "tokens"),
         )
     train = _train_frozen if options.freeze_encoder else _fine_tune
     fit = train(model, data, list(split.labels), config, out)

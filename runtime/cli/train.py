@@ -152,7 +152,9 @@ def train(
     truncation: str | None = typer.Option(
         None,
         "--truncation",
-        help="BERT: head keeps the first tokens of a long text; head-tail keeps the first and the last.",
+        help="BERT: head keeps the first tokens of a long text; head-tail keeps the first and the last (an "
+        "ending often carries the verdict). Default auto: head-tail when a fifth or more of the training "
+        "texts are longer than --max-length, else head; the choice is recorded and scoring cuts the same way.",
     ),
     freeze_encoder: bool = typer.Option(
         False,

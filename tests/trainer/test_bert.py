@@ -196,3 +196,13 @@ def test_checkpoint_without_pooler_weights_gets_an_identity_pooler(tmp_path: Pat
     BertModel(config, add_pooling_layer=False).save_pretrained(folder)
     dense = from_checkpoint(folder, ["a", "b"], "cls").hf.bert.pooler.dense
     assert torch.equal(dense.weight, torch.eye(8)) and not dense.bias.any()
+
+
+@pytest.mark.parametrize(("max_length", "expected"), [(32, "head"), (6, "head-tail")])
+def test_truncation_auto_cuts_head_tail_when_many_training_texts_are_long(
+    tiny_bert_checkpoint: Path, tiny_bert_data: Path, max_length: int, expected: str
+) -> None:
+    split = load_split(tiny_bert_data, val_split=0.25)
+    config = TrainConfig.for_kind(str(tiny_bert_checkpoint), max_length=max_length, epochs=1, logs=False)
+    run = fit_bert(split, config, BertOptions(model=str(tiny_bert_checkpoint)))
+    assert run.settings["truncation"] == expected  # what the bundle records and scoring applies

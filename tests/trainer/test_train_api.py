@@ -32,7 +32,7 @@ def test_each_kind_gets_its_own_defaults_and_set_fields_override_only_themselves
 ) -> None:
     assert TrainConfig.for_kind("charcnn").lr == CHARCNN_DEFAULTS["lr"] == 5e-3
     bert = TrainConfig.for_kind(str(tiny_bert_checkpoint), epochs=1)
-    assert (bert.lr, bert.batch_size, bert.warmup, bert.epochs) == (5e-5, 16, 0.1, 1)
+    assert (bert.lr, bert.batch_size, bert.warmup, bert.epochs) == (1e-4, 16, 0.1, 1)
     assert TrainConfig.for_kind("minilm").epochs == BERT_DEFAULTS["epochs"]
     frozen = TrainConfig.for_kind("minilm", BertOptions(freeze_encoder=True))
     assert (frozen.lr, frozen.epochs) == (FROZEN_DEFAULTS["lr"], FROZEN_DEFAULTS["epochs"])
