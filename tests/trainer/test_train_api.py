@@ -87,7 +87,7 @@ def test_bert_from_python_trains_at_bert_settings(
         config={"epochs": 1, "max_length": 32, "quiet": True},
     )
     hyper = Bundle.load(result.bundle).spec.training["hyperparameters"]
-    assert (hyper["lr"], hyper["batch_size"], hyper["warmup"], hyper["epochs"]) == (5e-5, 16, 0.1, 1)
+    assert (hyper["lr"], hyper["batch_size"], hyper["warmup"], hyper["epochs"]) == (1e-4, 16, 0.1, 1)
     assert result.options == BertOptions(model=str(tiny_bert_checkpoint))
 
 
