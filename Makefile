@@ -4,7 +4,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # Reinstall the (strict) editable package when a package folder gains or loses a file.
-PKG_DIRS := src/clsrun runtime runtime/cli runtime/ray_engine runtime/default_model trainer export
+PKG_DIRS := src/clsrun src/clsrun/bench runtime runtime/cli runtime/ray_engine runtime/default_model trainer export
 STAMP := $(VENV)/.clsrun-installed
 
 .PHONY: install test lint typecheck unit demo bench clean

@@ -3,7 +3,8 @@
 - dependencies point one way: runtime imports neither trainer, export, bench nor torch; trainer does not
   import export or bench; nothing imports bench. The exceptions are in runtime/cli: a command body
   imports the stage it runs when it runs (so `--help` stays instant), and type hints may name it;
-- no function in runtime/ is over 60 lines (a CLI command's option declarations do not count).
+- no function in runtime/, trainer/, export/ or bench is over 60 lines (a CLI command's option declarations do
+  not count).
 """
 
 from __future__ import annotations
@@ -15,13 +16,12 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-# Source folder -> the package it installs as (pyproject's package-dir). "bench" is the future home of
-# `clsrun bench`; it is listed now so the rule holds from its first file on.
+# Source folder -> the package it installs as (pyproject's package-dir); `clsrun bench` lives in src/clsrun.
 PACKAGES = {
     "runtime": "clsrun.runtime",
     "trainer": "clsrun.trainer",
     "export": "clsrun.export",
-    "bench": "clsrun.bench",
+    "src/clsrun/bench": "clsrun.bench",
 }
 FORBIDDEN = {
     "clsrun.runtime": ("clsrun.trainer", "clsrun.export", "clsrun.bench", "torch", "transformers"),
@@ -33,7 +33,9 @@ MAX_LINES = 60
 
 def _modules() -> Iterator[tuple[str, Path, ast.Module]]:
     for folder, package in PACKAGES.items():
-        for path in sorted((REPO / folder).rglob("*.py")):
+        files = sorted((REPO / folder).rglob("*.py"))
+        assert files, f"no modules under {folder}: the check would pass on nothing"
+        for path in files:
             yield package, path, ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
 
 
@@ -67,6 +69,19 @@ def test_dependencies_point_one_way() -> None:
     assert not wrong, "imports against the direction of the stages:\n" + "\n".join(wrong)
 
 
+def test_only_the_bench_command_imports_bench() -> None:
+    """Not even inside a function: ``clsrun bench``'s body is the one place that reaches measurement code."""
+    allowed = REPO / "runtime" / "cli" / "bench.py"
+    wrong = [
+        f"{path.relative_to(REPO)}:{line}"
+        for package, path, tree in _modules()
+        if package != "clsrun.bench" and path != allowed
+        for line, module in _imports(tree, skip_functions=False)
+        if _is(module, "clsrun.bench")
+    ]
+    assert not wrong, "clsrun.bench imported outside the bench command:\n" + "\n".join(wrong)
+
+
 def test_the_check_sees_what_it_must_refuse() -> None:
     code = "import clsrun.bench\nfrom clsrun.trainer.models import load_model\ndef f():\n    import torch\n"
     found = [m for _, m in _imports(ast.parse(code), skip_functions=False)]
@@ -84,7 +99,7 @@ def _length(node: ast.FunctionDef | ast.AsyncFunctionDef, is_command: bool) -> i
     return (node.end_lineno or node.lineno) - body[0].lineno + 1
 
 
-@pytest.mark.parametrize("folder", ["runtime"])
+@pytest.mark.parametrize("folder", ["runtime", "src/clsrun/bench"])
 def test_no_function_is_over_60_lines(folder: str) -> None:
     long = []
     for path in sorted((REPO / folder).rglob("*.py")):

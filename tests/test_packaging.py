@@ -15,12 +15,14 @@ STAGES = ("runtime", "trainer", "export")
 
 
 def _subpackage_dirs() -> set[str]:
-    """Every folder under the three stage folders that holds Python modules, as wheel paths."""
+    """Every folder under the three stage folders and src/clsrun that holds Python modules, as wheel paths."""
     found = {"clsrun"}
     for stage in STAGES:
         for init in (REPO / stage).rglob("__init__.py"):
             rel = init.parent.relative_to(REPO).as_posix()
             found.add(f"clsrun/{rel}")
+    for init in (REPO / "src" / "clsrun").rglob("__init__.py"):
+        found.add(init.parent.relative_to(REPO / "src").as_posix())
     return found
 
 

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Final
 
 import typer
 
+from clsrun.runtime.errors import UsageError
 from clsrun.runtime.variant import Backend, Device, Precision
 
 AUTO: Final = "auto"  # --backend, --precision, --device (Variant)
@@ -28,6 +29,17 @@ WINDOW = 8192  # --window (BatchOptions)
 def flag(*names: str, help: str) -> Any:
     """A boolean option given as ``--name`` alone: no value follows it, so ``--help`` shows none."""
     return typer.Option(*names, metavar="", help=help)
+
+
+def int_list(value: str, flag: str, example: str) -> tuple[int, ...]:
+    """``"64,64,64"`` -> ``(64, 64, 64)``: the comma list of positive integers given to ``flag``."""
+    try:
+        numbers = tuple(int(x) for x in value.split(",") if x.strip())
+    except ValueError:
+        numbers = ()
+    if not numbers or min(numbers) < 1:
+        raise UsageError(f"{flag} must be comma-separated integers above 0 such as {example}, got {value!r}")
+    return numbers
 
 
 Model = Annotated[
@@ -66,7 +78,9 @@ PrecisionOpt = Annotated[
 DeviceOpt = Annotated[
     Device,
     typer.Option(
-        "--device", help="auto uses CUDA when the backend can (onnxruntime-gpu, or torch with CUDA)."
+        "--device",
+        help="auto uses CUDA when it can (onnxruntime-gpu for ONNX; torch with CUDA for the torch backend "
+        "and for training); cuda refuses to start without one.",
     ),
 ]
 Threads = Annotated[
@@ -107,4 +121,12 @@ Window = Annotated[
         "work after a crash.",
     ),
 ]
-Quiet = Annotated[bool, flag("--quiet", "-q", help="No progress output and no summary line.")]
+Quiet = Annotated[
+    bool,
+    flag(
+        "--quiet",
+        "-q",
+        help="No progress bar, progress lines or closing summary on stderr. Results, warnings and errors still "
+        "show (train's per-epoch lines and report, bench's table).",
+    ),
+]

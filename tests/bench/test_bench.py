@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from clsrun.export.bench import BACKENDS, BackendResult, BenchConfig, BenchReport, run_bench
-from clsrun.export.bench_report import write_report
+from clsrun.bench import BACKENDS, BackendResult, BenchConfig, BenchReport, run_bench, write_report
 from clsrun.runtime.cli import app
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,53 @@
+"""``clsrun bench``: throughput and latency of every way to run a bundle, measured on the same texts.
+
+Measurement, not a stage: it may import the runtime, export and the trainer, and nothing imports it but
+the ``clsrun bench`` command body (``tests/test_layout.py`` checks both). One run, in file order:
+``config.py`` (what to measure) -> ``inputs.py`` (the texts, tokenized and batched once, as predict batches
+them) -> ``machine.py`` (the machine and a measured matmul peak) -> ``flops.py`` (FLOPs of the model) ->
+``backends.py`` (each way to run it) -> ``timing.py`` and ``memory.py`` (what is measured) -> ``run.py``
+(:func:`run_bench`, the report) -> ``report.py`` and ``plots.py`` (:func:`write_report`).
+
+Needs the ``train`` extra (torch, transformers, matplotlib, psutil).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from clsrun.bench.config import BACKENDS, BenchConfig
+from clsrun.bench.report import write_report
+from clsrun.bench.run import BackendResult, BenchReport, run_bench
+
+__all__ = [
+    "BACKENDS",
+    "BackendResult",
+    "BenchConfig",
+    "BenchReport",
+    "Written",
+    "bench",
+    "run_bench",
+    "write_report",
+]
+
+
+@dataclass(frozen=True)
+class Written:
+    """What :func:`bench` measured and wrote."""
+
+    report: BenchReport
+    markdown: str  # bench.md's text
+    paths: dict[str, Path]  # json, markdown, throughput_png, latency_png
+
+
+def bench(config: BenchConfig, out_dir: Path | str, progress: Callable[[str], None] | None = None) -> Written:
+    """Measure every backend ``config`` names (:func:`run_bench`) and write the report into ``out_dir``
+    (:func:`write_report`); ``progress`` gets one line per step. The one call behind ``clsrun bench``."""
+    from clsrun.runtime.errors import require
+
+    for module in ("torch", "transformers", "matplotlib", "psutil"):
+        require(module, "train")
+    report = run_bench(config, progress)
+    paths = write_report(report, out_dir)
+    return Written(report, paths["markdown"].read_text(encoding="utf-8"), paths)
