@@ -3,8 +3,10 @@
 Maps flags to the arguments of :func:`clsrun.trainer.train` and makes that one call (imported inside the
 command, so ``--help`` is instant and a scoring-only install without torch still runs every other command).
 Flags left unset are not passed: the model kind's defaults apply (``clsrun.trainer.options``), and the
-kind's options check their own flags. Under ``torchrun --nproc-per-node N`` every process runs this
-command; only rank 0 writes the bundle and prints the report.
+kind's options check their own flags. The flags other commands take too (``--text-col``, ``--label-col``,
+``--device``, ``--quiet``) are the shared aliases of ``options.py``: one meaning and one default everywhere.
+Under ``torchrun --nproc-per-node N`` every process runs this command; only rank 0 writes the bundle and
+prints the report.
 """
 
 from __future__ import annotations
@@ -12,27 +14,27 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
 from clsrun.runtime.cli.app import app, reports_errors
-from clsrun.runtime.errors import UsageError
+from clsrun.runtime.cli.options import (
+    AUTO,
+    LABEL_COL,
+    TEXT_COL,
+    DeviceOpt,
+    LabelCol,
+    Quiet,
+    TextCol,
+    flag,
+    int_list,
+)
 
 
 def _set(**values: Any) -> dict[str, Any]:
     """The flags the user set (typer gives None for the others)."""
     return {name: value for name, value in values.items() if value is not None}
-
-
-def _ints(value: str | None, flag: str) -> tuple[int, ...] | None:
-    """``"64,64,64"`` -> ``(64, 64, 64)``; None when the flag is not set."""
-    if value is None:
-        return None
-    try:
-        return tuple(int(x) for x in value.split(",") if x.strip())
-    except ValueError as e:
-        raise UsageError(f"{flag} must be comma-separated integers such as 64,64,64, got {value!r}") from e
 
 
 @app.command("train")
@@ -52,7 +54,7 @@ def train(
         "(e.g. a copy of bert-base-chinese). Nothing is downloaded.",
     ),
     out: Path = typer.Option(..., "--out", help="Bundle folder to create (must be absent or empty)."),
-    force: bool = typer.Option(False, "--force", help="Replace an existing bundle in --out."),
+    force: Annotated[bool, flag("--force", help="Replace an existing bundle in --out.")] = False,
     val_data: Path | None = typer.Option(
         None,
         "--val-data",
@@ -66,8 +68,8 @@ def train(
         help="Fraction of DATA held out for validation (default 0.1): more = surer "
         "numbers, less training data.",
     ),
-    text_col: str = typer.Option("text", "--text-col", help="Column holding the text."),
-    label_col: str = typer.Option("label", "--label-col", help="Column holding the label."),
+    text_col: TextCol = TEXT_COL,
+    label_col: LabelCol = LABEL_COL,
     lr: float | None = typer.Option(None, "--lr", help="Peak learning rate (char-CNN 5e-3, BERT 5e-5)."),
     epochs: int | None = typer.Option(
         None, "--epochs", help="Maximum epochs; early stopping may end sooner (char-CNN 6, BERT 3)."
@@ -115,23 +117,25 @@ def train(
         "at some cost to overall accuracy.",
     ),
     seed: int | None = typer.Option(None, "--seed", help="Seed for initialisation, shuffling and the split."),
-    device: str | None = typer.Option(None, "--device", help="auto (CUDA when present), cpu or cuda."),
+    device: DeviceOpt = AUTO,
     precision: str | None = typer.Option(
         None,
         "--precision",
-        help="CUDA mixed precision: auto (bf16 if supported, else fp16), bf16, fp16, fp32.",
+        help="Mixed precision of training on CUDA: auto (bf16 if supported, else fp16), bf16, fp16, fp32; "
+        "CPU trains in fp32. (Not predict's --precision, which picks an exported variant.)",
     ),
     num_workers: int | None = typer.Option(None, "--num-workers", help="Data-loader worker processes."),
-    no_logs: bool = typer.Option(False, "--no-logs", help="Do not write TensorBoard logs into BUNDLE/logs."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar (per-epoch lines remain)."),
+    no_logs: Annotated[
+        bool, flag("--no-logs", help="Do not write TensorBoard logs into BUNDLE/logs.")
+    ] = False,
+    quiet: Quiet = False,
     embed_dim: int | None = typer.Option(
         None, "--embed-dim", help="char-CNN: character embedding width (48)."
     ),
     channels: str | None = typer.Option(
         None,
         "--channels",
-        help="char-CNN: channels per convolution, e.g. 64,64,64; wider is slower to score (128 channels "
-        "scored ~3x slower for no better accuracy).",
+        help="char-CNN: channels per convolution, e.g. 64,64,64; wider is slower to score.",
     ),
     kernel_sizes: str | None = typer.Option(
         None, "--kernel-sizes", help="char-CNN: odd kernel width per convolution, e.g. 1,3,5."
@@ -147,7 +151,7 @@ def train(
         "--pooling",
         help="BERT: cls ([CLS] vector, what BERT's own head uses) or mean (what sentence-transformers such "
         "as MiniLM were trained for); default auto picks by checkpoint. char-CNN: max (default) or max+mean "
-        "(adds the average over the text; helps long documents, costs nothing measurable).",
+        "(adds the average over the text; helps long documents).",
     ),
     truncation: str | None = typer.Option(
         None,
@@ -156,12 +160,14 @@ def train(
         "ending often carries the verdict). Default auto: head-tail when a fifth or more of the training "
         "texts are longer than --max-length, else head; the choice is recorded and scoring cuts the same way.",
     ),
-    freeze_encoder: bool = typer.Option(
-        False,
-        "--freeze-encoder",
-        help="BERT: train only the classification head on features computed once (minutes instead of tens "
-        "of minutes, usually a little less accurate).",
-    ),
+    freeze_encoder: Annotated[
+        bool,
+        flag(
+            "--freeze-encoder",
+            help="BERT: train only the classification head on features computed once (faster to train, "
+            "usually a little less accurate).",
+        ),
+    ] = False,
 ) -> None:
     """Train a text classifier and write a model bundle (validation metrics included)."""
     from clsrun.trainer import DataOptions
@@ -190,8 +196,8 @@ def train(
         config["early_stopping_patience"] = early_stopping_patience or None  # 0 turns it off
     options = _set(
         embed_dim=embed_dim,
-        channels=_ints(channels, "--channels"),
-        kernel_sizes=_ints(kernel_sizes, "--kernel-sizes"),
+        channels=None if channels is None else int_list(channels, "--channels", "64,64,64"),
+        kernel_sizes=None if kernel_sizes is None else int_list(kernel_sizes, "--kernel-sizes", "1,3,5"),
         dropout=dropout,
         vocab_size=vocab_size,
         pooling=pooling,
@@ -203,7 +209,8 @@ def train(
         data, out, model=model, config=config, options=options, data_options=where, force=force
     )
     if result.report is not None:
-        typer.echo(f"bundle written to {out}", err=True)
+        if not quiet:
+            typer.echo(f"bundle written to {out}", err=True)
         _print(result.report.to_text())
 
 

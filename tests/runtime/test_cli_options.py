@@ -69,3 +69,34 @@ def test_bad_values_are_refused_before_the_command_runs(args: list[str], tmp_pat
 
 def test_every_command_is_built_by_typer() -> None:
     typer.main.get_command(app)  # a bad annotation fails here, not in front of a user
+
+
+def test_train_shares_the_flags_and_its_help_gives_the_library_defaults() -> None:
+    from clsrun.trainer.data import DEFAULT_VAL_SPLIT, DataOptions
+    from clsrun.trainer.options import BERT_DEFAULTS, CHARCNN_DEFAULTS, CharCNNOptions
+
+    assert (DataOptions().text_col, DataOptions().label_col) == (cli.TEXT_COL, cli.LABEL_COL)
+    raw = _help("train")
+    assert not [line for line in raw.splitlines() if re.search(r"--(quiet|force|no-logs)\b.*<bool>", line)]
+    for shared in ("--text-col", "--label-col", "--device", "--quiet"):
+        assert raw.count(shared) >= 1
+    text = " ".join(raw.replace("│", " ").split())
+    assert "auto uses CUDA when it can" in text  # --device: the shared help
+    numbers = {
+        "lr": r"--lr .*?char-CNN ([\d.e-]+), BERT ([\d.e-]+)",
+        "epochs": r"--epochs .*?char-CNN (\d+), BERT (\d+)",
+    }
+    for field, pattern in numbers.items():
+        found = re.search(pattern, text)
+        assert found, f"--{field} help names no per-kind defaults"
+        assert (float(found[1]), float(found[2])) == (CHARCNN_DEFAULTS[field], BERT_DEFAULTS[field])
+    charcnn = CharCNNOptions()
+    for phrase in (
+        f"(default {DEFAULT_VAL_SPLIT:g})",
+        f"width ({charcnn.embed_dim})",
+        f"features ({charcnn.dropout:g})",
+        f"kept ({charcnn.vocab_size})",
+        "e.g. " + ",".join(map(str, charcnn.channels)),
+        "e.g. " + ",".join(map(str, charcnn.kernel_sizes)),
+    ):
+        assert phrase in text, phrase
