@@ -6,7 +6,8 @@ Public API: :func:`export_bundle` with :class:`ExportOptions` (and :class:`Int8O
 
 from __future__ import annotations
 
-from clsrun.export.exporter import EXPORT_PRECISIONS, ExportOptions, ExportReport, export_bundle
+from clsrun.export.exporter import EXPORT_PRECISIONS, ExportOptions, export_bundle
 from clsrun.export.quantize import Int8Options
+from clsrun.export.report import ExportReport
 
 __all__ = ["EXPORT_PRECISIONS", "ExportOptions", "ExportReport", "Int8Options", "export_bundle"]

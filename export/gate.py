@@ -1,63 +1,75 @@
 """The accuracy gate: every exported variant is scored on labelled rows and compared with eager PyTorch.
 
-The rows (the bundle's ``validation.jsonl.gz`` or a ``--eval-data`` file) are normalised and encoded with
-the runtime's own ``textnorm`` and encoder, sorted by length and padded per batch exactly as
-``clsrun predict`` does, so the gate measures what the runtime will run. For each variant it records
-accuracy, the drop in accuracy points against eager PyTorch, label agreement with eager PyTorch, the
-largest |logit difference| and the rows/s of that scoring pass. A variant that loses more than the allowed
-points is refused; the fp32 file must also match eager logits within a tolerance, since any difference
-there is an export bug, not a precision trade-off. A variant that could not be built, or that onnxruntime
-could not run, is refused too (:func:`build_failure`): it has no metrics and no file, so ``--force`` cannot
-keep it. :func:`gate_error` lists every refused variant, whatever refused it, in one error.
+The rows (the bundle's ``validation.jsonl.gz`` or a ``--eval-data`` file) are scored by the runtime itself:
+each candidate file, still in export's staging folder, opens through ``Classifier.open`` with
+``variant.onnx_candidate``, so it runs under the ``OrtRunner`` ``clsrun predict`` uses (same session options,
+threads and streams) on the batches predict plans (``Classifier.prepare``: ``textnorm``, the bundle's
+encoder, ``plan_batches`` with predict's batch options for the bundle's kind and the variant's device). What
+the gate measures (accuracy, rows/s, and therefore the choice between static and dynamic int8, whose
+activation scales depend on the batch) is what production runs. Each variant runs on the device it is
+made for: fp32 and int8 on CPU, fp16 on CUDA when onnxruntime has it here (else CPU).
+
+For each variant the gate records accuracy, the drop in accuracy points against eager PyTorch, label
+agreement with eager PyTorch, the largest |logit difference| and the rows/s of the timed inference pass
+(after one untimed batch), with the threads, streams and batch budget it ran with. A variant that loses more
+than the allowed points is refused; the fp32 file must also match eager logits within a tolerance, since any
+difference there is an export bug, not a precision trade-off. A variant that could not be built, or that
+onnxruntime could not run, is refused too (:func:`build_failure`): it has no metrics and no file, so
+``--force`` cannot keep it. :func:`gate_error` lists every refused variant, whatever refused it, in one error.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from clsrun.runtime.errors import AccuracyGateError, ExportError, InputError
+from clsrun.runtime.batching import BatchOptions
+from clsrun.runtime.errors import AccuracyGateError, ExportError, InputError, InternalError
 
 if TYPE_CHECKING:
     import torch
 
     from clsrun.runtime.bundle import Bundle
+    from clsrun.runtime.encode import Encoder, Tokens
 
 Feeds = dict[str, np.ndarray]
 # fp32 parity: |onnx - eager| <= FP32_ATOL + FP32_RTOL * max|eager logit|.
 FP32_ATOL = 1e-3
 FP32_RTOL = 1e-3
+# The device each variant is gated on: where it is meant to run (fp16 is the CUDA variant).
+GATE_DEVICES = {"fp32": "cpu", "int8": "cpu", "fp16": "auto"}
+CALIBRATION_BATCH = 32  # rows per static int8 calibration batch
 
 
 @dataclass
 class EvalSet:
-    """Encoded labelled rows, length-sorted into padded batches; ``labels`` follow the batch order."""
+    """The gate's labelled rows, tokenized by the runtime's encoder and batched as predict batches them on CPU."""
 
-    batches: list[Feeds]  # each value (B, T) int64
-    labels: np.ndarray  # (N,) int64 index into the bundle's labels
+    texts: list[str]  # as read, each non-empty after normalisation (Classifier.prepare normalises them)
+    labels: np.ndarray  # (N,) int64 index into the bundle's labels, in row order
     source: str  # where the rows came from, for the report
+    encoder: Encoder
+    tokens: Tokens  # the normalised texts, tokenized: the eager reference, calibration and tracing use them
+    batches: list[np.ndarray]  # row indices, length-sorted token-budget batches (predict's CPU plan)
+    batching: BatchOptions  # what predict batches with (unresolved: each variant resolves it for its device)
 
     @property
     def rows(self) -> int:
         return len(self.labels)
 
+    def feeds(self, rows: np.ndarray) -> Feeds:
+        """Model inputs ``{name: (B, T) int64}`` of ``rows``, padded as the runtime pads them."""
+        return self.encoder.pad(self.tokens, rows)
 
-def load_eval_set(
-    bundle: Bundle, eval_data: Path | None = None, batch_size: int = 32, max_rows: int | None = None
-) -> EvalSet:
-    """Read, normalise and encode the gate's labelled rows with the runtime's own encoder.
 
-    Raises :class:`InputError` when there are no rows, or when labels are not the bundle's labels.
-    """
+def _read_rows(bundle: Bundle, eval_data: Path | None) -> tuple[list[str], list[str], str]:
+    """Texts, labels and source name of the gate rows; :class:`InputError` for labels the bundle lacks."""
     from clsrun.runtime.bundle import VALIDATION_FILE
-    from clsrun.runtime.encode import make_encoder
     from clsrun.runtime.readers import read_labelled
-    from clsrun.runtime.textnorm import normalize
 
     if eval_data is not None:
         path, source = Path(eval_data), str(eval_data)
@@ -68,73 +80,118 @@ def load_eval_set(
             )
         path, source = bundle.path(VALIDATION_FILE), VALIDATION_FILE
     data = read_labelled(path)
-    index = {label: i for i, label in enumerate(bundle.labels)}
-    unknown = sorted(set(data.labels) - index.keys())
+    unknown = sorted(set(data.labels) - set(bundle.labels))
     if unknown:
         shown = ", ".join(repr(x) for x in unknown[:5])
         raise InputError(
             f"{source}: labels {shown} are not labels of this model ({', '.join(bundle.labels)})"
         )
-    pairs = [
-        (normalize(t, bundle.spec.normalization), index[y])
-        for t, y in zip(data.texts, data.labels, strict=True)
+    return data.texts, data.labels, source
+
+
+def load_eval_set(
+    bundle: Bundle,
+    eval_data: Path | None = None,
+    max_rows: int | None = None,
+    batching: BatchOptions = BatchOptions(),
+) -> EvalSet:
+    """Read the gate's labelled rows, keep those with text after normalisation (at most ``max_rows``),
+    tokenize them with the runtime's encoder and plan predict's CPU batches.
+
+    Raises :class:`InputError` when there are no rows, or when labels are not the bundle's labels.
+    """
+    from clsrun.runtime.batching import plan_batches
+    from clsrun.runtime.encode import make_encoder
+    from clsrun.runtime.textnorm import normalize
+
+    texts, labels, source = _read_rows(bundle, eval_data)
+    index = {label: i for i, label in enumerate(bundle.labels)}
+    kept = [
+        (t, n, index[y])
+        for t, y in zip(texts, labels, strict=True)
+        if (n := normalize(t, bundle.spec.normalization))
     ]
-    pairs = [(t, y) for t, y in pairs if t][:max_rows]
-    if not pairs:
+    kept = kept[:max_rows]
+    if not kept:
         raise InputError(f"{source}: no row has text left after normalisation")
     encoder = make_encoder(bundle)
-    tokens = encoder.tokenize([t for t, _ in pairs])
-    labels = np.fromiter((y for _, y in pairs), dtype=np.int64, count=len(pairs))
-    order = np.argsort(tokens.lengths, kind="stable")  # length-sorted, as the runtime's batcher does
-    batches = [encoder.pad(tokens, order[i : i + batch_size]) for i in range(0, len(order), batch_size)]
-    return EvalSet(batches, labels[order], source)
+    tokens = encoder.tokenize([n for _, n, _ in kept])
+    cpu = batching.resolved(bundle.spec.kind, "cpu")
+    assert cpu.batch_tokens is not None, "resolved() sets batch_tokens"
+    batches = plan_batches(tokens.lengths, cpu.batch_tokens, cpu.max_batch_rows, sort=cpu.sort)
+    targets = np.fromiter((y for _, _, y in kept), dtype=np.int64, count=len(kept))
+    return EvalSet([t for t, _, _ in kept], targets, source, encoder, tokens, batches, batching)
 
 
-def eager_logits(model: torch.nn.Module, batches: Sequence[Feeds]) -> np.ndarray:
-    """(N, n_labels) float32 logits of the eager model over all batches, in batch order."""
+def eager_logits(model: torch.nn.Module, eval_set: EvalSet) -> np.ndarray:
+    """(N, n_labels) float32 logits of the eager model over the gate rows, in row order."""
     import torch
 
-    out = []
+    out: np.ndarray | None = None
     with torch.inference_mode():
-        for feeds in batches:
-            logits = model(**{k: torch.from_numpy(v) for k, v in feeds.items()})  # (B, n_labels)
-            out.append(logits.float().numpy())
-    return np.concatenate(out)
+        for rows in eval_set.batches:
+            feeds = {k: torch.from_numpy(v) for k, v in eval_set.feeds(rows).items()}
+            logits = model(**feeds).float().numpy()  # (B, n_labels)
+            if out is None:
+                out = np.empty((eval_set.rows, logits.shape[1]), dtype=np.float32)
+            out[rows] = logits
+    if out is None:
+        raise InternalError("the gate's eval set has no batches")
+    return out
 
 
-def session_providers(prefer_cuda: bool) -> list[str]:
-    """Execution providers for scoring a variant: CUDA first when asked for and present, else CPU."""
-    import onnxruntime as ort
+def calibration_feeds(eval_set: EvalSet, rows: int) -> tuple[list[Feeds], int]:
+    """Static int8 calibration batches: ``rows`` gate rows spread evenly over all lengths (shortest to
+    longest), in batches of ``CALIBRATION_BATCH``; and how many rows that is."""
+    order = np.argsort(eval_set.tokens.lengths, kind="stable")  # (N,)
+    picks = np.unique(np.linspace(0, len(order) - 1, num=min(rows, len(order))).round().astype(np.int64))
+    chosen = order[picks]
+    batches = [chosen[i : i + CALIBRATION_BATCH] for i in range(0, len(chosen), CALIBRATION_BATCH)]
+    return [eval_set.feeds(b) for b in batches], len(chosen)
 
-    if prefer_cuda and "CUDAExecutionProvider" in ort.get_available_providers():
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    return ["CPUExecutionProvider"]
+
+@dataclass
+class Scored:
+    """A candidate's pass over the gate rows, as the runtime ran it."""
+
+    logits: np.ndarray  # (N, n_labels) float32, row order
+    seconds: float  # the timed inference pass over every batch
+    provider: str  # what executed it (onnxruntime's first provider)
+    ran: dict[str, Any]  # device, threads, streams, batch_tokens, batches: the settings predict would use
 
 
-def onnx_logits(path: Path, batches: Sequence[Feeds], providers: list[str]) -> tuple[np.ndarray, float]:
-    """(N, n_labels) logits of an ONNX file over all batches, and the seconds the scoring pass took.
+def run_candidate(bundle: Bundle, file: str, precision: str, eval_set: EvalSet) -> Scored:
+    """Score the bundle-relative ONNX file ``file`` on the gate rows as ``clsrun predict`` runs a variant
+    (``Classifier.open``: ``OrtRunner``, predict's threads, streams and batches); one batch warms it up.
 
     Raises :class:`ExportError` when onnxruntime cannot load or run the file.
     """
-    import onnxruntime as ort
+    from clsrun.runtime.classifier import Classifier
+    from clsrun.runtime.readers import RecordChunk
+    from clsrun.runtime.variant import onnx_candidate
 
-    options = ort.SessionOptions()
-    options.log_severity_level = 3  # the CPU provider's notes about inserted Casts are not user news
-    # As the runtime's sessions: idle workers sleep instead of spinning, which on a shared or busy machine
-    # costs the spinning threads' cores to everyone else (the eager reference included).
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    choice = onnx_candidate(bundle, file, precision, GATE_DEVICES.get(precision, "cpu"))
     try:
-        session = ort.InferenceSession(str(path), options, providers=providers)
-        names = {i.name for i in session.get_inputs()}
-        session.run(["logits"], {k: v for k, v in batches[0].items() if k in names})  # warm-up, not timed
+        clf = Classifier.open(bundle, choice, batching=eval_set.batching)
+        prepared = clf.prepare(RecordChunk(0, None, list(eval_set.texts), [""] * eval_set.rows))
+        clf.run(clf.pad(prepared, prepared.batches[0]))  # warm-up, not timed
         start = time.perf_counter()
-        out = [
-            session.run(["logits"], {k: v for k, v in feeds.items() if k in names})[0] for feeds in batches
-        ]
+        clf.infer(prepared)
         seconds = time.perf_counter() - start
     except Exception as e:  # onnxruntime raises one unrelated class per status code (Fail, InvalidGraph, ...)
-        raise ExportError(f"onnxruntime could not run {path.name}: {type(e).__name__}: {one_line(e)}") from e
-    return np.concatenate(out).astype(np.float32, copy=False), seconds
+        raise ExportError(
+            f"onnxruntime could not run {Path(file).name}: {type(e).__name__}: {one_line(e)}"
+        ) from e
+    if len(prepared.valid) != eval_set.rows:
+        raise InternalError(f"the runtime scored {len(prepared.valid)} of {eval_set.rows} gate rows")
+    ran = {
+        "device": choice.device,
+        "threads": clf.threads,
+        "streams": clf.streams,
+        "batch_tokens": clf.batching.batch_tokens,
+        "batches": len(prepared.batches),
+    }
+    return Scored(prepared.logits, seconds, clf.runner.providers[0], ran)
 
 
 def one_line(error: BaseException, limit: int = 300) -> str:
@@ -252,3 +309,39 @@ def gate_error(results: dict[str, VariantResult], rows: int, source: str) -> Acc
         f"accuracy gate refused {len(failed)} variant(s) on {rows} rows of {source}: {lines}. "
         f"Refused files were removed; {'; '.join(hints)}"
     )
+
+
+@dataclass
+class Gate:
+    """What every variant of one export is judged against: the gate rows, eager PyTorch's logits on them,
+    and the allowance. :meth:`score` runs one candidate file and decides on it."""
+
+    bundle: Bundle
+    eval_set: EvalSet
+    reference: np.ndarray  # (N, n_labels) eager PyTorch logits, row order
+    max_drop_pts: float  # --max-accuracy-drop
+    force: bool  # --force: keep (and mark usable) what the gate refuses
+
+    def score(self, name: str, path: Path) -> VariantResult:
+        """Run the candidate ``path`` (in the staging folder inside the bundle) as predict would, and judge
+        it; ``--force`` keeps a refused one. Raises :class:`ExportError` when onnxruntime cannot run it."""
+        from clsrun.runtime.bundle import ONNX_FILES
+
+        scored = run_candidate(
+            self.bundle, path.relative_to(self.bundle.root).as_posix(), name, self.eval_set
+        )
+        result = judge(
+            name,
+            ONNX_FILES[name],
+            scored.logits,
+            self.reference,
+            self.eval_set.labels,
+            self.max_drop_pts,
+            scored.seconds,
+            scored.provider,
+            path.stat().st_size,
+        )
+        result.details["ran"] = scored.ran
+        if not result.gate_passed and self.force:
+            result.passed, result.forced = True, True
+        return result

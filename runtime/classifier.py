@@ -127,20 +127,35 @@ class Classifier:
         """Load and verify a bundle (None: the default model shipped with clsrun) and open its runner.
 
         ``variant``: what to run, as ``clsrun predict``'s options (``auto`` picks the fastest variant that
-        passed the export gate); threads default to the cores this process may use, streams to
-        ``variant.default_streams``. ``batching``: how rows are cut into batches (``batch_tokens``
-        defaults by model kind and device).
+        passed the export gate, :func:`~clsrun.runtime.variant.choose`); then :meth:`open`.
         """
         loaded = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle or default_model_path())
-        choice = choose(loaded, variant)
-        threads = variant.threads or default_threads()
-        streams = variant.streams or default_streams(choice, threads)
+        return cls.open(loaded, choose(loaded, variant), variant.threads, variant.streams, batching)
+
+    @classmethod
+    def open(
+        cls,
+        bundle: Bundle,
+        choice: Choice,
+        threads: int | None = None,
+        streams: int | None = None,
+        batching: BatchOptions = BatchOptions(),
+    ) -> Classifier:
+        """A classifier that runs ``choice`` on a loaded bundle: what :meth:`load` does once it has chosen.
+
+        ``threads`` default to the cores this process may use, ``streams`` to
+        :func:`~clsrun.runtime.variant.default_streams`; ``batching``'s token budget defaults by model kind
+        and ``choice.device``. Export's gate opens each file it built this way
+        (:func:`~clsrun.runtime.variant.onnx_candidate`), so it scores exactly what predict will run.
+        """
+        threads = threads or default_threads()
+        streams = streams or default_streams(choice, threads)
         if streams > threads:
             raise UsageError(f"--streams {streams}: must be between 1 and the threads ({threads})")
-        encoder = make_encoder(loaded)
-        runner = open_runner(loaded, choice, threads // streams)
-        resolved = batching.resolved(loaded.spec.kind, choice.device)
-        return cls(loaded, encoder, runner, choice, threads, streams, resolved)
+        encoder = make_encoder(bundle)
+        runner = open_runner(bundle, choice, threads // streams)
+        resolved = batching.resolved(bundle.spec.kind, choice.device)
+        return cls(bundle, encoder, runner, choice, threads, streams, resolved)
 
     @property
     def labels(self) -> list[str]:

@@ -41,7 +41,13 @@ class ModelNotFoundError(ClsrunError):
 
 
 class ExportError(ClsrunError):
-    """An export step failed, or refused to overwrite existing files without ``--force``."""
+    """An export step failed."""
+
+
+class AlreadyExportedError(ExportError):
+    """Export refused to replace an earlier export without ``--force``: bad usage, not a failure."""
+
+    exit_code = 2
 
 
 class AccuracyGateError(ExportError):

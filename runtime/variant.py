@@ -3,7 +3,9 @@
 :func:`choose` reads the bundle's export report and only ever picks an ONNX variant whose ``passed`` is
 true: with ``precision="auto"``, int8 on CPU (fastest on this class of machine) else fp32; fp16 on CUDA
 else fp32. A bundle that was never exported runs on the torch backend when it is installed (a runner
-plugin, ``plugins.runner_plugin``). :func:`resolve_device` is the one place ``device="auto"`` is decided.
+plugin, ``plugins.runner_plugin``). :func:`resolve_device` is the one place ``device="auto"`` is decided
+(the trainer uses it too). :func:`onnx_candidate` names an ONNX file the gate has not passed yet (export
+scores its candidates with the runtime's own runner before installing any).
 
 Three things are called "precision" in clsrun; this module owns the first:
 - scoring precisions (:data:`SCORING_PRECISIONS`): which variant ``predict``/``eval``/``bench`` run;
@@ -16,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-from clsrun.runtime.bundle import Bundle
+from clsrun.runtime.bundle import ONNX_FILES, Bundle
 from clsrun.runtime.errors import BundleError, DependencyError, UsageError
 from clsrun.runtime.machine import ort_providers
 from clsrun.runtime.plugins import runner_plugin
@@ -163,3 +165,20 @@ def _choose_onnx(bundle: Bundle, variant: Variant, passed: dict[str, str]) -> Ch
             f"gate; available: {', '.join(sorted(passed))}"
         )
     return Choice("onnx", precision, device, passed[precision])
+
+
+def onnx_candidate(bundle: Bundle, file: str, precision: str, device: str = "auto") -> Choice:
+    """What runs a bundle-relative ONNX file that is not (yet) a variant that passed the export gate.
+
+    Export's gate scores the files it builds in a staging folder inside the bundle before installing any
+    (``clsrun.export.gate``); with this choice they open through ``Classifier.open`` and ``OrtRunner``
+    exactly as a passed variant opens for ``clsrun predict``. Nothing is loosened: the file must lie inside
+    the bundle (``bundle.path`` refuses absolute names, ``..`` and links leading out), and the runner checks
+    its external data as for every variant. ``precision`` is one of the exported variants (``ONNX_FILES``).
+    """
+    if precision not in ONNX_FILES:
+        raise UsageError(f"precision {precision!r}: an ONNX variant is one of {', '.join(ONNX_FILES)}")
+    path = bundle.path(file)
+    if not path.is_file():
+        raise BundleError(f"{path}: no such ONNX file in the bundle")
+    return Choice("onnx", precision, resolve_device(device, "onnx"), file)

@@ -99,7 +99,7 @@ def _length(node: ast.FunctionDef | ast.AsyncFunctionDef, is_command: bool) -> i
     return (node.end_lineno or node.lineno) - body[0].lineno + 1
 
 
-@pytest.mark.parametrize("folder", ["runtime", "src/clsrun/bench"])
+@pytest.mark.parametrize("folder", list(PACKAGES))
 def test_no_function_is_over_60_lines(folder: str) -> None:
     long = []
     for path in sorted((REPO / folder).rglob("*.py")):

@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import typer
 
 from clsrun.runtime.cli.app import app, reports_errors
-
-if TYPE_CHECKING:
-    from clsrun.export import ExportReport
 
 
 @app.command("export")
@@ -21,8 +17,8 @@ def export(
         "fp32,int8",
         "--precision",
         help="Comma list of fp32, int8, fp16. fp32 is always built (the others derive from it and it is "
-        "the fallback). int8 is the fast CPU variant (int8 weights: a quarter of their fp32 size); fp16 is for CUDA only: the CPU "
-        "provider runs it through inserted casts, no faster than fp32.",
+        "the fallback). int8 is the fast CPU variant (int8 weights: a quarter of their fp32 size); fp16 is "
+        "for CUDA only: the CPU provider runs it through inserted casts, no faster than fp32.",
     ),
     max_accuracy_drop: float = typer.Option(
         1.0,
@@ -85,54 +81,29 @@ def export(
     """Export BUNDLE to ONNX (fp32, int8, fp16), fuse BERT graphs, and gate every variant on labelled rows.
 
     Writes onnx/model.onnx, onnx/model.int8.onnx, onnx/model.fp16.onnx and onnx/export_report.json
-    inside the bundle. A variant losing more than --max-accuracy-drop points is removed and the command
-    exits non-zero (unless --force); an int8 or fp16 variant that cannot be built is refused the same way
-    (even with --force) while the others are still exported; fp32 failing stops the export. The runtime only
-    uses variants the report marks as passed.
+    inside the bundle. Each variant is scored as clsrun predict runs it (the runtime's runner, threads,
+    streams and batches) and printed once. A variant losing more than --max-accuracy-drop points is removed
+    and the command exits 1 (unless --force); an int8 or fp16 variant that cannot be built is refused the
+    same way (even with --force) while the others are still exported; fp32 failing stops the export. An
+    exported bundle is not exported again without --force (exit 2). The runtime only uses variants the
+    report marks as passed.
     """
-    from clsrun.export import ExportOptions, ExportReport, Int8Options, export_bundle
+    from clsrun.export import ExportOptions, Int8Options, export_bundle
     from clsrun.runtime.errors import AccuracyGateError
 
+    int8 = Int8Options(
+        per_channel=per_channel,
+        weight_type=weight_type,  # type: ignore[arg-type]
+        static=static_int8,
+        plain_layernorm=plain_layernorm,
+    )
+    precisions = tuple(p.strip() for p in precision.split(",") if p.strip())
     options = ExportOptions(
-        precisions=tuple(p.strip() for p in precision.split(",") if p.strip()),
-        max_accuracy_drop=max_accuracy_drop,
-        force=force,
-        eval_data=eval_data,
-        int8=Int8Options(
-            per_channel=per_channel,
-            weight_type=weight_type,  # type: ignore[arg-type]
-            static=static_int8,
-            plain_layernorm=plain_layernorm,
-        ),
-        max_rows=max_rows,
+        precisions, max_accuracy_drop, force, eval_data=eval_data, int8=int8, max_rows=max_rows
     )
     try:
-        report = export_bundle(bundle, options)
-    except AccuracyGateError as e:
-        if isinstance(e.report, ExportReport):
-            _print_report(e.report)  # every variant, the refused ones too; the error line follows
+        typer.echo(export_bundle(bundle, options).to_text())
+    except AccuracyGateError as e:  # every variant, the refused ones too; the error line follows
+        if e.report is not None:
+            typer.echo(e.report.to_text())  # type: ignore[attr-defined]
         raise
-    _print_report(report)
-
-
-def _print_report(report: ExportReport) -> None:
-    """One line per variant (passed, forced or refused), the fused operators and the report's path."""
-    ref = report.data["reference"]
-    typer.echo(f"eager PyTorch: accuracy {ref['accuracy']:.4f} on {ref['rows']} rows of {ref['source']}")
-    for name, result in report.variants.items():
-        status = "forced" if result.forced else "passed" if result.passed else "refused"
-        if not result.built:
-            typer.echo(f"{name:5s} {status:7s} {'(not built)':24s} {result.reason}")
-            continue
-        method = report.data["variants"][name].get("quantization", {}).get("method")
-        typer.echo(
-            f"{name:5s} {status:7s} {result.file if result.kept else '(removed)':24s} "
-            f"accuracy {result.accuracy:.4f} (drop {result.accuracy_drop_pts:+.2f} pts), agreement "
-            f"{result.label_agreement:.4f}, max |logit diff| {result.max_abs_logit_diff:.2g}, "
-            f"{result.rows_per_s:.0f} rows/s, {(result.size_bytes or 0) / 1e6:.1f} MB"
-            + (f", {method}" if method else "")
-        )
-    fusions = report.data["fusions"].get("fp32")
-    if fusions:
-        typer.echo("fused operators (fp32): " + ", ".join(f"{op} {n}" for op, n in fusions.items()))
-    typer.echo(f"report: {report.path} ({report.data['export_seconds']:.1f} s)")

@@ -174,7 +174,7 @@ def test_cli_exports_then_refuses_to_overwrite(tiny_charcnn_bundle: Path) -> Non
     assert first.exit_code == 0, first.output
     assert "fp32  passed" in first.output and "int8  passed" in first.output
     second = runner.invoke(app, ["export", str(tiny_charcnn_bundle)])
-    assert second.exit_code == 1
+    assert second.exit_code == 2  # bad usage, as every refusal of what the user asked for
     assert "already exported" in second.output
 
 
