@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import tempfile
 import time
@@ -44,7 +43,7 @@ from clsrun.export.report import ExportReport, report_json
 from clsrun.runtime.batching import BatchOptions
 from clsrun.runtime.bundle import EXPORT_REPORT, HF_CONFIG_FILE, ONNX_DIR, ONNX_FILES, Bundle
 from clsrun.runtime.errors import AlreadyExportedError, ExportError, InternalError, UsageError
-from clsrun.runtime.files import atomic_write_text
+from clsrun.runtime.files import atomic_write_text, move_into_place
 
 if TYPE_CHECKING:
     import torch
@@ -277,7 +276,7 @@ def _install(bundle: Bundle, built: dict[str, Path], results: dict[str, VariantR
     for name, path in built.items():
         result = results[name]
         if result.passed:
-            os.replace(path, bundle.root / ONNX_FILES[name])
+            move_into_place(path, bundle.root / ONNX_FILES[name])
         else:
             result.kept = False
             path.unlink()

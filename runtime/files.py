@@ -11,6 +11,8 @@ the complete new one, never a mix. Temporary names are ``.<target name>.<random>
 - :func:`atomic_write_text` / :func:`atomic_write_bytes`: small files (manifests, state, reports);
 - :func:`atomic_fs_write` / :func:`atomic_fs_write_text`: the same on any pyarrow filesystem (the Ray
   engine's parts and manifest may go to S3, GCS or HDFS);
+- :func:`move_into_place`: publish a file that was built whole elsewhere on the same file system (export's
+  staging folder) the same way: flushed, renamed, folder flushed;
 - :func:`append_line`: one durable journal line; :func:`fsync_path`: flush a file or folder.
 """
 
@@ -84,6 +86,14 @@ def _write_bytes(path: Path, data: bytes) -> None:
 def atomic_write_text(target: Path, text: str, tmp_dir: Path | None = None) -> None:
     """Write ``text`` (UTF-8) to ``target`` atomically (see :func:`atomic_write`)."""
     atomic_write_bytes(target, text.encode("utf-8"), tmp_dir)
+
+
+def move_into_place(source: Path, target: Path) -> None:
+    """Rename the finished file ``source`` over ``target`` (same file system), flushed before and after, so
+    ``target`` holds either its old content or all of ``source``, even after a power cut."""
+    fsync_path(source)
+    os.replace(source, target)
+    fsync_path(target.parent)
 
 
 def append_line(path: Path, line: str) -> None:

@@ -10,7 +10,7 @@ scores its candidates with the runtime's own runner before installing any).
 Three things are called "precision" in clsrun; this module owns the first:
 - scoring precisions (:data:`SCORING_PRECISIONS`): which variant ``predict``/``eval``/``bench`` run;
 - export precisions (``clsrun.export.EXPORT_PRECISIONS``): which ONNX variants ``export`` builds;
-- training precisions (``clsrun.trainer.config``): mixed precision of the training loop.
+- training precisions (``clsrun.trainer.config.TRAINING_PRECISIONS``): mixed precision of the training loop.
 """
 
 from __future__ import annotations

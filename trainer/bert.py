@@ -256,7 +256,7 @@ def _train_frozen(
             f"--freeze-encoder with --pooling cls needs a BERT-style head (pooler + linear classifier); "
             f"{type(model).__name__} of this checkpoint has none: use --pooling mean"
         )
-    device, _ = engine.resolve_device(config)  # features are computed in fp32
+    device, _ = engine.training_device(config)  # features are computed in fp32
     distributed.join(device)
     start = time.perf_counter()
     feats = _features(model, data, config, device)  # (N + N_val, H)

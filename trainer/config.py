@@ -11,18 +11,20 @@ pooling) are the kind's options.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from clsrun.runtime.errors import UsageError
+from clsrun.runtime.variant import DEVICES, Device
 
 if TYPE_CHECKING:
     from clsrun.trainer.options import KindOptions
 
 Schedule = Literal["linear", "cosine", "cosine_with_restarts", "constant"]
 SCHEDULES: tuple[str, ...] = ("linear", "cosine", "cosine_with_restarts", "constant")
-Precision = Literal["auto", "fp32", "bf16", "fp16"]
-PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
-DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+# Mixed precision of the training loop: not the scoring precisions of ``runtime.variant`` (which exported
+# variant runs) nor ``clsrun.export.EXPORT_PRECISIONS`` (which variants export builds).
+TrainingPrecision = Literal["auto", "fp32", "bf16", "fp16"]
+TRAINING_PRECISIONS: tuple[str, ...] = get_args(TrainingPrecision)
 CLASS_WEIGHTS: tuple[str, ...] = ("none", "auto")
 
 
@@ -45,8 +47,8 @@ class TrainConfig:
     grad_accum: int = 1  # optimizer step every N batches (effective batch = batch_size * N * processes)
     class_weights: Literal["none", "auto"] = "none"  # "auto": loss weights = inverse class frequency
     seed: int = 42  # seeds python, numpy and torch (model init, shuffling, dropout) and the validation split
-    device: Literal["auto", "cpu", "cuda"] = "auto"  # "auto" uses CUDA when present
-    precision: Precision = "auto"  # mixed precision on CUDA: "auto" = bf16 when supported; CPU is always fp32
+    device: Device = "auto"  # "auto" uses CUDA when present (``runtime.variant.resolve_device``)
+    precision: TrainingPrecision = "auto"  # mixed precision on CUDA: "auto" = bf16 when supported; CPU is always fp32
     num_workers: int = 0  # data-loader worker processes (0: load in the training process)
     logs: bool = True  # write TensorBoard logs into BUNDLE/logs
     quiet: bool = False  # no progress bar
@@ -101,7 +103,8 @@ class TrainConfig:
         )
         need(self.class_weights in CLASS_WEIGHTS, "--class-weights", "'none' or 'auto'", self.class_weights)
         need(self.device in DEVICES, "--device", f"one of {', '.join(DEVICES)}", self.device)
-        need(self.precision in PRECISIONS, "--precision", f"one of {', '.join(PRECISIONS)}", self.precision)
+        precisions = ", ".join(TRAINING_PRECISIONS)
+        need(self.precision in TRAINING_PRECISIONS, "--precision", f"one of {precisions}", self.precision)
         need(self.num_workers >= 0, "--num-workers", ">= 0", self.num_workers)
         if problems:
             raise UsageError("; ".join(problems))

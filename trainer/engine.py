@@ -153,13 +153,14 @@ def inverse_frequency_weights(targets: np.ndarray, n_classes: int) -> torch.Tens
     return torch.tensor(weights, dtype=torch.float32)
 
 
-def resolve_device(config: TrainConfig) -> tuple[str, str]:
-    """``(device, precision)`` actually used: CUDA only when asked for or ``auto`` finds it; autocast on CUDA."""
-    has_cuda = torch.cuda.is_available()
-    if config.device == "cuda" and not has_cuda:
-        raise UsageError("--device cuda: no CUDA device is available (use --device cpu or auto)")
-    device = "cuda" if (config.device == "cuda" or (config.device == "auto" and has_cuda)) else "cpu"
-    precision = config.precision
+def training_device(config: TrainConfig) -> tuple[str, str]:
+    """``(device, precision)`` a run trains with: ``--device`` resolved as the runtime resolves it for the
+    torch backend (``variant.resolve_device``: CUDA when asked for or when ``auto`` finds it), and
+    ``--precision`` the autocast on CUDA (CPU trains in fp32)."""
+    from clsrun.runtime.variant import resolve_device
+
+    device = resolve_device(config.device, "torch")
+    precision: str = config.precision
     if device == "cpu":
         if precision in ("bf16", "fp16"):
             raise UsageError(f"--precision {precision} needs CUDA; on CPU training runs in fp32")
@@ -370,7 +371,7 @@ def fit(
     Raises :class:`UsageError` for impossible device/precision requests (naming the flag).
     """
     config.validate()
-    device, precision = resolve_device(config)
+    device, precision = training_device(config)
     if len(train_dataset) == 0 or len(val_dataset) == 0:
         raise UsageError(
             f"need training and validation rows, got {len(train_dataset)} and {len(val_dataset)}"

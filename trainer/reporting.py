@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from clsrun.runtime.bundle import LOGS_DIR
 from clsrun.runtime.terminal import bar_geometry
 from clsrun.trainer import distributed
 from clsrun.trainer.config import TrainConfig
 
 log = logging.getLogger("clsrun.trainer")
 
-LOGS_DIR = "logs"  # TensorBoard event files, inside the bundle folder (not part of the model)
 
 
 @dataclass

@@ -15,6 +15,7 @@ from clsrun.runtime.files import (
     atomic_write,
     atomic_write_text,
     is_temporary,
+    move_into_place,
 )
 
 
@@ -77,3 +78,13 @@ def test_filesystem_writes_publish_complete_files_only(tmp_path: Path, remote: b
     with pytest.raises(OSError, match="disk full"):
         atomic_fs_write(fs, f"{root}part-00000.csv", broken)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json"]
+
+
+def test_move_into_place_replaces_the_target_whole(tmp_path: Path) -> None:
+    staged = tmp_path / ".stage" / "model.onnx"
+    staged.parent.mkdir()
+    staged.write_bytes(b"new model")
+    target = tmp_path / "model.onnx"
+    target.write_bytes(b"old")
+    move_into_place(staged, target)
+    assert target.read_bytes() == b"new model" and not staged.exists()

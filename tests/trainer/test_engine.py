@@ -16,8 +16,8 @@ from clsrun.trainer.engine import (
     fit,
     inverse_frequency_weights,
     pad_collate,
-    resolve_device,
     seed_everything,
+    training_device,
 )
 from clsrun.trainer.reporting import EpochLog, EpochRecord
 
@@ -139,10 +139,10 @@ def test_config_errors_name_every_flag() -> None:
 def test_device_requests_that_cannot_be_met(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(UsageError, match="--device cuda"):
-        resolve_device(TrainConfig.for_kind("charcnn", device="cuda"))
+        training_device(TrainConfig.for_kind("charcnn", device="cuda"))
     with pytest.raises(UsageError, match="--precision bf16 needs CUDA"):
-        resolve_device(TrainConfig.for_kind("charcnn", precision="bf16"))
-    assert resolve_device(TrainConfig.for_kind("charcnn")) == ("cpu", "fp32")
+        training_device(TrainConfig.for_kind("charcnn", precision="bf16"))
+    assert training_device(TrainConfig.for_kind("charcnn")) == ("cpu", "fp32")
 
 
 def test_pad_collate_pads_to_the_longest_row() -> None:
