@@ -1,6 +1,6 @@
 """Training settings shared by every model kind: one frozen dataclass, one comment per field.
 
-The values that suit one model kind ruin another (the char-CNN learns at 5e-3, BERT at 5e-5), so those
+The values that suit one model kind ruin another (the char-CNN's learning rate would wreck a BERT), so those
 fields have no default here: :meth:`TrainConfig.for_kind` fills them from the kind's options
 (``clsrun.trainer.options``) and applies what the user set on top. ``TrainConfig()`` alone is a
 ``TypeError``, never a BERT run at the char-CNN's settings. :meth:`TrainConfig.validate`'s errors name the
@@ -48,7 +48,9 @@ class TrainConfig:
     class_weights: Literal["none", "auto"] = "none"  # "auto": loss weights = inverse class frequency
     seed: int = 42  # seeds python, numpy and torch (model init, shuffling, dropout) and the validation split
     device: Device = "auto"  # "auto" uses CUDA when present (``runtime.variant.resolve_device``)
-    precision: TrainingPrecision = "auto"  # mixed precision on CUDA: "auto" = bf16 when supported; CPU is always fp32
+    precision: TrainingPrecision = (
+        "auto"  # mixed precision on CUDA: "auto" = bf16 when supported; CPU is always fp32
+    )
     num_workers: int = 0  # data-loader worker processes (0: load in the training process)
     logs: bool = True  # write TensorBoard logs into BUNDLE/logs
     quiet: bool = False  # no progress bar

@@ -23,7 +23,6 @@ from clsrun.trainer.config import TrainConfig
 log = logging.getLogger("clsrun.trainer")
 
 
-
 @dataclass
 class EpochRecord:
     """One epoch's numbers. Train figures are running means over the epoch (dropout on)."""

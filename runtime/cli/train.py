@@ -70,9 +70,9 @@ def train(
     ),
     text_col: TextCol = TEXT_COL,
     label_col: LabelCol = LABEL_COL,
-    lr: float | None = typer.Option(None, "--lr", help="Peak learning rate (char-CNN 5e-3, BERT 5e-5)."),
+    lr: float | None = typer.Option(None, "--lr", help="Peak learning rate (char-CNN 5e-3, BERT 1e-4)."),
     epochs: int | None = typer.Option(
-        None, "--epochs", help="Maximum epochs; early stopping may end sooner (char-CNN 6, BERT 3)."
+        None, "--epochs", help="Maximum epochs; early stopping may end sooner (char-CNN 6, BERT 2)."
     ),
     batch_size: int | None = typer.Option(
         None, "--batch-size", help="Rows per step per process: larger is faster per row, needs more memory."
