@@ -75,14 +75,21 @@ def run_cli(model: str | None, src: Path, out: Path, threads: int | None) -> tup
     return wall, manifest
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def input_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The options of every benchmark that scores a file made from ``--source``: the model, the source and
+    the folder the inputs and outputs go to."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None, help="bundle folder (default: the shipped default model)")
-    ap.add_argument("--rows", type=int, default=200_000)
     ap.add_argument("--source", type=Path, default=DEFAULT_SOURCE)
+    ap.add_argument("--workdir", type=Path, default=Path("/tmp/clsrun-bench"))
+    return ap
+
+
+def main() -> None:
+    ap = input_parser(__doc__)
+    ap.add_argument("--rows", type=int, default=200_000)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--workdir", type=Path, default=Path("/tmp/clsrun-bench"))
     args = ap.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     src = make_input(args.source, args.rows, args.workdir / f"{args.source.stem}_{args.rows}.csv")

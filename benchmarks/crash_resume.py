@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
@@ -22,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench_predict_throughput import DEFAULT_SOURCE, make_input  # type: ignore[import-not-found]
+from bench_predict_throughput import input_parser, make_input  # type: ignore[import-not-found]
 
 
 def command(src: Path, out: Path, model: str | None) -> list[str]:
@@ -44,13 +43,10 @@ def rows_checkpointed(out: Path) -> int:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default=None, help="bundle folder (default: the shipped default model)")
+    ap = input_parser(__doc__)
     ap.add_argument("--rows", type=int, default=200_000)
     ap.add_argument("--kills", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--source", type=Path, default=DEFAULT_SOURCE)
-    ap.add_argument("--workdir", type=Path, default=Path("/tmp/clsrun-bench"))
     args = ap.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     rng = random.Random(args.seed)

@@ -12,13 +12,11 @@ part, never as a whole.
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
-from pathlib import Path
 
-from bench_predict_throughput import DEFAULT_SOURCE, make_input  # type: ignore[import-not-found]
+from bench_predict_throughput import input_parser, make_input  # type: ignore[import-not-found]
 
 LAUNCHER = """
 import json, os, sys, time
@@ -44,12 +42,9 @@ def peak_rss_mib(cmd: list[str]) -> tuple[float, float]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default=None, help="bundle folder (default: the shipped default model)")
+    ap = input_parser(__doc__)
     ap.add_argument("--small", type=int, default=100_000)
     ap.add_argument("--large", type=int, default=1_000_000)
-    ap.add_argument("--source", type=Path, default=DEFAULT_SOURCE)
-    ap.add_argument("--workdir", type=Path, default=Path("/tmp/clsrun-bench"))
     args = ap.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     result: dict[str, float] = {}

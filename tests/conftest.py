@@ -286,13 +286,8 @@ def tiny_bert_bundle(
 
 @contextlib.contextmanager
 def one_torch_thread() -> Iterator[None]:
-    """Run tiny-model training on one intra-op thread: a second thread gains nothing on a model this small,
-    and on a shared, busy CPU two spinning OpenMP threads made the tiny BERT's training 10x slower."""
-    import torch
+    """Run tiny-model training on one intra-op thread (``clsrun.trainer.frozen.one_thread`` says why)."""
+    from clsrun.trainer.frozen import one_thread
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         yield
-    finally:
-        torch.set_num_threads(before)

@@ -21,7 +21,7 @@ import copy
 import logging
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -98,20 +98,18 @@ class HeadTraining:
 
     @classmethod
     def from_config(cls, config: TrainConfig) -> HeadTraining:
-        return cls(
-            lr=config.lr,
-            epochs=config.epochs,
-            batch_size=config.batch_size,
-            weight_decay=config.weight_decay,
-            patience=config.early_stopping_patience,
-            seed=config.seed,
-        )
+        """The fields of ``config`` under the same names (``patience`` is ``early_stopping_patience``)."""
+        names = {"patience": "early_stopping_patience"}
+        return cls(**{f.name: getattr(config, names.get(f.name, f.name)) for f in fields(cls)})
 
 
 @contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
-    """(batch, H) x (H, C) products are far too small to split across threads: one is faster, and on a
-    shared CPU a second spinning OpenMP thread made head training ~10x slower."""
+def one_thread() -> Iterator[None]:
+    """Run torch on one intra-op thread for the block (or, as ``@one_thread()``, the function), then restore.
+
+    For models too small to split: the head's (batch, H) x (H, C) products, and the tests' tiny models. A
+    second thread gains nothing there, and on a shared CPU a spinning OpenMP thread slows them severalfold.
+    """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -120,6 +118,7 @@ def _one_thread() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
+@one_thread()
 def train_head(
     head: nn.Linear,
     train_x: torch.Tensor,
@@ -136,36 +135,10 @@ def train_head(
     one stop training. ``head`` ends holding the best epoch's weights, expressed on the raw
     (unstandardised) features. ``class_weight`` ``(C,)`` weights the loss (``--class-weights auto``).
     """
-    with _one_thread():
-        return _train_head(head, train_x, train_y, val_x, val_y, settings, class_weight, on_epoch)
-
-
-def _train_head(
-    head: nn.Linear,
-    train_x: torch.Tensor,
-    train_y: torch.Tensor,
-    val_x: torch.Tensor,
-    val_y: torch.Tensor,
-    settings: HeadTraining,
-    class_weight: torch.Tensor | None,
-    on_epoch: Callable[[EpochRecord], None] | None,
-) -> HeadResult:
     mean = train_x.mean(dim=0)  # (H,)
     std = train_x.std(dim=0).clamp(min=1e-6)  # (H,)
-    xs = (train_x - mean) / std  # (N, H)
-    vs = (val_x - mean) / std  # (N_val, H)
-    work = nn.Linear(head.in_features, head.out_features)
-    generator = torch.Generator().manual_seed(settings.seed)
-    with torch.no_grad():
-        work.weight.normal_(0.0, 0.01, generator=generator)
-        work.bias.zero_()
-    optim = torch.optim.AdamW(
-        [
-            {"params": [work.weight], "weight_decay": settings.weight_decay},
-            {"params": [work.bias], "weight_decay": 0.0},
-        ],
-        lr=settings.lr,
-    )
+    xs, vs = (train_x - mean) / std, (val_x - mean) / std  # (N, H), (N_val, H)
+    work, optim, generator = _fresh_head(head, settings)
     result = HeadResult(best_epoch=0)
     best_loss = math.inf
     best_state: dict[str, torch.Tensor] = {}
@@ -192,6 +165,23 @@ def _train_head(
         head.bias.copy_(work.bias - weight @ mean)
         result.val_logits = head(val_x).numpy().astype(np.float32)
     return result
+
+
+def _fresh_head(
+    head: nn.Linear, settings: HeadTraining
+) -> tuple[nn.Linear, torch.optim.Optimizer, torch.Generator]:
+    """A new linear layer shaped like ``head`` (small seeded weights), its AdamW (no decay on the bias), and
+    the generator that shuffles the minibatches."""
+    work = nn.Linear(head.in_features, head.out_features)
+    generator = torch.Generator().manual_seed(settings.seed)
+    with torch.no_grad():
+        work.weight.normal_(0.0, 0.01, generator=generator)
+        work.bias.zero_()
+    groups = [
+        {"params": [work.weight], "weight_decay": settings.weight_decay},
+        {"params": [work.bias], "weight_decay": 0.0},
+    ]
+    return work, torch.optim.AdamW(groups, lr=settings.lr), generator
 
 
 def _epoch(

@@ -86,6 +86,11 @@ class KindOptions:
         raise NotImplementedError
 
 
+def flags(*names: str) -> dict[str, str]:
+    """``{field: flag}`` for a kind's ``FLAGS``: each field's ``clsrun train`` flag is its name with dashes."""
+    return {name: "--" + name.replace("_", "-") for name in names}
+
+
 def _check(problems: list[str]) -> None:
     if problems:
         raise UsageError("; ".join(problems))
@@ -95,14 +100,9 @@ def _check(problems: list[str]) -> None:
 class CharCNNOptions(KindOptions):
     """Char-CNN settings of ``clsrun train --model charcnn`` (the shared ones are in :class:`TrainConfig`)."""
 
-    FLAGS: ClassVar[dict[str, str]] = {
-        "embed_dim": "--embed-dim",
-        "channels": "--channels",
-        "kernel_sizes": "--kernel-sizes",
-        "dropout": "--dropout",
-        "pooling": "--pooling",
-        "vocab_size": "--vocab-size",
-    }
+    FLAGS: ClassVar[dict[str, str]] = flags(
+        "embed_dim", "channels", "kernel_sizes", "dropout", "pooling", "vocab_size"
+    )
 
     embed_dim: int = 48  # character embedding width
     channels: tuple[int, ...] = (64, 64, 64)  # channels of each convolution
@@ -149,11 +149,7 @@ class CharCNNOptions(KindOptions):
 class BertOptions(KindOptions):
     """BERT-family settings of ``clsrun train --model minilm|PATH`` (the shared ones: :class:`TrainConfig`)."""
 
-    FLAGS: ClassVar[dict[str, str]] = {
-        "pooling": "--pooling",
-        "truncation": "--truncation",
-        "freeze_encoder": "--freeze-encoder",
-    }
+    FLAGS: ClassVar[dict[str, str]] = flags("pooling", "truncation", "freeze_encoder")
 
     model: str = MINILM  # "minilm" or a local Hugging Face checkpoint folder
     pooling: str = "auto"  # "cls" | "mean" | "auto" (mean for sentence-transformers checkpoints, else cls)
