@@ -8,10 +8,9 @@ CUDA kernels accumulate in float32 internally, and blocking them would give back
 
 On the CPU execution provider: it has almost no fp16 kernels. onnxruntime then inserts ``Cast`` nodes
 around each fp16 node it cannot run (its InsertCastTransformer) and computes in float32, so the fp16 file
-runs on CPU with fp16-rounded weights and no faster than the fp32 file (measured: MiniLM 7 vs 7 rows/s,
-char-CNN 1,600-2,300 vs 2,400-2,600 rows/s). Export uses that only to check the fp16 file's accuracy when no
-GPU is present (MiniLM on bbc_en: the same labels as fp32 on all 179 validation rows, max |logit
-difference| 0.037); fp16 is a CUDA variant, and its speed and parity on CUDA are not measured here.
+runs on CPU with fp16-rounded weights and no faster than the fp32 file. Export uses that only to check the
+fp16 file's accuracy when no GPU is present; fp16 is a CUDA variant, and its speed on CUDA is not measured
+by the gate on a machine without one.
 """
 
 from __future__ import annotations

@@ -3,14 +3,13 @@
 Inputs are named as ARCHITECTURE.md fixes them (``input_ids``, ``attention_mask``, ``token_type_ids`` when
 the encoder makes them) and the output is ``logits`` ``(batch, n_labels)``.
 
-Two measured choices:
+Two choices, both measured (README: Export):
 - The TorchScript exporter (``dynamo=False``), not the dynamo one: on a BERT exported by dynamo,
   onnxruntime's transformer optimizer fuses neither ``Attention`` nor ``EmbedLayerNormalization``
   (the patterns it matches are those of the TorchScript graph); with TorchScript it fuses both.
 - Eager attention for Hugging Face encoders (:func:`use_eager_attention`): with the default SDPA attention
   only LayerNorm and GELU fuse; with eager attention the optimizer also fuses ``Attention`` (one per layer)
-  and ``EmbedLayerNormalization``. Measured on MiniLM bbc_en (96 validation rows of ~250 tokens, 2 threads,
-  dynamic int8): 12.5 rows/s exported with SDPA, 26.3 with eager attention.
+  and ``EmbedLayerNormalization``, and the fused int8 graph runs much faster.
 """
 
 from __future__ import annotations

@@ -7,10 +7,9 @@ BERT graph). It needs no calibration data and is what onnxruntime recommends for
 Static QDQ fixes activation scales from calibration rows, which saves the run-time range computation but
 can lose accuracy when the calibration rows do not cover the data. The exporter builds it next to dynamic
 and keeps whichever the gate measures better (``exporter._build_int8``). It is tried by default for the
-char-CNN only, because of a measurement: convolutions under dynamic quantization become ``ConvInteger``,
-which onnxruntime's CPU provider runs slowly (a 3-conv char-CNN, batch 256 x 60 chars, 2 threads on an
-AVX512-VNNI CPU: fp32 3,900 rows/s, dynamic int8 1,200, dynamic int8 of the linear layer only 3,200),
-while static QDQ becomes ``QLinearConv`` (17,700 rows/s, same labels on every row).
+char-CNN only: convolutions under dynamic quantization become ``ConvInteger``, which onnxruntime's CPU
+provider runs slower than the fp32 convolutions, while static QDQ becomes ``QLinearConv``, the fast one
+(README: Export, with the figures).
 """
 
 from __future__ import annotations
@@ -32,9 +31,8 @@ WeightType = Literal["qint8", "quint8"]
 class Int8Options:
     """The quantization choices that matter, each a trade-off the CLI explains."""
 
-    # One scale per output channel of each weight instead of one per tensor. Measured on MiniLM/bbc_en
-    # (179 validation rows): per-channel int8 agreed with fp32 on every label, per-tensor on 98.3 %, at the
-    # same speed (18.7 vs 19.4 rows/s on 2 busy cores), so per-channel is the default.
+    # One scale per output channel of each weight instead of one per tensor: closer to fp32 at the same
+    # speed on the models tried (README: Export), so it is the default.
     per_channel: bool = True
     # Signed int8 weights are what onnxruntime's x86 and ARM kernels are tuned for; quint8 exists for
     # older backends.
@@ -74,12 +72,12 @@ _LINEAR_OPS = frozenset({"MatMul", "Gemm"})
 def head_nodes(model: Any, output: str = "logits") -> list[str]:
     """Names of the linear layers between the encoder body and ``output`` (pooler and classifier).
 
-    These stay float32. Their input is one pooled vector per row, and sentence encoders put a few
-    outlier dimensions (|x| ~ 10) next to hundreds of small ones (|x| ~ 0.1) in it: one int8 scale per
+    These stay float32. Their input is one pooled vector per row, and sentence encoders put a few outlier
+    dimensions, two orders of magnitude larger, next to hundreds of small ones in it: one int8 scale per
     tensor then rounds the small dimensions, which carry the class, to the same few values for every row.
-    Measured on all-MiniLM-L6-v2 with a mean-pooling head trained on bbc_en: int8 accuracy 0.17 with the
-    head quantized, equal to fp32 without. The head is a few thousand weights, so keeping it float costs
-    no speed. Both names are returned for a ``Gemm``, since dynamic quantization first rewrites it to
+    The accuracy gate caught this on all-MiniLM-L6-v2 with a mean-pooling head (README: Export); without the
+    head quantized int8 matched fp32. The head is a few thousand weights, so keeping it float costs no
+    speed. Both names are returned for a ``Gemm``, since dynamic quantization first rewrites it to
     ``<name>_MatMul``.
     """
     producers = {out: node for node in model.graph.node for out in node.output}
@@ -138,8 +136,9 @@ def quantize_static_int8(
     """Write a static QDQ int8 model of ``src`` to ``dst``, activation ranges from ``calibration`` batches.
 
     Activations are uint8 with MinMax ranges (what onnxruntime's CPU kernels run fastest); weights follow
-    ``options``; the classifier head stays float (see :func:`head_nodes`). onnxruntime writes its augmented calibration model to a temporary folder of its own
-    (under the system temp folder) and removes it; nothing else is written outside ``dst``.
+    ``options``; the classifier head stays float (see :func:`head_nodes`). onnxruntime writes its augmented
+    calibration model to a temporary folder of its own (under the system temp folder) and removes it;
+    nothing else is written outside ``dst``.
     """
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
