@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from clsrun.bench import BACKENDS, BackendResult, BenchConfig, BenchReport, run_bench, write_report
+from clsrun.bench.report import to_markdown
 from clsrun.runtime.cli import app
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -96,11 +97,33 @@ def test_bert_bundle_runs_pipeline_and_eager_torch_with_flops(
     by = check_accounted(report, requested)
     for name in ("pipeline", "torch-fp32", "predict"):
         assert by[name].status == "ok", (name, by[name].reason)
+    assert by["pipeline"].details["same_head_as_clsrun"] is True  # cls pooling: BERT's own head
     compute = by["torch-fp32"].compute
     assert compute["flops_per_row"] > 0 and compute["fraction_of_peak"] > 0
     # Not exported: the onnx backend says so instead of vanishing; bf16 either ran or says why.
     assert by["onnx-fp32"].status == "skipped" and "export" in by["onnx-fp32"].reason
     assert by["torch-bf16"].status in ("ok", "skipped")
+
+
+@pytest.mark.slow
+def test_pipeline_on_a_mean_pooling_bundle_says_it_runs_another_head_without_transformers_report(
+    tiny_bert_checkpoint: Path, tiny_bert_data: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    from clsrun.trainer import train
+
+    bundle = tmp_path / "mean"
+    config = {"epochs": 2, "max_length": 32, "quiet": True, "logs": False}
+    options = {"pooling": "mean", "freeze_encoder": True}
+    train(tiny_bert_data, bundle, model=str(tiny_bert_checkpoint), config=config, options=options)
+    capfd.readouterr()
+    report = run_bench(quick(bundle, tiny_bert_data, ("pipeline",)))
+    printed = "".join(capfd.readouterr())
+    assert "LOAD REPORT" not in printed and "newly initialized" not in printed
+    (pipeline,) = check_accounted(report, ("pipeline",)).values()
+    assert pipeline.status == "ok", pipeline.reason
+    assert pipeline.details["same_head_as_clsrun"] is False
+    assert "speed reference only" in pipeline.details["head"] and "mean pooling" in pipeline.details["head"]
+    assert "| pipeline ‡ |" in to_markdown(report)
 
 
 @pytest.mark.slow
