@@ -28,6 +28,20 @@ class ResumeError(UsageError):
     """``--resume`` was asked for, but the partial output belongs to another input or model."""
 
 
+class OutputLockedError(UsageError):
+    """Another run holds the lock on the same output (``runtime/outlock.py``): two writers would mix it."""
+
+
+class Interrupted(ClsrunError):
+    """SIGINT or SIGTERM stopped a run at a safe point. Exits 128 + the signal number (130, 143), as a shell
+    reports a process killed by that signal, so schedulers read it the same way."""
+
+    def __init__(self, signum: int, message: str) -> None:
+        super().__init__(message)
+        self.signum = signum
+        self.exit_code = 128 + signum
+
+
 class BundleError(ClsrunError):
     """A model bundle is missing, damaged, incomplete or of an unknown schema."""
 
