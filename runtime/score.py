@@ -46,6 +46,7 @@ class OutputOptions:
 
     probs: bool = False  # --probs: one prob_<label> column per label
     resume: bool = False  # --resume: continue an interrupted run of the same input, model and options
+    overwrite: bool = False  # --overwrite: replace an existing output, discard an interrupted run's checkpoint
 
 
 class Progress(Protocol):
@@ -295,7 +296,7 @@ def score_file(
         if finished is not None:  # a retried job whose run already completed: nothing left to do
             return finished
     started = time.perf_counter()
-    partial = PartialOutput.open(out, state, options.resume)
+    partial = PartialOutput.open(out, state, options.resume, restart=options.overwrite)
     resumed_rows = partial.rows_done
     if resumed_rows and progress is not None:
         progress.resumed(resumed_rows)
