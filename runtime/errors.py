@@ -5,6 +5,8 @@ Exit codes (DESIGN.md): 0 done, 2 bad usage or unreadable input, 3 invalid model
 
 from __future__ import annotations
 
+import errno
+
 
 class ClsrunError(Exception):
     """Base of every error clsrun reports to a user. ``exit_code`` is what the CLI exits with."""
@@ -70,6 +72,36 @@ class DependencyError(ClsrunError):
     """An optional dependency (an extra such as ``clsrun[train]`` or ``clsrun[ray]``) is not installed."""
 
     exit_code = 2
+
+
+class StorageError(ClsrunError):
+    """The file system refused a read or a write: permission denied, read-only, disk full, over quota.
+
+    Not a bug, and not clsrun's to fix: the message names the path and what to do. Permission and
+    read-only problems exit 2 (the path given cannot be used as asked); a full disk or quota exits 1 (the
+    same command can succeed later: a scoring run keeps its checkpoint for ``--resume``).
+    """
+
+
+_STORAGE = {
+    errno.EACCES: ("permission denied", 2),
+    errno.EPERM: ("operation not permitted", 2),
+    errno.EROFS: ("read-only file system", 2),
+    errno.ENOSPC: ("no space left on the device; free some and run again", 1),
+    errno.EDQUOT: ("disk quota exceeded; free some and run again", 1),
+}
+
+
+def storage_error(e: OSError) -> StorageError | None:
+    """The typed error for an ``OSError`` that is the file system saying no, else None (a real surprise)."""
+    known = _STORAGE.get(e.errno or 0)
+    if known is None:
+        return None
+    reason, code = known
+    where = e.filename if e.filename is not None else "a file"
+    error = StorageError(f"{where}: {reason}")
+    error.exit_code = code
+    return error
 
 
 class InternalError(ClsrunError):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import signal
 import sys
 import traceback
 from collections.abc import Callable
@@ -17,7 +18,8 @@ import typer
 
 from clsrun import __version__
 from clsrun.runtime.cli.options import flag
-from clsrun.runtime.errors import ClsrunError
+from clsrun.runtime.errors import ClsrunError, storage_error
+from clsrun.runtime.stopping import signal_name
 
 app = typer.Typer(
     name="clsrun",
@@ -69,22 +71,23 @@ def reports_errors(fn: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(*args, **kwargs)
-        except ClsrunError as e:
-            if _debug["on"]:
-                traceback.print_exc()
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(e.exit_code) from e
-        except KeyboardInterrupt:
-            typer.echo("interrupted", err=True)
-            raise typer.Exit(130) from None
         except (typer.Exit, typer.Abort, SystemExit):
             raise
+        except KeyboardInterrupt as e:  # Ctrl-C, or SIGINT/SIGTERM as stopping.Stop
+            signum = getattr(e, "signum", signal.SIGINT)
+            typer.echo(f"interrupted by {signal_name(signum)}", err=True)
+            raise typer.Exit(128 + signum) from None
         except Exception as e:
+            typed = e if isinstance(e, ClsrunError) else storage_error(e) if isinstance(e, OSError) else None
             if _debug["on"]:
                 traceback.print_exc()
-            typer.echo(
-                f"error: unexpected {type(e).__name__}: {e} (run with --debug for the traceback)", err=True
-            )
-            raise typer.Exit(1) from e
+            if typed is None:
+                typer.echo(
+                    f"error: unexpected {type(e).__name__}: {e} (run with --debug for the traceback)",
+                    err=True,
+                )
+                raise typer.Exit(1) from e
+            typer.echo(f"error: {typed}", err=True)
+            raise typer.Exit(typed.exit_code) from e
 
     return wrapper
