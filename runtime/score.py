@@ -46,7 +46,9 @@ class OutputOptions:
 
     probs: bool = False  # --probs: one prob_<label> column per label
     resume: bool = False  # --resume: continue an interrupted run of the same input, model and options
-    overwrite: bool = False  # --overwrite: replace an existing output, discard an interrupted run's checkpoint
+    overwrite: bool = (
+        False  # --overwrite: replace an existing output, discard an interrupted run's checkpoint
+    )
 
 
 class Progress(Protocol):
