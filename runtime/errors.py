@@ -1,6 +1,8 @@
 """Typed errors. Library code raises these; only the CLI turns them into exit codes and one-line messages.
 
-Exit codes (DESIGN.md): 0 done, 2 bad usage or unreadable input, 3 invalid model bundle, 1 anything else.
+Exit codes (DESIGN.md): 0 done; 1 anything else (a bug, a full disk); 2 bad usage, input that cannot be read
+at all, an output locked by another run or that exists without ``--overwrite``; 3 invalid model bundle; 4
+done, but more rows failed than ``--max-error-rate`` allows; 130 / 143 stopped by SIGINT / SIGTERM.
 """
 
 from __future__ import annotations
@@ -34,9 +36,21 @@ class OutputLockedError(UsageError):
     """Another run holds the lock on the same output (``runtime/outlock.py``): two writers would mix it."""
 
 
+class OutputExistsError(UsageError):
+    """The output (or a checkpoint of it) exists and the run was not told to replace it (``--overwrite``)."""
+
+
+class ErrorRateExceeded(ClsrunError):
+    """More rows failed than ``--max-error-rate`` allows. The output and its manifest were still written:
+    exit 4 tells a scheduler "done, but the input was bad" apart from a crash (1) and bad usage (2)."""
+
+    exit_code = 4
+
+
 class Interrupted(ClsrunError):
     """SIGINT or SIGTERM stopped a run at a safe point. Exits 128 + the signal number (130, 143), as a shell
-    reports a process killed by that signal, so schedulers read it the same way."""
+    reports a process killed by that signal, so schedulers read it the same way. The message is a full
+    sentence (what was saved, how to continue), printed without the ``error:`` prefix."""
 
     def __init__(self, signum: int, message: str) -> None:
         super().__init__(message)

@@ -1,13 +1,14 @@
 """The ``clsrun`` console command (also ``python -m clsrun``).
 
-The SIGINT/SIGTERM handlers go in before the command line and its libraries are imported, so a stop
-that lands during start-up ends like one that lands later: one line and exit 130/143, not a traceback
-from inside an import, nor (SIGTERM's default) a silent death.
+The SIGINT/SIGTERM handlers go in before the command line and its libraries are imported: from then on a
+signal is only noted (``stopping.install``), so no import is ever cut in half, and each command honours it
+where it can (``cli.app.reports_errors``): one line and exit 130/143, never a traceback from inside an
+import nor (SIGTERM's default) a silent death. A signal that lands before this module runs, while the
+interpreter itself starts, still gets the operating system's default: the process dies by it, having
+written nothing.
 """
 
 from __future__ import annotations
-
-import sys
 
 
 def main() -> None:
@@ -15,12 +16,8 @@ def main() -> None:
     from clsrun.runtime import stopping
 
     stopping.install()
-    try:
-        from clsrun.runtime.cli import main as run_cli
-    except KeyboardInterrupt as e:
-        signum = getattr(e, "signum", 2)
-        print(f"interrupted by {stopping.signal_name(signum)}", file=sys.stderr)
-        sys.exit(128 + signum)
+    from clsrun.runtime.cli import main as run_cli
+
     run_cli()
 
 
