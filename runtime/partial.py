@@ -25,7 +25,7 @@ import os
 import re
 import secrets
 from collections.abc import Collection, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +88,7 @@ class PartRecord:
     truncated: int
     bytes: int  # size of the part file, checked on resume
     run: str = ""  # id of the run that wrote it: must be this run's
+    reasons: dict[str, int] = field(default_factory=dict)  # error rows per reason (row_errors.reason_kind)
 
 
 class PartialOutput:
@@ -114,7 +115,7 @@ class PartialOutput:
         folder = cls.folder_for(output)
         old = _trusted_state(folder)
         if old is not None and resume:
-            changes = _changes(old, state)
+            changes = describe_changes(old, state)
             if changes:
                 raise ResumeError(
                     f"cannot resume {output}: {'; '.join(changes)} since the interrupted run "
@@ -123,12 +124,7 @@ class PartialOutput:
             state = {**state, "run_id": old["run_id"]}
             return cls(folder, state, cls._recover(folder, state["run_id"]))
         if old is not None and not restart:
-            rows = sum(p.rows for p in cls._journaled(folder, old["run_id"]))
-            if rows:
-                raise CheckpointExistsError(
-                    f"{output}: an interrupted run left {rows:,} rows checkpointed in {folder}; add --resume "
-                    f"to continue it, or --overwrite to discard them and start over"
-                )
+            cls.refuse_to_discard(output)
         if old is not None:
             _remove_ours(folder)
         folder.mkdir(parents=True, exist_ok=True)
@@ -136,6 +132,25 @@ class PartialOutput:
         atomic_write_text(folder / STATE_FILE, json.dumps(state, indent=2, sort_keys=True) + "\n")
         fsync_path(folder)
         return cls(folder, state, [])
+
+    @classmethod
+    def checkpointed_rows(cls, output: Path) -> int:
+        """Rows an interrupted run of ``output`` left checkpointed (0 when there is no checkpoint).
+
+        Refuses, as :meth:`open` does, a partial folder clsrun did not make."""
+        folder = cls.folder_for(output)
+        state = _trusted_state(folder)
+        return 0 if state is None else sum(p.rows for p in cls._journaled(folder, state["run_id"]))
+
+    @classmethod
+    def refuse_to_discard(cls, output: Path) -> None:
+        """Raise :class:`CheckpointExistsError` when an interrupted run of ``output`` left rows to lose."""
+        rows = cls.checkpointed_rows(output)
+        if rows:
+            raise CheckpointExistsError(
+                f"{output}: an interrupted run left {rows:,} rows checkpointed in {cls.folder_for(output)}; "
+                f"add --resume to continue it, or --overwrite to discard them and start over"
+            )
 
     @staticmethod
     def _journaled(folder: Path, run_id: str) -> list[PartRecord]:
@@ -171,8 +186,26 @@ class PartialOutput:
     def rows_done(self) -> int:
         return sum(p.rows for p in self.parts)
 
-    def add(self, table: pa.Table, start: int, ok: int, error: int, truncated: int) -> PartRecord:
-        """Make one finished window durable: part file (tmp, fsync, rename), then its journal line."""
+    def reasons(self) -> dict[str, int]:
+        """Error rows per reason over every part, most frequent first."""
+        total: dict[str, int] = {}
+        for p in self.parts:
+            for reason, n in p.reasons.items():
+                total[reason] = total.get(reason, 0) + n
+        return dict(sorted(total.items(), key=lambda kv: (-kv[1], kv[0])))
+
+    def add(
+        self,
+        table: pa.Table,
+        start: int,
+        ok: int,
+        error: int,
+        truncated: int,
+        reasons: dict[str, int] | None = None,
+    ) -> PartRecord:
+        """Make one finished window durable: part file (tmp, fsync, rename), then its journal line.
+
+        ``reasons``: the window's error rows per reason, so a resumed run's manifest counts them all."""
         if start != self.rows_done:
             raise InternalError(f"part starting at row {start} added after {self.rows_done} rows")
         index = len(self.parts)
@@ -183,8 +216,9 @@ class PartialOutput:
                 writer.write_table(table)
 
         atomic_write(final, write)
+        size = final.stat().st_size
         record = PartRecord(
-            index, start, table.num_rows, ok, error, truncated, final.stat().st_size, self.run_id
+            index, start, table.num_rows, ok, error, truncated, size, self.run_id, reasons or {}
         )
         append_line(self.folder / JOURNAL_FILE, json.dumps(asdict(record)))
         self.parts.append(record)
@@ -235,7 +269,7 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+def describe_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """One phrase per state entry that differs, e.g. ``--window changed (was 4096, now 8192)``."""
     a, b = _flatten(old), _flatten(new)
     phrases = []

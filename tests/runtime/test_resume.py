@@ -20,7 +20,7 @@ import pytest
 
 from clsrun.runtime.batching import BatchOptions
 from clsrun.runtime.classifier import Classifier
-from clsrun.runtime.errors import ResumeError
+from clsrun.runtime.errors import OutputExistsError, ResumeError
 from clsrun.runtime.partial import JOURNAL_FILE, CheckpointExistsError, PartialOutput
 from clsrun.runtime.score import OutputOptions, score_file
 from clsrun.runtime.variant import Variant
@@ -151,7 +151,13 @@ def test_resume_of_a_completed_run_does_nothing(tmp_path: Path, toy_bundle: Path
     stamp = first.output.stat().st_mtime_ns
     again = score_file(src, tmp_path / "o.csv", clf, options=OutputOptions(resume=True))
     assert again.manifest == first.manifest and first.output.stat().st_mtime_ns == stamp
-    changed = score_file(src, tmp_path / "o.csv", clf, options=OutputOptions(resume=True, probs=True))
+    assert again.already_complete and "already complete (500 rows" in again.summary()
+    with pytest.raises(
+        OutputExistsError, match=r"exists, from another job \(--probs changed .* add --overwrite"
+    ):
+        score_file(src, tmp_path / "o.csv", clf, options=OutputOptions(resume=True, probs=True))
+    options = OutputOptions(resume=True, probs=True, overwrite=True)
+    changed = score_file(src, tmp_path / "o.csv", clf, options=options)
     assert changed.manifest["options"]["probs"] is True  # other options: scored again
 
 
