@@ -56,10 +56,13 @@ class OutputLock:
 
     @classmethod
     def acquire(cls, output: Path) -> OutputLock:
-        """Lock ``output`` for this process, or raise :class:`OutputLockedError` naming the holder."""
+        """Lock ``output`` for this process, or raise :class:`OutputLockedError` naming the holder.
+
+        The output's folder is made if it does not exist yet (a run writes into it anyway)."""
         path = lock_path(output)
         if fcntl is None:  # pragma: no cover - Windows
             return cls(path, -1)
+        path.parent.mkdir(parents=True, exist_ok=True)
         while True:
             try:
                 fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)

@@ -107,4 +107,7 @@ Window = Annotated[
         "work after a crash.",
     ),
 ]
-Quiet = Annotated[bool, flag("--quiet", "-q", help="No progress output and no summary line.")]
+Quiet = Annotated[
+    bool,
+    flag("--quiet", "-q", help="No progress output and no summary line (warnings and errors still print)."),
+]

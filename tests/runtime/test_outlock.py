@@ -78,3 +78,10 @@ def test_a_symlink_in_place_of_the_lock_file_is_refused(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="symbolic link"):
         OutputLock.acquire(out)
     assert target.read_text() == "keep me\n"
+
+
+def test_the_folder_of_a_new_output_is_made(tmp_path: Path) -> None:
+    out = tmp_path / "new" / "deeper" / "scores.csv"
+    with OutputLock.acquire(out):
+        assert lock_path(out).is_file()
+    assert sorted(p.name for p in out.parent.iterdir()) == []
