@@ -37,7 +37,7 @@ unit: $(STAMP)
 test: lint typecheck unit
 
 demo: $(STAMP)
-	@$(BIN)/clsrun predict runtime/samples/reviews_sample.csv --out demo.scores.csv --quiet
+	@$(BIN)/clsrun predict runtime/samples/reviews_sample.csv --out demo.scores.csv --overwrite --quiet
 	@echo "first rows of demo.scores.csv:" && head -5 demo.scores.csv
 	@$(BIN)/python -c "import json; m=json.load(open('demo.scores.csv.manifest.json')); print(f\"scored {m['rows_read']} rows -> demo.scores.csv at {m['rows_per_s']:.0f} rows/s ({m['backend']} {m['precision']}, {m['threads']} threads, {m['streams']} streams)\")"
 

@@ -29,7 +29,7 @@ import pyarrow.csv as pacsv
 from clsrun.runtime.batching import BatchOptions, padding_ratio, plan_batches
 from clsrun.runtime.classifier import Classifier
 from clsrun.runtime.readers import read_table
-from clsrun.runtime.score import score_file
+from clsrun.runtime.score import OutputOptions, score_file
 from clsrun.runtime.textnorm import normalize
 from clsrun.runtime.variant import Variant
 
@@ -66,7 +66,7 @@ def padding_report(clf: Classifier, path: Path, window: int) -> dict[str, float]
 
 def run_cli(model: str | None, src: Path, out: Path, threads: int | None) -> tuple[float, dict[str, object]]:
     cmd = [sys.executable, "-c", "from clsrun.runtime.cli import main; main()", "predict", str(src)]
-    cmd += ["--out", str(out), "--quiet"] + (["--model", model] if model else [])
+    cmd += ["--out", str(out), "--overwrite", "--quiet"] + (["--model", model] if model else [])
     cmd += ["--threads", str(threads)] if threads else []
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True)
@@ -113,7 +113,7 @@ def main() -> None:
     for sort in (True, False):  # in-process, same model and threads: what sorting buys end to end
         sorting = Classifier.load(args.model, variant, BatchOptions(sort=sort))
         t0 = time.perf_counter()
-        score_file(src, args.workdir / "inproc.csv", sorting)
+        score_file(src, args.workdir / "inproc.csv", sorting, options=OutputOptions(overwrite=True))
         rate = args.rows / (time.perf_counter() - t0)
         result[f"in_process_rows_per_s_{'sorted' if sort else 'unsorted'}"] = round(rate, 1)
         print(f"in-process, sort={sort}: {rate:.0f} rows/s", file=sys.stderr)

@@ -58,7 +58,7 @@ def pipeline_rows_per_s(bundle: Path, texts: list[str], threads: int) -> float:
 def predict_rows_per_s(bundle: Path, data: Path, out: Path, threads: int, n: int) -> tuple[float, float]:
     clsrun = Path(sys.executable).parent / "clsrun"
     command = [str(clsrun), "predict", str(data), "--model", str(bundle), "--out", str(out)]
-    command += ["--threads", str(threads), "--quiet"]
+    command += ["--threads", str(threads), "--overwrite", "--quiet"]
     start = time.perf_counter()
     subprocess.run(command, check=True)
     wall = time.perf_counter() - start

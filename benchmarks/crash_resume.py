@@ -55,7 +55,7 @@ def main() -> None:
     out.unlink(missing_ok=True)
 
     t0 = time.perf_counter()
-    subprocess.run(command(src, ref, args.model), check=True)
+    subprocess.run([*command(src, ref, args.model), "--overwrite"], check=True)
     clean_s = time.perf_counter() - t0
     print(f"uninterrupted run: {clean_s:.1f}s", file=sys.stderr)
 

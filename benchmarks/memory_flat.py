@@ -51,7 +51,7 @@ def main() -> None:
     for rows in (args.small, args.large):
         src = make_input(args.source, rows, args.workdir / f"{args.source.stem}_{rows}.csv")
         cmd = [sys.executable, "-c", "from clsrun.runtime.cli import main; main()", "predict", str(src)]
-        cmd += ["--out", str(args.workdir / f"mem_{rows}.csv"), "--quiet"]
+        cmd += ["--out", str(args.workdir / f"mem_{rows}.csv"), "--overwrite", "--quiet"]
         cmd += ["--model", args.model] if args.model else []
         rss, wall = peak_rss_mib(cmd)
         result[f"peak_rss_mib_{rows}"] = round(rss, 1)

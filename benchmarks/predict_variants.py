@@ -40,7 +40,9 @@ def parse_run(spec: str) -> tuple[str, list[str]]:
 def one_run(data: Path, out: Path, args: list[str]) -> tuple[float, float, int]:
     clsrun = Path(sys.executable).parent / "clsrun"
     start = time.perf_counter()
-    subprocess.run([str(clsrun), "predict", str(data), "--out", str(out), "--quiet", *args], check=True)
+    subprocess.run(
+        [str(clsrun), "predict", str(data), "--out", str(out), "--overwrite", "--quiet", *args], check=True
+    )
     wall = time.perf_counter() - start
     manifest = json.loads(Path(f"{out}.manifest.json").read_text(encoding="utf-8"))
     rows = int(manifest["rows_read"])

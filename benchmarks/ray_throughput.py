@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 
 from clsrun.runtime.classifier import Classifier
 from clsrun.runtime.readers import read_table
-from clsrun.runtime.score import score_file
+from clsrun.runtime.score import OutputOptions, score_file
 from clsrun.runtime.variant import Variant
 
 DEFAULT_SOURCE = Path("/work/shared/datasets/reviews_zh_train.csv")
@@ -60,7 +60,7 @@ def run_local(model: str | None, paths: list[Path], out: Path) -> tuple[float, d
     for path in paths:
         target = out / f"local-{path.stem}.parquet"
         t0 = time.perf_counter()
-        score_file(path, target, clf)
+        score_file(path, target, clf, options=OutputOptions(overwrite=True))
         seconds += time.perf_counter() - t0
         tables[path.name] = pq.read_table(target)
     return seconds, tables

@@ -1,11 +1,10 @@
 """The Python API: load a bundle once, score texts or record batches with it.
 
 ```python
-from clsrun.runtime.classifier import Classifier
-from clsrun.runtime.variant import Variant
-clf = Classifier.load("my_bundle")            # or Classifier.load() for the shipped default model
-clf.predict(["很好用", "太差了"]).labels       # ["pos", "neg"]
-clf.score_records(["a", "b"], ["很好", None])  # pyarrow.Table with the columns of `clsrun predict`
+from clsrun import Classifier, Variant            # also clsrun.runtime.classifier / clsrun.runtime.variant
+clf = Classifier.load("my_bundle")                # or Classifier.load() for the shipped default model
+clf.predict(["很好用", "太差了"]).labels           # ["pos", "neg"]
+clf.score_records(["很好用", None], ids=["a", "b"])  # pyarrow.Table with the columns of `clsrun predict`
 Classifier.load("my_bundle", Variant(precision="fp32", threads=4))  # what `--precision fp32 --threads 4` runs
 ```
 

@@ -1,9 +1,13 @@
 """Typed errors. Library code raises these; only the CLI turns them into exit codes and one-line messages.
 
-Exit codes (DESIGN.md): 0 done, 2 bad usage or unreadable input, 3 invalid model bundle, 1 anything else.
+Exit codes (DESIGN.md): 0 done; 1 anything else (a bug, a full disk); 2 bad usage, input that cannot be read
+at all, an output locked by another run or that exists without ``--overwrite``; 3 invalid model bundle; 4
+done, but more rows failed than ``--max-error-rate`` allows; 130 / 143 stopped by SIGINT / SIGTERM.
 """
 
 from __future__ import annotations
+
+import errno
 
 
 class ClsrunError(Exception):
@@ -26,6 +30,32 @@ class InputError(ClsrunError):
 
 class ResumeError(UsageError):
     """``--resume`` was asked for, but the partial output belongs to another input or model."""
+
+
+class OutputLockedError(UsageError):
+    """Another run holds the lock on the same output (``runtime/outlock.py``): two writers would mix it."""
+
+
+class OutputExistsError(UsageError):
+    """The output (or a checkpoint of it) exists and the run was not told to replace it (``--overwrite``)."""
+
+
+class ErrorRateExceeded(ClsrunError):
+    """More rows failed than ``--max-error-rate`` allows. The output and its manifest were still written:
+    exit 4 tells a scheduler "done, but the input was bad" apart from a crash (1) and bad usage (2)."""
+
+    exit_code = 4
+
+
+class Interrupted(ClsrunError):
+    """SIGINT or SIGTERM stopped a run at a safe point. Exits 128 + the signal number (130, 143), as a shell
+    reports a process killed by that signal, so schedulers read it the same way. The message is a full
+    sentence (what was saved, how to continue), printed without the ``error:`` prefix."""
+
+    def __init__(self, signum: int, message: str) -> None:
+        super().__init__(message)
+        self.signum = signum
+        self.exit_code = 128 + signum
 
 
 class BundleError(ClsrunError):
@@ -62,6 +92,36 @@ class DependencyError(ClsrunError):
     """An optional dependency (an extra such as ``clsrun[train]`` or ``clsrun[ray]``) is not installed."""
 
     exit_code = 2
+
+
+class StorageError(ClsrunError):
+    """The file system refused a read or a write: permission denied, read-only, disk full, over quota.
+
+    Not a bug, and not clsrun's to fix: the message names the path and what to do. Permission and
+    read-only problems exit 2 (the path given cannot be used as asked); a full disk or quota exits 1 (the
+    same command can succeed later: a scoring run keeps its checkpoint for ``--resume``).
+    """
+
+
+_STORAGE = {
+    errno.EACCES: ("permission denied", 2),
+    errno.EPERM: ("operation not permitted", 2),
+    errno.EROFS: ("read-only file system", 2),
+    errno.ENOSPC: ("no space left on the device; free some and run again", 1),
+    errno.EDQUOT: ("disk quota exceeded; free some and run again", 1),
+}
+
+
+def storage_error(e: OSError) -> StorageError | None:
+    """The typed error for an ``OSError`` that is the file system saying no, else None (a real surprise)."""
+    known = _STORAGE.get(e.errno or 0)
+    if known is None:
+        return None
+    reason, code = known
+    where = e.filename if e.filename is not None else "a file"
+    error = StorageError(f"{where}: {reason}")
+    error.exit_code = code
+    return error
 
 
 class InternalError(ClsrunError):

@@ -9,7 +9,7 @@ numbers are those of the variant ``clsrun predict`` would run), and computes the
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +34,7 @@ class EvalReport:
     seconds: float
     rows_per_s: float
     metrics: ClassificationReport  # labels in model order; confusion[true][predicted]
+    warnings: list[str] = field(default_factory=list)  # e.g. the data is the training data (overlap.py)
 
     def to_json(self) -> dict[str, Any]:
         """Run facts and every metric at the top level (``accuracy``, ``macro_f1``, ``per_class``, ...)."""
@@ -63,10 +64,12 @@ def evaluate(
     """Score ``data`` with ``bundle`` and compute accuracy, macro P/R/F1, per-class scores and confusion.
 
     ``variant``: what to run (default: what ``clsrun predict`` runs). Raises :class:`InputError` when the
-    file holds labels the model does not know (listing them all), before any scoring is done.
+    file holds labels the model does not know (listing them all), before any scoring is done. The
+    report's ``warnings`` say when ``data`` is, or overlaps, the bundle's training data.
     """
     from clsrun.runtime.classifier import Classifier
     from clsrun.runtime.metrics import classification_report
+    from clsrun.runtime.overlap import overlap_warning
     from clsrun.runtime.readers import read_labelled
 
     rows = read_labelled(data, text_col=text_col, label_col=label_col)
@@ -91,4 +94,5 @@ def evaluate(
         seconds=seconds,
         rows_per_s=len(rows.texts) / max(seconds, 1e-9),
         metrics=classification_report(rows.labels, predicted, clf.labels),
+        warnings=[w for w in [overlap_warning(clf.bundle, Path(data), rows.texts)] if w],
     )

@@ -1,44 +1,63 @@
 """Crash-safe partial output: finished windows as fsynced part files plus a journal, for ``--resume``.
 
 Layout, next to the output ``OUT``: a folder ``.OUT.partial/`` holding
-- ``state.json``: what the run depends on (input fingerprint, bundle digest, options that change the
-  output); a resume whose state differs is refused with :class:`ResumeError`;
-- ``part-000000.arrow``, ...: one Arrow IPC file per finished window, written under a temporary name,
-  fsynced and renamed;
+- ``state.json``: what the run depends on (input identity, bundle digest, options that change the
+  output) and the run's id; a resume whose state differs is refused with :class:`ResumeError`;
+- ``part-000000.RUN.arrow``, ...: one Arrow IPC file per finished window, written under a temporary
+  name, fsynced and renamed; ``RUN`` is the run's id, so a part another run left can never be assembled;
 - ``journal.jsonl``: one line per part, appended and fsynced only after its part is durable.
 
 A part counts only once its journal line is complete, so ``kill -9`` at any moment loses at most the
 windows in flight; a resumed run skips the journaled rows and produces the same windows as an
 uninterrupted run (windows are fixed-size), so the assembled output is identical.
+
+The folder is trusted only when clsrun made it: a symbolic link, or a folder without clsrun's
+``state.json``, is refused rather than written into, and only files named as clsrun names them are ever
+deleted there (anything else is left alone).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
-import shutil
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+import re
+import secrets
+from collections.abc import Collection, Iterator
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
-from clsrun.runtime.errors import InternalError, ResumeError
-from clsrun.runtime.files import append_line, atomic_write, atomic_write_text, fsync_path
+from clsrun.runtime.errors import InternalError, ResumeError, UsageError
+from clsrun.runtime.files import append_line, atomic_write, atomic_write_text, fsync_path, is_temporary
+
+log = logging.getLogger(__name__)
 
 STATE_FILE = "state.json"
 JOURNAL_FILE = "journal.jsonl"
+FORMAT = "clsrun-partial/2"  # in state.json: marks a folder clsrun made (and its layout)
 _SAMPLE = 1 << 20  # bytes hashed at each end of the input for its fingerprint
+# The names clsrun gives files in the folder (besides the temporary names of atomic writes: files.is_temporary).
+_OURS = re.compile(r"state\.json|journal\.jsonl|part-\d{6}\.[0-9a-f]{12}\.arrow")
+
+
+class CheckpointExistsError(UsageError):
+    """A run without ``--resume`` found the checkpoint of an interrupted run of the same output."""
 
 
 def input_fingerprint(path: Path) -> dict[str, Any]:
-    """Size, mtime and sha256 of the first and last MiB: cheap on a 10 GB file, and catches real edits.
+    """The input's identity: device, inode, size, modification and status-change times, sampled sha256.
 
-    A full sha256 would read the whole input once more before scoring starts; size and mtime change with
-    any ordinary rewrite, and the sampled hash catches a copy of a different file with the same size.
+    Any write to a file changes its status-change time (``ctime``), which no tool can set back (``cp -p``,
+    ``rsync -t`` and ``touch -d`` restore the modification time only), and a file replaced by a rename
+    has a new inode; so an edit anywhere in the file, even one of the same size with the mtime restored,
+    changes the fingerprint. The sampled hash (first and last MiB) also catches a different file put in
+    place on a filesystem whose inodes or times are coarse. Hashing the whole file would read a 10 GB
+    input once more before scoring starts, for nothing the times do not already tell.
     """
     stat = path.stat()
     h = hashlib.sha256()
@@ -47,7 +66,14 @@ def input_fingerprint(path: Path) -> dict[str, Any]:
         if stat.st_size > 2 * _SAMPLE:
             f.seek(-_SAMPLE, os.SEEK_END)
             h.update(f.read(_SAMPLE))
-    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sample_sha256": h.hexdigest()}
+    return {
+        "size": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        "ctime_ns": stat.st_ctime_ns,
+        "inode": stat.st_ino,
+        "device": stat.st_dev,
+        "sample_sha256": h.hexdigest(),
+    }
 
 
 @dataclass
@@ -61,6 +87,8 @@ class PartRecord:
     error: int
     truncated: int
     bytes: int  # size of the part file, checked on resume
+    run: str = ""  # id of the run that wrote it: must be this run's
+    reasons: dict[str, int] = field(default_factory=dict)  # error rows per reason (row_errors.reason_kind)
 
 
 class PartialOutput:
@@ -69,6 +97,7 @@ class PartialOutput:
     def __init__(self, folder: Path, state: dict[str, Any], parts: list[PartRecord]) -> None:
         self.folder = folder
         self.state = state
+        self.run_id: str = state["run_id"]
         self.parts = parts
 
     @staticmethod
@@ -76,32 +105,56 @@ class PartialOutput:
         return output.parent / f".{output.name}.partial"
 
     @classmethod
-    def open(cls, output: Path, state: dict[str, Any], resume: bool) -> PartialOutput:
+    def open(cls, output: Path, state: dict[str, Any], resume: bool, restart: bool = False) -> PartialOutput:
         """Start a new partial output, or with ``resume`` continue the one left by an interrupted run.
 
-        A fresh start discards any earlier partial folder. Raises :class:`ResumeError` when the partial
-        output belongs to another input, model or set of options (naming what changed).
+        Raises :class:`ResumeError` when the partial output belongs to another input, model or set of
+        options (naming what changed), and :class:`CheckpointExistsError` when a run without ``resume``
+        would discard checkpointed rows and ``restart`` does not say to.
         """
         folder = cls.folder_for(output)
-        if resume and (folder / STATE_FILE).is_file():
-            old = json.loads((folder / STATE_FILE).read_text(encoding="utf-8"))
-            changes = _changes(old, state)
+        old = _trusted_state(folder)
+        if old is not None and resume:
+            changes = describe_changes(old, state)
             if changes:
                 raise ResumeError(
                     f"cannot resume {output}: {'; '.join(changes)} since the interrupted run "
-                    f"(partial output in {folder}); run without --resume to start over"
+                    f"(partial output in {folder}); run with --overwrite instead of --resume to start over"
                 )
-            return cls(folder, state, cls._recover(folder))
-        if folder.exists():
-            shutil.rmtree(folder)
-        folder.mkdir(parents=True)
+            state = {**state, "run_id": old["run_id"]}
+            return cls(folder, state, cls._recover(folder, state["run_id"]))
+        if old is not None and not restart:
+            cls.refuse_to_discard(output)
+        if old is not None:
+            _remove_ours(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {**state, "format": FORMAT, "run_id": secrets.token_hex(6)}
         atomic_write_text(folder / STATE_FILE, json.dumps(state, indent=2, sort_keys=True) + "\n")
         fsync_path(folder)
         return cls(folder, state, [])
 
+    @classmethod
+    def checkpointed_rows(cls, output: Path) -> int:
+        """Rows an interrupted run of ``output`` left checkpointed (0 when there is no checkpoint).
+
+        Refuses, as :meth:`open` does, a partial folder clsrun did not make."""
+        folder = cls.folder_for(output)
+        state = _trusted_state(folder)
+        return 0 if state is None else sum(p.rows for p in cls._journaled(folder, state["run_id"]))
+
+    @classmethod
+    def refuse_to_discard(cls, output: Path) -> None:
+        """Raise :class:`CheckpointExistsError` when an interrupted run of ``output`` left rows to lose."""
+        rows = cls.checkpointed_rows(output)
+        if rows:
+            raise CheckpointExistsError(
+                f"{output}: an interrupted run left {rows:,} rows checkpointed in {cls.folder_for(output)}; "
+                f"add --resume to continue it, or --overwrite to discard them and start over"
+            )
+
     @staticmethod
-    def _recover(folder: Path) -> list[PartRecord]:
-        """Journaled parts whose files are intact, in order; everything after the first gap is dropped."""
+    def _journaled(folder: Path, run_id: str) -> list[PartRecord]:
+        """Journaled parts of run ``run_id`` whose files are intact, in order, up to the first gap."""
         parts: list[PartRecord] = []
         journal = folder / JOURNAL_FILE
         lines = journal.read_text(encoding="utf-8").splitlines() if journal.is_file() else []
@@ -110,38 +163,63 @@ class PartialOutput:
                 record = PartRecord(**json.loads(line))
             except (ValueError, TypeError):
                 break  # a line cut short by the kill: that part never counted
-            path = folder / _part_name(record.index)
+            path = folder / _part_name(record.index, run_id)
             expected_start = parts[-1].start + parts[-1].rows if parts else 0
-            if record.index != len(parts) or record.start != expected_start:
+            if record.run != run_id or record.index != len(parts) or record.start != expected_start:
                 break
-            if not path.is_file() or path.stat().st_size != record.bytes:
+            if not path.is_file() or path.is_symlink() or path.stat().st_size != record.bytes:
                 break
             parts.append(record)
-        keep = {_part_name(p.index) for p in parts} | {STATE_FILE, JOURNAL_FILE}
-        for stray in folder.iterdir():
-            if stray.name not in keep:
-                stray.unlink()
+        return parts
+
+    @classmethod
+    def _recover(cls, folder: Path, run_id: str) -> list[PartRecord]:
+        """The intact journaled parts; clsrun's other files in the folder (torn parts) are removed."""
+        parts = cls._journaled(folder, run_id)
+        keep = {_part_name(p.index, run_id) for p in parts} | {STATE_FILE, JOURNAL_FILE}
+        _remove_ours(folder, keep)
         text = "".join(json.dumps(asdict(p)) + "\n" for p in parts)
-        atomic_write_text(journal, text)
+        atomic_write_text(folder / JOURNAL_FILE, text)
         return parts
 
     @property
     def rows_done(self) -> int:
         return sum(p.rows for p in self.parts)
 
-    def add(self, table: pa.Table, start: int, ok: int, error: int, truncated: int) -> PartRecord:
-        """Make one finished window durable: part file (tmp, fsync, rename), then its journal line."""
+    def reasons(self) -> dict[str, int]:
+        """Error rows per reason over every part, most frequent first."""
+        total: dict[str, int] = {}
+        for p in self.parts:
+            for reason, n in p.reasons.items():
+                total[reason] = total.get(reason, 0) + n
+        return dict(sorted(total.items(), key=lambda kv: (-kv[1], kv[0])))
+
+    def add(
+        self,
+        table: pa.Table,
+        start: int,
+        ok: int,
+        error: int,
+        truncated: int,
+        reasons: dict[str, int] | None = None,
+    ) -> PartRecord:
+        """Make one finished window durable: part file (tmp, fsync, rename), then its journal line.
+
+        ``reasons``: the window's error rows per reason, so a resumed run's manifest counts them all."""
         if start != self.rows_done:
             raise InternalError(f"part starting at row {start} added after {self.rows_done} rows")
         index = len(self.parts)
-        final = self.folder / _part_name(index)
+        final = self.folder / _part_name(index, self.run_id)
 
         def write(tmp: Path) -> None:
             with pa.OSFile(str(tmp), "wb") as sink, ipc.new_file(sink, table.schema) as writer:
                 writer.write_table(table)
 
         atomic_write(final, write)
-        record = PartRecord(index, start, table.num_rows, ok, error, truncated, final.stat().st_size)
+        size = final.stat().st_size
+        record = PartRecord(
+            index, start, table.num_rows, ok, error, truncated, size, self.run_id, reasons or {}
+        )
         append_line(self.folder / JOURNAL_FILE, json.dumps(asdict(record)))
         self.parts.append(record)
         return record
@@ -149,17 +227,27 @@ class PartialOutput:
     def tables(self) -> Iterator[pa.Table]:
         """The parts in order, one at a time (memory-mapped: assembling never holds the whole output)."""
         for p in self.parts:
-            with pa.memory_map(str(self.folder / _part_name(p.index))) as source:
+            with pa.memory_map(str(self.folder / _part_name(p.index, self.run_id))) as source:
                 yield ipc.open_file(source).read_all()
 
     def remove(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
+        """Delete clsrun's files and the folder; anything else found there is left, and said."""
+        _remove_ours(self.folder)
+        try:
+            self.folder.rmdir()
+        except FileNotFoundError:
+            pass
+        except OSError:
+            others = sorted(p.name for p in self.folder.iterdir())
+            log.warning(
+                "left %s in place: it holds files clsrun did not make (%s)", self.folder, ", ".join(others)
+            )
 
 
 # How a changed state entry is named to the user: the flag they typed, or what the fingerprint covers.
 _NAMES = {
     "input": "the input path",
-    "input_fingerprint": "the input file (size, mtime or content)",
+    "input_fingerprint": "the input file",
     "bundle_digest": "the model bundle",
     "variant": "the model variant (--backend/--precision/--device)",
     "options.text_col": "--text-col",
@@ -181,17 +269,78 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+def describe_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """One phrase per state entry that differs, e.g. ``--window changed (was 4096, now 8192)``."""
     a, b = _flatten(old), _flatten(new)
     phrases = []
-    for key in sorted(set(a) | set(b)):
+    for key in sorted((set(a) | set(b)) - {"format", "run_id"}):
         if a.get(key) != b.get(key):
             name = _NAMES.get(key, key)
-            detail = "" if key == "input_fingerprint" else f" (was {a.get(key)!r}, now {b.get(key)!r})"
+            detail = (
+                _fingerprint_detail(a.get(key), b.get(key))
+                if key == "input_fingerprint"
+                else (f" (was {a.get(key)!r}, now {b.get(key)!r})")
+            )
             phrases.append(f"{name} changed{detail}")
     return phrases
 
 
-def _part_name(index: int) -> str:
-    return f"part-{index:06d}.arrow"
+# What each fingerprint field is called when it is what changed.
+_FINGERPRINT = {
+    "size": "size",
+    "mtime_ns": "modification time",
+    "ctime_ns": "status-change time, so it was written to",
+    "inode": "inode, so it was replaced",
+    "device": "device",
+    "sample_sha256": "content",
+}
+
+
+def _fingerprint_detail(old: Any, new: Any) -> str:
+    old, new = old or {}, new or {}
+    fields = [name for key, name in _FINGERPRINT.items() if old.get(key) != new.get(key)]
+    return f" ({', '.join(fields) or 'its identity'})"
+
+
+def _trusted_state(folder: Path) -> dict[str, Any] | None:
+    """The state of a partial folder clsrun made, None when there is none; refuse anything else."""
+    if folder.is_symlink():
+        raise UsageError(
+            f"{folder}: is a symbolic link; clsrun keeps checkpoints only in a folder it made itself: remove the link"
+        )
+    if not folder.exists():
+        return None
+    if not folder.is_dir():
+        raise UsageError(f"{folder}: is not a folder; clsrun keeps its checkpoint there: move it away")
+    path = folder / STATE_FILE
+    try:
+        state = (
+            json.loads(path.read_text(encoding="utf-8")) if path.is_file() and not path.is_symlink() else None
+        )
+    except (OSError, ValueError):
+        state = None
+    if (
+        not isinstance(state, dict)
+        or state.get("format") != FORMAT
+        or not isinstance(state.get("run_id"), str)
+    ):
+        if not any(folder.iterdir()):
+            return None  # an empty folder (e.g. a crash right after mkdir): nothing to trust or lose
+        raise UsageError(
+            f"{folder}: holds files clsrun did not make (or made by an older version); move it away, "
+            f"or choose another --out"
+        )
+    return state
+
+
+def _remove_ours(folder: Path, keep: Collection[str] = ()) -> None:
+    """Delete the plain files of ``folder`` that clsrun names (never other files, folders or links)."""
+    for entry in folder.iterdir():
+        if entry.name in keep or not (_OURS.fullmatch(entry.name) or is_temporary(entry.name)):
+            continue
+        if entry.is_symlink() or entry.is_file():
+            entry.unlink(missing_ok=True)
+
+
+def _part_name(index: int, run_id: str) -> str:
+    return f"part-{index:06d}.{run_id}.arrow"

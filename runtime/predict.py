@@ -14,10 +14,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from clsrun.runtime.batching import BatchOptions
+from clsrun.runtime.claim import OutputClaim
 from clsrun.runtime.classifier import Classifier
 from clsrun.runtime.errors import InputError, UsageError
 from clsrun.runtime.readers import ReadOptions, RecordStream
-from clsrun.runtime.score import OutputOptions, Progress, ScoreResult, open_input, score_file
+from clsrun.runtime.score import (
+    OutputOptions,
+    Progress,
+    ScoreResult,
+    interrupted,
+    open_input,
+    score_file,
+)
+from clsrun.runtime.stopping import StopRequest
 from clsrun.runtime.variant import Variant
 
 if TYPE_CHECKING:
@@ -38,12 +47,16 @@ def predict_file(
     output: OutputOptions = OutputOptions(),
     ray: RayOptions | None = None,
     progress: ProgressFactory | None = None,
+    stop: StopRequest | None = None,
 ) -> ScoreResult | RayScoreResult:
     """Score every row of ``input`` with ``model`` (None: the default model) into ``out``.
 
     Local engine: ``out`` defaults to ``INPUT_STEM.scores.csv`` next to the input; a file that cannot be
-    read at all fails before the model loads. Ray (``ray`` given): ``out`` is a folder and required;
-    ``progress`` is not used (Ray shows its own unless ``ray.quiet``).
+    read at all, and an output that cannot be written as asked (locked by another run, or existing without
+    ``output.overwrite``), fail before the model loads. ``stop`` (set by a signal through
+    ``stopping.cooperative``) is looked at before and after the model loads and at every safe point of the
+    run, which then ends with :class:`Interrupted`. Ray (``ray`` given): ``out`` is a folder and required;
+    ``progress`` and ``stop`` are not used (Ray shows its own progress unless ``ray.quiet``).
     """
     if ray is not None:
         from clsrun.runtime.ray_engine.engine import score_with_ray
@@ -52,10 +65,20 @@ def predict_file(
             raise UsageError("--engine ray needs --out FOLDER (e.g. --out scores.parquet)")
         return score_with_ray(str(input), out, model, variant, read, batching, output, ray)
     _check_local_paths(Path(input), out)
+    stop = stop or StopRequest()
     stream = open_input(input, read)  # whole-file problems: exit 2 before the model loads
-    classifier = Classifier.load(model, variant, batching)
-    with progress(stream) if progress is not None else nullcontext(None) as reporter:
-        return score_file(stream, out, classifier, read, output, reporter)
+    with OutputClaim.take(stream.path, out, output.resume, output.overwrite) as claim:
+        _honour(stop)
+        classifier = Classifier.load(model, variant, batching)
+        _honour(stop)
+        with progress(stream) if progress is not None else nullcontext(None) as reporter:
+            return score_file(stream, claim, classifier, read, output, reporter, stop)
+
+
+def _honour(stop: StopRequest) -> None:
+    """Before scoring starts nothing is saved: a stop ends the run at once."""
+    if stop.is_set():
+        raise interrupted(stop)
 
 
 def _check_local_paths(input: Path, out: str | Path | None) -> None:

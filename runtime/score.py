@@ -1,63 +1,71 @@
-"""Scoring a file: a bounded three-stage pipeline, crash-safe parts, an atomic output and its manifest.
+"""Scoring a file on this machine: claim the output, run the pipeline, assemble, publish, manifest.
 
-    reader thread:  read chunk -> regroup into windows -> normalise, tokenize, sort, plan -> pad batches
-                        | queue of at most ``max(PREFETCH_BATCHES, streams)`` padded batches
-    inference:      ``classifier.streams`` threads (the calling thread and streams - 1 more), each taking
-                    the next batch and running it through the model (onnxruntime releases the GIL); the
-                    stream that finishes a window's last batch passes the window on
-                        | queue of at most ``PENDING_WINDOWS`` finished windows
-    writer thread:  windows back in input order -> softmax, output table -> fsynced part + journal line
-                    (``partial.py``)
+    claim.py     the output checked and locked (one writer per output) before the model loads
+    partial.py   the checkpoint: a new one, or with ``--resume`` the interrupted run's
+    pipeline.py  reader -> inference streams -> writer threads; each finished window a durable part
+    here         the parts assembled into the output under a temporary name and renamed, then the
+                 manifest; the checkpoint removed; the lock released
 
-then the parts are assembled into the output under a temporary name and renamed, and the manifest is
-written. The queues are what keep memory flat: the reader can never be more than a couple of batches
-ahead of the model, and at most ``streams + PENDING_WINDOWS`` windows are between being read and being
-written (the reader waits for a slot before it starts a window; the writer frees it), so the windows
-that finish before an earlier one, and wait for it in the writer, are bounded too.
+The output appears under its final name only when complete. A stop request (SIGINT/SIGTERM through
+``stopping.cooperative``) is honoured at the pipeline's safe points and between the parts of the final
+assembly, raising :class:`~clsrun.runtime.errors.Interrupted` with the rows saved: the checkpoint is
+always resumable and no temporary file is left. Once the output is renamed into place the run is done:
+the manifest, the clean-up and the lock release complete whatever arrives, and the run returns normally.
 """
 
 from __future__ import annotations
 
 import json
-import queue
-import threading
+import signal
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
+
+import pyarrow as pa
 
 from clsrun import __version__
-from clsrun.runtime.batching import windows
-from clsrun.runtime.classifier import Classifier, Prepared
-from clsrun.runtime.errors import InternalError, UsageError
+from clsrun.runtime.claim import OutputClaim, default_output
+from clsrun.runtime.classifier import Classifier
+from clsrun.runtime.errors import Interrupted, OutputExistsError, UsageError
 from clsrun.runtime.files import atomic_write_text
-from clsrun.runtime.partial import PartialOutput, input_fingerprint
+from clsrun.runtime.partial import PartialOutput, describe_changes, input_fingerprint
+from clsrun.runtime.pipeline import Pipeline, Progress
 from clsrun.runtime.readers import ReadOptions, RecordStream, open_records
-from clsrun.runtime.writers import output_format, write_atomically
+from clsrun.runtime.row_errors import check_error_rate, diagnose
+from clsrun.runtime.stopping import StopRequest
+from clsrun.runtime.writers import write_atomically
 
-PREFETCH_BATCHES = 2  # padded batches waiting for the model: enough to hide reading and tokenizing
-PENDING_WINDOWS = 2  # finished windows waiting for the writer
+__all__ = [
+    "OutputOptions",
+    "Progress",
+    "RunResult",
+    "ScoreResult",
+    "default_output",
+    "interrupted",
+    "manifest_path",
+    "open_input",
+    "score_file",
+]
 
 
 @dataclass(frozen=True)
 class OutputOptions:
-    """What the output holds and whether an interrupted run is continued (``clsrun predict`` options)."""
+    """What the output holds, what may be replaced, and when the run fails (``clsrun predict`` options)."""
 
     probs: bool = False  # --probs: one prob_<label> column per label
     resume: bool = False  # --resume: continue an interrupted run of the same input, model and options
+    overwrite: bool = (
+        False  # --overwrite: replace an existing output, discard an interrupted run's checkpoint
+    )
+    max_error_rate: float | None = (
+        None  # --max-error-rate: above this share of error rows, exit 4 (None: no limit)
+    )
 
-
-class Progress(Protocol):
-    """Told how scoring advances (a progress bar); passed to :func:`score_file` as an argument."""
-
-    def resumed(self, rows: int) -> None:
-        """Once, before scoring: rows a ``--resume`` run found already done (not part of this run's rate)."""
-        ...
-
-    def update(self, rows: int) -> None:
-        """``rows`` more rows written."""
-        ...
+    def __post_init__(self) -> None:
+        if self.max_error_rate is not None and not 0.0 <= self.max_error_rate <= 1.0:
+            raise UsageError(f"--max-error-rate {self.max_error_rate}: must be a fraction between 0 and 1")
 
 
 @dataclass
@@ -71,6 +79,11 @@ class RunResult:
     def rows(self) -> int:
         return int(self.manifest["rows_read"])
 
+    def warnings(self) -> list[str]:
+        """Lines worth a user's attention although the run succeeded: most rows failed for one reason."""
+        cause = diagnose(self.manifest)
+        return [cause] if cause else []
+
 
 @dataclass
 class ScoreResult(RunResult):
@@ -78,24 +91,27 @@ class ScoreResult(RunResult):
 
     output: Path
     manifest_path: Path
+    already_complete: bool = False  # --resume found this job's output finished: nothing was scored
 
     def summary(self) -> str:
-        """The one line ``clsrun predict`` prints when done."""
+        """The one line ``clsrun predict`` prints when done: this run's rows and rate."""
         m = self.manifest
+        if self.already_complete:
+            return (
+                f"{self.output}: already complete ({m['rows_read']} rows, {m['ok']} ok, {m['error']} error); "
+                f"nothing to do (--overwrite scores it again)"
+            )
+        counts = f"{m['ok']} ok, {m['error']} error, {m['truncated']} truncated"
+        resumed = int(m.get("resumed_from_row", 0))
+        rows = (
+            f"{m['rows_read'] - resumed} rows, continuing from row {resumed} ({m['rows_read']} in all: {counts})"
+            if resumed
+            else f"{m['rows_read']} rows ({counts})"
+        )
         return (
-            f"scored {m['rows_read']} rows ({m['ok']} ok, {m['error']} error, {m['truncated']} truncated) -> "
-            f"{self.output} in {m['wall_s']:.1f}s, {m['rows_per_s']:.0f} rows/s "
+            f"scored {rows} -> {self.output} in {m['wall_s']:.1f}s, {m['rows_per_s']:.0f} rows/s "
             f"({m['backend']} {m['precision']} {m['device']}, {m['threads']} threads, {m['streams']} streams)"
         )
-
-
-def default_output(input_path: Path) -> Path:
-    """``INPUT_STEM.scores.csv`` next to the input (``reviews.csv.gz`` -> ``reviews.scores.csv``)."""
-    name = input_path.name
-    for suffix in (".gz", ".csv", ".tsv", ".jsonl", ".json", ".parquet"):
-        if name.lower().endswith(suffix):
-            name = name[: -len(suffix)]
-    return input_path.with_name(f"{name}.scores.csv")
 
 
 def manifest_path(output: Path) -> Path:
@@ -107,152 +123,124 @@ def open_input(path: Path | str, read: ReadOptions = ReadOptions()) -> RecordStr
     return open_records(path, read)
 
 
-class _Countdown:
-    """Batches of one window not yet scored; shared by the streams that score them."""
+def score_file(
+    input: Path | str | RecordStream,
+    output: Path | str | OutputClaim | None,
+    classifier: Classifier,
+    read: ReadOptions = ReadOptions(),
+    options: OutputOptions = OutputOptions(),
+    progress: Progress | None = None,
+    stop: StopRequest | None = None,
+) -> ScoreResult:
+    """Score every row of ``input`` into ``output`` (default ``INPUT_STEM.scores.csv``); the local engine.
 
-    def __init__(self, n: int) -> None:
-        self.left = n
-        self._lock = threading.Lock()
+    ``input`` may be a stream already opened with :func:`open_input` with the same ``read`` options (the
+    CLI opens it before loading the model, so a bad file fails fast), and ``output`` an output already
+    claimed with ``OutputClaim.take`` (the CLI claims it before loading the model, too). Batching is the
+    classifier's. Per-row problems become ``status=error`` rows; the output appears under its final name
+    only when complete, with ``OUTPUT.manifest.json`` beside it. The output is locked for the run (a
+    second run on it is refused); an existing output or checkpoint is replaced only with
+    ``options.overwrite``. With ``options.resume``, an interrupted run continues from its last
+    checkpoint, and a run that already completed (same input, model and options) returns its manifest
+    without scoring again. ``stop``: set it (from a signal handler or another thread) to stop at the
+    next safe point with :class:`Interrupted`.
+    """
+    stream = input if isinstance(input, RecordStream) else open_input(input, read)
+    if isinstance(output, OutputClaim):
+        return _score_claimed(stream, output, classifier, read, options, progress, stop or StopRequest())
+    with OutputClaim.take(stream.path, output, options.resume, options.overwrite) as claim:
+        return _score_claimed(stream, claim, classifier, read, options, progress, stop or StopRequest())
 
-    def finish_one(self) -> bool:
-        """Count one batch as scored; True for the window's last one."""
-        with self._lock:
-            self.left -= 1
-            return self.left == 0
+
+def _score_claimed(
+    stream: RecordStream,
+    claim: OutputClaim,
+    classifier: Classifier,
+    read: ReadOptions,
+    options: OutputOptions,
+    progress: Progress | None,
+    stop: StopRequest,
+) -> ScoreResult:
+    """:func:`score_file` once its output is claimed."""
+    out = claim.path
+    described = classifier.describe()
+    state = _run_state(stream.path, classifier, described, read, options)
+    if options.resume and not PartialOutput.folder_for(out).exists():
+        finished = _finished_run(out, state)
+        if finished is not None:  # a retried job whose run already completed: nothing left to do
+            return finished
+        if out.exists() and not options.overwrite:
+            raise OutputExistsError(_other_output(out, state))
+    if stop.is_set():
+        raise interrupted(stop)
+    started = time.perf_counter()
+    partial = PartialOutput.open(out, state, options.resume, restart=options.overwrite)
+    resumed_rows = partial.rows_done
+    if resumed_rows and progress is not None:
+        progress.resumed(resumed_rows)
+    pipeline = Pipeline(classifier, partial, options.probs, progress, stop)
+    pipeline.run(stream, resumed_rows)
+    if pipeline.stopped:
+        raise interrupted(stop, partial, pipeline.stuck)
+    schema = classifier.output_schema(options.probs, read.id_col is not None)
+    write_atomically(out, schema, _assembled(partial, stop), tmp_dir=partial.folder)
+    # Published: from here on the run completes, whatever signal arrives (it is only noted).
+    wall = time.perf_counter() - started
+    manifest = {
+        **_manifest(stream.path, out, state, described, partial, resumed_rows, wall),
+        "max_error_rate": options.max_error_rate,
+    }
+    target = manifest_path(out)
+    atomic_write_text(target, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", partial.folder)
+    partial.remove()
+    check_error_rate(manifest, options.max_error_rate)
+    return ScoreResult(out, manifest, target)
 
 
-class _Pipeline:
-    """The threads of one run; any stage's exception stops the others and is re-raised."""
+def _assembled(partial: PartialOutput, stop: StopRequest) -> Iterator[pa.Table]:
+    """The parts in order for the final file, looking at the stop request before each one."""
+    for table in partial.tables():
+        if stop.is_set():
+            raise interrupted(stop, partial)
+        yield table
 
-    def __init__(
-        self, classifier: Classifier, partial: PartialOutput, probs: bool, progress: Progress | None
-    ) -> None:
-        self.clf = classifier
-        self.partial = partial
-        self.probs = probs
-        self.progress = progress
-        self.streams = max(1, classifier.streams)
-        self.batches: queue.Queue[Any] = queue.Queue(maxsize=max(PREFETCH_BATCHES, self.streams))
-        self.finished: queue.Queue[Any] = queue.Queue(maxsize=PENDING_WINDOWS)
-        self.window_slots = threading.Semaphore(self.streams + PENDING_WINDOWS)
-        self.stop = threading.Event()
-        self.failure: BaseException | None = None
 
-    def _put(self, q: queue.Queue[Any], item: Any) -> bool:
-        while not self.stop.is_set():
-            try:
-                q.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _get(self, q: queue.Queue[Any]) -> Any:
-        while not self.stop.is_set():
-            try:
-                return q.get(timeout=0.1)
-            except queue.Empty:
-                continue
-        return None
-
-    def _guard(self, fn: Callable[[], None]) -> Callable[[], None]:
-        def run() -> None:
-            try:
-                fn()
-            except BaseException as e:
-                self.failure = self.failure or e
-                self.stop.set()
-
-        return run
-
-    def _slot(self) -> bool:
-        """Wait for room for one more window in flight; False when the run stops."""
-        while not self.stop.is_set():
-            if self.window_slots.acquire(timeout=0.1):
-                return True
-        return False
-
-    def _read(self, stream: RecordStream, skip: int) -> None:
-        for window in windows(stream.chunks(skip), self.clf.batching.window):
-            if not self._slot():
-                return
-            prepared = self.clf.prepare(window)
-            countdown = _Countdown(max(1, len(prepared.batches)))
-            if not prepared.batches and not self._put(self.batches, (prepared, None, countdown)):
-                return
-            for batch in prepared.batches:
-                if not self._put(self.batches, (prepared, (batch, self.clf.pad(prepared, batch)), countdown)):
-                    return
-        self._put(self.batches, None)
-
-    def _infer(self) -> None:
-        """One stream: score batches until the reader's end mark, which it leaves for the other streams."""
-        while True:
-            item = self._get(self.batches)
-            if item is None:
-                self._put(self.batches, None)
-                return
-            prepared, work, countdown = item
-            if work is not None:
-                batch, inputs = work
-                prepared.logits[batch] = self.clf.run(inputs)  # (B, C); streams write disjoint rows
-            if countdown.finish_one() and not self._put(self.finished, prepared):
-                return
-
-    def _write(self, skip: int) -> None:
-        """Write windows in input order: with several streams a later window can finish first."""
-        expected = skip  # the first window starts where the reader started
-        held: dict[int, Prepared] = {}
-        while True:
-            prepared: Prepared | None = self._get(self.finished)
-            if prepared is None:
-                if held and not self.stop.is_set():
-                    raise InternalError(f"windows at rows {sorted(held)} finished, row {expected} never did")
-                return
-            held[prepared.start] = prepared
-            while expected in held:
-                ready = held.pop(expected)
-                expected += len(ready)
-                self._write_window(ready)
-                self.window_slots.release()
-
-    def _write_window(self, prepared: Prepared) -> None:
-        table = self.clf.finish(prepared, with_probs=self.probs)
-        n_error = sum(1 for e in prepared.errors if e)
-        self.partial.add(table, prepared.start, len(prepared) - n_error, n_error, prepared.truncated)
-        if self.progress is not None:
-            self.progress.update(len(prepared))
-
-    def run(self, stream: RecordStream, skip: int) -> None:
-        reader = threading.Thread(target=self._guard(lambda: self._read(stream, skip)), name="clsrun-read")
-        writer = threading.Thread(target=self._guard(lambda: self._write(skip)), name="clsrun-write")
-        others = [
-            threading.Thread(target=self._guard(self._infer), name=f"clsrun-infer-{i}")
-            for i in range(1, self.streams)
-        ]
-        for thread in (reader, writer, *others):
-            thread.start()
-        try:
-            self._guard(self._infer)()  # stream 0 runs in the calling thread
-            for thread in others:
-                thread.join()
-            self._put(self.finished, None)  # every stream is done: nothing more for the writer
-        except BaseException:  # KeyboardInterrupt in the main thread: stop the others, then re-raise
-            self.stop.set()
-            raise
-        finally:
-            for thread in others:
-                thread.join()
-            writer.join()
-            if self.failure is not None:
-                self.stop.set()
-            reader.join()
-        if self.failure is not None:
-            raise self.failure
+def interrupted(
+    stop: StopRequest, partial: PartialOutput | None = None, stuck: list[str] | None = None
+) -> Interrupted:
+    """The error a stopped run ends with, in one line: what is saved, and how to go on. ``partial``: the
+    checkpoint (None before scoring started); one without rows is removed, so nothing is left behind."""
+    signum = stop.signum or signal.SIGINT
+    rows = 0 if partial is None else partial.rows_done
+    if partial is None:
+        said = f"interrupted by {stop.name} before scoring started; nothing new was saved"
+    elif not rows:
+        partial.remove()  # nothing to resume: leave nothing behind
+        said = f"interrupted by {stop.name} before any row was saved; nothing was written"
+    else:
+        said = (
+            f"interrupted by {stop.name}: {rows:,} rows are saved in {partial.folder}; run the same command "
+            f"with --resume to continue from row {rows:,}"
+        )
+    if stuck:
+        said += f" (the {', '.join(stuck)} thread(s) did not stop in time and were abandoned)"
+    return Interrupted(signum, said)
 
 
 def _finished_run(out: Path, state: dict[str, Any]) -> ScoreResult | None:
     """The result of a completed run of the same job (output and matching manifest present), else None."""
+    target = manifest_path(out)
+    manifest = _read_manifest(out)
+    if manifest is None:
+        return None
+    same = all(manifest.get(k) == state[k] for k in _JOB_KEYS)
+    return ScoreResult(out, manifest, target, already_complete=True) if same else None
+
+
+_JOB_KEYS = ("input_fingerprint", "bundle_digest", "options", "variant")  # what makes two runs the same job
+
+
+def _read_manifest(out: Path) -> dict[str, Any] | None:
     target = manifest_path(out)
     if not (out.is_file() and target.is_file()):
         return None
@@ -260,54 +248,19 @@ def _finished_run(out: Path, state: dict[str, Any]) -> ScoreResult | None:
         manifest = json.loads(target.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    same = all(
-        manifest.get(k) == state[k] for k in ("input_fingerprint", "bundle_digest", "options", "variant")
-    )
-    return ScoreResult(out, manifest, target) if same else None
+    return manifest if isinstance(manifest, dict) else None
 
 
-def score_file(
-    input: Path | str | RecordStream,
-    output: Path | str | None,
-    classifier: Classifier,
-    read: ReadOptions = ReadOptions(),
-    options: OutputOptions = OutputOptions(),
-    progress: Progress | None = None,
-) -> ScoreResult:
-    """Score every row of ``input`` into ``output`` (default ``INPUT_STEM.scores.csv``); the local engine.
-
-    ``input`` may be a stream already opened with :func:`open_input` with the same ``read`` options (the
-    CLI opens it before loading the model, so a bad file fails fast). Batching is the classifier's.
-    Per-row problems become ``status=error`` rows; the output appears under its final name only when
-    complete, with ``OUTPUT.manifest.json`` beside it. With ``options.resume``, an interrupted run
-    continues from its last checkpoint, and a run that already completed (same input, model and options)
-    returns its manifest without scoring again.
-    """
-    stream = input if isinstance(input, RecordStream) else open_input(input, read)
-    out = Path(output) if output is not None else default_output(stream.path)
-    output_format(out)  # refuse an unknown extension before any work
-    if out.resolve() == stream.path.resolve():
-        raise UsageError(f"--out {out}: is the input file itself")
-    described = classifier.describe()
-    state = _run_state(stream.path, classifier, described, read, options)
-    if options.resume and not PartialOutput.folder_for(out).exists():
-        finished = _finished_run(out, state)
-        if finished is not None:  # a retried job whose run already completed: nothing left to do
-            return finished
-    started = time.perf_counter()
-    partial = PartialOutput.open(out, state, options.resume)
-    resumed_rows = partial.rows_done
-    if resumed_rows and progress is not None:
-        progress.resumed(resumed_rows)
-    _Pipeline(classifier, partial, options.probs, progress).run(stream, resumed_rows)
-    schema = classifier.output_schema(options.probs, read.id_col is not None)
-    write_atomically(out, schema, partial.tables(), tmp_dir=partial.folder)
-    wall = time.perf_counter() - started
-    manifest = _manifest(stream.path, out, state, described, partial, resumed_rows, wall)
-    target = manifest_path(out)
-    atomic_write_text(target, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", partial.folder)
-    partial.remove()
-    return ScoreResult(out, manifest, target)
+def _other_output(out: Path, state: dict[str, Any]) -> str:
+    """Why ``--resume`` will not keep or replace the output found at ``out``."""
+    manifest = _read_manifest(out)
+    if manifest is None:
+        why = f"and has no {manifest_path(out).name} (not a clsrun output, or an unfinished one)"
+    else:
+        old = {k: manifest.get(k) for k in ("input", *_JOB_KEYS)}
+        new = {k: state.get(k) for k in ("input", *_JOB_KEYS)}
+        why = f"from another job ({'; '.join(describe_changes(old, new)) or 'a different run'})"
+    return f"--out {out}: exists, {why}; add --overwrite to replace it"
 
 
 def _run_state(
@@ -353,6 +306,7 @@ def _manifest(
         "ok": sum(p.ok for p in partial.parts),
         "error": sum(p.error for p in partial.parts),
         "truncated": sum(p.truncated for p in partial.parts),
+        "error_reasons": partial.reasons(),  # error rows per reason (row_errors.reason_kind), most first
         "resumed_from_row": resumed_rows,
         "bundle": described["bundle"],
         "bundle_digest": described["bundle_digest"],

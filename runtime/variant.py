@@ -15,6 +15,7 @@ Three things are called "precision" in clsrun; this module owns the first:
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -22,6 +23,8 @@ from clsrun.runtime.bundle import ONNX_FILES, Bundle
 from clsrun.runtime.errors import BundleError, DependencyError, UsageError
 from clsrun.runtime.machine import ort_providers
 from clsrun.runtime.plugins import runner_plugin
+
+log = logging.getLogger(__name__)
 
 Backend = Literal["auto", "onnx", "torch"]
 Precision = Literal["auto", "fp32", "fp16", "int8", "bf16"]
@@ -146,6 +149,12 @@ def _installed_fallback(bundle: Bundle) -> str:
             f"{bundle.root}: no exported ONNX model that passed the export gate, and torch is not "
             f"installed for the torch backend; run `clsrun export {bundle.root}` first"
         ) from None
+    log.warning(
+        "note: %s was never exported: it runs as eager PyTorch, much slower than an exported ONNX variant; "
+        "run `clsrun export %s` once first",
+        bundle.root,
+        bundle.root,
+    )
     return "torch"
 
 

@@ -26,6 +26,8 @@ from clsrun.runtime.errors import UsageError
 from clsrun.runtime.files import atomic_write
 
 OUTPUT_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
+# Every accepted extension, as messages and --help list them.
+OUTPUT_EXTENSIONS = ".csv, .tsv, .jsonl, .json (written as JSON Lines, one object per line) or .parquet"
 _FORMULA_START = r"^[=+\-@\t\r]"
 _PLAIN_NUMBER = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
 
@@ -34,9 +36,8 @@ def output_format(path: Path | str) -> str:
     """``csv``, ``tsv``, ``jsonl`` or ``parquet`` from the output's extension."""
     suffix = Path(path).suffix.lower()
     if suffix not in OUTPUT_FORMATS:
-        raise UsageError(
-            f"--out {path}: unknown output type {suffix or '(none)'!r}; use .csv, .jsonl or .parquet"
-        )
+        what = f"unknown output type {suffix!r}" if suffix else "no extension to tell the output type"
+        raise UsageError(f"--out {path}: {what}; use {OUTPUT_EXTENSIONS}")
     return OUTPUT_FORMATS[suffix]
 
 

@@ -102,6 +102,30 @@ def make_bundle(tmp_path: Path) -> Callable[..., Path]:
     return make
 
 
+@pytest.fixture
+def crash_after_parts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> Callable[[int], contextlib.AbstractContextManager[None]]:
+    """``with crash_after_parts(n): ...``: inside, a run raises ``RuntimeError("killed")`` once ``n`` windows
+    are checkpointed, as if it died there (its checkpoint is left for ``--resume``)."""
+    from clsrun.runtime.partial import PartialOutput
+
+    original = PartialOutput.add
+
+    @contextlib.contextmanager
+    def crashing(parts: int) -> Iterator[None]:
+        def add(self: PartialOutput, *a: object, **kw: object) -> object:
+            if len(self.parts) == parts:
+                raise RuntimeError("killed")
+            return original(self, *a, **kw)  # type: ignore[arg-type]
+
+        with monkeypatch.context() as m:
+            m.setattr(PartialOutput, "add", add)
+            yield
+
+    return crashing
+
+
 # --------------------------------------------------------------------------------------------------
 # Char-CNN trainer: a tiny labelled file and a real char-CNN bundle trained on it (seconds).
 # --------------------------------------------------------------------------------------------------

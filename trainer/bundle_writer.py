@@ -21,6 +21,7 @@ import numpy as np
 from clsrun import __version__
 from clsrun.runtime.bundle import VALIDATION_FILE, WEIGHTS_FILE, Bundle, BundleSpec, write_spec
 from clsrun.runtime.metrics import ClassificationReport
+from clsrun.runtime.overlap import training_sample
 from clsrun.trainer.config import TrainConfig
 from clsrun.trainer.data import Split
 from clsrun.trainer.report import validation_report, write_report_files
@@ -76,7 +77,8 @@ def finish_bundle(
 ) -> ClassificationReport:
     """Write the shared bundle files into ``out`` (model files already there), then ``clsrun.json``.
 
-    ``spec.training`` is extended with the data files and their sha256, hyper-parameters (``config`` plus
+    ``spec.training`` is extended with the data files and their sha256, a hash sample of the training texts
+    (``runtime/overlap.py``: ``clsrun eval`` warns on data that overlaps them), hyper-parameters (``config`` plus
     ``extra``), the per-epoch history, the best epoch and the validation metrics. Returns the report.
     """
     labels = spec.labels
@@ -86,6 +88,7 @@ def finish_bundle(
     spec.training = {
         **spec.training,
         **split.to_json(),
+        "train_text_sample": training_sample(split.train_texts, spec.normalization),  # clsrun eval's check
         "hyperparameters": {**config.to_json(), **(extra or {})},
         "history": [_plain(r) for r in outcome.history],
         "best_epoch": outcome.best_epoch,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import signal
 import sys
 import traceback
 from collections.abc import Callable
@@ -16,12 +17,24 @@ from typing import Annotated, ParamSpec, TypeVar
 import typer
 
 from clsrun import __version__
+from clsrun.runtime import stopping
 from clsrun.runtime.cli.options import flag
-from clsrun.runtime.errors import ClsrunError
+from clsrun.runtime.errors import ClsrunError, Interrupted, storage_error
+
+# Shown under `clsrun --help` (rich keeps each line as it is written here).
+EXIT_CODES = """Exit codes:
+  0    done (rows with per-row errors still count as done)
+  1    anything else (a bug: run with --debug; a full disk)
+  2    bad usage; an input that cannot be read at all; an output locked by another run, or existing without --overwrite
+  3    invalid model bundle
+  4    done, but more rows failed than --max-error-rate allows (output and manifest written)
+  130  stopped by SIGINT (Ctrl-C); predict: --resume continues
+  143  stopped by SIGTERM; predict: --resume continues"""
 
 app = typer.Typer(
     name="clsrun",
     help="Train text classifiers, export them to fast ONNX variants, and score huge files with them.",
+    epilog=EXIT_CODES,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -62,29 +75,39 @@ def _root(
 def reports_errors(fn: Callable[P, R]) -> Callable[P, R]:
     """Turn a :class:`ClsrunError` into ``error: <message>`` on stderr and its exit code.
 
-    Anything else is a bug: with ``--debug`` the traceback is shown, otherwise one line and exit 1.
+    The command runs inside ``stopping.raising()``: SIGINT/SIGTERM (noted until then by the entry point)
+    raise there and end it with exit 128 + the signal number and one line; ``predict`` narrows that to
+    stops at its safe points (``stopping.cooperative``), ending in :class:`Interrupted`. A file-system
+    refusal (permission, read-only, disk full) is one typed line too. Anything else is a bug: with
+    ``--debug`` the traceback is shown, otherwise one line and exit 1.
     """
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
-            return fn(*args, **kwargs)
-        except ClsrunError as e:
-            if _debug["on"]:
-                traceback.print_exc()
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(e.exit_code) from e
-        except KeyboardInterrupt:
-            typer.echo("interrupted", err=True)
-            raise typer.Exit(130) from None
+            with stopping.raising():
+                return fn(*args, **kwargs)
         except (typer.Exit, typer.Abort, SystemExit):
             raise
+        except KeyboardInterrupt as e:  # Ctrl-C, or SIGINT/SIGTERM as stopping.Stop
+            signum = getattr(e, "signum", signal.SIGINT)
+            when = " during start-up; nothing was done" if getattr(e, "early", False) else ""
+            typer.echo(f"interrupted by {stopping.signal_name(signum)}{when}", err=True)
+            raise typer.Exit(128 + signum) from None
+        except Interrupted as e:  # a full sentence: what was saved, how to go on
+            typer.echo(str(e), err=True)
+            raise typer.Exit(e.exit_code) from None
         except Exception as e:
+            typed = e if isinstance(e, ClsrunError) else storage_error(e) if isinstance(e, OSError) else None
             if _debug["on"]:
                 traceback.print_exc()
-            typer.echo(
-                f"error: unexpected {type(e).__name__}: {e} (run with --debug for the traceback)", err=True
-            )
-            raise typer.Exit(1) from e
+            if typed is None:
+                typer.echo(
+                    f"error: unexpected {type(e).__name__}: {e} (run with --debug for the traceback)",
+                    err=True,
+                )
+                raise typer.Exit(1) from e
+            typer.echo(f"error: {typed}", err=True)
+            raise typer.Exit(typed.exit_code) from e
 
     return wrapper

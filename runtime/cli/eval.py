@@ -50,7 +50,8 @@ def eval_command(
 
     Scores with the variant `clsrun predict` would run unless --precision/--backend say otherwise (name a
     precision to see what quantisation costs in accuracy). Labels in the file that the model does not
-    know are an error (exit 2).
+    know are an error (exit 2). A warning says when DATA is the training file, or when many of its rows
+    are training rows (the scores would overstate accuracy on new text).
     """
     from clsrun.runtime.evaluate import evaluate
     from clsrun.runtime.variant import Variant
@@ -58,4 +59,6 @@ def eval_command(
     report = evaluate(
         bundle, data, Variant(backend, precision, device, threads, streams), text_col, label_col
     )
+    for line in report.warnings:
+        typer.echo(f"warning: {line}", err=True)
     typer.echo(json.dumps(report.to_json(), ensure_ascii=False, indent=2) if as_json else report.to_text())

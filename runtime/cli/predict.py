@@ -7,6 +7,7 @@ the progress bar (:class:`ScoringBar`) is the only thing it adds.
 from __future__ import annotations
 
 import sys
+from contextlib import nullcontext
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
@@ -53,9 +54,12 @@ def predict(
         str | None,
         typer.Option(
             "--out",
-            help="Output file (.csv, .jsonl or .parquet). Default: INPUT_STEM.scores.csv next to the input. "
-            "With --engine ray (required there): a folder of part files plus _manifest.json; its extension "
-            "picks the parts' format (scores.csv/), Parquet without one.",
+            help="Output file: .csv, .tsv, .jsonl, .json (also written as JSON Lines) or .parquet; never "
+            "'-' (it appears only once complete). Default: INPUT_STEM.scores.csv next to the input. Locked "
+            "while a run writes it: a second run on the same --out is refused (exit 2). With --engine ray "
+            "(required there): a folder of part files plus _manifest.json; its extension picks the parts' "
+            "format (scores.csv/), Parquet without one; locked the same way on a local disk, not on s3://, "
+            "gs:// or hdfs:// (no lock spans a cluster's storage: give each job its own --out).",
         ),
     ] = None,
     text_col: TextCol = TEXT_COL,
@@ -69,10 +73,31 @@ def predict(
         bool,
         flag(
             "--resume",
-            help="Continue an interrupted run (even one killed with kill -9) from its last checkpoint; the "
-            "result is identical to an uninterrupted run. Refused if the input, model or options changed.",
+            help="Continue an interrupted run (Ctrl-C, SIGTERM, even kill -9) from its last checkpoint; the "
+            "result is identical to an uninterrupted run. Refused if the input, model or options changed. "
+            "When the same job already finished, says so and scores nothing (safe for retried jobs).",
         ),
     ] = False,
+    overwrite: Annotated[
+        bool,
+        flag(
+            "--overwrite",
+            help="Replace an existing --out, and discard an interrupted run's checkpoint. Without it both "
+            "are refused (exit 2), so a rerun never silently replaces a result or throws away scored rows.",
+        ),
+    ] = False,
+    max_error_rate: Annotated[
+        float | None,
+        typer.Option(
+            "--max-error-rate",
+            min=0.0,
+            max=1.0,
+            metavar="FRACTION",
+            help="Fail (exit 4) when more than this share of rows could not be scored, e.g. 0.01; the output "
+            "and manifest are still written, so a scheduler can tell a bad input from a crash (exit 1). "
+            "Default: no limit (per-row errors never fail the run).",
+        ),
+    ] = None,
     probs: Annotated[bool, flag("--probs", help="Add a prob_<label> column for every label.")] = False,
     batch_tokens: BatchTokens = None,
     window: Window = WINDOW,
@@ -131,31 +156,44 @@ def predict(
 ) -> None:
     """Score INPUT: one output row per input row, in order, with label, score, status and error.
 
-    Rows with empty, null or undecodable text are kept with status=error and a reason (exit code 0).
+    Rows with empty, null or undecodable text are kept with status=error and a reason (exit code 0, or 4
+    above --max-error-rate); when most rows fail for one reason, one warning says the likely cause and fix.
     A file that cannot be read at all, or lacks the text column, exits with code 2 before the model loads.
+
+    Ctrl-C (SIGINT) or SIGTERM stops the run at the next window: exit 130 or 143 with one line saying how
+    many rows are saved; the same command with --resume continues. A signal that arrives once the output
+    is complete changes nothing: the run finishes its clean-up and exits 0. A second signal ends the
+    process at once (still resumable).
     """
-    from clsrun.runtime.batching import BatchOptions
-    from clsrun.runtime.predict import predict_file
-    from clsrun.runtime.readers import ReadOptions
-    from clsrun.runtime.score import OutputOptions
-    from clsrun.runtime.variant import Variant
+    from clsrun.runtime import stopping
 
-    ray = None
-    if engine == "ray":
-        from clsrun.runtime.ray_engine.engine import RayOptions
+    with stopping.cooperative() as stop:  # imports too: a signal is only noted until a safe point
+        from clsrun.runtime.batching import BatchOptions
+        from clsrun.runtime.predict import predict_file
+        from clsrun.runtime.readers import ReadOptions
+        from clsrun.runtime.score import OutputOptions
+        from clsrun.runtime.variant import Variant
 
-        ray = RayOptions(address, workers, cpus_per_worker, gpus_per_worker, preserve_order, quiet=quiet)
-    result = predict_file(
-        input,
-        out,
-        model,
-        Variant(backend, precision, device, threads, streams),
-        ReadOptions(text_col, id_col),
-        BatchOptions(window, batch_tokens),
-        OutputOptions(probs, resume),
-        ray,
-        progress=None if quiet or not sys.stderr.isatty() else ScoringBar,
-    )
+        ray = None
+        if engine == "ray":  # Ray runs its own threads and processes: a stop raises, as in other commands
+            from clsrun.runtime.ray_engine.engine import RayOptions
+
+            ray = RayOptions(address, workers, cpus_per_worker, gpus_per_worker, preserve_order, quiet=quiet)
+        with stopping.raising() if ray is not None else nullcontext():
+            result = predict_file(
+                input,
+                out,
+                model,
+                Variant(backend, precision, device, threads, streams),
+                ReadOptions(text_col, id_col),
+                BatchOptions(window, batch_tokens),
+                OutputOptions(probs, resume, overwrite, max_error_rate),
+                ray,
+                progress=None if quiet or not sys.stderr.isatty() else ScoringBar,
+                stop=stop,
+            )
+    for line in result.warnings():
+        typer.echo(f"warning: {line}", err=True)
     if not quiet:
         typer.echo(result.summary(), err=True)
 

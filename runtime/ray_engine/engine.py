@@ -44,8 +44,9 @@ import pyarrow.fs as pafs
 from clsrun import __version__
 from clsrun.runtime.batching import BatchOptions
 from clsrun.runtime.bundle import Bundle
-from clsrun.runtime.errors import ClsrunError, InternalError, UsageError, require
+from clsrun.runtime.errors import ClsrunError, InternalError, OutputExistsError, UsageError, require
 from clsrun.runtime.files import atomic_fs_write_text
+from clsrun.runtime.outlock import OutputLock
 from clsrun.runtime.ray_engine.inputs import InputFiles, open_location, resolve_inputs
 from clsrun.runtime.ray_engine.stages import (
     ActorConfig,
@@ -57,6 +58,7 @@ from clsrun.runtime.ray_engine.stages import (
     pack_bundle,
 )
 from clsrun.runtime.readers import ReadOptions, open_records
+from clsrun.runtime.row_errors import check_error_rate
 from clsrun.runtime.score import OutputOptions, RunResult
 from clsrun.runtime.variant import Variant
 from clsrun.runtime.writers import output_format, output_schema
@@ -180,8 +182,10 @@ def _clsrun_cause(e: BaseException) -> ClsrunError | None:
     return None
 
 
-def _output_target(out: str) -> tuple[pafs.FileSystem, str, str]:
-    """``(filesystem, path, format)`` of OUT: a folder whose extension picks the parts' format."""
+def _output_target(out: str, overwrite: bool) -> tuple[pafs.FileSystem, str, str]:
+    """``(filesystem, path, format)`` of OUT: a folder whose extension picks the parts' format.
+
+    An earlier clsrun output there is replaced only with ``overwrite``; any other folder never is."""
     fs, path, _ = open_location(out)
     path = path.rstrip("/")
     suffix = posixpath.splitext(path)[1]
@@ -196,6 +200,10 @@ def _output_target(out: str) -> tuple[pafs.FileSystem, str, str]:
         raise UsageError(
             f"--out {out}: folder exists and is not a clsrun output (no {MANIFEST}); "
             f"choose a new folder, clsrun will not replace it"
+        )
+    if info.type == pafs.FileType.Directory and not overwrite:
+        raise OutputExistsError(
+            f"--out {out}: already exists (an earlier run's output); add --overwrite to replace it"
         )
     return fs, path, kind
 
@@ -279,7 +287,35 @@ def score_with_ray(
     job = _Job(options.worker_variant(variant), read, batching, output, options)
     ray = _import_ray()  # a missing extra is the first thing a user hears about
     files = resolve_inputs(inputs)
-    out_fs, out_path, kind = _output_target(str(out_dir))
+    out_fs, out_path, kind = _output_target(str(out_dir), output.overwrite)
+    with _locked(out_fs, out_path):
+        result = _score_on_ray(ray, files, bundle, job, (out_fs, out_path, kind), str(out_dir))
+    check_error_rate(result.manifest, output.max_error_rate)
+    return result
+
+
+@contextlib.contextmanager
+def _locked(fs: pafs.FileSystem, path: str) -> Iterator[None]:
+    """One writer per output folder, as for the local engine (``outlock.py``), when OUT is on a local
+    disk. On s3://, gs:// or hdfs:// no lock spans the cluster's storage: jobs must not share an OUT."""
+    if not isinstance(fs, pafs.LocalFileSystem):
+        yield
+        return
+    with OutputLock.acquire(Path(path)):
+        yield
+
+
+def _score_on_ray(
+    ray: Any,
+    files: InputFiles,
+    bundle: str | Path | None,
+    job: _Job,
+    target: tuple[pafs.FileSystem, str, str],
+    out_dir: str,
+) -> RayScoreResult:
+    """Check, load, run, tally and publish (:func:`score_with_ray` after the output is locked)."""
+    out_fs, out_path, kind = target
+    read, options = job.read, job.ray
     if isinstance(files.filesystem, pafs.LocalFileSystem):
         # Whole-file problems of the first file (missing column, wrong format) exit 2 before the model
         # loads; every other file is checked the same way by its read task, before any output is published.
@@ -294,12 +330,12 @@ def score_with_ray(
         with _job_context(ray, options):
             results = _run_job(ray, files, loaded, job, (out_fs, staging, kind))
         wall = time.perf_counter() - t0
-        manifest = _manifest(files, results, described, job, kind, wall, str(out_dir))
+        manifest = _manifest(files, results, described, job, kind, wall, out_dir)
         _tidy_staging(out_fs, staging, manifest)
         text = json.dumps(manifest, indent=2, ensure_ascii=False) + "\n"
         atomic_fs_write_text(out_fs, f"{staging}/{MANIFEST}", text)
         _publish(out_fs, staging, out_path)
-        return RayScoreResult(str(out_dir), manifest)
+        return RayScoreResult(out_dir, manifest)
     finally:
         _remove(out_fs, staging)
         if started_ray:
@@ -393,6 +429,14 @@ def _tidy_staging(fs: pafs.FileSystem, staging: str, manifest: dict[str, Any]) -
         )
 
 
+def _reasons(results: list[dict[str, Any]]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for r in results:
+        for reason, n in (r.get("reasons") or {}).items():
+            total[reason] = total.get(reason, 0) + n
+    return dict(sorted(total.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
 def _tally_results(
     files: InputFiles, results: list[dict[str, Any]]
 ) -> tuple[dict[int, FileTally], list[dict[str, Any]]]:
@@ -438,6 +482,8 @@ def _manifest(
         "rows_read": rows,
         "ok": sum(t.ok for t in totals.values()),
         "error": sum(t.error for t in totals.values()),
+        "error_reasons": _reasons(results),  # error rows per reason (row_errors.reason_kind), most first
+        "max_error_rate": job.output.max_error_rate,
         "files": [
             {"input": uri, "rows": t.rows, "ok": t.ok, "error": t.error}
             for uri, t in ((u, totals.get(i, empty)) for i, u in enumerate(files.uris))

@@ -34,6 +34,7 @@ from clsrun.runtime.errors import BundleError, InputError
 from clsrun.runtime.files import atomic_fs_write
 from clsrun.runtime.ray_engine.inputs import InputFiles, local_copy
 from clsrun.runtime.readers import ReadOptions, RecordChunk, open_records
+from clsrun.runtime.row_errors import count_reasons
 from clsrun.runtime.variant import Variant
 from clsrun.runtime.writers import open_writer
 
@@ -306,6 +307,7 @@ def make_datasink(staging: str, fs: pafs.FileSystem, kind: str, schema: pa.Schem
                 "rows": table.num_rows,
                 "files": {k: vars(v) for k, v in tally.items()},
                 "variants": variants,
+                "reasons": count_reasons(table.column("error")),
             }
 
         def on_write_complete(self, write_result: Any) -> None:

@@ -20,6 +20,7 @@ import ray  # the ray extra: `make install` installs it, so CI runs these tests 
 from clsrun.runtime.batching import BatchOptions
 from clsrun.runtime.classifier import Classifier
 from clsrun.runtime.errors import BundleError, DependencyError, InputError
+from clsrun.runtime.outlock import OutputLock
 from clsrun.runtime.ray_engine.engine import MANIFEST, RayOptions, score_with_ray
 from clsrun.runtime.ray_engine.inputs import resolve_inputs
 from clsrun.runtime.ray_engine.stages import FileReader, window_of
@@ -97,6 +98,9 @@ def test_multi_file_input_matches_the_local_engine(tmp_path: Path, toy_bundle: P
     assert m["rows_read"] == m["ok"] + m["error"] == sum(f["rows"] for f in m["files"]) == got.num_rows
     assert [f["rows"] for f in m["files"]] == list(rows.values())
     assert sum(p["rows"] for p in m["parts"]) == got.num_rows and m["ray"]["workers"] == 2
+    errors = [r["error"] for r in got.to_pylist() if r["error"]]
+    assert sum(m["error_reasons"].values()) == len(errors) == m["error"]  # counted by reason, as locally
+    assert m["error_reasons"]["text is a JSON int, not a string"] == 100
     ran = {
         "backend": "onnx",
         "precision": "int8",
@@ -141,8 +145,16 @@ def test_csv_parts_and_the_cli(tmp_path: Path, toy_bundle: Path) -> None:
         out / "part-00000.csv", convert_options=pacsv.ConvertOptions(strings_can_be_null=False)
     )
     assert table.num_rows == 2700 and table.column("id").to_pylist()[:3] == [0, 1, 2]  # one file: row numbers
-    # A second run replaces its own earlier output; a folder that is not a clsrun output is refused.
-    assert CliRunner().invoke(app, [*args, "--out", str(out), "--cpus-per-worker", "0.5"]).exit_code == 0
+    # A second run replaces its own earlier output only with --overwrite (and only one run writes it at a
+    # time: the lock beside it); a folder that is not a clsrun output is refused.
+    res = CliRunner().invoke(app, [*args, "--out", str(out), "--cpus-per-worker", "0.5"])
+    assert res.exit_code == 2 and "already exists (an earlier run's output); add --overwrite" in res.output
+    with OutputLock.acquire(out):
+        res = CliRunner().invoke(app, [*args, "--out", str(out), "--cpus-per-worker", "0.5", "--overwrite"])
+        assert res.exit_code == 2 and f"--out {out}: another run is writing it" in res.output
+    rerun = [*args, "--out", str(out), "--cpus-per-worker", "0.5", "--overwrite"]
+    assert CliRunner().invoke(app, rerun).exit_code == 0
+    assert not (tmp_path / ".scores.csv.lock").exists()
     res = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "in"), "--cpus-per-worker", "0.5"])
     assert res.exit_code == 2 and "is not a clsrun output" in res.output
 

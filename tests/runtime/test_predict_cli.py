@@ -6,6 +6,8 @@ import io
 import json
 import subprocess
 import sys
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pyarrow as pa
@@ -17,7 +19,6 @@ from typer.testing import CliRunner
 
 from clsrun.runtime.cli import app
 from clsrun.runtime.cli.predict import ScoringBar
-from clsrun.runtime.partial import PartialOutput
 from clsrun.runtime.readers import ReadProgress
 
 runner = CliRunner()
@@ -169,22 +170,17 @@ def test_no_bar_with_quiet_or_when_stderr_is_not_a_terminal(
     args = ["predict", str(_input(tmp_path / "in.csv", 300)), "--model", str(toy_bundle)]
     res = runner.invoke(app, args)  # CliRunner's stderr is not a terminal
     assert res.exit_code == 0 and res.output.startswith("scored 300 rows") and res.output.count("\n") == 1
-    assert _on_terminal(monkeypatch, [*args, "--quiet"]) == ""
+    assert _on_terminal(monkeypatch, [*args, "--quiet", "--overwrite"]) == ""  # a rerun: --overwrite
 
 
 def test_resumed_run_starts_the_bar_at_the_rows_done(
-    tmp_path: Path, toy_bundle: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    toy_bundle: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    crash_after_parts: Callable[[int], AbstractContextManager[None]],
 ) -> None:
     args = ["predict", str(_input(tmp_path / "in.csv", 2000)), "--model", str(toy_bundle), "--window", "500"]
-    original = PartialOutput.add
-
-    def crash_after_two_windows(self: PartialOutput, *a: object, **kw: object) -> object:
-        if len(self.parts) == 2:
-            raise RuntimeError("killed")
-        return original(self, *a, **kw)  # type: ignore[arg-type]
-
-    with monkeypatch.context() as m:
-        m.setattr(PartialOutput, "add", crash_after_two_windows)
+    with crash_after_parts(2):
         assert runner.invoke(app, [*args, "--resume"]).exit_code == 1
     frames = _frames(_on_terminal(monkeypatch, [*args, "--resume"]))
     assert "1.00k/2.00k" in frames[1] and "? rows/s" in frames[1], frames  # resumed: no rate yet

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import signal
 import subprocess
@@ -19,8 +20,8 @@ import pytest
 
 from clsrun.runtime.batching import BatchOptions
 from clsrun.runtime.classifier import Classifier
-from clsrun.runtime.errors import ResumeError
-from clsrun.runtime.partial import JOURNAL_FILE, PartialOutput
+from clsrun.runtime.errors import OutputExistsError, ResumeError
+from clsrun.runtime.partial import JOURNAL_FILE, CheckpointExistsError, PartialOutput
 from clsrun.runtime.score import OutputOptions, score_file
 from clsrun.runtime.variant import Variant
 
@@ -84,8 +85,11 @@ def test_torn_journal_line_and_stray_part_are_ignored(
     folder = PartialOutput.folder_for(out)
     with open(folder / JOURNAL_FILE, "a", encoding="utf-8") as f:
         f.write('{"index": 4, "start": 10')  # the kill landed mid-line
-    (folder / "part-000004.tmp").write_bytes(b"half a part")
+    run_id = json.loads((folder / "state.json").read_text())["run_id"]
+    torn = folder / f".part-000004.{run_id}.arrow.k2j4x9.tmp"  # the kill landed mid-write
+    torn.write_bytes(b"half a part")
     result = score_file(src, out, clf, options=OutputOptions(resume=True))
+    assert not torn.exists()
     assert result.manifest["resumed_from_row"] == 1000
     assert out.read_bytes() == ref.output.read_bytes()
 
@@ -107,9 +111,13 @@ def test_resume_refuses_a_changed_input_or_options(
         score_file(src, out, wider, options=OutputOptions(resume=True))
     with open(src, "a", encoding="utf-8") as f:
         f.write("one more row\n")
-    with pytest.raises(ResumeError, match=r"the input file \(size, mtime or content\) changed"):
+    with pytest.raises(
+        ResumeError, match=r"the input file changed \(size, modification time, status-change time"
+    ):
         score_file(src, out, clf, options=OutputOptions(resume=True))
-    score_file(src, out, clf)  # without --resume: starts over
+    with pytest.raises(CheckpointExistsError, match=r"left 200 rows checkpointed .* add --resume"):
+        score_file(src, out, clf)  # would silently discard the checkpoint
+    score_file(src, out, clf, options=OutputOptions(overwrite=True))  # says to start over
     assert out.exists()
 
 
@@ -143,7 +151,13 @@ def test_resume_of_a_completed_run_does_nothing(tmp_path: Path, toy_bundle: Path
     stamp = first.output.stat().st_mtime_ns
     again = score_file(src, tmp_path / "o.csv", clf, options=OutputOptions(resume=True))
     assert again.manifest == first.manifest and first.output.stat().st_mtime_ns == stamp
-    changed = score_file(src, tmp_path / "o.csv", clf, options=OutputOptions(resume=True, probs=True))
+    assert again.already_complete and "already complete (500 rows" in again.summary()
+    with pytest.raises(
+        OutputExistsError, match=r"exists, from another job \(--probs changed .* add --overwrite"
+    ):
+        score_file(src, tmp_path / "o.csv", clf, options=OutputOptions(resume=True, probs=True))
+    options = OutputOptions(resume=True, probs=True, overwrite=True)
+    changed = score_file(src, tmp_path / "o.csv", clf, options=options)
     assert changed.manifest["options"]["probs"] is True  # other options: scored again
 
 

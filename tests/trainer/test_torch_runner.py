@@ -35,3 +35,12 @@ def test_auto_on_cpu_is_fp32_and_int8_is_refused(tiny_charcnn_bundle: Path) -> N
     assert auto.choice.precision == "fp32" and auto.streams == 1  # one stream with every thread
     with pytest.raises(UsageError, match="--precision int8 is not available with --backend torch on cpu"):
         Classifier.load(tiny_charcnn_bundle, Variant(backend="torch", precision="int8"))
+
+
+def test_a_never_exported_bundle_runs_on_torch_with_a_hint_to_export(
+    tiny_charcnn_bundle: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    auto = Classifier.load(tiny_charcnn_bundle, Variant(threads=1))
+    assert auto.choice.backend == "torch"
+    assert f"note: {tiny_charcnn_bundle} was never exported: it runs as eager PyTorch" in caplog.text
+    assert f"run `clsrun export {tiny_charcnn_bundle}` once first" in caplog.text

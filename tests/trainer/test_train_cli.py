@@ -52,6 +52,12 @@ def test_train_writes_a_verified_bundle_with_metrics(tiny_charcnn_data: Path, tm
     assert "logs" not in "".join(bundle.files)  # logs are a record, not part of the model
     lines = (out / "confusion_matrix.csv").read_text(encoding="utf-8").splitlines()
     assert lines[0] == "true\\predicted,neg,pos"
+    sample = training["train_text_sample"]  # the hash sample `clsrun eval` checks its data against
+    assert sample["one_in"] == 1 and 0 < len(sample["hashes"]) <= 16 * 54
+    evaluated = CliRunner().invoke(app, ["eval", str(out), str(tiny_charcnn_data)])
+    assert (
+        evaluated.exit_code == 0 and "is the file this model was trained on (same sha256" in evaluated.output
+    )
 
     again = CliRunner().invoke(app, _args(tiny_charcnn_data, out))
     assert again.exit_code == 2 and "--force" in again.output

@@ -192,7 +192,7 @@ def _predict_backend(bundle: Bundle, inputs: Inputs, device: str, threads: int, 
     import pyarrow.csv as pacsv
 
     from clsrun.runtime.readers import ReadOptions
-    from clsrun.runtime.score import score_file
+    from clsrun.runtime.score import OutputOptions, score_file
 
     clf = _classifier(bundle, Variant(device=device, threads=threads))  # type: ignore[arg-type]
     if inputs.whole_file:  # literally the file a user would run `clsrun predict` on
@@ -203,7 +203,8 @@ def _predict_backend(bundle: Bundle, inputs: Inputs, device: str, threads: int, 
     target = workdir / "bench_input.scores.csv"
 
     def bulk() -> dict[str, Any]:
-        manifest: dict[str, Any] = score_file(source, target, clf, ReadOptions(text_col)).manifest
+        rerun = OutputOptions(overwrite=True)  # each repeat replaces the last one's output
+        manifest: dict[str, Any] = score_file(source, target, clf, ReadOptions(text_col), rerun).manifest
         return manifest
 
     return Backend({**clf.describe(), "input": str(source)}, bulk=bulk, precision=clf.choice.precision)

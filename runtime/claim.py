@@ -1,0 +1,88 @@
+"""Claiming the output of a local run before any work: checked, then locked until the run ends.
+
+A run writes ``OUT``, ``OUT.manifest.json`` and, while it runs, ``.OUT.partial/`` (its checkpoint). Before
+the model loads, :meth:`OutputClaim.take`
+
+- resolves ``OUT`` (``--out``, else ``INPUT_STEM.scores.csv`` beside the input) and refuses what cannot be
+  written as asked: ``-`` (the output appears only when complete, so never on a pipe), an unknown
+  extension, a folder, the input itself;
+- locks it (``outlock.py``): one writer per output, for the whole run, ``--resume`` and the final rename
+  included; a second run is refused naming the first;
+- refuses to discard what is there without ``--overwrite``: an existing output, or a checkpoint of an
+  interrupted run (``--resume`` continues that one instead).
+
+``--resume`` with no checkpoint and an existing output is decided once the model is loaded (``score.py``):
+the same job's finished output is "already complete"; anything else still needs ``--overwrite``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from clsrun.runtime.errors import OutputExistsError, UsageError
+from clsrun.runtime.outlock import OutputLock
+from clsrun.runtime.partial import PartialOutput
+from clsrun.runtime.writers import output_format
+
+
+def default_output(input_path: Path) -> Path:
+    """``INPUT_STEM.scores.csv`` next to the input (``reviews.csv.gz`` -> ``reviews.scores.csv``)."""
+    name = input_path.name
+    for suffix in (".gz", ".csv", ".tsv", ".jsonl", ".json", ".parquet"):
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+    return input_path.with_name(f"{name}.scores.csv")
+
+
+def output_path(input_path: Path, output: Path | str | None) -> Path:
+    """Where a local run of ``input_path`` writes, checked: a file clsrun can write in a known format."""
+    if output is not None and str(output) == "-":
+        raise UsageError(
+            "--out -: clsrun does not write to standard output: the output appears only once complete "
+            "(written under a temporary name, then renamed); give a file (e.g. --out scores.csv) and read that"
+        )
+    out = Path(output) if output is not None else default_output(input_path)
+    output_format(out)  # refuse an unknown extension before any work
+    if out.is_dir():
+        raise UsageError(f"--out {out}: is a folder; the local engine writes one file")
+    if out.resolve() == input_path.resolve():
+        raise UsageError(f"--out {out}: is the input file itself")
+    return out
+
+
+@dataclass(frozen=True)
+class OutputClaim:
+    """An output checked and locked for one run; valid inside :meth:`take`'s ``with`` block."""
+
+    path: Path
+    resume: bool
+    overwrite: bool
+
+    @classmethod
+    @contextmanager
+    def take(
+        cls, input_path: Path, output: Path | str | None, resume: bool = False, overwrite: bool = False
+    ) -> Iterator[OutputClaim]:
+        """Check and lock the output of a run of ``input_path``; the lock is released on leaving.
+
+        Raises :class:`~clsrun.runtime.errors.OutputLockedError` when another run holds it,
+        :class:`~clsrun.runtime.partial.CheckpointExistsError` or :class:`OutputExistsError` when a run
+        with neither ``resume`` nor ``overwrite`` would discard a checkpoint or replace an output.
+        """
+        out = output_path(input_path, output)
+        with OutputLock.acquire(out):
+            if not resume and not overwrite:
+                _refuse_to_discard(out)
+            yield cls(out, resume, overwrite)
+
+
+def _refuse_to_discard(out: Path) -> None:
+    PartialOutput.refuse_to_discard(out)
+    if out.exists():
+        raise OutputExistsError(
+            f"--out {out}: already exists; add --overwrite to replace it (or --resume, which keeps it "
+            f"when it is this same job's finished output)"
+        )

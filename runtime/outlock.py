@@ -1,0 +1,127 @@
+"""One writer per output: an exclusive lock beside the output, held for the whole run (``--resume`` too).
+
+Two runs writing the same ``--out`` (a cron overlap, a retry while the first still runs) would otherwise
+share one ``.OUT.partial/`` folder and publish a file mixed from both inputs. The lock is a
+``fcntl.flock`` on ``.OUT.lock``: the kernel drops it when the holder dies, even under ``kill -9``, so a
+crashed run never blocks the next one, and the file itself says who holds it (pid, host, start time,
+command) so the refusal can name the holder.
+
+Why by hand: no library in this project's dependencies offers an inter-process lock, and ``flock`` is
+a few lines. The one subtlety is the unlink on release: a second run may have opened the old file
+just before it was removed, then lock it; so after locking, the holder checks that the path still names
+the file it locked, and starts over if not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+
+from clsrun.runtime.errors import OutputLockedError, UsageError
+
+try:  # POSIX only; elsewhere runs are not locked (said once in lock_path's docstring)
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+
+def lock_path(output: Path) -> Path:
+    """``.OUT.lock`` beside ``output`` (a file or, for the Ray engine, a folder)."""
+    return output.parent / f".{output.name}.lock"
+
+
+def _holder_line(path: Path) -> str:
+    """Who holds the lock, as the lock file says (best effort: it may be half-written)."""
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(info["started"])))
+        return f"pid {info['pid']} on {info['host']}, started {started}: {info['command']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another clsrun process"
+
+
+class OutputLock:
+    """An acquired lock on one output. Use :meth:`acquire`; :meth:`release` (or ``with``) frees it."""
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path = path
+        self._fd: int | None = fd
+
+    @classmethod
+    def acquire(cls, output: Path) -> OutputLock:
+        """Lock ``output`` for this process, or raise :class:`OutputLockedError` naming the holder.
+
+        The output's folder is made if it does not exist yet (a run writes into it anyway)."""
+        path = lock_path(output)
+        if fcntl is None:  # pragma: no cover - Windows
+            return cls(path, -1)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+            except OSError as e:
+                if e.errno == errno.ELOOP:
+                    raise UsageError(
+                        f"{path}: is a symbolic link; remove it (clsrun locks --out there)"
+                    ) from e
+                raise
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise OutputLockedError(
+                    f"--out {output}: another run is writing it ({_holder_line(path)}); wait for it to finish, "
+                    f"or stop it first"
+                ) from None
+            if cls._still_named(path, fd):
+                break
+            os.close(fd)  # locked a file that its holder had just removed: lock the new one
+        lock = cls(path, fd)
+        lock._describe()
+        return lock
+
+    @staticmethod
+    def _still_named(path: Path, fd: int) -> bool:
+        try:
+            on_disk = os.stat(path, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        held = os.fstat(fd)
+        return (on_disk.st_dev, on_disk.st_ino) == (held.st_dev, held.st_ino)
+
+    def _describe(self) -> None:
+        info = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": time.time(),
+            "command": " ".join(["clsrun", *sys.argv[1:]])[:500],
+        }
+        assert self._fd is not None
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, (json.dumps(info) + "\n").encode("utf-8"), 0)
+
+    def release(self) -> None:
+        """Remove the lock file, then let go of the lock (in that order: see the module docstring)."""
+        if self._fd is None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            if self._fd < 0 or self._still_named(self.path, self._fd):
+                self.path.unlink()
+        if self._fd >= 0:
+            os.close(self._fd)
+        self._fd = None
+
+    def __enter__(self) -> OutputLock:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.release()

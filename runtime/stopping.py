@@ -1,0 +1,173 @@
+"""SIGINT and SIGTERM as requests to stop, answered where the code says a stop may land.
+
+Python's default turns SIGINT into a ``KeyboardInterrupt`` raised wherever the main thread happens to be:
+inside a lazy import (leaving a module half made, or the import lock held while a worker thread waits
+for its first import), between starting a thread and entering the ``try`` that joins it, inside a
+library's own clean-up. SIGTERM by default kills the process with no clean-up and no message. A run that
+keeps a resumable partial output wants neither: it wants to stop between two windows, leave its journal
+consistent, and exit 130 or 143 with one line saying how to resume.
+
+So a signal is first only *noted* in the process's :class:`StopRequest`; code then says where it may land:
+
+- :func:`install` (first thing in the console entry point, before the command line is imported): from
+  then on a signal is noted and nothing is raised, so start-up imports always complete;
+- :func:`raising` (every command but ``predict``'s local engine, through ``cli.app.reports_errors``): inside
+  it a noted or arriving signal raises :class:`Stop` (a ``KeyboardInterrupt``, so libraries that clean up
+  on Ctrl-C still do) in the main thread, and the command exits 128 + the signal number with one line;
+- :func:`cooperative` (``clsrun predict``): inside it a signal only sets the request, which the scoring
+  pipeline polls at its safe points (between windows and batches).
+
+Under either mode a second signal, while the first is being honoured, gets the signal's default action at
+once (the process dies as under ``kill``): the user wants out now, and the partial output survives even
+``kill -9``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Stop(KeyboardInterrupt):
+    """A stop signal raised in the main thread inside :func:`raising`; ``signum`` says which.
+
+    ``early``: the signal was noted before the section began (during start-up), so nothing was done yet.
+    """
+
+    def __init__(self, signum: int, early: bool = False) -> None:
+        super().__init__(signal_name(signum))
+        self.signum = signum
+        self.early = early
+
+
+def signal_name(signum: int) -> str:
+    """``SIGINT``, ``SIGTERM``, ..."""
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+class StopRequest:
+    """Set by a signal (or by code: a test, another thread); polled by the scoring pipeline."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.signum: int | None = None
+
+    def set(self, signum: int = signal.SIGINT) -> None:
+        if self.signum is None:
+            self.signum = signum
+        self.event.set()
+
+    def is_set(self) -> bool:
+        return self.event.is_set()
+
+    @property
+    def name(self) -> str:
+        return signal_name(self.signum if self.signum is not None else signal.SIGINT)
+
+    @property
+    def exit_code(self) -> int:
+        """128 + the signal number, as a shell reports a process that signal killed (130, 143)."""
+        return 128 + (self.signum if self.signum is not None else signal.SIGINT)
+
+
+class _Mode:
+    """The process-wide state the one signal handler reads (signals are only ever handled in the main thread)."""
+
+    request = StopRequest()
+    raising = False
+
+
+def _handler(signum: int, frame: FrameType | None) -> None:
+    request = _Mode.request
+    if request.is_set():  # asked twice: the user wants out now; the journal is kill -9 safe
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
+    request.set(signum)
+    if _Mode.raising:
+        raise Stop(signum)
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+def _handled() -> list[int]:
+    """The stop signals to take over: not one the process was started with ignored (``SIG_IGN``), as a
+    shell does for SIGINT in background jobs; Python keeps that too."""
+    return [s for s in SIGNALS if signal.getsignal(s) is not signal.SIG_IGN]
+
+
+def _ours() -> bool:
+    return any(signal.getsignal(s) is _handler for s in SIGNALS)
+
+
+def install() -> StopRequest:
+    """From now on SIGINT/SIGTERM are noted in the returned request, never raised (outside :func:`raising`).
+
+    Call it in the main thread before importing anything a signal could interrupt; it stays for the life
+    of the process. A launcher that blocked the signals until the handlers exist gets them now: any that
+    arrived meanwhile are delivered, and noted, on unblocking.
+    """
+    if _in_main_thread():
+        _Mode.request, _Mode.raising = StopRequest(), False
+        for signum in _handled():
+            signal.signal(signum, _handler)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
+    return _Mode.request
+
+
+@contextmanager
+def _mode(raising: bool) -> Iterator[StopRequest]:
+    """Our handler with ``raising`` for the duration; what was there before is put back after.
+
+    Outside :func:`install` (the Python API, tests) each outermost section starts with a fresh request, so
+    a stop that one run honoured does not stop the next.
+    """
+    previous = {s: signal.getsignal(s) for s in _handled()}
+    if not _ours():
+        _Mode.request = StopRequest()
+    was_raising, _Mode.raising = _Mode.raising, raising
+    for signum in previous:
+        signal.signal(signum, _handler)
+    try:
+        yield _Mode.request
+    finally:
+        _Mode.raising = was_raising
+        for signum, old in previous.items():
+            signal.signal(signum, old if old is not None else signal.SIG_DFL)  # None: set outside Python
+
+
+@contextmanager
+def raising() -> Iterator[StopRequest]:
+    """Inside, a stop raises :class:`Stop` in the main thread: at once if one was already noted."""
+    if not _in_main_thread():
+        yield StopRequest()
+        return
+    with _mode(raising=True) as request:
+        if request.is_set():
+            raise Stop(request.signum or signal.SIGINT, early=True)
+        yield request
+
+
+@contextmanager
+def cooperative() -> Iterator[StopRequest]:
+    """Inside, SIGINT/SIGTERM only set the yielded request (one noted before counts too); code polls it.
+
+    Outside the main thread (the Python API called from a worker) signals cannot be handled there: a
+    request is still yielded, and only code sets it.
+    """
+    if not _in_main_thread():
+        yield StopRequest()
+        return
+    with _mode(raising=False) as request:
+        yield request

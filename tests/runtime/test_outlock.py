@@ -1,0 +1,87 @@
+"""One writer per output: the lock beside --out."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from clsrun.runtime.errors import OutputLockedError, UsageError
+from clsrun.runtime.outlock import OutputLock, lock_path
+
+
+def test_a_second_lock_on_the_same_output_is_refused_naming_the_holder(tmp_path: Path) -> None:
+    out = tmp_path / "scores.csv"
+    with OutputLock.acquire(out):
+        assert lock_path(out).is_file()
+        with pytest.raises(
+            OutputLockedError, match=rf"--out {out}: another run is writing it \(pid {os.getpid()} on "
+        ):
+            OutputLock.acquire(out)
+    assert not lock_path(out).exists(), "a released lock leaves nothing behind"
+    with OutputLock.acquire(out):  # free again
+        pass
+
+
+def test_other_outputs_in_the_same_folder_are_independent(tmp_path: Path) -> None:
+    with OutputLock.acquire(tmp_path / "a.csv"), OutputLock.acquire(tmp_path / "b.csv"):
+        assert lock_path(tmp_path / "a.csv") != lock_path(tmp_path / "b.csv")
+
+
+def test_the_lock_of_a_killed_process_is_free(tmp_path: Path) -> None:
+    out = tmp_path / "scores.csv"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from clsrun.runtime.outlock import OutputLock;"
+            f"OutputLock.acquire(Path({str(out)!r})); print('locked', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        with pytest.raises(OutputLockedError):
+            OutputLock.acquire(out)
+        holder.kill()  # kill -9: no clean-up ran, the stale file stays, the kernel dropped the lock
+        holder.wait()
+        assert lock_path(out).exists()
+        with OutputLock.acquire(out):
+            pass
+    finally:
+        holder.kill()
+
+
+def test_a_lock_taken_on_a_file_its_holder_just_removed_does_not_count(tmp_path: Path) -> None:
+    out = tmp_path / "scores.csv"
+    first = OutputLock.acquire(out)
+    stale_fd = os.open(lock_path(out), os.O_RDWR)  # opened just before the holder removes it
+    first.release()
+    try:
+        assert not OutputLock._still_named(lock_path(out), stale_fd)
+        second = OutputLock.acquire(out)  # makes a new file and locks that one
+        assert OutputLock._still_named(lock_path(out), second._fd or -1)
+        second.release()
+    finally:
+        os.close(stale_fd)
+
+
+def test_a_symlink_in_place_of_the_lock_file_is_refused(tmp_path: Path) -> None:
+    out = tmp_path / "scores.csv"
+    target = tmp_path / "elsewhere"
+    target.write_text("keep me\n")
+    lock_path(out).symlink_to(target)
+    with pytest.raises(UsageError, match="symbolic link"):
+        OutputLock.acquire(out)
+    assert target.read_text() == "keep me\n"
+
+
+def test_the_folder_of_a_new_output_is_made(tmp_path: Path) -> None:
+    out = tmp_path / "new" / "deeper" / "scores.csv"
+    with OutputLock.acquire(out):
+        assert lock_path(out).is_file()
+    assert sorted(p.name for p in out.parent.iterdir()) == []

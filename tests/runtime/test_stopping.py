@@ -1,0 +1,81 @@
+"""SIGINT/SIGTERM: noted after install(), raised as Stop inside raising(), a polled request inside cooperative()."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from clsrun.runtime import stopping
+
+
+def _run(script: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_inside_cooperative_a_signal_only_sets_the_request() -> None:
+    before = signal.getsignal(signal.SIGTERM)
+    with stopping.cooperative() as request:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert request.event.wait(5)
+        assert request.signum == signal.SIGTERM and request.name == "SIGTERM"
+        assert request.exit_code == 143
+    assert signal.getsignal(signal.SIGTERM) is before, "the previous handler is back"
+    with (
+        stopping.cooperative() as fresh
+    ):  # outside install(): a stop honoured once does not stop the next run
+        assert not fresh.is_set()
+
+
+def test_inside_raising_a_signal_raises_stop() -> None:
+    with pytest.raises(stopping.Stop) as caught, stopping.raising():
+        os.kill(os.getpid(), signal.SIGTERM)
+        signal.sigtimedwait([], 0)  # let the handler run
+    assert caught.value.signum == signal.SIGTERM and isinstance(caught.value, KeyboardInterrupt)
+    assert not caught.value.early
+
+
+def test_after_install_a_signal_is_noted_then_raised_where_the_code_allows() -> None:
+    done = _run(
+        """
+        import os, signal, time
+        from clsrun.runtime import stopping
+        request = stopping.install()
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.2)  # a stop during start-up imports: noted, nothing raised
+        print("noted", request.signum == signal.SIGTERM, flush=True)
+        with stopping.cooperative() as same:
+            print("cooperative sees it", same.is_set(), flush=True)
+        try:
+            with stopping.raising():
+                print("never here", flush=True)
+        except stopping.Stop as e:
+            print("raised at once", e.signum == signal.SIGTERM and e.early, flush=True)
+        """
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["noted True", "cooperative sees it True", "raised at once True"]
+
+
+def test_a_second_signal_takes_the_default_action_at_once() -> None:
+    done = _run(
+        """
+        import os, signal, time
+        from clsrun.runtime import stopping
+        with stopping.cooperative() as request:
+            os.kill(os.getpid(), signal.SIGTERM)
+            request.event.wait(5)
+            print("first signal noted", flush=True)
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+            print("still alive")
+        """
+    )
+    assert done.stdout == "first signal noted\n"
+    assert done.returncode == -signal.SIGTERM
