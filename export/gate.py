@@ -66,7 +66,7 @@ def load_eval_set(
             raise InputError(
                 f"{bundle.root} has no {VALIDATION_FILE} (held-out rows); give labelled rows with --eval-data FILE"
             )
-        path, source = bundle.path(VALIDATION_FILE), VALIDATION_FILE
+        path, source = bundle.file(VALIDATION_FILE), VALIDATION_FILE
     data = read_labelled(path)
     index = {label: i for i, label in enumerate(bundle.labels)}
     unknown = sorted(set(data.labels) - index.keys())
