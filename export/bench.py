@@ -416,16 +416,35 @@ def open_backend(
     raise UsageError(f"--backends: unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
 
 
+def timing_pipeline(bundle: Bundle, device: str) -> Any:
+    """``transformers.pipeline("text-classification")`` on the bundle, to time what a transformers user runs.
+
+    A mean-pooling bundle refuses ``BertForSequenceClassification`` on purpose (no stock class computes
+    its head, see ``clsrun.trainer.bert_folder``); for timing, that class is built on the bundle's encoder
+    with a new head (``ignore_mismatched_sizes``): the same network to within one small layer, so the same
+    cost, but not clsrun's labels. Nothing from the folder runs (``trust_remote_code=False``).
+    """
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
+
+    safe = {"local_files_only": True, "trust_remote_code": False}
+    model = AutoModelForSequenceClassification.from_pretrained(
+        bundle.root, ignore_mismatched_sizes=bundle.spec.model.get("pooling") == "mean", **safe
+    )
+    tokenizer = AutoTokenizer.from_pretrained(bundle.root, **safe)
+    return pipeline(
+        "text-classification", model=model, tokenizer=tokenizer, device=0 if device == "cuda" else -1
+    )
+
+
 def _pipeline_backend(bundle: Bundle, inputs: Inputs, device: str, threads: int) -> Backend:
     if bundle.spec.kind != "bert":
         raise BackendUnavailable(
             f"a {bundle.spec.kind} bundle is not a Hugging Face model; the pipeline runs BERT bundles only"
         )
     import torch
-    from transformers import pipeline
 
     torch.set_num_threads(threads)
-    pipe = pipeline("text-classification", model=str(bundle.root), device=0 if device == "cuda" else -1)
+    pipe = timing_pipeline(bundle, device)
     texts, max_length = inputs.texts, bundle.spec.max_length
 
     def call(rows: np.ndarray) -> None:
