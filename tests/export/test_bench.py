@@ -105,6 +105,14 @@ def test_bert_bundle_runs_pipeline_and_eager_torch_with_flops(
 
 
 @pytest.mark.slow
+def test_the_pipeline_is_timed_on_a_mean_pooling_bundle(tiny_mean_bundle: Path, tiny_bert_data: Path) -> None:
+    """transformers' pipeline refuses a mean-pooling bundle; the bench times the same encoder under it."""
+    report = run_bench(quick(tiny_mean_bundle, tiny_bert_data, ("pipeline",)))
+    by = check_accounted(report, ("pipeline",))
+    assert by["pipeline"].status == "ok", by["pipeline"].reason
+
+
+@pytest.mark.slow
 def test_exported_charcnn_every_cpu_backend_runs(tiny_charcnn_bundle: Path, tiny_charcnn_data: Path) -> None:
     from clsrun.export.exporter import export_bundle
 
