@@ -109,9 +109,7 @@ def hf_folder_problems(read: Reader) -> list[str]:
     problems += _code_keys(read("tokenizer_config.json"), "tokenizer_config.json")
     model_type = config.get("model_type")
     if model_type not in MODEL_TYPES:
-        problems.append(
-            f"config.json has model_type {model_type!r}; clsrun loads {', '.join(MODEL_TYPES)} models only"
-        )
+        problems.append(f"config.json has model_type {model_type!r}, not {' or '.join(MODEL_TYPES)}")
     architectures = config.get("architectures") or []
     if not isinstance(architectures, list):
         problems.append("config.json architectures is not a list")
