@@ -17,8 +17,9 @@ What :func:`save_hf_folder` writes next to the tokenizer files:
 - Both: sentence-transformers modules (``modules.json``: the transformer, the pooling, then one Dense layer
   per linear layer of the head; ``sentence_bert_config.json``), so ``SentenceTransformer(BUNDLE).encode``
   returns the logits (a ``head-tail`` bundle refuses it instead). Written in the format
-  sentence-transformers 2.3 to 5.x write (module types ``sentence_transformers.models.*``,
-  ``pooling_mode_*`` keys, safetensors), which 6.x reads too.
+  sentence-transformers 3.x to 5.x write (module types ``sentence_transformers.models.*``,
+  ``pooling_mode_*`` keys), which 6.x reads too; a Dense module's weights are safetensors, which
+  sentence-transformers reads from 3.0.1 on (before, only pickle, which clsrun never writes).
 
 :func:`load_bert_model` reads ``config.json`` through ``bundle.file`` after
 :func:`~clsrun.runtime.hf_folder.check_bundle` and builds the config with ``BertConfig.from_dict``; the
