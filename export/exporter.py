@@ -133,7 +133,7 @@ def _sample(eval_set: EvalSet) -> dict[str, np.ndarray]:
 
 def _bert_shape(bundle: Bundle) -> tuple[int, int]:
     """(num_heads, hidden_size) from the bundle's Hugging Face ``config.json``."""
-    config = json.loads(bundle.path(HF_CONFIG_FILE).read_text(encoding="utf-8"))
+    config = json.loads(bundle.file(HF_CONFIG_FILE).read_text(encoding="utf-8"))
     try:
         return int(config["num_attention_heads"]), int(config["hidden_size"])
     except (KeyError, TypeError, ValueError) as e:

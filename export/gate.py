@@ -78,7 +78,7 @@ def _read_rows(bundle: Bundle, eval_data: Path | None) -> tuple[list[str], list[
             raise InputError(
                 f"{bundle.root} has no {VALIDATION_FILE} (held-out rows); give labelled rows with --eval-data FILE"
             )
-        path, source = bundle.path(VALIDATION_FILE), VALIDATION_FILE
+        path, source = bundle.file(VALIDATION_FILE), VALIDATION_FILE
     data = read_labelled(path)
     unknown = sorted(set(data.labels) - set(bundle.labels))
     if unknown:

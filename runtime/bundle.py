@@ -183,7 +183,8 @@ class Bundle:
         return bundle
 
     def verify(self) -> None:
-        """Check that every hashed file exists inside the bundle and matches its sha256."""
+        """Check that every hashed file exists inside the bundle and matches its sha256, and that a
+        ``bert`` bundle's Hugging Face files ask for no code (``hf_folder.check_bundle``)."""
         for rel, expected in self.files.items():
             path = self.path(rel)
             if not path.is_file():
@@ -191,6 +192,10 @@ class Bundle:
             actual = sha256_file(path)
             if actual != expected:
                 raise BundleError(f"{path}: sha256 mismatch, the file was changed or damaged")
+        if self.spec.kind == "bert":
+            from clsrun.runtime.hf_folder import check_bundle
+
+            check_bundle(self)
 
     def path(self, rel: str) -> Path:
         """Resolve ``rel`` inside the bundle; refuse absolute paths, ``..`` and links leading outside."""
@@ -207,6 +212,17 @@ class Bundle:
         """True when ``rel`` is a hashed file of this bundle."""
         return rel in self.files
 
+    def file(self, rel: str) -> Path:
+        """The path of ``rel``, a file listed with its sha256 in ``clsrun.json``: how clsrun opens bundle files.
+
+        The name goes through :meth:`path` (no escapes); a file that ``clsrun.json`` does not list was never
+        checked, so it is refused (:class:`BundleError`) rather than read.
+        """
+        path = self.path(rel)
+        if rel not in self.files:
+            raise BundleError(f"{path}: not listed in {SPEC_FILE}, so its sha256 was never checked; refused")
+        return path
+
     @property
     def labels(self) -> list[str]:
         return self.spec.labels
@@ -215,7 +231,7 @@ class Bundle:
         """The export report (``onnx/export_report.json``), or None when the bundle was never exported."""
         if not self.has(EXPORT_REPORT):
             return None
-        data: dict[str, Any] = json.loads(self.path(EXPORT_REPORT).read_text(encoding="utf-8"))
+        data: dict[str, Any] = json.loads(self.file(EXPORT_REPORT).read_text(encoding="utf-8"))
         return data
 
     def rehash(self) -> Bundle:

@@ -47,17 +47,26 @@ def head_tail_split(body: int, truncation: str) -> tuple[int, int]:
     raise BundleError(f"unknown truncation {truncation!r}; expected one of {', '.join(TRUNCATIONS)}")
 
 
-def _special_token(folder: Path, tokenizer: Tokenizer, role: str, default: str) -> int:
-    """The id of the ``role`` token (``cls_token``, ``sep_token``, ``pad_token``) of a checkpoint folder."""
-    name = default
-    path = folder / SPECIAL_TOKENS_FILE
-    if path.is_file():
-        value = json.loads(path.read_text(encoding="utf-8")).get(role, default)
-        name = value["content"] if isinstance(value, dict) else str(value)
+def _special_token(
+    tokenizer: Tokenizer, specials: dict[str, object], role: str, default: str, where: Path
+) -> int:
+    """The id of the ``role`` token (``cls_token``, ``sep_token``, ``pad_token``) of the tokenizer at ``where``."""
+    value = specials.get(role, default)
+    name = str(value["content"]) if isinstance(value, dict) else str(value)
     token_id = tokenizer.token_to_id(name)
     if token_id is None:
-        raise BundleError(f"{folder}: the tokenizer has no {role} {name!r}")
+        raise BundleError(f"{where}: the tokenizer has no {role} {name!r}")
     return int(token_id)
+
+
+def _read_specials(path: Path | None) -> dict[str, object]:
+    """``special_tokens_map.json`` as a dict; empty when there is none (BERT's defaults apply)."""
+    if path is None or not path.is_file():
+        return {}
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise BundleError(f"{path}: expected a JSON object")
+    return data
 
 
 class BertEncoder:
@@ -66,18 +75,22 @@ class BertEncoder:
     input_names: tuple[str, ...] = ("input_ids", "attention_mask")
 
     def __init__(self, bundle: Bundle) -> None:
+        """The encoder of a bundle: its tokenizer files are opened through ``bundle.file`` (listed, hashed)."""
         spec = bundle.spec
-        self._setup(bundle.root, spec.max_length, str(spec.model.get("truncation", "head")))
+        specials = bundle.file(SPECIAL_TOKENS_FILE) if bundle.has(SPECIAL_TOKENS_FILE) else None
+        self._setup(
+            bundle.file(TOKENIZER_FILE), specials, spec.max_length, str(spec.model.get("truncation", "head"))
+        )
 
     @classmethod
     def from_folder(cls, folder: Path | str, max_length: int, truncation: str) -> BertEncoder:
         """An encoder for a tokenizer folder that is not (yet) a bundle: the trainer's staging folder."""
         encoder = cls.__new__(cls)
-        encoder._setup(Path(folder), max_length, truncation)
+        folder = Path(folder)
+        encoder._setup(folder / TOKENIZER_FILE, folder / SPECIAL_TOKENS_FILE, max_length, truncation)
         return encoder
 
-    def _setup(self, folder: Path, max_length: int, truncation: str) -> None:
-        path = folder / TOKENIZER_FILE
+    def _setup(self, path: Path, specials_path: Path | None, max_length: int, truncation: str) -> None:
         if not path.is_file():
             raise BundleError(f"{path}: missing; a BERT model needs its tokenizer.json")
         if max_length < 3:
@@ -89,9 +102,10 @@ class BertEncoder:
         self.max_length = max_length
         self.truncation = truncation
         self.head, self.tail = head_tail_split(max_length - 2, truncation)
-        self.cls_id = _special_token(folder, self.tokenizer, "cls_token", "[CLS]")
-        self.sep_id = _special_token(folder, self.tokenizer, "sep_token", "[SEP]")
-        self.pad_id = _special_token(folder, self.tokenizer, "pad_token", "[PAD]")
+        specials = _read_specials(specials_path)
+        self.cls_id = _special_token(self.tokenizer, specials, "cls_token", "[CLS]", path)
+        self.sep_id = _special_token(self.tokenizer, specials, "sep_token", "[SEP]", path)
+        self.pad_id = _special_token(self.tokenizer, specials, "pad_token", "[PAD]", path)
 
     def _clip_chars(self, text: str) -> str:
         cap = _CHARS_PER_TOKEN_CAP * (self.head + self.tail)

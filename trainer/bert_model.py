@@ -26,6 +26,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from clsrun.runtime.errors import ModelNotFoundError
+
 POOLINGS = ("cls", "mean")
 
 
@@ -170,20 +172,29 @@ def from_checkpoint(checkpoint: Path, labels: list[str], pooling: str) -> BertCl
     from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging
 
-    config = AutoConfig.from_pretrained(checkpoint, local_files_only=True, **_label_maps(labels))
+    # The folder was checked by bert_checkpoint.check_checkpoint; trust_remote_code=False keeps transformers
+    # from ever importing Python from it (and from asking on stdin whether to).
+    safe = {"local_files_only": True, "trust_remote_code": False}
+    config = AutoConfig.from_pretrained(checkpoint, **safe, **_label_maps(labels))
     verbosity = hf_logging.get_verbosity()
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()  # "some weights were newly initialised": expected, the head is new
     hf_logging.disable_progress_bar()  # a "loading weights" bar per call is noise for a small model
     try:
         if pooling == "cls":
+            # A classifier of other labels (another bundle as the checkpoint) is replaced: the head is new.
             hf, info = AutoModelForSequenceClassification.from_pretrained(
-                checkpoint, config=config, local_files_only=True, output_loading_info=True
+                checkpoint, config=config, output_loading_info=True, ignore_mismatched_sizes=True, **safe
             )
+            misfits = sorted(
+                str(k[0]) for k in info["mismatched_keys"] if not str(k[0]).startswith("classifier.")
+            )
+            if misfits:
+                raise ModelNotFoundError(f"{checkpoint}: weights do not fit its config.json: {misfits[:5]}")
             if any(".pooler." in k or k.startswith("pooler.") for k in info["missing_keys"]):
                 _no_grad_linear_identity(getattr(hf, hf.base_model_prefix).pooler.dense)
             return ClsClassifier(hf)
-        encoder = AutoModel.from_pretrained(checkpoint, config=config, local_files_only=True)
+        encoder = AutoModel.from_pretrained(checkpoint, config=config, **safe)
     finally:
         hf_logging.set_verbosity(verbosity)
         if bars:
@@ -196,8 +207,9 @@ def from_config(config: Any, pooling: str) -> BertClassifier:
     from transformers import AutoModel, AutoModelForSequenceClassification
 
     if pooling == "cls":
-        return ClsClassifier(AutoModelForSequenceClassification.from_config(config))
-    return MeanClassifier(AutoModel.from_config(config), int(config.num_labels), _head_dropout(config))
+        return ClsClassifier(AutoModelForSequenceClassification.from_config(config, trust_remote_code=False))
+    encoder = AutoModel.from_config(config, trust_remote_code=False)
+    return MeanClassifier(encoder, int(config.num_labels), _head_dropout(config))
 
 
 def _head_dropout(config: Any) -> float:

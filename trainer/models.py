@@ -19,17 +19,17 @@ def load_charcnn(bundle: Bundle) -> CharCNN:
     from safetensors.torch import load_file
 
     config = CharCNNConfig.from_json(bundle.spec.model)
-    vocab = CharVocab.load(bundle.path(VOCAB_FILE))
+    vocab = CharVocab.load(bundle.file(VOCAB_FILE))
     if vocab.size != config.vocab_size:
         raise BundleError(
-            f"{bundle.path(VOCAB_FILE)}: {vocab.size} ids, but clsrun.json says vocab_size {config.vocab_size}"
+            f"{bundle.file(VOCAB_FILE)}: {vocab.size} ids, but clsrun.json says vocab_size {config.vocab_size}"
         )
     if config.n_labels != len(bundle.labels):
         raise BundleError(
             f"{bundle.root}: model has {config.n_labels} outputs for {len(bundle.labels)} labels"
         )
     model = CharCNN(config)
-    path = bundle.path(WEIGHTS_FILE)
+    path = bundle.file(WEIGHTS_FILE)
     try:
         model.load_state_dict(load_file(str(path)), strict=True)
     except (RuntimeError, OSError) as e:
@@ -43,7 +43,7 @@ def load_model(bundle: Bundle) -> torch.nn.Module:
     if kind == "charcnn":
         return load_charcnn(bundle)
     if kind == "bert":
-        from clsrun.trainer.bert import load_bert_model
+        from clsrun.trainer.bert_folder import load_bert_model
 
         model: torch.nn.Module = load_bert_model(bundle)
         return model

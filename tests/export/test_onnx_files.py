@@ -1,7 +1,9 @@
-"""The runtime refuses ONNX files whose external data lies outside the bundle (absolute, ``..``, symlink)."""
+"""The runtime refuses ONNX files whose external data lies outside the bundle (absolute, ``..``, symlink) or
+is not a file ``clsrun.json`` lists and hashes; the walker finds locations wherever ONNX can hold tensors."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -10,6 +12,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from onnx.external_data_helper import set_external_data
 
 from clsrun.runtime.bundle import Bundle, BundleSpec, write_spec
 from clsrun.runtime.errors import BundleError
@@ -126,4 +129,54 @@ def test_model_file_outside_bundle_refused(bundle: Bundle) -> None:
 def test_garbage_file_is_a_bundle_error(bundle: Bundle) -> None:
     (bundle.root / "onnx/bad.onnx").write_bytes(b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff")
     with pytest.raises(BundleError, match="not a valid ONNX model"):
-        check_external_data(bundle, "onnx/bad.onnx")
+        check_external_data(bundle.rehash(), "onnx/bad.onnx")
+
+
+def test_external_data_not_listed_in_clsrun_json_is_refused(bundle: Bundle) -> None:
+    """A data file that clsrun.json does not list was never hashed: an altered one would be used unchecked."""
+    spec_path = bundle.root / "clsrun.json"
+    data = json.loads(spec_path.read_text(encoding="utf-8"))
+    del data["files"]["onnx/model.onnx.data"]
+    spec_path.write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(BundleError, match=r"'model\.onnx\.data' \(onnx/model\.onnx\.data\) is not listed"):
+        check_external_data(Bundle.load(bundle.root), "onnx/model.onnx")
+
+
+def test_altered_external_data_fails_the_bundle_check(bundle: Bundle) -> None:
+    data = bundle.root / "onnx/model.onnx.data"
+    data.write_bytes(data.read_bytes()[:-4] + b"\0\0\0\0")
+    with pytest.raises(BundleError, match=r"model\.onnx\.data: sha256 mismatch") as e:
+        Bundle.load(bundle.root)
+    assert e.value.exit_code == 3
+
+
+def _external(name: str, location: str) -> onnx.TensorProto:
+    tensor = numpy_helper.from_array(np.zeros(4, dtype=np.float32), name)
+    set_external_data(tensor, location=location)
+    tensor.ClearField("raw_data")
+    return tensor
+
+
+def test_locations_found_in_function_bodies_and_attribute_defaults(tmp_path: Path) -> None:
+    """Functions: a node's tensor attribute, a GRAPH and a GRAPHS attribute, and an attribute's default."""
+    inner = helper.make_graph(
+        [helper.make_node("Constant", [], ["c"], value=_external("in_graph", "g.data"))],
+        "inner",
+        [],
+        [helper.make_tensor_value_info("c", TensorProto.FLOAT, [4])],
+    )
+    nodes = [
+        helper.make_node("Constant", [], ["k"], value=_external("in_node", "node.data")),
+        helper.make_node("If", ["cond"], ["y"], then_branch=inner, else_branch=inner),
+        helper.make_node("Loop", [], [], body=inner),
+    ]
+    graphs_attr = helper.make_attribute("branches", [inner])  # a GRAPHS attribute
+    nodes[2].attribute.append(graphs_attr)
+    default = helper.make_attribute("w", _external("default", "default.data"))
+    function = helper.make_function("custom", "F", ["cond"], ["y"], nodes, [helper.make_opsetid("", 17)])
+    function.attribute_proto.append(default)
+    graph = helper.make_graph([], "g", [], [])
+    model = helper.make_model(graph, functions=[function], opset_imports=[helper.make_opsetid("", 17)])
+    path = tmp_path / "model.onnx"
+    path.write_bytes(model.SerializeToString())
+    assert sorted(external_data_locations(path)) == ["default.data", "g.data", "node.data"]

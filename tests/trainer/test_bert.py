@@ -19,8 +19,9 @@ from clsrun.runtime.encode import make_encoder
 from clsrun.runtime.encode_bert import BertEncoder, head_tail_split
 from clsrun.runtime.errors import ModelNotFoundError, UsageError
 from clsrun.runtime.textnorm import normalize_many
-from clsrun.trainer.bert import fit_bert, load_bert_model
+from clsrun.trainer.bert import fit_bert
 from clsrun.trainer.bert_checkpoint import resolve_checkpoint, resolve_pooling
+from clsrun.trainer.bert_folder import load_bert_model
 from clsrun.trainer.config import TrainConfig
 from clsrun.trainer.data import load_split
 from clsrun.trainer.options import BertOptions

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from clsrun.runtime.bundle import Bundle
 from clsrun.runtime.cli import app
 from clsrun.runtime.encode_bert import BertEncoder
-from clsrun.trainer.bert import load_bert_model
+from clsrun.trainer.bert_folder import load_bert_model
 from clsrun.trainer.frozen import HeadTraining, extract_features, train_head
 
 
@@ -52,18 +52,18 @@ def test_features_batched_by_length_equal_features_of_each_row_alone(tiny_bert_b
 
 
 def _mean_pool_with_plain_transformers(bundle: Path, texts: list[str]) -> np.ndarray:
-    """The README recipe: AutoModel + mask-weighted mean + the classifier weights of model.safetensors."""
+    """The README recipe: AutoModel + mask-weighted mean + the head of 2_Dense/model.safetensors."""
     from transformers import AutoModel, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(bundle)
-    encoder = AutoModel.from_pretrained(bundle).eval()
-    head = load_file(bundle / "model.safetensors")
+    encoder = AutoModel.from_pretrained(bundle, add_pooling_layer=False).eval()
+    head = load_file(bundle / "2_Dense" / "model.safetensors")
     batch = tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
     with torch.no_grad():
         hidden = encoder(**batch).last_hidden_state  # (B, T, H)
         mask = batch["attention_mask"].unsqueeze(-1).float()  # (B, T, 1)
         pooled = (hidden * mask).sum(1) / mask.sum(1)  # (B, H)
-        return (pooled @ head["classifier.weight"].T + head["classifier.bias"]).numpy()  # (B, C)
+        return (pooled @ head["linear.weight"].T + head["linear.bias"]).numpy()  # (B, C)
 
 
 def test_cli_frozen_mean_pooling_train_eval_predict(
@@ -88,6 +88,7 @@ def test_cli_frozen_mean_pooling_train_eval_predict(
     weights = load_file(out / "model.safetensors")
     base = load_file(tiny_bert_checkpoint / "model.safetensors")
     encoder_keys = [k for k in weights if not k.startswith("classifier.")]
+    assert weights["classifier.weight"].numel() == 0, "the zero-size marker that refuses a random pooler"
     assert encoder_keys and all(torch.equal(weights[k], base[k.removeprefix("bert.")]) for k in encoder_keys)
     assert not any("pooler" in k for k in weights), "mean pooling drops the unused pooler"
 
