@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -170,6 +170,7 @@ def run_candidate(bundle: Bundle, file: str, precision: str, eval_set: EvalSet) 
     from clsrun.runtime.readers import RecordChunk
     from clsrun.runtime.variant import onnx_candidate
 
+    bundle = bundle.with_staged(PurePosixPath(file).parent.as_posix())  # the candidate, hashed as it is now
     choice = onnx_candidate(bundle, file, precision, GATE_DEVICES.get(precision, "cpu"))
     try:
         clf = Classifier.open(bundle, choice, batching=eval_set.batching)

@@ -17,7 +17,7 @@ import importlib.resources
 import json
 import os
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -222,6 +222,23 @@ class Bundle:
         if rel not in self.files:
             raise BundleError(f"{path}: not listed in {SPEC_FILE}, so its sha256 was never checked; refused")
         return path
+
+    def with_staged(self, folder: str) -> Bundle:
+        """This bundle as seen by export's gate: the files just built in ``folder`` (a staging folder inside
+        the bundle) listed too, hashed now.
+
+        The gate opens each candidate exactly as ``clsrun predict`` opens a variant, through :meth:`file`
+        and the external-data checks, so the one rule stays whole: nothing unlisted is read. Symbolic
+        links are not listed (a candidate's data must be a file the exporter wrote); ``clsrun.json`` on
+        disk is untouched.
+        """
+        base = self.path(folder)
+        staged = {
+            p.relative_to(self.root).as_posix(): sha256_file(p)
+            for p in sorted(base.rglob("*"))
+            if p.is_file() and not p.is_symlink()
+        }
+        return replace(self, files={**self.files, **staged})
 
     @property
     def labels(self) -> list[str]:

@@ -182,8 +182,9 @@ def onnx_candidate(bundle: Bundle, file: str, precision: str, device: str = "aut
     Export's gate scores the files it builds in a staging folder inside the bundle before installing any
     (``clsrun.export.gate``); with this choice they open through ``Classifier.open`` and ``OrtRunner``
     exactly as a passed variant opens for ``clsrun predict``. Nothing is loosened: the file must lie inside
-    the bundle (``bundle.path`` refuses absolute names, ``..`` and links leading out), and the runner checks
-    its external data as for every variant. ``precision`` is one of the exported variants (``ONNX_FILES``).
+    the bundle (``bundle.path`` refuses absolute names, ``..`` and links leading out), and the runner opens
+    it through ``bundle.file`` and checks its external data as for every variant, so ``bundle`` must list
+    it (``Bundle.with_staged``). ``precision`` is one of the exported variants (``ONNX_FILES``).
     """
     if precision not in ONNX_FILES:
         raise UsageError(f"precision {precision!r}: an ONNX variant is one of {', '.join(ONNX_FILES)}")

@@ -24,7 +24,7 @@ def bundle(make_bundle: Callable[..., Path]) -> Bundle:
     root = make_bundle("b")
     (root / STAGE).mkdir()
     shutil.copy(root / "onnx/model.onnx", root / STAGE / "model.onnx")
-    return Bundle.load(root)
+    return Bundle.load(root).with_staged(STAGE)
 
 
 def test_a_candidate_runs_as_a_passed_variant_does(bundle: Bundle) -> None:
@@ -60,6 +60,18 @@ def test_a_candidate_whose_external_data_leaves_the_bundle_is_refused(bundle: Bu
     )
     shutil.copy(outside / "model.onnx", bundle.root / STAGE / "model.onnx")
     os.symlink(outside / "weights.data", bundle.root / STAGE / "weights.data")
-    choice = onnx_candidate(bundle, f"{STAGE}/model.onnx", "fp32", "cpu")
+    staged = bundle.with_staged(STAGE)  # the file as it is now; the link is not listed
+    choice = onnx_candidate(staged, f"{STAGE}/model.onnx", "fp32", "cpu")
     with pytest.raises(BundleError, match="outside the bundle"):
+        Classifier.open(staged, choice, threads=1)
+
+
+def test_an_unlisted_candidate_is_not_read(make_bundle: Callable[..., Path]) -> None:
+    """Without ``with_staged`` a staged file was never hashed: refused like any unlisted bundle file."""
+    root = make_bundle("b")
+    (root / STAGE).mkdir()
+    shutil.copy(root / "onnx/model.onnx", root / STAGE / "model.onnx")
+    bundle = Bundle.load(root)
+    choice = onnx_candidate(bundle, f"{STAGE}/model.onnx", "fp32", "cpu")
+    with pytest.raises(BundleError, match=r"not listed in clsrun\.json"):
         Classifier.open(bundle, choice, threads=1)

@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from clsrun.runtime.bundle import Bundle, write_spec
 from clsrun.runtime.classifier import Classifier
+from clsrun.runtime.variant import Variant
 from clsrun.trainer.bert import fit_bert
 from clsrun.trainer.bert_folder import load_bert_model, save_hf_folder
 from clsrun.trainer.config import TrainConfig
@@ -38,7 +39,9 @@ TEXTS = [
 
 def _clsrun(bundle: Path) -> tuple[list[str], np.ndarray]:
     """clsrun's labels and probabilities (eager torch backend, fp32)."""
-    predictions = Classifier.load(bundle, backend="torch", precision="fp32", threads=1).predict(TEXTS)
+    predictions = Classifier.load(bundle, Variant(backend="torch", precision="fp32", threads=1)).predict(
+        TEXTS
+    )
     return predictions.labels, predictions.probs
 
 
@@ -134,10 +137,12 @@ def test_a_mean_bundle_of_the_old_layout_still_loads(tiny_mean_bundle: Path, tmp
 @pytest.mark.usefixtures("torch_one_thread")
 def test_a_mean_bundle_is_a_checkpoint_for_a_cls_run(tiny_mean_bundle: Path, tiny_bert_data: Path) -> None:
     """Its zero-size classifier.weight is replaced by the new head, not an error."""
-    config = TrainConfig(epochs=1, batch_size=16, max_length=32, warmup=0, quiet=True, logs=False)
+    config = TrainConfig.for_kind(
+        "minilm", epochs=1, batch_size=16, max_length=32, warmup=0, quiet=True, logs=False
+    )
     split = load_split(tiny_bert_data, val_split=0.25, seed=config.seed)
     run = fit_bert(split, config, BertOptions(model=str(tiny_mean_bundle), pooling="cls"))
-    assert run.model.pooling == "cls" and run.val_logits.shape == (16, 2)
+    assert run.model.pooling == "cls" and run.fit.val_logits.shape == (16, 2)
 
 
 def test_sentence_transformers_refuses_a_head_tail_bundle(tiny_mean_bundle: Path, tmp_path: Path) -> None:
@@ -151,4 +156,4 @@ def test_sentence_transformers_refuses_a_head_tail_bundle(tiny_mean_bundle: Path
     write_spec(root, bundle.spec)
     with pytest.raises(ImportError, match="ClsrunHeadTailTruncation"):
         SentenceTransformer(str(root), device="cpu")
-    Classifier.load(root, backend="torch", threads=1).predict(TEXTS)  # clsrun itself loads it
+    Classifier.load(root, Variant(backend="torch", threads=1)).predict(TEXTS)  # clsrun itself loads it
