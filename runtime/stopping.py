@@ -126,6 +126,18 @@ def install() -> StopRequest:
     return _Mode.request
 
 
+def finish() -> None:
+    """The command is done: block SIGINT/SIGTERM for the rest of the process.
+
+    Python puts back the default handlers late in its own shutdown, and a pool of library threads can
+    keep that shutdown going for seconds on a loaded machine: a SIGTERM landing then would kill a run
+    whose output is already published, so the scheduler sees death by signal instead of exit 0. Blocked,
+    such a signal stays pending and dies with the process. Call it in the main thread, last.
+    """
+    if _in_main_thread():
+        signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+
+
 @contextmanager
 def _mode(raising: bool) -> Iterator[StopRequest]:
     """Our handler with ``raising`` for the duration; what was there before is put back after.

@@ -5,7 +5,8 @@ signal is only noted (``stopping.install``), so no import is ever cut in half, a
 where it can (``cli.app.reports_errors``): one line and exit 130/143, never a traceback from inside an
 import nor (SIGTERM's default) a silent death. A signal that lands before this module runs, while the
 interpreter itself starts, still gets the operating system's default: the process dies by it, having
-written nothing.
+written nothing. Once the command returns, the signals are blocked (``stopping.finish``): the exit code is
+the command's.
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ def main() -> None:
     stopping.install()
     from clsrun.runtime.cli import main as run_cli
 
-    run_cli()
+    try:
+        run_cli()
+    finally:
+        stopping.finish()  # a signal during interpreter shutdown must not undo a finished run
 
 
 if __name__ == "__main__":

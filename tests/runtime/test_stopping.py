@@ -79,3 +79,23 @@ def test_a_second_signal_takes_the_default_action_at_once() -> None:
     )
     assert done.stdout == "first signal noted\n"
     assert done.returncode == -signal.SIGTERM
+
+
+def test_once_the_command_returned_a_late_signal_cannot_turn_its_exit_into_a_death() -> None:
+    """Python restores SIGTERM's default late in its shutdown; the entry point blocks it before that."""
+    done = _run(
+        """
+        import os, signal, sys
+        from clsrun.__main__ import main
+        sys.argv = ["clsrun", "--help"]
+        try:
+            main()
+        except SystemExit as e:
+            code = e.code
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+        print(code or 0, signal.SIGTERM in blocked, signal.SIGINT in blocked)
+        os.kill(os.getpid(), signal.SIGTERM)  # stays pending: the process still exits 0
+        """
+    )
+    assert done.stdout.split()[-3:] == ["0", "True", "True"], done.stderr
+    assert done.returncode == 0
