@@ -162,17 +162,24 @@ def test_resume_of_a_completed_run_does_nothing(tmp_path: Path, toy_bundle: Path
 
 
 class _FailingRunner:
-    """Wraps a runner: the ``fail_at``-th call raises (in whichever stream's thread runs it)."""
+    """Wraps a runner: the ``fail_at``-th call raises (in whichever stream's thread runs it), once a window is
+    checkpointed in ``checkpoint`` (or after a minute): on a loaded machine the writer may lag the streams,
+    and the test is about resuming saved windows, not about how far the writer got."""
 
-    def __init__(self, runner: Any, fail_at: int) -> None:
+    def __init__(self, runner: Any, fail_at: int, checkpoint: Path) -> None:
         self.runner, self.providers, self.fail_at = runner, runner.providers, fail_at
+        self.checkpoint = checkpoint
         self.calls, self.lock = 0, threading.Lock()
 
     def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         with self.lock:
             self.calls += 1
-            if self.calls == self.fail_at:
-                raise _Crash
+            crash = self.calls == self.fail_at
+        if crash:
+            deadline = time.monotonic() + 60
+            while not any(self.checkpoint.glob("part-*.arrow")) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            raise _Crash
         return np.asarray(self.runner.run(inputs))
 
 
@@ -182,7 +189,7 @@ def test_a_failing_stream_stops_the_run_and_resume_completes_it(tmp_path: Path, 
     one = Classifier.load(toy_bundle, Variant(threads=1), batching)
     ref = score_file(src, tmp_path / "ref.csv", one, options=OutputOptions(probs=True))
     clf = Classifier.load(toy_bundle, Variant(threads=3, streams=3), batching)
-    failing = dataclasses.replace(clf, runner=_FailingRunner(clf.runner, fail_at=30))
+    failing = dataclasses.replace(clf, runner=_FailingRunner(clf.runner, 30, tmp_path / ".out.csv.partial"))
     out = tmp_path / "out.csv"
     with pytest.raises(_Crash):
         score_file(src, out, failing, options=output)
