@@ -209,16 +209,20 @@ class ScoringBar:
     def __init__(self, stream: RecordStream, file: Any = None) -> None:
         from tqdm import tqdm
 
+        from clsrun.runtime.terminal import bar_geometry
+
         self.stream = stream
         first = stream.progress()
         self.exact = first.exact
+        out = file or sys.stderr
         self.bar = tqdm(
             total=first.total_rows,
             desc=_bar_label(first.exact),
             unit=" rows",
             unit_scale=True,
-            file=file or sys.stderr,
+            file=out,
             smoothing=0.1,
+            **bar_geometry(out),  # a terminal that reports no size still gets a drawn bar
         )
 
     def _retotal(self, written: int) -> None:

@@ -1,5 +1,6 @@
-"""`clsrun train` as a user sees it: on a terminal (a pseudo-terminal, with a size and without one), through
-a pipe whose reader stops early, and when the data or a flag is wrong (nothing created, torch not loaded)."""
+"""`clsrun train` (and `clsrun predict`'s bar) as a user sees it: on a terminal (a pseudo-terminal, with a size
+and without one), through a pipe whose reader stops early, and when the data or a flag is wrong (nothing
+created, torch not loaded)."""
 
 from __future__ import annotations
 
@@ -172,3 +173,20 @@ def test_unreadable_data_fails_before_creating_anything(tmp_path: Path) -> None:
     assert done.stdout.split("\n")[:2] == ["exit 2", "torch loaded False"], done.stdout + done.stderr
     assert "cannot be read" in done.stderr or "no rows" in done.stderr, done.stderr
     assert not out.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("columns", "rows"), [(80, 24), (0, 0)], ids=["80x24", "no-size"])
+def test_predict_draws_its_bar_and_ends_with_one_summary_line(
+    toy_bundle: Path, tmp_path: Path, columns: int, rows: int
+) -> None:
+    src, out = tmp_path / "in.csv", tmp_path / "in.scores.csv"
+    src.write_text("text\n" + "".join(f"这个房间很好 {i}\n" for i in range(20_000)), encoding="utf-8")
+    code, raw = _run_on_pty(["predict", str(src), "--model", str(toy_bundle), "--out", str(out)], columns, rows)
+    assert code == 0, raw[-3000:]
+    draws = [d for d in _bar_draws(raw) if "scoring" in d]
+    assert draws, "no progress bar was drawn"
+    assert 40 <= max(len(d) for d in draws) < (columns or 100), draws[:3]
+    screen = [line for line in _screen(raw) if line.strip()]
+    assert screen[-1].startswith("scored 20000 rows"), screen[-3:]
+    assert out.is_file()
