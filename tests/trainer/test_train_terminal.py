@@ -182,7 +182,9 @@ def test_predict_draws_its_bar_and_ends_with_one_summary_line(
 ) -> None:
     src, out = tmp_path / "in.csv", tmp_path / "in.scores.csv"
     src.write_text("text\n" + "".join(f"这个房间很好 {i}\n" for i in range(20_000)), encoding="utf-8")
-    code, raw = _run_on_pty(["predict", str(src), "--model", str(toy_bundle), "--out", str(out)], columns, rows)
+    code, raw = _run_on_pty(
+        ["predict", str(src), "--model", str(toy_bundle), "--out", str(out)], columns, rows
+    )
     assert code == 0, raw[-3000:]
     draws = [d for d in _bar_draws(raw) if "scoring" in d]
     assert draws, "no progress bar was drawn"
