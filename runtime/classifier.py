@@ -35,11 +35,11 @@ import pyarrow as pa
 from clsrun.runtime.batching import BatchOptions
 from clsrun.runtime.bundle import Bundle, default_model_path
 from clsrun.runtime.encode import Encoder, Tokens, make_encoder
+from clsrun.runtime.encode_pool import Encoded, EncodePool, encode_texts
 from clsrun.runtime.errors import BundleError, UsageError
 from clsrun.runtime.infer import HostWindow, Runner, WindowLogits, open_runner, softmax
 from clsrun.runtime.machine import default_threads
 from clsrun.runtime.readers import DEFAULT_MAX_TEXT_BYTES, RecordChunk
-from clsrun.runtime.textnorm import normalize
 from clsrun.runtime.variant import Choice, Variant, choose, default_preparers, default_streams
 from clsrun.runtime.writers import output_schema, result_table
 
@@ -123,7 +123,7 @@ class Classifier:
     threads: int  # inference threads in all
     streams: int  # batches run at once, each on threads // streams intra-op threads
     batching: BatchOptions  # resolved: batch_tokens and max_batch_rows are set
-    preparers: int = 1  # windows tokenized at once while scoring a file (score.py)
+    preparers: int = 1  # windows encoded at once while scoring a file, each in its own process when > 1
 
     @classmethod
     def load(
@@ -189,26 +189,36 @@ class Classifier:
         return output_schema(self.labels, probs, text_ids)
 
     # -- the three steps ---------------------------------------------------------------------------
-    def prepare(self, chunk: RecordChunk) -> Prepared:
-        """Normalise and tokenize a window's valid texts once, and plan its batches."""
-        norm = self.bundle.spec.normalization
-        errors = list(chunk.errors)
-        valid: list[int] = []
+    def scorable(self, chunk: RecordChunk) -> tuple[np.ndarray, list[str]]:
+        """(rows, texts) of the rows of ``chunk`` that have a text and no error yet; texts as read."""
+        rows: list[int] = []
         texts: list[str] = []
-        for i, raw in enumerate(chunk.texts):
-            if raw is None or errors[i]:
-                continue
-            text = normalize(raw, norm)
-            if not text:
-                errors[i] = "empty text after normalisation"
-                continue
-            valid.append(i)
-            texts.append(text)
-        tokens = self.encoder.tokenize(texts)
-        batches = self.batching.plan(tokens.lengths)
-        window = self.open_window(len(texts))
+        for i, (text, error) in enumerate(zip(chunk.texts, chunk.errors, strict=True)):
+            if text is not None and not error:
+                rows.append(i)
+                texts.append(text)
+        return np.asarray(rows, dtype=np.int64), texts
+
+    def encode_pool(self, processes: int) -> EncodePool:
+        """Encodes windows' :meth:`scorable` texts for :meth:`prepare`, ``processes`` at a time."""
+        return EncodePool(self.encoder, self.bundle.spec.normalization, processes)
+
+    def prepare(self, chunk: RecordChunk, encoded: Encoded | None = None) -> Prepared:
+        """Normalise and tokenize a window's valid texts once, and plan its batches.
+
+        ``encoded``: what :meth:`encode_pool` made of the window's :meth:`scorable` texts (else it is
+        done here).
+        """
+        rows, texts = self.scorable(chunk)
+        if encoded is None:
+            encoded = encode_texts(self.encoder, self.bundle.spec.normalization, texts)
+        errors = list(chunk.errors)
+        valid = rows[encoded.kept]  # (m,) window positions of the rows that are scored
+        for i in np.setdiff1d(rows, valid).tolist():
+            errors[i] = "empty text after normalisation"
+        batches = self.batching.plan(encoded.tokens.lengths)
         return Prepared(
-            chunk.start, chunk.ids, errors, np.asarray(valid, dtype=np.int64), tokens, batches, window
+            chunk.start, chunk.ids, errors, valid, encoded.tokens, batches, self.open_window(len(valid))
         )
 
     def open_window(self, rows: int) -> WindowLogits:

@@ -1,9 +1,10 @@
 """The threads of one local scoring run: a bounded three-stage pipeline that stops cleanly at any moment.
 
-    reader thread:  read chunk -> regroup into windows -> hand each window to a preparing thread
-    preparing:      ``classifier.preparers`` threads, a window each: normalise, tokenize, sort, plan
-                    (``tokenizers`` encodes a window on every core and releases the GIL meanwhile)
-                        | the reader takes prepared windows back in input order and pads their batches
+    reader thread:  read chunk -> regroup into windows -> hand each window's texts to the encoders
+    encoding:       normalise, tokenize (``encode_pool.py``): in the reader thread, or on CUDA in
+                    ``classifier.preparers`` worker processes, a window each, so that the host's cores
+                    keep the GPU fed (most of encoding holds the GIL)
+                        | the reader takes encoded windows back in input order, plans and pads their batches
                         | queue of at most ``max(PREFETCH_BATCHES, streams)`` padded batches
     inference:      ``classifier.streams`` threads, each adding the next batch to its window's logits
                     (onnxruntime releases the GIL; the torch runner on CUDA only queues the batch on the
@@ -34,11 +35,13 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Protocol
 
 from clsrun.runtime.batching import windows
 from clsrun.runtime.classifier import Classifier, Prepared
+from clsrun.runtime.encode_pool import Encoded
 from clsrun.runtime.errors import InternalError
 from clsrun.runtime.partial import PartialOutput
 from clsrun.runtime.readers import RecordChunk, RecordStream
@@ -48,6 +51,7 @@ from clsrun.runtime.stopping import StopRequest
 PREFETCH_BATCHES = 2  # padded batches waiting for the model: enough to hide reading and tokenizing
 PENDING_WINDOWS = 2  # finished windows waiting for the writer
 POLL_S = 0.1  # how often a waiting thread looks at the stop event and the stop request
+BROKEN_POOL_GRACE_S = 2.0  # how long a broken encoding pool waits for the stop request that explains it
 STOP_GRACE_S = 30.0  # once stopping, how long the stages have to return before the run gives up on them
 
 
@@ -155,22 +159,42 @@ class Pipeline:
 
     # -- the stages --------------------------------------------------------------------------------
     def _read(self, stream: RecordStream, skip: int) -> None:
-        """Read windows, have them prepared ``preparers`` at a time, and queue their batches in order."""
-        with ThreadPoolExecutor(self.preparers, thread_name_prefix="clsrun-prepare") as pool:
-            ahead: deque[Future[Prepared]] = deque()  # windows being prepared, oldest first
+        """Read windows, have them encoded ``preparers`` at a time, and queue their batches in order."""
+        with self.clf.encode_pool(self.preparers) as pool:
+            ahead: deque[tuple[RecordChunk, Future[Encoded]]] = deque()  # being encoded, oldest first
             for window in windows(stream.chunks(skip), self.clf.batching.window):
                 if not self._slot():
                     return
-                ahead.append(pool.submit(self.clf.prepare, window))
-                if len(ahead) == self.preparers and not self._queue(ahead.popleft().result()):
+                ahead.append((window, pool.submit(self.clf.scorable(window)[1])))
+                if len(ahead) == self.preparers and not self._queue(self._prepare(*ahead.popleft())):
                     return
             while ahead:
-                if not self._queue(ahead.popleft().result()):
+                if not self._queue(self._prepare(*ahead.popleft())):
                     return
         self._put(self.batches, None)
 
-    def _queue(self, prepared: Prepared) -> bool:
-        """Pad and queue a prepared window's batches (a window without any still passes through)."""
+    def _prepare(self, window: RecordChunk, encoded: Future[Encoded]) -> Prepared | None:
+        """The window prepared from its encoding; None when the run stops meanwhile.
+
+        A signal sent to the whole process group (``kill -TERM -PGID``) ends the encoding workers as well
+        as asking this process to stop; the pool then breaks just before (or after) the stop request is
+        noted, so a broken pool is a stop when a request arrives within ``BROKEN_POOL_GRACE_S``.
+        """
+        try:
+            return self.clf.prepare(window, encoded.result())
+        except BrokenProcessPool:
+            deadline = time.monotonic() + BROKEN_POOL_GRACE_S
+            while time.monotonic() < deadline:
+                if self._halted():
+                    return None
+                time.sleep(POLL_S / 10)
+            raise
+
+    def _queue(self, prepared: Prepared | None) -> bool:
+        """Pad and queue a prepared window's batches (a window without any still passes through); False
+        when the run stops."""
+        if prepared is None:
+            return False
         countdown = _Countdown(max(1, len(prepared.batches)))
         if not prepared.batches:
             return self._put(self.batches, (prepared, None, countdown))

@@ -93,12 +93,12 @@ def default_streams(choice: Choice, threads: int) -> int:
 
 
 def default_preparers(choice: Choice, threads: int) -> int:
-    """How many windows are tokenized at once while a file is scored (``score.py``).
+    """How many windows are encoded at once while a file is scored (``score.py``, ``encode_pool.py``).
 
-    On CPU one: the cores run the model, and ``tokenizers`` already spreads a window over them. On CUDA
-    the GPU waits for ids, so a quarter of the cores' worth of windows (at most 4) are prepared at once:
-    while one thread holds the GIL for a window's Python steps (normalising, assembling ids), the others
-    are inside ``tokenizers``, which releases it.
+    On CPU one, in the reader thread: the cores run the model, and ``tokenizers`` already spreads a
+    window over them. On CUDA the host's encoding bounds the rate, and most of it holds the GIL, so a
+    quarter of the cores (at most 4) encode windows in worker processes, each also running
+    ``tokenizers`` on every core.
     """
     return max(1, min(4, threads // 4)) if choice.device == "cuda" else 1
 

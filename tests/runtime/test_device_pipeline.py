@@ -9,8 +9,11 @@ preparing threads finish, and write exactly what the synchronous path writes.
 from __future__ import annotations
 
 import dataclasses
+import signal
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -22,9 +25,11 @@ import pytest
 from clsrun.runtime.batching import BatchOptions
 from clsrun.runtime.bundle import Bundle
 from clsrun.runtime.classifier import Classifier
+from clsrun.runtime.encode_pool import Encoded, encode_texts
 from clsrun.runtime.errors import UsageError
 from clsrun.runtime.readers import RecordChunk
 from clsrun.runtime.score import OutputOptions, score_file
+from clsrun.runtime.stopping import StopRequest
 from clsrun.runtime.variant import Choice, Variant, choose, default_preparers
 
 
@@ -75,17 +80,37 @@ class FakeDevice:
             self.events.append((event, window, threading.current_thread().name))
 
 
-class SlowFirstWindow(Classifier):
-    """Prepares window 0 last: the other preparing threads finish theirs first."""
+class OutOfOrderEncoding(Classifier):
+    """Encodes windows on threads and the first one last, as worker processes may finish them."""
 
-    finished: ClassVar[list[int]] = []  # window starts, in the order their preparation ended
+    finished: ClassVar[list[int]] = []  # windows (counted from 0), in the order their encoding ended
 
-    def prepare(self, chunk: RecordChunk) -> Any:
-        if chunk.start == 0:
-            time.sleep(0.5)
-        prepared = super().prepare(chunk)
-        self.finished.append(chunk.start)
-        return prepared
+    def encode_pool(self, processes: int) -> Any:
+        return _SlowFirstPool(self, processes)
+
+
+class _SlowFirstPool:
+    def __init__(self, clf: Classifier, processes: int) -> None:
+        self.clf, self.calls = clf, 0
+        self.pool = ThreadPoolExecutor(processes)
+
+    def submit(self, texts: list[str]) -> Future[Encoded]:
+        index, self.calls = self.calls, self.calls + 1
+
+        def encode() -> Encoded:
+            if index == 0:
+                time.sleep(0.5)
+            encoded = encode_texts(self.clf.encoder, self.clf.bundle.spec.normalization, texts)
+            OutOfOrderEncoding.finished.append(index)
+            return encoded
+
+        return self.pool.submit(encode)
+
+    def __enter__(self) -> _SlowFirstPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.pool.shutdown()
 
 
 def _texts(path: Path, n: int) -> Path:
@@ -95,6 +120,17 @@ def _texts(path: Path, n: int) -> Path:
     return path
 
 
+def _scoring_windows(device: FakeDevice) -> list[DeferredWindow]:
+    """The windows of a run in order of their first event, after the pipeline's warm-up window (closed
+    without a batch and read back in the calling thread, before any stage starts)."""
+    warm_up, *windows = list(dict.fromkeys(w for _, w, _ in device.events))
+    assert [(e, t) for e, w, t in device.events if w is warm_up] == [
+        ("close", "MainThread"),
+        ("result", "MainThread"),
+    ]
+    return windows
+
+
 def test_a_device_runner_writes_what_the_synchronous_path_writes(tmp_path: Path, toy_bundle: Path) -> None:
     src = _texts(tmp_path / "in.csv", 3000)
     batching = BatchOptions(window=400, batch_tokens=600)
@@ -102,13 +138,13 @@ def test_a_device_runner_writes_what_the_synchronous_path_writes(tmp_path: Path,
     a = score_file(src, tmp_path / "a.csv", plain, options=OutputOptions(probs=True))
     device = FakeDevice(plain.runner)
     fields = {f.name: getattr(plain, f.name) for f in dataclasses.fields(plain)}
-    clf = SlowFirstWindow(**{**fields, "runner": device, "preparers": 3})
-    SlowFirstWindow.finished.clear()
+    clf = OutOfOrderEncoding(**{**fields, "runner": device, "preparers": 3})
+    OutOfOrderEncoding.finished.clear()
     b = score_file(src, tmp_path / "b.csv", clf, options=OutputOptions(probs=True))
     assert a.output.read_bytes() == b.output.read_bytes()  # same rows, same order, same scores
-    finished = SlowFirstWindow.finished
-    assert finished[0] != 0 and sorted(finished) == list(range(0, 3000, 400))  # window 0 was ready late
-    windows = list(dict.fromkeys(w for _, w, _ in device.events))  # in order of their first event
+    finished = OutOfOrderEncoding.finished
+    assert finished[0] != 0 and sorted(finished) == list(range(8))  # window 0 was encoded late
+    windows = _scoring_windows(device)
     assert len(windows) == 8
     adds = [w for e, w, _ in device.events if e == "add"]
     assert adds == sorted(adds, key=windows.index), "batches reached the device out of window order"
@@ -119,13 +155,39 @@ def test_a_device_runner_writes_what_the_synchronous_path_writes(tmp_path: Path,
         assert mine[-1][1] == "clsrun-write"  # only the writer waits for the logits
 
 
+def test_windows_encoded_in_worker_processes_score_as_in_one_thread(tmp_path: Path, toy_bundle: Path) -> None:
+    src = _texts(tmp_path / "in.csv", 2000)
+    blank = pacsv.read_csv(src).column("text").to_pylist()
+    blank[5] = "\u3000\t"  # empty only after normalising: an error row, in a worker too
+    pacsv.write_csv(pa.table({"text": blank}), src)
+    plain = Classifier.load(toy_bundle, Variant(threads=1), BatchOptions(window=300, batch_tokens=600))
+    a = score_file(src, tmp_path / "a.csv", plain, options=OutputOptions(probs=True))
+    b = score_file(
+        src, tmp_path / "b.csv", dataclasses.replace(plain, preparers=2), options=OutputOptions(probs=True)
+    )
+    assert a.output.read_bytes() == b.output.read_bytes()
+    assert b.manifest["error"] == 1
+
+
+def test_an_encode_pool_gives_what_encoding_here_gives(toy_bundle: Path) -> None:
+    clf = Classifier.load(toy_bundle, Variant(threads=1))
+    texts = ["ggb", "  ", "好好差", "x" * 50]
+    here = encode_texts(clf.encoder, clf.bundle.spec.normalization, texts)
+    assert here.kept.tolist() == [0, 2, 3]
+    with clf.encode_pool(2) as pool:
+        there = [pool.submit(texts), pool.submit(texts[2:])]
+        got, part = there[0].result(), there[1].result()
+    assert np.array_equal(got.kept, here.kept) and np.array_equal(got.tokens.ids, here.tokens.ids)
+    assert np.array_equal(got.tokens.offsets, here.tokens.offsets) and part.kept.tolist() == [0, 1]
+
+
 def test_an_empty_window_is_closed_too(tmp_path: Path, toy_bundle: Path) -> None:
     path = tmp_path / "blank.csv"
     pacsv.write_csv(pa.table({"text": ["", "  ", None, "gg"]}), path)
     plain = Classifier.load(toy_bundle, Variant(threads=1), BatchOptions(window=3))
     device = FakeDevice(plain.runner)
     result = score_file(path, None, dataclasses.replace(plain, runner=device))
-    windows = list(dict.fromkeys(w for _, w, _ in device.events))
+    windows = _scoring_windows(device)
     assert [[e for e, w, _ in device.events if w is window] for window in windows] == [
         ["close"],  # three rows that cannot be scored: no batch, and no logits to wait for
         ["add", "close", "result"],
@@ -221,3 +283,28 @@ def test_windows_are_prepared_in_parallel_only_for_a_gpu() -> None:
     cpu, cuda = Choice("onnx", "int8", "cpu", "f"), Choice("torch", "fp16", "cuda", None)
     assert default_preparers(cpu, 16) == 1  # the cores run the model
     assert (default_preparers(cuda, 16), default_preparers(cuda, 64), default_preparers(cuda, 2)) == (4, 4, 1)
+
+
+def test_a_broken_encoding_pool_is_a_stop_when_a_signal_asked_for_one(
+    toy_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``kill -TERM -PGID`` ends the encoding workers too: the pool breaks, and the run stops as asked
+    (resumable) instead of failing; a pool broken for no asked-for reason is the run's error."""
+    import clsrun.runtime.pipeline as pipeline
+
+    clf = Classifier.load(toy_bundle, Variant(threads=1))
+    window = RecordChunk(0, None, ["ggb"], [""])
+    broken: Future[Encoded] = Future()
+    broken.set_exception(BrokenProcessPool("a worker process ended abruptly"))
+    request = StopRequest()
+    stopping = pipeline.Pipeline(clf, None, False, None, request)  # type: ignore[arg-type]
+    threading.Timer(0.2, request.set, args=(signal.SIGTERM,)).start()  # noted just after the pool broke
+    assert stopping._prepare(window, broken) is None
+    monkeypatch.setattr(pipeline, "BROKEN_POOL_GRACE_S", 0.3)
+    failing = pipeline.Pipeline(clf, None, False, None, StopRequest())  # type: ignore[arg-type]
+    with pytest.raises(BrokenProcessPool):
+        failing._prepare(window, broken)
+    done: Future[Encoded] = Future()
+    done.set_result(encode_texts(clf.encoder, clf.bundle.spec.normalization, ["ggb"]))
+    prepared = failing._prepare(window, done)
+    assert prepared is not None and prepared.valid.tolist() == [0]
