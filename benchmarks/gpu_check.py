@@ -723,7 +723,14 @@ def agreement(report: Report, bundle: Path, sample: list[str], outputs: list[str
     labels = np.asarray(Bundle.load(bundle).labels)
     reference = logits_of(bundle, ("torch", "fp32", "cpu"), sample)  # (n, C)
     expected = labels[reference.argmax(1)]
-    result: dict[str, Any] = {"rows": len(sample)}
+    top2 = np.sort(reference, axis=1)[:, -2:]  # (n, 2)
+    result: dict[str, Any] = {
+        "rows": len(sample),
+        # How much the labels can tell: a random-weight model gives nearly one label to every row, so
+        # its agreement is near-certain and the largest logit difference is the measure that matters.
+        "reference_top_label_share": round(float(np.bincount(reference.argmax(1)).max() / len(sample)), 4),
+        "reference_min_top2_margin": round(float((top2[:, 1] - top2[:, 0]).min()), 5),
+    }
     for precision in report.profile.precisions:
         fast = logits_of(bundle, ("torch", precision, report.profile.device), sample)
         agree = float((fast.argmax(1) == reference.argmax(1)).mean())
