@@ -146,12 +146,15 @@ class TorchWindow:
         self.runner.score_into(self.logits, rows, inputs)
 
     def close(self) -> None:
-        if self.runner.device.type == "cuda":
-            self.host = torch.empty(self.logits.shape, dtype=torch.float32, pin_memory=True)  # (m, C)
-            self.host.copy_(self.logits, non_blocking=True)
-        else:
-            self.host = self.logits
-        self.copied.record()
+        """Queue the copy back (on CUDA); in inference mode, as the window's logits were made."""
+        with torch.inference_mode():
+            if self.logits.device.type == "cpu":
+                self.host = self.logits
+            else:  # page-locked, so the copy is asynchronous; a window of no rows needs no pinned block
+                pin = self.logits.numel() > 0
+                self.host = torch.empty(self.logits.shape, dtype=torch.float32, pin_memory=pin)  # (m, C)
+                self.host.copy_(self.logits, non_blocking=True)
+            self.copied.record()
 
     def result(self) -> np.ndarray:
         assert self.host is not None, "result() before close(): this is a bug"
