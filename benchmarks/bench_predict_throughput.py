@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from clsrun.runtime.batching import BatchOptions, padding_ratio, plan_batches
+from clsrun.runtime.batching import BatchOptions, padding_ratio
 from clsrun.runtime.classifier import Classifier
 from clsrun.runtime.readers import read_table
 from clsrun.runtime.score import OutputOptions, score_file
@@ -57,8 +57,7 @@ def padding_report(clf: Classifier, path: Path, window: int) -> dict[str, float]
     padded = real = 0
     for start in range(0, len(lengths), window):
         part = lengths[start : start + window]
-        assert clf.batching.batch_tokens is not None
-        for b in plan_batches(part, clf.batching.batch_tokens, clf.batching.max_batch_rows, sort=True):
+        for b in clf.batching.plan(part):
             padded += int(part[b].max()) * len(b)
         real += int(part.sum())
     return {"random_batches_of_32": round(random32, 3), "sorted_token_budget": round(padded / real, 3)}

@@ -4,7 +4,7 @@ The rows (the bundle's ``validation.jsonl.gz`` or a ``--eval-data`` file) are sc
 each candidate file, still in export's staging folder, opens through ``Classifier.open`` with
 ``variant.onnx_candidate``, so it runs under the ``OrtRunner`` ``clsrun predict`` uses (same session options,
 threads and streams) on the batches predict plans (``Classifier.prepare``: ``textnorm``, the bundle's
-encoder, ``plan_batches`` with predict's batch options for the bundle's kind and the variant's device). What
+encoder, ``BatchOptions.plan`` with predict's batch options for the bundle's kind and the variant's device). What
 the gate measures (accuracy, rows/s, and therefore the choice between static and dynamic int8, whose
 activation scales depend on the batch) is what production runs. Each variant runs on the device it is
 made for: fp32 and int8 on CPU, fp16 on CUDA when onnxruntime has it here (else CPU).
@@ -100,7 +100,6 @@ def load_eval_set(
 
     Raises :class:`InputError` when there are no rows, or when labels are not the bundle's labels.
     """
-    from clsrun.runtime.batching import plan_batches
     from clsrun.runtime.encode import make_encoder
     from clsrun.runtime.textnorm import normalize
 
@@ -116,9 +115,7 @@ def load_eval_set(
         raise InputError(f"{source}: no row has text left after normalisation")
     encoder = make_encoder(bundle)
     tokens = encoder.tokenize([n for _, n, _ in kept])
-    cpu = batching.resolved(bundle.spec.kind, "cpu")
-    assert cpu.batch_tokens is not None, "resolved() sets batch_tokens"
-    batches = plan_batches(tokens.lengths, cpu.batch_tokens, cpu.max_batch_rows, sort=cpu.sort)
+    batches = batching.resolved(bundle.spec.kind, "cpu").plan(tokens.lengths)
     targets = np.fromiter((y for _, _, y in kept), dtype=np.int64, count=len(kept))
     return EvalSet([t for t, _, _ in kept], targets, source, encoder, tokens, batches, batching)
 

@@ -17,21 +17,30 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from clsrun.runtime.errors import UsageError
+from clsrun.runtime.errors import InternalError, UsageError
 from clsrun.runtime.readers import RecordChunk
 
 DEFAULT_WINDOW = 8192  # rows sorted together; also the unit of a resume checkpoint
-DEFAULT_MAX_BATCH_ROWS = 1024
+# Rows in one batch at most, by device. On CUDA the host launches every kernel of a batch from Python
+# (a few milliseconds for a BERT forward, whatever its size), so a batch must hold enough rows for the
+# GPU's share of the work to outlast that; the token budget still bounds its memory.
+DEFAULT_MAX_BATCH_ROWS = {"cpu": 1024, "cuda": 4096}
 # Padded tokens per batch when --batch-tokens is not given, by model kind and device. char-CNN
 # convolutions are cheap per token, so large batches amortise the per-call overhead. BERT on CPU: a
-# batch whose activations stay in the CPU caches (README: the MiniLM batch-budget comparison). On CUDA
-# bigger batches keep the GPU busy.
-DEFAULT_BATCH_TOKENS = {"charcnn": {"cpu": 32768, "cuda": 32768}, "bert": {"cpu": 1024, "cuda": 8192}}
+# batch whose activations stay in the CPU caches (README: the MiniLM batch-budget comparison). BERT on
+# CUDA: 65536 tokens (about 1000 rows of 64 tokens, 128 of 512) keep the GPU busy between the host's
+# launches while a BERT-base batch's activations stay around a gigabyte in fp16.
+DEFAULT_BATCH_TOKENS = {"charcnn": {"cpu": 32768, "cuda": 32768}, "bert": {"cpu": 1024, "cuda": 65536}}
 
 
 def default_batch_tokens(kind: str, device: str) -> int:
     """The padded-token budget of one batch for a bundle ``kind`` running on ``device``."""
     return DEFAULT_BATCH_TOKENS.get(kind, {}).get(device, 8192)
+
+
+def default_max_batch_rows(device: str) -> int:
+    """The most rows one batch holds on ``device`` (``cpu``/``cuda``)."""
+    return DEFAULT_MAX_BATCH_ROWS.get(device, DEFAULT_MAX_BATCH_ROWS["cpu"])
 
 
 @dataclass(frozen=True)
@@ -40,7 +49,7 @@ class BatchOptions:
 
     window: int = DEFAULT_WINDOW  # --window: rows read ahead and length-sorted together
     batch_tokens: int | None = None  # --batch-tokens: padded tokens per batch; None: by kind and device
-    max_batch_rows: int = DEFAULT_MAX_BATCH_ROWS  # rows in one batch at most, however short they are
+    max_batch_rows: int | None = None  # rows in one batch at most, however short; None: by device
     sort: bool = True  # length-sort each window (off only to measure what sorting buys)
 
     def __post_init__(self) -> None:
@@ -49,16 +58,25 @@ class BatchOptions:
             problems.append(f"--window {self.window}: must be a positive number of rows")
         if self.batch_tokens is not None and self.batch_tokens < 1:
             problems.append(f"--batch-tokens {self.batch_tokens}: must be a positive number of tokens")
-        if self.max_batch_rows < 1:
+        if self.max_batch_rows is not None and self.max_batch_rows < 1:
             problems.append(f"max_batch_rows {self.max_batch_rows}: must be at least 1")
         if problems:
             raise UsageError("; ".join(problems))
 
     def resolved(self, kind: str, device: str) -> BatchOptions:
-        """These options with ``batch_tokens`` filled in for a ``kind`` bundle running on ``device``."""
-        if self.batch_tokens is not None:
-            return self
-        return replace(self, batch_tokens=default_batch_tokens(kind, device))
+        """These options with ``batch_tokens`` and ``max_batch_rows`` filled in for a ``kind`` bundle
+        running on ``device``."""
+        return replace(
+            self,
+            batch_tokens=self.batch_tokens or default_batch_tokens(kind, device),
+            max_batch_rows=self.max_batch_rows or default_max_batch_rows(device),
+        )
+
+    def plan(self, lengths: np.ndarray) -> list[np.ndarray]:
+        """:func:`plan_batches` of rows with token ``lengths`` (n,) under these (:meth:`resolved`) options."""
+        if self.batch_tokens is None or self.max_batch_rows is None:
+            raise InternalError("BatchOptions.plan() before resolved(): this is a bug")
+        return plan_batches(lengths, self.batch_tokens, self.max_batch_rows, sort=self.sort)
 
 
 def windows(chunks: Iterable[RecordChunk], size: int) -> Iterator[RecordChunk]:
@@ -108,7 +126,7 @@ def _split(chunks: list[RecordChunk], n: int) -> tuple[RecordChunk, list[RecordC
 
 
 def plan_batches(
-    lengths: np.ndarray, batch_tokens: int, max_rows: int = DEFAULT_MAX_BATCH_ROWS, sort: bool = True
+    lengths: np.ndarray, batch_tokens: int, max_rows: int = DEFAULT_MAX_BATCH_ROWS["cpu"], sort: bool = True
 ) -> list[np.ndarray]:
     """Split rows ``0..n-1`` into batches whose padded cost ``longest x rows`` stays within ``batch_tokens``.
 

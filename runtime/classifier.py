@@ -12,8 +12,11 @@ Scoring one window of rows is three steps, kept apart so that ``score.py`` can r
 threads (and an engine such as Ray can call them on its own record batches):
 
 1. :meth:`Classifier.prepare`: normalise, tokenize once, and plan length-sorted batches (CPU, Python);
-2. :meth:`Classifier.pad` + :meth:`Classifier.run` per batch: the model (onnxruntime releases the GIL);
-3. :meth:`Classifier.finish`: softmax and the output table, rows back in input order.
+2. :meth:`Classifier.pad` per batch, then ``prepared.window.add(batch, inputs)``: the model (onnxruntime
+   releases the GIL; the torch runner on CUDA queues the batch and returns), ``prepared.window.close()``
+   after the last batch;
+3. :meth:`Classifier.finish`: softmax and the output table, rows back in input order (it waits for the
+   window's logits).
 
 :meth:`Classifier.predict` and :meth:`Classifier.score_records` do all three, running the batches of
 step 2 on ``streams`` threads.
@@ -29,21 +32,21 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from clsrun.runtime.batching import BatchOptions, plan_batches
+from clsrun.runtime.batching import BatchOptions
 from clsrun.runtime.bundle import Bundle, default_model_path
 from clsrun.runtime.encode import Encoder, Tokens, make_encoder
+from clsrun.runtime.encode_pool import Encoded, EncodePool, encode_texts
 from clsrun.runtime.errors import BundleError, UsageError
-from clsrun.runtime.infer import Runner, open_runner, softmax
+from clsrun.runtime.infer import HostWindow, Runner, WindowLogits, open_runner, softmax
 from clsrun.runtime.machine import default_threads
 from clsrun.runtime.readers import DEFAULT_MAX_TEXT_BYTES, RecordChunk
-from clsrun.runtime.textnorm import normalize
-from clsrun.runtime.variant import Choice, Variant, choose, default_streams
+from clsrun.runtime.variant import Choice, Variant, choose, default_preparers, default_streams
 from clsrun.runtime.writers import output_schema, result_table
 
 
 @dataclass
 class Prepared:
-    """One window of rows, tokenized and planned; ``logits`` is filled batch by batch by inference."""
+    """One window of rows, tokenized and planned; ``window`` is filled batch by batch by inference."""
 
     start: int  # row number of the window's first row
     ids: list[str | None] | None  # --id-col values, or None (row numbers)
@@ -51,10 +54,15 @@ class Prepared:
     valid: np.ndarray  # (m,) int64 window positions of the rows that are scored
     tokens: Tokens  # the m scored texts, tokenized
     batches: list[np.ndarray]  # indices into tokens / valid, length-sorted
-    logits: np.ndarray  # (m, C) float32
+    window: WindowLogits  # the m rows' logits, batch by batch (see infer.WindowLogits)
 
     def __len__(self) -> int:
         return len(self.errors)
+
+    @property
+    def logits(self) -> np.ndarray:
+        """(m, C) float32 logits of the scored rows; waits for the device when it still runs them."""
+        return self.window.result()
 
     @property
     def truncated(self) -> int:
@@ -114,7 +122,8 @@ class Classifier:
     choice: Choice  # what runs: backend, precision, device, file
     threads: int  # inference threads in all
     streams: int  # batches run at once, each on threads // streams intra-op threads
-    batching: BatchOptions  # resolved: batch_tokens is set
+    batching: BatchOptions  # resolved: batch_tokens and max_batch_rows are set
+    preparers: int = 1  # windows encoded at once while scoring a file, each in its own process when > 1
 
     @classmethod
     def load(
@@ -154,7 +163,8 @@ class Classifier:
         encoder = make_encoder(bundle)
         runner = open_runner(bundle, choice, threads // streams)
         resolved = batching.resolved(bundle.spec.kind, choice.device)
-        return cls(bundle, encoder, runner, choice, threads, streams, resolved)
+        preparers = default_preparers(choice, threads)
+        return cls(bundle, encoder, runner, choice, threads, streams, resolved, preparers)
 
     @property
     def labels(self) -> list[str]:
@@ -179,29 +189,45 @@ class Classifier:
         return output_schema(self.labels, probs, text_ids)
 
     # -- the three steps ---------------------------------------------------------------------------
-    def prepare(self, chunk: RecordChunk) -> Prepared:
-        """Normalise and tokenize a window's valid texts once, and plan its batches."""
-        norm = self.bundle.spec.normalization
-        errors = list(chunk.errors)
-        valid: list[int] = []
+    def scorable(self, chunk: RecordChunk) -> tuple[np.ndarray, list[str]]:
+        """(rows, texts) of the rows of ``chunk`` that have a text and no error yet; texts as read."""
+        rows: list[int] = []
         texts: list[str] = []
-        for i, raw in enumerate(chunk.texts):
-            if raw is None or errors[i]:
-                continue
-            text = normalize(raw, norm)
-            if not text:
-                errors[i] = "empty text after normalisation"
-                continue
-            valid.append(i)
-            texts.append(text)
-        tokens = self.encoder.tokenize(texts)
-        b = self.batching
-        assert b.batch_tokens is not None, "load() resolves batch_tokens"
-        batches = plan_batches(tokens.lengths, b.batch_tokens, b.max_batch_rows, sort=b.sort)
-        logits = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
+        for i, (text, error) in enumerate(zip(chunk.texts, chunk.errors, strict=True)):
+            if text is not None and not error:
+                rows.append(i)
+                texts.append(text)
+        return np.asarray(rows, dtype=np.int64), texts
+
+    def encode_pool(self, processes: int) -> EncodePool:
+        """Encodes windows' :meth:`scorable` texts for :meth:`prepare`, ``processes`` at a time."""
+        return EncodePool(self.encoder, self.bundle.spec.normalization, processes)
+
+    def prepare(self, chunk: RecordChunk, encoded: Encoded | None = None) -> Prepared:
+        """Normalise and tokenize a window's valid texts once, and plan its batches.
+
+        ``encoded``: what :meth:`encode_pool` made of the window's :meth:`scorable` texts (else it is
+        done here).
+        """
+        rows, texts = self.scorable(chunk)
+        if encoded is None:
+            encoded = encode_texts(self.encoder, self.bundle.spec.normalization, texts)
+        errors = list(chunk.errors)
+        valid = rows[encoded.kept]  # (m,) window positions of the rows that are scored
+        for i in np.setdiff1d(rows, valid).tolist():
+            errors[i] = "empty text after normalisation"
+        batches = self.batching.plan(encoded.tokens.lengths)
         return Prepared(
-            chunk.start, chunk.ids, errors, np.asarray(valid, dtype=np.int64), tokens, batches, logits
+            chunk.start, chunk.ids, errors, valid, encoded.tokens, batches, self.open_window(len(valid))
         )
+
+    def open_window(self, rows: int) -> WindowLogits:
+        """Where the logits of a window of ``rows`` scored rows go: the runner's own when it has one."""
+        opener = getattr(self.runner, "open_window", None)
+        if opener is not None:
+            window: WindowLogits = opener(rows, len(self.labels))
+            return window
+        return HostWindow(self.run, rows, len(self.labels))
 
     def pad(self, prepared: Prepared, batch: np.ndarray) -> dict[str, np.ndarray]:
         """Model inputs ``{name: (B, T) int64}`` of one planned batch."""
@@ -227,16 +253,17 @@ class Classifier:
 
     # -- one-call APIs -----------------------------------------------------------------------------
     def infer(self, prepared: Prepared) -> Prepared:
-        """Run every batch of ``prepared``, ``streams`` at a time, filling ``prepared.logits``."""
-        batches = prepared.batches
+        """Run every batch of ``prepared``, ``streams`` at a time, into ``prepared.window`` (then closed)."""
+        batches, window = prepared.batches, prepared.window
         if self.streams == 1 or len(batches) < 2:
             for batch in batches:
-                prepared.logits[batch] = self.run(self.pad(prepared, batch))
-            return prepared
-        with ThreadPoolExecutor(min(self.streams, len(batches)), thread_name_prefix="clsrun-infer") as pool:
-            results = pool.map(lambda batch: self.run(self.pad(prepared, batch)), batches)
-            for batch, logits in zip(batches, results, strict=True):
-                prepared.logits[batch] = logits  # (B, C)
+                window.add(batch, self.pad(prepared, batch))
+        else:
+            with ThreadPoolExecutor(
+                min(self.streams, len(batches)), thread_name_prefix="clsrun-infer"
+            ) as pool:
+                list(pool.map(lambda batch: window.add(batch, self.pad(prepared, batch)), batches))
+        window.close()
         return prepared
 
     def score_records(

@@ -19,10 +19,12 @@ zeros, which is what BERT uses when they are absent: the model inputs are ``inpu
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
-from tokenizers import Tokenizer
+from tokenizers import Encoding, Tokenizer
 
 from clsrun.runtime.bundle import SPECIAL_TOKENS_FILE, TOKENIZER_FILE, Bundle
 from clsrun.runtime.encode import Tokens, pad_rows
@@ -67,6 +69,12 @@ def _read_specials(path: Path | None) -> dict[str, object]:
     if not isinstance(data, dict):
         raise BundleError(f"{path}: expected a JSON object")
     return data
+
+
+def _encode_batch(tokenizer: Tokenizer) -> Callable[..., list[Encoding]]:
+    """``encode_batch_fast`` (tokenizers 0.20 and later: no character offsets, which nothing here reads)."""
+    fast: Callable[..., list[Encoding]] | None = getattr(tokenizer, "encode_batch_fast", None)
+    return fast if fast is not None else tokenizer.encode_batch
 
 
 class BertEncoder:
@@ -116,23 +124,35 @@ class BertEncoder:
         return text[:head_chars] + " " + (text[-tail_chars:] if tail_chars else "")
 
     def tokenize(self, texts: list[str]) -> Tokens:
-        """Tokenize a window of texts to ``[CLS] body [SEP]`` ids, ``body`` cut as the truncation says."""
+        """Tokenize a window of texts to ``[CLS] body [SEP]`` ids, ``body`` cut as the truncation says.
+
+        ``tokenizers`` encodes the window on every core with the GIL released; what runs here under the
+        GIL is one list of ids per text, and numpy for the rest: the ids are flattened in C
+        (``chain.from_iterable``) and [CLS]/[SEP] written at positions computed from the lengths, instead
+        of a Python step per token, which cost several times the encoding itself on a GPU run's short texts.
+        """
         clipped = [self._clip_chars(t) for t in texts]
-        encodings = self.tokenizer.encode_batch(clipped, add_special_tokens=False)
+        encodings = _encode_batch(self.tokenizer)(clipped, add_special_tokens=False)
+        bodies = [enc.ids for enc in encodings]
         body = self.head + self.tail
-        cls, sep = [self.cls_id], [self.sep_id]
-        rows: list[list[int]] = []
-        truncated = np.zeros(len(texts), dtype=bool)  # (n,)
-        for i, enc in enumerate(encodings):
-            ids = enc.ids
-            truncated[i] = clipped[i] is not texts[i]
-            if len(ids) > body:
-                truncated[i] = True
-                ids = ids[: self.head] + (ids[-self.tail :] if self.tail else [])
-            rows.append(cls + ids + sep)
-        lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))  # (n,)
-        flat = np.fromiter((t for row in rows for t in row), dtype=np.int64, count=int(lengths.sum()))
-        return Tokens.from_lengths(flat, lengths, truncated)
+        found = np.fromiter(map(len, bodies), dtype=np.int64, count=len(bodies))  # (n,) before truncation
+        for i in np.flatnonzero(found > body):  # the few over-long texts: keep head and tail
+            row = bodies[i]
+            bodies[i] = row[: self.head] + (row[-self.tail :] if self.tail else [])
+        kept = np.minimum(found, body)  # (n,)
+        flat_body = np.fromiter(chain.from_iterable(bodies), dtype=np.int64, count=int(kept.sum()))
+        lengths = kept + 2  # (n,) with [CLS] and [SEP]
+        ends = np.cumsum(lengths)  # (n,) one past each row's [SEP]
+        ids = np.empty(int(ends[-1]) if len(ends) else 0, dtype=np.int64)  # (total,)
+        special = np.zeros(len(ids), dtype=bool)  # (total,) True at [CLS] and [SEP]
+        special[ends - lengths] = special[ends - 1] = True
+        ids[ends - lengths] = self.cls_id
+        ids[ends - 1] = self.sep_id
+        ids[~special] = flat_body
+        clipped_any = np.fromiter(
+            (c is not t for c, t in zip(clipped, texts, strict=True)), dtype=bool, count=len(texts)
+        )
+        return Tokens.from_lengths(ids, lengths, (found > body) | clipped_any)
 
     def pad(self, tokens: Tokens, rows: np.ndarray) -> dict[str, np.ndarray]:
         ids, mask = pad_rows(tokens, rows, self.pad_id)

@@ -10,10 +10,16 @@
 
 The runner contract (:class:`Runner`): ``run({input name: (B, T) int64}) -> logits (B, C) float32``,
 safe to call from several threads at once (``score.py`` runs several batches concurrently).
+
+Scoring fills one window's logits batch by batch through a :class:`WindowLogits`. A runner on a device
+that works asynchronously (the torch runner on CUDA) opens its own (``runner.open_window``): batches are
+queued without waiting for the device, the logits stay on the device and come back in one copy per
+window. Every other runner gets :class:`HostWindow`: each batch runs at once into a host array.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
@@ -37,6 +43,43 @@ class Runner(Protocol):
     providers: list[str]  # what executes the model, for the manifest (e.g. "CPUExecutionProvider")
 
     def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray: ...
+
+
+class WindowLogits(Protocol):
+    """The ``(m, C)`` logits of one window's ``m`` scored rows, filled batch by batch.
+
+    ``add`` may return before the device has run the batch; ``close`` says no batch follows (a device
+    starts copying the logits back); ``result`` waits for them. Several threads may ``add`` disjoint rows
+    of one window at once (``--streams``); ``close`` and ``result`` are called once each, after every
+    ``add``, ``result`` possibly from another thread.
+    """
+
+    def add(self, rows: np.ndarray, inputs: dict[str, np.ndarray]) -> None:
+        """Score one padded batch: ``inputs`` ``{name: (B, T) int64}`` are window rows ``rows`` (B,)."""
+        ...
+
+    def close(self) -> None: ...
+
+    def result(self) -> np.ndarray:
+        """(m, C) float32 logits in window row order."""
+        ...
+
+
+class HostWindow:
+    """A window scored batch by batch by ``run`` (a runner's, usually checked), each batch finished at once."""
+
+    def __init__(self, run: Callable[[dict[str, np.ndarray]], np.ndarray], rows: int, classes: int) -> None:
+        self.run = run
+        self.logits = np.zeros((rows, classes), dtype=np.float32)  # (m, C)
+
+    def add(self, rows: np.ndarray, inputs: dict[str, np.ndarray]) -> None:
+        self.logits[rows] = self.run(inputs)  # (B, C); streams write disjoint rows
+
+    def close(self) -> None:
+        pass
+
+    def result(self) -> np.ndarray:
+        return self.logits
 
 
 class OrtRunner:

@@ -2,7 +2,8 @@
 
 The one place that reads ``sched_getaffinity`` and ``/proc/cpuinfo``: the runtime sizes its thread pools
 from :func:`default_threads`, export warns about int8 from :func:`cpu_info`'s flags, and bench records
-the CPU model beside its figures. :func:`ort_providers` says whether onnxruntime can use a GPU here.
+the CPU model beside its figures. :func:`ort_providers` says whether onnxruntime can use a GPU here,
+:func:`nvidia_gpu_present` whether there is one at all.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 CPUINFO = Path("/proc/cpuinfo")
+DEV = Path("/dev")  # where NVIDIA's driver puts a device file per GPU
 
 
 def default_threads() -> int:
@@ -65,3 +67,16 @@ def ort_providers() -> list[str]:
     import onnxruntime as ort
 
     return list(ort.get_available_providers())
+
+
+def nvidia_gpu_present() -> bool:
+    """Whether an NVIDIA GPU may be usable here, judged from its device files (``/dev/nvidia0``, ...).
+
+    A cheap first test before asking torch (which takes seconds to import) whether it sees CUDA: a
+    CPU-only machine never imports torch to decide ``--backend auto``. ``CUDA_VISIBLE_DEVICES`` set to
+    nothing or ``-1`` hides every GPU, as it does from CUDA itself.
+    """
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() in ("", "-1"):
+        return False
+    return any(DEV.glob("nvidia[0-9]*"))

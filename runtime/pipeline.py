@@ -1,18 +1,23 @@
 """The threads of one local scoring run: a bounded three-stage pipeline that stops cleanly at any moment.
 
-    reader thread:  read chunk -> regroup into windows -> normalise, tokenize, sort, plan -> pad batches
+    reader thread:  read chunk -> regroup into windows -> hand each window's texts to the encoders
+    encoding:       normalise, tokenize (``encode_pool.py``): in the reader thread, or on CUDA in
+                    ``classifier.preparers`` worker processes, a window each, so that the host's cores
+                    keep the GPU fed (most of encoding holds the GIL)
+                        | the reader takes encoded windows back in input order, plans and pads their batches
                         | queue of at most ``max(PREFETCH_BATCHES, streams)`` padded batches
-    inference:      ``classifier.streams`` threads, each taking the next batch and running it through the
-                    model (onnxruntime releases the GIL); the stream that finishes a window's last batch
-                    passes the window on
+    inference:      ``classifier.streams`` threads, each adding the next batch to its window's logits
+                    (onnxruntime releases the GIL; the torch runner on CUDA only queues the batch on the
+                    GPU); the stream that adds a window's last batch closes the window (a GPU starts
+                    copying its logits back) and passes it on
                         | queue of at most ``PENDING_WINDOWS`` finished windows
-    writer thread:  windows back in input order -> softmax, output table -> fsynced part + journal line
-                    (``partial.py``)
+    writer thread:  windows back in input order (waiting for each one's logits) -> softmax, output
+                    table -> fsynced part + journal line (``partial.py``)
 
 The queues are what keep memory flat: the reader can never be more than a couple of batches ahead of the
-model, and at most ``streams + PENDING_WINDOWS`` windows are between being read and being written (the
-reader waits for a slot before it starts a window; the writer frees it), so the windows that finish
-before an earlier one, and wait for it in the writer, are bounded too.
+model, and at most ``preparers + streams + PENDING_WINDOWS - 1`` windows are between being read and being
+written (the reader waits for a slot before it starts a window; the writer frees it), so the windows that
+finish before an earlier one, and wait for it in the writer, are bounded too.
 
 Stopping. The calling (main) thread runs no stage: it only watches, so a signal is always noticed within
 ``POLL_S`` even while every stage is inside a long model call. Every stage polls the same two things at
@@ -28,12 +33,15 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Protocol
 
 from clsrun.runtime.batching import windows
 from clsrun.runtime.classifier import Classifier, Prepared
+from clsrun.runtime.encode_pool import Encoded
 from clsrun.runtime.errors import InternalError
 from clsrun.runtime.partial import PartialOutput
 from clsrun.runtime.readers import RecordChunk, RecordStream
@@ -43,6 +51,7 @@ from clsrun.runtime.stopping import StopRequest
 PREFETCH_BATCHES = 2  # padded batches waiting for the model: enough to hide reading and tokenizing
 PENDING_WINDOWS = 2  # finished windows waiting for the writer
 POLL_S = 0.1  # how often a waiting thread looks at the stop event and the stop request
+BROKEN_POOL_GRACE_S = 2.0  # how long a broken encoding pool waits for the stop request that explains it
 STOP_GRACE_S = 30.0  # once stopping, how long the stages have to return before the run gives up on them
 
 
@@ -95,7 +104,10 @@ class Pipeline:
         self.streams = max(1, classifier.streams)
         self.batches: queue.Queue[Any] = queue.Queue(maxsize=max(PREFETCH_BATCHES, self.streams))
         self.finished: queue.Queue[Any] = queue.Queue(maxsize=PENDING_WINDOWS)
-        self.window_slots = threading.Semaphore(self.streams + PENDING_WINDOWS)
+        self.preparers = max(1, classifier.preparers)
+        # Slots for the windows being prepared (the reader holds `preparers` before it pads the oldest),
+        # the ones in inference and the finished ones waiting for the writer.
+        self.window_slots = threading.Semaphore(self.preparers + self.streams + PENDING_WINDOWS - 1)
         self.streams_left = _Countdown(self.streams)
         self.stop = threading.Event()  # set when a stage fails or a stop is requested: all stages return
         self.failure: BaseException | None = None
@@ -147,17 +159,49 @@ class Pipeline:
 
     # -- the stages --------------------------------------------------------------------------------
     def _read(self, stream: RecordStream, skip: int) -> None:
-        for window in windows(stream.chunks(skip), self.clf.batching.window):
-            if not self._slot():
-                return
-            prepared = self.clf.prepare(window)
-            countdown = _Countdown(max(1, len(prepared.batches)))
-            if not prepared.batches and not self._put(self.batches, (prepared, None, countdown)):
-                return
-            for batch in prepared.batches:
-                if not self._put(self.batches, (prepared, (batch, self.clf.pad(prepared, batch)), countdown)):
+        """Read windows, have them encoded ``preparers`` at a time, and queue their batches in order."""
+        with self.clf.encode_pool(self.preparers) as pool:
+            ahead: deque[tuple[RecordChunk, Future[Encoded]]] = deque()  # being encoded, oldest first
+            for window in windows(stream.chunks(skip), self.clf.batching.window):
+                if not self._slot():
+                    return
+                ahead.append((window, pool.submit(self.clf.scorable(window)[1])))
+                if len(ahead) == self.preparers and not self._queue(self._prepare(*ahead.popleft())):
+                    return
+            while ahead:
+                if not self._queue(self._prepare(*ahead.popleft())):
                     return
         self._put(self.batches, None)
+
+    def _prepare(self, window: RecordChunk, encoded: Future[Encoded]) -> Prepared | None:
+        """The window prepared from its encoding; None when the run stops meanwhile.
+
+        A signal sent to the whole process group (``kill -TERM -PGID``) ends the encoding workers as well
+        as asking this process to stop; the pool then breaks just before (or after) the stop request is
+        noted, so a broken pool is a stop when a request arrives within ``BROKEN_POOL_GRACE_S``.
+        """
+        try:
+            return self.clf.prepare(window, encoded.result())
+        except BrokenProcessPool:
+            deadline = time.monotonic() + BROKEN_POOL_GRACE_S
+            while time.monotonic() < deadline:
+                if self._halted():
+                    return None
+                time.sleep(POLL_S / 10)
+            raise
+
+    def _queue(self, prepared: Prepared | None) -> bool:
+        """Pad and queue a prepared window's batches (a window without any still passes through); False
+        when the run stops."""
+        if prepared is None:
+            return False
+        countdown = _Countdown(max(1, len(prepared.batches)))
+        if not prepared.batches:
+            return self._put(self.batches, (prepared, None, countdown))
+        for batch in prepared.batches:
+            if not self._put(self.batches, (prepared, (batch, self.clf.pad(prepared, batch)), countdown)):
+                return False
+        return True
 
     def _infer(self) -> None:
         """One stream: score batches until the reader's end mark, which it leaves for the other streams;
@@ -174,9 +218,11 @@ class Pipeline:
             prepared, work, countdown = item
             if work is not None:
                 batch, inputs = work
-                prepared.logits[batch] = self.clf.run(inputs)  # (B, C); streams write disjoint rows
-            if countdown.finish_one() and not self._put(self.finished, prepared):
-                return
+                prepared.window.add(batch, inputs)  # streams add disjoint rows
+            if countdown.finish_one():
+                prepared.window.close()
+                if not self._put(self.finished, prepared):
+                    return
 
     def _write(self, skip: int) -> None:
         """Write windows in input order: with several streams a later window can finish first."""
@@ -215,11 +261,13 @@ class Pipeline:
         imported before the worker threads exist: no first import runs in a stage (the stream's
         constructor already parsed the input's first chunk in this thread, for the same reason). The
         model itself is not run: onnxruntime's ``run`` imports nothing, and a made-up batch would count
-        in a runner's own statistics.
+        in a runner's own statistics. The sample's window is closed with no batch in it (a device runner
+        sets up its copies back here, in this thread), so the writer's step runs on its zero logits.
         """
         sample = self.clf.prepare(RecordChunk(0, None, ["warm-up row", None], ["", "null text"]))
         for batch in sample.batches:
             self.clf.pad(sample, batch)
+        sample.window.close()
         self.clf.finish(sample, with_probs=self.probs)
         Counter(reason_kind(e) for e in sample.errors if e)
 

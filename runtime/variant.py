@@ -3,9 +3,10 @@
 :func:`choose` reads the bundle's export report and only ever picks an ONNX variant whose ``passed`` is
 true: with ``precision="auto"``, int8 on CPU (fastest on this class of machine) else fp32; fp16 on CUDA
 else fp32. A bundle that was never exported runs on the torch backend when it is installed (a runner
-plugin, ``plugins.runner_plugin``). :func:`resolve_device` is the one place ``device="auto"`` is decided
-(the trainer uses it too). :func:`onnx_candidate` names an ONNX file the gate has not passed yet (export
-scores its candidates with the runtime's own runner before installing any).
+plugin, ``plugins.runner_plugin``), and so does any bundle with ``backend="auto"`` on a machine whose
+GPU only torch can use (onnxruntime without its CUDA provider). :func:`resolve_device` is the one place
+``device="auto"`` is decided (the trainer uses it too). :func:`onnx_candidate` names an ONNX file the gate
+has not passed yet (export scores its candidates with the runtime's own runner before installing any).
 
 Three things are called "precision" in clsrun; this module owns the first:
 - scoring precisions (:data:`SCORING_PRECISIONS`): which variant ``predict``/``eval``/``bench`` run;
@@ -21,7 +22,7 @@ from typing import Literal, get_args
 
 from clsrun.runtime.bundle import ONNX_FILES, Bundle
 from clsrun.runtime.errors import BundleError, DependencyError, UsageError
-from clsrun.runtime.machine import ort_providers
+from clsrun.runtime.machine import nvidia_gpu_present, ort_providers
 from clsrun.runtime.plugins import runner_plugin
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ class Variant:
     device: Device = "auto"  # --device: auto is CUDA when the backend can use a GPU here
     threads: int | None = None  # --threads: inference threads; None: the cores this process may use
     streams: int | None = None  # --streams: batches run at once; None: by backend and device
+    compile: bool = False  # --compile: torch backend only: torch.compile the model (dynamic shapes)
 
     def __post_init__(self) -> None:
         problems = []
@@ -61,6 +63,8 @@ class Variant:
         for flag, count in (("--threads", self.threads), ("--streams", self.streams)):
             if count is not None and count < 1:
                 problems.append(f"{flag} {count}: must be at least 1")
+        if self.compile and self.backend == "onnx":
+            problems.append("--compile compiles the eager PyTorch model: it needs --backend torch or auto")
         if problems:
             raise UsageError("; ".join(problems))
 
@@ -73,6 +77,7 @@ class Choice:
     precision: str  # "fp32" | "fp16" | "int8" | "bf16"
     device: str  # "cpu" | "cuda"
     file: str | None  # bundle-relative ONNX file, None for torch
+    compile: bool = False  # the torch model runs through torch.compile
 
 
 def default_streams(choice: Choice, threads: int) -> int:
@@ -85,6 +90,17 @@ def default_streams(choice: Choice, threads: int) -> int:
     all the threads.
     """
     return max(1, threads) if choice.backend == "onnx" and choice.device == "cpu" else 1
+
+
+def default_preparers(choice: Choice, threads: int) -> int:
+    """How many windows are encoded at once while a file is scored (``score.py``, ``encode_pool.py``).
+
+    On CPU one, in the reader thread: the cores run the model, and ``tokenizers`` already spreads a
+    window over them. On CUDA the host's encoding bounds the rate, and most of it holds the GIL, so a
+    quarter of the cores (at most 4) encode windows in worker processes, each also running
+    ``tokenizers`` on every core.
+    """
+    return max(1, min(4, threads // 4)) if choice.device == "cuda" else 1
 
 
 def resolve_device(device: str, backend: str) -> str:
@@ -125,9 +141,14 @@ def choose(bundle: Bundle, variant: Variant = Variant()) -> Choice:
     """Pick backend, precision, device and file as ``variant`` asks; refuse what the bundle cannot do."""
     passed = passed_variants(bundle)
     backend: str = variant.backend
-    if backend == "auto":
-        backend = "onnx" if passed else _installed_fallback(bundle)
+    if backend == "auto" and not passed:
+        _check_torch_installed(bundle)  # a bundle never exported runs only on torch
+        backend = "torch"
+    elif backend == "auto":
+        backend = "torch" if _torch_takes_the_gpu(variant) else "onnx"
     if backend == "onnx":
+        if variant.compile:
+            raise UsageError("--compile: this bundle runs on onnxruntime here; use --backend torch")
         return _choose_onnx(bundle, variant, passed)
     device = resolve_device(variant.device, backend)
     allowed = runner_plugin(backend).precisions(device)  # the first is what auto picks
@@ -137,11 +158,30 @@ def choose(bundle: Bundle, variant: Variant = Variant()) -> Choice:
             f"--precision {precision} is not available with --backend {backend} on {device}; "
             f"available: {', '.join(allowed)}"
         )
-    return Choice(backend, precision, device, None)
+    return Choice(backend, precision, device, None, variant.compile)
 
 
-def _installed_fallback(bundle: Bundle) -> str:
-    """``torch`` for a bundle that was never exported, when its runner plugin is installed."""
+def _torch_takes_the_gpu(variant: Variant) -> bool:
+    """``--backend auto`` on a GPU only torch can use: CUDA allowed by ``--device``, an NVIDIA GPU here,
+    onnxruntime without its CUDA provider, and the torch runner installed, seeing CUDA and running the
+    precision asked for (int8 is an ONNX variant only).
+
+    The cheap tests come first: torch (seconds to import) is imported only where a GPU may be.
+    """
+    if variant.device == "cpu" or variant.precision == "int8" or not nvidia_gpu_present():
+        return False
+    if "CUDAExecutionProvider" in ort_providers():
+        return False
+    try:
+        plugin = runner_plugin("torch")
+    except DependencyError:
+        return False
+    wanted = variant.precision == "auto" or variant.precision in plugin.precisions("cuda")
+    return wanted and plugin.cuda_available()
+
+
+def _check_torch_installed(bundle: Bundle) -> None:
+    """A bundle that was never exported runs only on the torch backend: refuse when it is not installed."""
     try:
         runner_plugin("torch")
     except DependencyError:
@@ -155,7 +195,6 @@ def _installed_fallback(bundle: Bundle) -> str:
         bundle.root,
         bundle.root,
     )
-    return "torch"
 
 
 def _choose_onnx(bundle: Bundle, variant: Variant, passed: dict[str, str]) -> Choice:

@@ -168,7 +168,12 @@ def _label_maps(labels: list[str]) -> dict[str, Any]:
 
 
 def from_checkpoint(checkpoint: Path, labels: list[str], pooling: str) -> BertClassifier:
-    """A classifier for ``labels`` on a local checkpoint's pretrained encoder; the head is new."""
+    """A classifier for ``labels`` on a local checkpoint's pretrained encoder; the head is new.
+
+    Always float32 weights, whatever the checkpoint was saved in: transformers 5 loads a checkpoint in its
+    own dtype by default, and a half-precision checkpoint trained as is would lose its updates to rounding
+    (mixed precision on CUDA keeps float32 master weights and computes in bf16/fp16).
+    """
     from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging
 
@@ -184,7 +189,12 @@ def from_checkpoint(checkpoint: Path, labels: list[str], pooling: str) -> BertCl
         if pooling == "cls":
             # A classifier of other labels (another bundle as the checkpoint) is replaced: the head is new.
             hf, info = AutoModelForSequenceClassification.from_pretrained(
-                checkpoint, config=config, output_loading_info=True, ignore_mismatched_sizes=True, **safe
+                checkpoint,
+                config=config,
+                output_loading_info=True,
+                ignore_mismatched_sizes=True,
+                dtype=torch.float32,
+                **safe,
             )
             misfits = sorted(
                 str(k[0]) for k in info["mismatched_keys"] if not str(k[0]).startswith("classifier.")
@@ -194,7 +204,7 @@ def from_checkpoint(checkpoint: Path, labels: list[str], pooling: str) -> BertCl
             if any(".pooler." in k or k.startswith("pooler.") for k in info["missing_keys"]):
                 _no_grad_linear_identity(getattr(hf, hf.base_model_prefix).pooler.dense)
             return ClsClassifier(hf)
-        encoder = AutoModel.from_pretrained(checkpoint, config=config, **safe)
+        encoder = AutoModel.from_pretrained(checkpoint, config=config, dtype=torch.float32, **safe)
     finally:
         hf_logging.set_verbosity(verbosity)
         if bars:
@@ -203,12 +213,19 @@ def from_checkpoint(checkpoint: Path, labels: list[str], pooling: str) -> BertCl
 
 
 def from_config(config: Any, pooling: str) -> BertClassifier:
-    """An untrained classifier of the given architecture (weights are loaded next)."""
+    """An untrained float32 classifier of the given architecture (weights are loaded next).
+
+    float32 whatever ``config.dtype`` says: transformers builds the model in that dtype otherwise, and the
+    eager model is the fp32 reference that scoring casts to the precision it runs.
+    """
     from transformers import AutoModel, AutoModelForSequenceClassification
 
     if pooling == "cls":
-        return ClsClassifier(AutoModelForSequenceClassification.from_config(config, trust_remote_code=False))
-    encoder = AutoModel.from_config(config, trust_remote_code=False)
+        hf = AutoModelForSequenceClassification.from_config(
+            config, dtype=torch.float32, trust_remote_code=False
+        )
+        return ClsClassifier(hf)
+    encoder = AutoModel.from_config(config, dtype=torch.float32, trust_remote_code=False)
     return MeanClassifier(encoder, int(config.num_labels), _head_dropout(config))
 
 

@@ -61,9 +61,10 @@ BackendOpt = Annotated[
     Backend,
     typer.Option(
         "--backend",
-        help="auto runs the exported ONNX model (fast, no torch needed) and falls back to eager PyTorch "
-        "only for a bundle never exported; torch is the eager model (needs clsrun\\[train]; slower; the "
-        "reference the export gate compares with).",
+        help="auto runs the exported ONNX model (fast, no torch needed), and eager PyTorch for a bundle "
+        "never exported or on a GPU that onnxruntime cannot use (no onnxruntime-gpu) but torch can; torch "
+        "is the eager model (needs clsrun\\[train]; the reference the export gate compares with; on CUDA "
+        "fp16 weights and large batches kept on the GPU).",
     ),
 ]
 PrecisionOpt = Annotated[
@@ -99,6 +100,14 @@ Streams = Annotated[
         help="Batches scored at once, each on threads/streams cores, sharing one copy of the model. "
         "Default: one per thread for ONNX on CPU (no hand-offs between threads inside each batch), one on "
         "CUDA and for the torch backend. Each stream holds one batch of activations in memory.",
+    ),
+]
+Compile = Annotated[
+    bool,
+    flag(
+        "--compile",
+        help="--backend torch: run the model through torch.compile (dynamic shapes). The first batches "
+        "wait for compilation (tens of seconds), so it can pay off only on long runs; off by default.",
     ),
 ]
 BatchTokens = Annotated[

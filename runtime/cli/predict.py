@@ -19,6 +19,7 @@ from clsrun.runtime.cli.options import (
     WINDOW,
     BackendOpt,
     BatchTokens,
+    Compile,
     DeviceOpt,
     IdCol,
     Model,
@@ -69,6 +70,7 @@ def predict(
     device: DeviceOpt = AUTO,
     threads: Threads = None,
     streams: Streams = None,
+    compile: Compile = False,
     resume: Annotated[
         bool,
         flag(
@@ -184,7 +186,7 @@ def predict(
                 input,
                 out,
                 model,
-                Variant(backend, precision, device, threads, streams),
+                Variant(backend, precision, device, threads, streams, compile),
                 ReadOptions(text_col, id_col),
                 BatchOptions(window, batch_tokens),
                 OutputOptions(probs, resume, overwrite, max_error_rate),

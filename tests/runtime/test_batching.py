@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clsrun.runtime.batching import padding_ratio, plan_batches, windows
+from clsrun.runtime.batching import BatchOptions, padding_ratio, plan_batches, windows
 from clsrun.runtime.encode import Tokens, pad_rows
 from clsrun.runtime.encode_char import CharEncoder, CharVocab
+from clsrun.runtime.errors import InternalError
 from clsrun.runtime.readers import RecordChunk
 
 
@@ -68,3 +69,25 @@ def test_char_encoder_truncates_counts_and_pads_to_the_longest_row_only() -> Non
     # a one-character batch stays one wide: the char-CNN accepts any length
     assert enc.pad(tokens, np.array([2]))["input_ids"].tolist() == [[3]]
     assert enc.pad(tokens, np.array([0, 1]))["input_ids"].tolist() == [[2, 3, 0, 0], [4, 2, 3, 2]]
+
+
+def test_a_gpu_gets_few_large_batches_within_its_budget() -> None:
+    cpu, cuda = BatchOptions().resolved("bert", "cpu"), BatchOptions().resolved("bert", "cuda")
+    assert (cpu.batch_tokens, cpu.max_batch_rows) == (1024, 1024)
+    assert (cuda.batch_tokens, cuda.max_batch_rows) == (65536, 4096)
+    lengths = np.random.default_rng(0).integers(8, 80, size=8192)  # a window of short texts
+    batches = cuda.plan(lengths)
+    assert np.array_equal(np.sort(np.concatenate(batches)), np.arange(8192))  # every row once
+    assert all(int(lengths[b].max()) * len(b) <= 65536 and len(b) <= 4096 for b in batches)
+    assert len(batches) <= 8 and len(cpu.plan(lengths)) > 40 * len(batches)  # a launch per ~1000 rows
+    assert len(cuda.plan(np.full(8192, 4))) == 2  # tiny texts: the row cap, not the token budget
+
+
+def test_sizes_given_are_kept_on_every_device() -> None:
+    given = BatchOptions(batch_tokens=500, max_batch_rows=7)
+    assert given.resolved("bert", "cuda") == given.resolved("charcnn", "cpu") == given
+
+
+def test_planning_before_resolving_is_a_bug() -> None:
+    with pytest.raises(InternalError, match="this is a bug"):
+        BatchOptions().plan(np.array([3, 4]))

@@ -207,3 +207,21 @@ def test_truncation_auto_cuts_head_tail_when_many_training_texts_are_long(
     config = TrainConfig.for_kind(str(tiny_bert_checkpoint), max_length=max_length, epochs=1, logs=False)
     run = fit_bert(split, config, BertOptions(model=str(tiny_bert_checkpoint)))
     assert run.settings["truncation"] == expected  # what the bundle records and scoring applies
+
+
+def test_a_half_precision_checkpoint_is_trained_and_rebuilt_in_float32(
+    tiny_bert_checkpoint: Path, tmp_path: Path
+) -> None:
+    """transformers 5 loads a checkpoint in its saved dtype: fp16 weights trained as is lose their updates."""
+    from transformers import AutoConfig, BertModel
+
+    from clsrun.trainer.bert_model import from_checkpoint, from_config
+
+    half = tmp_path / "half"
+    BertModel.from_pretrained(tiny_bert_checkpoint, dtype=torch.float16).save_pretrained(half)
+    config = AutoConfig.from_pretrained(half, num_labels=2)
+    assert config.dtype == torch.float16  # what made transformers build a half-precision model
+    for pooling in ("cls", "mean"):
+        trained = from_checkpoint(half, ["neg", "pos"], pooling)
+        rebuilt = from_config(config, pooling)
+        assert {p.dtype for p in [*trained.parameters(), *rebuilt.parameters()]} == {torch.float32}

@@ -54,13 +54,11 @@ def _read(bundle: Bundle, cfg: BenchConfig) -> tuple[list[str], list[str], bool]
 def load_inputs(bundle: Bundle, cfg: BenchConfig, device: str) -> Inputs:
     """Read the first ``max_rows`` non-empty texts of FILE, tokenize them and plan the bulk batches that
     ``clsrun predict`` would plan on ``device``."""
-    from clsrun.runtime.batching import BatchOptions, plan_batches
+    from clsrun.runtime.batching import BatchOptions
 
     raw, texts, whole_file = _read(bundle, cfg)
     if not texts:
         raise InputError(f"{cfg.data}: no non-empty texts in column {cfg.text_col!r}")
     tokens = make_encoder(bundle).tokenize(texts)
-    batching = BatchOptions().resolved(bundle.spec.kind, device)
-    assert batching.batch_tokens is not None, "resolved() sets batch_tokens"
-    batches = plan_batches(tokens.lengths, batching.batch_tokens, batching.max_batch_rows, sort=batching.sort)
+    batches = BatchOptions().resolved(bundle.spec.kind, device).plan(tokens.lengths)  # as predict plans
     return Inputs(raw, texts, tokens, batches, cfg.data, cfg.text_col, whole_file)

@@ -1,0 +1,109 @@
+"""Normalising and tokenizing windows, in this thread or in worker processes that feed a GPU.
+
+:func:`encode_texts` is the one step from a window's raw texts to ids: normalise, drop what normalising
+leaves empty, tokenize. :class:`EncodePool` runs it for whole windows, ``processes`` at a time.
+
+Why processes: on a GPU the model no longer bounds the rate, the host does, and most of a window's
+encoding holds the GIL. ``tokenizers`` encodes a window on every core with the GIL released, but turning
+its output into ids (one Python list per text) and normalising are Python, so threads would take turns;
+processes do not. Each worker receives the encoder (a ``tokenizers.Tokenizer`` pickles as its JSON) and
+the normalisation once, then windows of texts, and sends back numpy arrays (:class:`Encoded`). Workers
+are started with ``spawn`` (the parent may hold CUDA and several threads) and ignore Ctrl-C (a Ctrl-C
+reaches the whole foreground process group; the parent stops at its next safe point, keeps its resumable
+exit and closes the pool). Other signals keep their default, so a ``kill`` of the process group still
+ends them; the parent then stops as it was asked to (``pipeline.py``). They leave when the pool closes.
+With ``processes=1`` the work runs in the calling thread, as it always has on CPU, where the cores run
+the model.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import signal
+from collections.abc import Callable
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from types import TracebackType
+from typing import ParamSpec, TypeVar
+
+import numpy as np
+
+from clsrun.runtime.bundle import Normalization
+from clsrun.runtime.encode import Encoder, Tokens
+from clsrun.runtime.textnorm import normalize
+
+
+@dataclass
+class Encoded:
+    """A window's texts normalised and tokenized; texts left empty by normalising are not in ``tokens``."""
+
+    kept: np.ndarray  # (m,) int64 positions, among the texts given, of the m texts tokenized
+    tokens: Tokens  # those m texts
+
+
+def encode_texts(encoder: Encoder, norm: Normalization, texts: list[str]) -> Encoded:
+    """Normalise ``texts`` as the bundle says and tokenize the ones that are not empty afterwards."""
+    normalised = [normalize(t, norm) for t in texts]
+    kept = [i for i, t in enumerate(normalised) if t]
+    tokens = encoder.tokenize(normalised if len(kept) == len(texts) else [normalised[i] for i in kept])
+    return Encoded(np.asarray(kept, dtype=np.int64), tokens)
+
+
+P = ParamSpec("P")
+T = TypeVar("T")
+_worker: tuple[Encoder, Normalization] | None = None  # set once in each worker process
+
+
+def _start_worker(encoder: Encoder, norm: Normalization) -> None:
+    global _worker
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent's to handle (module docstring)
+    _worker = (encoder, norm)
+
+
+def _encode_in_worker(texts: list[str]) -> Encoded:
+    assert _worker is not None, "a worker encodes only after its initializer ran"
+    return encode_texts(*_worker, texts)
+
+
+class _Inline(Executor):
+    """Runs each call at once in the calling thread; its future is already done."""
+
+    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
+        future: Future[T] = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as e:
+            future.set_exception(e)
+        return future
+
+
+class EncodePool:
+    """Encodes windows of texts, ``processes`` at a time (1: in the calling thread). A context manager."""
+
+    def __init__(self, encoder: Encoder, norm: Normalization, processes: int = 1) -> None:
+        self.encoder, self.norm, self.processes = encoder, norm, max(1, processes)
+        self.executor: Executor = _Inline()
+        if self.processes > 1:
+            self.executor = ProcessPoolExecutor(
+                self.processes,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_start_worker,
+                initargs=(encoder, norm),
+            )
+
+    def submit(self, texts: list[str]) -> Future[Encoded]:
+        """Start encoding one window's texts; the future's result is its :class:`Encoded`."""
+        if self.processes == 1:
+            return self.executor.submit(encode_texts, self.encoder, self.norm, texts)
+        return self.executor.submit(_encode_in_worker, texts)
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> EncodePool:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
