@@ -25,6 +25,18 @@ import pyarrow.parquet as pq
 from clsrun.runtime.errors import InputError
 
 FORMATS = ("csv", "tsv", "jsonl", "parquet")
+DEFAULT_MAX_TEXT_BYTES = 1 << 20  # 1 MiB: one "text" bigger than this is a broken row, not a review
+DEFAULT_BLOCK_BYTES = 1 << 20  # bytes parsed per chunk: bounds memory, large enough to amortise overhead
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How an input file is read: which columns, and the limits that make a row an error row."""
+
+    text_col: str = "text"  # --text-col: the column (or JSON field) holding the text
+    id_col: str | None = None  # --id-col: copied to the output's id; None: ids are 0-based row numbers
+    max_text_bytes: int = DEFAULT_MAX_TEXT_BYTES  # a longer text is a per-row error
+    block_bytes: int = DEFAULT_BLOCK_BYTES  # bytes read and parsed at a time: bounds memory, amortises calls
 
 
 @dataclass(frozen=True)
@@ -135,8 +147,6 @@ def iter_texts(path: Path | str, text_col: str = "text") -> Iterator[str | None]
 # Streaming reader for scoring: record chunks, per-row errors, whole-file problems found before scoring.
 # --------------------------------------------------------------------------------------------------
 
-DEFAULT_MAX_TEXT_BYTES = 1 << 20  # 1 MiB: one "text" bigger than this is a broken row, not a review
-DEFAULT_BLOCK_BYTES = 1 << 20  # bytes parsed per chunk: bounds memory, large enough to amortise overhead
 _READ_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError, EOFError, zlib.error, ValueError)
 
 
@@ -486,20 +496,6 @@ class RecordStream:
         return []
 
 
-@dataclass(frozen=True)
-class ReadOptions:
-    """How to read an input file's records (``clsrun predict`` options); the same for every engine."""
-
-    text_col: str = "text"  # --text-col: column (or JSON field) holding the text
-    id_col: str | None = None  # --id-col: column copied to the output's id; None: 0-based row numbers
-    max_text_bytes: int = DEFAULT_MAX_TEXT_BYTES  # a longer text is a per-row error, not a record
-
-
-def open_records(
-    path: Path | str, options: ReadOptions = ReadOptions(), block_bytes: int = DEFAULT_BLOCK_BYTES
-) -> RecordStream:
-    """Open ``path`` for streaming; raises :class:`InputError` at once for whole-file problems.
-
-    ``block_bytes``: bytes parsed per chunk (tests make it small to cross chunk boundaries).
-    """
-    return RecordStream(path, options.text_col, options.id_col, options.max_text_bytes, block_bytes)
+def open_records(path: Path | str, options: ReadOptions = ReadOptions()) -> RecordStream:
+    """Open ``path`` for streaming; raises :class:`InputError` at once for whole-file problems."""
+    return RecordStream(path, options.text_col, options.id_col, options.max_text_bytes, options.block_bytes)

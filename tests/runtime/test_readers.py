@@ -14,21 +14,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from clsrun.runtime.errors import InputError
-from clsrun.runtime.readers import (
-    DEFAULT_BLOCK_BYTES,
-    ReadOptions,
-    ReadProgress,
-    RecordChunk,
-    open_records,
-    read_labelled,
-)
+from clsrun.runtime.readers import ReadOptions, ReadProgress, RecordChunk, open_records, read_labelled
 
 TEXTS = ["good", "", "  ", "bad", None]
 EXPECTED_ERRORS = ["", "empty or whitespace-only text", "empty or whitespace-only text", "", "null text"]
 
 
-def _all(path: Path, block_bytes: int = DEFAULT_BLOCK_BYTES, **kw: object) -> RecordChunk:
-    chunks = list(open_records(path, ReadOptions(**kw), block_bytes).chunks())  # type: ignore[arg-type]
+def _all(path: Path, **kw: object) -> RecordChunk:
+    chunks = list(open_records(path, ReadOptions(**kw)).chunks())  # type: ignore[arg-type]
     texts: list[str | None] = []
     errors: list[str] = []
     ids: list[str | None] = []
@@ -105,7 +98,7 @@ def test_one_column_csv_keeps_empty_lines_as_rows(tmp_path: Path) -> None:
 def test_quoted_newlines_and_chunks_with_skip(tmp_path: Path) -> None:
     path = tmp_path / "many.csv"
     path.write_text("text\n" + "".join(f'"row {i}\nline two"\n' for i in range(3000)), encoding="utf-8")
-    stream = open_records(path, ReadOptions(max_text_bytes=64), block_bytes=4096)
+    stream = open_records(path, ReadOptions(block_bytes=4096, max_text_bytes=64))
     chunks = list(stream.chunks(skip=1234))
     assert chunks[0].start == 1234
     texts = [t for c in chunks for t in c.texts]
@@ -134,7 +127,7 @@ def test_truncated_gzip_is_an_input_error(tmp_path: Path) -> None:
     path = tmp_path / "cut.csv.gz"
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(InputError, match=r"cut\.csv\.gz: cannot be read as csv"):
-        for _ in open_records(path, ReadOptions(max_text_bytes=1024), block_bytes=1 << 16).chunks():
+        for _ in open_records(path, ReadOptions(block_bytes=1 << 16, max_text_bytes=1024)).chunks():
             pass
 
 
@@ -193,7 +186,7 @@ def test_total_is_estimated_from_bytes_then_exact_at_the_end(
 ) -> None:
     n = 40_000  # about 4.4 MB of text: some 70 blocks of 64 KiB
     path = _varied(tmp_path / name, n)
-    stream = open_records(path, ReadOptions(max_text_bytes=1024), block_bytes=1)  # blocks of 64 KiB + 1 KiB
+    stream = open_records(path, ReadOptions(block_bytes=1, max_text_bytes=1024))  # blocks of 64 KiB + 1 KiB
     seen = [stream.progress() for _ in stream.chunks()]  # each after the chunk just handed out was read
     assert len(seen) > 40
     for before, now in itertools.pairwise(seen):
@@ -213,7 +206,7 @@ def test_gzip_csv_estimate_is_never_past_what_was_read(tmp_path: Path) -> None:
     data = path.read_bytes() + "".join(f"{i},same text again\n" for i in range(5_000, 200_000)).encode()
     path = tmp_path / "mixed.csv.gz"
     path.write_bytes(gzip.compress(data))
-    stream = open_records(path, ReadOptions(max_text_bytes=1024), block_bytes=1)
+    stream = open_records(path, ReadOptions(block_bytes=1, max_text_bytes=1024))
     seen = [stream.progress() for _ in stream.chunks()]
     assert all(0 < p.fraction <= 1 and p.total_rows and p.total_rows >= p.rows for p in seen)
     assert [p.fraction for p in seen] == sorted(p.fraction for p in seen)
@@ -222,7 +215,7 @@ def test_gzip_csv_estimate_is_never_past_what_was_read(tmp_path: Path) -> None:
 
 def test_estimate_counts_the_rows_a_resume_skips(tmp_path: Path) -> None:
     path = _varied(tmp_path / "in.csv", 20_000)
-    stream = open_records(path, ReadOptions(max_text_bytes=1024), block_bytes=1)
+    stream = open_records(path, ReadOptions(block_bytes=1, max_text_bytes=1024))
     assert sum(len(c) for c in stream.chunks(skip=15_000)) == 5_000
     assert stream.progress() == ReadProgress(20_000, 1.0, 20_000, True)
 
@@ -230,7 +223,7 @@ def test_estimate_counts_the_rows_a_resume_skips(tmp_path: Path) -> None:
 def test_parquet_total_is_the_row_count_in_its_metadata(tmp_path: Path) -> None:
     path = tmp_path / "in.parquet"
     pq.write_table(pa.table({"text": [f"row {i}" for i in range(5000)]}), path, row_group_size=700)
-    stream = open_records(path, ReadOptions(max_text_bytes=128 * 1024), block_bytes=1)  # chunks of 1,536 rows
+    stream = open_records(path, ReadOptions(block_bytes=1, max_text_bytes=128 * 1024))  # chunks of 1,536 rows
     first = stream.progress()
     assert first.exact and first.total_rows == 5000 and first.rows == 1536 and first.fraction == 1536 / 5000
     fractions = [stream.progress().fraction for _ in stream.chunks()]
