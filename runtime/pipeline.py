@@ -159,8 +159,11 @@ class Pipeline:
 
     # -- the stages --------------------------------------------------------------------------------
     def _read(self, stream: RecordStream, skip: int) -> None:
-        """Read windows, have them encoded ``preparers`` at a time, and queue their batches in order."""
-        with self.clf.encode_pool(self.preparers) as pool:
+        """Read windows, have them encoded ``preparers`` at a time, and queue their batches in order.
+
+        This thread alone reads the input file, and closes it however the stage ends (issue 17).
+        """
+        with stream, self.clf.encode_pool(self.preparers) as pool:
             ahead: deque[tuple[RecordChunk, Future[Encoded]]] = deque()  # being encoded, oldest first
             for window in windows(stream.chunks(skip), self.clf.batching.window):
                 if not self._slot():

@@ -66,8 +66,12 @@ def predict_file(
         return score_with_ray(str(input), out, model, variant, read, batching, output, ray)
     _check_local_paths(Path(input), out)
     stop = stop or StopRequest()
-    stream = open_input(input, read)  # whole-file problems: exit 2 before the model loads
-    with OutputClaim.take(stream.path, out, output.resume, output.overwrite) as claim:
+    # Whole-file problems: exit 2 before the model loads. Closed here if the run ends before its reader
+    # thread (which closes it) starts: the output is locked, or the model cannot load.
+    with (
+        open_input(input, read) as stream,
+        OutputClaim.take(stream.path, out, output.resume, output.overwrite) as claim,
+    ):
         _honour(stop)
         classifier = Classifier.load(model, variant, batching)
         _honour(stop)

@@ -1,14 +1,26 @@
 """Reading input files: CSV, TSV, JSONL and Parquet, each optionally gzip-compressed, chosen by extension.
 
 The runtime streams files in record chunks through :func:`open_records` (never the whole file in memory),
-with per-row errors kept in place; the trainer reads a whole labelled file through :func:`read_labelled`.
+following Spark's PERMISSIVE mode: every physical record (a CSV/TSV row, a JSON line, a Parquet row)
+becomes exactly one row, in place. A record that cannot be read (wrong number of fields, over the size
+cap, not JSON, text not UTF-8) is an error row with the reason; only a file that cannot be parsed at all
+(no header, no text column, a quote still open at the end) is an :class:`InputError`, raised before
+anything is published. The trainer reads a whole labelled file through :func:`read_labelled`, which
+leaves such records out and says how many on stderr.
+
+Files are opened once, read synchronously by the thread that iterates and closed by it; pyarrow parses
+bytes already in memory, or owns (and closes) the files it opens itself. No pyarrow reader can still be
+reading a file descriptor this module closes (issue 17; ``delimited.py`` says how that went wrong).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gzip
+import itertools
 import json
+import logging
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -18,15 +30,17 @@ from typing import IO, Any, cast
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
-import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
-from clsrun.runtime.errors import InputError
+from clsrun.runtime.delimited import Block, Header, RecordBlocks, read_header
+from clsrun.runtime.errors import InputError, UsageError
+
+log = logging.getLogger(__name__)
 
 FORMATS = ("csv", "tsv", "jsonl", "parquet")
 DEFAULT_MAX_TEXT_BYTES = 1 << 20  # 1 MiB: one "text" bigger than this is a broken row, not a review
 DEFAULT_BLOCK_BYTES = 1 << 20  # bytes parsed per chunk: bounds memory, large enough to amortise overhead
+DELIMITER_NAMES = {"comma": ",", "tab": "\t", "\\t": "\t", "semicolon": ";", "pipe": "|"}
 
 
 @dataclass(frozen=True)
@@ -36,7 +50,39 @@ class ReadOptions:
     text_col: str = "text"  # --text-col: the column (or JSON field) holding the text
     id_col: str | None = None  # --id-col: copied to the output's id; None: ids are 0-based row numbers
     max_text_bytes: int = DEFAULT_MAX_TEXT_BYTES  # a longer text is a per-row error
+    # --delimiter: CSV/TSV field separator. None: the extension's (',' or tab), unless only another of
+    # , tab ; | splits the header into the columns asked for (said on stderr)
+    delimiter: str | None = None
+    # --tsv-quotes: a .tsv cell may be "quoted" (tabs, newlines inside). Off: '"' is an ordinary
+    # character, so a cell that opens a quote and never closes it cannot swallow the lines after it
+    tsv_quotes: bool = False
     block_bytes: int = DEFAULT_BLOCK_BYTES  # bytes read and parsed at a time: bounds memory, amortises calls
+    # a longer CSV/TSV record or JSON line is one error row, skipped while reading (memory stays about
+    # block_bytes + this); None: 4 x max_text_bytes + 64 KiB (room for escapes and the other columns)
+    max_record_bytes: int | None = None
+
+    @property
+    def record_cap(self) -> int:
+        return self.max_record_bytes or 4 * self.max_text_bytes + (1 << 16)
+
+    def check(self) -> None:
+        """Raise :class:`UsageError` naming the flag of every bad value."""
+        problems = []
+        if self.delimiter is not None and (len(self.delimiter) != 1 or self.delimiter in '"\r\n'):
+            problems.append(f"--delimiter {self.delimiter!r}: must be one character (or comma, tab, ...)")
+        if self.max_text_bytes <= 0:
+            problems.append(f"--max-text-bytes {self.max_text_bytes}: must be positive")
+        if self.max_record_bytes is not None and self.max_record_bytes < self.max_text_bytes:
+            problems.append(f"max_record_bytes {self.max_record_bytes}: must hold a text of max_text_bytes")
+        if problems:
+            raise UsageError("; ".join(problems))
+
+
+def parse_delimiter(value: str | None) -> str | None:
+    """A ``--delimiter`` value as one character: ``tab``, ``\\t``, ``comma``, ``semicolon``, ``pipe`` or itself."""
+    if value is None:
+        return None
+    return DELIMITER_NAMES.get(value.lower(), value)
 
 
 @dataclass(frozen=True)
@@ -65,37 +111,117 @@ def detect_format(path: Path | str) -> FileFormat:
     return FileFormat(ext, gz)
 
 
-def read_table(path: Path | str) -> pa.Table:
-    """Read a whole file into an Arrow table with every column as a string (training and eval data)."""
+# Exceptions that mean the file's bytes are not what its extension says (or cannot be read): each becomes
+# an InputError naming the file. ArrowKeyError (a KeyError) and ArrowTypeError are here too: pyarrow
+# raises them for a column it cannot find or convert, which is the file's fault, not clsrun's.
+_READ_ERRORS = (
+    pa.ArrowInvalid,
+    pa.ArrowKeyError,
+    pa.ArrowTypeError,
+    pa.ArrowIndexError,
+    pa.ArrowNotImplementedError,
+    OSError,
+    EOFError,
+    zlib.error,
+    ValueError,
+)
+
+
+def _open_bytes(path: Path, gz: bool, files: contextlib.ExitStack) -> tuple[IO[bytes], Callable[[], int]]:
+    """The (decompressed) bytes of ``path`` and how far into the file on disk the reading got.
+
+    Plain Python files, read only by the thread that iterates: closing them (``files``) is always safe.
+    """
+    raw = files.enter_context(open(path, "rb"))  # noqa: SIM115 (closed by ``files``)
+    if not gz:
+        return raw, raw.tell
+    return cast(IO[bytes], files.enter_context(gzip.GzipFile(fileobj=raw, mode="rb"))), raw.tell
+
+
+def _header(f: IO[bytes], path: Path, fmt: FileFormat, options: ReadOptions) -> Header:
+    """The header of a CSV/TSV file; ``.tsv`` quotes only with ``--tsv-quotes``, ``.csv`` always."""
+    default = "\t" if fmt.kind == "tsv" else ","
+    quoting = fmt.kind == "csv" or options.tsv_quotes
+    wanted = [c for c in (options.text_col, options.id_col) if c is not None]
+    return read_header(f, path, default, options.delimiter, quoting, wanted, options.record_cap)
+
+
+# --------------------------------------------------------------------------------------------------
+# Whole files, for training and evaluation.
+# --------------------------------------------------------------------------------------------------
+
+
+def read_table(path: Path | str, options: ReadOptions = ReadOptions()) -> pa.Table:
+    """Read a whole file into an Arrow table (CSV, TSV, JSONL: every column as a string).
+
+    Records that cannot be read are left out, and one line on stderr says how many and why (training
+    and evaluation have no row to keep them in); a file that cannot be parsed at all is an InputError.
+    """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: file not found")
     fmt = detect_format(path)
+    options.check()
     try:
         if fmt.kind == "parquet":
-            return pq.read_table(path)
-        if fmt.kind == "jsonl":
-            with pa.input_stream(str(path), compression="gzip" if fmt.gzip else None) as f:
-                return pajson.read_json(f)
-        delimiter = "\t" if fmt.kind == "tsv" else ","
-        # autogenerate no column types: every column is read as a string, so ids like "007" survive.
-        convert = pacsv.ConvertOptions(strings_can_be_null=False, auto_dict_encode=False)
-        with pa.input_stream(str(path), compression="gzip" if fmt.gzip else None) as f:
-            header = pacsv.read_csv(
-                f,
-                read_options=pacsv.ReadOptions(block_size=1 << 24),  # a block must hold whole rows
-                parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
-                convert_options=convert,
-            ).schema
-        types = {name: pa.string() for name in header.names}
-        with pa.input_stream(str(path), compression="gzip" if fmt.gzip else None) as f:
-            return pacsv.read_csv(
-                f,
-                parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
-                convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=False),
-            )
-    except (pa.ArrowInvalid, OSError, EOFError) as e:
-        raise InputError(f"{path}: cannot be read as {fmt.kind}: {str(e).splitlines()[0]}") from e
+            return pq.read_table(path)  # pyarrow opens the path itself and closes it when done
+        with contextlib.ExitStack() as files:
+            f, _ = _open_bytes(path, fmt.gzip, files)
+            if fmt.kind == "jsonl":
+                return _json_table(path, f, options)
+            return _delimited_table(path, f, _header(f, path, fmt, options), options)
+    except InputError:
+        raise
+    except _READ_ERRORS as e:
+        raise InputError(f"{path}: cannot be read as {fmt.kind}: {_first_line(e)}") from e
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
+def _left_out(path: Path, reasons: list[str]) -> None:
+    if reasons:
+        log.warning("%s: left out %d unreadable record(s), the first: %s", path, len(reasons), reasons[0])
+
+
+def _delimited_table(path: Path, f: IO[bytes], header: Header, options: ReadOptions) -> pa.Table:
+    names = list(dict.fromkeys(header.names))
+    blocks = RecordBlocks(f, path, header, names, pa.string(), options.block_bytes, options.record_cap)
+    tables: list[pa.Table] = []
+    reasons: list[str] = []
+    row = 0
+    for block in blocks:
+        tables.append(block.table)
+        reasons += [f"row {row + i}: {why}" for i, why in block.bad]
+        row += block.records
+    _left_out(path, reasons)
+    if not tables:
+        return pa.table({n: pa.array([], type=pa.string()) for n in names})
+    return pa.concat_tables(tables)
+
+
+def _json_table(path: Path, f: IO[bytes], options: ReadOptions) -> pa.Table:
+    rows: list[dict[str, Any]] = []
+    reasons: list[str] = []
+    for lines in _capped_lines(f, options.block_bytes, options.record_cap):
+        for line in lines:
+            n = len(rows) + len(reasons)
+            try:
+                obj = json.loads(line) if line is not None else None
+            except (ValueError, RecursionError) as e:
+                reasons.append(f"row {n}: invalid JSON: {e}")
+                continue
+            if not isinstance(obj, dict):
+                over = line is None
+                reasons.append(f"row {n}: " + ("a line over the size cap" if over else "not a JSON object"))
+                continue
+            rows.append({k: v if isinstance(v, str) or v is None else json.dumps(v) for k, v in obj.items()})
+    if not rows and reasons:
+        raise InputError(f"{path}: not JSON Lines: no line is a JSON object ({reasons[0]})")
+    _left_out(path, reasons)
+    names = list(dict.fromkeys(k for r in rows for k in r))
+    return pa.table({k: pa.array([r.get(k) for r in rows], type=pa.string()) for k in names})
 
 
 @dataclass
@@ -106,13 +232,16 @@ class LabelledData:
     labels: list[str]
 
 
-def read_labelled(path: Path | str, text_col: str = "text", label_col: str = "label") -> LabelledData:
+def read_labelled(
+    path: Path | str, text_col: str = "text", label_col: str = "label", options: ReadOptions | None = None
+) -> LabelledData:
     """Read a labelled file for training or evaluation.
 
     Rows whose text or label is empty or null are dropped (a model cannot learn from them); labels are
-    read as strings so ``0``/``1`` and ``neg``/``pos`` both work.
+    read as strings so ``0``/``1`` and ``neg``/``pos`` both work. ``options`` (its ``text_col`` is
+    replaced by ``text_col``) sets the delimiter and limits.
     """
-    table = read_table(path)
+    table = read_table(path, dataclasses.replace(options or ReadOptions(), text_col=text_col))
     missing = [c for c in (text_col, label_col) if c not in table.column_names]
     if missing:
         raise InputError(
@@ -137,17 +266,169 @@ def read_labelled(path: Path | str, text_col: str = "text", label_col: str = "la
 
 def iter_texts(path: Path | str, text_col: str = "text") -> Iterator[str | None]:
     """Texts of a file in order (whole-file read; the streaming scorer uses its own chunked reader)."""
-    table = read_table(path)
+    table = read_table(path, ReadOptions(text_col=text_col))
     if text_col not in table.column_names:
         raise InputError(f"{path}: no column {text_col!r}; columns are {', '.join(table.column_names)}")
     yield from table.column(text_col).to_pylist()
 
 
 # --------------------------------------------------------------------------------------------------
-# Streaming reader for scoring: record chunks, per-row errors, whole-file problems found before scoring.
+# Texts, ids and JSON lines: one record at a time where it must be, vectorised where it can be.
 # --------------------------------------------------------------------------------------------------
 
-_READ_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError, EOFError, zlib.error, ValueError)
+
+def _mark(texts: list[str | None], errors: list[str], mask: np.ndarray, reason: str) -> None:
+    """Set ``reason`` on the rows of ``mask`` that do not already have an error."""
+    for i in np.flatnonzero(mask):
+        if not errors[i]:
+            errors[i] = reason
+            texts[i] = None
+
+
+def _plain(arr: pa.Array) -> pa.Array:
+    """A dictionary or view column as the plain string/binary column it stands for."""
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_decode()
+    if pa.types.is_string_view(arr.type):
+        return arr.cast(pa.string())
+    if pa.types.is_binary_view(arr.type):
+        return arr.cast(pa.binary())
+    return arr
+
+
+def _textual(kind: pa.DataType) -> bool:
+    """A column type that holds text: (large/view) string or binary, plain or dictionary-encoded, or null."""
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    checks = (pa.types.is_string, pa.types.is_large_string, pa.types.is_string_view, pa.types.is_binary)
+    more = (pa.types.is_large_binary, pa.types.is_binary_view, pa.types.is_null)
+    return any(is_kind(kind) for is_kind in (*checks, *more))
+
+
+def _arrow_texts(arr: pa.Array, max_bytes: int) -> tuple[list[str | None], list[str]]:
+    """Texts and per-row errors of a string or binary Arrow column, vectorised except for bad rows."""
+    arr = _plain(arr)
+    n = len(arr)
+    errors = [""] * n
+    if pa.types.is_null(arr.type):
+        return [None] * n, ["null text"] * n
+    binary = pa.types.is_binary(arr.type) or pa.types.is_large_binary(arr.type)
+    nbytes = pc.binary_length(arr).to_numpy(zero_copy_only=False)  # (n,) float with nan for nulls
+    texts: list[str | None]
+    try:
+        strings = arr.cast(pa.string()) if binary else arr  # the cast validates UTF-8 for the whole chunk
+        texts = strings.to_pylist()
+    except pa.ArrowInvalid:
+        # Some row is not UTF-8: decode row by row so only that row fails.
+        texts = []
+        for i, raw in enumerate(arr.to_pylist()):
+            try:
+                texts.append(None if raw is None else raw.decode("utf-8"))
+            except UnicodeDecodeError as e:
+                texts.append(None)
+                errors[i] = f"undecodable bytes (not UTF-8) at byte {e.start}"
+        strings = pa.array(texts, type=pa.string())
+    _mark(texts, errors, np.asarray(arr.is_null()), "null text")
+    _mark(texts, errors, np.nan_to_num(nbytes) > max_bytes, f"text over the {max_bytes}-byte size cap")
+    blank = pc.equal(pc.binary_length(pc.utf8_trim_whitespace(strings)), 0)
+    _mark(texts, errors, np.asarray(blank.fill_null(False)), "empty or whitespace-only text")
+    return texts, errors
+
+
+def _one_array(column: pa.ChunkedArray) -> pa.Array:
+    """The column as one array (a block parses into one chunk: no copy then)."""
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+
+
+def _arrow_ids(arr: pa.Array) -> list[str | None]:
+    """An id column as text (ids are written back unchanged, so ``007`` stays ``007``)."""
+    arr = _plain(arr)
+    if pa.types.is_binary(arr.type) or pa.types.is_large_binary(arr.type):
+        return [None if b is None else b.decode("utf-8", errors="replace") for b in arr.to_pylist()]
+    return arr.cast(pa.string()).to_pylist()
+
+
+def _unicode(s: str) -> bool:
+    """False for a string holding a lone surrogate (``"\\ud800"`` in JSON), which no UTF-8 file can hold."""
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def escape_surrogates(s: str) -> str:
+    """``s`` with each lone surrogate written as its JSON escape (``\\ud800``), so it can be written out."""
+    return s.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _json_row(
+    line: bytes, text_col: str, id_col: str | None, max_bytes: int
+) -> tuple[str | None, str | None, str]:
+    """``(text, id, error)`` of one JSONL line."""
+    try:
+        obj = json.loads(line)
+    except UnicodeDecodeError as e:
+        return None, None, f"undecodable bytes (not UTF-8) at byte {e.start}"
+    except (ValueError, RecursionError) as e:
+        return None, None, f"invalid JSON: {e}"
+    if not isinstance(obj, dict):
+        return None, None, f"line is a JSON {type(obj).__name__}, not an object"
+    rid = obj.get(id_col) if id_col else None
+    rid_text = None if rid is None else rid if isinstance(rid, str) else json.dumps(rid)
+    value = obj.get(text_col)
+    suspect = b"\\u" in line or b"\xed" in line  # how a lone surrogate gets in: an escape, or CESU-8 bytes
+    if suspect and rid_text is not None and not _unicode(rid_text):
+        return (
+            None,
+            escape_surrogates(rid_text),
+            "id is not valid Unicode (a lone surrogate), written escaped",
+        )
+    if id_col and id_col not in obj:
+        return None, None, f"no {id_col!r} field (--id-col)"
+    if text_col not in obj:
+        return None, rid_text, f"no {text_col!r} field"
+    if value is None:
+        return None, rid_text, "null text"
+    if not isinstance(value, str):
+        return None, rid_text, f"text is a JSON {type(value).__name__}, not a string"
+    if suspect and not _unicode(value):
+        return None, rid_text, "text is not valid Unicode (a lone surrogate such as \\ud800)"
+    if len(value) * 4 > max_bytes and len(value.encode("utf-8", "surrogatepass")) > max_bytes:
+        return None, rid_text, f"text over the {max_bytes}-byte size cap"
+    if not value.strip():
+        return None, rid_text, "empty or whitespace-only text"
+    return value, rid_text, ""
+
+
+def _capped_lines(f: IO[bytes], block: int, cap: int) -> Iterator[list[bytes | None]]:
+    """The non-blank lines of ``f``, a block at a time; a line over ``cap`` bytes is None.
+
+    The cap holds while reading (``readlines`` would hold a whole 192 MiB line): the rest of an over-cap
+    line is read and dropped a block at a time, so memory stays about ``block + cap``.
+    """
+    carry, skipping = b"", False
+    while data := f.read(block):
+        if skipping:
+            nl = data.find(b"\n")
+            if nl < 0:
+                continue
+            data, skipping = data[nl + 1 :], False
+        parts = (carry + data).split(b"\n")
+        carry = parts.pop()
+        lines: list[bytes | None] = [None if len(ln) > cap else ln for ln in parts if ln.strip()]
+        if len(carry) > cap:
+            lines.append(None)
+            carry, skipping = b"", True
+        if lines:
+            yield lines
+    if carry.strip():
+        yield [carry]
+
+
+# --------------------------------------------------------------------------------------------------
+# Streaming reader for scoring: record chunks, per-row errors, whole-file problems found before scoring.
+# --------------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -186,122 +467,37 @@ _Rows = tuple[list[str | None], list[str | None] | None, list[str], int | None]
 through this chunk (compressed bytes for ``.gz``; None for Parquet, whose progress counts rows)."""
 
 
-def _gzip_ratio(path: Path, sample: int = 1 << 20) -> float:
-    """Compressed bytes per decompressed byte at the start of a gzip file (its first MiB, read once)."""
-    with open(path, "rb") as f:
-        head = f.read(sample)
-    inflate = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)  # gzip framing
-    try:
-        produced = len(inflate.decompress(head, 16 * sample))  # bounded: a MiB of zeros inflates 1000-fold
-    except zlib.error:
-        return 1.0  # a damaged start: the reader itself reports it
-    consumed = len(head) - len(inflate.unconsumed_tail) - len(inflate.unused_data)
-    return consumed / produced if produced else 1.0
-
-
-def _mark(texts: list[str | None], errors: list[str], mask: np.ndarray, reason: str) -> None:
-    """Set ``reason`` on the rows of ``mask`` that do not already have an error."""
-    for i in np.flatnonzero(mask):
-        if not errors[i]:
-            errors[i] = reason
-            texts[i] = None
-
-
-def _arrow_texts(arr: pa.Array, max_bytes: int) -> tuple[list[str | None], list[str]]:
-    """Texts and per-row errors of a string or binary Arrow column, vectorised except for bad rows."""
-    n = len(arr)
-    errors = [""] * n
-    if pa.types.is_null(arr.type):
-        return [None] * n, ["null text"] * n
-    binary = pa.types.is_binary(arr.type) or pa.types.is_large_binary(arr.type)
-    nbytes = pc.binary_length(arr).to_numpy(zero_copy_only=False)  # (n,) float with nan for nulls
-    texts: list[str | None]
-    try:
-        strings = arr.cast(pa.string()) if binary else arr  # the cast validates UTF-8 for the whole chunk
-        texts = strings.to_pylist()
-    except pa.ArrowInvalid:
-        # Some row is not UTF-8: decode row by row so only that row fails.
-        texts = []
-        for i, raw in enumerate(arr.to_pylist()):
-            try:
-                texts.append(None if raw is None else raw.decode("utf-8"))
-            except UnicodeDecodeError as e:
-                texts.append(None)
-                errors[i] = f"undecodable bytes (not UTF-8) at byte {e.start}"
-        strings = pa.array(texts, type=pa.string())
-    _mark(texts, errors, np.asarray(arr.is_null()), "null text")
-    _mark(texts, errors, np.nan_to_num(nbytes) > max_bytes, f"text over the {max_bytes}-byte size cap")
-    blank = pc.equal(pc.binary_length(pc.utf8_trim_whitespace(strings)), 0)
-    _mark(texts, errors, np.asarray(blank.fill_null(False)), "empty or whitespace-only text")
-    return texts, errors
-
-
-def _arrow_ids(arr: pa.Array) -> list[str | None]:
-    """An id column as text (ids are written back unchanged, so ``007`` stays ``007``)."""
-    if pa.types.is_binary(arr.type) or pa.types.is_large_binary(arr.type):
-        return [None if b is None else b.decode("utf-8", errors="replace") for b in arr.to_pylist()]
-    return arr.cast(pa.string()).to_pylist()
-
-
-def _json_row(
-    line: bytes, text_col: str, id_col: str | None, max_bytes: int
-) -> tuple[str | None, str | None, str]:
-    """``(text, id, error)`` of one JSONL line."""
-    try:
-        obj = json.loads(line)
-    except UnicodeDecodeError as e:
-        return None, None, f"undecodable bytes (not UTF-8) at byte {e.start}"
-    except ValueError as e:
-        return None, None, f"invalid JSON: {e}"
-    if not isinstance(obj, dict):
-        return None, None, f"line is a JSON {type(obj).__name__}, not an object"
-    rid = obj.get(id_col) if id_col else None
-    rid_text = None if rid is None else rid if isinstance(rid, str) else json.dumps(rid)
-    if text_col not in obj:
-        return None, rid_text, f"no {text_col!r} field"
-    value = obj[text_col]
-    if value is None:
-        return None, rid_text, "null text"
-    if not isinstance(value, str):
-        return None, rid_text, f"text is a JSON {type(value).__name__}, not a string"
-    if len(value) * 4 > max_bytes and len(value.encode("utf-8", "surrogatepass")) > max_bytes:
-        return None, rid_text, f"text over the {max_bytes}-byte size cap"
-    if not value.strip():
-        return None, rid_text, "empty or whitespace-only text"
-    return value, rid_text, ""
-
-
 class RecordStream:
     """A file opened for streaming; whole-file problems are raised by the constructor, before any model loads.
 
     The constructor checks the format and the columns and parses the first chunk, so a missing text
     column, a wrong format or a damaged start of file is an :class:`InputError` at once. Problems found
-    later in the file (a truncated gzip stream) raise :class:`InputError` while iterating.
-    :meth:`progress` says how far the reading got, for a progress bar on another thread.
+    later in the file (a truncated gzip stream, a quote never closed) raise :class:`InputError` while
+    iterating. :meth:`progress` says how far the reading got, for a progress bar on another thread.
+    Close it (or use it as a context manager) to release the file before reading it to the end.
     """
 
-    def __init__(
-        self,
-        path: Path | str,
-        text_col: str = "text",
-        id_col: str | None = None,
-        max_text_bytes: int = DEFAULT_MAX_TEXT_BYTES,
-        block_bytes: int = DEFAULT_BLOCK_BYTES,
-    ) -> None:
+    def __init__(self, path: Path | str, options: ReadOptions = ReadOptions()) -> None:
         self.path = Path(path)
         if not self.path.is_file():
             raise InputError(f"{self.path}: file not found")
         self.format = detect_format(self.path)
-        self.text_col = text_col
-        self.id_col = id_col
-        self.max_text_bytes = max_text_bytes
-        self.block_bytes = max(block_bytes, max_text_bytes + (1 << 16))  # a row must fit in one block
+        options.check()
+        self.options = options
+        self.text_col, self.id_col = options.text_col, options.id_col
+        # Blocks hold a typical record whole, so it takes the fast path (a longer one is still read).
+        self.block_bytes = max(options.block_bytes, options.max_text_bytes + (1 << 16))
         self.rows_read = 0
         self._size = self.path.stat().st_size
         self._known_rows: int | None = None  # Parquet: the row count in the file's metadata
         self._progress = ReadProgress(0, 0.0, None, False)  # replaced whole, so other threads see one state
+        self._raw: Iterator[_Rows] = iter(())
         self._raw = self._open_raw()
-        self._first = self._pull()
+        try:
+            self._first = self._pull()
+        except BaseException:
+            self.close()
+            raise
 
     # -- public ------------------------------------------------------------------------------------
     def chunks(self, skip: int = 0) -> Iterator[RecordChunk]:
@@ -326,11 +522,29 @@ class RecordStream:
         """How far the file has been read (updated once per chunk by the thread that reads it)."""
         return self._progress
 
+    def close(self) -> None:
+        """Close the file now (reading to the end closes it too).
+
+        A no-op while another thread is inside a read of this stream (a reader the scoring pipeline left
+        behind once stopping, ``pipeline.STOP_GRACE_S``): that thread alone reads the file, and closes it
+        when its read returns.
+        """
+        close = getattr(self._raw, "close", None)
+        if close is None:
+            return
+        with contextlib.suppress(ValueError):  # "generator already executing" (on the other thread)
+            close()
+
+    def __enter__(self) -> RecordStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # -- internals ---------------------------------------------------------------------------------
     def _fail(self, e: BaseException) -> InputError:
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        where = f" after row {self.rows_read}" if self.rows_read else ""
-        return InputError(f"{self.path}: cannot be read as {self.format.kind}{where}: {first}")
+        where = f" after its first {self.rows_read} rows" if self.rows_read else ""
+        return InputError(f"{self.path}: cannot be read as {self.format.kind}{where}: {_first_line(e)}")
 
     def _missing(self, names: list[str]) -> None:
         wanted = [c for c in (self.text_col, self.id_col) if c is not None]
@@ -376,126 +590,131 @@ class RecordStream:
         fraction = min(1.0, (consumed or 0) / self._size) if self._size else 1.0
         return ReadProgress(rows, fraction, round(rows / fraction) if fraction > 0 else None, False)
 
-    def _stream(self) -> tuple[pa.NativeFile, pa.NativeFile]:
-        """The (decompressed) stream to parse and the file on disk under it."""
-        # A plain OSFile: ``pa.input_stream`` adds a buffering layer under which the CSV reader held about
-        # 70 MB of read-ahead for 2 MiB blocks, against about 15 MB here.
-        raw = pa.OSFile(str(self.path), "rb")
-        return (pa.CompressedInputStream(raw, "gzip") if self.format.gzip else raw), raw
-
+    # -- CSV / TSV ---------------------------------------------------------------------------------
     def _csv(self) -> Iterator[_Rows]:
-        parse = pacsv.ParseOptions(
-            delimiter="\t" if self.format.kind == "tsv" else ",", newlines_in_values=True
-        )
-        read = pacsv.ReadOptions(block_size=self.block_bytes, use_threads=False)
-        with self._stream()[0] as probe:
-            names = pacsv.open_csv(probe, read_options=read, parse_options=parse).schema.names
-        self._missing(names)
-        # In a one-column file an empty line is a row with an empty text (a null written by most CSV
-        # writers), so it must stay a row; with several columns an empty line is not a row at all.
-        parse = pacsv.ParseOptions(
-            delimiter=parse.delimiter, newlines_in_values=True, ignore_empty_lines=len(names) > 1
-        )
-        columns = list(dict.fromkeys(c for c in (self.text_col, self.id_col) if c is not None))
-        # The text is read as bytes and decoded per chunk, so one bad row does not fail the file;
-        # strings_can_be_null=False keeps an empty cell as "" (an error row), never a parse failure.
-        convert = pacsv.ConvertOptions(
-            include_columns=columns,
-            column_types={c: pa.binary() for c in columns},
-            strings_can_be_null=False,
-        )
-        source, raw = self._stream()
-        reader = pacsv.open_csv(source, read_options=read, parse_options=parse, convert_options=convert)
-        return self._arrow_chunks(reader, source, self._csv_consumed(raw))
+        with contextlib.ExitStack() as files:
+            f, on_disk = _open_bytes(self.path, self.format.gzip, files)
+            header = _header(f, self.path, self.format, self.options)
+            self._missing(header.names)
+            columns = list(dict.fromkeys(c for c in (self.text_col, self.id_col) if c is not None))
+            # Read as bytes and decoded per chunk, so one row that is not UTF-8 does not fail the chunk.
+            blocks = RecordBlocks(
+                f, self.path, header, columns, pa.binary(), self.block_bytes, self.options.record_cap
+            )
+            # Bytes on disk through a block: exact for a plain file (header, BOM included, plus the
+            # block's end); for .gz the compressed bytes read, at most one read ahead of the rows.
+            header_bytes = on_disk() - len(header.rest)
+            disk = (lambda end: on_disk()) if self.format.gzip else (lambda end: header_bytes + end)
+            return self._csv_chunks(files.pop_all(), blocks, disk)
 
-    def _csv_consumed(self, raw: pa.NativeFile) -> Callable[[int], int]:
-        """Bytes on disk up to the end of the ``k``-th (0-based) batch of pyarrow's CSV reader.
+    def _csv_chunks(
+        self, files: contextlib.ExitStack, blocks: RecordBlocks, disk: Callable[[int], int]
+    ) -> Iterator[_Rows]:
+        with files:
+            for block in blocks:
+                yield (*self._block_rows(block), disk(block.end))
 
-        pyarrow reads ``block_bytes`` at a time on an I/O thread of its own, some 30 blocks ahead of the
-        batches it hands out, so the file's position runs ahead of the rows. But each block becomes one
-        batch, in order: batch ``k`` ends ``k + 1`` blocks into the (decompressed) text. For ``.gz`` that
-        is turned into compressed bytes with the compression ratio of the file's start. Both are capped
-        at the position, which the rows cannot be past. (A Python stream that noted each block's position
-        would be exact, but pyarrow would call it from its I/O thread, and a process that exits during
-        such a call aborts.)
-        """
-        ratio = _gzip_ratio(self.path) if self.format.gzip else 1.0
-        return lambda k: min(round((k + 1) * self.block_bytes * ratio), raw.tell())
+    def _block_rows(self, block: Block) -> tuple[list[str | None], list[str | None] | None, list[str]]:
+        """A block's rows, its bad records put back in place as error rows naming their row."""
+        texts, errors = _arrow_texts(
+            _one_array(block.table.column(self.text_col)), self.options.max_text_bytes
+        )
+        ids = _arrow_ids(_one_array(block.table.column(self.id_col))) if self.id_col else None
+        if not block.bad:
+            return texts, ids, errors
+        reasons = dict(block.bad)
+        good = iter(range(len(texts)))
+        out_t: list[str | None] = []
+        out_i: list[str | None] = []
+        out_e: list[str] = []
+        for pos in range(block.records):
+            reason = reasons.get(pos)
+            k = None if reason is not None else next(good)
+            out_t.append(None if k is None else texts[k])
+            out_i.append(None if k is None or ids is None else ids[k])
+            out_e.append(f"row {self.rows_read + pos}: {reason}" if k is None else errors[k])
+        return out_t, out_i if ids is not None else None, out_e
 
+    # -- Parquet -----------------------------------------------------------------------------------
     def _parquet(self) -> Iterator[_Rows]:
-        pf = pq.ParquetFile(self.path)
+        pf = pq.ParquetFile(self.path)  # pyarrow opens the path and closes it once no reader holds it
         self._known_rows = pf.metadata.num_rows
         self._progress = ReadProgress(0, 0.0, self._known_rows, True)
         schema = pf.schema_arrow
         self._missing(schema.names)
         kind = schema.field(self.text_col).type
-        textual = (pa.types.is_string, pa.types.is_large_string, pa.types.is_binary, pa.types.is_large_binary)
-        if not any(is_kind(kind) for is_kind in (*textual, pa.types.is_null)):
+        if not _textual(kind):
             raise InputError(f"{self.path}: column {self.text_col!r} holds {kind}, not text")
         columns = list(dict.fromkeys(c for c in (self.text_col, self.id_col) if c is not None))
         rows = max(1024, self.block_bytes // 128)
-        return self._arrow_chunks(pf.iter_batches(batch_size=rows, columns=columns), pf, None)
+        return self._parquet_chunks(pf.iter_batches(batch_size=rows, columns=columns))
 
-    def _arrow_chunks(
-        self, batches: Iterable[pa.RecordBatch], owner: Any, end_of: Callable[[int], int] | None
-    ) -> Iterator[_Rows]:
-        try:
-            for k, batch in enumerate(batches):
-                if batch.num_rows == 0:
-                    continue
-                texts, errors = _arrow_texts(batch.column(self.text_col), self.max_text_bytes)
-                ids = _arrow_ids(batch.column(self.id_col)) if self.id_col else None
-                yield texts, ids, errors, None if end_of is None else end_of(k)
-        finally:
-            close = getattr(owner, "close", None)
-            if close is not None:
-                close()
+    def _parquet_chunks(self, batches: Iterable[pa.RecordBatch]) -> Iterator[_Rows]:
+        for batch in batches:
+            if batch.num_rows == 0:
+                continue
+            texts, errors = _arrow_texts(batch.column(self.text_col), self.options.max_text_bytes)
+            ids = _arrow_ids(batch.column(self.id_col)) if self.id_col else None
+            yield texts, ids, errors, None
 
+    # -- JSONL -------------------------------------------------------------------------------------
     def _jsonl(self) -> Iterator[_Rows]:
         # pyarrow.json has no streaming reader, and one bad line must not fail its neighbours: lines are
         # read in blocks and parsed one by one with the standard library.
         with contextlib.ExitStack() as files:
-            raw = files.enter_context(open(self.path, "rb"))
-            f = (
-                cast(IO[bytes], files.enter_context(gzip.GzipFile(fileobj=raw, mode="rb")))
-                if self.format.gzip
-                else raw
-            )
-            lines = self._next_lines(f)
-            if not lines:  # an empty file (or only blank lines): no records, no columns to check
+            f, on_disk = _open_bytes(self.path, self.format.gzip, files)
+            blocks = _capped_lines(f, self.block_bytes, self.options.record_cap)
+            lines = next(blocks, None)
+            if lines is None:  # an empty file (or only blank lines): no records, no columns to check
                 return iter(())
-            try:
-                first = json.loads(lines[0])
-            except ValueError as e:
-                raise InputError(f"{self.path}: not JSON Lines: the first line is not JSON ({e})") from e
-            if not isinstance(first, dict):
-                raise InputError(f"{self.path}: not JSON Lines: the first line is not a JSON object")
-            self._missing(list(first))
-            # raw.tell(): bytes of the file on disk read so far; for .gz the compressed bytes, at most one
+            self._check_json_fields(lines)
+            # on_disk(): bytes of the file on disk read so far; for .gz the compressed bytes, at most one
             # read of the decompressor (8 to 128 KiB, by Python version) ahead of the lines handed out.
-            return self._jsonl_chunks(files.pop_all(), f, raw.tell, lines)
+            return self._jsonl_chunks(files.pop_all(), blocks, lines, on_disk)
+
+    def _check_json_fields(self, lines: list[bytes | None]) -> None:
+        """Refuse a file whose first block holds no JSON object, or no object with the columns asked for.
+
+        Per line, a missing field is an error row; a field that no line of the first block has is a
+        wrong --text-col / --id-col (or not JSON Lines at all), and that is worth stopping for.
+        """
+        objects = []
+        first_error = ""
+        for line in lines:
+            try:
+                obj = json.loads(line) if line is not None else None
+            except (ValueError, RecursionError) as e:
+                first_error = first_error or f"the first line is not JSON ({e})"
+                continue
+            if isinstance(obj, dict):
+                objects.append(obj)
+        if not objects:
+            raise InputError(f"{self.path}: not JSON Lines: {first_error or 'no line is a JSON object'}")
+        found = set().union(*objects)
+        if self.text_col not in found or (self.id_col is not None and self.id_col not in found):
+            self._missing([k for k in objects[0] if k in found] + sorted(found - set(objects[0])))
 
     def _jsonl_chunks(
-        self, files: contextlib.ExitStack, f: IO[bytes], position: Callable[[], int], lines: list[bytes]
+        self,
+        files: contextlib.ExitStack,
+        blocks: Iterator[list[bytes | None]],
+        lines: list[bytes | None],
+        position: Callable[[], int],
     ) -> Iterator[_Rows]:
+        over = f"a line over the {self.options.record_cap}-byte size cap (skipped while reading)"
         with files:
-            while lines:
+            for block in itertools.chain([lines], blocks):
                 end = position()
-                rows = [_json_row(ln, self.text_col, self.id_col, self.max_text_bytes) for ln in lines]
-                texts = [r[0] for r in rows]
+                rows = [
+                    _json_row(ln, self.text_col, self.id_col, self.options.max_text_bytes)
+                    if ln is not None
+                    else (None, None, f"row {self.rows_read + i}: {over}")
+                    for i, ln in enumerate(block)
+                ]
                 ids = [r[1] for r in rows] if self.id_col else None
-                yield texts, ids, [r[2] for r in rows], end
-                lines = self._next_lines(f)
-
-    def _next_lines(self, f: IO[bytes]) -> list[bytes]:
-        """The next block's non-blank lines (blank lines are not records); empty only at end of file."""
-        while block := f.readlines(self.block_bytes):
-            lines = [ln for ln in block if ln.strip()]
-            if lines:
-                return lines
-        return []
+                yield [r[0] for r in rows], ids, [r[2] for r in rows], end
 
 
 def open_records(path: Path | str, options: ReadOptions = ReadOptions()) -> RecordStream:
     """Open ``path`` for streaming; raises :class:`InputError` at once for whole-file problems."""
-    return RecordStream(path, options.text_col, options.id_col, options.max_text_bytes, options.block_bytes)
+    return RecordStream(path, options)

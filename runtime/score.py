@@ -282,6 +282,8 @@ def _run_state(
             "batch_tokens": batching.batch_tokens,
             "max_batch_rows": batching.max_batch_rows,
             "max_text_bytes": read.max_text_bytes,
+            "delimiter": read.delimiter,
+            "tsv_quotes": read.tsv_quotes,
         },
     }
 

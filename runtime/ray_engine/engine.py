@@ -319,7 +319,7 @@ def _score_on_ray(
     if isinstance(files.filesystem, pafs.LocalFileSystem):
         # Whole-file problems of the first file (missing column, wrong format) exit 2 before the model
         # loads; every other file is checked the same way by its read task, before any output is published.
-        open_records(files.paths[0], read)
+        open_records(files.paths[0], read).close()
     described, loaded = _load_on_driver(bundle, job.variant)
     started_ray = _connect(ray, options)
     staging = f"{out_path}.tmp-{uuid.uuid4().hex[:12]}"
@@ -505,13 +505,21 @@ def _manifest(
             "gpus_per_worker": options.gpus_per_worker,
             "preserve_order": options.preserve_order,
         },
-        "options": {
-            "text_col": read.text_col,
-            "id_col": read.id_col,
-            "probs": job.output.probs,
-            "window": job.batching.window,
-            "block_bytes": options.block_bytes,
-        },
+        "options": _job_options(job),
         "wall_s": round(wall, 3),
         "rows_per_s": round(rows / wall, 1) if wall > 0 else 0.0,
+    }
+
+
+def _job_options(job: _Job) -> dict[str, Any]:
+    """The manifest's ``options``: how the inputs were read, batched and written."""
+    read = job.read
+    return {
+        "text_col": read.text_col,
+        "id_col": read.id_col,
+        "delimiter": read.delimiter,
+        "tsv_quotes": read.tsv_quotes,
+        "probs": job.output.probs,
+        "window": job.batching.window,
+        "block_bytes": job.ray.block_bytes,
     }

@@ -83,14 +83,14 @@ class FileReader:
     def __call__(self) -> Iterator[pa.Table]:
         with local_copy(self.fs, self.path) as local:
             try:
-                stream = open_records(local, self.read)
-                held: RecordChunk | None = None
-                for window in windows(stream.chunks(), self.window):
+                with open_records(local, self.read) as stream:  # closed before the local copy goes
+                    held: RecordChunk | None = None
+                    for window in windows(stream.chunks(), self.window):
+                        if held is not None:
+                            yield _window_row(held, self.index, last=False)
+                        held = window
                     if held is not None:
-                        yield _window_row(held, self.index, last=False)
-                    held = window
-                if held is not None:
-                    yield _window_row(held, self.index, last=True)
+                        yield _window_row(held, self.index, last=True)
             except InputError as e:  # name the user's file, not the temporary copy
                 raise InputError(str(e).replace(str(local), self.uri)) from None
 

@@ -42,8 +42,10 @@ def _write(path: Path) -> Path:
         return path
     else:
         sep = "\t" if ".tsv" in name else ","
+        quote = "" if ".tsv" in name else '"'  # TSV has no quoting (read so by default)
         lines = ["id" + sep + "text"] + [
-            f'r{i}{sep}"{t or ""}"' if t is not None else f"r{i}{sep}" for i, t in enumerate(TEXTS)
+            f"r{i}{sep}{quote}{t or ''}{quote}" if t is not None else f"r{i}{sep}"
+            for i, t in enumerate(TEXTS)
         ]
         data = ("\n".join(lines) + "\n").encode()
     path.write_bytes(gzip.compress(data) if name.endswith(".gz") else data)

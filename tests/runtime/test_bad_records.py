@@ -1,0 +1,265 @@
+"""Every physical record becomes exactly one row (Spark's PERMISSIVE mode), whatever is wrong with it.
+
+Small files built in the test, one per class of bad input: rows with the wrong number of fields, a
+field bigger than the read block, quotes left open, line ends and BOMs, over-long JSON lines, ids that
+cannot be written, Parquet string encodings, and a tab-separated file named ``.csv``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import tracemalloc
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from clsrun.runtime.errors import InputError
+from clsrun.runtime.readers import ReadOptions, open_records, read_labelled, read_table
+
+SMALL = ReadOptions(block_bytes=1, max_text_bytes=1024)  # blocks of 65 KiB: many blocks in a small file
+
+
+def _rows(path: Path, options: ReadOptions = ReadOptions()) -> list[tuple[str | None, str | None, str]]:
+    """``(id, text, error)`` of every row, in order."""
+    out = []
+    for chunk in open_records(path, options).chunks():
+        ids = chunk.ids or [None] * len(chunk)
+        out += list(zip(ids, chunk.texts, chunk.errors, strict=True))
+    return out
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(gzip.compress(data) if path.name.endswith(".gz") else data)
+    return path
+
+
+@pytest.mark.parametrize("name", ["in.csv", "in.tsv", "in.csv.gz"])
+@pytest.mark.parametrize("where", [3, 2500])  # in the first block, and many blocks into the file
+def test_rows_with_too_many_or_too_few_fields_stay_in_place(tmp_path: Path, name: str, where: int) -> None:
+    sep = b"\t" if ".tsv" in name else b","
+    lines = [b"id" + sep + b"text"] + [b"r%d%sgood row %d" % (i, sep, i) for i in range(3000)]
+    lines[1 + where] = b"r%d%sone%stoo many" % (where, sep, sep)
+    lines[2 + where] = b"only-one-field"
+    rows = _rows(_write(tmp_path / name, b"\n".join(lines) + b"\n"), ReadOptions(id_col="id", block_bytes=1))
+    assert len(rows) == 3000
+    assert rows[where] == (None, None, f"row {where}: 3 fields, the header has 2")
+    assert rows[where + 1] == (None, None, f"row {where + 1}: 1 field, the header has 2")
+    good = [r for i, r in enumerate(rows) if i not in (where, where + 1)]
+    assert all(r == (f"r{int(r[0][1:])}", f"good row {int(r[0][1:])}", "") for r in good)  # type: ignore[index]
+    assert [int(r[0][1:]) for r in good] == [i for i in range(3000) if i not in (where, where + 1)]  # type: ignore[index]
+
+
+def test_row_numbers_in_messages_are_exact_far_into_the_file(tmp_path: Path) -> None:
+    # The old message said "after row 10227" for row 15,002: the reader ran ahead of the rows handed out.
+    body = "".join(f'{i},"row {i}\nover two lines"\n' for i in range(20_000))
+    path = tmp_path / "far.csv"
+    path.write_text("id,text\n" + body.replace("15002,", "15002,extra,"), encoding="utf-8")
+    rows = _rows(path, SMALL)
+    assert len(rows) == 20_000
+    assert [i for i, r in enumerate(rows) if r[2]] == [15_002]
+    assert rows[15_002][2] == "row 15002: 3 fields, the header has 2"
+    assert rows[15_003][1] == "row 15003\nover two lines"
+
+
+def test_a_field_bigger_than_the_block_is_one_error_row(tmp_path: Path) -> None:
+    big = b"x" * 5_000_000  # 5 MB: over the record cap (4 x 1 MiB + 64 KiB) and far over a block
+    quoted = b'"' + b"line,\n" * 1_000_000 + b'"'  # the same inside quotes, newlines and commas included
+    data = b"id,text\n1,a\n2," + big + b"\n3,b\n4," + quoted + b"\n5,c\n"
+    rows = _rows(_write(tmp_path / "big.csv", data), ReadOptions(id_col="id"))
+    assert [r[1] for r in rows] == ["a", None, "b", None, "c"]
+    assert [r[0] for r in rows] == ["1", None, "3", None, "5"]
+    assert rows[1][2] == "row 1: a record over the 4259840-byte size cap (skipped while reading)"
+    assert rows[3][2].startswith("row 3: a record over the")
+
+
+def test_a_field_over_the_text_cap_but_under_the_record_cap_is_parsed_then_refused(tmp_path: Path) -> None:
+    path = _write(tmp_path / "mid.csv", b"text\nshort\n" + b"y" * 2_000_000 + b"\nshort\n")
+    rows = _rows(path)
+    assert [r[1] for r in rows] == ["short", None, "short"]
+    assert rows[1][2] == "text over the 1048576-byte size cap"
+
+
+def test_tsv_reads_quotes_as_ordinary_characters_unless_asked(tmp_path: Path) -> None:
+    # A cell that opens a quote and never closes it swallowed the next lines: 6 lines, 3 rows, exit 0.
+    data = b'id\ttext\n1\t"unclosed\n2\tb\n3\tc\n4\td\n5\te\n6\tf\n'
+    path = _write(tmp_path / "q.tsv", data)
+    rows = _rows(path, ReadOptions(id_col="id"))
+    assert [r[0] for r in rows] == ["1", "2", "3", "4", "5", "6"] and rows[0][1] == '"unclosed'
+    quoted = _write(tmp_path / "ok.tsv", b'id\ttext\n1\t"a\tb\nc"\n2\t"say ""hi"""\n')
+    assert [r[1] for r in _rows(quoted, ReadOptions(tsv_quotes=True))] == ["a\tb\nc", 'say "hi"']
+    with pytest.raises(InputError, match=r"q\.tsv: a quote opened in row 0 is never closed"):
+        _rows(path, ReadOptions(tsv_quotes=True))
+
+
+@pytest.mark.parametrize("options", [ReadOptions(), SMALL])
+def test_a_quote_open_at_the_end_of_a_csv_is_an_input_error_naming_its_row(
+    tmp_path: Path, options: ReadOptions
+) -> None:
+    body = b"".join(b"%d,fine\n" % i for i in range(5000))
+    path = _write(tmp_path / "open.csv", b"id,text\n" + body + b'5000,"never closed\n5001,x\n5002,y\n')
+    with pytest.raises(InputError, match=r"open\.csv: a quote opened in row 5000 is never closed"):
+        _rows(path, options)
+
+
+def test_line_ends_bom_and_files_without_rows(tmp_path: Path) -> None:
+    crlf = _write(tmp_path / "crlf.csv", b'id,text\r\n1,a\r\n2,"b\r\nc"\r\n3,d')  # no final line end
+    assert [r[1] for r in _rows(crlf)] == ["a", "b\r\nc", "d"]
+    old_mac = _write(tmp_path / "cr.csv", b"id,text\r1,a\r2,b\r")
+    assert [r[1] for r in _rows(old_mac)] == ["a", "b"]
+    bom = _write(tmp_path / "bom.csv", b"\xef\xbb\xbftext\nhello\n")
+    assert [r[1] for r in _rows(bom)] == ["hello"]
+    for content in (b"id,text\n", b"id,text"):
+        assert _rows(_write(tmp_path / "header.csv", content)) == []
+    with pytest.raises(InputError, match="Empty CSV file"):
+        _rows(_write(tmp_path / "empty.csv", b""))
+
+
+def test_stray_quotes_inside_unquoted_fields_across_many_blocks(tmp_path: Path) -> None:
+    # '12" pizza' does not open a quote (pyarrow, like RFC 4180 readers, opens one only at a field's start),
+    # so a quote count is odd at many block ends: the exact scanner finds the record ends there.
+    texts = [f'{i} a 12" pizza' if i % 3 else f'"quoted {i}\nover two lines"' for i in range(20_000)]
+    path = _write(
+        tmp_path / "stray.csv", ("id,text\n" + "".join(f"{i},{t}\n" for i, t in enumerate(texts))).encode()
+    )
+    rows = _rows(path, SMALL)
+    expected = [t.strip('"') if not i % 3 else t for i, t in enumerate(texts)]
+    assert [r[1] for r in rows] == expected and not any(r[2] for r in rows)
+
+
+def test_jsonl_lines_are_capped_while_reading(tmp_path: Path) -> None:
+    line = b'{"text": "' + b"z" * 20_000_000 + b'"}'  # 20 MB in one line
+    path = _write(
+        tmp_path / "long.jsonl", b'{"text": "a"}\n' + line + b'\n{"text": "b"}\n' + line
+    )  # last: no \n
+    options = ReadOptions(block_bytes=1 << 16, max_text_bytes=1 << 18)  # cap 1 MiB + 64 KiB
+    tracemalloc.start()
+    rows = _rows(path, options)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert [r[1] for r in rows] == ["a", None, "b", None]
+    assert rows[1][2] == "row 1: a line over the 1114112-byte size cap (skipped while reading)"
+    assert rows[3][2].startswith("row 3: a line over")
+    assert peak < 8 * options.record_cap, f"peak {peak} bytes for a cap of {options.record_cap}"
+
+
+def test_jsonl_id_missing_from_some_lines_is_a_row_error_and_from_all_an_input_error(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path / "ids.jsonl", b'{"text": "a"}\n{"id": 7, "text": "b"}\n{"id": "x", "text": "c"}\n'
+    )
+    assert _rows(path, ReadOptions(id_col="id")) == [
+        (None, None, "no 'id' field (--id-col)"),
+        ("7", "b", ""),
+        ("x", "c", ""),
+    ]
+    with pytest.raises(InputError, match="no column 'key'"):
+        _rows(path, ReadOptions(id_col="key"))
+    with pytest.raises(InputError, match="no column 'body'"):
+        _rows(path, ReadOptions(text_col="body"))
+
+
+def test_jsonl_lone_surrogates_are_row_errors_with_the_id_escaped(tmp_path: Path) -> None:
+    path = _write(tmp_path / "s.jsonl", b'{"id": "\\ud800", "text": "a"}\n{"id": "ok", "text": "\\udc00b"}\n')
+    assert _rows(path, ReadOptions(id_col="id")) == [
+        ("\\ud800", None, "id is not valid Unicode (a lone surrogate), written escaped"),
+        ("ok", None, "text is not valid Unicode (a lone surrogate such as \\ud800)"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        pa.array(["a", "b", "a"]).dictionary_encode(),
+        pa.array(["a", "b", "a"], type=pa.string_view()),
+        pa.array(["a", "b", "a"], type=pa.large_string()),
+        pa.array([b"a", b"b", b"a"], type=pa.binary_view()),
+    ],
+)
+def test_parquet_text_columns_of_any_string_encoding_are_text(tmp_path: Path, array: pa.Array) -> None:
+    path = tmp_path / "enc.parquet"
+    pq.write_table(pa.table({"id": array, "text": array}), path)
+    assert _rows(path, ReadOptions(id_col="id")) == [("a", "a", ""), ("b", "b", ""), ("a", "a", "")]
+
+
+def test_a_tab_separated_csv_is_read_with_tabs_and_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = _write(tmp_path / "tabs.csv", b"id\tlabel\ttext\n1\tpos\thello, world\n2\tneg\tbad\n")
+    with caplog.at_level(logging.WARNING):
+        assert [r[1] for r in _rows(path)] == ["hello, world", "bad"]
+    assert "the header is separated by tabs, not commas" in caplog.text
+    assert read_labelled(path).labels == ["pos", "neg"]  # train and eval read the same way
+    assert read_table(path).column_names == ["id", "label", "text"]
+    semi = _write(tmp_path / "semi.csv", b"text;id\nhello, world;1\n")
+    assert _rows(semi, ReadOptions(delimiter=";", id_col="id")) == [("1", "hello, world", "")]
+
+
+def test_read_table_leaves_unreadable_records_out_and_says_how_many(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = _write(tmp_path / "train.csv", b"label,text\npos,good\nneg,bad,extra\nneg,bad\n")
+    with caplog.at_level(logging.WARNING):
+        data = read_labelled(path)
+    assert data.texts == ["good", "bad"] and data.labels == ["pos", "neg"]
+    assert "left out 1 unreadable record(s), the first: row 1: 3 fields, the header has 2" in caplog.text
+    jsonl = _write(
+        tmp_path / "train.jsonl", b'{"label": 1, "text": "good"}\nnot json\n{"label": 0, "text": "x"}\n'
+    )
+    assert read_labelled(jsonl).labels == ["1", "0"]
+    with pytest.raises(InputError, match="never closed"):
+        read_table(_write(tmp_path / "open.csv", b'label,text\npos,"open\n'))
+
+
+def test_the_file_is_opened_once_and_read_only_by_the_reading_thread(tmp_path: Path) -> None:
+    # Issue 17: pyarrow's streaming reader read ahead on an I/O thread of its own; a file closed while it
+    # was still reading let the next file opened get the same descriptor, and the late read took that
+    # file's header. Now no other thread reads the file at all, so nothing can read it after its close.
+    data = b"id,text\n" + b"".join(b"%d,some text for row %d\n" % (i, i) for i in range(200_000))
+    path = _write(tmp_path / "race.csv", data)  # about 6 MB: some 90 blocks of 65 KiB
+    before = _bytes_read_by_other_threads()
+    with open_records(path, SMALL) as stream:
+        assert sum(len(c) for c in stream.chunks()) == 200_000
+    assert _bytes_read_by_other_threads() - before < len(data) // 10
+
+
+def _bytes_read_by_other_threads() -> int:
+    """Bytes read so far by this process's threads other than the calling one (Linux ``/proc``)."""
+    import threading
+
+    me = threading.get_native_id()
+    total = 0
+    for task in Path("/proc/self/task").iterdir():
+        if int(task.name) == me:
+            continue
+        try:
+            fields = dict(line.split(": ") for line in (task / "io").read_text().splitlines())
+        except OSError:  # the thread ended meanwhile
+            continue
+        total += int(fields["rchar"])
+    return total
+
+
+def test_pyarrow_errors_reach_the_user_as_input_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from clsrun.runtime.delimited import RecordBlocks
+
+    def refuse(*args: object) -> None:
+        raise pa.ArrowKeyError("Column 'text' in include_columns does not exist in CSV file")
+
+    monkeypatch.setattr(RecordBlocks, "_read", refuse)
+    path = _write(tmp_path / "k.csv", b"text\nhello\n")
+    with pytest.raises(InputError, match=r"k\.csv: cannot be read as csv: .*Column 'text'"):
+        open_records(path)
+
+
+def test_a_json_line_nested_too_deeply_is_a_row_error(tmp_path: Path) -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    path = _write(
+        tmp_path / "deep.jsonl", b'{"text": "a"}\n' + deep + b"\n" + json.dumps({"text": "b"}).encode()
+    )
+    rows = _rows(path)
+    assert [r[1] for r in rows] == ["a", None, "b"] and rows[1][2].startswith("invalid JSON")
