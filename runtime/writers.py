@@ -12,7 +12,7 @@ they cannot be formulas and an id or label like that must survive a round trip.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -54,6 +54,19 @@ def output_schema(labels: list[str], probs: bool, text_ids: bool) -> pa.Schema:
     return pa.schema(fields)
 
 
+def text_array(values: Sequence[str | None]) -> pa.Array:
+    """A string column of the output. A lone surrogate (a JSON ``"\\ud800"`` escape, or a Python string given
+    to the API) cannot be encoded in any output format: it is written as its escape, ``\\ud800``, so one
+    such id never stops a run (the reader also marks its row as an error)."""
+    try:
+        return pa.array(values, type=pa.string())
+    except UnicodeEncodeError:
+        escaped = [
+            None if v is None else v.encode("utf-8", "backslashreplace").decode("utf-8") for v in values
+        ]
+        return pa.array(escaped, type=pa.string())
+
+
 def result_table(
     start: int,
     ids: list[str | None] | None,
@@ -71,11 +84,7 @@ def result_table(
     failed = np.fromiter((bool(e) for e in errors), dtype=bool, count=n)  # (n,)
     best = probs.argmax(axis=1) if n else np.zeros(0, dtype=np.int64)  # (n,)
     score = probs[np.arange(n), best].astype(np.float32)  # (n,)
-    id_array = (
-        pa.array(np.arange(start, start + n, dtype=np.int64))
-        if ids is None
-        else pa.array(ids, type=pa.string())
-    )
+    id_array = pa.array(np.arange(start, start + n, dtype=np.int64)) if ids is None else text_array(ids)
     names = np.asarray(labels, dtype=object)
     columns: list[pa.Array] = [
         id_array,
@@ -86,7 +95,7 @@ def result_table(
         columns += [pa.array(probs[:, j].astype(np.float32), mask=failed) for j in range(len(labels))]
     columns += [
         pa.array(np.where(failed, "error", "ok"), type=pa.string()),
-        pa.array(errors, type=pa.string()),
+        text_array(errors),
     ]
     return pa.Table.from_arrays(columns, schema=output_schema(labels, with_probs, ids is not None))
 
