@@ -56,6 +56,23 @@ IdCol = Annotated[
     ),
 ]
 LabelCol = Annotated[str, typer.Option("--label-col", help="Column holding the true label.")]
+Delimiter = Annotated[
+    str | None,
+    typer.Option(
+        "--delimiter",
+        help="CSV/TSV field separator: one character, or comma, tab, semicolon, pipe. Default: the "
+        "extension's (',' or tab); a header that only another of these splits into the columns asked for "
+        "is read with that one, said on stderr.",
+    ),
+]
+TsvQuotes = Annotated[
+    bool,
+    flag(
+        "--tsv-quotes",
+        help="Read '\"' in a .tsv file as quoting (cells holding tabs or newlines). Off by default: a cell "
+        "that opens a quote and never closes it would swallow the lines after it.",
+    ),
+]
 
 BackendOpt = Annotated[
     Backend,

@@ -20,6 +20,7 @@ from clsrun.runtime.cli.options import (
     BackendOpt,
     BatchTokens,
     Compile,
+    Delimiter,
     DeviceOpt,
     IdCol,
     Model,
@@ -28,6 +29,7 @@ from clsrun.runtime.cli.options import (
     Streams,
     TextCol,
     Threads,
+    TsvQuotes,
     Window,
     flag,
 )
@@ -65,6 +67,8 @@ def predict(
     ] = None,
     text_col: TextCol = TEXT_COL,
     id_col: IdCol = None,
+    delimiter: Delimiter = None,
+    tsv_quotes: TsvQuotes = False,
     backend: BackendOpt = AUTO,
     precision: PrecisionOpt = AUTO,
     device: DeviceOpt = AUTO,
@@ -158,9 +162,11 @@ def predict(
 ) -> None:
     """Score INPUT: one output row per input row, in order, with label, score, status and error.
 
-    Rows with empty, null or undecodable text are kept with status=error and a reason (exit code 0, or 4
+    Every input record gives one output row: rows with empty, null or undecodable text, the wrong number
+    of fields, or over the size caps are kept in place with status=error and a reason (exit code 0, or 4
     above --max-error-rate); when most rows fail for one reason, one warning says the likely cause and fix.
-    A file that cannot be read at all, or lacks the text column, exits with code 2 before the model loads.
+    A file that cannot be parsed at all (no header, no text column, a quote never closed) exits with code
+    2, and no output is published.
 
     Ctrl-C (SIGINT) or SIGTERM stops the run at the next window: exit 130 or 143 with one line saying how
     many rows are saved; the same command with --resume continues. A signal that arrives once the output
@@ -172,7 +178,7 @@ def predict(
     with stopping.cooperative() as stop:  # imports too: a signal is only noted until a safe point
         from clsrun.runtime.batching import BatchOptions
         from clsrun.runtime.predict import predict_file
-        from clsrun.runtime.readers import ReadOptions
+        from clsrun.runtime.readers import ReadOptions, parse_delimiter
         from clsrun.runtime.score import OutputOptions
         from clsrun.runtime.variant import Variant
 
@@ -187,7 +193,7 @@ def predict(
                 out,
                 model,
                 Variant(backend, precision, device, threads, streams, compile),
-                ReadOptions(text_col, id_col),
+                ReadOptions(text_col, id_col, delimiter=parse_delimiter(delimiter), tsv_quotes=tsv_quotes),
                 BatchOptions(window, batch_tokens),
                 OutputOptions(probs, resume, overwrite, max_error_rate),
                 ray,

@@ -44,7 +44,9 @@ def test_help_lists_every_choice(command: str) -> None:
 def test_flags_show_no_value_and_threads_mean_the_same(command: str) -> None:
     text = _help(command)
     flags = [
-        line for line in text.splitlines() if re.search(r"--(resume|probs|quiet|json|preserve-order)\b", line)
+        line
+        for line in text.splitlines()
+        if re.search(r"--(resume|probs|quiet|json|preserve-order|tsv-quotes)\b", line)
     ]
     assert flags and not [line for line in flags if "<bool>" in line]
     threads = next(line for line in text.splitlines() if line.lstrip("│ ").startswith("--threads"))
