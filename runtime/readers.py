@@ -664,10 +664,15 @@ class RecordStream:
         with contextlib.ExitStack() as files:
             f, on_disk = _open_bytes(self.path, self.format.gzip, files)
             blocks = _capped_lines(f, self.block_bytes, self.options.record_cap)
-            lines = next(blocks, None)
-            if lines is None:  # an empty file (or only blank lines): no records, no columns to check
+            lines: list[bytes | None] = []
+            for block in blocks:  # up to the first line under the size cap: the one to check the file by
+                lines += block
+                if any(ln is not None for ln in block):
+                    break
+            if not lines:  # an empty file (or only blank lines): no records, no columns to check
                 return iter(())
-            self._check_json_fields(lines)
+            if any(ln is not None for ln in lines):  # (only over-cap lines: nothing to check them by)
+                self._check_json_fields(lines)
             # on_disk(): bytes of the file on disk read so far; for .gz the compressed bytes, at most one
             # read of the decompressor (8 to 128 KiB, by Python version) ahead of the lines handed out.
             return self._jsonl_chunks(files.pop_all(), blocks, lines, on_disk)

@@ -263,3 +263,14 @@ def test_a_json_line_nested_too_deeply_is_a_row_error(tmp_path: Path) -> None:
     )
     rows = _rows(path)
     assert [r[1] for r in rows] == ["a", None, "b"] and rows[1][2].startswith("invalid JSON")
+
+
+def test_a_jsonl_file_starting_with_an_over_long_line_is_still_read(tmp_path: Path) -> None:
+    long_line = b'{"text": "' + b"z" * 300_000 + b'"}\n'
+    options = ReadOptions(block_bytes=1 << 16, max_text_bytes=1 << 14)  # cap 128 KiB
+    path = _write(tmp_path / "first.jsonl", long_line + b'{"text": "a"}\n')
+    assert [r[1] for r in _rows(path, options)] == [None, "a"]
+    only = _write(tmp_path / "only.jsonl", long_line)
+    assert [r[2] for r in _rows(only, options)] == [
+        "row 0: a line over the 131072-byte size cap (skipped while reading)"
+    ]
