@@ -16,6 +16,7 @@ reading a file descriptor this module closes (issue 17; ``delimited.py`` says ho
 from __future__ import annotations
 
 import contextlib
+import csv
 import dataclasses
 import gzip
 import itertools
@@ -124,6 +125,7 @@ _READ_ERRORS = (
     EOFError,
     zlib.error,
     ValueError,
+    csv.Error,  # the header line, split by the standard library's reader
 )
 
 
