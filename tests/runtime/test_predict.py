@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from types import TracebackType
 
@@ -10,7 +11,7 @@ import pyarrow.csv as pacsv
 import pytest
 
 from clsrun.runtime.batching import BatchOptions
-from clsrun.runtime.errors import InputError, UsageError
+from clsrun.runtime.errors import InputError, OutputExistsError, UsageError
 from clsrun.runtime.predict import predict_file
 from clsrun.runtime.readers import ReadOptions, RecordStream
 from clsrun.runtime.score import OutputOptions
@@ -70,3 +71,25 @@ def test_local_engine_refuses_folders_and_missing_files(tmp_path: Path, toy_bund
         predict_file(tmp_path / "nope.csv", model=toy_bundle)
     with pytest.raises(UsageError, match="is a folder; the local engine scores one file"):
         predict_file(tmp_path, model=toy_bundle)
+
+
+def _open_descriptors(path: Path) -> int:
+    """This process's file descriptors open on ``path`` (Linux: /proc/self/fd)."""
+    target = str(path.resolve())
+    count = 0
+    for fd in Path("/proc/self/fd").iterdir():
+        with contextlib.suppress(OSError):  # the descriptor listing the folder itself, already closed
+            count += fd.readlink().as_posix() == target
+    return count
+
+
+def test_the_input_is_closed_however_the_run_ends(tmp_path: Path, toy_bundle: Path) -> None:
+    """One open per input, closed by its reader (issue 17): after a run, and after a refusal before scoring."""
+    src = tmp_path / "in.csv"
+    pacsv.write_csv(pa.table({"text": ["gg", "bb"] * 50}), src)
+    out = tmp_path / "o.csv"
+    predict_file(src, out, toy_bundle, Variant(threads=1))
+    assert _open_descriptors(src) == 0
+    with pytest.raises(OutputExistsError):  # refused once the input is open, before the model loads
+        predict_file(src, out, toy_bundle, Variant(threads=1))
+    assert _open_descriptors(src) == 0
