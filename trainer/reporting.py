@@ -120,6 +120,12 @@ class EpochLog:
             log.warning(warning)
 
 
+def headline_metric(config: TrainConfig) -> str:
+    """The validation number a run is judged by: macro-F1 when ``--class-weights auto`` asked for the
+    rare classes to count, else accuracy (the key in ``ClassificationReport.summary()``)."""
+    return "macro_f1" if config.class_weights == "auto" else "accuracy"
+
+
 def cut_note(share: float, max_length: int, unit: str) -> str:
     """``"12% of training texts cut to 256 characters (--max-length)"``: what a too short length costs."""
     return f"{100 * share:.0f}% of training texts cut to {max_length} {unit} (--max-length)"
