@@ -64,7 +64,9 @@ CJK_RANGES = ((0x3040, 0x30FF), (0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xF
 CJK_SUPPLEMENT = (0x20000, 0x2FFFF)
 CJK_THRESHOLD = 0.3
 DETECT_SAMPLE_CHARS = 1_000_000  # characters read to decide (the share settles long before)
-_SPACES = np.array([c for c in range(0x3001) if chr(c).isspace()], dtype=np.uint32)  # what str.split() splits on
+_SPACES = np.array(
+    [c for c in range(0x3001) if chr(c).isspace()], dtype=np.uint32
+)  # what str.split() splits on
 
 
 @dataclass(frozen=True)

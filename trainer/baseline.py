@@ -65,7 +65,9 @@ class BaselineResult:
 def vectorizer_settings(script: str) -> dict[str, Any]:
     """``TfidfVectorizer`` arguments for text the language rule calls ``script``."""
     analyzer: dict[str, Any] = (
-        {"analyzer": "char", "ngram_range": (1, 3)} if script == "cjk" else {"analyzer": "word", "ngram_range": (1, 2)}
+        {"analyzer": "char", "ngram_range": (1, 3)}
+        if script == "cjk"
+        else {"analyzer": "word", "ngram_range": (1, 2)}
     )
     return {**analyzer, "sublinear_tf": True, "min_df": 2, "max_features": MAX_FEATURES, "dtype": np.float32}
 
@@ -182,7 +184,9 @@ def shortfall(report: ClassificationReport, baseline: BaselineResult, metric: st
     )
 
 
-def record(out: Path, baseline: BaselineResult, report: ClassificationReport, config: TrainConfig, kind: str) -> None:
+def record(
+    out: Path, baseline: BaselineResult, report: ClassificationReport, config: TrainConfig, kind: str
+) -> None:
     """Add the baseline to the bundle (``training.baseline`` in ``clsrun.json``, rehashed) and to its
     TensorBoard logs, and warn in one line when the model does not beat it."""
     from clsrun.runtime.bundle import Bundle, write_spec
@@ -191,12 +195,18 @@ def record(out: Path, baseline: BaselineResult, report: ClassificationReport, co
     metric = headline_metric(config)
     warning = shortfall(report, baseline, metric)
     bundle = Bundle.load(out, verify=False)
-    bundle.spec.training["baseline"] = {**baseline.to_json(), "compared_on": metric, "beaten": warning is None}
+    bundle.spec.training["baseline"] = {
+        **baseline.to_json(),
+        "compared_on": metric,
+        "beaten": warning is None,
+    }
     write_spec(out, bundle.spec)
     writer = tensorboard_writer(out, config)
     if writer is not None:
         # TensorBoard renders text as markdown: indent by four spaces to keep the columns.
-        writer.add_text("baseline", "\n".join("    " + line for line in comparison(report, baseline, kind).split("\n")))
+        writer.add_text(
+            "baseline", "\n".join("    " + line for line in comparison(report, baseline, kind).split("\n"))
+        )
         writer.close()
     if warning is not None:
         log.warning(warning)

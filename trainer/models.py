@@ -59,7 +59,9 @@ def load_ngram(bundle: Bundle) -> NgramLinear:
     try:
         model.load_state_dict(load_file(str(path)), strict=True)
     except (RuntimeError, OSError) as e:
-        raise BundleError(f"{path}: weights do not fit the n-gram model described in clsrun.json ({e})") from e
+        raise BundleError(
+            f"{path}: weights do not fit the n-gram model described in clsrun.json ({e})"
+        ) from e
     return model.eval()
 
 

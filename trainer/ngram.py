@@ -40,7 +40,7 @@ class NgramLinear(nn.Module):
 
     def __init__(self, config: NgramConfig) -> None:
         super().__init__()
-        self.config = config
+        self.settings = config  # not `config`: Hugging Face callbacks expect a PretrainedConfig there
         self.table = nn.Embedding(config.n_features, config.n_labels, padding_idx=0)
         nn.init.zeros_(self.table.weight)  # a linear model: start from "no evidence", as LR does
         self.bias = nn.Parameter(torch.zeros(config.n_labels))

@@ -19,16 +19,14 @@ accuracy; a tie goes to the lower validation loss. ``--fit torch|logreg`` runs o
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from clsrun.runtime.bundle import NGRAM_FEATURES_FILE, BundleSpec, Normalization
 from clsrun.runtime.encode import Tokens
@@ -45,6 +43,7 @@ from clsrun.trainer import distributed, engine
 from clsrun.trainer.bundle_writer import finish_bundle, save_weights
 from clsrun.trainer.config import TrainConfig
 from clsrun.trainer.data import Split
+from clsrun.trainer.frozen import one_thread
 from clsrun.trainer.ngram import NgramConfig, NgramLinear
 from clsrun.trainer.options import NgramOptions
 from clsrun.trainer.reporting import EpochRecord, headline_metric
@@ -88,7 +87,7 @@ class Fit:
 
     def scores(self, targets: np.ndarray, labels: list[str]) -> dict[str, float]:
         """Accuracy, macro-F1 and (unweighted) cross-entropy on the validation rows."""
-        report = report_from_indices(targets, self.val_logits.argmax(axis=1), labels)
+        report = report_from_indices(targets.tolist(), self.val_logits.argmax(axis=1).tolist(), labels)
         shifted = self.val_logits - self.val_logits.max(axis=1, keepdims=True)
         log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
         loss = float(-log_probs[np.arange(len(targets)), targets].mean())
@@ -96,16 +95,24 @@ class Fit:
 
 
 def features_matrix(tokens: Tokens, n_features: int) -> Any:
-    """``tokens`` as a (texts, n_features) CSR matrix of weights (repeated ids summed)."""
+    """``tokens`` as a (texts, n_features) CSR matrix of weights (repeated ids summed). A copy: summing
+    duplicates sorts and compacts the arrays in place, which would scramble ``tokens`` for the torch fit."""
     from scipy.sparse import csr_matrix
 
-    matrix = csr_matrix((tokens.weights, tokens.ids, tokens.offsets), shape=(len(tokens), n_features))
+    matrix = csr_matrix(
+        (tokens.weights, tokens.ids, tokens.offsets), shape=(len(tokens), n_features), copy=True
+    )
     matrix.sum_duplicates()
     return matrix
 
 
 def fit_logreg(
-    train: Tokens, val: Tokens, targets: np.ndarray, shape: NgramConfig, config: TrainConfig, options: NgramOptions
+    train: Tokens,
+    val: Tokens,
+    targets: np.ndarray,
+    shape: NgramConfig,
+    config: TrainConfig,
+    options: NgramOptions,
 ) -> Fit:
     """Logistic regression (lbfgs, multinomial) on the same features; its coefficients are the table."""
     from sklearn.linear_model import LogisticRegression
@@ -127,14 +134,16 @@ def fit_logreg(
     return Fit("logreg", table, bias, val_logits, time.perf_counter() - start)
 
 
-def _rows(tokens: Tokens) -> dict[str, list[np.ndarray]]:
+def _rows(tokens: Tokens) -> dict[str, Sequence[Any]]:
     """Per-text ``input_ids`` and ``weights`` arrays (views into ``tokens``) for the engine's datasets."""
     assert tokens.weights is not None, "NgramEncoder.tokenize always gives weights"
     cuts = tokens.offsets[1:-1]
     return {"input_ids": np.split(tokens.ids, cuts), "weights": np.split(tokens.weights, cuts)}
 
 
-def fit_torch(train: Tokens, val: Tokens, split: Split, shape: NgramConfig, config: TrainConfig, out: Path) -> Fit | None:
+def fit_torch(
+    train: Tokens, val: Tokens, split: Split, shape: NgramConfig, config: TrainConfig, out: Path
+) -> Fit | None:
     """AdamW through the shared engine (early stopping, best epoch restored); None on other torchrun ranks."""
     start = time.perf_counter()
     engine.seed_everything(config.seed)
@@ -160,19 +169,9 @@ def fit_torch(train: Tokens, val: Tokens, split: Split, shape: NgramConfig, conf
     return Fit("torch", table, bias, result.val_logits, seconds, result.history, result.best_epoch)
 
 
-@contextlib.contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
-    """Train on ``n`` intra-op threads: a second thread only spins on a model this small, and the
-    baseline fit (``baseline.py``) runs beside training on the other core."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def choose(fits: list[Fit], targets: np.ndarray, labels: list[str], metric: str) -> tuple[Fit, dict[str, Any]]:
+def choose(
+    fits: list[Fit], targets: np.ndarray, labels: list[str], metric: str
+) -> tuple[Fit, dict[str, Any]]:
     """The fit with the best ``metric`` on validation (ties: lower loss), and what each scored."""
     scored = {fit.name: {**fit.scores(targets, labels), "seconds": round(fit.seconds, 2)} for fit in fits}
     best = max(fits, key=lambda f: (round(scored[f.name][metric], 6), -scored[f.name]["val_loss"]))
@@ -226,7 +225,9 @@ def train_ngram(
     if options.fit in ("best", "logreg") and distributed.is_main():
         fits.append(fit_logreg(train, val, split.train_targets(), shape, config, options))
     if options.fit in ("best", "torch"):
-        with _torch_threads(1):
+        with (
+            one_thread()
+        ):  # a second thread only spins on a model this small; the baseline uses the other core
             torch_fit = fit_torch(train, val, split, shape, config, out)
         if torch_fit is None:
             return None

@@ -3,6 +3,7 @@ rule, the weights, and that a text's features never depend on the window it is e
 
 from __future__ import annotations
 
+import itertools
 import re
 
 import numpy as np
@@ -54,12 +55,14 @@ def reference(text: str, scheme: NgramScheme) -> list[int]:
     out = []
     low, high = scheme.char_ngrams
     for k in range(low, high + 1) if high else ():
-        out += [_bucket(_horner(text[p : p + k]), CHAR_MULTIPLIERS[k - 1], bits) for p in range(len(text) - k + 1)]
+        out += [
+            _bucket(_horner(text[p : p + k]), CHAR_MULTIPLIERS[k - 1], bits) for p in range(len(text) - k + 1)
+        ]
     words = [_horner(w) for w in re.findall(r"(?u)\b\w\w+\b", text)]
     if scheme.word_ngrams >= 1:
         out += [_bucket(h, WORD_MULTIPLIER, bits) for h in words]
     if scheme.word_ngrams == 2:
-        out += [_bucket((a * PRIME + b) % MOD, PAIR_MULTIPLIER, bits) for a, b in zip(words, words[1:])]
+        out += [_bucket((a * PRIME + b) % MOD, PAIR_MULTIPLIER, bits) for a, b in itertools.pairwise(words)]
     return out
 
 
