@@ -343,7 +343,7 @@ class NgramEncoder:
         from safetensors.numpy import load_file
 
         scheme = NgramScheme.from_json(bundle.spec.model.get("features") or {})
-        path = bundle.path(NGRAM_FEATURES_FILE)
+        path = bundle.file(NGRAM_FEATURES_FILE)  # listed and hashed, or refused
         try:
             tensors = load_file(str(path))
         except (OSError, ValueError) as e:

@@ -201,7 +201,7 @@ def record(
         "beaten": warning is None,
     }
     write_spec(out, bundle.spec)
-    writer = tensorboard_writer(out, config)
+    writer = tensorboard_writer(out, config, run="baseline")  # its own run: one events file per run
     if writer is not None:
         # TensorBoard renders text as markdown: indent by four spaces to keep the columns.
         writer.add_text(

@@ -60,7 +60,7 @@ def test_every_training_report_shows_and_records_the_baseline(
     assert recorded["features"] > 0 and recorded["beaten"] == (
         Bundle.load(out).spec.training["metrics"]["accuracy"] > recorded["accuracy"]
     )
-    texts = _tensorboard_texts(out / "logs")
+    texts = _tensorboard_texts(out / "logs" / "baseline")  # a run of its own beside the training run
     assert any("baseline" in tag for tag in texts)
     assert "TF-IDF + logistic regression" in next(v for k, v in texts.items() if "baseline" in k)
 
