@@ -30,7 +30,13 @@ DEFAULT_MAX_BATCH_ROWS = {"cpu": 1024, "cuda": 4096}
 # batch whose activations stay in the CPU caches (README: the MiniLM batch-budget comparison). BERT on
 # CUDA: 65536 tokens (about 1000 rows of 64 tokens, 128 of 512) keep the GPU busy between the host's
 # launches while a BERT-base batch's activations stay around a gigabyte in fp16.
-DEFAULT_BATCH_TOKENS = {"charcnn": {"cpu": 32768, "cuda": 32768}, "bert": {"cpu": 1024, "cuda": 65536}}
+# ngram: "tokens" are features, a table lookup and a multiply-add each, so the per-call overhead dominates
+# until batches are large.
+DEFAULT_BATCH_TOKENS = {
+    "charcnn": {"cpu": 32768, "cuda": 32768},
+    "bert": {"cpu": 1024, "cuda": 65536},
+    "ngram": {"cpu": 65536, "cuda": 65536},
+}
 
 
 def default_batch_tokens(kind: str, device: str) -> int:

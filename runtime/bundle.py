@@ -3,8 +3,8 @@
 Layout (DESIGN.md):
 - ``clsrun.json``: schema version, kind, labels in output order, max length, text normalisation, how it was
   trained, and ``files``: the sha256 of every other file. :meth:`Bundle.load` checks all of it.
-- ``model.safetensors`` (+ ``vocab.json`` for a char-CNN; ``config.json`` and tokenizer files for BERT, so
-  the root is also a Hugging Face model folder).
+- ``model.safetensors`` (+ ``vocab.json`` for a char-CNN; ``ngram_features.safetensors`` for an n-gram
+  model; ``config.json`` and tokenizer files for BERT, so the root is also a Hugging Face model folder).
 - ``validation.jsonl.gz``: the labelled rows held out during training; the export gate scores them.
 - ``onnx/``: ``model.onnx``, ``model.int8.onnx``, ``model.fp16.onnx``, ``export_report.json``.
 - ``logs/``: TensorBoard event files. Not hashed: they are a record, not part of the model.
@@ -29,6 +29,7 @@ SCHEMA_VERSION = 1
 SPEC_FILE = "clsrun.json"  # the spec and the sha256 of every other file
 WEIGHTS_FILE = "model.safetensors"  # the eager model's weights (both kinds)
 VOCAB_FILE = "vocab.json"  # charcnn: the character vocabulary (``CharVocab.save``)
+NGRAM_FEATURES_FILE = "ngram_features.safetensors"  # ngram: kept buckets and their idf (``encode_ngram.py``)
 HF_CONFIG_FILE = "config.json"  # bert: the Hugging Face model config (with ``id2label``)
 TOKENIZER_FILE = "tokenizer.json"  # bert: the fast tokenizer
 SPECIAL_TOKENS_FILE = "special_tokens_map.json"  # bert: which tokens are [PAD], [CLS], ...
@@ -40,8 +41,8 @@ LOGS_DIR = "logs"  # TensorBoard event files: a record of training, not part of 
 # Files and folders inside a bundle folder that are not part of the model and are never hashed.
 UNHASHED_PARTS = frozenset({SPEC_FILE, LOGS_DIR})
 
-Kind = Literal["bert", "charcnn"]
-KINDS: tuple[str, ...] = ("bert", "charcnn")
+Kind = Literal["bert", "charcnn", "ngram"]
+KINDS: tuple[str, ...] = ("bert", "charcnn", "ngram")
 
 
 @dataclass
@@ -64,7 +65,7 @@ class BundleSpec:
     max_length: int
     normalization: Normalization = field(default_factory=Normalization)
     # Kind-specific settings. charcnn: embed_dim, channels, kernel_sizes. bert: pooling ("cls"|"mean"),
-    # truncation ("head"|"head-tail").
+    # truncation ("head"|"head-tail"). ngram: features (the n-gram scheme), n_features, fit.
     model: dict[str, Any] = field(default_factory=dict)
     # How it was trained: data_file, data_sha256, hyperparameters, metrics (on validation rows), created.
     training: dict[str, Any] = field(default_factory=dict)

@@ -3,10 +3,12 @@
 Tokenizing happens once for a whole read-ahead window, so the batcher can sort the window by token length
 before any padding is done; padding happens per batch, to the longest row of that batch only.
 
-- :class:`Tokens`: a window of texts tokenized once, stored ragged (flat ids + offsets).
+- :class:`Tokens`: a window of texts tokenized once, stored ragged (flat ids + offsets; the ngram
+  encoder adds a weight per id).
 - :class:`Encoder`: what every model kind provides (``CharEncoder`` in ``encode_char.py``,
-  ``BertEncoder`` in ``encode_bert.py``).
-- :func:`pad_rows`: the shared ragged -> padded step (vectorised), reused by every encoder.
+  ``BertEncoder`` in ``encode_bert.py``, ``NgramEncoder`` in ``encode_ngram.py``).
+- :func:`pad_rows` / :func:`padded_index`: the shared ragged -> padded step (vectorised), reused by
+  every encoder.
 - :func:`make_encoder`: the encoder of a bundle.
 """
 
@@ -25,11 +27,15 @@ if TYPE_CHECKING:
 
 @dataclass
 class Tokens:
-    """A window of ``n`` texts tokenized once, ragged: text ``i`` is ``ids[offsets[i]:offsets[i + 1]]``."""
+    """A window of ``n`` texts tokenized once, ragged: text ``i`` is ``ids[offsets[i]:offsets[i + 1]]``.
 
-    ids: np.ndarray  # (total,) int64 flat token ids of all texts, concatenated
+    ``lengths`` is what batch planning counts: tokens, characters, or (ngram) features.
+    """
+
+    ids: np.ndarray  # (total,) int64 flat token ids of all texts, concatenated (ngram: int32)
     offsets: np.ndarray  # (n + 1,) int64, offsets[0] == 0, offsets[-1] == total
     truncated: np.ndarray  # (n,) bool: the text was cut to the encoder's max_length
+    weights: np.ndarray | None = None  # (total,) float32 weight of each id (ngram), else None
 
     @property
     def lengths(self) -> np.ndarray:
@@ -40,27 +46,34 @@ class Tokens:
         return len(self.offsets) - 1
 
     @classmethod
-    def from_lengths(cls, ids: np.ndarray, lengths: np.ndarray, truncated: np.ndarray) -> Tokens:
-        """Build from flat ids and per-text lengths (the usual output of a tokenizer)."""
+    def from_lengths(
+        cls, ids: np.ndarray, lengths: np.ndarray, truncated: np.ndarray, weights: np.ndarray | None = None
+    ) -> Tokens:
+        """Build from flat ids (and weights) and per-text lengths (the usual output of a tokenizer)."""
         offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
-        if offsets[-1] != len(ids):
-            raise AssertionError(f"lengths sum to {offsets[-1]} but there are {len(ids)} ids")
-        return cls(ids.astype(np.int64, copy=False), offsets, truncated.astype(bool, copy=False))
+        if offsets[-1] != len(ids) or (weights is not None and len(weights) != len(ids)):
+            raise AssertionError(
+                f"lengths sum to {offsets[-1]} but there are {len(ids)} ids"
+                + ("" if weights is None else f" and {len(weights)} weights")
+            )
+        return cls(ids.astype(np.int64, copy=False), offsets, truncated.astype(bool, copy=False), weights)
 
 
 class Encoder(Protocol):
     """Turns normalised texts into model inputs. ``input_names`` are the ONNX graph's input names."""
 
     max_length: int
-    input_names: tuple[str, ...]  # ("input_ids",) or ("input_ids", "attention_mask"[, "token_type_ids"])
+    # ("input_ids",), ("input_ids", "attention_mask"[, "token_type_ids"]) or ("input_ids", "weights")
+    input_names: tuple[str, ...]
 
     def tokenize(self, texts: list[str]) -> Tokens:
         """Tokenize a window of (already normalised, non-empty) texts, truncating to ``max_length``."""
         ...
 
     def pad(self, tokens: Tokens, rows: np.ndarray) -> dict[str, np.ndarray]:
-        """Model inputs for ``rows`` of ``tokens``: each ``(B, T)`` int64, ``T`` = longest of those rows."""
+        """Model inputs for ``rows`` of ``tokens``: each ``(B, T)`` (int64 ids and masks, float32 weights),
+        ``T`` = longest of those rows."""
         ...
 
 
@@ -71,15 +84,22 @@ def pad_rows(tokens: Tokens, rows: np.ndarray, pad_id: int) -> tuple[np.ndarray,
     ``(B, T)`` bool, True on real tokens; ``T`` is the longest of ``rows``. The mask comes from the
     lengths, never from id values, so a real token whose id equals ``pad_id`` is still attended to.
     """
+    gather, mask = padded_index(tokens, rows)
+    ids = np.full(mask.shape, pad_id, dtype=np.int64)  # (B, T)
+    ids[mask] = tokens.ids[gather[mask]]
+    return ids, mask
+
+
+def padded_index(tokens: Tokens, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(gather, mask)`` for padding ``rows`` of ``tokens``: gather ``(B, T)`` int64 index into the flat
+    ids (meaningful where ``mask``), mask ``(B, T)`` bool, True on real tokens; ``T`` the longest row."""
     rows = np.asarray(rows, dtype=np.int64)
     lengths = tokens.lengths[rows]  # (B,)
     width = int(lengths.max()) if len(rows) else 0
     positions = np.arange(width, dtype=np.int64)  # (T,)
     mask = positions[None, :] < lengths[:, None]  # (B, T)
-    ids = np.full((len(rows), width), pad_id, dtype=np.int64)  # (B, T)
     gather = tokens.offsets[rows][:, None] + positions[None, :]  # (B, T) index into tokens.ids
-    ids[mask] = tokens.ids[gather[mask]]
-    return ids, mask
+    return gather, mask
 
 
 def make_encoder(bundle: Bundle) -> Encoder:
@@ -95,5 +115,10 @@ def make_encoder(bundle: Bundle) -> Encoder:
         from clsrun.runtime.encode_bert import BertEncoder
 
         encoder = BertEncoder(bundle)
+        return encoder
+    if kind == "ngram":
+        from clsrun.runtime.encode_ngram import NgramEncoder
+
+        encoder = NgramEncoder.from_bundle(bundle)
         return encoder
     raise BundleError(f"{bundle.root}: no encoder for model kind {kind!r}")

@@ -30,7 +30,7 @@ import numpy as np
 
 from clsrun.runtime.bundle import Normalization
 from clsrun.runtime.encode import Encoder, Tokens
-from clsrun.runtime.textnorm import normalize
+from clsrun.runtime.textnorm import normalize_many
 
 
 @dataclass
@@ -43,7 +43,7 @@ class Encoded:
 
 def encode_texts(encoder: Encoder, norm: Normalization, texts: list[str]) -> Encoded:
     """Normalise ``texts`` as the bundle says and tokenize the ones that are not empty afterwards."""
-    normalised = [normalize(t, norm) for t in texts]
+    normalised = normalize_many(texts, norm)  # pyarrow when it gives normalize's strings (textnorm.py)
     kept = [i for i, t in enumerate(normalised) if t]
     tokens = encoder.tokenize(normalised if len(kept) == len(texts) else [normalised[i] for i in kept])
     return Encoded(np.asarray(kept, dtype=np.int64), tokens)

@@ -203,6 +203,44 @@ def tiny_charcnn_bundle(_tiny_charcnn_master: Path, tmp_path: Path) -> Path:
 
 
 # --------------------------------------------------------------------------------------------------
+# n-gram trainer: a bundle trained through clsrun.trainer.train (both fits, the baseline), and its export.
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def _tiny_ngram_master(tmp_path_factory: pytest.TempPathFactory, small_charcnn_data: Path) -> Path:
+    from clsrun.trainer import DataOptions, train
+
+    out = tmp_path_factory.mktemp("tiny_ngram_bundle") / "bundle"
+    config = {"epochs": 2, "quiet": True}
+    with one_torch_thread():
+        train(small_charcnn_data, out, model="ngram", config=config, data_options=DataOptions(val_split=0.2))
+    return out
+
+
+@pytest.fixture
+def tiny_ngram_bundle(_tiny_ngram_master: Path, tmp_path: Path) -> Path:
+    """A verified ``ngram`` bundle (both fits, the baseline, no onnx/) trained on the 300 rows of
+    ``small_charcnn_data``; a fresh copy per test, so a test may change it."""
+    import shutil
+
+    return Path(shutil.copytree(_tiny_ngram_master, tmp_path / "ngram_bundle"))
+
+
+@pytest.fixture(scope="session")
+def exported_ngram_bundle(_tiny_ngram_master: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny ``ngram`` bundle after ``clsrun export`` (fp32 and int8 through the gate). Do not modify it."""
+    import shutil
+
+    from clsrun.export import export_bundle
+
+    out = Path(shutil.copytree(_tiny_ngram_master, tmp_path_factory.mktemp("exported_ngram") / "bundle"))
+    with one_torch_thread():
+        export_bundle(out)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
 # BERT trainer: a tiny random BERT checkpoint (WordPiece vocabulary with Chinese characters, written
 # here) and a bundle fine-tuned from it. No downloads.
 # --------------------------------------------------------------------------------------------------

@@ -93,7 +93,7 @@ def test_the_default_model_is_found_as_package_data() -> None:
     path = default_model_path()
     assert path.resolve() == (REPO / "runtime" / "default_model").resolve()
     assert not (path / "__init__.py").exists()
-    assert Bundle.load(path).spec.kind == "charcnn"  # every hashed file present and unchanged
+    assert Bundle.load(path).spec.kind == "ngram"  # every hashed file present and unchanged
 
 
 @pytest.mark.parametrize("name", STAGES)

@@ -1,4 +1,4 @@
-"""Training: BERT-family encoders and the character-level CNN (torch: the ``train`` extra).
+"""Training: BERT-family encoders, the character-level CNN and the n-gram model (torch: the ``train`` extra).
 
 :func:`train` is the entry point (``clsrun train`` maps its flags to it); the kinds it can train are
 registered in :mod:`clsrun.trainer.kinds`. Importing this package does not import torch: settings, flags
@@ -7,7 +7,7 @@ and data are checked first.
 
 from clsrun.trainer.config import TrainConfig
 from clsrun.trainer.data import DataOptions
-from clsrun.trainer.options import BertOptions, CharCNNOptions, KindOptions
+from clsrun.trainer.options import BertOptions, CharCNNOptions, KindOptions, NgramOptions
 from clsrun.trainer.run import TrainResult, train
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "CharCNNOptions",
     "DataOptions",
     "KindOptions",
+    "NgramOptions",
     "TrainConfig",
     "TrainResult",
     "train",

@@ -65,6 +65,7 @@ class ClassificationDataset(Dataset[dict[str, Any]]):
     understands, e.g. a row index) to one entry per row. ``targets`` are label indices. ``lengths`` (token
     count per row) lets the training sampler batch rows of similar length together, so per-batch padding
     stays small; when omitted it is taken from ``features["input_ids"]`` if present, else batches are random.
+    ``group_by_length=False`` asks for random batches whatever the lengths.
     """
 
     def __init__(
@@ -72,6 +73,7 @@ class ClassificationDataset(Dataset[dict[str, Any]]):
         features: dict[str, Sequence[Any]],
         targets: Sequence[int] | np.ndarray,
         lengths: Sequence[int] | np.ndarray | None = None,
+        group_by_length: bool = True,
     ) -> None:
         self.targets = np.asarray(targets, dtype=np.int64)  # (N,)
         for name, column in features.items():
@@ -81,6 +83,8 @@ class ClassificationDataset(Dataset[dict[str, Any]]):
         ids = features.get("input_ids")
         if lengths is None and ids is not None:
             lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+        if not group_by_length:
+            lengths = None
         self.lengths = None if lengths is None else np.asarray(lengths, dtype=np.int64)  # (N,) or None
 
     def __len__(self) -> int:

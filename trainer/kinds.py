@@ -4,8 +4,8 @@ A kind is its options class (``options.py``: its flags, their checks, the traini
 and a train function ``train(split, out, config, options) -> ClassificationReport | None`` that trains,
 writes the bundle on the main process and returns its validation report (None on other ``torchrun``
 processes). The function is named as ``"module:function"`` and imported only when training starts, so
-``clsrun train`` checks flags and data before torch loads. Adding a kind (say ``ngram``): its options
-class, a module with its train function, and one line in :data:`KINDS`.
+``clsrun train`` checks flags and data before torch loads. Adding a kind: its options class, a module
+with its train function, and one line in :data:`KINDS` (as ``ngram`` was added).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from clsrun.runtime.errors import UsageError
-from clsrun.trainer.options import BertOptions, CharCNNOptions, KindOptions
+from clsrun.trainer.options import BertOptions, CharCNNOptions, KindOptions, NgramOptions
 
 if TYPE_CHECKING:
     from clsrun.runtime.metrics import ClassificationReport
@@ -60,6 +60,7 @@ class Kind:
 CHECKPOINT = "bert"  # the kind of every --model value that names no other kind: minilm or a folder
 KINDS: dict[str, Kind] = {
     "charcnn": Kind("charcnn", "charcnn", CharCNNOptions, "clsrun.trainer.train_charcnn:train_charcnn"),
+    "ngram": Kind("ngram", "ngram", NgramOptions, "clsrun.trainer.train_ngram:train_ngram"),
     CHECKPOINT: Kind(CHECKPOINT, "BERT", BertOptions, "clsrun.trainer.bert:train_bert"),
 }
 

@@ -10,8 +10,10 @@ import torch
 
 from clsrun.runtime.bundle import VOCAB_FILE, WEIGHTS_FILE, Bundle
 from clsrun.runtime.encode_char import CharVocab
+from clsrun.runtime.encode_ngram import NgramEncoder
 from clsrun.runtime.errors import BundleError
 from clsrun.trainer.charcnn import CharCNN, CharCNNConfig
+from clsrun.trainer.ngram import NgramConfig, NgramLinear
 
 
 def load_charcnn(bundle: Bundle) -> CharCNN:
@@ -37,11 +39,39 @@ def load_charcnn(bundle: Bundle) -> CharCNN:
     return model.eval()
 
 
+def load_ngram(bundle: Bundle) -> NgramLinear:
+    """Rebuild the n-gram model from ``spec.model`` and its safetensors table, checked against the
+    bundle's feature vocabulary (``ngram_features.safetensors``) and labels."""
+    from safetensors.torch import load_file
+
+    try:
+        config = NgramConfig.from_json(bundle.spec.model)
+    except (KeyError, TypeError, ValueError) as e:
+        raise BundleError(f"{bundle.root}: clsrun.json model is not an n-gram model ({e!r})") from e
+    features = NgramEncoder.from_bundle(bundle).vocabulary.size
+    if features != config.n_features or config.n_labels != len(bundle.labels):
+        raise BundleError(
+            f"{bundle.root}: clsrun.json says {config.n_features} features and {config.n_labels} outputs; "
+            f"the bundle has {features} features and {len(bundle.labels)} labels"
+        )
+    model = NgramLinear(config)
+    path = bundle.path(WEIGHTS_FILE)
+    try:
+        model.load_state_dict(load_file(str(path)), strict=True)
+    except (RuntimeError, OSError) as e:
+        raise BundleError(
+            f"{path}: weights do not fit the n-gram model described in clsrun.json ({e})"
+        ) from e
+    return model.eval()
+
+
 def load_model(bundle: Bundle) -> torch.nn.Module:
-    """The eager model of ``bundle`` (``charcnn`` or ``bert``), eval mode, CPU."""
+    """The eager model of ``bundle`` (``charcnn``, ``ngram`` or ``bert``), eval mode, CPU."""
     kind = bundle.spec.kind
     if kind == "charcnn":
         return load_charcnn(bundle)
+    if kind == "ngram":
+        return load_ngram(bundle)
     if kind == "bert":
         from clsrun.trainer.bert_folder import load_bert_model
 

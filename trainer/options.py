@@ -36,6 +36,20 @@ CHARCNN_DEFAULTS: dict[str, Any] = {
     "warmup": 0.05,
     "early_stopping_patience": 2,
 }
+# The n-gram model (a linear table over hashed n-grams, trained by AdamW): a large step size, few epochs
+# (validation loss bottoms out after 1-2), no weight decay, and whole texts (features are cheap per
+# character; inews_zh articles run to several thousand characters).
+NGRAM_DEFAULTS: dict[str, Any] = {
+    "lr": 2e-2,
+    "epochs": 10,
+    "batch_size": 64,
+    "eval_batch_size": 512,
+    "max_length": 20_000,
+    "warmup": 0,
+    "weight_decay": 0.0,
+    "early_stopping_patience": 2,
+}
+NGRAM_FITS: tuple[str, ...] = ("best", "torch", "logreg")
 # BERT full fine-tuning: the best model measured within 20 minutes of a 2-core CPU on bbc_en (README,
 # "Why the BERT defaults"): a higher peak rate than the usual 5e-5 over 2 epochs beat 5e-5 over 3;
 # 256 tokens costs half of 512.
@@ -143,6 +157,49 @@ class CharCNNOptions(KindOptions):
 
     def hyperparameters(self) -> dict[str, Any]:
         return {"charcnn": asdict(self)}
+
+
+@dataclass(frozen=True)
+class NgramOptions(KindOptions):
+    """N-gram model settings of ``clsrun train --model ngram`` (the shared ones: :class:`TrainConfig`)."""
+
+    FLAGS: ClassVar[dict[str, str]] = flags(
+        "char_ngrams", "word_ngrams", "bucket_bits", "min_df", "max_features", "fit", "logreg_c"
+    )
+
+    char_ngrams: tuple[int, int] | None = None  # shortest, longest character n-gram; None: by script
+    word_ngrams: int | None = None  # 0 none, 1 words, 2 + word pairs; None: by script (2 alphabetic, 0 CJK)
+    bucket_bits: int = 20  # hash into 2**bits buckets; 2**18 unpruned lost 0.6 pt on reviews_zh
+    min_df: int = 2  # keep buckets found in at least this many training texts (the rest is noise)
+    max_features: int | None = None  # keep at most this many buckets, most frequent first (smaller bundle)
+    fit: str = "best"  # "best": fit both below, keep the better on validation; "torch"; "logreg"
+    logreg_c: float = 10.0  # inverse L2 strength of the logistic-regression fit (C=1 lost 1-4 pts)
+
+    def validate(self) -> NgramOptions:
+        problems = []
+        grams = self.char_ngrams
+        if grams is not None and (len(grams) != 2 or not 1 <= grams[0] <= grams[1] <= 8):
+            problems.append(f"--char-ngrams must be MIN,MAX with 1 <= MIN <= MAX <= 8, got {list(grams)}")
+        if self.word_ngrams is not None and self.word_ngrams not in (0, 1, 2):
+            problems.append(f"--word-ngrams must be 0, 1 or 2, got {self.word_ngrams}")
+        if not 8 <= self.bucket_bits <= 30:
+            problems.append(f"--bucket-bits must be between 8 and 30, got {self.bucket_bits}")
+        if self.min_df < 1:
+            problems.append(f"--min-df must be >= 1, got {self.min_df}")
+        if self.max_features is not None and self.max_features < 1:
+            problems.append(f"--max-features must be >= 1, got {self.max_features}")
+        if self.fit not in NGRAM_FITS:
+            problems.append(f"--fit must be one of {', '.join(NGRAM_FITS)}, got {self.fit!r}")
+        if not self.logreg_c > 0:
+            problems.append(f"--logreg-c must be > 0, got {self.logreg_c}")
+        _check(problems)
+        return self
+
+    def train_defaults(self) -> dict[str, Any]:
+        return dict(NGRAM_DEFAULTS)
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {"ngram": asdict(self)}
 
 
 @dataclass(frozen=True)

@@ -120,18 +120,26 @@ class EpochLog:
             log.warning(warning)
 
 
+def headline_metric(config: TrainConfig) -> str:
+    """The validation number a run is judged by: macro-F1 when ``--class-weights auto`` asked for the
+    rare classes to count, else accuracy (the key in ``ClassificationReport.summary()``)."""
+    return "macro_f1" if config.class_weights == "auto" else "accuracy"
+
+
 def cut_note(share: float, max_length: int, unit: str) -> str:
     """``"12% of training texts cut to 256 characters (--max-length)"``: what a too short length costs."""
     return f"{100 * share:.0f}% of training texts cut to {max_length} {unit} (--max-length)"
 
 
-def tensorboard_writer(out: Path | None, config: TrainConfig) -> Any:
-    """A SummaryWriter into ``out/logs`` on the main process when ``config.logs``; else None."""
+def tensorboard_writer(out: Path | None, config: TrainConfig, run: str | None = None) -> Any:
+    """A SummaryWriter into ``out/logs`` (or ``out/logs/run``, which TensorBoard shows as a run of its own)
+    on the main process when ``config.logs``; else None."""
     if out is None or not config.logs or not distributed.is_main():
         return None
     from torch.utils.tensorboard import SummaryWriter
 
-    return SummaryWriter(log_dir=str(Path(out) / LOGS_DIR))
+    folder = Path(out) / LOGS_DIR
+    return SummaryWriter(log_dir=str(folder if run is None else folder / run))
 
 
 def progress_bar(total: int, desc: str, unit: str, config: TrainConfig) -> Any:

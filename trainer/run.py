@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from clsrun.runtime.bundle import SPEC_FILE
+from clsrun.runtime.bundle import SPEC_FILE, Normalization
 from clsrun.runtime.errors import UsageError, require
 from clsrun.trainer import distributed
+from clsrun.trainer.baseline import BaselineResult, BaselineRun, record
 from clsrun.trainer.config import TrainConfig
 from clsrun.trainer.data import DataOptions
 from clsrun.trainer.kinds import kind_of
@@ -36,6 +37,7 @@ class TrainResult:
     config: TrainConfig  # the settings used (the kind's defaults under what was set)
     options: KindOptions  # the kind's options used
     report: ClassificationReport | None  # validation metrics; None on torchrun processes other than rank 0
+    baseline: BaselineResult | None = None  # the TF-IDF + LR baseline on the same split (None: skipped)
 
 
 def train(
@@ -47,6 +49,7 @@ def train(
     options: KindOptions | Mapping[str, Any] | None = None,
     data_options: DataOptions | None = None,
     force: bool = False,
+    baseline: bool = True,
 ) -> TrainResult:
     """Train a classifier on the labelled file ``data`` and write its bundle into ``out``.
 
@@ -58,6 +61,8 @@ def train(
       the fields to set; None: the kind's defaults.
     - ``data_options``: the text and label columns, and ``--val-data`` or ``--val-split``.
     - ``force``: replace an existing bundle in ``out`` (a folder that is not a bundle is never deleted).
+    - ``baseline``: also fit TF-IDF + logistic regression on the same split, beside training
+      (``baseline.py``), record it in the bundle and warn when the model does not beat it.
 
     Under ``torchrun`` every process calls this; only rank 0 prepares and writes ``out``. Raises
     :class:`UsageError` for bad settings, :class:`InputError` for unreadable data and
@@ -79,8 +84,18 @@ def train(
     split = where.load(data, settings.seed)
     if main:
         prepare_out_dir(out, force)
-    report = kind.train_function()(split, out, settings, kind_options)
-    return TrainResult(out, kind.name, settings, kind_options, report)
+    # Normalization(): every kind trains on the default normalisation, and so does the baseline.
+    rival = BaselineRun.start(split, settings, Normalization()) if main and baseline else None
+    try:
+        report = kind.train_function()(split, out, settings, kind_options)
+    except BaseException:
+        if rival is not None:
+            rival.cancel()
+        raise
+    fitted = rival.result() if rival is not None and report is not None else None
+    if fitted is not None and report is not None:
+        record(out, fitted, report, settings, kind.name)
+    return TrainResult(out, kind.name, settings, kind_options, report, fitted)
 
 
 def check_out_dir(out: Path, force: bool) -> None:

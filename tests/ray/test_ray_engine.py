@@ -287,3 +287,19 @@ def test_a_node_without_the_bundle_folder_unpacks_the_shipped_copy(tmp_path: Pat
     assert Bundle.load(unpacked).digest == bundle.digest  # every file arrived and verifies
     with pytest.raises(BundleError, match="not found on this Ray node"):
         _bundle_here(BundleRef(str(tmp_path / "nowhere"), bundle.digest, None), scratch)
+
+
+def test_an_ngram_bundle_scores_on_ray_as_locally(tmp_path: Path, exported_ngram_bundle: Path) -> None:
+    src = tmp_path / "reviews.csv"
+    texts = ["房间很好，服务棒", "太差了，讨厌", "", "the room was good", "差差 好"] * 200
+    pacsv.write_csv(pa.table({"text": texts}), src)
+    out = tmp_path / "o.parquet"
+    options = RayOptions(workers=2, cpus_per_worker=0.5, preserve_order=True, quiet=True)
+    batching = BatchOptions(window=256)
+    score_with_ray(
+        [str(src)], out, exported_ngram_bundle, Variant(), ReadOptions(), batching, OutputOptions(), options
+    )
+    got = _parts(out)
+    assert got.num_rows == len(texts)
+    assert got.equals(_local(src, exported_ngram_bundle, tmp_path, batching))
+    assert json.loads((out / MANIFEST).read_text(encoding="utf-8"))["ok"] == len(texts) - 200

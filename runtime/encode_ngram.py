@@ -1,0 +1,385 @@
+"""The ngram model's features: hashed character (and word) n-grams with TF-IDF-like weights.
+
+This module is the one feature function of the ``ngram`` kind. The trainer builds the vocabulary and
+encodes its training and validation rows with :class:`NgramEncoder`, and scoring loads the same encoder
+from the bundle, so training and scoring cannot compute different features. No per-character Python
+loop: every step is a numpy operation over the code points of a whole window of texts.
+
+Hash spec (all arithmetic on uint64, wrapping modulo 2**64; pinned by ``tests/runtime/test_encode_ngram.py``):
+
+- ``c_j`` = code point of character ``j`` + 1 (so no character hashes from 0);
+- a character n-gram of length ``k`` starting at ``p``: ``h = c_p * P**(k-1) + ... + c_{p+k-1}``
+  (Horner, ``P`` = the 64-bit FNV prime), over the whole normalised text, spaces included, never
+  across two texts;
+- a word is a maximal run of at least 2 ``\\w`` characters (scikit-learn's token pattern); its ``h`` is
+  the same Horner sum over its characters; a word pair (two consecutive words of one text) is
+  ``h1 * P + h2``;
+- bucket = ``(h * M_f) >> (64 - bucket_bits)``: Fibonacci hashing, one odd multiplier ``M_f`` per
+  family (each n-gram length, words, word pairs) so equal sums of different families land apart. One
+  multiply and one shift: the memo's splitmix finaliser cost five passes for no measured accuracy;
+- id = ``lut[bucket]``: buckets seen in at least ``min_df`` training texts get ids ``1..V-1``; the
+  others are dropped (id 0 is padding);
+- weight of each occurrence = ``idf[id] / sqrt(sum of idf**2 over the text's occurrences)`` with the
+  smooth idf ``ln((1 + N) / (1 + df)) + 1``: an l2-normalised TF-IDF vector when the model sums
+  ``weight * table[id]`` over the text (repeats are not merged: merging them costs a row-wise sort).
+
+The language rule (:func:`detect_script`) picks the n-grams once, at training, from the share of CJK
+characters; the choice is stored in the bundle and never re-detected when scoring.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from clsrun.runtime.bundle import NGRAM_FEATURES_FILE
+from clsrun.runtime.encode import Tokens, padded_index
+from clsrun.runtime.errors import BundleError
+
+if TYPE_CHECKING:
+    from clsrun.runtime.bundle import Bundle
+
+Script = Literal["cjk", "alphabetic"]
+P = np.uint64(0x100000001B3)  # the 64-bit FNV prime: odd, so Horner sums stay spread over all 64 bits
+# Fibonacci-hashing multipliers, one per family: 2**64 / golden ratio, and odd constants after it.
+CHAR_MULTIPLIERS = (  # index k - 1 for character n-grams of length k (1..8)
+    0x9E3779B97F4A7C15,
+    0xBF58476D1CE4E5B9,
+    0x94D049BB133111EB,
+    0xD6E8FEB86659FD93,
+    0xC2B2AE3D27D4EB4F,
+    0x165667B19E3779F9,
+    0xFF51AFD7ED558CCD,
+    0xC4CEB9FE1A85EC53,
+)
+WORD_MULTIPLIER = 0xA0761D6478BD642F
+PAIR_MULTIPLIER = 0xE7037ED1A0B428DB
+MAX_CHAR_NGRAM = len(CHAR_MULTIPLIERS)
+# The language rule: the share of CJK characters (kana, CJK ideographs, hangul) among the non-space
+# characters of the training texts. Measured shares: reviews_zh 0.856, inews_zh 0.834, bbc_en 0.000.
+CJK_RANGES = ((0x3040, 0x30FF), (0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0xAC00, 0xD7AF))
+CJK_SUPPLEMENT = (0x20000, 0x2FFFF)
+CJK_THRESHOLD = 0.3
+DETECT_SAMPLE_CHARS = 1_000_000  # characters read to decide (the share settles long before)
+_SPACES = np.array(
+    [c for c in range(0x3001) if chr(c).isspace()], dtype=np.uint32
+)  # what str.split() splits on
+
+
+@dataclass(frozen=True)
+class NgramScheme:
+    """Which n-grams a model uses; stored in ``clsrun.json`` under ``model.features``."""
+
+    script: Script  # what the language rule found in the training text
+    char_ngrams: tuple[int, int]  # shortest and longest character n-gram; (0, 0): none
+    word_ngrams: int  # 0: no words; 1: words; 2: words and pairs of consecutive words
+    lowercase: bool  # lowercase before hashing (alphabetic text; the bundle's normalisation does not)
+    bucket_bits: int  # features are hashed into 2**bucket_bits buckets
+
+    def __post_init__(self) -> None:
+        low, high = self.char_ngrams
+        if not (0 <= low <= high <= MAX_CHAR_NGRAM) or (low == 0) != (high == 0):
+            raise BundleError(f"char n-gram lengths {self.char_ngrams}: need 1 <= min <= max <= 8, or (0, 0)")
+        if self.word_ngrams not in (0, 1, 2) or not (high or self.word_ngrams):
+            raise BundleError(f"word n-grams {self.word_ngrams}: need 0, 1 or 2, and some features")
+        if not 8 <= self.bucket_bits <= 30:
+            raise BundleError(f"bucket bits {self.bucket_bits}: need 8 to 30")
+
+    @classmethod
+    def for_script(cls, script: Script, bucket_bits: int = 20) -> NgramScheme:
+        """The measured choice per script: character 1-3-grams for CJK text; lowercased words, word pairs
+        and character 2-4-grams for alphabetic text (bbc_en: words alone 0.9777, + char 2-4 0.9832)."""
+        if script == "cjk":
+            return cls("cjk", (1, 3), 0, False, bucket_bits)
+        return cls("alphabetic", (2, 4), 2, True, bucket_bits)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> NgramScheme:
+        try:
+            return cls(
+                script=data["script"],
+                char_ngrams=(int(data["char_ngrams"][0]), int(data["char_ngrams"][1])),
+                word_ngrams=int(data["word_ngrams"]),
+                lowercase=bool(data["lowercase"]),
+                bucket_bits=int(data["bucket_bits"]),
+            )
+        except (KeyError, TypeError, ValueError, IndexError) as e:
+            raise BundleError(f"model.features is not an n-gram scheme ({e!r})") from e
+
+
+def _codepoints(text: str) -> np.ndarray:
+    """(len(text),) uint32 code points (a lone surrogate is one character, not an error)."""
+    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+
+
+def cjk_share(texts: list[str], max_chars: int = DETECT_SAMPLE_CHARS) -> float:
+    """Share of CJK characters among the non-space characters of the first ``max_chars`` of ``texts``."""
+    sample, size = [], 0
+    for text in texts:
+        sample.append(text)
+        size += len(text)
+        if size >= max_chars:
+            break
+    cps = _codepoints("".join(sample)[:max_chars])
+    cps = cps[~np.isin(cps, _SPACES)]
+    if not len(cps):
+        return 0.0
+    cjk = np.zeros(len(cps), dtype=bool)
+    for low, high in (*CJK_RANGES, CJK_SUPPLEMENT):
+        cjk |= (cps >= low) & (cps <= high)
+    return float(cjk.mean())
+
+
+def detect_script(texts: list[str]) -> Script:
+    """``"cjk"`` when at least :data:`CJK_THRESHOLD` of the characters are CJK, else ``"alphabetic"``."""
+    return "cjk" if cjk_share(texts) >= CJK_THRESHOLD else "alphabetic"
+
+
+@functools.lru_cache(maxsize=1)
+def _word_chars() -> np.ndarray:
+    """(0x110000,) bool: the code point is a regex ``\\w`` character (``str.isalnum()`` or ``_``, as
+    Python's ``re`` defines it), built once."""
+    table = np.fromiter((chr(c).isalnum() for c in range(0x110000)), dtype=bool, count=0x110000)
+    table[ord("_")] = True
+    return table
+
+
+def _joined(texts: list[str], lowercase: bool) -> tuple[np.ndarray, np.ndarray]:
+    """``(c, lengths)``: (N,) uint64 code points + 1 of all texts joined, (n,) int64 length of each."""
+    joined = "".join(texts)
+    if lowercase:
+        lowered = joined.lower()
+        if len(lowered) != len(joined):  # a character whose lowercase is longer ("İ"): text by text
+            texts = [t.lower() for t in texts]
+            lowered = "".join(texts)
+        joined = lowered
+    lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
+    c = _codepoints(joined).astype(np.uint64)
+    c += np.uint64(1)
+    return c, lengths
+
+
+def _bucket(h: np.ndarray, multiplier: int, bits: int) -> np.ndarray:
+    """Top ``bits`` bits of ``h * multiplier`` (Fibonacci hashing): (m,) int64 bucket numbers."""
+    return ((h * np.uint64(multiplier)) >> np.uint64(64 - bits)).view(np.int64)  # < 2**bits: a free view
+
+
+@functools.lru_cache(maxsize=8)
+def _powers(m: int) -> np.ndarray:
+    """(m,) uint64 ``P**0 .. P**(m-1)`` modulo 2**64."""
+    steps = np.full(m, P, dtype=np.uint64)
+    steps[0] = 1
+    return np.cumprod(steps, dtype=np.uint64)
+
+
+def _words(c: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Words (maximal runs of >= 2 ``\\w`` characters, never across texts): ``(hashes (w,) uint64 Horner
+    sums, texts (w,) int64)`` in text order."""
+    n = len(c)
+    word = _word_chars()[(c - np.uint64(1)).view(np.int64)]  # (N,) bool
+    text_start = np.zeros(n, dtype=bool)
+    text_start[(np.cumsum(lengths) - lengths)[lengths > 0]] = True
+    joins_previous = np.zeros(n, dtype=bool)  # the character continues a run begun before it
+    joins_previous[1:] = word[:-1] & word[1:] & ~text_start[1:]
+    begins = np.flatnonzero(word & ~joins_previous)
+    ends = np.flatnonzero(word & ~np.append(joins_previous[1:], False)) + 1  # one past each run's end
+    size = ends - begins
+    begins, size = begins[size >= 2], size[size >= 2]
+    if not len(begins):
+        return np.zeros(0, np.uint64), np.zeros(0, np.int64)
+    # Horner over each word: c_j * P**(distance to the word's end), summed per word (wrapping).
+    member = np.repeat(np.arange(len(begins)), size)  # (W,) word of each word character
+    first = np.cumsum(size) - size  # (w,) index of each word's first character in (W,)
+    offset = np.arange(int(size.sum()), dtype=np.int64) - first[member]  # (W,) position within the word
+    terms = c[begins[member] + offset] * _powers(int(size.max()))[size[member] - 1 - offset]
+    texts = np.repeat(np.arange(len(lengths), dtype=np.int64), lengths)[begins]
+    return np.add.reduceat(terms, first), texts
+
+
+def _place(
+    c: np.ndarray, lengths: np.ndarray, scheme: NgramScheme, lut: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Hash every feature and write it to its slot, text by text: ``(values (F,), offsets (n + 1,))``.
+
+    A value is the bucket number (int64), or ``lut[bucket]`` (the lut's dtype) when a lut is given.
+    Character n-grams are scattered straight from their positions in the joined text (no compaction):
+    the positions whose n-gram would run past its text's end write to a spare slot past the end.
+    """
+    n, total = len(lengths), len(c)
+    low, high = scheme.char_ngrams
+    grams = list(range(low, high + 1)) if high else []
+    counts = [np.maximum(lengths - k + 1, 0) for k in grams]  # per family: (n,) features per text
+    words = _words(c, lengths) if scheme.word_ngrams else None
+    if words is not None:
+        hashes, texts = words
+        pair = texts[1:] == texts[:-1]  # (w - 1,) consecutive words of one text
+        families = [(hashes, texts, WORD_MULTIPLIER)]
+        if scheme.word_ngrams == 2:
+            families.append((hashes[:-1][pair] * P + hashes[1:][pair], texts[1:][pair], PAIR_MULTIPLIER))
+        counts += [np.bincount(t, minlength=n) for _, t, _ in families]
+    per_text = np.stack(counts)  # (families, n)
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(per_text.sum(axis=0), out=offsets[1:])
+    before = offsets[:-1] + np.cumsum(per_text, axis=0) - per_text  # (families, n): a family's first slot
+    size = int(offsets[-1])
+    out = np.empty(size + 1, dtype=np.int64 if lut is None else lut.dtype)  # + the spare slot
+
+    def put(slots: np.ndarray, h: np.ndarray, multiplier: int) -> None:
+        buckets = _bucket(h, multiplier, scheme.bucket_bits)
+        out[slots] = buckets if lut is None else lut[buckets]
+
+    starts = offsets_of(lengths)
+    ends = starts + lengths
+    position = np.arange(total, dtype=np.int64) - np.repeat(starts, lengths)  # (N,) index in its text
+    h, span = c, 1  # h: (N - span + 1,) Horner sums of the span characters from each position
+    for f, k in enumerate(grams):
+        while span < k:
+            span += 1
+            h = h[:-1] * P + c[span - 1 :]
+        m = total - k + 1
+        slots = np.repeat(before[f], lengths)[:m] + position[:m]  # (m,)
+        for j in range(1, k):  # the last k - 1 positions of each text start no whole n-gram
+            tail = ends[lengths >= j] - j
+            slots[tail[tail < m]] = size
+        put(slots, h, CHAR_MULTIPLIERS[k - 1])
+    if words is not None:
+        for f, (h_words, texts, multiplier) in enumerate(families, start=len(grams)):
+            first = np.cumsum(per_text[f]) - per_text[f]  # (n,) index of each text's first feature
+            put(before[f][texts] + np.arange(len(texts)) - first[texts], h_words, multiplier)
+    return out[:size], offsets
+
+
+def offsets_of(lengths: np.ndarray) -> np.ndarray:
+    """(n,) int64 start of each of ``lengths`` consecutive runs."""
+    return np.cumsum(lengths) - lengths
+
+
+def hash_features(texts: list[str], scheme: NgramScheme) -> tuple[np.ndarray, np.ndarray]:
+    """Every feature of ``texts`` as a bucket number, text by text: ``(buckets (F,) int64, offsets
+    (n + 1,) int64)``; text ``i``'s features are ``buckets[offsets[i]:offsets[i + 1]]``, family after
+    family (character n-grams by length, words, word pairs), each in text order."""
+    c, lengths = _joined(texts, scheme.lowercase)
+    return _place(c, lengths, scheme, None)
+
+
+@dataclass
+class NgramVocabulary:
+    """The buckets a model keeps (those in at least ``min_df`` training texts) and their idf.
+
+    Bucket ``kept[i]`` has id ``i + 1``; id 0 is padding, with idf 0.
+    """
+
+    kept: np.ndarray  # (V - 1,) int64 bucket numbers, ascending
+    idf: np.ndarray  # (V,) float32, idf[0] == 0
+
+    @property
+    def size(self) -> int:
+        """Number of ids, padding included (the model table's row count)."""
+        return len(self.idf)
+
+    @classmethod
+    def build(
+        cls, buckets: np.ndarray, offsets: np.ndarray, n_buckets: int, min_df: int, max_features: int | None
+    ) -> NgramVocabulary:
+        """Keep the buckets found in at least ``min_df`` texts (at most ``max_features`` of them, most
+        frequent first, ties by bucket number) of the features ``hash_features`` gave for the training texts."""
+        n_texts = len(offsets) - 1
+        rows = np.repeat(np.arange(n_texts, dtype=np.int64), np.diff(offsets))
+        pairs = np.unique(rows * n_buckets + buckets)  # one entry per (text, bucket)
+        df = np.bincount(pairs % n_buckets, minlength=n_buckets)  # (n_buckets,) texts with the bucket
+        kept = np.flatnonzero(df >= min_df)
+        if max_features is not None and len(kept) > max_features:
+            kept = np.sort(kept[np.lexsort((kept, -df[kept]))[:max_features]])
+        idf = np.log((1.0 + n_texts) / (1.0 + df[kept])) + 1.0
+        return cls(kept.astype(np.int64), np.concatenate(([0.0], idf)).astype(np.float32))
+
+    def tensors(self) -> dict[str, np.ndarray]:
+        """What the bundle's :data:`NGRAM_FEATURES_FILE` holds."""
+        return {"kept_buckets": self.kept.astype(np.int32), "idf": self.idf}
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, np.ndarray], n_buckets: int, where: str) -> NgramVocabulary:
+        """Rebuild from :meth:`tensors`, checking what scoring relies on."""
+        try:
+            kept = np.asarray(tensors["kept_buckets"], dtype=np.int64)
+            idf = np.asarray(tensors["idf"], dtype=np.float32)
+        except KeyError as e:
+            raise BundleError(f"{where}: no tensor {e}") from e
+        if len(idf) != len(kept) + 1 or (len(kept) and (kept.min() < 0 or kept.max() >= n_buckets)):
+            raise BundleError(f"{where}: {len(kept)} kept buckets and {len(idf)} idf values do not fit")
+        if len(kept) > 1 and not (np.diff(kept) > 0).all():
+            raise BundleError(f"{where}: kept buckets are not ascending")
+        return cls(kept, idf)
+
+
+@dataclass
+class NgramEncoder:
+    """The runtime's :class:`~clsrun.runtime.encode.Encoder` for ``ngram`` bundles (and the trainer's).
+
+    Inputs: ``input_ids`` (B, T) int64 feature ids (0 = padding) and ``weights`` (B, T) float32.
+    A text's "length", which batch planning counts, is its number of kept features.
+    """
+
+    scheme: NgramScheme
+    vocabulary: NgramVocabulary
+    max_length: int  # texts are cut to this many characters before hashing
+    input_names: tuple[str, ...] = ("input_ids", "weights")
+    _lut: np.ndarray = field(init=False, repr=False)  # (2**bucket_bits,) int32: bucket -> id, 0 dropped
+
+    def __post_init__(self) -> None:
+        lut = np.zeros(1 << self.scheme.bucket_bits, dtype=np.int32)
+        lut[self.vocabulary.kept] = np.arange(1, self.vocabulary.size, dtype=np.int32)
+        self._lut = lut
+
+    @classmethod
+    def from_bundle(cls, bundle: Bundle) -> NgramEncoder:
+        """The encoder a bundle was trained with: ``model.features`` and :data:`NGRAM_FEATURES_FILE`."""
+        from safetensors.numpy import load_file
+
+        scheme = NgramScheme.from_json(bundle.spec.model.get("features") or {})
+        path = bundle.file(NGRAM_FEATURES_FILE)  # listed and hashed, or refused
+        try:
+            tensors = load_file(str(path))
+        except (OSError, ValueError) as e:
+            raise BundleError(f"{path}: not a readable safetensors file ({e})") from e
+        vocabulary = NgramVocabulary.from_tensors(tensors, 1 << scheme.bucket_bits, str(path))
+        return cls(scheme, vocabulary, bundle.spec.max_length)
+
+    def tokenize(self, texts: list[str]) -> Tokens:
+        """Feature ids of each text with their weights (see the module's spec), cut to ``max_length``
+        characters. Pruned features stay, as id 0 with weight 0: dropping them costs more than they do."""
+        n = len(texts)
+        full = np.fromiter(map(len, texts), dtype=np.int64, count=n)
+        truncated = full > self.max_length
+        if truncated.any():
+            texts = [t[: self.max_length] for t in texts]
+        c, chars = _joined(texts, self.scheme.lowercase)
+        ids, offsets = _place(c, chars, self.scheme, self._lut)  # (F,) int32
+        lengths = np.diff(offsets)
+        weights = self.vocabulary.idf[ids]  # (F,) float32
+        # Per-text sums over exactly the text's own features (numpy's pairwise sum depends only on
+        # them), so a text's weights never depend on the window it is encoded in.
+        sums = np.zeros(n, dtype=np.float32)
+        some = np.flatnonzero(lengths)  # reduceat needs strictly increasing starts below F
+        if len(some):
+            sums[some] = np.add.reduceat(np.square(weights), offsets[some])
+        scale = np.float32(1) / np.sqrt(np.maximum(sums, np.float32(1e-24)))  # (n,)
+        weights *= np.repeat(scale, lengths)
+        return Tokens(ids, offsets, truncated, weights)
+
+    def pad(self, tokens: Tokens, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """``input_ids`` (B, T) int64 and ``weights`` (B, T) float32, zero past each text's features."""
+        assert tokens.weights is not None, "NgramEncoder.tokenize always gives weights"
+        gather, mask = padded_index(tokens, rows)
+        ids = np.zeros(mask.shape, dtype=np.int64)  # (B, T)
+        weights = np.zeros(mask.shape, dtype=np.float32)  # (B, T)
+        flat = gather[mask]
+        ids[mask] = tokens.ids[flat]
+        weights[mask] = tokens.weights[flat]
+        return {"input_ids": ids, "weights": weights}

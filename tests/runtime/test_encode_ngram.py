@@ -1,0 +1,151 @@
+"""The ngram feature function: the hash spec (against a scalar reference and pinned values), the language
+rule, the weights, and that a text's features never depend on the window it is encoded in."""
+
+from __future__ import annotations
+
+import itertools
+import re
+
+import numpy as np
+import pytest
+
+from clsrun.runtime.encode_ngram import (
+    CHAR_MULTIPLIERS,
+    PAIR_MULTIPLIER,
+    WORD_MULTIPLIER,
+    NgramEncoder,
+    NgramScheme,
+    NgramVocabulary,
+    detect_script,
+    hash_features,
+)
+from clsrun.runtime.errors import BundleError
+
+MOD = 2**64
+PRIME = 0x100000001B3
+CJK = NgramScheme.for_script("cjk")
+ALPHA = NgramScheme.for_script("alphabetic")
+TEXTS = [
+    "这个酒店很好,服务棒",
+    "Hello, world_2 of Café's",
+    "a",
+    "太差了 bad  x",
+    "UPPER lower İstanbul",
+    "好",
+    "ab cd",
+]
+
+
+def _horner(s: str) -> int:
+    h = 0
+    for ch in s:
+        h = (h * PRIME + ord(ch) + 1) % MOD
+    return h
+
+
+def _bucket(h: int, multiplier: int, bits: int) -> int:
+    return (h * multiplier % MOD) >> (64 - bits)
+
+
+def reference(text: str, scheme: NgramScheme) -> list[int]:
+    """The spec of ``encode_ngram``'s docstring, one Python integer at a time."""
+    if scheme.lowercase:
+        text = text.lower()
+    bits = scheme.bucket_bits
+    out = []
+    low, high = scheme.char_ngrams
+    for k in range(low, high + 1) if high else ():
+        out += [
+            _bucket(_horner(text[p : p + k]), CHAR_MULTIPLIERS[k - 1], bits) for p in range(len(text) - k + 1)
+        ]
+    words = [_horner(w) for w in re.findall(r"(?u)\b\w\w+\b", text)]
+    if scheme.word_ngrams >= 1:
+        out += [_bucket(h, WORD_MULTIPLIER, bits) for h in words]
+    if scheme.word_ngrams == 2:
+        out += [_bucket((a * PRIME + b) % MOD, PAIR_MULTIPLIER, bits) for a, b in itertools.pairwise(words)]
+    return out
+
+
+@pytest.mark.parametrize("scheme", [CJK, ALPHA, NgramScheme("alphabetic", (1, 5), 1, False, 12)])
+def test_hashes_follow_the_scalar_reference(scheme: NgramScheme) -> None:
+    buckets, offsets = hash_features(TEXTS, scheme)
+    for i, text in enumerate(TEXTS):
+        assert buckets[offsets[i] : offsets[i + 1]].tolist() == reference(text, scheme), text
+
+
+def test_pinned_bucket_values() -> None:
+    """The spec must not drift: bundles trained before a change would score with other features."""
+    buckets, _ = hash_features(["好的"], CJK)
+    assert buckets.tolist() == [166390, 806619, 346785]
+    buckets, _ = hash_features(["Good day"], ALPHA)
+    assert buckets[-3:].tolist() == [569863, 659403, 216790]
+
+
+def test_words_never_run_across_texts() -> None:
+    one, _ = hash_features(["ab"], NgramScheme("alphabetic", (0, 0), 1, False, 20))
+    buckets, offsets = hash_features(["xx ab", "cd yy"], NgramScheme("alphabetic", (0, 0), 1, False, 20))
+    assert offsets.tolist() == [0, 2, 4]
+    assert buckets[1] == one[0]  # "ab" ends its text: it is not "abcd"
+
+
+def test_language_rule() -> None:
+    assert detect_script(["这个酒店很好", "服务 ok"]) == "cjk"
+    assert detect_script(["The hotel was fine", "东京 is far"]) == "alphabetic"
+    assert detect_script([" ", "\u3000"]) == "alphabetic"
+
+
+def _encoder(texts: list[str], scheme: NgramScheme = CJK, min_df: int = 1) -> NgramEncoder:
+    buckets, offsets = hash_features(texts, scheme)
+    vocabulary = NgramVocabulary.build(buckets, offsets, 1 << scheme.bucket_bits, min_df, None)
+    return NgramEncoder(scheme, vocabulary, max_length=1000)
+
+
+def test_weights_are_l2_normalised_idf_and_pruned_features_weigh_nothing() -> None:
+    train = ["好好", "好差", "差"]
+    encoder = _encoder(train, min_df=2)  # kept: 好 (2 texts), 差 (2 texts)
+    tokens = encoder.tokenize(["好好", "差", "没有"])
+    assert tokens.lengths.tolist() == [3, 1, 3]  # 好 好 好好 | 差 | 没 有 没有
+    good, bad = tokens.ids[0], tokens.ids[3]
+    assert sorted([good, bad]) == [1, 2]
+    assert tokens.ids.tolist() == [good, good, 0, bad, 0, 0, 0]  # pruned: id 0 (padding)
+    assert tokens.weights is not None
+    np.testing.assert_allclose(tokens.weights, [2**-0.5, 2**-0.5, 0, 1, 0, 0, 0], rtol=1e-6)
+    idf = encoder.vocabulary.idf
+    np.testing.assert_allclose(idf[1:], np.log(4 / 3) + 1, rtol=1e-6)  # smooth idf, df = 2 of 3 texts
+
+
+def test_a_texts_features_do_not_depend_on_its_window() -> None:
+    rng = np.random.default_rng(0)
+    pool = list("好差很服务酒店 abcdeXYZ,.")
+    texts = ["".join(rng.choice(pool, size=rng.integers(1, 40))) for _ in range(300)]
+    for scheme in (CJK, ALPHA):
+        encoder = _encoder(texts, scheme)
+        whole = encoder.tokenize(texts)
+        assert whole.weights is not None
+        for start in (0, 7, 150):
+            part = encoder.tokenize(texts[start : start + 31])
+            assert part.weights is not None
+            lo, hi = whole.offsets[start], whole.offsets[start + 31]
+            assert np.array_equal(part.ids, whole.ids[lo:hi])
+            assert np.array_equal(part.weights, whole.weights[lo:hi])  # bit for bit
+
+
+def test_pad_puts_zero_weight_on_padding_and_truncation_cuts_characters() -> None:
+    encoder = _encoder(["好差", "很好"])
+    encoder.max_length = 2
+    tokens = encoder.tokenize(["好", "好差很"])
+    assert tokens.truncated.tolist() == [False, True]
+    inputs = encoder.pad(tokens, np.array([1, 0]))
+    assert inputs["input_ids"].dtype == np.int64 and inputs["weights"].dtype == np.float32
+    assert inputs["input_ids"].shape == (2, 3)  # 好, 差, 好差 (很 was cut)
+    assert inputs["input_ids"][1, 1:].tolist() == [0, 0]
+    assert inputs["weights"][1, 1:].tolist() == [0.0, 0.0]
+
+
+def test_bad_schemes_and_vocabularies_are_bundle_errors() -> None:
+    with pytest.raises(BundleError, match="char n-gram lengths"):
+        NgramScheme("cjk", (3, 1), 0, False, 20)
+    with pytest.raises(BundleError, match="not an n-gram scheme"):
+        NgramScheme.from_json({"script": "cjk"})
+    with pytest.raises(BundleError, match="do not fit"):
+        NgramVocabulary.from_tensors({"kept_buckets": np.array([1, 2]), "idf": np.ones(2)}, 16, "f")

@@ -1,0 +1,112 @@
+"""The TF-IDF + logistic-regression baseline in every training report: stdout, clsrun.json, TensorBoard,
+a one-line warning when the model does not beat it, and ``--no-baseline``."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from clsrun.runtime.bundle import Bundle, Normalization
+from clsrun.runtime.cli import app
+from clsrun.runtime.metrics import report_from_indices
+from clsrun.trainer import baseline
+from clsrun.trainer.baseline import BaselineResult, BaselineRun, comparison, shortfall
+from clsrun.trainer.config import TrainConfig
+from clsrun.trainer.data import load_split
+
+CHARCNN = [
+    "--model",
+    "charcnn",
+    "--epochs",
+    "1",
+    "--embed-dim",
+    "8",
+    "--channels",
+    "8",
+    "--kernel-sizes",
+    "3",
+]
+
+
+def _baseline(accuracy: float, macro_f1: float) -> BaselineResult:
+    return BaselineResult(
+        "TfidfVectorizer(char 1-3) + LogisticRegression(C=10)", accuracy, macro_f1, 10, 1.0, 1.0
+    )
+
+
+def _tensorboard_texts(logs: Path) -> dict[str, str]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(logs), size_guidance={"tensors": 0}).Reload()
+    return {
+        tag: events.Tensors(tag)[-1].tensor_proto.string_val[0].decode() for tag in events.Tags()["tensors"]
+    }
+
+
+def test_every_training_report_shows_and_records_the_baseline(
+    small_charcnn_data: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "b"
+    result = CliRunner().invoke(app, ["train", str(small_charcnn_data), "--out", str(out), *CHARCNN])
+    assert result.exit_code == 0, result.output
+    assert "model (charcnn)" in result.stdout and "TF-IDF + logistic regression" in result.stdout
+    assert "TfidfVectorizer(char 1-3, sublinear_tf, min_df=2) + LogisticRegression(C=10)" in result.stdout
+    recorded = Bundle.load(out).spec.training["baseline"]  # clsrun.json rehashed after the addition
+    assert recorded["compared_on"] == "accuracy" and 0.0 <= recorded["accuracy"] <= 1.0
+    assert recorded["features"] > 0 and recorded["beaten"] == (
+        Bundle.load(out).spec.training["metrics"]["accuracy"] > recorded["accuracy"]
+    )
+    texts = _tensorboard_texts(out / "logs" / "baseline")  # a run of its own beside the training run
+    assert any("baseline" in tag for tag in texts)
+    assert "TF-IDF + logistic regression" in next(v for k, v in texts.items() if "baseline" in k)
+
+
+def test_no_baseline_skips_it(small_charcnn_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "b"
+    args = ["train", str(small_charcnn_data), "--out", str(out), *CHARCNN, "--no-baseline", "--no-logs"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "TF-IDF" not in result.output and "baseline" not in Bundle.load(out).spec.training
+
+
+def test_the_warning_is_one_line_and_only_when_the_model_does_not_beat_the_baseline() -> None:
+    report = report_from_indices([0, 0, 1, 1], [0, 0, 1, 0], ["neg", "pos"])  # accuracy 0.75
+    assert shortfall(report, _baseline(0.70, 0.70), "accuracy") is None
+    warning = shortfall(report, _baseline(0.75, 0.60), "accuracy")
+    assert warning is not None and "\n" not in warning
+    assert (
+        "does not beat the TF-IDF + logistic regression baseline on validation accuracy (0.7500 vs 0.7500)"
+        in warning
+    )
+    assert shortfall(report, _baseline(0.60, 0.80), "macro_f1") is not None  # --class-weights auto: macro-F1
+    table = comparison(report, _baseline(0.70, 0.65), "ngram")
+    assert table.splitlines()[1].split()[:4] == ["model", "(ngram)", "0.7500", "0.7333"]
+
+
+def test_a_beaten_baseline_does_not_warn_and_a_lost_comparison_does(
+    small_charcnn_data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from clsrun.trainer import train
+
+    caplog.set_level(logging.WARNING, logger="clsrun.trainer")
+    config = {"epochs": 1, "logs": False, "quiet": True}
+    options = {"embed_dim": 4, "channels": (4,), "kernel_sizes": (1,)}
+    result = train(small_charcnn_data, tmp_path / "b", model="charcnn", config=config, options=options)
+    assert result.baseline is not None and result.report is not None
+    warned = [r.getMessage() for r in caplog.records if "does not beat" in r.getMessage()]
+    assert len(warned) == (0 if result.report.accuracy > result.baseline.accuracy else 1)
+
+
+def test_a_large_training_set_fits_the_baseline_in_its_own_process(
+    small_charcnn_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(baseline, "IN_PROCESS_ROWS", 0)
+    split = load_split(small_charcnn_data, val_split=0.2, seed=42)
+    run = BaselineRun.start(split, TrainConfig.for_kind("charcnn"), Normalization())
+    assert type(run._executor).__name__ == "ProcessPoolExecutor"
+    fitted = run.result()
+    assert fitted is not None and fitted.accuracy >= 0.9 and np.isfinite(fitted.cpu_seconds)
