@@ -31,7 +31,7 @@ _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 class TorchRunner:
     """Eager PyTorch on ``choice.device`` with the weights cast to ``choice.precision``."""
 
-    def __init__(self, bundle: Bundle, choice: Choice, threads: int) -> None:
+    def __init__(self, bundle: Bundle, choice: Choice, threads: int, streams: int = 1) -> None:
         torch.set_num_threads(threads)
         model: Any = load_model(bundle).eval().to(choice.device, dtype=_DTYPES[choice.precision])
         self.model = model
