@@ -168,9 +168,9 @@ def run_candidate(bundle: Bundle, file: str, precision: str, eval_set: EvalSet) 
     """
     from clsrun.runtime.classifier import Classifier
     from clsrun.runtime.readers import RecordChunk
-    from clsrun.runtime.variant import onnx_candidate
+    from clsrun.runtime.variant import staged_candidate
 
-    choice = onnx_candidate(bundle, file, precision, GATE_DEVICES.get(precision, "cpu"))
+    bundle, choice = staged_candidate(bundle, file, precision, GATE_DEVICES.get(precision, "cpu"))
     try:
         clf = Classifier.open(bundle, choice, batching=eval_set.batching)
         prepared = clf.prepare(RecordChunk(0, None, list(eval_set.texts), [""] * eval_set.rows))
@@ -179,8 +179,9 @@ def run_candidate(bundle: Bundle, file: str, precision: str, eval_set: EvalSet) 
         clf.infer(prepared)
         seconds = time.perf_counter() - start
     except Exception as e:  # onnxruntime raises one unrelated class per status code (Fail, InvalidGraph, ...)
+        engine = "onnxruntime" if choice.backend == "onnx" else choice.backend
         raise ExportError(
-            f"onnxruntime could not run {Path(file).name}: {type(e).__name__}: {one_line(e)}"
+            f"{engine} could not run {Path(file).name}: {type(e).__name__}: {one_line(e)}"
         ) from e
     if len(prepared.valid) != eval_set.rows:
         raise InternalError(f"the runtime scored {len(prepared.valid)} of {eval_set.rows} gate rows")
@@ -325,14 +326,14 @@ class Gate:
     def score(self, name: str, path: Path) -> VariantResult:
         """Run the candidate ``path`` (in the staging folder inside the bundle) as predict would, and judge
         it; ``--force`` keeps a refused one. Raises :class:`ExportError` when onnxruntime cannot run it."""
-        from clsrun.runtime.bundle import ONNX_FILES
+        from clsrun.runtime.bundle import VARIANT_FILES
 
         scored = run_candidate(
             self.bundle, path.relative_to(self.bundle.root).as_posix(), name, self.eval_set
         )
         result = judge(
             name,
-            ONNX_FILES[name],
+            VARIANT_FILES[name],
             scored.logits,
             self.reference,
             self.eval_set.labels,

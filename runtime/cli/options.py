@@ -61,16 +61,18 @@ BackendOpt = Annotated[
     Backend,
     typer.Option(
         "--backend",
-        help="auto runs the exported ONNX model (fast, no torch needed) and falls back to eager PyTorch "
-        "only for a bundle never exported; torch is the eager model (needs clsrun\\[train]; slower; the "
-        "reference the export gate compares with).",
+        help="auto runs the exported variant measured fastest on this CPU (at export, or once at first "
+        "use on another CPU; the manifest says which and why) and falls back to eager PyTorch only for a "
+        "bundle never exported; onnx and openvino (needs clsrun\\[openvino]) run that engine's exported "
+        "variants; torch is the eager model (needs clsrun\\[train]; slower; the reference the export gate "
+        "compares with).",
     ),
 ]
 PrecisionOpt = Annotated[
     Precision,
     typer.Option(
         "--precision",
-        help="auto: int8 on CPU (fastest, within the gate's accuracy drop of fp32), fp16 on CUDA; fp32 is "
+        help="auto: the fastest variant that passed the gate, measured on this CPU; fp16 on CUDA; fp32 is "
         "the exact reference. ONNX runs only variants that passed the export accuracy gate; bf16 is for "
         "--backend torch.",
     ),
