@@ -148,3 +148,23 @@ def test_a_refused_openvino_variant_is_never_chosen(make_bundle: Callable[..., P
     root = add_openvino(make_bundle("refused"), passed=False)
     with pytest.raises(BundleError, match="no exported openvino variant that passed"):
         choose(Bundle.load(root), Variant(backend="openvino"))
+
+
+def test_predict_backend_openvino_writes_what_ran_and_why(
+    ov_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from clsrun.runtime.cli import app
+
+    monkeypatch.setenv("CLSRUN_CACHE_DIR", str(tmp_path / "cache"))
+    src = tmp_path / "in.csv"
+    src.write_text("text\n" + "\n".join(TEXTS) + "\n", encoding="utf-8")
+    out = tmp_path / "out.csv"
+    args = ["predict", str(src), "--model", str(ov_bundle), "--out", str(out), "--backend", "openvino"]
+    result = CliRunner().invoke(app, [*args, "--threads", "2"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "out.csv.manifest.json").read_text(encoding="utf-8"))
+    assert (manifest["backend"], manifest["variant_file"]) == ("openvino", "openvino/model.xml")
+    assert manifest["streams"] == 2 and manifest["choice_reason"].startswith("the only exported variant")
+    assert manifest["ok"] == len(TEXTS)
