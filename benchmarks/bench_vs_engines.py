@@ -239,12 +239,18 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch-tokens", type=int, default=1024, help="plain loops' padded tokens per batch")
     ap.add_argument("--ct2", type=Path, default=None, help="a CTranslate2 encoder converted from the bundle")
+    ap.add_argument("--rows", type=int, default=0, help="score only the first N texts (0: all)")
     ap.add_argument("--no-torch", action="store_true", help="leave the eager PyTorch engines out")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/clsrun-bench-engines"))
     args = ap.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     bundle = Bundle.load(args.model)
     texts = read_texts(args.data)
+    if args.rows:  # the same first rows for every engine, clsrun predict's input file included
+        texts = texts[: args.rows]
+        args.data = args.workdir / f"{args.data.stem}_{len(texts)}.csv"
+        with open(args.data, "w", newline="", encoding="utf-8") as f:
+            csv.writer(f).writerows([["text"], *([t] for t in texts)])
     reference = ort_engine(bundle, texts, "onnx/model.onnx", args.threads, args.batch_tokens)().argmax(1)
     engines, skipped = open_engines(args, bundle, texts)
     labels = {name: engine().argmax(1) for name, engine in engines.items()}  # warm-up passes, untimed
