@@ -79,10 +79,6 @@ REPORTED_OPS = frozenset(
 )
 
 
-SPEED_ROWS = 256  # gate rows each passed variant is timed on for --backend auto (alternating rounds)
-SPEED_ROUNDS = 3  # rounds of that timing; the median counts
-
-
 @dataclass
 class ExportOptions:
     """What ``clsrun export`` asks for; each field but ``batching`` is one CLI option."""
@@ -300,7 +296,7 @@ def measure_speeds(gate: Gate, built: dict[str, Path], results: dict[str, Varian
     import os
 
     from clsrun.runtime.machine import cpu_info
-    from clsrun.runtime.speeds import cpu_key, measure
+    from clsrun.runtime.speeds import SPEED_ROUNDS, SPEED_ROWS, cpu_key, measure
     from clsrun.runtime.variant import staged_candidate
 
     bundle, choices = gate.bundle, []

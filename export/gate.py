@@ -195,6 +195,11 @@ def run_candidate(bundle: Bundle, file: str, precision: str, eval_set: EvalSet) 
     return Scored(prepared.logits, seconds, clf.runner.providers[0], ran)
 
 
+def variant_files(path: Path) -> list[Path]:
+    """A variant's files: the ONNX file, or an OpenVINO IR file and its weights (``model*.bin`` beside it)."""
+    return [path, path.with_suffix(".bin")] if path.suffix == ".xml" else [path]
+
+
 def one_line(error: BaseException, limit: int = 300) -> str:
     """An error's message on one line (converters put graph dumps in theirs), cut to ``limit`` characters."""
     text = " ".join(str(error).split()) or type(error).__name__
@@ -340,7 +345,7 @@ class Gate:
             self.max_drop_pts,
             scored.seconds,
             scored.provider,
-            path.stat().st_size,
+            sum(f.stat().st_size for f in variant_files(path)),
         )
         result.details["ran"] = scored.ran
         if not result.gate_passed and self.force:

@@ -22,7 +22,6 @@ from typing import Any
 
 from clsrun.export.gate import Gate, VariantResult, calibration_feeds, one_line
 from clsrun.export.quantize import Int8Options
-from clsrun.runtime.bundle import openvino_weights
 from clsrun.runtime.errors import ExportError
 
 # Operations that end the model's body: the head is what lies between them and the logits.
@@ -106,8 +105,3 @@ def build_openvino(
     result = gate.score(name, target)
     result.details["quantization"] = info
     return target, result
-
-
-def staged_files(ir: Path) -> list[Path]:
-    """The files of one staged IR variant: the .xml and its weights."""
-    return [ir, ir.parent / openvino_weights(ir.name)]

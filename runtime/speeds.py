@@ -7,7 +7,7 @@
    (:func:`cpu_key`): export times every passed variant on the gate rows, alternating, median of rounds;
 2. the speeds cache (``$CLSRUN_CACHE_DIR``, else ``$XDG_CACHE_HOME/clsrun``, else ``~/.cache/clsrun``:
    ``speeds.json``, keyed by bundle digest and CPU key), written by 3;
-3. a measurement now, on the bundle's first :data:`FIRST_USE_ROWS` validation rows (a second or so
+3. a measurement now, on the bundle's first :data:`SPEED_ROWS` validation rows (a second or so
    per variant, once per bundle and CPU), then written to the cache.
 
 A bundle without validation rows cannot be measured: its variants are then taken in export order
@@ -37,8 +37,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FIRST_USE_ROWS = 64  # validation rows timed at first use on a CPU export did not measure
-FIRST_USE_ROUNDS = 3  # alternating rounds at first use; the median of each variant's rounds counts
+# Rows each variant is timed on (the first gate rows at export, the first validation rows at first use)
+# and alternating rounds (the median of each variant's rounds counts): enough to rank engines whose speeds
+# differ by more than the noise, cheap enough for an export of a BERT bundle on two busy cores.
+SPEED_ROWS = 64
+SPEED_ROUNDS = 3
 CACHE_FILE = "speeds.json"
 
 
@@ -110,7 +113,7 @@ def speeds_here(bundle: Bundle, choices: Sequence[Choice]) -> Speeds | None:
     log.warning(
         "note: timing %d variants of %s once on this CPU to pick the fastest", len(choices), bundle.root
     )
-    rates = measure(bundle, choices, texts, FIRST_USE_ROUNDS)
+    rates = measure(bundle, choices, texts, SPEED_ROUNDS)
     _write_cache(bundle.digest, rates)
     return Speeds(rates, f"measured now on {len(texts)} validation rows (first use on this CPU)")
 
@@ -131,13 +134,13 @@ def fastest(bundle: Bundle, candidates: Sequence[Choice]) -> Choice:
 
 
 def _validation_texts(bundle: Bundle) -> list[str]:
-    """The first :data:`FIRST_USE_ROWS` texts of the bundle's validation rows (none when it has none)."""
+    """The first :data:`SPEED_ROWS` texts of the bundle's validation rows (none when it has none)."""
     from clsrun.runtime.bundle import VALIDATION_FILE
     from clsrun.runtime.readers import read_labelled
 
     if not bundle.has(VALIDATION_FILE):
         return []
-    return read_labelled(bundle.file(VALIDATION_FILE)).texts[:FIRST_USE_ROWS]
+    return read_labelled(bundle.file(VALIDATION_FILE)).texts[:SPEED_ROWS]
 
 
 def _read_cache() -> dict[str, Any]:
