@@ -7,8 +7,8 @@
    (:func:`cpu_key`): export times every passed variant on the gate rows, alternating, median of rounds;
 2. the speeds cache (``$CLSRUN_CACHE_DIR``, else ``$XDG_CACHE_HOME/clsrun``, else ``~/.cache/clsrun``:
    ``speeds.json``, keyed by bundle digest and CPU key), written by 3;
-3. a measurement now, on the bundle's first :data:`SPEED_ROWS` validation rows (a second or so
-   per variant, once per bundle and CPU), then written to the cache.
+3. a measurement now, on the bundle's first :data:`SPEED_ROWS` validation rows (once per
+   bundle and CPU), then written to the cache.
 
 A bundle without validation rows cannot be measured: its variants are then taken in export order
 (int8 before fp32), and the choice says so. Speeds are rows/s of :meth:`Classifier.predict` (normalise,
