@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from clsrun.runtime.bundle import Bundle, write_spec
 from clsrun.runtime.classifier import Classifier
+from clsrun.runtime.variant import Variant
 from clsrun.trainer.bert import fit_bert
 from clsrun.trainer.bert_folder import load_bert_model, save_hf_folder
 from clsrun.trainer.config import TrainConfig
@@ -38,7 +39,7 @@ TEXTS = [
 
 def _clsrun(bundle: Path) -> tuple[list[str], np.ndarray]:
     """clsrun's labels and probabilities (eager torch backend, fp32)."""
-    predictions = Classifier.load(bundle, backend="torch", precision="fp32", threads=1).predict(TEXTS)
+    predictions = Classifier.load(bundle, Variant(backend="torch", precision="fp32", threads=1)).predict(TEXTS)
     return predictions.labels, predictions.probs
 
 
@@ -151,4 +152,4 @@ def test_sentence_transformers_refuses_a_head_tail_bundle(tiny_mean_bundle: Path
     write_spec(root, bundle.spec)
     with pytest.raises(ImportError, match="ClsrunHeadTailTruncation"):
         SentenceTransformer(str(root), device="cpu")
-    Classifier.load(root, backend="torch", threads=1).predict(TEXTS)  # clsrun itself loads it
+    Classifier.load(root, Variant(backend="torch", threads=1)).predict(TEXTS)  # clsrun itself loads it
