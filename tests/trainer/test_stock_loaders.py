@@ -39,7 +39,9 @@ TEXTS = [
 
 def _clsrun(bundle: Path) -> tuple[list[str], np.ndarray]:
     """clsrun's labels and probabilities (eager torch backend, fp32)."""
-    predictions = Classifier.load(bundle, Variant(backend="torch", precision="fp32", threads=1)).predict(TEXTS)
+    predictions = Classifier.load(bundle, Variant(backend="torch", precision="fp32", threads=1)).predict(
+        TEXTS
+    )
     return predictions.labels, predictions.probs
 
 
