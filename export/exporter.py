@@ -41,7 +41,17 @@ from clsrun.export.optimize import FUSED_OPS
 from clsrun.export.quantize import Int8Options
 from clsrun.export.report import ExportReport, report_json
 from clsrun.runtime.batching import BatchOptions
-from clsrun.runtime.bundle import EXPORT_REPORT, HF_CONFIG_FILE, ONNX_DIR, ONNX_FILES, Bundle
+from clsrun.runtime.bundle import (
+    EXPORT_REPORT,
+    HF_CONFIG_FILE,
+    ONNX_DIR,
+    ONNX_FILES,
+    OPENVINO_DIR,
+    OPENVINO_FILES,
+    VARIANT_FILES,
+    Bundle,
+    openvino_weights,
+)
 from clsrun.runtime.errors import AlreadyExportedError, ExportError, InternalError, UsageError
 from clsrun.runtime.files import atomic_write_text, move_into_place
 
@@ -50,7 +60,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-EXPORT_PRECISIONS = tuple(ONNX_FILES)  # the ONNX variants export builds, in build order
+# The variants export builds, in build order: ONNX, then OpenVINO IR (``ov-``: needs clsrun[openvino]).
+EXPORT_PRECISIONS = (*ONNX_FILES, *OPENVINO_FILES)
 # Operators worth counting in each variant: the fused ones and their quantized forms.
 REPORTED_OPS = frozenset(
     {
@@ -94,9 +105,15 @@ class ExportOptions:
             raise UsageError(f"--max-rows must be positive, not {self.max_rows}")
 
 
+def _export_files() -> list[str]:
+    """Every file an export may write (OpenVINO IR files with their weights), the report last."""
+    ir = [f for xml in OPENVINO_FILES.values() for f in (xml, openvino_weights(xml))]
+    return [*ONNX_FILES.values(), *ir, EXPORT_REPORT]
+
+
 def already_exported(bundle: Bundle) -> list[str]:
     """The export files already present in the bundle folder (hashed or not)."""
-    names = [*ONNX_FILES.values(), EXPORT_REPORT]
+    names = _export_files()
     return [rel for rel in names if (bundle.root / rel).exists()]
 
 
@@ -215,10 +232,12 @@ def export_bundle(
     phases.done("eager_reference")
     with _staging(bundle) as stage:
         built, results = _build_variants(model, gate, options, stage, phases)
-        fusions = {name: _reported_ops(path) for name, path in built.items()}
+        speeds = measure_speeds(gate, built, results)
+        phases.done("speeds")
+        fusions = {name: _reported_ops(path) for name, path in built.items() if name in ONNX_FILES}
         _install(bundle, built, results)
     phases.done("install")
-    return _finish(bundle, options, gate, results, fusions, phases)
+    return _finish(bundle, options, gate, results, fusions, phases, speeds)
 
 
 def _reference(model: torch.nn.Module, eval_set: EvalSet, bundle: Bundle) -> np.ndarray:
@@ -237,6 +256,7 @@ def _build_variants(
     """Build and gate every variant asked for in ``stage``: fp32 (its failure stops the export), then int8
     and fp16 (a failure refuses only that variant). Returns the files built and every variant's result."""
     from clsrun.export.int8 import build_int8
+    from clsrun.export.openvino import build_openvino
 
     built: dict[str, Path] = {"fp32": build_fp32(gate.bundle, model, gate.eval_set, stage)}
     phases.done("export_fp32")
@@ -248,12 +268,14 @@ def _build_variants(
                 int8 = build_int8(built["fp32"], stage, gate, options.int8)
                 built[name], results[name] = int8.path, int8.result
                 int8.result.details["quantization"] = int8.info
+            elif name in OPENVINO_FILES:
+                built[name], results[name] = build_openvino(name, built["fp32"], stage, gate, options.int8)
             else:
                 built[name] = _build_fp16(built["fp32"], stage)
                 results[name] = gate.score(name, built[name])
         except ExportError as e:
             built.pop(name, None)  # whatever it left in the staging folder goes with the folder
-            results[name] = build_failure(ONNX_FILES[name], e)
+            results[name] = build_failure(VARIANT_FILES[name], e)
         phases.done(name)
     return built, results
 
@@ -267,19 +289,50 @@ def _build_fp16(fp32: Path, stage: Path) -> Path:
     return path
 
 
+def measure_speeds(gate: Gate, built: dict[str, Path], results: dict[str, VariantResult]) -> dict[str, Any]:
+    """Rows/s of every passed variant on this CPU, timed alternating on the gate rows as predict runs them
+    (``runtime.speeds.measure``): what ``--backend auto`` picks by on a CPU with the same model and flags.
+    Empty when fewer than two variants passed (nothing to choose between)."""
+    import os
+
+    from clsrun.runtime.machine import cpu_info
+    from clsrun.runtime.speeds import SPEED_ROUNDS, SPEED_ROWS, cpu_key, measure
+    from clsrun.runtime.variant import staged_candidate
+
+    bundle, choices = gate.bundle, []
+    for name, path in built.items():
+        if results[name].passed:
+            bundle, choice = staged_candidate(bundle, path.relative_to(bundle.root).as_posix(), name, "cpu")
+            choices.append(choice)
+    if len(choices) < 2:
+        return {}
+    texts = gate.eval_set.texts[:SPEED_ROWS]
+    rates = measure(bundle, choices, texts, SPEED_ROUNDS)
+    return {
+        "cpu": cpu_key(),
+        "cpu_model": cpu_info().model,
+        "rows": len(texts),
+        "rounds": SPEED_ROUNDS,
+        "rows_per_s": rates,
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
 def _install(bundle: Bundle, built: dict[str, Path], results: dict[str, VariantResult]) -> None:
     """Replace the bundle's export files with the passing (or forced) variants; drop the refused ones."""
-    onnx_dir = bundle.root / ONNX_DIR
-    onnx_dir.mkdir(exist_ok=True)
-    for rel in [*ONNX_FILES.values(), EXPORT_REPORT]:
+    (bundle.root / ONNX_DIR).mkdir(exist_ok=True)
+    for rel in _export_files():
         (bundle.root / rel).unlink(missing_ok=True)
     for name, path in built.items():
         result = results[name]
-        if result.passed:
-            move_into_place(path, bundle.root / ONNX_FILES[name])
-        else:
+        if not result.passed:
             result.kept = False
-            path.unlink()
+            continue  # the staging folder goes, and the refused file with it
+        target = VARIANT_FILES[name]
+        if name in OPENVINO_FILES:  # the IR's weights move beside it, under the name the runtime opens
+            (bundle.root / OPENVINO_DIR).mkdir(exist_ok=True)
+            move_into_place(path.with_suffix(".bin"), bundle.root / openvino_weights(target))
+        move_into_place(path, bundle.root / target)
 
 
 def _finish(
@@ -289,12 +342,14 @@ def _finish(
     results: dict[str, VariantResult],
     fusions: dict[str, dict[str, int]],
     phases: _Phases,
+    speeds: dict[str, Any],
 ) -> ExportReport:
     """Write the report, rehash the bundle, and raise the gate's error when a variant was refused."""
     eval_set, reference = gate.eval_set, gate.reference
     ref_accuracy = float((reference.argmax(axis=1) == eval_set.labels).mean())
     settings = {"max_accuracy_drop_pts": options.max_accuracy_drop, "forced": options.force}
     data = report_json(bundle, settings, eval_set, ref_accuracy, results, fusions, phases.seconds)
+    data["speeds"] = speeds
     atomic_write_text(bundle.root / EXPORT_REPORT, json.dumps(data, indent=2) + "\n")
     bundle.rehash()
     report = ExportReport(bundle.root / EXPORT_REPORT, data, results)

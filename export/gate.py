@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -165,10 +165,9 @@ def run_candidate(bundle: Bundle, file: str, precision: str, eval_set: EvalSet) 
     """
     from clsrun.runtime.classifier import Classifier
     from clsrun.runtime.readers import RecordChunk
-    from clsrun.runtime.variant import onnx_candidate
+    from clsrun.runtime.variant import staged_candidate
 
-    bundle = bundle.with_staged(PurePosixPath(file).parent.as_posix())  # the candidate, hashed as it is now
-    choice = onnx_candidate(bundle, file, precision, GATE_DEVICES.get(precision, "cpu"))
+    bundle, choice = staged_candidate(bundle, file, precision, GATE_DEVICES.get(precision, "cpu"))
     try:
         clf = Classifier.open(bundle, choice, batching=eval_set.batching)
         prepared = clf.prepare(RecordChunk(0, None, list(eval_set.texts), [""] * eval_set.rows))
@@ -177,8 +176,9 @@ def run_candidate(bundle: Bundle, file: str, precision: str, eval_set: EvalSet) 
         clf.infer(prepared)
         seconds = time.perf_counter() - start
     except Exception as e:  # onnxruntime raises one unrelated class per status code (Fail, InvalidGraph, ...)
+        engine = "onnxruntime" if choice.backend == "onnx" else choice.backend
         raise ExportError(
-            f"onnxruntime could not run {Path(file).name}: {type(e).__name__}: {one_line(e)}"
+            f"{engine} could not run {Path(file).name}: {type(e).__name__}: {one_line(e)}"
         ) from e
     if len(prepared.valid) != eval_set.rows:
         raise InternalError(f"the runtime scored {len(prepared.valid)} of {eval_set.rows} gate rows")
@@ -190,6 +190,11 @@ def run_candidate(bundle: Bundle, file: str, precision: str, eval_set: EvalSet) 
         "batches": len(prepared.batches),
     }
     return Scored(prepared.logits, seconds, clf.runner.providers[0], ran)
+
+
+def variant_files(path: Path) -> list[Path]:
+    """A variant's files: the ONNX file, or an OpenVINO IR file and its weights (``model*.bin`` beside it)."""
+    return [path, path.with_suffix(".bin")] if path.suffix == ".xml" else [path]
 
 
 def one_line(error: BaseException, limit: int = 300) -> str:
@@ -323,21 +328,21 @@ class Gate:
     def score(self, name: str, path: Path) -> VariantResult:
         """Run the candidate ``path`` (in the staging folder inside the bundle) as predict would, and judge
         it; ``--force`` keeps a refused one. Raises :class:`ExportError` when onnxruntime cannot run it."""
-        from clsrun.runtime.bundle import ONNX_FILES
+        from clsrun.runtime.bundle import VARIANT_FILES
 
         scored = run_candidate(
             self.bundle, path.relative_to(self.bundle.root).as_posix(), name, self.eval_set
         )
         result = judge(
             name,
-            ONNX_FILES[name],
+            VARIANT_FILES[name],
             scored.logits,
             self.reference,
             self.eval_set.labels,
             self.max_drop_pts,
             scored.seconds,
             scored.provider,
-            path.stat().st_size,
+            sum(f.stat().st_size for f in variant_files(path)),
         )
         result.details["ran"] = scored.ran
         if not result.gate_passed and self.force:

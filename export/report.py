@@ -42,6 +42,7 @@ class ExportReport:
         fusions = self.data["fusions"].get("fp32")
         if fusions:
             lines.append("fused operators (fp32): " + ", ".join(f"{op} {n}" for op, n in fusions.items()))
+        lines += _speeds(self.data.get("speeds") or {})
         lines.append(f"report: {self.path} ({self.data['export_seconds']:.1f} s)")
         return "\n".join(lines)
 
@@ -60,6 +61,19 @@ class ExportReport:
             + (f", {method}" if method else "")
             + (f"; {result.reason}" if result.reason else "")
         )
+
+
+def _speeds(speeds: dict[str, Any]) -> list[str]:
+    """One line on the alternating timing ``--backend auto`` chooses by (none when nothing to choose)."""
+    rates = speeds.get("rows_per_s")
+    if not rates:
+        return []
+    ordered = sorted(rates.items(), key=lambda kv: -kv[1])
+    figures = ", ".join(f"{key} {rate:,.0f}" for key, rate in ordered)
+    return [
+        f"rows/s on {speeds['rows']:,} gate rows, median of {speeds['rounds']} alternating rounds: {figures}; "
+        f"--backend auto runs {ordered[0][0]} on this CPU"
+    ]
 
 
 def _candidates(quantization: dict[str, Any]) -> list[str]:

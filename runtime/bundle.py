@@ -7,6 +7,8 @@ Layout (DESIGN.md):
   model; ``config.json`` and tokenizer files for BERT, so the root is also a Hugging Face model folder).
 - ``validation.jsonl.gz``: the labelled rows held out during training; the export gate scores them.
 - ``onnx/``: ``model.onnx``, ``model.int8.onnx``, ``model.fp16.onnx``, ``export_report.json``.
+- ``openvino/``: ``model.int8.xml`` + ``model.int8.bin`` (and ``model.xml`` + ``model.bin``): OpenVINO IR
+  variants, built by export where ``clsrun[openvino]`` is installed.
 - ``logs/``: TensorBoard event files. Not hashed: they are a record, not part of the model.
 """
 
@@ -36,6 +38,10 @@ SPECIAL_TOKENS_FILE = "special_tokens_map.json"  # bert: which tokens are [PAD],
 VALIDATION_FILE = "validation.jsonl.gz"  # labelled rows held out in training (export gate, eval)
 ONNX_DIR = "onnx"  # the exported variants and their report
 ONNX_FILES = {"fp32": "onnx/model.onnx", "int8": "onnx/model.int8.onnx", "fp16": "onnx/model.fp16.onnx"}
+# OpenVINO IR variants (``clsrun[openvino]``): each .xml has its weights in the .bin of the same name.
+OPENVINO_DIR = "openvino"
+OPENVINO_FILES = {"ov-fp32": "openvino/model.xml", "ov-int8": "openvino/model.int8.xml"}
+VARIANT_FILES = {**ONNX_FILES, **OPENVINO_FILES}  # every exported variant's file, by report name
 EXPORT_REPORT = "onnx/export_report.json"  # what the export gate measured for each variant
 LOGS_DIR = "logs"  # TensorBoard event files: a record of training, not part of the model
 # Files and folders inside a bundle folder that are not part of the model and are never hashed.
@@ -103,6 +109,13 @@ class BundleSpec:
             training=dict(data.get("training") or {}),
             schema_version=int(version),  # type: ignore[arg-type]
         )
+
+
+def openvino_weights(xml: str) -> str:
+    """The weights file of an OpenVINO IR file (``openvino/model.int8.xml`` -> ``openvino/model.int8.bin``)."""
+    if not xml.endswith(".xml"):
+        raise BundleError(f"{xml}: an OpenVINO IR variant is an .xml file")
+    return xml[: -len(".xml")] + ".bin"
 
 
 def default_model_path() -> Path:
@@ -224,22 +237,17 @@ class Bundle:
             raise BundleError(f"{path}: not listed in {SPEC_FILE}, so its sha256 was never checked; refused")
         return path
 
-    def with_staged(self, folder: str) -> Bundle:
-        """This bundle as seen by export's gate: the files just built in ``folder`` (a staging folder inside
-        the bundle) listed too, hashed now.
-
-        The gate opens each candidate exactly as ``clsrun predict`` opens a variant, through :meth:`file`
-        and the external-data checks, so the one rule stays whole: nothing unlisted is read. Symbolic
-        links are not listed (a candidate's data must be a file the exporter wrote); ``clsrun.json`` on
-        disk is untouched.
-        """
-        base = self.path(folder)
-        staged = {
-            p.relative_to(self.root).as_posix(): sha256_file(p)
-            for p in sorted(base.rglob("*"))
-            if p.is_file() and not p.is_symlink()
-        }
-        return replace(self, files={**self.files, **staged})
+    def with_staged(self, *rels: str) -> Bundle:
+        """This bundle with files that export built in its staging folder listed, hashed now: the runtime
+        then opens them through :meth:`file` like any listed file (the gate scores each candidate this way
+        before installing it). Their names go through :meth:`path`, so they must lie inside the bundle."""
+        files = dict(self.files)
+        for rel in rels:
+            path = self.path(rel)
+            if not path.is_file():
+                raise BundleError(f"{path}: no such file in the bundle")
+            files[rel] = sha256_file(path)
+        return replace(self, files=files)
 
     @property
     def labels(self) -> list[str]:

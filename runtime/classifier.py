@@ -161,7 +161,7 @@ class Classifier:
         if streams > threads:
             raise UsageError(f"--streams {streams}: must be between 1 and the threads ({threads})")
         encoder = make_encoder(bundle)
-        runner = open_runner(bundle, choice, threads // streams)
+        runner = open_runner(bundle, choice, threads // streams, streams)
         resolved = batching.resolved(bundle.spec.kind, choice.device)
         preparers = default_preparers(choice, threads)
         return cls(bundle, encoder, runner, choice, threads, streams, resolved, preparers)

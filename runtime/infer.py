@@ -6,7 +6,8 @@
 - Other backends are plugins, found through the ``clsrun.runners`` entry point group
   (``plugins.runner_plugin``): the torch runner lives with the trainer
   (``clsrun.trainer.torch_runner:TorchRunner``, installed with ``clsrun[train]``), so the runtime never
-  imports torch or the trainer.
+  imports torch or the trainer. The OpenVINO runner is a plugin too (``ov_runner.py``, with
+  ``clsrun[openvino]``), so ``openvino`` is imported only when it runs.
 
 The runner contract (:class:`Runner`): ``run({input name: (B, T) int64}) -> logits (B, C) float32``,
 safe to call from several threads at once (``score.py`` runs several batches concurrently).
@@ -134,11 +135,12 @@ class OrtRunner:
         return np.asarray(binding.copy_outputs_to_cpu()[0], dtype=np.float32)  # (B, C)
 
 
-def open_runner(bundle: Bundle, choice: Choice, threads: int) -> Runner:
-    """The runner for ``choice``: onnxruntime here, any other backend from its plugin."""
+def open_runner(bundle: Bundle, choice: Choice, threads: int, streams: int = 1) -> Runner:
+    """The runner for ``choice`` with ``threads`` per stream: onnxruntime here (one session the streams
+    share), any other backend from its plugin (OpenVINO sizes its own CPU streams from ``streams``)."""
     if choice.backend == "onnx":
         return OrtRunner(bundle, choice, threads)
-    return runner_plugin(choice.backend)(bundle, choice, threads)
+    return runner_plugin(choice.backend)(bundle, choice, threads, streams)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

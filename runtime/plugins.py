@@ -1,7 +1,8 @@
 """Runner plugins: scoring backends other than onnxruntime, found through Python entry points.
 
 A package registers a backend in the ``clsrun.runners`` entry point group; clsrun's own pyproject
-registers ``torch = "clsrun.trainer.torch_runner:TorchRunner"``. The runtime looks plugins up by backend
+registers ``torch = "clsrun.trainer.torch_runner:TorchRunner"`` and
+``openvino = "clsrun.runtime.ov_runner:OvRunner"``. The runtime looks plugins up by backend
 name (:func:`runner_plugin`) and never imports them otherwise, so a scoring-only install needs neither
 torch nor the trainer, and a missing one is a :class:`DependencyError` that names the extra to install.
 """
@@ -25,8 +26,9 @@ _PLUGIN_EXTRAS = {"torch": "train"}  # the extra that installs each known plugin
 class RunnerPlugin(Protocol):
     """What a ``clsrun.runners`` entry point names (usually a runner class): it opens runners of one backend."""
 
-    def __call__(self, bundle: Bundle, choice: Choice, threads: int) -> Runner:
-        """A runner for ``choice`` (backend, precision, device) with ``threads`` intra-op threads."""
+    def __call__(self, bundle: Bundle, choice: Choice, threads: int, streams: int = 1) -> Runner:
+        """A runner for ``choice`` (backend, precision, device) with ``threads`` intra-op threads per
+        stream, called from ``streams`` scoring threads at once."""
         ...
 
     def precisions(self, device: str) -> tuple[str, ...]:

@@ -319,6 +319,7 @@ def _manifest(
         "streams": described["streams"],
         "variant_file": described["file"],
         "providers": described["providers"],
+        "choice_reason": described["reason"],  # why this variant ran (auto: the measured speeds)
         "options": state["options"],
         "variant": state["variant"],
         "wall_s": round(wall, 3),

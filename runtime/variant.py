@@ -1,12 +1,12 @@
 """Which model variant runs: what the user asked for (:class:`Variant`) and what that resolves to (:class:`Choice`).
 
-:func:`choose` reads the bundle's export report and only ever picks an ONNX variant whose ``passed`` is
-true: with ``precision="auto"``, int8 on CPU (fastest on this class of machine) else fp32; fp16 on CUDA
-else fp32. A bundle that was never exported runs on the torch backend when it is installed (a runner
-plugin, ``plugins.runner_plugin``), and so does any bundle with ``backend="auto"`` on a machine whose
-GPU only torch can use (onnxruntime without its CUDA provider). :func:`resolve_device` is the one place
-``device="auto"`` is decided (the trainer uses it too). :func:`onnx_candidate` names an ONNX file the gate
-has not passed yet (export scores its candidates with the runtime's own runner before installing any).
+:func:`choose` reads the bundle's export report and only ever picks an exported variant (ONNX, or
+OpenVINO IR with ``clsrun[openvino]``) whose ``passed`` is true: with ``auto`` on CPU, the fastest of them
+as measured on this CPU (``speeds.py``: at export, else once at first use, cached per CPU model and flags);
+on CUDA fp16, else fp32. A bundle that was never exported runs on the torch backend when it is installed
+(a runner plugin, ``plugins.runner_plugin``). :func:`resolve_device` is the one place ``device="auto"``
+is decided (the trainer uses it too). :func:`onnx_candidate` names a variant file the gate has not passed
+yet (export scores its candidates with the runtime's own runner before installing any).
 
 Three things are called "precision" in clsrun; this module owns the first:
 - scoring precisions (:data:`SCORING_PRECISIONS`): which variant ``predict``/``eval``/``bench`` run;
@@ -17,24 +17,28 @@ Three things are called "precision" in clsrun; this module owns the first:
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal, get_args
 
-from clsrun.runtime.bundle import ONNX_FILES, Bundle
+from clsrun.runtime.bundle import ONNX_FILES, OPENVINO_FILES, Bundle, openvino_weights
 from clsrun.runtime.errors import BundleError, DependencyError, UsageError
 from clsrun.runtime.machine import nvidia_gpu_present, ort_providers
 from clsrun.runtime.plugins import runner_plugin
 
 log = logging.getLogger(__name__)
 
-Backend = Literal["auto", "onnx", "torch"]
+Backend = Literal["auto", "onnx", "openvino", "torch"]
 Precision = Literal["auto", "fp32", "fp16", "int8", "bf16"]
 Device = Literal["auto", "cpu", "cuda"]
 BACKENDS: tuple[str, ...] = get_args(Backend)
 SCORING_PRECISIONS: tuple[str, ...] = get_args(Precision)
 DEVICES: tuple[str, ...] = get_args(Device)
-# Preference when --precision auto picks an exported variant: int8 is the fastest on CPU, fp16 on a GPU.
-_ONNX_PREFERENCE = {"cpu": ("int8", "fp32", "fp16"), "cuda": ("fp16", "fp32", "int8")}
+# Backends that run variants built by `clsrun export` (files listed in its report), in report order.
+EXPORTED_BACKENDS = ("onnx", "openvino")
+# The order exported variants are tried in when they cannot be told apart by a measurement: on CUDA (only
+# onnxruntime runs there: fp16 is what the GPU variant is for), and on CPU for a bundle without the
+# labelled rows a measurement needs (``speeds.py``). Anywhere else ``auto`` picks by measured speed.
+_UNMEASURED_ORDER = {"cpu": ("int8", "fp32", "fp16"), "cuda": ("fp16", "fp32", "int8")}
 
 
 @dataclass(frozen=True)
@@ -44,7 +48,7 @@ class Variant:
     ``choose(bundle, variant)`` resolves the ``auto`` fields against the bundle and this machine.
     """
 
-    backend: Backend = "auto"  # --backend: auto runs the exported ONNX model, torch the eager model
+    backend: Backend = "auto"  # --backend: auto runs the fastest exported variant, torch the eager model
     precision: Precision = "auto"  # --precision: auto picks the fastest variant that passed the gate
     device: Device = "auto"  # --device: auto is CUDA when the backend can use a GPU here
     threads: int | None = None  # --threads: inference threads; None: the cores this process may use
@@ -63,7 +67,7 @@ class Variant:
         for flag, count in (("--threads", self.threads), ("--streams", self.streams)):
             if count is not None and count < 1:
                 problems.append(f"{flag} {count}: must be at least 1")
-        if self.compile and self.backend == "onnx":
+        if self.compile and self.backend in EXPORTED_BACKENDS:
             problems.append("--compile compiles the eager PyTorch model: it needs --backend torch or auto")
         if problems:
             raise UsageError("; ".join(problems))
@@ -73,23 +77,30 @@ class Variant:
 class Choice:
     """What will run: recorded in the manifest and in ``Classifier.describe()``."""
 
-    backend: str  # "onnx" | "torch"
+    backend: str  # "onnx" | "openvino" | "torch"
     precision: str  # "fp32" | "fp16" | "int8" | "bf16"
     device: str  # "cpu" | "cuda"
-    file: str | None  # bundle-relative ONNX file, None for torch
+    file: str | None  # bundle-relative variant file (ONNX, or OpenVINO IR .xml), None for torch
+    reason: str = ""  # why this one ran (auto: the measured speeds it won on); recorded in the manifest
     compile: bool = False  # the torch model runs through torch.compile
+
+    @property
+    def key(self) -> str:
+        """``backend-precision`` (``onnx-int8``, ``openvino-int8``): how speeds are recorded per variant."""
+        return f"{self.backend}-{self.precision}"
 
 
 def default_streams(choice: Choice, threads: int) -> int:
-    """How many batches run at once when ``--streams`` is not given: one per thread for ONNX on CPU.
+    """How many batches run at once when ``--streams`` is not given: one per thread for ONNX and OpenVINO
+    on CPU.
 
     Why: each stream runs its batch on one core with no hand-offs between threads, where one session with
     several intra-op threads splits every operator across them and waits for all at each of its (hundreds
     of) nodes. The streams share one session (onnxruntime's ``run`` is thread-safe), so the weights are in
-    memory once; each holds one batch of activations. On CUDA and for the torch backend: one stream with
-    all the threads.
+    memory once; each holds one batch of activations. OpenVINO's THROUGHPUT hint is the same idea (one CPU
+    stream per core). On CUDA and for the torch backend: one stream with all the threads.
     """
-    return max(1, threads) if choice.backend == "onnx" and choice.device == "cpu" else 1
+    return max(1, threads) if choice.backend in EXPORTED_BACKENDS and choice.device == "cpu" else 1
 
 
 def default_preparers(choice: Choice, threads: int) -> int:
@@ -124,32 +135,48 @@ def resolve_device(device: str, backend: str) -> str:
     return "cuda" if has_cuda else "cpu"
 
 
-def passed_variants(bundle: Bundle) -> dict[str, str]:
-    """``{precision: file}`` of the exported variants that passed the export gate and are in the bundle."""
+def report_name(backend: str, precision: str) -> str:
+    """A variant's name in the export report: ``int8`` for ONNX, ``ov-int8`` for OpenVINO."""
+    return f"ov-{precision}" if backend == "openvino" else precision
+
+
+def split_name(name: str) -> tuple[str, str]:
+    """``(backend, precision)`` of an export report variant name (the inverse of :func:`report_name`)."""
+    return ("openvino", name[3:]) if name.startswith("ov-") else ("onnx", name)
+
+
+def passed_variants(bundle: Bundle, backend: str = "onnx") -> dict[str, str]:
+    """``{precision: file}`` of ``backend``'s exported variants that passed the export gate and are in the
+    bundle (``backend``: ``onnx`` or ``openvino``)."""
     report = bundle.export_report()
     if not report:
         return {}
     variants = report.get("variants") or {}
-    return {
-        name: str(v["file"])
-        for name, v in variants.items()
-        if isinstance(v, dict) and v.get("passed") is True and v.get("file") and bundle.has(str(v["file"]))
-    }
+    found = {}
+    for name, v in variants.items():
+        owner, precision = split_name(name)
+        if owner != backend or not isinstance(v, dict) or v.get("passed") is not True:
+            continue
+        if v.get("file") and bundle.has(str(v["file"])):
+            found[precision] = str(v["file"])
+    return found
 
 
 def choose(bundle: Bundle, variant: Variant = Variant()) -> Choice:
-    """Pick backend, precision, device and file as ``variant`` asks; refuse what the bundle cannot do."""
-    passed = passed_variants(bundle)
+    """Pick backend, precision, device and file as ``variant`` asks; refuse what the bundle cannot do.
+
+    ``auto`` backend or precision on CPU: the fastest exported variant that passed the gate, by the speeds
+    measured on this CPU (``speeds.py``); the choice's ``reason`` says which figures decided.
+    """
     backend: str = variant.backend
-    if backend == "auto" and not passed:
-        _check_torch_installed(bundle)  # a bundle never exported runs only on torch
+    if backend == "auto" and not any(passed_variants(bundle, b) for b in EXPORTED_BACKENDS):
+        backend = _installed_fallback(bundle)
+    elif backend == "auto" and _torch_takes_the_gpu(variant):
         backend = "torch"
-    elif backend == "auto":
-        backend = "torch" if _torch_takes_the_gpu(variant) else "onnx"
-    if backend == "onnx":
+    if backend in ("auto", *EXPORTED_BACKENDS):
         if variant.compile:
             raise UsageError("--compile: this bundle runs on onnxruntime here; use --backend torch")
-        return _choose_onnx(bundle, variant, passed)
+        return _choose_exported(bundle, variant)
     device = resolve_device(variant.device, backend)
     allowed = runner_plugin(backend).precisions(device)  # the first is what auto picks
     precision = allowed[0] if variant.precision == "auto" else variant.precision
@@ -158,7 +185,7 @@ def choose(bundle: Bundle, variant: Variant = Variant()) -> Choice:
             f"--precision {precision} is not available with --backend {backend} on {device}; "
             f"available: {', '.join(allowed)}"
         )
-    return Choice(backend, precision, device, None, variant.compile)
+    return Choice(backend, precision, device, None, compile=variant.compile)
 
 
 def _torch_takes_the_gpu(variant: Variant) -> bool:
@@ -180,54 +207,111 @@ def _torch_takes_the_gpu(variant: Variant) -> bool:
     return wanted and plugin.cuda_available()
 
 
-def _check_torch_installed(bundle: Bundle) -> None:
-    """A bundle that was never exported runs only on the torch backend: refuse when it is not installed."""
+def _installed_fallback(bundle: Bundle) -> str:
+    """``torch`` for a bundle that was never exported, when its runner plugin is installed."""
     try:
         runner_plugin("torch")
     except DependencyError:
         raise BundleError(
-            f"{bundle.root}: no exported ONNX model that passed the export gate, and torch is not "
+            f"{bundle.root}: no exported model that passed the export gate, and torch is not "
             f"installed for the torch backend; run `clsrun export {bundle.root}` first"
         ) from None
     log.warning(
-        "note: %s was never exported: it runs as eager PyTorch, much slower than an exported ONNX variant; "
+        "note: %s was never exported: it runs as eager PyTorch, much slower than an exported variant; "
         "run `clsrun export %s` once first",
         bundle.root,
         bundle.root,
     )
+    return "torch"
 
 
-def _choose_onnx(bundle: Bundle, variant: Variant, passed: dict[str, str]) -> Choice:
-    if not passed:
+def _openvino_runs() -> bool:
+    """True when the openvino runner plugin loads here (``clsrun[openvino]`` installed)."""
+    try:
+        runner_plugin("openvino")
+    except DependencyError:
+        return False
+    return True
+
+
+def exported_candidates(bundle: Bundle, variant: Variant) -> list[Choice]:
+    """Every passed exported variant ``variant`` allows on its device, ONNX first.
+
+    ``--backend openvino`` without the extra raises :class:`DependencyError`; under ``auto`` OpenVINO
+    variants are left out when the extra is missing, and on CUDA (OpenVINO runs here on the CPU only).
+    """
+    explicit = variant.backend != "auto"
+    device = resolve_device(variant.device, variant.backend if explicit else "onnx")
+    backends = (variant.backend,) if explicit else EXPORTED_BACKENDS
+    found = []
+    for backend in backends:
+        if backend == "openvino" and not (explicit or (device == "cpu" and _openvino_runs())):
+            continue
+        passed = passed_variants(bundle, backend)
+        if not passed:
+            if explicit:
+                raise BundleError(
+                    f"{bundle.root}: no exported {backend} variant that passed the export gate; "
+                    f"run `clsrun export {bundle.root}` first, or use another --backend"
+                )
+            continue
+        order = _UNMEASURED_ORDER[device]
+        for precision in sorted(passed, key=lambda p: order.index(p) if p in order else len(order)):
+            found.append(Choice(backend, precision, device, passed[precision]))
+    return found
+
+
+def _choose_exported(bundle: Bundle, variant: Variant) -> Choice:
+    """The exported variant to run: the one asked for, or the fastest measured on this CPU."""
+    candidates = exported_candidates(bundle, variant)
+    if not candidates:
         raise BundleError(
-            f"{bundle.root}: no exported ONNX model that passed the export gate; "
+            f"{bundle.root}: no exported model that passed the export gate; "
             f"run `clsrun export {bundle.root}` first, or use --backend torch"
         )
-    device = resolve_device(variant.device, "onnx")
-    precision: str = variant.precision
-    if precision == "auto":
-        precision = next((p for p in _ONNX_PREFERENCE[device] if p in passed), "fp32")
-    if precision not in passed:
-        raise UsageError(
-            f"--precision {precision}: this bundle has no {precision} variant that passed the export "
-            f"gate; available: {', '.join(sorted(passed))}"
+    if variant.precision != "auto":
+        matching = [c for c in candidates if c.precision == variant.precision]
+        if not matching:
+            available = sorted({c.precision for c in candidates})
+            raise UsageError(
+                f"--precision {variant.precision}: this bundle has no {variant.precision} variant that "
+                f"passed the export gate; available: {', '.join(available)}"
+            )
+        candidates = matching
+    if len(candidates) == 1:
+        return replace(
+            candidates[0], reason="the only exported variant that passed the gate and was asked for"
         )
-    return Choice("onnx", precision, device, passed[precision])
+    from clsrun.runtime.speeds import fastest
+
+    return fastest(bundle, candidates)
+
+
+def staged_candidate(
+    bundle: Bundle, file: str, precision: str, device: str = "auto"
+) -> tuple[Bundle, Choice]:
+    """:func:`onnx_candidate`, and the bundle with that file (and an OpenVINO IR's weights) listed and hashed
+    now (``Bundle.with_staged``): the pair ``Classifier.open`` needs to run a file export has just built."""
+    choice = onnx_candidate(bundle, file, precision, device)
+    files = [file, openvino_weights(file)] if choice.backend == "openvino" else [file]
+    return bundle.with_staged(*files), choice
 
 
 def onnx_candidate(bundle: Bundle, file: str, precision: str, device: str = "auto") -> Choice:
-    """What runs a bundle-relative ONNX file that is not (yet) a variant that passed the export gate.
+    """What runs a bundle-relative variant file that is not (yet) a variant that passed the export gate.
 
     Export's gate scores the files it builds in a staging folder inside the bundle before installing any
-    (``clsrun.export.gate``); with this choice they open through ``Classifier.open`` and ``OrtRunner``
-    exactly as a passed variant opens for ``clsrun predict``. Nothing is loosened: the file must lie inside
-    the bundle (``bundle.path`` refuses absolute names, ``..`` and links leading out), and the runner opens
-    it through ``bundle.file`` and checks its external data as for every variant, so ``bundle`` must list
-    it (``Bundle.with_staged``). ``precision`` is one of the exported variants (``ONNX_FILES``).
+    (``clsrun.export.gate``); with this choice they open through ``Classifier.open`` and the runner of
+    their backend exactly as a passed variant opens for ``clsrun predict``. Nothing is loosened: the file
+    must lie inside the bundle (``bundle.path`` refuses absolute names, ``..`` and links leading out), and
+    the runner checks it as for every variant. ``precision`` is an export report variant name
+    (``ONNX_FILES`` and ``OPENVINO_FILES``: ``int8`` runs under onnxruntime, ``ov-int8`` under OpenVINO).
     """
-    if precision not in ONNX_FILES:
-        raise UsageError(f"precision {precision!r}: an ONNX variant is one of {', '.join(ONNX_FILES)}")
+    if precision not in ONNX_FILES and precision not in OPENVINO_FILES:
+        known = ", ".join([*ONNX_FILES, *OPENVINO_FILES])
+        raise UsageError(f"precision {precision!r}: an exported variant is one of {known}")
     path = bundle.path(file)
     if not path.is_file():
-        raise BundleError(f"{path}: no such ONNX file in the bundle")
-    return Choice("onnx", precision, resolve_device(device, "onnx"), file)
+        raise BundleError(f"{path}: no such variant file in the bundle")
+    backend, name = split_name(precision)
+    return Choice(backend, name, resolve_device(device, backend), file)

@@ -369,6 +369,36 @@ def tiny_mean_bundle(
 
 
 @pytest.fixture
+def self_labelled() -> Callable[[Path, Path], Path]:
+    """``self_labelled(bundle_root, out)``: the bundle's validation texts labelled with its eager model's own
+    predictions, written to ``out`` as JSONL (the reference scores 100 %), so a variant with permuted
+    outputs must lose accuracy on them however well the tiny model was trained."""
+
+    def write(bundle_root: Path, out: Path) -> Path:
+        import torch
+
+        from clsrun.runtime.bundle import Bundle
+        from clsrun.runtime.encode import make_encoder
+        from clsrun.runtime.readers import read_labelled
+        from clsrun.runtime.textnorm import normalize_many
+        from clsrun.trainer.models import load_model
+
+        bundle = Bundle.load(bundle_root)
+        texts = read_labelled(bundle.path("validation.jsonl.gz")).texts
+        encoder = make_encoder(bundle)
+        tokens = encoder.tokenize(normalize_many(texts, bundle.spec.normalization))
+        feeds = encoder.pad(tokens, np.arange(len(texts)))
+        with torch.inference_mode():
+            logits = load_model(bundle)(**{k: torch.from_numpy(v) for k, v in feeds.items()}).numpy()
+        labels = [bundle.labels[i] for i in logits.argmax(axis=1)]
+        lines = [json.dumps({"label": y, "text": t}) + "\n" for y, t in zip(labels, texts, strict=True)]
+        out.write_text("".join(lines))
+        return out
+
+    return write
+
+
+@pytest.fixture
 def torch_one_thread() -> Iterator[None]:
     """:func:`one_torch_thread` for the duration of a test."""
     with one_torch_thread():

@@ -165,7 +165,7 @@ class TorchWindow:
 class TorchRunner:
     """Eager PyTorch on ``choice.device`` with the weights cast to ``choice.precision``."""
 
-    def __init__(self, bundle: Bundle, choice: Choice, threads: int) -> None:
+    def __init__(self, bundle: Bundle, choice: Choice, threads: int, streams: int = 1) -> None:
         torch.set_num_threads(threads)
         self.device = torch.device(choice.device)
         model: Any = load_model(bundle).eval().to(self.device, dtype=_DTYPES[choice.precision])

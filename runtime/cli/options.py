@@ -78,17 +78,19 @@ BackendOpt = Annotated[
     Backend,
     typer.Option(
         "--backend",
-        help="auto runs the exported ONNX model (fast, no torch needed), and eager PyTorch for a bundle "
-        "never exported or on a GPU that onnxruntime cannot use (no onnxruntime-gpu) but torch can; torch "
-        "is the eager model (needs clsrun\\[train]; the reference the export gate compares with; on CUDA "
-        "fp16 weights and large batches kept on the GPU).",
+        help="auto runs the exported variant measured fastest on this CPU (at export, or once at first "
+        "use on another CPU; the manifest says which and why), eager PyTorch for a bundle never exported, "
+        "and torch on a GPU that onnxruntime cannot use (no onnxruntime-gpu) but torch can; onnx and "
+        "openvino (needs clsrun\\[openvino]) run that engine's exported variants; torch is the eager model "
+        "(needs clsrun\\[train]; the reference the export gate compares with; on CUDA fp16 weights and "
+        "large batches kept on the GPU).",
     ),
 ]
 PrecisionOpt = Annotated[
     Precision,
     typer.Option(
         "--precision",
-        help="auto: int8 on CPU (fastest, within the gate's accuracy drop of fp32), fp16 on CUDA; fp32 is "
+        help="auto: the fastest variant that passed the gate, measured on this CPU; fp16 on CUDA; fp32 is "
         "the exact reference. ONNX runs only variants that passed the export accuracy gate; bf16 is for "
         "--backend torch.",
     ),

@@ -70,6 +70,7 @@ def test_onnx_bundle_report_structure_and_reasons(toy_bundle: Path, toy_data: Pa
     assert by["onnx-int8"].details["precision"] == "int8"
     assert "BERT bundles only" in by["pipeline"].reason
     assert "CUDA" in by["onnx-fp16"].reason
+    assert "no exported openvino variant" in by["openvino-int8"].reason
     predict = by["predict"]
     assert predict.bulk["manifest_rows_per_s"].median > 0
     assert predict.latency == []

@@ -98,9 +98,10 @@ def test_fp16_build_failure_refuses_fp16_and_installs_the_others(
     assert (tiny_charcnn_bundle / "onnx/model.int8.onnx").is_file()
     assert not (tiny_charcnn_bundle / "onnx/model.fp16.onnx").exists()
     _assert_usable_with_fp32(tiny_charcnn_bundle)
-    assert (
-        Classifier.load(tiny_charcnn_bundle, Variant(threads=1)).choice.precision == "int8"
-    )  # auto: int8 passed
+    # auto: the faster of the two passed variants, as export timed them (fp16 was never built or timed)
+    rates = data["speeds"]["rows_per_s"]
+    assert set(rates) == {"onnx-fp32", "onnx-int8"}
+    assert Classifier.load(tiny_charcnn_bundle, Variant(threads=1)).choice.key == max(rates, key=rates.get)
 
 
 def test_int8_build_failure_refuses_int8_and_keeps_fp32(

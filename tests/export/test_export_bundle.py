@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
-import torch
 from onnx import helper, numpy_helper
 from typer.testing import CliRunner
 
@@ -17,11 +17,7 @@ import clsrun.export.quantize as quantize_module
 from clsrun.export import ExportOptions, Int8Options, export_bundle
 from clsrun.runtime.bundle import Bundle
 from clsrun.runtime.cli import app
-from clsrun.runtime.encode import make_encoder
 from clsrun.runtime.errors import AccuracyGateError, ExportError, InputError
-from clsrun.runtime.readers import read_labelled
-from clsrun.runtime.textnorm import normalize_many
-from clsrun.trainer.models import load_model
 
 # Happy-path tests allow any accuracy drop: their tiny validation sets (12-15 rows) make one flipped row
 # worth 7-8 points, which depends on the CPU's int8 kernels. Refusal is tested with deliberate errors.
@@ -41,24 +37,6 @@ REPORT_KEYS = {
 def bert_bundle(tiny_bert_bundle: Path, tmp_path: Path) -> Path:
     """A private copy of the shared tiny BERT bundle (export adds files to it)."""
     return Path(shutil.copytree(tiny_bert_bundle, tmp_path / "bert_bundle"))
-
-
-def _self_labelled(bundle_root: Path, out: Path) -> Path:
-    """The bundle's validation texts labelled with the eager model's own predictions (reference = 100 %),
-    so a variant with permuted outputs must lose accuracy, however well the tiny model was trained."""
-    bundle = Bundle.load(bundle_root)
-    texts = read_labelled(bundle.path("validation.jsonl.gz")).texts
-    encoder = make_encoder(bundle)
-    feeds = encoder.pad(
-        encoder.tokenize(normalize_many(texts, bundle.spec.normalization)), np.arange(len(texts))
-    )
-    with torch.inference_mode():
-        logits = load_model(bundle)(**{k: torch.from_numpy(v) for k, v in feeds.items()}).numpy()
-    labels = [bundle.labels[i] for i in logits.argmax(axis=1)]
-    out.write_text(
-        "".join(json.dumps({"label": y, "text": t}) + "\n" for y, t in zip(labels, texts, strict=True))
-    )
-    return out
 
 
 def _permute_outputs(path: Path) -> None:
@@ -121,9 +99,9 @@ def test_bert_export_fuses_attention_and_builds_all_precisions(bert_bundle: Path
 
 
 def test_gate_refuses_a_wrong_variant_and_removes_it(
-    tiny_charcnn_bundle: Path, tmp_path: Path, wrong_int8: None
+    tiny_charcnn_bundle: Path, tmp_path: Path, wrong_int8: None, self_labelled: Callable[[Path, Path], Path]
 ) -> None:
-    eval_data = _self_labelled(tiny_charcnn_bundle, tmp_path / "eval.jsonl")
+    eval_data = self_labelled(tiny_charcnn_bundle, tmp_path / "eval.jsonl")
     options = ExportOptions(eval_data=eval_data, int8=Int8Options(static=False))
     with pytest.raises(
         AccuracyGateError, match=r"refused 1 variant\(s\).*int8 \(onnx/model.int8.onnx\): accuracy drops"
@@ -139,9 +117,9 @@ def test_gate_refuses_a_wrong_variant_and_removes_it(
 
 
 def test_force_keeps_the_refused_variant_and_says_so(
-    tiny_charcnn_bundle: Path, tmp_path: Path, wrong_int8: None
+    tiny_charcnn_bundle: Path, tmp_path: Path, wrong_int8: None, self_labelled: Callable[[Path, Path], Path]
 ) -> None:
-    eval_data = _self_labelled(tiny_charcnn_bundle, tmp_path / "eval.jsonl")
+    eval_data = self_labelled(tiny_charcnn_bundle, tmp_path / "eval.jsonl")
     report = export_bundle(
         tiny_charcnn_bundle, eval_data=eval_data, force=True, int8=Int8Options(static=False)
     )
@@ -178,8 +156,10 @@ def test_cli_exports_then_refuses_to_overwrite(tiny_charcnn_bundle: Path) -> Non
     assert "already exported" in second.output
 
 
-def test_cli_gate_failure_exits_non_zero(tiny_charcnn_bundle: Path, tmp_path: Path, wrong_int8: None) -> None:
-    eval_data = _self_labelled(tiny_charcnn_bundle, tmp_path / "eval.jsonl")
+def test_cli_gate_failure_exits_non_zero(
+    tiny_charcnn_bundle: Path, tmp_path: Path, wrong_int8: None, self_labelled: Callable[[Path, Path], Path]
+) -> None:
+    eval_data = self_labelled(tiny_charcnn_bundle, tmp_path / "eval.jsonl")
     args = ["export", str(tiny_charcnn_bundle), "--eval-data", str(eval_data), "--no-static-int8"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 1

@@ -13,7 +13,7 @@ import pytest
 from clsrun.runtime.bundle import Bundle
 from clsrun.runtime.classifier import Classifier
 from clsrun.runtime.errors import BundleError, UsageError
-from clsrun.runtime.variant import Variant, onnx_candidate
+from clsrun.runtime.variant import Variant, onnx_candidate, staged_candidate
 
 STAGE = ".tmp-export-test"
 
@@ -24,13 +24,13 @@ def bundle(make_bundle: Callable[..., Path]) -> Bundle:
     root = make_bundle("b")
     (root / STAGE).mkdir()
     shutil.copy(root / "onnx/model.onnx", root / STAGE / "model.onnx")
-    return Bundle.load(root).with_staged(STAGE)
+    return Bundle.load(root)
 
 
 def test_a_candidate_runs_as_a_passed_variant_does(bundle: Bundle) -> None:
-    choice = onnx_candidate(bundle, f"{STAGE}/model.onnx", "fp32", "cpu")
+    staged, choice = staged_candidate(bundle, f"{STAGE}/model.onnx", "fp32", "cpu")
     assert (choice.backend, choice.precision, choice.device) == ("onnx", "fp32", "cpu")
-    candidate = Classifier.open(bundle, choice, threads=1)
+    candidate = Classifier.open(staged, choice, threads=1)
     passed = Classifier.load(bundle, Variant(backend="onnx", precision="fp32", device="cpu", threads=1))
     texts = ["ggg", "bbb", "好好", "差"]
     assert candidate.predict(texts).labels == passed.predict(texts).labels == ["pos", "neg", "pos", "neg"]
@@ -40,9 +40,9 @@ def test_a_candidate_runs_as_a_passed_variant_does(bundle: Bundle) -> None:
 def test_a_candidate_outside_the_bundle_or_missing_is_refused(bundle: Bundle) -> None:
     with pytest.raises(BundleError, match="outside the bundle"):
         onnx_candidate(bundle, "../model.onnx", "fp32")
-    with pytest.raises(BundleError, match="no such ONNX file"):
+    with pytest.raises(BundleError, match="no such variant file"):
         onnx_candidate(bundle, f"{STAGE}/model.int8.onnx", "int8")
-    with pytest.raises(UsageError, match="an ONNX variant is one of"):
+    with pytest.raises(UsageError, match="an exported variant is one of"):
         onnx_candidate(bundle, f"{STAGE}/model.onnx", "bf16")
 
 
@@ -60,8 +60,7 @@ def test_a_candidate_whose_external_data_leaves_the_bundle_is_refused(bundle: Bu
     )
     shutil.copy(outside / "model.onnx", bundle.root / STAGE / "model.onnx")
     os.symlink(outside / "weights.data", bundle.root / STAGE / "weights.data")
-    staged = bundle.with_staged(STAGE)  # the file as it is now; the link is not listed
-    choice = onnx_candidate(staged, f"{STAGE}/model.onnx", "fp32", "cpu")
+    staged, choice = staged_candidate(bundle, f"{STAGE}/model.onnx", "fp32", "cpu")
     with pytest.raises(BundleError, match="outside the bundle"):
         Classifier.open(staged, choice, threads=1)
 

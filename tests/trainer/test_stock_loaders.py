@@ -137,11 +137,11 @@ def test_a_mean_bundle_of_the_old_layout_still_loads(tiny_mean_bundle: Path, tmp
 @pytest.mark.usefixtures("torch_one_thread")
 def test_a_mean_bundle_is_a_checkpoint_for_a_cls_run(tiny_mean_bundle: Path, tiny_bert_data: Path) -> None:
     """Its zero-size classifier.weight is replaced by the new head, not an error."""
-    config = TrainConfig.for_kind(
-        "minilm", epochs=1, batch_size=16, max_length=32, warmup=0, quiet=True, logs=False
-    )
+    options = BertOptions(model=str(tiny_mean_bundle), pooling="cls")
+    fields = {"epochs": 1, "batch_size": 16, "max_length": 32, "warmup": 0, "quiet": True, "logs": False}
+    config = TrainConfig(**{**options.train_defaults(), **fields})
     split = load_split(tiny_bert_data, val_split=0.25, seed=config.seed)
-    run = fit_bert(split, config, BertOptions(model=str(tiny_mean_bundle), pooling="cls"))
+    run = fit_bert(split, config, options)
     assert run.model.pooling == "cls" and run.fit.val_logits.shape == (16, 2)
 
 

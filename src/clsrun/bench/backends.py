@@ -56,6 +56,8 @@ def open_backend(
     """Load backend ``name``; raise :class:`BackendUnavailable` with the reason when it cannot run here."""
     if name.startswith("onnx-"):
         return _onnx_backend(name.split("-", 1)[1], bundle, inputs, device, threads)
+    if name.startswith("openvino-"):
+        return _openvino_backend(name.split("-", 1)[1], bundle, inputs, device, threads)
     if name.startswith("torch-"):
         return _torch_backend(name.split("-", 1)[1], bundle, inputs, device, threads)
     if name == "pipeline":
@@ -90,6 +92,13 @@ def _onnx_backend(precision: str, bundle: Bundle, inputs: Inputs, device: str, t
             "int8 is benchmarked on CPU only (no fast int8 kernels on the CUDA provider)"
         )
     clf = _classifier(bundle, Variant("onnx", precision, device, threads, streams=1))  # type: ignore[arg-type]
+    return Backend(clf.describe(), call=_rows_call(clf, inputs), precision=precision)
+
+
+def _openvino_backend(precision: str, bundle: Bundle, inputs: Inputs, device: str, threads: int) -> Backend:
+    if device == "cuda":
+        raise BackendUnavailable("OpenVINO variants run on the CPU only")
+    clf = _classifier(bundle, Variant("openvino", precision, "cpu", threads, streams=1))  # type: ignore[arg-type]
     return Backend(clf.describe(), call=_rows_call(clf, inputs), precision=precision)
 
 

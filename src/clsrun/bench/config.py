@@ -8,7 +8,16 @@ from pathlib import Path
 from clsrun.runtime.errors import UsageError
 
 # Every way to run a bundle that bench compares, in report order.
-BACKENDS = ("pipeline", "torch-fp32", "torch-bf16", "onnx-fp32", "onnx-int8", "onnx-fp16", "predict")
+BACKENDS = (
+    "pipeline",
+    "torch-fp32",
+    "torch-bf16",
+    "onnx-fp32",
+    "onnx-int8",
+    "onnx-fp16",
+    "openvino-int8",
+    "predict",
+)
 MATMUL_N = (
     2048  # side of the square matmul that measures the FLOP/s peak: big enough to reach the BLAS plateau
 )

@@ -1,0 +1,107 @@
+"""The OpenVINO variants (``clsrun[openvino]`` to run them, ``nncf`` too to build int8).
+
+- ``ov-fp32``: the fp32 ONNX file export just built, converted to OpenVINO IR (``openvino.convert_model``
+  reads clsrun's fused BERT graph as well as the plain char-CNN one) and saved uncompressed, so it keeps
+  fp32 weights.
+- ``ov-int8``: that IR quantized with NNCF post-training quantization (weights and activations int8),
+  calibrated on gate rows spread over all lengths (``gate.calibration_feeds``, as static ONNX int8 is).
+  The classifier head stays float: it is one small matmul, so quantizing it gains nothing measurable and
+  is where int8 error reaches the logits undamped. BERT is quantized with NNCF's transformer recipe.
+
+Each file is scored by the gate through the runtime's OpenVINO runner (``ov_runner.OvRunner``, what
+``clsrun predict --backend openvino`` runs) and judged like every variant. A missing ``openvino`` or
+``nncf``, or a conversion or quantization that raises, is an :class:`ExportError`: the variant is refused
+as not built and the others are still exported.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from clsrun.export.gate import Gate, VariantResult, calibration_feeds, one_line
+from clsrun.export.quantize import Int8Options
+from clsrun.runtime.errors import ExportError
+
+# Operations that end the model's body: the head is what lies between them and the logits.
+_BODY_END = frozenset({"MVN", "ReduceMax", "ReduceMean", "ReduceSum", "Concat", "Divide", "Gather"})
+
+
+def _import(name: str) -> Any:
+    """``openvino`` or ``nncf``; :class:`ExportError` naming the extra when it is not installed."""
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError as e:
+        raise ExportError(f"{name} is not installed: pip install 'clsrun[{name}]'") from e
+
+
+def _fp32_ir(fp32_onnx: Path, stage: Path) -> Path:
+    """The fp32 ONNX file as OpenVINO IR in ``stage`` (converted once per export, reused by int8)."""
+    target = stage / "model.ov.xml"
+    if target.is_file():
+        return target
+    ov = _import("openvino")
+    try:
+        model = ov.convert_model(str(fp32_onnx))
+        ov.save_model(model, str(target), compress_to_fp16=False)
+    except Exception as e:  # OpenVINO's frontends raise plain RuntimeErrors (and others) on unsupported ops
+        raise ExportError(f"OpenVINO conversion failed: {one_line(e)}") from e
+    return target
+
+
+def head_names(model: Any) -> list[str]:
+    """Names of the MatMul nodes between the body's last operation and the logits: the classifier head."""
+    names: list[str] = []
+    seen: set[str] = set()
+    stack = [model.get_results()[0].input_value(0).get_node()]
+    while stack:
+        node = stack.pop()
+        name = node.get_friendly_name()
+        if name in seen or node.get_type_name() in _BODY_END:
+            continue
+        seen.add(name)
+        if node.get_type_name() == "MatMul":
+            names.append(name)
+        stack.extend(i.get_source_output().get_node() for i in node.inputs())
+    return names
+
+
+def _quantize(ir: Path, target: Path, gate: Gate, opts: Int8Options) -> dict[str, Any]:
+    """NNCF int8 of the IR ``ir`` written to ``target``; returns what the report records."""
+    ov, nncf = _import("openvino"), _import("nncf")
+    nncf.set_log_level(logging.ERROR)
+    feeds, rows = calibration_feeds(gate.eval_set, opts.calibration_rows)
+    model = ov.Core().read_model(str(ir))
+    head = head_names(model)
+    options: dict[str, Any] = {"ignored_scope": nncf.IgnoredScope(names=head, validate=False)}
+    if gate.bundle.spec.kind == "bert":
+        options["model_type"] = nncf.ModelType.TRANSFORMER
+    try:
+        quantized = nncf.quantize(
+            model, nncf.Dataset(feeds), subset_size=rows, preset=nncf.QuantizationPreset.MIXED, **options
+        )
+        ov.save_model(quantized, str(target), compress_to_fp16=False)
+    except Exception as e:  # NNCF and OpenVINO raise many unrelated classes on a graph they cannot handle
+        raise ExportError(f"NNCF int8 quantization failed: {one_line(e)}") from e
+    return {"method": "nncf-ptq", "calibration_rows": rows, "float_head": head, "preset": "mixed"}
+
+
+def build_openvino(
+    name: str, fp32_onnx: Path, stage: Path, gate: Gate, opts: Int8Options
+) -> tuple[Path, VariantResult]:
+    """Build the OpenVINO variant ``name`` (``ov-fp32`` or ``ov-int8``) in ``stage`` and gate it.
+
+    Returns the IR file (its weights lie beside it, ``bundle.openvino_weights``) and the gate's result.
+    Raises :class:`ExportError` when it cannot be built or the runtime cannot run it.
+    """
+    ir = _fp32_ir(fp32_onnx, stage)
+    if name == "ov-fp32":
+        return ir, gate.score(name, ir)
+    target = stage / "model.ov.int8.xml"
+    info = _quantize(ir, target, gate, opts)
+    result = gate.score(name, target)
+    result.details["quantization"] = info
+    return target, result

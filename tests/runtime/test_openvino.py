@@ -1,0 +1,170 @@
+"""The OpenVINO runner and ``--backend auto``'s choice by measured speed, on toy bundles (no torch).
+
+The toy char-CNN graph sums embeddings (padding id 0 has a zero row), so its logits do not depend on
+padding: the OpenVINO variant, padded to a multiple of 8, must give exactly onnxruntime's scores.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import openvino as ov
+import pytest
+
+from clsrun.runtime import speeds
+from clsrun.runtime.batching import BatchOptions
+from clsrun.runtime.bundle import Bundle, BundleSpec, write_spec
+from clsrun.runtime.classifier import Classifier
+from clsrun.runtime.errors import BundleError, DependencyError
+from clsrun.runtime.plugins import runner_plugin
+from clsrun.runtime.variant import Variant, choose
+
+TEXTS = ["g" * n + "b" * (n % 3) + "好x" * (n % 5) for n in range(1, 40)] + ["bbb差", "好好", "y"]
+
+
+def _update(root: Path, change: Callable[[dict[str, Any]], None]) -> Path:
+    """Change the toy bundle's export report with ``change`` and rehash the bundle."""
+    path = root / "onnx" / "export_report.json"
+    report = json.loads(path.read_text(encoding="utf-8"))
+    change(report)
+    path.write_text(json.dumps(report), encoding="utf-8")
+    spec = json.loads((root / "clsrun.json").read_text(encoding="utf-8"))
+    write_spec(root, BundleSpec.from_json(spec, root))
+    return root
+
+
+def add_openvino(root: Path, passed: bool = True) -> Path:
+    """Convert the toy bundle's fp32 ONNX file to OpenVINO IR as variant ``ov-fp32``."""
+    (root / "openvino").mkdir()
+    ov.save_model(
+        ov.convert_model(str(root / "onnx/model.onnx")),
+        str(root / "openvino/model.xml"),
+        compress_to_fp16=False,
+    )
+
+    def add(report: dict[str, Any]) -> None:
+        report["variants"]["ov-fp32"] = {"file": "openvino/model.xml", "passed": passed, "accuracy": 1.0}
+
+    return _update(root, add)
+
+
+@pytest.fixture
+def ov_bundle(make_bundle: Callable[..., Path]) -> Path:
+    return add_openvino(make_bundle("ov"))
+
+
+def test_openvino_gives_onnxruntime_scores_in_input_order_under_several_streams(ov_bundle: Path) -> None:
+    small = BatchOptions(batch_tokens=24)  # many small batches of different widths, run 3 at a time
+    ort = Classifier.load(ov_bundle, Variant(backend="onnx", precision="fp32", threads=1), small)
+    ovc = Classifier.load(ov_bundle, Variant(backend="openvino", threads=3, streams=3), small)
+    assert ovc.describe()["backend"] == "openvino" and ovc.describe()["file"] == "openvino/model.xml"
+    assert ovc.streams == 3 and ovc.runner.providers[0].startswith("openvino-")
+    expected, got = ort.predict(TEXTS), ovc.predict(TEXTS)
+    assert got.labels == expected.labels
+    np.testing.assert_allclose(got.probs, expected.probs, rtol=1e-5, atol=1e-6)
+
+
+def test_openvino_files_are_opened_only_when_listed_and_unchanged(ov_bundle: Path) -> None:
+    (ov_bundle / "openvino/model.bin").write_bytes(b"not the weights")
+    with pytest.raises(BundleError, match="sha256 mismatch"):
+        Bundle.load(ov_bundle)
+
+
+def test_openvino_without_the_extra_is_a_clean_error(
+    ov_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "openvino", None)  # `import openvino` now raises ImportError
+    monkeypatch.delitem(sys.modules, "clsrun.runtime.ov_runner", raising=False)
+    with pytest.raises(DependencyError, match=r"pip install 'clsrun\[openvino\]'"):
+        runner_plugin("openvino")
+    with pytest.raises(DependencyError, match=r"--backend openvino needs the 'openvino' package"):
+        choose(Bundle.load(ov_bundle), Variant(backend="openvino"))
+    picked = choose(Bundle.load(ov_bundle))  # auto leaves OpenVINO out and runs an ONNX variant
+    assert picked.backend == "onnx"
+
+
+def _speeds(rates: dict[str, float], cpu: str | None = None) -> Callable[[dict[str, Any]], None]:
+    def add(report: dict[str, Any]) -> None:
+        report["speeds"] = {"cpu": cpu or speeds.cpu_key(), "rows": 9, "rounds": 3, "rows_per_s": rates}
+
+    return add
+
+
+def test_auto_runs_the_variant_measured_fastest_at_export(ov_bundle: Path) -> None:
+    fast_ov = {"onnx-int8": 500.0, "onnx-fp32": 300.0, "openvino-fp32": 700.0}
+    picked = choose(Bundle.load(_update(ov_bundle, _speeds(fast_ov))))
+    assert (picked.backend, picked.precision, picked.file) == ("openvino", "fp32", "openvino/model.xml")
+    assert "measured at export on this CPU" in picked.reason and "openvino-fp32 700" in picked.reason
+    fast_int8 = {"onnx-int8": 900.0, "onnx-fp32": 300.0, "openvino-fp32": 700.0}
+    picked = choose(Bundle.load(_update(ov_bundle, _speeds(fast_int8))))
+    assert (picked.backend, picked.precision) == ("onnx", "int8")
+    # --backend narrows the choice to that backend's variants; --precision to that precision's
+    assert choose(Bundle.load(ov_bundle), Variant(precision="fp32")).backend == "openvino"
+    assert choose(Bundle.load(ov_bundle), Variant(backend="onnx")).precision == "int8"
+
+
+def _add_validation(root: Path) -> Path:
+    rows = [{"label": "pos" if "g" in t else "neg", "text": t} for t in TEXTS]
+    with gzip.open(root / "validation.jsonl.gz", "wt", encoding="utf-8") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    return _update(root, lambda report: None)
+
+
+def test_another_cpu_measures_once_then_reads_its_cache(
+    ov_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CLSRUN_CACHE_DIR", str(tmp_path / "cache"))
+    other_cpu = {"onnx-int8": 1.0, "onnx-fp32": 1.0, "openvino-fp32": 1.0}
+    root = _add_validation(_update(ov_bundle, _speeds(other_cpu, cpu="another CPU [flags 0]")))
+    calls: list[list[str]] = []
+    real = speeds.measure
+
+    def counted(bundle: Bundle, choices: Any, texts: list[str], rounds: int) -> dict[str, float]:
+        calls.append([c.key for c in choices])
+        measured = real(bundle, choices, texts, rounds)
+        assert set(measured) == {"onnx-int8", "onnx-fp32", "openvino-fp32"}
+        return {**measured, "openvino-fp32": 1e9}  # make the winner certain
+
+    monkeypatch.setattr(speeds, "measure", counted)
+    first = choose(Bundle.load(root))
+    assert first.backend == "openvino" and "measured now" in first.reason
+    second = choose(Bundle.load(root))
+    assert second.backend == "openvino" and "cached in" in second.reason
+    assert len(calls) == 1 and (tmp_path / "cache" / "speeds.json").is_file()
+
+
+def test_without_rows_to_measure_auto_says_it_did_not_measure(ov_bundle: Path) -> None:
+    picked = choose(Bundle.load(ov_bundle))  # the toy bundle has no validation rows and no speeds
+    assert (picked.backend, picked.precision) == ("onnx", "int8") and "not measured" in picked.reason
+
+
+def test_a_refused_openvino_variant_is_never_chosen(make_bundle: Callable[..., Path]) -> None:
+    root = add_openvino(make_bundle("refused"), passed=False)
+    with pytest.raises(BundleError, match="no exported openvino variant that passed"):
+        choose(Bundle.load(root), Variant(backend="openvino"))
+
+
+def test_predict_backend_openvino_writes_what_ran_and_why(
+    ov_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from clsrun.runtime.cli import app
+
+    monkeypatch.setenv("CLSRUN_CACHE_DIR", str(tmp_path / "cache"))
+    src = tmp_path / "in.csv"
+    src.write_text("text\n" + "\n".join(TEXTS) + "\n", encoding="utf-8")
+    out = tmp_path / "out.csv"
+    args = ["predict", str(src), "--model", str(ov_bundle), "--out", str(out), "--backend", "openvino"]
+    result = CliRunner().invoke(app, [*args, "--threads", "2"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "out.csv.manifest.json").read_text(encoding="utf-8"))
+    assert (manifest["backend"], manifest["variant_file"]) == ("openvino", "openvino/model.xml")
+    assert manifest["streams"] == 2 and manifest["choice_reason"].startswith("the only exported variant")
+    assert manifest["ok"] == len(TEXTS)
