@@ -127,15 +127,18 @@ def install() -> StopRequest:
 
 
 def finish() -> None:
-    """The command is done: block SIGINT/SIGTERM for the rest of the process.
+    """The command is done: SIGINT/SIGTERM are ignored for the rest of the process.
 
-    Python puts back the default handlers late in its own shutdown, and a pool of library threads can
-    keep that shutdown going for seconds on a loaded machine: a SIGTERM landing then would kill a run
-    whose output is already published, so the scheduler sees death by signal instead of exit 0. Blocked,
-    such a signal stays pending and dies with the process. Call it in the main thread, last.
+    Python puts back the default action of every signal it handled late in its own shutdown, and a pool
+    of library threads can keep that shutdown going for seconds on a loaded machine: a SIGTERM landing
+    then would kill a run whose output is already published, so the scheduler would see death by signal
+    instead of exit 0 (``benchmarks/signal_stress.py`` caught it). Ignoring is process-wide, which
+    blocking in one thread is not (any thread may take a process-directed signal), and Python's shutdown
+    leaves an ignored signal ignored. Call it in the main thread, last.
     """
     if _in_main_thread():
-        signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+        for signum in SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)
 
 
 @contextmanager

@@ -5,7 +5,7 @@ signal is only noted (``stopping.install``), so no import is ever cut in half, a
 where it can (``cli.app.reports_errors``): one line and exit 130/143, never a traceback from inside an
 import nor (SIGTERM's default) a silent death. A signal that lands before this module runs, while the
 interpreter itself starts, still gets the operating system's default: the process dies by it, having
-written nothing. Once the command returns, the signals are blocked (``stopping.finish``): the exit code is
+written nothing. Once the command returns, the signals are ignored (``stopping.finish``): the exit code is
 the command's.
 """
 
