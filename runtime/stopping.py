@@ -141,6 +141,15 @@ def finish() -> None:
             signal.signal(signum, signal.SIG_IGN)
 
 
+def _leave_signals_to_us() -> None:
+    """pyarrow answers SIGINT/SIGTERM itself during its long operations (a CSV read, a compute kernel),
+    cancelling them with ``ArrowCancelled`` wherever they are; inside a section of ours only our handler may
+    answer, so a stop lands at a safe point. Cheap, and pyarrow is loaded by then in every command."""
+    import pyarrow
+
+    pyarrow.enable_signal_handlers(False)
+
+
 @contextmanager
 def _mode(raising: bool) -> Iterator[StopRequest]:
     """Our handler with ``raising`` for the duration; what was there before is put back after.
@@ -148,6 +157,7 @@ def _mode(raising: bool) -> Iterator[StopRequest]:
     Outside :func:`install` (the Python API, tests) each outermost section starts with a fresh request, so
     a stop that one run honoured does not stop the next.
     """
+    _leave_signals_to_us()
     previous = {s: signal.getsignal(s) for s in _handled()}
     if not _ours():
         _Mode.request = StopRequest()

@@ -99,3 +99,23 @@ def test_once_the_command_returned_a_late_signal_cannot_turn_its_exit_into_a_dea
     )
     assert done.stdout.split()[-3:] == ["0", "True", "True"], done.stderr
     assert done.returncode == 0
+
+
+def test_a_signal_during_a_pyarrow_read_is_only_noted() -> None:
+    """pyarrow cancels its own long reads on SIGTERM (ArrowCancelled) unless told not to."""
+    done = _run(
+        """
+        import io, os, signal, threading, time
+        import pyarrow as pa, pyarrow.csv as pacsv
+        from clsrun.runtime import stopping
+        data = ("a,b\\n" + "".join(f"{i},text {i}\\n" for i in range(300_000))).encode()
+        with stopping.cooperative() as request:
+            threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGTERM)).start()
+            deadline = time.monotonic() + 3
+            while time.monotonic() < deadline:
+                pacsv.read_csv(io.BytesIO(data))
+            print("noted", request.is_set(), flush=True)
+        """
+    )
+    assert done.stdout.strip() == "noted True", done.stderr[-500:]
+    assert done.returncode == 0
