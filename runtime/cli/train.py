@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -30,6 +30,9 @@ from clsrun.runtime.cli.options import (
     flag,
     int_list,
 )
+
+if TYPE_CHECKING:
+    from clsrun.runtime.metrics import ClassificationReport
 
 
 def _set(**values: Any) -> dict[str, Any]:
@@ -276,12 +279,15 @@ def train(
         baseline=not no_baseline,
     )
     if result.report is not None:
-        text = result.report.to_text()
-        if result.baseline is not None:
-            text += "\n\n" + comparison(result.report, result.baseline, result.kind)
-        if not quiet:
-            typer.echo(f"bundle written to {out}", err=True)
-        _print(text)
+        versus = "" if result.baseline is None else comparison(result.report, result.baseline, result.kind)
+        _say(result.report, versus, out, quiet)
+
+
+def _say(report: ClassificationReport, versus: str, out: Path, quiet: bool) -> None:
+    """Where the bundle went (stderr), then the validation report and its comparison with the baseline."""
+    if not quiet:
+        typer.echo(f"bundle written to {out}", err=True)
+    _print(report.to_text() + (f"\n\n{versus}" if versus else ""))
 
 
 def _print(text: str) -> None:
