@@ -52,6 +52,11 @@ from clsrun.trainer.reporting import EpochRecord, headline_metric
 log = logging.getLogger("clsrun.trainer")
 
 
+# Buckets by text length: long texts (where --tf auto picks sublinear) hold millions of distinct n-grams
+# (inews_zh about 3.2M 1-3-grams): 2**22 buckets collide less (README, "The n-gram model").
+SHORT_TEXT_BUCKET_BITS, LONG_TEXT_BUCKET_BITS = 20, 22
+
+
 def term_frequency(texts: list[str], options: NgramOptions) -> TermFrequency:
     """``--tf``, or for ``auto``: sublinear when the texts average :data:`NGRAM_LONG_TEXT_CHARS` or more."""
     if options.tf == "raw":
@@ -63,16 +68,18 @@ def term_frequency(texts: list[str], options: NgramOptions) -> TermFrequency:
 
 
 def scheme_for(texts: list[str], options: NgramOptions) -> NgramScheme:
-    """The language rule's scheme for ``texts`` (cut to the training length), with the n-gram lengths and
-    term frequency the options set."""
-    scheme = NgramScheme.for_script(detect_script(texts), options.bucket_bits)
+    """The language rule's scheme for ``texts`` (cut to the training length), with the n-gram lengths,
+    term frequency and bucket count the options set (``auto``/None: by text length, as ``--tf auto``)."""
+    tf = term_frequency(texts, options)
+    bits = options.bucket_bits or (LONG_TEXT_BUCKET_BITS if tf == "sublinear" else SHORT_TEXT_BUCKET_BITS)
+    scheme = NgramScheme.for_script(detect_script(texts), bits)
     return NgramScheme(
         scheme.script,
         options.char_ngrams or scheme.char_ngrams,
         scheme.word_ngrams if options.word_ngrams is None else options.word_ngrams,
         scheme.lowercase,
         scheme.bucket_bits,
-        term_frequency(texts, options),
+        tf,
     )
 
 

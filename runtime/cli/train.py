@@ -187,7 +187,8 @@ def train(
     bucket_bits: int | None = typer.Option(
         None,
         "--bucket-bits",
-        help="ngram: hash n-grams into 2**N buckets (20); fewer buckets share more n-grams per bucket.",
+        help="ngram: hash n-grams into 2**N buckets (default 20, 22 for long texts as --tf auto decides); fewer "
+        "buckets share more n-grams per bucket.",
     ),
     min_df: int | None = typer.Option(
         None, "--min-df", help="ngram: keep n-grams found in at least N training texts (2); 1 keeps noise."

@@ -165,6 +165,7 @@ def test_long_texts_get_sublinear_tf_and_scoring_weighs_them_as_training_did(tmp
     )
     bundle = Bundle.load(result.bundle)
     assert bundle.spec.model["features"]["tf"] == "sublinear"
+    assert bundle.spec.model["features"]["bucket_bits"] == 22  # long texts: fewer collisions
     with gzip.open(result.bundle / "validation.jsonl.gz", "rt", encoding="utf-8") as f:
         val = [json.loads(line) for line in f]
     logits = torch.from_numpy(_eager(bundle, [r["text"] for r in val]))
@@ -179,7 +180,8 @@ def test_long_texts_get_sublinear_tf_and_scoring_weighs_them_as_training_did(tmp
         options={**options, "tf": "raw"},
         config={"logs": False, "quiet": True},
     )
-    assert Bundle.load(short.bundle).spec.model["features"]["tf"] == "raw"
+    raw = Bundle.load(short.bundle).spec.model["features"]
+    assert (raw["tf"], raw["bucket_bits"]) == ("raw", 20)
 
 
 @pytest.mark.parametrize(
