@@ -19,9 +19,18 @@ Hash spec (all arithmetic on uint64, wrapping modulo 2**64; pinned by ``tests/ru
   multiply and one shift: the memo's splitmix finaliser cost five passes for no measured accuracy;
 - id = ``lut[bucket]``: buckets seen in at least ``min_df`` training texts get ids ``1..V-1``; the
   others are dropped (id 0 is padding);
-- weight of each occurrence = ``idf[id] / sqrt(sum of idf**2 over the text's occurrences)`` with the
-  smooth idf ``ln((1 + N) / (1 + df)) + 1``: an l2-normalised TF-IDF vector when the model sums
-  ``weight * table[id]`` over the text (repeats are not merged: merging them costs a row-wise sort).
+- term frequency ``tf`` (the scheme's ``tf`` field):
+
+  - ``"raw"``: every occurrence is one feature of weight ``idf[id] / sqrt(sum of idf**2 over the text's
+    occurrences)`` with the smooth idf ``ln((1 + N) / (1 + df)) + 1``: an l2-normalised raw-tf TF-IDF
+    vector when the model sums ``weight * table[id]`` over the text (repeats are not merged: merging
+    them costs a row-wise sort, and short texts hardly repeat an n-gram);
+  - ``"sublinear"``: repeats are merged, one feature per kept id of the text, ids ascending, weighing
+    ``(1 + ln tf) * idf[id]``, l2-normalised over the text: scikit-learn's ``TfidfVectorizer(
+    sublinear_tf=True)``. Long texts need it: raw tf lets an article's most frequent n-grams drown the
+    rest. Pruned n-grams (id 0) are dropped, not kept as padding.
+
+  A bundle written before the field existed has raw tf.
 
 The language rule (:func:`detect_script`) picks the n-grams once, at training, from the share of CJK
 characters; the choice is stored in the bundle and never re-detected when scoring.
@@ -43,6 +52,8 @@ if TYPE_CHECKING:
     from clsrun.runtime.bundle import Bundle
 
 Script = Literal["cjk", "alphabetic"]
+TermFrequency = Literal["raw", "sublinear"]
+TERM_FREQUENCIES: tuple[TermFrequency, ...] = ("raw", "sublinear")
 P = np.uint64(0x100000001B3)  # the 64-bit FNV prime: odd, so Horner sums stay spread over all 64 bits
 # Fibonacci-hashing multipliers, one per family: 2**64 / golden ratio, and odd constants after it.
 CHAR_MULTIPLIERS = (  # index k - 1 for character n-grams of length k (1..8)
@@ -78,6 +89,7 @@ class NgramScheme:
     word_ngrams: int  # 0: no words; 1: words; 2: words and pairs of consecutive words
     lowercase: bool  # lowercase before hashing (alphabetic text; the bundle's normalisation does not)
     bucket_bits: int  # features are hashed into 2**bucket_bits buckets
+    tf: TermFrequency = "raw"  # term frequency: "raw" (one feature per occurrence) or "sublinear" (1 + ln tf)
 
     def __post_init__(self) -> None:
         low, high = self.char_ngrams
@@ -87,14 +99,16 @@ class NgramScheme:
             raise BundleError(f"word n-grams {self.word_ngrams}: need 0, 1 or 2, and some features")
         if not 8 <= self.bucket_bits <= 30:
             raise BundleError(f"bucket bits {self.bucket_bits}: need 8 to 30")
+        if self.tf not in TERM_FREQUENCIES:
+            raise BundleError(f"term frequency {self.tf!r}: need one of {', '.join(TERM_FREQUENCIES)}")
 
     @classmethod
-    def for_script(cls, script: Script, bucket_bits: int = 20) -> NgramScheme:
+    def for_script(cls, script: Script, bucket_bits: int = 20, tf: TermFrequency = "raw") -> NgramScheme:
         """The measured choice per script: character 1-3-grams for CJK text; lowercased words, word pairs
         and character 2-4-grams for alphabetic text (bbc_en: words alone 0.9777, + char 2-4 0.9832)."""
         if script == "cjk":
-            return cls("cjk", (1, 3), 0, False, bucket_bits)
-        return cls("alphabetic", (2, 4), 2, True, bucket_bits)
+            return cls("cjk", (1, 3), 0, False, bucket_bits, tf)
+        return cls("alphabetic", (2, 4), 2, True, bucket_bits, tf)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -108,6 +122,7 @@ class NgramScheme:
                 word_ngrams=int(data["word_ngrams"]),
                 lowercase=bool(data["lowercase"]),
                 bucket_bits=int(data["bucket_bits"]),
+                tf=data.get("tf", "raw"),  # bundles written before sublinear tf existed have raw tf
             )
         except (KeyError, TypeError, ValueError, IndexError) as e:
             raise BundleError(f"model.features is not an n-gram scheme ({e!r})") from e
@@ -318,6 +333,35 @@ class NgramVocabulary:
         return cls(kept, idf)
 
 
+def merge_repeats(
+    ids: np.ndarray, offsets: np.ndarray, n_ids: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each text's distinct ids other than 0, ascending, and how often each occurs in it: ``(ids (U,),
+    offsets (n + 1,), tf (U,) float32)``. One sort of (text, id) keys over the whole window."""
+    n = len(offsets) - 1
+    rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(offsets))
+    keys, tf = np.unique(rows * n_ids + ids, return_counts=True)  # sorted by text, then id
+    merged = (keys % n_ids).astype(ids.dtype)
+    kept = merged != 0  # pruned n-grams weigh nothing: drop them rather than pad with them
+    merged, keys, tf = merged[kept], keys[kept], tf[kept]
+    new_offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(keys // n_ids, minlength=n), out=new_offsets[1:])
+    return merged, new_offsets, tf.astype(np.float32)
+
+
+def _inverse_norms(weights: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """(n,) float32 ``1 / sqrt(sum of weights**2)`` per text (a huge number for a text with none).
+
+    Per-text sums over exactly the text's own features (numpy's pairwise sum depends only on them), so a
+    text's weights never depend on the window it is encoded in."""
+    n = len(offsets) - 1
+    sums = np.zeros(n, dtype=np.float32)
+    some = np.flatnonzero(np.diff(offsets))  # reduceat needs strictly increasing starts below F
+    if len(some):
+        sums[some] = np.add.reduceat(np.square(weights), offsets[some])
+    return np.float32(1) / np.sqrt(np.maximum(sums, np.float32(1e-24)))
+
+
 @dataclass
 class NgramEncoder:
     """The runtime's :class:`~clsrun.runtime.encode.Encoder` for ``ngram`` bundles (and the trainer's).
@@ -353,7 +397,8 @@ class NgramEncoder:
 
     def tokenize(self, texts: list[str]) -> Tokens:
         """Feature ids of each text with their weights (see the module's spec), cut to ``max_length``
-        characters. Pruned features stay, as id 0 with weight 0: dropping them costs more than they do."""
+        characters. Raw tf: pruned features stay, as id 0 with weight 0 (dropping them costs more than
+        they do). Sublinear tf: one feature per kept id of the text, ids ascending."""
         n = len(texts)
         full = np.fromiter(map(len, texts), dtype=np.int64, count=n)
         truncated = full > self.max_length
@@ -361,16 +406,12 @@ class NgramEncoder:
             texts = [t[: self.max_length] for t in texts]
         c, chars = _joined(texts, self.scheme.lowercase)
         ids, offsets = _place(c, chars, self.scheme, self._lut)  # (F,) int32
-        lengths = np.diff(offsets)
-        weights = self.vocabulary.idf[ids]  # (F,) float32
-        # Per-text sums over exactly the text's own features (numpy's pairwise sum depends only on
-        # them), so a text's weights never depend on the window it is encoded in.
-        sums = np.zeros(n, dtype=np.float32)
-        some = np.flatnonzero(lengths)  # reduceat needs strictly increasing starts below F
-        if len(some):
-            sums[some] = np.add.reduceat(np.square(weights), offsets[some])
-        scale = np.float32(1) / np.sqrt(np.maximum(sums, np.float32(1e-24)))  # (n,)
-        weights *= np.repeat(scale, lengths)
+        if self.scheme.tf == "sublinear":
+            ids, offsets, tf = merge_repeats(ids, offsets, self.vocabulary.size)
+            weights = self.vocabulary.idf[ids] * (np.float32(1) + np.log(tf))  # (U,) float32
+        else:
+            weights = self.vocabulary.idf[ids]  # (F,) float32
+        weights *= np.repeat(_inverse_norms(weights, offsets), np.diff(offsets))
         return Tokens(ids, offsets, truncated, weights)
 
     def pad(self, tokens: Tokens, rows: np.ndarray) -> dict[str, np.ndarray]:

@@ -50,6 +50,13 @@ NGRAM_DEFAULTS: dict[str, Any] = {
     "early_stopping_patience": 2,
 }
 NGRAM_FITS: tuple[str, ...] = ("best", "torch", "logreg")
+NGRAM_TFS: tuple[str, ...] = ("auto", "raw", "sublinear")
+# --tf auto: sublinear term frequency when the training texts average at least this many characters. Short
+# texts (reviews_zh: 73 on average) hardly repeat an n-gram, so raw tf costs nothing there and skips a sort
+# when scoring; news articles (inews_zh 1,202, bbc_en 2,268) repeat many, and raw tf lets those drown the rest.
+NGRAM_LONG_TEXT_CHARS = 500
+# The research memo's inews_zh fit kept the 500,000 most frequent buckets (macro-F1 0.7247).
+NGRAM_MAX_FEATURES = 500_000
 # BERT full fine-tuning: the best model measured within 20 minutes of a 2-core CPU on bbc_en (README,
 # "Why the BERT defaults"): a higher peak rate than the usual 5e-5 over 2 epochs beat 5e-5 over 3;
 # 256 tokens costs half of 512.
@@ -164,14 +171,19 @@ class NgramOptions(KindOptions):
     """N-gram model settings of ``clsrun train --model ngram`` (the shared ones: :class:`TrainConfig`)."""
 
     FLAGS: ClassVar[dict[str, str]] = flags(
-        "char_ngrams", "word_ngrams", "bucket_bits", "min_df", "max_features", "fit", "logreg_c"
+        "char_ngrams", "word_ngrams", "bucket_bits", "min_df", "max_features", "tf", "fit", "logreg_c"
     )
 
     char_ngrams: tuple[int, int] | None = None  # shortest, longest character n-gram; None: by script
     word_ngrams: int | None = None  # 0 none, 1 words, 2 + word pairs; None: by script (2 alphabetic, 0 CJK)
-    bucket_bits: int = 20  # hash into 2**bits buckets; 2**18 unpruned lost 0.6 pt on reviews_zh
+    # Hash into 2**bits buckets; None: 20, or 22 for long texts (like --tf auto). 2**18 unpruned lost 0.6 pt on
+    # reviews_zh; long news texts hold millions of distinct n-grams, whose collisions cost inews_zh macro-F1.
+    bucket_bits: int | None = None
     min_df: int = 2  # keep buckets found in at least this many training texts (the rest is noise)
-    max_features: int | None = None  # keep at most this many buckets, most frequent first (smaller bundle)
+    # Keep at most this many buckets, most frequent first. The cap binds on long-text data only (reviews_zh
+    # keeps 230k, inews_zh 889k without it), where it keeps the logistic-regression fit within minutes.
+    max_features: int | None = NGRAM_MAX_FEATURES
+    tf: str = "auto"  # term frequency: "raw", "sublinear" (1 + ln tf), "auto" (sublinear for long texts)
     fit: str = "best"  # "best": fit both below, keep the better on validation; "torch"; "logreg"
     logreg_c: float = 10.0  # inverse L2 strength of the logistic-regression fit (C=1 lost 1-4 pts)
 
@@ -182,12 +194,14 @@ class NgramOptions(KindOptions):
             problems.append(f"--char-ngrams must be MIN,MAX with 1 <= MIN <= MAX <= 8, got {list(grams)}")
         if self.word_ngrams is not None and self.word_ngrams not in (0, 1, 2):
             problems.append(f"--word-ngrams must be 0, 1 or 2, got {self.word_ngrams}")
-        if not 8 <= self.bucket_bits <= 30:
+        if self.bucket_bits is not None and not 8 <= self.bucket_bits <= 30:
             problems.append(f"--bucket-bits must be between 8 and 30, got {self.bucket_bits}")
         if self.min_df < 1:
             problems.append(f"--min-df must be >= 1, got {self.min_df}")
         if self.max_features is not None and self.max_features < 1:
             problems.append(f"--max-features must be >= 1, got {self.max_features}")
+        if self.tf not in NGRAM_TFS:
+            problems.append(f"--tf must be one of {', '.join(NGRAM_TFS)}, got {self.tf!r}")
         if self.fit not in NGRAM_FITS:
             problems.append(f"--fit must be one of {', '.join(NGRAM_FITS)}, got {self.fit!r}")
         if not self.logreg_c > 0:

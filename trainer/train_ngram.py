@@ -34,6 +34,7 @@ from clsrun.runtime.encode_ngram import (
     NgramEncoder,
     NgramScheme,
     NgramVocabulary,
+    TermFrequency,
     detect_script,
     hash_features,
 )
@@ -45,28 +46,48 @@ from clsrun.trainer.config import TrainConfig
 from clsrun.trainer.data import Split
 from clsrun.trainer.frozen import one_thread
 from clsrun.trainer.ngram import NgramConfig, NgramLinear
-from clsrun.trainer.options import NgramOptions
+from clsrun.trainer.options import NGRAM_LONG_TEXT_CHARS, NgramOptions
 from clsrun.trainer.reporting import EpochRecord, headline_metric
 
 log = logging.getLogger("clsrun.trainer")
 
 
+# Buckets by text length: long texts (where --tf auto picks sublinear) hold millions of distinct n-grams
+# (inews_zh about 3.2M 1-3-grams): 2**22 buckets collide less (README, "The n-gram model").
+SHORT_TEXT_BUCKET_BITS, LONG_TEXT_BUCKET_BITS = 20, 22
+
+
+def term_frequency(texts: list[str], options: NgramOptions) -> TermFrequency:
+    """``--tf``, or for ``auto``: sublinear when the texts average :data:`NGRAM_LONG_TEXT_CHARS` or more."""
+    if options.tf == "raw":
+        return "raw"
+    if options.tf == "sublinear":
+        return "sublinear"
+    mean = sum(map(len, texts)) / max(len(texts), 1)
+    return "sublinear" if mean >= NGRAM_LONG_TEXT_CHARS else "raw"
+
+
 def scheme_for(texts: list[str], options: NgramOptions) -> NgramScheme:
-    """The language rule's scheme for ``texts``, with the n-gram lengths the options set."""
-    scheme = NgramScheme.for_script(detect_script(texts), options.bucket_bits)
+    """The language rule's scheme for ``texts`` (cut to the training length), with the n-gram lengths,
+    term frequency and bucket count the options set (``auto``/None: by text length, as ``--tf auto``)."""
+    tf = term_frequency(texts, options)
+    bits = options.bucket_bits or (LONG_TEXT_BUCKET_BITS if tf == "sublinear" else SHORT_TEXT_BUCKET_BITS)
+    scheme = NgramScheme.for_script(detect_script(texts), bits)
     return NgramScheme(
         scheme.script,
         options.char_ngrams or scheme.char_ngrams,
         scheme.word_ngrams if options.word_ngrams is None else options.word_ngrams,
         scheme.lowercase,
         scheme.bucket_bits,
+        tf,
     )
 
 
 def build_encoder(texts: list[str], options: NgramOptions, max_length: int) -> NgramEncoder:
     """The encoder of a model trained on ``texts`` (normalised): scheme, kept buckets and their idf."""
+    texts = [t[:max_length] for t in texts]
     scheme = scheme_for(texts, options)
-    buckets, offsets = hash_features([t[:max_length] for t in texts], scheme)
+    buckets, offsets = hash_features(texts, scheme)
     vocabulary = NgramVocabulary.build(
         buckets, offsets, 1 << scheme.bucket_bits, options.min_df, options.max_features
     )
@@ -264,9 +285,9 @@ def _say_features(encoder: NgramEncoder, train: Tokens, split: Split) -> None:
     what = [f"character {low}-{high}-grams"] if high else []
     what += [["", "words", "words and word pairs"][scheme.word_ngrams]] if scheme.word_ngrams else []
     log.info(
-        "n-gram: %d training rows, %d validation rows, %d labels; %s text: %s; %d of %d buckets kept "
+        "n-gram: %d training rows, %d validation rows, %d labels; %s text: %s, %s tf; %d of %d buckets kept "
         "(%.0f features per row)",
-        *(len(train), len(split.val_texts), len(split.labels), scheme.script, " + ".join(what)),
+        *(len(train), len(split.val_texts), len(split.labels), scheme.script, " + ".join(what), scheme.tf),
         *(encoder.vocabulary.size - 1, 1 << scheme.bucket_bits, float(train.lengths.mean())),
     )
 

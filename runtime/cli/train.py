@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -30,6 +30,9 @@ from clsrun.runtime.cli.options import (
     flag,
     int_list,
 )
+
+if TYPE_CHECKING:
+    from clsrun.runtime.metrics import ClassificationReport
 
 
 def _set(**values: Any) -> dict[str, Any]:
@@ -184,7 +187,8 @@ def train(
     bucket_bits: int | None = typer.Option(
         None,
         "--bucket-bits",
-        help="ngram: hash n-grams into 2**N buckets (20); fewer buckets share more n-grams per bucket.",
+        help="ngram: hash n-grams into 2**N buckets (default 20, 22 for long texts as --tf auto decides); fewer "
+        "buckets share more n-grams per bucket.",
     ),
     min_df: int | None = typer.Option(
         None, "--min-df", help="ngram: keep n-grams found in at least N training texts (2); 1 keeps noise."
@@ -192,8 +196,15 @@ def train(
     max_features: int | None = typer.Option(
         None,
         "--max-features",
-        help="ngram: keep at most N n-gram buckets, most frequent first: a smaller bundle, usually a "
-        "little less accurate.",
+        help="ngram: keep at most N n-gram buckets, most frequent first (500000): a smaller bundle and a "
+        "faster fit, usually a little less accurate.",
+    ),
+    tf: str | None = typer.Option(
+        None,
+        "--tf",
+        help="ngram: term frequency: raw (each occurrence counts), sublinear (1 + ln count: repeats in long "
+        "texts weigh less) or auto (default: sublinear when training texts average 500+ characters). "
+        "Recorded in the bundle; scoring weighs the same way.",
     ),
     fit: str | None = typer.Option(
         None,
@@ -253,6 +264,7 @@ def train(
         bucket_bits=bucket_bits,
         min_df=min_df,
         max_features=max_features,
+        tf=tf,
         fit=fit,
         logreg_c=logreg_c,
     )
@@ -268,12 +280,15 @@ def train(
         baseline=not no_baseline,
     )
     if result.report is not None:
-        text = result.report.to_text()
-        if result.baseline is not None:
-            text += "\n\n" + comparison(result.report, result.baseline, result.kind)
-        if not quiet:
-            typer.echo(f"bundle written to {out}", err=True)
-        _print(text)
+        versus = "" if result.baseline is None else comparison(result.report, result.baseline, result.kind)
+        _say(result.report, versus, out, quiet)
+
+
+def _say(report: ClassificationReport, versus: str, out: Path, quiet: bool) -> None:
+    """Where the bundle went (stderr), then the validation report and its comparison with the baseline."""
+    if not quiet:
+        typer.echo(f"bundle written to {out}", err=True)
+    _print(report.to_text() + (f"\n\n{versus}" if versus else ""))
 
 
 def _print(text: str) -> None:

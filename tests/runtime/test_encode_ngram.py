@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -114,11 +115,55 @@ def test_weights_are_l2_normalised_idf_and_pruned_features_weigh_nothing() -> No
     np.testing.assert_allclose(idf[1:], np.log(4 / 3) + 1, rtol=1e-6)  # smooth idf, df = 2 of 3 texts
 
 
+def test_sublinear_weights_are_scikit_learns_tfidf_with_sublinear_tf() -> None:
+    """Long texts are weighed as ``TfidfVectorizer(sublinear_tf=True)`` weighs the same n-grams: (1 + ln tf)
+    times the smooth idf, l2-normalised, one feature per kept n-gram of the text."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    scheme = replace(CJK, tf="sublinear")
+    train = ["好好好好差很好", "很差差差", "服务很好", "酒店好好", "差", "很好很好很好很好"]
+    texts = ["好好好好好差差很好服务", "很很很很", "没有", "", *train]
+    encoder = _encoder(train, scheme, min_df=2)
+    tokens = encoder.tokenize(texts)
+    assert tokens.weights is not None
+    sklearn = TfidfVectorizer(
+        analyzer=lambda t: [str(b) for b in reference(t, scheme)], min_df=2, sublinear_tf=True
+    )
+    sklearn.fit(train)
+    expected = sklearn.transform(texts).toarray()  # (texts, kept n-grams)
+    column = {int(b): j for b, j in sklearn.vocabulary_.items()}
+    assert sorted(column) == encoder.vocabulary.kept.tolist()
+    got = np.zeros_like(expected)
+    for i in range(len(texts)):
+        ids = tokens.ids[tokens.offsets[i] : tokens.offsets[i + 1]]
+        assert (ids > 0).all() and (np.diff(ids) > 0).all()  # each kept n-gram once, ascending
+        for id_, weight in zip(ids, tokens.weights[tokens.offsets[i] : tokens.offsets[i + 1]], strict=True):
+            got[i, column[int(encoder.vocabulary.kept[id_ - 1])]] = weight
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
+    assert tokens.lengths[2] == 0 and tokens.lengths[3] == 0  # nothing kept: no features, not padding
+
+
+def test_a_bundle_without_the_tf_field_keeps_raw_tf() -> None:
+    """Bundles written before sublinear tf existed have no ``tf`` in ``model.features``: they score as before."""
+    old = CJK.to_json()
+    del old["tf"]
+    scheme = NgramScheme.from_json(old)
+    assert scheme == CJK and scheme.tf == "raw"
+    assert NgramScheme.from_json(replace(CJK, tf="sublinear").to_json()).tf == "sublinear"
+    tokens = _encoder(["好好", "好差", "差"], scheme, min_df=2).tokenize(["好好", "差"])
+    assert tokens.weights is not None
+    good, bad = tokens.ids[0], tokens.ids[3]
+    assert tokens.ids.tolist() == [good, good, 0, bad]  # every occurrence, pruned ones as id 0
+    np.testing.assert_allclose(tokens.weights, [2**-0.5, 2**-0.5, 0, 1], rtol=1e-6)
+    with pytest.raises(BundleError, match="term frequency"):
+        NgramScheme.from_json({**old, "tf": "log"})
+
+
 def test_a_texts_features_do_not_depend_on_its_window() -> None:
     rng = np.random.default_rng(0)
     pool = list("好差很服务酒店 abcdeXYZ,.")
     texts = ["".join(rng.choice(pool, size=rng.integers(1, 40))) for _ in range(300)]
-    for scheme in (CJK, ALPHA):
+    for scheme in (CJK, ALPHA, replace(CJK, tf="sublinear"), replace(ALPHA, tf="sublinear")):
         encoder = _encoder(texts, scheme)
         whole = encoder.tokenize(texts)
         assert whole.weights is not None

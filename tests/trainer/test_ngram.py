@@ -36,6 +36,7 @@ def test_train_writes_an_ngram_bundle_with_both_fits_and_the_baseline(tiny_ngram
     assert bundle.spec.kind == "ngram" and NGRAM_FEATURES_FILE in bundle.files
     features = bundle.spec.model["features"]
     assert (features["script"], features["char_ngrams"], features["word_ngrams"]) == ("cjk", [1, 3], 0)
+    assert features["tf"] == "raw"  # short texts: --tf auto keeps raw term frequency
     record = bundle.spec.training["ngram"]
     assert set(record["fits"]) == {"logreg", "torch"} and record["kept"] == bundle.spec.model["fit"]
     assert record["chosen_by"] == "accuracy"
@@ -100,6 +101,8 @@ def test_cli_flags_set_the_scheme_and_the_fit(small_charcnn_data: Path, tmp_path
         "1",
         "--max-features",
         "50",
+        "--tf",
+        "sublinear",
         "--no-baseline",
     ]
     result = CliRunner().invoke(app, [*args, *flags])
@@ -107,6 +110,7 @@ def test_cli_flags_set_the_scheme_and_the_fit(small_charcnn_data: Path, tmp_path
     bundle = Bundle.load(out)
     assert bundle.spec.model["features"]["char_ngrams"] == [1, 2] and bundle.spec.model["fit"] == "logreg"
     assert bundle.spec.model["n_features"] == 51  # 50 kept buckets + padding
+    assert bundle.spec.model["features"]["tf"] == "sublinear"
     assert set(bundle.spec.training["ngram"]["fits"]) == {"logreg"}
     assert "baseline" not in bundle.spec.training and "TF-IDF" not in result.stdout
 
@@ -136,6 +140,50 @@ def test_english_text_gets_lowercased_words_pairs_and_character_2_to_4_grams(tmp
     )
 
 
+def test_long_texts_get_sublinear_tf_and_scoring_weighs_them_as_training_did(tmp_path: Path) -> None:
+    """``--tf auto``: texts averaging 500+ characters get sublinear tf, recorded in the bundle; the bundle's
+    eager model, fed by the runtime encoder, reproduces the validation loss the trainer measured."""
+    import csv
+    import gzip
+    import json
+
+    from clsrun.trainer import train
+    from clsrun.trainer.options import NGRAM_LONG_TEXT_CHARS
+
+    rng = np.random.default_rng(0)
+    pool = {"pos": list("好很棒赞服务的了是"), "neg": list("差很烂坏服务的了是")}
+    rows = [
+        (label, "".join(rng.choice(pool[label], size=600))) for label in ("pos", "neg") for _ in range(30)
+    ]
+    data = tmp_path / "long.csv"
+    with open(data, "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([("label", "text"), *rows])
+    assert min(len(t) for _, t in rows) >= NGRAM_LONG_TEXT_CHARS
+    options = {"fit": "logreg"}
+    result = train(
+        data, tmp_path / "b", model="ngram", options=options, config={"logs": False, "quiet": True}
+    )
+    bundle = Bundle.load(result.bundle)
+    assert bundle.spec.model["features"]["tf"] == "sublinear"
+    assert bundle.spec.model["features"]["bucket_bits"] == 22  # long texts: fewer collisions
+    with gzip.open(result.bundle / "validation.jsonl.gz", "rt", encoding="utf-8") as f:
+        val = [json.loads(line) for line in f]
+    logits = torch.from_numpy(_eager(bundle, [r["text"] for r in val]))
+    targets = torch.tensor([bundle.spec.labels.index(r["label"]) for r in val])
+    loss = torch.nn.functional.cross_entropy(logits, targets).item()
+    assert loss == pytest.approx(bundle.spec.training["ngram"]["fits"]["logreg"]["val_loss"], rel=1e-4)
+
+    short = train(
+        data,
+        tmp_path / "c",
+        model="ngram",
+        options={**options, "tf": "raw"},
+        config={"logs": False, "quiet": True},
+    )
+    raw = Bundle.load(short.bundle).spec.model["features"]
+    assert (raw["tf"], raw["bucket_bits"]) == ("raw", 20)
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -143,6 +191,7 @@ def test_english_text_gets_lowercased_words_pairs_and_character_2_to_4_grams(tmp
         (["--fit", "sgd"], "--fit must be one of best, torch, logreg"),
         (["--bucket-bits", "40"], "--bucket-bits must be between 8 and 30"),
         (["--logreg-c", "0"], "--logreg-c must be > 0"),
+        (["--tf", "log"], "--tf must be one of auto, raw, sublinear"),
         (["--embed-dim", "8"], "--embed-dim applies to charcnn models, not ngram"),
     ],
 )
