@@ -17,6 +17,8 @@ as not built and the others are still exported.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +91,20 @@ def _quantize(ir: Path, target: Path, gate: Gate, opts: Int8Options) -> dict[str
     return {"method": "nncf-ptq", "calibration_rows": rows, "float_head": head, "preset": "mixed"}
 
 
+@contextmanager
+def _logging_kept() -> Iterator[None]:
+    """The process's logging as it was before NNCF ran: quantizing left the root logger's handlers at ERROR,
+    so a program that exports from Python (and clsrun's own warnings after it) would lose its warnings."""
+    root = logging.getLogger()
+    level, handlers = root.level, [(h, h.level) for h in root.handlers]
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+        for handler, handler_level in handlers:
+            handler.setLevel(handler_level)
+
+
 def build_openvino(
     name: str, fp32_onnx: Path, stage: Path, gate: Gate, opts: Int8Options
 ) -> tuple[Path, VariantResult]:
@@ -101,7 +117,8 @@ def build_openvino(
     if name == "ov-fp32":
         return ir, gate.score(name, ir)
     target = stage / "model.ov.int8.xml"
-    info = _quantize(ir, target, gate, opts)
+    with _logging_kept():
+        info = _quantize(ir, target, gate, opts)
     result = gate.score(name, target)
     result.details["quantization"] = info
     return target, result
