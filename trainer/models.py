@@ -6,6 +6,8 @@ the inputs of ARCHITECTURE.md. BERT loading lives with the BERT trainer and is i
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import torch
 
 from clsrun.runtime.bundle import VOCAB_FILE, WEIGHTS_FILE, Bundle
@@ -15,11 +17,11 @@ from clsrun.runtime.errors import BundleError
 from clsrun.trainer.charcnn import CharCNN, CharCNNConfig
 from clsrun.trainer.ngram import NgramConfig, NgramLinear
 
+M = TypeVar("M", bound=torch.nn.Module)
+
 
 def load_charcnn(bundle: Bundle) -> CharCNN:
     """Rebuild a char-CNN from ``spec.model`` and load its safetensors weights (strict: every tensor fits)."""
-    from safetensors.torch import load_file
-
     config = CharCNNConfig.from_json(bundle.spec.model)
     vocab = CharVocab.load(bundle.file(VOCAB_FILE))
     if vocab.size != config.vocab_size:
@@ -30,20 +32,12 @@ def load_charcnn(bundle: Bundle) -> CharCNN:
         raise BundleError(
             f"{bundle.root}: model has {config.n_labels} outputs for {len(bundle.labels)} labels"
         )
-    model = CharCNN(config)
-    path = bundle.file(WEIGHTS_FILE)
-    try:
-        model.load_state_dict(load_file(str(path)), strict=True)
-    except (RuntimeError, OSError) as e:
-        raise BundleError(f"{path}: weights do not fit the char-CNN described in clsrun.json ({e})") from e
-    return model.eval()
+    return _with_weights(CharCNN(config), bundle, "char-CNN")
 
 
 def load_ngram(bundle: Bundle) -> NgramLinear:
     """Rebuild the n-gram model from ``spec.model`` and its safetensors table, checked against the
     bundle's feature vocabulary (``ngram_features.safetensors``) and labels."""
-    from safetensors.torch import load_file
-
     try:
         config = NgramConfig.from_json(bundle.spec.model)
     except (KeyError, TypeError, ValueError) as e:
@@ -54,14 +48,21 @@ def load_ngram(bundle: Bundle) -> NgramLinear:
             f"{bundle.root}: clsrun.json says {config.n_features} features and {config.n_labels} outputs; "
             f"the bundle has {features} features and {len(bundle.labels)} labels"
         )
-    model = NgramLinear(config)
-    path = bundle.path(WEIGHTS_FILE)
+    return _with_weights(NgramLinear(config), bundle, "n-gram model")
+
+
+def _with_weights(model: M, bundle: Bundle, what: str) -> M:
+    """``model`` with the bundle's safetensors weights loaded strictly (every tensor fits), in eval mode.
+
+    The file is opened through ``bundle.file``: listed and hashed in ``clsrun.json``, like every bundle file.
+    """
+    from safetensors.torch import load_file
+
+    path = bundle.file(WEIGHTS_FILE)
     try:
         model.load_state_dict(load_file(str(path)), strict=True)
     except (RuntimeError, OSError) as e:
-        raise BundleError(
-            f"{path}: weights do not fit the n-gram model described in clsrun.json ({e})"
-        ) from e
+        raise BundleError(f"{path}: weights do not fit the {what} described in clsrun.json ({e})") from e
     return model.eval()
 
 
