@@ -70,7 +70,8 @@ def one_case(
         command(src, out, model, "--overwrite"), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
     )
     time.sleep(delay)
-    if proc.poll() is None:
+    sent = proc.poll() is None
+    if sent:
         proc.send_signal(signum)
     try:
         _, err = proc.communicate(timeout=timeout)
@@ -83,9 +84,9 @@ def one_case(
     if proc.returncode == 0:
         if not out.is_file() or out.read_bytes() != ref:
             return "FAIL wrong output", f"exit 0 after a signal at {delay:.2f}s"
-        return (
-            ("finished first", "") if not leftovers(out) else ("FAIL left files", ", ".join(leftovers(out)))
-        )
+        # Named by signal: a run that ignored its signal (started with it ignored) shows up as a skew here.
+        first = f"finished first ({name} {'sent while running' if sent else 'not sent'})"
+        return (first, "") if not leftovers(out) else ("FAIL left files", ", ".join(leftovers(out)))
     early = _before_clsrun(signum, proc.returncode, err)
     if early and (leftovers(out) or _stamp(out) != before):
         return "FAIL start-up kill wrote files", f"{name} at {delay:.2f}s: {leftovers(out)}"
@@ -117,6 +118,11 @@ def main() -> None:
     ap.add_argument("--source", type=Path, default=DEFAULT_SOURCE)
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/clsrun-bench/signals"))
     args = ap.parse_args()
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        # Started as a shell's background job: SIGINT is ignored here, and every run would inherit that
+        # (clsrun keeps an inherited SIG_IGN, as `nohup` users expect), so none would be interrupted by it.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        print("SIGINT was ignored (a background job): restored for the runs", flush=True)
     args.workdir.mkdir(parents=True, exist_ok=True)
     rng = random.Random(args.seed)
     src = make_input(args.source, args.rows, args.workdir / f"{args.source.stem}_{args.rows}.csv")
