@@ -24,17 +24,19 @@ DEFAULT_WINDOW = 8192  # rows sorted together; also the unit of a resume checkpo
 # Rows in one batch at most, by device. On CUDA the host launches every kernel of a batch from Python
 # (a few milliseconds for a BERT forward, whatever its size), so a batch must hold enough rows for the
 # GPU's share of the work to outlast that; the token budget still bounds its memory.
-DEFAULT_MAX_BATCH_ROWS = {"cpu": 1024, "cuda": 4096}
+DEFAULT_MAX_BATCH_ROWS = {"cpu": 1024, "cuda": DEFAULT_WINDOW}
 # Padded tokens per batch when --batch-tokens is not given, by model kind and device. char-CNN
 # convolutions are cheap per token, so large batches amortise the per-call overhead. BERT on CPU: a
 # batch whose activations stay in the CPU caches (README: the MiniLM batch-budget comparison). BERT on
-# CUDA: 65536 tokens (about 1000 rows of 64 tokens, 128 of 512) keep the GPU busy between the host's
-# launches while a BERT-base batch's activations stay around a gigabyte in fp16.
+# CUDA: 262144 tokens (about 4000 rows of 64 tokens, 512 of 512), a quarter of the launches of 65536
+# tokens per row scored: eager PyTorch launches every kernel from one Python thread, and that thread, not
+# the GPU, bounds short texts (README: the GPU check). Activations grow with the budget: on a small GPU
+# a BERT-base model may need a lower --batch-tokens.
 # ngram: "tokens" are features, a table lookup and a multiply-add each, so the per-call overhead dominates
 # until batches are large.
 DEFAULT_BATCH_TOKENS = {
     "charcnn": {"cpu": 32768, "cuda": 32768},
-    "bert": {"cpu": 1024, "cuda": 65536},
+    "bert": {"cpu": 1024, "cuda": 262144},
     "ngram": {"cpu": 65536, "cuda": 65536},
 }
 

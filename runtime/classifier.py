@@ -124,6 +124,7 @@ class Classifier:
     streams: int  # batches run at once, each on threads // streams intra-op threads
     batching: BatchOptions  # resolved: batch_tokens and max_batch_rows are set
     preparers: int = 1  # windows encoded at once while scoring a file, each in its own process when > 1
+    encode_threads: int = 0  # tokenizer threads in each of those processes (0: one per core)
 
     @classmethod
     def load(
@@ -201,7 +202,7 @@ class Classifier:
 
     def encode_pool(self, processes: int) -> EncodePool:
         """Encodes windows' :meth:`scorable` texts for :meth:`prepare`, ``processes`` at a time."""
-        return EncodePool(self.encoder, self.bundle.spec.normalization, processes)
+        return EncodePool(self.encoder, self.bundle.spec.normalization, processes, self.encode_threads)
 
     def prepare(self, chunk: RecordChunk, encoded: Encoded | None = None) -> Prepared:
         """Normalise and tokenize a window's valid texts once, and plan its batches.

@@ -14,11 +14,16 @@ exit and closes the pool). Other signals keep their default, so a ``kill`` of th
 ends them; the parent then stops as it was asked to (``pipeline.py``). They leave when the pool closes.
 With ``processes=1`` the work runs in the calling thread, as it always has on CPU, where the cores run
 the model.
+
+``threads``: the tokenizer threads of each worker (``tokenizers``' Rayon pool, sized by
+``RAYON_NUM_THREADS`` when it first starts, which happens in the worker after its initializer has set it);
+0 keeps the tokenizer's default, one per core. ``benchmarks/gpu_host_sweep.py`` measures the choice.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import os
 import signal
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
@@ -54,9 +59,11 @@ T = TypeVar("T")
 _worker: tuple[Encoder, Normalization] | None = None  # set once in each worker process
 
 
-def _start_worker(encoder: Encoder, norm: Normalization) -> None:
+def _start_worker(encoder: Encoder, norm: Normalization, threads: int) -> None:
     global _worker
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent's to handle (module docstring)
+    if threads > 0:  # before the first encoding starts the tokenizer's thread pool (module docstring)
+        os.environ["RAYON_NUM_THREADS"] = str(threads)
     _worker = (encoder, norm)
 
 
@@ -78,9 +85,12 @@ class _Inline(Executor):
 
 
 class EncodePool:
-    """Encodes windows of texts, ``processes`` at a time (1: in the calling thread). A context manager."""
+    """Encodes windows of texts, ``processes`` at a time (1: in the calling thread). A context manager.
 
-    def __init__(self, encoder: Encoder, norm: Normalization, processes: int = 1) -> None:
+    ``threads``: tokenizer threads in each worker process (0: one per core); unused with one process.
+    """
+
+    def __init__(self, encoder: Encoder, norm: Normalization, processes: int = 1, threads: int = 0) -> None:
         self.encoder, self.norm, self.processes = encoder, norm, max(1, processes)
         self.executor: Executor = _Inline()
         if self.processes > 1:
@@ -88,7 +98,7 @@ class EncodePool:
                 self.processes,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_start_worker,
-                initargs=(encoder, norm),
+                initargs=(encoder, norm, threads),
             )
 
     def submit(self, texts: list[str]) -> Future[Encoded]:

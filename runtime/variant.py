@@ -169,10 +169,10 @@ def choose(bundle: Bundle, variant: Variant = Variant()) -> Choice:
     measured on this CPU (``speeds.py``); the choice's ``reason`` says which figures decided.
     """
     backend: str = variant.backend
-    if backend == "auto" and not any(passed_variants(bundle, b) for b in EXPORTED_BACKENDS):
+    if backend == "auto" and _torch_takes_the_gpu(variant):
+        backend = "torch"  # exported or not: on this GPU eager PyTorch is the fast path, no note to export
+    elif backend == "auto" and not any(passed_variants(bundle, b) for b in EXPORTED_BACKENDS):
         backend = _installed_fallback(bundle)
-    elif backend == "auto" and _torch_takes_the_gpu(variant):
-        backend = "torch"
     if backend in ("auto", *EXPORTED_BACKENDS):
         if variant.compile:
             raise UsageError("--compile: this bundle runs on onnxruntime here; use --backend torch")

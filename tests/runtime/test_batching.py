@@ -74,13 +74,13 @@ def test_char_encoder_truncates_counts_and_pads_to_the_longest_row_only() -> Non
 def test_a_gpu_gets_few_large_batches_within_its_budget() -> None:
     cpu, cuda = BatchOptions().resolved("bert", "cpu"), BatchOptions().resolved("bert", "cuda")
     assert (cpu.batch_tokens, cpu.max_batch_rows) == (1024, 1024)
-    assert (cuda.batch_tokens, cuda.max_batch_rows) == (65536, 4096)
+    assert (cuda.batch_tokens, cuda.max_batch_rows) == (262144, 8192)
     lengths = np.random.default_rng(0).integers(8, 80, size=8192)  # a window of short texts
     batches = cuda.plan(lengths)
     assert np.array_equal(np.sort(np.concatenate(batches)), np.arange(8192))  # every row once
-    assert all(int(lengths[b].max()) * len(b) <= 65536 and len(b) <= 4096 for b in batches)
-    assert len(batches) <= 8 and len(cpu.plan(lengths)) > 40 * len(batches)  # a launch per ~1000 rows
-    assert len(cuda.plan(np.full(8192, 4))) == 2  # tiny texts: the row cap, not the token budget
+    assert all(int(lengths[b].max()) * len(b) <= 262144 and len(b) <= 8192 for b in batches)
+    assert len(batches) <= 3 and len(cpu.plan(lengths)) > 100 * len(batches)  # a launch per ~3000 rows
+    assert len(cuda.plan(np.full(16384, 4))) == 2  # tiny texts: the row cap, not the token budget
 
 
 def test_sizes_given_are_kept_on_every_device() -> None:

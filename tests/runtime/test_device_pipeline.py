@@ -9,9 +9,11 @@ preparing threads finish, and write exactly what the synchronous path writes.
 from __future__ import annotations
 
 import dataclasses
+import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -253,6 +255,17 @@ def test_auto_scores_on_the_gpu_with_torch_when_onnxruntime_cannot(
     assert (on_cpu.backend, on_cpu.precision, on_cpu.device) == ("onnx", "int8", "cpu")
 
 
+def test_a_gpu_scores_a_bundle_with_no_exported_model_on_torch_without_a_hint_to_export(
+    gpu_machine: dict[str, Any], make_bundle: Callable[..., Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    """On CUDA eager PyTorch is the fast path: the CPU's "run clsrun export first" note would mislead."""
+    bundle = Bundle.load(make_bundle("unexported", passed={"fp32": False, "int8": False}))
+    assert choose(bundle) == Choice("torch", "fp16", "cuda", None)
+    assert "never exported" not in caplog.text
+    gpu_machine["gpu"] = False  # no GPU: the same bundle still runs on torch, now with the hint
+    assert choose(bundle).backend == "torch" and "was never exported" in caplog.text
+
+
 def test_auto_keeps_onnxruntime_where_it_has_the_gpu_or_there_is_none(
     gpu_machine: dict[str, Any], toy_bundle: Path
 ) -> None:
@@ -292,6 +305,18 @@ def test_windows_are_prepared_in_parallel_only_for_a_gpu() -> None:
     cpu, cuda = Choice("onnx", "int8", "cpu", "f"), Choice("torch", "fp16", "cuda", None)
     assert default_preparers(cpu, 16) == 1  # the cores run the model
     assert (default_preparers(cuda, 16), default_preparers(cuda, 64), default_preparers(cuda, 2)) == (4, 4, 1)
+
+
+def test_each_encoding_process_runs_the_tokenizer_threads_it_is_given(
+    toy_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("RAYON_NUM_THREADS", raising=False)
+    clf = dataclasses.replace(Classifier.load(toy_bundle, Variant(threads=1)), encode_threads=3)
+    with clf.encode_pool(2) as pool:
+        assert pool.submit(["ggb"]).result().kept.tolist() == [0]  # a worker has started and encoded
+        seen = pool.executor.submit(os.getenv, "RAYON_NUM_THREADS").result()
+    assert seen == "3"
+    assert "RAYON_NUM_THREADS" not in os.environ  # set in the workers only
 
 
 def test_a_broken_encoding_pool_is_a_stop_when_a_signal_asked_for_one(

@@ -17,7 +17,7 @@ from clsrun.runtime.errors import UsageError
 from clsrun.runtime.plugins import runner_plugin
 from clsrun.runtime.readers import RecordChunk
 from clsrun.runtime.variant import Choice, Variant
-from clsrun.trainer.torch_runner import PinnedRing, TorchRunner, TorchWindow
+from clsrun.trainer.torch_runner import PinnedRing, TorchRunner, TorchWindow, host_threads
 
 TEXTS = ["这个房间很好，服务棒", "太差了，讨厌", "it was good", "x" * 100, "好"]
 
@@ -66,6 +66,11 @@ class RecordingEvent:
 
     def synchronize(self) -> None:
         self.log.append(("wait", self.slot))
+
+
+def test_on_cuda_torch_keeps_one_cpu_thread_and_leaves_the_cores_to_encoding() -> None:
+    assert host_threads(torch.device("cuda"), 16) == 1
+    assert host_threads(torch.device("cpu"), 16) == 16  # on CPU the threads run the model
 
 
 def _ring(slots: int, log: list[tuple[str, int]]) -> PinnedRing:
