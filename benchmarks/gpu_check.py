@@ -850,7 +850,8 @@ def encode_workers(report: Report, bundle: Path, short: Path, expected: list[str
     from clsrun.runtime.score import score_file
     from clsrun.runtime.variant import Variant
 
-    clf = dataclasses.replace(Classifier.load(bundle, Variant(backend="torch")), preparers=2)
+    loaded = Classifier.load(bundle, Variant(backend="torch"))
+    clf = dataclasses.replace(loaded, preparers=2, encode_in_threads=False)  # processes, as on CUDA
     out = short.with_name(f"{bundle.name}.{short.stem}.workers.scores.csv")
     start = time.monotonic()
     score_file(short, out, clf)

@@ -191,7 +191,10 @@ def main() -> int:
         processes, tokenizer_threads, torch_threads, tokens, rows, name = setting
         batching = BatchOptions(batch_tokens=tokens, max_batch_rows=rows)
         clf = Classifier.load(bundle, Variant("torch", "auto", args.device), batching)
-        clf = change(dataclasses.replace(clf, preparers=processes, encode_threads=tokenizer_threads))
+        clf = dataclasses.replace(
+            clf, preparers=processes, encode_threads=tokenizer_threads, encode_in_threads=False
+        )
+        clf = change(clf)
         torch.set_num_threads(torch_threads)
         stages.take()
         start = time.perf_counter()

@@ -125,6 +125,7 @@ class Classifier:
     batching: BatchOptions  # resolved: batch_tokens and max_batch_rows are set
     preparers: int = 1  # windows encoded at once while scoring a file, each in its own process when > 1
     encode_threads: int = 0  # tokenizer threads in each of those processes (0: one per core)
+    encode_in_threads: bool = False  # the preparers are threads of this process, not processes
 
     @classmethod
     def load(
@@ -164,8 +165,18 @@ class Classifier:
         encoder = make_encoder(bundle)
         runner = open_runner(bundle, choice, threads // streams, streams)
         resolved = batching.resolved(bundle.spec.kind, choice.device)
-        preparers = default_preparers(choice, threads)
-        return cls(bundle, encoder, runner, choice, threads, streams, resolved, preparers)
+        preparers = default_preparers(choice, threads, bundle.spec.kind)
+        return cls(
+            bundle,
+            encoder,
+            runner,
+            choice,
+            threads,
+            streams,
+            resolved,
+            preparers,
+            encode_in_threads=choice.device != "cuda",
+        )
 
     @property
     def labels(self) -> list[str]:
@@ -202,7 +213,13 @@ class Classifier:
 
     def encode_pool(self, processes: int) -> EncodePool:
         """Encodes windows' :meth:`scorable` texts for :meth:`prepare`, ``processes`` at a time."""
-        return EncodePool(self.encoder, self.bundle.spec.normalization, processes, self.encode_threads)
+        return EncodePool(
+            self.encoder,
+            self.bundle.spec.normalization,
+            processes,
+            self.encode_threads,
+            self.encode_in_threads,
+        )
 
     def prepare(self, chunk: RecordChunk, encoded: Encoded | None = None) -> Prepared:
         """Normalise and tokenize a window's valid texts once, and plan its batches.

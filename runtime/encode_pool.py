@@ -26,7 +26,7 @@ import multiprocessing
 import os
 import signal
 from collections.abc import Callable
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
 from typing import ParamSpec, TypeVar
@@ -88,12 +88,25 @@ class EncodePool:
     """Encodes windows of texts, ``processes`` at a time (1: in the calling thread). A context manager.
 
     ``threads``: tokenizer threads in each worker process (0: one per core); unused with one process.
+    ``in_threads``: the ``processes`` workers are threads of this process instead, for an encoder that is
+    numpy from end to end (the n-gram one): numpy releases the GIL, so on CPU two windows encode on two
+    cores without pickling texts and ids across processes.
     """
 
-    def __init__(self, encoder: Encoder, norm: Normalization, processes: int = 1, threads: int = 0) -> None:
+    def __init__(
+        self,
+        encoder: Encoder,
+        norm: Normalization,
+        processes: int = 1,
+        threads: int = 0,
+        in_threads: bool = False,
+    ) -> None:
         self.encoder, self.norm, self.processes = encoder, norm, max(1, processes)
+        self.in_threads = in_threads
         self.executor: Executor = _Inline()
-        if self.processes > 1:
+        if self.processes > 1 and in_threads:
+            self.executor = ThreadPoolExecutor(self.processes, thread_name_prefix="clsrun-encode")
+        elif self.processes > 1:
             self.executor = ProcessPoolExecutor(
                 self.processes,
                 mp_context=multiprocessing.get_context("spawn"),
@@ -103,7 +116,7 @@ class EncodePool:
 
     def submit(self, texts: list[str]) -> Future[Encoded]:
         """Start encoding one window's texts; the future's result is its :class:`Encoded`."""
-        if self.processes == 1:
+        if self.processes == 1 or self.in_threads:
             return self.executor.submit(encode_texts, self.encoder, self.norm, texts)
         return self.executor.submit(_encode_in_worker, texts)
 

@@ -3,7 +3,8 @@
     reader thread:  read chunk -> regroup into windows -> hand each window's texts to the encoders
     encoding:       normalise, tokenize (``encode_pool.py``): in the reader thread, or on CUDA in
                     ``classifier.preparers`` worker processes, a window each, so that the host's cores
-                    keep the GPU fed (most of encoding holds the GIL)
+                    keep the GPU fed (most of encoding holds the GIL); for an n-gram bundle on CPU in
+                    two threads (its encoding is numpy, which releases the GIL)
                         | the reader takes encoded windows back in input order, plans and pads their batches
                         | queue of at most ``max(PREFETCH_BATCHES, streams)`` padded batches
     inference:      ``classifier.streams`` threads, each adding the next batch to its window's logits

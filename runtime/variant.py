@@ -103,15 +103,18 @@ def default_streams(choice: Choice, threads: int) -> int:
     return max(1, threads) if choice.backend in EXPORTED_BACKENDS and choice.device == "cpu" else 1
 
 
-def default_preparers(choice: Choice, threads: int) -> int:
+def default_preparers(choice: Choice, threads: int, kind: str = "") -> int:
     """How many windows are encoded at once while a file is scored (``score.py``, ``encode_pool.py``).
 
-    On CPU one, in the reader thread: the cores run the model, and ``tokenizers`` already spreads a
-    window over them. On CUDA the host's encoding bounds the rate, and most of it holds the GIL, so a
-    quarter of the cores (at most 4) encode windows in worker processes, each also running
-    ``tokenizers`` on every core.
+    On CUDA the host's encoding bounds the rate, and most of it holds the GIL, so a quarter of the cores
+    (at most 4) encode windows in worker processes, each also running ``tokenizers`` on every core. On
+    CPU an n-gram bundle's encoding, not its model, bounds the rate (README: the n-gram section), and it
+    is numpy, which releases the GIL: two threads. Other kinds on CPU: one, in the reader thread (the
+    cores run the model, and ``tokenizers`` already spreads a window over them).
     """
-    return max(1, min(4, threads // 4)) if choice.device == "cuda" else 1
+    if choice.device == "cuda":
+        return max(1, min(4, threads // 4))
+    return 2 if kind == "ngram" and threads >= 2 else 1
 
 
 def resolve_device(device: str, backend: str) -> str:

@@ -165,14 +165,20 @@ def test_windows_encoded_in_worker_processes_score_as_in_one_thread(tmp_path: Pa
     plain = Classifier.load(toy_bundle, Variant(threads=1), BatchOptions(window=300, batch_tokens=600))
     a = score_file(src, tmp_path / "a.csv", plain, options=OutputOptions(probs=True))
     b = score_file(
-        src, tmp_path / "b.csv", dataclasses.replace(plain, preparers=2), options=OutputOptions(probs=True)
+        src,
+        tmp_path / "b.csv",
+        dataclasses.replace(plain, preparers=2, encode_in_threads=False),  # processes, as on CUDA
+        options=OutputOptions(probs=True),
     )
     assert a.output.read_bytes() == b.output.read_bytes()
     assert b.manifest["error"] == 1
+    threads = dataclasses.replace(plain, preparers=3, encode_in_threads=True)  # the n-gram way on CPU
+    c = score_file(src, tmp_path / "c.csv", threads, options=OutputOptions(probs=True))
+    assert c.output.read_bytes() == a.output.read_bytes()
 
 
 def test_an_encode_pool_gives_what_encoding_here_gives(toy_bundle: Path) -> None:
-    clf = Classifier.load(toy_bundle, Variant(threads=1))
+    clf = dataclasses.replace(Classifier.load(toy_bundle, Variant(threads=1)), encode_in_threads=False)
     texts = ["ggb", "  ", "好好差", "x" * 50]
     here = encode_texts(clf.encoder, clf.bundle.spec.normalization, texts)
     assert here.kept.tolist() == [0, 2, 3]
@@ -304,6 +310,9 @@ def test_gpu_presence_is_read_from_the_device_files(monkeypatch: pytest.MonkeyPa
 def test_windows_are_prepared_in_parallel_only_for_a_gpu() -> None:
     cpu, cuda = Choice("onnx", "int8", "cpu", "f"), Choice("torch", "fp16", "cuda", None)
     assert default_preparers(cpu, 16) == 1  # the cores run the model
+    # an n-gram bundle's encoding bounds it on CPU: two windows at once (in threads), given two cores
+    assert (default_preparers(cpu, 2, "ngram"), default_preparers(cpu, 1, "ngram")) == (2, 1)
+    assert default_preparers(cpu, 16, "bert") == 1 and default_preparers(cuda, 16, "ngram") == 4
     assert (default_preparers(cuda, 16), default_preparers(cuda, 64), default_preparers(cuda, 2)) == (4, 4, 1)
 
 
@@ -311,7 +320,8 @@ def test_each_encoding_process_runs_the_tokenizer_threads_it_is_given(
     toy_bundle: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("RAYON_NUM_THREADS", raising=False)
-    clf = dataclasses.replace(Classifier.load(toy_bundle, Variant(threads=1)), encode_threads=3)
+    loaded = Classifier.load(toy_bundle, Variant(threads=1))
+    clf = dataclasses.replace(loaded, encode_threads=3, encode_in_threads=False)
     with clf.encode_pool(2) as pool:
         assert pool.submit(["ggb"]).result().kept.tolist() == [0]  # a worker has started and encoded
         seen = pool.executor.submit(os.getenv, "RAYON_NUM_THREADS").result()
