@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -84,6 +85,16 @@ def make_toy_bundle(root: Path, passed: dict[str, bool] | None = None, max_lengt
     spec = BundleSpec(kind="charcnn", labels=TOY_LABELS, max_length=max_length, model={"kernel_sizes": [3]})
     write_spec(root, spec)
     return root
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _sigint_deliverable() -> Iterator[None]:
+    """A test run started as a background job (``cmd &`` in a script, ``nohup``) has SIGINT ignored, and
+    every clsrun a test starts would inherit that and keep it, as it should: the signal tests would see a
+    Ctrl-C do nothing. Python's own handler here makes the children start with SIGINT deliverable."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
 
 
 @pytest.fixture(scope="session")
