@@ -123,9 +123,9 @@ class Classifier:
     threads: int  # inference threads in all
     streams: int  # batches run at once, each on threads // streams intra-op threads
     batching: BatchOptions  # resolved: batch_tokens and max_batch_rows are set
-    preparers: int = 1  # windows encoded at once while scoring a file, each in its own process when > 1
+    preparers: int = 1  # windows encoded at once while scoring a file (encode_pool.py)
     encode_threads: int = 0  # tokenizer threads in each of those processes (0: one per core)
-    encode_in_threads: bool = False  # the preparers are threads of this process, not processes
+    encode_in_threads: bool = False  # when > 1, threads of this process (CPU), else processes (CUDA)
 
     @classmethod
     def load(

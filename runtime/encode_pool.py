@@ -12,8 +12,9 @@ are started with ``spawn`` (the parent may hold CUDA and several threads) and ig
 reaches the whole foreground process group; the parent stops at its next safe point, keeps its resumable
 exit and closes the pool). Other signals keep their default, so a ``kill`` of the process group still
 ends them; the parent then stops as it was asked to (``pipeline.py``). They leave when the pool closes.
-With ``processes=1`` the work runs in the calling thread, as it always has on CPU, where the cores run
-the model.
+With ``processes=1`` the work runs in the calling thread, as it does on CPU where the cores run the
+model. With ``in_threads`` the workers are threads of this process: for an encoder that is numpy from end
+to end (the n-gram one on CPU), which releases the GIL, so nothing needs pickling across processes.
 
 ``threads``: the tokenizer threads of each worker (``tokenizers``' Rayon pool, sized by
 ``RAYON_NUM_THREADS`` when it first starts, which happens in the worker after its initializer has set it);
@@ -22,6 +23,7 @@ the model.
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import os
 import signal
@@ -88,9 +90,7 @@ class EncodePool:
     """Encodes windows of texts, ``processes`` at a time (1: in the calling thread). A context manager.
 
     ``threads``: tokenizer threads in each worker process (0: one per core); unused with one process.
-    ``in_threads``: the ``processes`` workers are threads of this process instead, for an encoder that is
-    numpy from end to end (the n-gram one): numpy releases the GIL, so on CPU two windows encode on two
-    cores without pickling texts and ids across processes.
+    ``in_threads``: the ``processes`` workers are threads of this process instead (module docstring).
     """
 
     def __init__(
@@ -101,12 +101,15 @@ class EncodePool:
         threads: int = 0,
         in_threads: bool = False,
     ) -> None:
-        self.encoder, self.norm, self.processes = encoder, norm, max(1, processes)
-        self.in_threads = in_threads
+        self.processes = max(1, processes)
+        # What a worker runs on a window's texts: here (this thread or a thread of ours), with this
+        # process's encoder; in a worker process, with the one its initializer received.
+        self.encode: Callable[[list[str]], Encoded] = functools.partial(encode_texts, encoder, norm)
         self.executor: Executor = _Inline()
         if self.processes > 1 and in_threads:
             self.executor = ThreadPoolExecutor(self.processes, thread_name_prefix="clsrun-encode")
         elif self.processes > 1:
+            self.encode = _encode_in_worker
             self.executor = ProcessPoolExecutor(
                 self.processes,
                 mp_context=multiprocessing.get_context("spawn"),
@@ -116,9 +119,7 @@ class EncodePool:
 
     def submit(self, texts: list[str]) -> Future[Encoded]:
         """Start encoding one window's texts; the future's result is its :class:`Encoded`."""
-        if self.processes == 1 or self.in_threads:
-            return self.executor.submit(encode_texts, self.encoder, self.norm, texts)
-        return self.executor.submit(_encode_in_worker, texts)
+        return self.executor.submit(self.encode, texts)
 
     def close(self) -> None:
         self.executor.shutdown(wait=True, cancel_futures=True)
