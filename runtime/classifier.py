@@ -232,8 +232,9 @@ class Classifier:
             encoded = encode_texts(self.encoder, self.bundle.spec.normalization, texts)
         errors = list(chunk.errors)
         valid = rows[encoded.kept]  # (m,) window positions of the rows that are scored
-        for i in np.setdiff1d(rows, valid).tolist():
-            errors[i] = "empty text after normalisation"
+        if len(valid) < len(rows):
+            for i in np.setdiff1d(rows, valid).tolist():
+                errors[i] = "empty text after normalisation"
         batches = self.batching.plan(encoded.tokens.lengths)
         return Prepared(
             chunk.start, chunk.ids, errors, valid, encoded.tokens, batches, self.open_window(len(valid))

@@ -14,8 +14,9 @@ before any padding is done; padding happens per batch, to the longest row of tha
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -37,9 +38,9 @@ class Tokens:
     truncated: np.ndarray  # (n,) bool: the text was cut to the encoder's max_length
     weights: np.ndarray | None = None  # (total,) float32 weight of each id (ngram), else None
 
-    @property
+    @functools.cached_property
     def lengths(self) -> np.ndarray:
-        """(n,) int64 token count of each text (after truncation)."""
+        """(n,) int64 token count of each text (after truncation); computed once (every batch asks)."""
         return np.diff(self.offsets)
 
     def __len__(self) -> int:
@@ -74,6 +75,16 @@ class Encoder(Protocol):
     def pad(self, tokens: Tokens, rows: np.ndarray) -> dict[str, np.ndarray]:
         """Model inputs for ``rows`` of ``tokens``: each ``(B, T)`` (int64 ids and masks, float32 weights),
         ``T`` = longest of those rows."""
+        ...
+
+
+@runtime_checkable
+class CodepointEncoder(Encoder, Protocol):
+    """An encoder that works on code points: its window is normalised straight into an array of them
+    (``charmaps.normalize``), never into Python strings (the n-gram encoder)."""
+
+    def tokenize_codepoints(self, c: np.ndarray, lengths: np.ndarray) -> Tokens:
+        """:meth:`Encoder.tokenize` of the texts whose code points are ``c`` (N,), ``lengths`` (n,) each."""
         ...
 
 

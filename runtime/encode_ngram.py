@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from clsrun.runtime import charmaps
 from clsrun.runtime.bundle import NGRAM_FEATURES_FILE
 from clsrun.runtime.encode import Tokens, padded_index
 from clsrun.runtime.errors import BundleError
@@ -128,11 +129,6 @@ class NgramScheme:
             raise BundleError(f"model.features is not an n-gram scheme ({e!r})") from e
 
 
-def _codepoints(text: str) -> np.ndarray:
-    """(len(text),) uint32 code points (a lone surrogate is one character, not an error)."""
-    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
-
-
 def cjk_share(texts: list[str], max_chars: int = DETECT_SAMPLE_CHARS) -> float:
     """Share of CJK characters among the non-space characters of the first ``max_chars`` of ``texts``."""
     sample, size = [], 0
@@ -141,7 +137,7 @@ def cjk_share(texts: list[str], max_chars: int = DETECT_SAMPLE_CHARS) -> float:
         size += len(text)
         if size >= max_chars:
             break
-    cps = _codepoints("".join(sample)[:max_chars])
+    cps = charmaps.codepoints(["".join(sample)[:max_chars]])[0]
     cps = cps[~np.isin(cps, _SPACES)]
     if not len(cps):
         return 0.0
@@ -165,19 +161,13 @@ def _word_chars() -> np.ndarray:
     return table
 
 
-def _joined(texts: list[str], lowercase: bool) -> tuple[np.ndarray, np.ndarray]:
-    """``(c, lengths)``: (N,) uint64 code points + 1 of all texts joined, (n,) int64 length of each."""
-    joined = "".join(texts)
+def _hashable(c: np.ndarray, lengths: np.ndarray, lowercase: bool) -> tuple[np.ndarray, np.ndarray]:
+    """``(c + 1 as uint64, lengths)`` of normalised texts' code points, lowercased first if asked."""
     if lowercase:
-        lowered = joined.lower()
-        if len(lowered) != len(joined):  # a character whose lowercase is longer ("İ"): text by text
-            texts = [t.lower() for t in texts]
-            lowered = "".join(texts)
-        joined = lowered
-    lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
-    c = _codepoints(joined).astype(np.uint64)
-    c += np.uint64(1)
-    return c, lengths
+        c, lengths = charmaps.lower(c, lengths)
+    hashed = c.astype(np.uint64)
+    hashed += np.uint64(1)
+    return hashed, lengths
 
 
 def _bucket(h: np.ndarray, multiplier: int, bits: int) -> np.ndarray:
@@ -270,6 +260,34 @@ def _place(
     return out[:size], offsets
 
 
+def _ids_by_position(
+    c: np.ndarray, lengths: np.ndarray, scheme: NgramScheme, lut: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_place` for a scheme of character n-grams only, laid out by position: ``(ids (N * K,),
+    offsets (n + 1,))`` where row ``p`` of the ``(N, K)`` view holds the ids of the ``K`` n-grams
+    (shortest first) that start at character ``p``, and id 0 where one would run past its text's end.
+
+    A text's features are then its characters' rows, so nothing is scattered and no slot is computed:
+    the layout costs ``K * (K - 1) / 2`` padding ids per text (weight 0) and saves most of the encoding
+    of short texts. Same features as :func:`_place`, in another order, plus those zeros."""
+    low, high = scheme.char_ngrams
+    grams = range(low, high + 1)
+    total = len(c)
+    out = np.zeros((total, len(grams)), dtype=lut.dtype)  # (N, K)
+    ends = offsets_of(lengths) + lengths
+    h, span = c, 1  # h: (N - span + 1,) Horner sums of the span characters from each position
+    for f, k in enumerate(grams):
+        while span < k:
+            span += 1
+            h = h[:-1] * P + c[span - 1 :]
+        out[: len(h), f] = lut[_bucket(h, CHAR_MULTIPLIERS[k - 1], scheme.bucket_bits)]
+        for j in range(1, k):  # the last k - 1 positions of each text start no whole n-gram
+            out[ends[lengths >= j] - j, f] = 0
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths * len(grams), out=offsets[1:])
+    return out.reshape(-1), offsets
+
+
 def offsets_of(lengths: np.ndarray) -> np.ndarray:
     """(n,) int64 start of each of ``lengths`` consecutive runs."""
     return np.cumsum(lengths) - lengths
@@ -279,7 +297,7 @@ def hash_features(texts: list[str], scheme: NgramScheme) -> tuple[np.ndarray, np
     """Every feature of ``texts`` as a bucket number, text by text: ``(buckets (F,) int64, offsets
     (n + 1,) int64)``; text ``i``'s features are ``buckets[offsets[i]:offsets[i + 1]]``, family after
     family (character n-grams by length, words, word pairs), each in text order."""
-    c, lengths = _joined(texts, scheme.lowercase)
+    c, lengths = _hashable(*charmaps.codepoints(texts), scheme.lowercase)
     return _place(c, lengths, scheme, None)
 
 
@@ -399,13 +417,22 @@ class NgramEncoder:
         """Feature ids of each text with their weights (see the module's spec), cut to ``max_length``
         characters. Raw tf: pruned features stay, as id 0 with weight 0 (dropping them costs more than
         they do). Sublinear tf: one feature per kept id of the text, ids ascending."""
-        n = len(texts)
-        full = np.fromiter(map(len, texts), dtype=np.int64, count=n)
-        truncated = full > self.max_length
+        return self.tokenize_codepoints(*charmaps.codepoints(texts))
+
+    def tokenize_codepoints(self, c: np.ndarray, lengths: np.ndarray) -> Tokens:
+        """:meth:`tokenize` of texts given as their code points (``charmaps.codepoints``): what scoring
+        calls, with the window normalised straight into code points (``charmaps.normalize``)."""
+        truncated = lengths > self.max_length
         if truncated.any():
-            texts = [t[: self.max_length] for t in texts]
-        c, chars = _joined(texts, self.scheme.lowercase)
-        ids, offsets = _place(c, chars, self.scheme, self._lut)  # (F,) int32
+            kept = (
+                np.arange(len(c), dtype=np.int64) - np.repeat(offsets_of(lengths), lengths) < self.max_length
+            )
+            c, lengths = c[kept], np.minimum(lengths, self.max_length)
+        hashed, chars = _hashable(c, lengths, self.scheme.lowercase)
+        if self.scheme.word_ngrams:
+            ids, offsets = _place(hashed, chars, self.scheme, self._lut)  # (F,) int32
+        else:
+            ids, offsets = _ids_by_position(hashed, chars, self.scheme, self._lut)  # (F,) int32
         if self.scheme.tf == "sublinear":
             ids, offsets, tf = merge_repeats(ids, offsets, self.vocabulary.size)
             weights = self.vocabulary.idf[ids] * (np.float32(1) + np.log(tf))  # (U,) float32
@@ -415,12 +442,18 @@ class NgramEncoder:
         return Tokens(ids, offsets, truncated, weights)
 
     def pad(self, tokens: Tokens, rows: np.ndarray) -> dict[str, np.ndarray]:
-        """``input_ids`` (B, T) int64 and ``weights`` (B, T) float32, zero past each text's features."""
+        """``input_ids`` (B, T) int64 and ``weights`` (B, T) float32, zero past each text's features.
+
+        Every cell is gathered (past a row's end from the next text's features, clipped to the window)
+        and the padding then zeroed by multiplying with the mask: sequential passes, where selecting the
+        real cells by the mask costs twice as much."""
         assert tokens.weights is not None, "NgramEncoder.tokenize always gives weights"
         gather, mask = padded_index(tokens, rows)
-        ids = np.zeros(mask.shape, dtype=np.int64)  # (B, T)
-        weights = np.zeros(mask.shape, dtype=np.float32)  # (B, T)
-        flat = gather[mask]
-        ids[mask] = tokens.ids[flat]
-        weights[mask] = tokens.weights[flat]
+        if not len(tokens.ids):
+            return {"input_ids": np.zeros(mask.shape, np.int64), "weights": np.zeros(mask.shape, np.float32)}
+        np.minimum(gather, len(tokens.ids) - 1, out=gather)
+        ids = tokens.ids.take(gather).astype(np.int64)  # (B, T)
+        ids *= mask
+        weights = tokens.weights.take(gather)  # (B, T)
+        weights *= mask
         return {"input_ids": ids, "weights": weights}

@@ -35,8 +35,9 @@ from typing import ParamSpec, TypeVar
 
 import numpy as np
 
+from clsrun.runtime import charmaps
 from clsrun.runtime.bundle import Normalization
-from clsrun.runtime.encode import Encoder, Tokens
+from clsrun.runtime.encode import CodepointEncoder, Encoder, Tokens
 from clsrun.runtime.textnorm import normalize_many
 
 
@@ -50,6 +51,10 @@ class Encoded:
 
 def encode_texts(encoder: Encoder, norm: Normalization, texts: list[str]) -> Encoded:
     """Normalise ``texts`` as the bundle says and tokenize the ones that are not empty afterwards."""
+    if isinstance(encoder, CodepointEncoder):  # no strings in between (charmaps.py)
+        c, lengths = charmaps.normalize(texts, norm)
+        nonempty = np.flatnonzero(lengths)
+        return Encoded(nonempty, encoder.tokenize_codepoints(c, lengths[nonempty]))
     normalised = normalize_many(texts, norm)  # pyarrow when it gives normalize's strings (textnorm.py)
     kept = [i for i, t in enumerate(normalised) if t]
     tokens = encoder.tokenize(normalised if len(kept) == len(texts) else [normalised[i] for i in kept])

@@ -248,9 +248,10 @@ def exported_candidates(bundle: Bundle, variant: Variant) -> list[Choice]:
     backends = (variant.backend,) if explicit else EXPORTED_BACKENDS
     found = []
     for backend in backends:
-        if backend == "openvino" and not (explicit or (device == "cpu" and _openvino_runs())):
-            continue
         passed = passed_variants(bundle, backend)
+        # Left out without the extra or off the CPU; its import is looked at only when it has something to run.
+        if backend == "openvino" and not explicit and passed and not (device == "cpu" and _openvino_runs()):
+            continue
         if not passed:
             if explicit:
                 raise BundleError(

@@ -124,6 +124,7 @@ def features_matrix(tokens: Tokens, n_features: int) -> Any:
         (tokens.weights, tokens.ids, tokens.offsets), shape=(len(tokens), n_features), copy=True
     )
     matrix.sum_duplicates()
+    matrix.eliminate_zeros()  # the encoder's padding ids (weight 0) are no evidence
     return matrix
 
 

@@ -105,14 +105,37 @@ def test_weights_are_l2_normalised_idf_and_pruned_features_weigh_nothing() -> No
     train = ["好好", "好差", "差"]
     encoder = _encoder(train, min_df=2)  # kept: 好 (2 texts), 差 (2 texts)
     tokens = encoder.tokenize(["好好", "差", "没有"])
-    assert tokens.lengths.tolist() == [3, 1, 3]  # 好 好 好好 | 差 | 没 有 没有
-    good, bad = tokens.ids[0], tokens.ids[3]
+    # By position, the 1-, 2- and 3-gram starting at each character: 好 好好 - | 好 - - | 差 - - | ...
+    assert tokens.lengths.tolist() == [6, 3, 6]
+    good, bad = tokens.ids[0], tokens.ids[6]
     assert sorted([good, bad]) == [1, 2]
-    assert tokens.ids.tolist() == [good, good, 0, bad, 0, 0, 0]  # pruned: id 0 (padding)
+    # pruned (好好, 没, 有, 没有) and past the text's end: id 0 (padding)
+    assert tokens.ids.tolist() == [good, 0, 0, good, 0, 0, bad, 0, 0, 0, 0, 0, 0, 0, 0]
     assert tokens.weights is not None
-    np.testing.assert_allclose(tokens.weights, [2**-0.5, 2**-0.5, 0, 1, 0, 0, 0], rtol=1e-6)
+    np.testing.assert_allclose(
+        tokens.weights, [2**-0.5, 0, 0, 2**-0.5, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0], rtol=1e-6
+    )
     idf = encoder.vocabulary.idf
     np.testing.assert_allclose(idf[1:], np.log(4 / 3) + 1, rtol=1e-6)  # smooth idf, df = 2 of 3 texts
+
+
+@pytest.mark.parametrize("texts", [TEXTS, ["这个酒店很好，服务棒", "好", "", "太差了 bad  x", "ab"] * 3])
+def test_the_layout_by_position_holds_the_same_features_as_the_compact_one(texts: list[str]) -> None:
+    """Character-only schemes lay features out by position (no scatter); the ids and weights of each
+    text are the compact layout's, in another order, plus zero-weight padding ids."""
+    encoder = _encoder(texts)
+    tokens = encoder.tokenize(texts)
+    assert tokens.weights is not None
+    for i, text in enumerate(texts):
+        part = slice(tokens.offsets[i], tokens.offsets[i + 1])
+        ids, weights = tokens.ids[part], tokens.weights[part]
+        assert len(ids) == 3 * len(text)
+        assert sorted(ids[ids > 0].tolist()) == sorted(
+            encoder._lut[b] for b in reference(text, CJK) if encoder._lut[b] > 0
+        )
+        assert (weights[ids == 0] == 0).all()
+        if len(text):
+            np.testing.assert_allclose(np.square(weights).sum(), 1.0, rtol=1e-5)
 
 
 def test_sublinear_weights_are_scikit_learns_tfidf_with_sublinear_tf() -> None:
@@ -152,9 +175,9 @@ def test_a_bundle_without_the_tf_field_keeps_raw_tf() -> None:
     assert NgramScheme.from_json(replace(CJK, tf="sublinear").to_json()).tf == "sublinear"
     tokens = _encoder(["好好", "好差", "差"], scheme, min_df=2).tokenize(["好好", "差"])
     assert tokens.weights is not None
-    good, bad = tokens.ids[0], tokens.ids[3]
-    assert tokens.ids.tolist() == [good, good, 0, bad]  # every occurrence, pruned ones as id 0
-    np.testing.assert_allclose(tokens.weights, [2**-0.5, 2**-0.5, 0, 1], rtol=1e-6)
+    good, bad = tokens.ids[0], tokens.ids[6]
+    assert tokens.ids.tolist() == [good, 0, 0, good, 0, 0, bad, 0, 0]  # every occurrence, pruned ones as id 0
+    np.testing.assert_allclose(tokens.weights, [2**-0.5, 0, 0, 2**-0.5, 0, 0, 1, 0, 0], rtol=1e-6)
     with pytest.raises(BundleError, match="term frequency"):
         NgramScheme.from_json({**old, "tf": "log"})
 
@@ -182,9 +205,10 @@ def test_pad_puts_zero_weight_on_padding_and_truncation_cuts_characters() -> Non
     assert tokens.truncated.tolist() == [False, True]
     inputs = encoder.pad(tokens, np.array([1, 0]))
     assert inputs["input_ids"].dtype == np.int64 and inputs["weights"].dtype == np.float32
-    assert inputs["input_ids"].shape == (2, 3)  # 好, 差, 好差 (很 was cut)
-    assert inputs["input_ids"][1, 1:].tolist() == [0, 0]
-    assert inputs["weights"][1, 1:].tolist() == [0.0, 0.0]
+    assert inputs["input_ids"].shape == (2, 6)  # 好 好差 - | 差 - - (很 was cut)
+    assert (inputs["input_ids"][0, [0, 1, 3]] > 0).all()
+    assert inputs["input_ids"][1, 1:].tolist() == [0] * 5
+    assert inputs["weights"][1, 1:].tolist() == [0.0] * 5
 
 
 def test_bad_schemes_and_vocabularies_are_bundle_errors() -> None:
