@@ -27,7 +27,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
@@ -203,6 +203,8 @@ class Classifier:
     # -- the three steps ---------------------------------------------------------------------------
     def scorable(self, chunk: RecordChunk) -> tuple[np.ndarray, list[str]]:
         """(rows, texts) of the rows of ``chunk`` that have a text and no error yet; texts as read."""
+        if not any(chunk.errors) and None not in chunk.texts:  # the usual window: every row (C-level checks)
+            return np.arange(len(chunk.texts), dtype=np.int64), cast(list[str], chunk.texts)
         rows: list[int] = []
         texts: list[str] = []
         for i, (text, error) in enumerate(zip(chunk.texts, chunk.errors, strict=True)):

@@ -249,7 +249,8 @@ class Pipeline:
 
     def _write_window(self, prepared: Prepared) -> None:
         table = self.clf.finish(prepared, with_probs=self.probs)
-        reasons = Counter(reason_kind(e) for e in prepared.errors if e)
+        errors = prepared.errors
+        reasons = Counter(reason_kind(e) for e in errors if e) if any(errors) else Counter()
         n_error = sum(reasons.values())
         self.partial.add(
             table, prepared.start, len(prepared) - n_error, n_error, prepared.truncated, dict(reasons)

@@ -81,23 +81,34 @@ def result_table(
     ``errors``: ``(n,)`` reasons, ``""`` for a scored row; ``ids``: ``--id-col`` values or None.
     """
     n = len(errors)
-    failed = np.fromiter((bool(e) for e in errors), dtype=bool, count=n)  # (n,)
+    any_failed = any(errors)  # the usual window has none: its columns are made without a per-row loop
+    failed = np.fromiter((bool(e) for e in errors), dtype=bool, count=n) if any_failed else np.zeros(n, bool)
     best = probs.argmax(axis=1) if n else np.zeros(0, dtype=np.int64)  # (n,)
     score = probs[np.arange(n), best].astype(np.float32)  # (n,)
     id_array = pa.array(np.arange(start, start + n, dtype=np.int64)) if ids is None else text_array(ids)
-    names = np.asarray(labels, dtype=object)
+    mask = failed if any_failed else None
     columns: list[pa.Array] = [
         id_array,
-        pa.array(names[best], type=pa.string(), mask=failed),
-        pa.array(score, mask=failed),
+        _masked(pc.take(pa.array(labels, type=pa.string()), pa.array(best)), failed, any_failed),
+        pa.array(score, mask=mask),
     ]
     if with_probs:
-        columns += [pa.array(probs[:, j].astype(np.float32), mask=failed) for j in range(len(labels))]
+        columns += [pa.array(probs[:, j].astype(np.float32), mask=mask) for j in range(len(labels))]
     columns += [
-        pa.array(np.where(failed, "error", "ok"), type=pa.string()),
-        text_array(errors),
+        pc.if_else(pa.array(failed), "error", "ok"),
+        text_array(errors) if any_failed else _empty_strings(n),
     ]
     return pa.Table.from_arrays(columns, schema=output_schema(labels, with_probs, ids is not None))
+
+
+def _masked(values: pa.Array, failed: np.ndarray, any_failed: bool) -> pa.Array:
+    """``values`` with nulls where ``failed``."""
+    return pc.if_else(pa.array(failed), pa.scalar(None, values.type), values) if any_failed else values
+
+
+def _empty_strings(n: int) -> pa.Array:
+    """``n`` empty strings (offsets all 0, no data), without building ``n`` Python strings."""
+    return pa.StringArray.from_buffers(n, pa.py_buffer(np.zeros(n + 1, dtype=np.int32)), pa.py_buffer(b""))
 
 
 def neutralise_formulas(table: pa.Table) -> pa.Table:
