@@ -7,7 +7,8 @@ the complete new one, never a mix. Temporary names are ``.<target name>.<random>
 (:func:`is_temporary`), so a reader of the folder can tell them from real files.
 
 - :func:`atomic_write`: the general form, with a callback that writes the temporary path (Arrow tables,
-  CSV/JSONL/Parquet writers, IPC files);
+  CSV/JSONL/Parquet writers, IPC files); :func:`temporary_for` and :func:`publish`, its two halves, for a
+  file filled over a longer time;
 - :func:`atomic_write_text` / :func:`atomic_write_bytes`: small files (manifests, state, reports);
 - :func:`atomic_fs_write` / :func:`atomic_fs_write_text`: the same on any pyarrow filesystem (the Ray
   engine's parts and manifest may go to S3, GCS or HDFS);
@@ -59,19 +60,30 @@ def atomic_write(target: Path, write: Callable[[Path], None], tmp_dir: Path | No
     ``target`` appears only when complete; a failure (or an exception in ``write``) leaves no file under
     either name. ``tmp_dir`` (same file system as ``target``; default its folder) holds the temporary file.
     """
-    folder = tmp_dir if tmp_dir is not None else target.parent
-    fd, name = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=TMP_SUFFIX)
-    os.close(fd)
-    tmp = Path(name)
+    tmp = temporary_for(target, tmp_dir)
     try:
         write(tmp)
-        _make_readable(tmp)
-        fsync_path(tmp)
-        os.replace(tmp, target)
-        fsync_path(target.parent)
+        publish(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def temporary_for(target: Path, tmp_dir: Path | None = None) -> Path:
+    """A new empty file with ``target``'s temporary name (:func:`is_temporary`), in ``tmp_dir`` (same file
+    system as ``target``; default its folder): where :func:`atomic_write` and a file written over a whole
+    run (``writers.TableFile``) are filled before :func:`publish`."""
+    folder = tmp_dir if tmp_dir is not None else target.parent
+    fd, name = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=TMP_SUFFIX)
+    os.close(fd)
+    return Path(name)
+
+
+def publish(tmp: Path, target: Path) -> None:
+    """Give the finished temporary file ``tmp`` a plain file's mode and move it over ``target``, flushed
+    before and after (:func:`move_into_place`)."""
+    _make_readable(tmp)
+    move_into_place(tmp, target)
 
 
 def atomic_write_bytes(target: Path, data: bytes, tmp_dir: Path | None = None) -> None:

@@ -13,7 +13,8 @@
                     copying its logits back) and passes it on
                         | queue of at most ``PENDING_WINDOWS`` finished windows
     writer thread:  windows back in input order (waiting for each one's logits) -> softmax, output
-                    table -> fsynced part + journal line (``partial.py``)
+                    table -> fsynced part + journal line (``partial.py``), and on into the output file
+                    being written (``score.py``)
 
 The queues are what keep memory flat: the reader can never be more than a couple of batches ahead of the
 model, and at most ``preparers + streams + PENDING_WINDOWS - 1`` windows are between being read and being
@@ -39,6 +40,8 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Protocol
+
+import pyarrow as pa
 
 from clsrun.runtime.batching import windows
 from clsrun.runtime.classifier import Classifier, Prepared
@@ -96,9 +99,11 @@ class Pipeline:
         probs: bool,
         progress: Progress | None,
         request: StopRequest,
+        sink: Callable[[pa.Table], None] | None = None,
     ) -> None:
         self.clf = classifier
         self.partial = partial
+        self.sink = sink  # also given each window's table once it is durable (the output being written)
         self.probs = probs
         self.progress = progress
         self.request = request
@@ -255,6 +260,8 @@ class Pipeline:
         self.partial.add(
             table, prepared.start, len(prepared) - n_error, n_error, prepared.truncated, dict(reasons)
         )
+        if self.sink is not None:
+            self.sink(table)
         if self.progress is not None:
             self.progress.update(len(prepared))
 

@@ -35,7 +35,7 @@ from clsrun.runtime.pipeline import Pipeline, Progress
 from clsrun.runtime.readers import ReadOptions, RecordStream, open_records
 from clsrun.runtime.row_errors import check_error_rate, diagnose
 from clsrun.runtime.stopping import StopRequest
-from clsrun.runtime.writers import write_atomically
+from clsrun.runtime.writers import TableFile, write_atomically
 
 __all__ = [
     "OutputOptions",
@@ -178,12 +178,25 @@ def _score_claimed(
     resumed_rows = partial.rows_done
     if resumed_rows and progress is not None:
         progress.resumed(resumed_rows)
-    pipeline = Pipeline(classifier, partial, options.probs, progress, stop)
-    pipeline.run(stream, resumed_rows)
-    if pipeline.stopped:
-        raise interrupted(stop, partial, pipeline.stuck)
     schema = classifier.output_schema(options.probs, read.id_col is not None)
-    write_atomically(out, schema, _assembled(partial, stop), tmp_dir=partial.folder)
+    # A run from the first row writes its output as it goes; a resumed one assembles it from the parts.
+    streamed = TableFile(out, schema, partial.folder) if not resumed_rows else None
+    try:
+        pipeline = Pipeline(
+            classifier, partial, options.probs, progress, stop, None if streamed is None else streamed.write
+        )
+        pipeline.run(stream, resumed_rows)
+        if pipeline.stopped:
+            raise interrupted(stop, partial, pipeline.stuck)
+        if streamed is None:
+            write_atomically(out, schema, _assembled(partial, stop), tmp_dir=partial.folder)
+        elif stop.is_set():  # between the last window and publishing: the parts hold every row
+            raise interrupted(stop, partial)
+        else:
+            streamed.publish()
+    finally:
+        if streamed is not None:
+            streamed.discard()
     # Published: from here on the run completes, whatever signal arrives (it is only noted).
     wall = time.perf_counter() - started
     manifest = {

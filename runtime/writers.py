@@ -11,6 +11,7 @@ they cannot be formulas and an id or label like that must survive a round trip.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -23,7 +24,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from clsrun.runtime.errors import UsageError
-from clsrun.runtime.files import atomic_write
+from clsrun.runtime.files import atomic_write, publish, temporary_for
 
 OUTPUT_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
 # Every accepted extension, as messages and --help list them.
@@ -189,6 +190,47 @@ def open_writer(path: Path, schema: pa.Schema, kind: str) -> TableWriter:
     if kind == "jsonl":
         return _JsonlWriter(path, schema)
     return _ParquetWriter(path, schema)
+
+
+class TableFile:
+    """A result file filled table by table as a run goes, appearing under its name only once complete.
+
+    What :func:`write_atomically` does for tables it is given at once: the tables go to a temporary file in
+    ``tmp_dir`` (same file system as ``target``), which :meth:`publish` flushes and renames over ``target``;
+    :meth:`discard` (also after a publish: then a no-op) closes and deletes it. Scoring writes its output
+    this way while the windows are written, so no pass over the parts is left for the end.
+    """
+
+    def __init__(self, target: Path, schema: pa.Schema, tmp_dir: Path) -> None:
+        self.target = target
+        self.tmp: Path | None = temporary_for(target, tmp_dir)
+        try:
+            self._writer: TableWriter | None = open_writer(self.tmp, schema, output_format(target))
+        except BaseException:
+            self.tmp.unlink(missing_ok=True)
+            raise
+
+    def write(self, table: pa.Table) -> None:
+        assert self._writer is not None, "written after publish or discard"
+        self._writer.write(table)
+
+    def publish(self) -> None:
+        """Close the file and move it over ``target``, flushed before and after."""
+        assert self._writer is not None and self.tmp is not None, "published twice"
+        writer, self._writer = self._writer, None
+        writer.close()
+        publish(self.tmp, self.target)
+        self.tmp = None
+
+    def discard(self) -> None:
+        """Close and delete the temporary file, unless it was published."""
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            with contextlib.suppress(Exception):  # a half-written file about to be deleted
+                writer.close()
+        if self.tmp is not None:
+            self.tmp.unlink(missing_ok=True)
+            self.tmp = None
 
 
 def write_atomically(

@@ -183,11 +183,17 @@ def test_a_signal_once_the_output_is_published_changes_nothing(tmp_path: Path, t
 def test_a_stop_during_the_final_assembly_leaves_a_resumable_checkpoint(
     tmp_path: Path, toy_bundle: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A resumed run assembles its output from the parts at the end; a stop there keeps the checkpoint."""
     src = _input(tmp_path / "in.csv", 10 * WINDOW)
     clf = Classifier.load(toy_bundle, Variant(threads=1), BatchOptions(window=WINDOW))
     ref = score_file(src, tmp_path / "ref.parquet", clf)
     out, stop = tmp_path / "o.parquet", StopRequest()
-    tables = PartialOutput.tables
+    add, tables = PartialOutput.add, PartialOutput.tables
+
+    def stop_after_the_first_window(self: PartialOutput, *args: Any, **kwargs: Any) -> Any:
+        record = add(self, *args, **kwargs)
+        stop.set(signal.SIGINT)
+        return record
 
     def stop_after_the_first_part(self: PartialOutput) -> Any:
         for i, table in enumerate(tables(self)):
@@ -196,14 +202,47 @@ def test_a_stop_during_the_final_assembly_leaves_a_resumable_checkpoint(
                 stop.set(signal.SIGTERM)
 
     with monkeypatch.context() as m:
+        m.setattr(PartialOutput, "add", stop_after_the_first_window)
+        with pytest.raises(Interrupted):
+            score_file(src, out, clf, stop=stop)
+    stop = StopRequest()
+    with monkeypatch.context() as m:
         m.setattr(PartialOutput, "tables", stop_after_the_first_part)
         with pytest.raises(Interrupted, match=rf"SIGTERM: {10 * WINDOW:,} rows are saved") as caught:
-            score_file(src, out, clf, stop=stop)
+            score_file(src, out, clf, stop=stop, options=OutputOptions(resume=True))
     assert caught.value.exit_code == 143
     assert not out.exists() and _beside(out) == [f".{out.name}.partial"]
     assert not [p for p in PartialOutput.folder_for(out).iterdir() if p.name.endswith(".tmp")]
     result = score_file(src, out, clf, options=OutputOptions(resume=True))
     assert out.read_bytes() == ref.output.read_bytes() and result.manifest["resumed_from_row"] == 10 * WINDOW
+
+
+@pytest.mark.parametrize("suffix", ["csv", "jsonl", "parquet"])
+def test_a_stop_after_the_last_window_leaves_no_output_and_a_resumable_checkpoint(
+    tmp_path: Path, toy_bundle: Path, monkeypatch: pytest.MonkeyPatch, suffix: str
+) -> None:
+    """A run from the first row writes its output as the windows are written and publishes it at the end;
+    a stop between the last window and publishing leaves no output, no temporary file, and a checkpoint
+    whose resumed (assembled) output is the uninterrupted run's, byte for byte."""
+    src = _input(tmp_path / "in.csv", 10 * WINDOW)
+    clf = Classifier.load(toy_bundle, Variant(threads=1), BatchOptions(window=WINDOW))
+    ref = score_file(src, tmp_path / f"ref.{suffix}", clf)
+    out, stop = tmp_path / f"o.{suffix}", StopRequest()
+    run = pipeline.Pipeline.run
+
+    def stop_once_run(self: pipeline.Pipeline, *args: Any, **kwargs: Any) -> None:
+        run(self, *args, **kwargs)
+        stop.set(signal.SIGTERM)
+
+    with monkeypatch.context() as m:
+        m.setattr(pipeline.Pipeline, "run", stop_once_run)
+        with pytest.raises(Interrupted, match=rf"SIGTERM: {10 * WINDOW:,} rows are saved"):
+            score_file(src, out, clf, stop=stop)
+    assert not out.exists() and _beside(out) == [f".{out.name}.partial"]
+    assert not [p for p in PartialOutput.folder_for(out).iterdir() if p.name.endswith(".tmp")]
+    result = score_file(src, out, clf, options=OutputOptions(resume=True))
+    assert result.manifest["resumed_from_row"] == 10 * WINDOW
+    assert out.read_bytes() == ref.output.read_bytes()
 
 
 def test_a_stop_before_the_model_loads_writes_nothing(tmp_path: Path, toy_bundle: Path) -> None:
