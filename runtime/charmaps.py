@@ -6,14 +6,14 @@ normalize_many``) costs a round trip through pyarrow and utf8proc's NFKC, which 
 encoding; Python's own ``unicodedata.normalize`` text by text is slower still. No library normalises an
 array of code points, hence this module.
 
-How. Most characters normalise on their own: their normal form is one character, they begin with a
-starter (combining class 0) that is never the second half of a canonical composition, so nothing before
-them can change them, and nothing after them can change them either (what follows begins with such a
-starter too, which blocks any mark after it from reaching back). For a text made only of such characters,
-the normal form is the text mapped character by character: a lookup table does it for the whole window.
-The table is filled as code points are first seen (a window brings a few new ones), by asking Python's
-``unicodedata``, so it follows the running Python's Unicode version. Any other character (a combining mark,
-a ligature or fraction whose form is longer, a Hangul jamo, a capital sigma when lowercasing, whose lower
+How. Most characters normalise on their own: they and their decomposition begin with a starter (combining
+class 0) that is never the second half of a canonical composition, so nothing before them can change them,
+and nothing after them can change them either (what follows begins with such a starter too, which blocks
+any mark after it from reaching back). For a text made only of such characters, the normal form is the text
+mapped character by character, to one character or a few (``…`` becomes ``...`` under NFKC): a lookup table
+does it for the whole window. The table is filled as code points are first seen (a window brings a few new
+ones), by asking Python's ``unicodedata``, so it follows the running Python's Unicode version. Any other
+character (a combining mark, a Hangul vowel or trailing jamo, a capital sigma when lowercasing, whose lower
 case depends on what follows) sends its text to Python's own functions, and the result is spliced back.
 ``tests/runtime/test_charmaps.py`` checks both against ``textnorm.normalize`` and ``str.lower``.
 
