@@ -136,12 +136,20 @@ def _form_table(form: UnicodeForm) -> _LazyTable:
     return _LazyTable(functools.partial(_form_of, form))
 
 
-@functools.lru_cache(maxsize=1)
+@functools.cache
 def _lower_table() -> _LazyTable:
     return _LazyTable(_lower_of)
 
 
 _SPACE = np.array([chr(c).isspace() for c in range(0x3001)], dtype=bool)  # what str.split() splits on
+
+
+def is_space(c: np.ndarray) -> np.ndarray:
+    """(N,) bool: the code point is whitespace as ``str.split()`` means it (``str.isspace``)."""
+    space = np.zeros(len(c), dtype=bool)
+    low = c < len(_SPACE)
+    space[low] = _SPACE[c[low]]
+    return space
 
 
 def codepoints(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -161,11 +169,14 @@ def starts_of(lengths: np.ndarray) -> np.ndarray:
     return np.cumsum(lengths) - lengths
 
 
+def _text_at(positions: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """(k,) int64 the text holding each code point of ``positions``."""
+    return np.searchsorted(np.cumsum(lengths), positions, side="right")
+
+
 def _texts_at(positions: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """(k,) int64 distinct texts holding the code points at ``positions`` (sorted)."""
-    if not len(positions):
-        return np.zeros(0, dtype=np.int64)
-    return np.unique(np.searchsorted(np.cumsum(lengths), positions, side="right"))
+    return np.unique(_text_at(positions, lengths))
 
 
 def _map(c: np.ndarray, lengths: np.ndarray, table: _LazyTable) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -187,20 +198,18 @@ def _map(c: np.ndarray, lengths: np.ndarray, table: _LazyTable) -> tuple[np.ndar
     first = np.cumsum(counts)[grows] - size  # (g,) where each expansion goes in out
     within = np.arange(int(size.sum()), dtype=np.int64) - np.repeat(np.cumsum(size) - size, size)
     out[np.repeat(first, size) + within] = flat[np.repeat(starts[which], size) + within]
-    texts = np.searchsorted(np.cumsum(lengths), grows, side="right")
-    return out, lengths + np.bincount(texts, weights=size - 1, minlength=len(lengths)).astype(np.int64), bad
+    grown = np.bincount(_text_at(grows, lengths), weights=size - 1, minlength=len(lengths))
+    return out, lengths + grown.astype(np.int64), bad
 
 
 def collapse_whitespace(c: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``" ".join(text.split())`` of every text: runs of whitespace become one space, none at either end."""
-    space = np.zeros(len(c), dtype=bool)
-    low = c < len(_SPACE)
-    space[low] = _SPACE[c[low]]
+    space = is_space(c)
     if not space.any():
         return c, lengths
     starts = starts_of(lengths)
     at = np.flatnonzero(space)  # (s,) positions of whitespace
-    text = np.searchsorted(starts + lengths, at, side="right")  # (s,) text of each
+    text = _text_at(at, lengths)  # (s,) text of each
     solid = np.flatnonzero(~space)
     last = np.searchsorted(solid, starts + lengths) - 1  # (n,) index in solid of each text's last solid char
     last_solid = np.where(

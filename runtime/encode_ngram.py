@@ -76,9 +76,6 @@ CJK_RANGES = ((0x3040, 0x30FF), (0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xF
 CJK_SUPPLEMENT = (0x20000, 0x2FFFF)
 CJK_THRESHOLD = 0.3
 DETECT_SAMPLE_CHARS = 1_000_000  # characters read to decide (the share settles long before)
-_SPACES = np.array(
-    [c for c in range(0x3001) if chr(c).isspace()], dtype=np.uint32
-)  # what str.split() splits on
 
 
 @dataclass(frozen=True)
@@ -138,7 +135,7 @@ def cjk_share(texts: list[str], max_chars: int = DETECT_SAMPLE_CHARS) -> float:
         if size >= max_chars:
             break
     cps = charmaps.codepoints(["".join(sample)[:max_chars]])[0]
-    cps = cps[~np.isin(cps, _SPACES)]
+    cps = cps[~charmaps.is_space(cps)]
     if not len(cps):
         return 0.0
     cjk = np.zeros(len(cps), dtype=bool)
@@ -239,7 +236,7 @@ def _place(
         buckets = _bucket(h, multiplier, scheme.bucket_bits)
         out[slots] = buckets if lut is None else lut[buckets]
 
-    starts = offsets_of(lengths)
+    starts = charmaps.starts_of(lengths)
     ends = starts + lengths
     position = np.arange(total, dtype=np.int64) - np.repeat(starts, lengths)  # (N,) index in its text
     h, span = c, 1  # h: (N - span + 1,) Horner sums of the span characters from each position
@@ -274,7 +271,7 @@ def _ids_by_position(
     grams = range(low, high + 1)
     total = len(c)
     out = np.zeros((total, len(grams)), dtype=lut.dtype)  # (N, K)
-    ends = offsets_of(lengths) + lengths
+    ends = charmaps.starts_of(lengths) + lengths
     h, span = c, 1  # h: (N - span + 1,) Horner sums of the span characters from each position
     for f, k in enumerate(grams):
         while span < k:
@@ -286,11 +283,6 @@ def _ids_by_position(
     offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
     np.cumsum(lengths * len(grams), out=offsets[1:])
     return out.reshape(-1), offsets
-
-
-def offsets_of(lengths: np.ndarray) -> np.ndarray:
-    """(n,) int64 start of each of ``lengths`` consecutive runs."""
-    return np.cumsum(lengths) - lengths
 
 
 def hash_features(texts: list[str], scheme: NgramScheme) -> tuple[np.ndarray, np.ndarray]:
@@ -425,7 +417,8 @@ class NgramEncoder:
         truncated = lengths > self.max_length
         if truncated.any():
             kept = (
-                np.arange(len(c), dtype=np.int64) - np.repeat(offsets_of(lengths), lengths) < self.max_length
+                np.arange(len(c), dtype=np.int64) - np.repeat(charmaps.starts_of(lengths), lengths)
+                < self.max_length
             )
             c, lengths = c[kept], np.minimum(lengths, self.max_length)
         hashed, chars = _hashable(c, lengths, self.scheme.lowercase)

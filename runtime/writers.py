@@ -24,7 +24,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from clsrun.runtime.errors import UsageError
-from clsrun.runtime.files import atomic_write, publish, temporary_for
+from clsrun.runtime.files import publish, temporary_for
 
 OUTPUT_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
 # Every accepted extension, as messages and --help list them.
@@ -82,29 +82,24 @@ def result_table(
     ``errors``: ``(n,)`` reasons, ``""`` for a scored row; ``ids``: ``--id-col`` values or None.
     """
     n = len(errors)
-    any_failed = any(errors)  # the usual window has none: its columns are made without a per-row loop
-    failed = np.fromiter((bool(e) for e in errors), dtype=bool, count=n) if any_failed else np.zeros(n, bool)
+    # (n,) rows that failed; None when none did, the usual window, whose columns need no per-row loop
+    failed = np.fromiter((bool(e) for e in errors), dtype=bool, count=n) if any(errors) else None
     best = probs.argmax(axis=1) if n else np.zeros(0, dtype=np.int64)  # (n,)
     score = probs[np.arange(n), best].astype(np.float32)  # (n,)
     id_array = pa.array(np.arange(start, start + n, dtype=np.int64)) if ids is None else text_array(ids)
-    mask = failed if any_failed else None
+    names = pc.take(pa.array(labels, type=pa.string()), pa.array(best))
     columns: list[pa.Array] = [
         id_array,
-        _masked(pc.take(pa.array(labels, type=pa.string()), pa.array(best)), failed, any_failed),
-        pa.array(score, mask=mask),
+        names if failed is None else pc.if_else(pa.array(failed), pa.scalar(None, pa.string()), names),
+        pa.array(score, mask=failed),
     ]
     if with_probs:
-        columns += [pa.array(probs[:, j].astype(np.float32), mask=mask) for j in range(len(labels))]
+        columns += [pa.array(probs[:, j].astype(np.float32), mask=failed) for j in range(len(labels))]
     columns += [
-        pc.if_else(pa.array(failed), "error", "ok"),
-        text_array(errors) if any_failed else _empty_strings(n),
+        pc.if_else(pa.array(np.zeros(n, bool) if failed is None else failed), "error", "ok"),
+        _empty_strings(n) if failed is None else text_array(errors),
     ]
     return pa.Table.from_arrays(columns, schema=output_schema(labels, with_probs, ids is not None))
-
-
-def _masked(values: pa.Array, failed: np.ndarray, any_failed: bool) -> pa.Array:
-    """``values`` with nulls where ``failed``."""
-    return pc.if_else(pa.array(failed), pa.scalar(None, values.type), values) if any_failed else values
 
 
 def _empty_strings(n: int) -> pa.Array:
@@ -195,13 +190,13 @@ def open_writer(path: Path, schema: pa.Schema, kind: str) -> TableWriter:
 class TableFile:
     """A result file filled table by table as a run goes, appearing under its name only once complete.
 
-    What :func:`write_atomically` does for tables it is given at once: the tables go to a temporary file in
-    ``tmp_dir`` (same file system as ``target``), which :meth:`publish` flushes and renames over ``target``;
-    :meth:`discard` (also after a publish: then a no-op) closes and deletes it. Scoring writes its output
-    this way while the windows are written, so no pass over the parts is left for the end.
+    The tables go to a temporary file in ``tmp_dir`` (same file system as ``target``; default its folder),
+    which :meth:`publish` flushes and renames over ``target``; :meth:`discard` (also after a publish: then
+    a no-op) closes and deletes it. Scoring writes its output this way while the windows are written, so
+    no pass over the parts is left for the end; :func:`write_atomically` is the same for tables at hand.
     """
 
-    def __init__(self, target: Path, schema: pa.Schema, tmp_dir: Path) -> None:
+    def __init__(self, target: Path, schema: pa.Schema, tmp_dir: Path | None = None) -> None:
         self.target = target
         self.tmp: Path | None = temporary_for(target, tmp_dir)
         try:
@@ -236,20 +231,16 @@ class TableFile:
 def write_atomically(
     target: Path, schema: pa.Schema, tables: Iterable[pa.Table], tmp_dir: Path | None = None
 ) -> None:
-    """Write ``tables`` to ``target`` in the format its extension names, atomically (``files.atomic_write``).
+    """Write ``tables`` to ``target`` in the format its extension names, atomically (:class:`TableFile`).
 
     ``target`` appears only when complete; a failure leaves no partial file behind under either name.
     ``tmp_dir`` (same file system as ``target``; default its folder) holds the temporary file: the scorer
     puts it in its partial-output folder, so a run killed mid-write leaves nothing beside the output.
     """
-    kind = output_format(target)
-
-    def write(tmp: Path) -> None:
-        writer = open_writer(tmp, schema, kind)
-        try:
-            for table in tables:
-                writer.write(table)
-        finally:
-            writer.close()
-
-    atomic_write(target, write, tmp_dir)
+    file = TableFile(target, schema, tmp_dir)
+    try:
+        for table in tables:
+            file.write(table)
+        file.publish()
+    finally:
+        file.discard()
