@@ -31,6 +31,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 
+from clsrun.runtime.sigaction import on_thread_stack
+
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -107,6 +109,12 @@ def _handled() -> list[int]:
     return [s for s in SIGNALS if signal.getsignal(s) is not signal.SIG_IGN]
 
 
+def _take(signum: int) -> None:
+    """Our handler for ``signum``, run on the interrupted thread's own stack (``sigaction.py`` says why)."""
+    signal.signal(signum, _handler)
+    on_thread_stack(signum)
+
+
 def _ours() -> bool:
     return any(signal.getsignal(s) is _handler for s in SIGNALS)
 
@@ -121,7 +129,7 @@ def install() -> StopRequest:
     if _in_main_thread():
         _Mode.request, _Mode.raising = StopRequest(), False
         for signum in _handled():
-            signal.signal(signum, _handler)
+            _take(signum)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
     return _Mode.request
 
@@ -163,13 +171,16 @@ def _mode(raising: bool) -> Iterator[StopRequest]:
         _Mode.request = StopRequest()
     was_raising, _Mode.raising = _Mode.raising, raising
     for signum in previous:
-        signal.signal(signum, _handler)
+        _take(signum)
     try:
         yield _Mode.request
     finally:
         _Mode.raising = was_raising
         for signum, old in previous.items():
-            signal.signal(signum, old if old is not None else signal.SIG_DFL)  # None: set outside Python
+            if old is _handler:  # an enclosing section's
+                _take(signum)
+            else:
+                signal.signal(signum, old if old is not None else signal.SIG_DFL)  # None: set outside Python
 
 
 @contextmanager

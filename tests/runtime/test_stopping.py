@@ -121,3 +121,46 @@ def test_a_signal_during_a_pyarrow_read_is_only_noted() -> None:
     )
     assert done.stdout.strip() == "noted True", done.stderr[-500:]
     assert done.returncode == 0
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="sigaction flags are rewritten on Linux only"
+)
+@pytest.mark.parametrize("section", ["cooperative", "raising", "install"])
+def test_a_signal_is_handled_even_when_a_library_left_a_freed_alternate_signal_stack(section: str) -> None:
+    """OpenVINO's CPU plugin can leave the main thread's alternate signal stack pointing at freed memory;
+    Python's handlers run on that stack by default, so a SIGTERM was a segmentation fault."""
+    done = _run(
+        f"""
+        import ctypes, mmap, os, signal, time
+        from clsrun.runtime import stopping
+
+        class Stack(ctypes.Structure):
+            _fields_ = [("sp", ctypes.c_void_p), ("flags", ctypes.c_int), ("size", ctypes.c_size_t)]
+
+        region = mmap.mmap(-1, 1 << 16)
+        address = ctypes.addressof(ctypes.c_char.from_buffer(region))
+        libc = ctypes.CDLL(None, use_errno=True)
+        assert libc.sigaltstack(ctypes.byref(Stack(address, 0, 1 << 16)), None) == 0
+        region.close()  # unmapped: a signal frame built there faults
+
+        section = "{section}"
+        if section == "install":
+            request = stopping.install()
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.2)
+            print("noted", request.is_set(), flush=True)
+        elif section == "cooperative":
+            with stopping.cooperative() as request:
+                os.kill(os.getpid(), signal.SIGTERM)
+                print("noted", request.event.wait(5), flush=True)
+        else:
+            try:
+                with stopping.raising():
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    time.sleep(5)
+            except stopping.Stop:
+                print("noted True", flush=True)
+        """
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "noted True", (done.returncode, done.stderr[-500:])
