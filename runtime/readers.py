@@ -315,7 +315,8 @@ def _arrow_texts(arr: pa.Array, max_bytes: int) -> tuple[list[str | None], list[
     if pa.types.is_null(arr.type):
         return [None] * n, ["null text"] * n
     binary = pa.types.is_binary(arr.type) or pa.types.is_large_binary(arr.type)
-    nbytes = pc.binary_length(arr).to_numpy(zero_copy_only=False)  # (n,) float with nan for nulls
+    # fill_null keeps the conversion zero-copy: with nulls pyarrow converts through pandas (imported on first use).
+    nbytes = pc.binary_length(arr).fill_null(0).to_numpy()
     texts: list[str | None]
     try:
         strings = arr.cast(pa.string()) if binary else arr  # the cast validates UTF-8 for the whole chunk
@@ -331,7 +332,7 @@ def _arrow_texts(arr: pa.Array, max_bytes: int) -> tuple[list[str | None], list[
                 errors[i] = f"undecodable bytes (not UTF-8) at byte {e.start}"
         strings = pa.array(texts, type=pa.string())
     _mark(texts, errors, np.asarray(arr.is_null()), "null text")
-    _mark(texts, errors, np.nan_to_num(nbytes) > max_bytes, f"text over the {max_bytes}-byte size cap")
+    _mark(texts, errors, nbytes > max_bytes, f"text over the {max_bytes}-byte size cap")
     blank = pc.equal(pc.binary_length(pc.utf8_trim_whitespace(strings)), 0)
     _mark(texts, errors, np.asarray(blank.fill_null(False)), "empty or whitespace-only text")
     return texts, errors

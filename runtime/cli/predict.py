@@ -183,6 +183,10 @@ def predict(
         from clsrun.runtime.variant import Variant
 
         ray = None
+        if engine == "local":
+            from clsrun.runtime.arrow_probe import answer_pandas_probe
+
+            answer_pandas_probe()
         if engine == "ray":  # Ray runs its own threads and processes: a stop raises, as in other commands
             from clsrun.runtime.ray_engine.engine import RayOptions
 
