@@ -46,7 +46,9 @@ def make_input(source: Path, rows: int, out: Path) -> Path:
     return out
 
 
-def padding_report(clf: Classifier, path: Path, window: int) -> dict[str, float]:
+def padding_report(clf: Classifier, path: Path, window: int) -> dict[str, float | str]:
+    if not clf.batching.padded:
+        return {"not_padded": "the model's graph takes its rows as a sparse matrix"}
     texts = [normalize(t, clf.bundle.spec.normalization) for t in read_table(path).column("text").to_pylist()]
     lengths = clf.encoder.tokenize([t for t in texts if t]).lengths  # (n,)
     rng = np.random.default_rng(0)
@@ -64,7 +66,7 @@ def padding_report(clf: Classifier, path: Path, window: int) -> dict[str, float]
 
 
 def run_cli(model: str | None, src: Path, out: Path, threads: int | None) -> tuple[float, dict[str, object]]:
-    cmd = [sys.executable, "-c", "from clsrun.runtime.cli import main; main()", "predict", str(src)]
+    cmd = [sys.executable, "-m", "clsrun", "predict", str(src)]  # what the `clsrun` command runs
     cmd += ["--out", str(out), "--overwrite", "--quiet"] + (["--model", model] if model else [])
     cmd += ["--threads", str(threads)] if threads else []
     t0 = time.perf_counter()

@@ -164,17 +164,37 @@ def _load_eager(bundle: Bundle) -> torch.nn.Module:
     return load_model(bundle).eval()
 
 
-def build_fp32(bundle: Bundle, model: torch.nn.Module, eval_set: EvalSet, stage: Path) -> Path:
-    """Export the eager model to ONNX (and fuse it, for BERT); returns the fp32 file in ``stage``."""
+@dataclass
+class Fp32Built:
+    """The fp32 variant's file, and the graph the other variants are derived from: the same file, except
+    for the n-gram model, whose fp32 variant is its sparse graph (``ngram_graph.py``), which only
+    onnxruntime runs, while int8, fp16 and OpenVINO derive from the dense graph ``torch.onnx`` wrote."""
+
+    path: Path
+    source: Path
+
+
+def build_fp32(bundle: Bundle, model: torch.nn.Module, eval_set: EvalSet, stage: Path) -> Fp32Built:
+    """Export the eager model to ONNX (and fuse it, for BERT; the sparse graph beside it, for n-grams); the
+    fp32 file in ``stage`` and the graph other variants derive from."""
     import torch
 
-    from clsrun.export.onnx_export import export_onnx, use_eager_attention
+    from clsrun.export.onnx_export import OUTPUT_NAME, export_onnx, use_eager_attention
     from clsrun.export.optimize import optimize_bert
 
     sample = {k: torch.from_numpy(v) for k, v in _sample(eval_set).items()}
     target = stage / "model.onnx"
+    if bundle.spec.kind == "ngram":
+        from clsrun.export.ngram_graph import write_sparse_graph
+        from clsrun.trainer.ngram import NgramLinear
+
+        if not isinstance(model, NgramLinear):
+            raise InternalError(f"an ngram bundle loaded as {type(model).__name__}, not NgramLinear")
+        dense = export_onnx(model, sample, stage / "model.dense.onnx")
+        return Fp32Built(write_sparse_graph(model, target, OUTPUT_NAME), dense)
     if bundle.spec.kind != "bert":
-        return export_onnx(model, sample, target)
+        path = export_onnx(model, sample, target)
+        return Fp32Built(path, path)
     # After the eager reference was computed with the model as loaded (SDPA, faster): the gate's fp32
     # parity check then also confirms that eager attention computes the same logits.
     if use_eager_attention(model) == 0:
@@ -189,7 +209,7 @@ def build_fp32(bundle: Bundle, model: torch.nn.Module, eval_set: EvalSet, stage:
             fusions or "nothing",
         )
     raw.unlink()
-    return target
+    return Fp32Built(target, target)
 
 
 def _reported_ops(path: Path) -> dict[str, int]:
@@ -258,20 +278,21 @@ def _build_variants(
     from clsrun.export.int8 import build_int8
     from clsrun.export.openvino import build_openvino
 
-    built: dict[str, Path] = {"fp32": build_fp32(gate.bundle, model, gate.eval_set, stage)}
+    fp32 = build_fp32(gate.bundle, model, gate.eval_set, stage)
+    built: dict[str, Path] = {"fp32": fp32.path}
     phases.done("export_fp32")
     results = {"fp32": gate.score("fp32", built["fp32"])}
     phases.done("gate_fp32")
     for name in options.precisions[1:]:
         try:
             if name == "int8":
-                int8 = build_int8(built["fp32"], stage, gate, options.int8)
+                int8 = build_int8(fp32.source, stage, gate, options.int8)
                 built[name], results[name] = int8.path, int8.result
                 int8.result.details["quantization"] = int8.info
             elif name in OPENVINO_FILES:
-                built[name], results[name] = build_openvino(name, built["fp32"], stage, gate, options.int8)
+                built[name], results[name] = build_openvino(name, fp32.source, stage, gate, options.int8)
             else:
-                built[name] = _build_fp16(built["fp32"], stage)
+                built[name] = _build_fp16(fp32.source, stage)
                 results[name] = gate.score(name, built[name])
         except ExportError as e:
             built.pop(name, None)  # whatever it left in the staging folder goes with the folder

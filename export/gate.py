@@ -171,7 +171,7 @@ def run_candidate(bundle: Bundle, file: str, precision: str, eval_set: EvalSet) 
     try:
         clf = Classifier.open(bundle, choice, batching=eval_set.batching)
         prepared = clf.prepare(RecordChunk(0, None, list(eval_set.texts), [""] * eval_set.rows))
-        clf.run(clf.pad(prepared, prepared.batches[0]))  # warm-up, not timed
+        clf.run(clf.inputs(prepared.tokens, prepared.batches[0]))  # warm-up, not timed
         start = time.perf_counter()
         clf.infer(prepared)
         seconds = time.perf_counter() - start

@@ -8,6 +8,9 @@ a resumed run are exactly those of an uninterrupted one (``partial.py`` checkpoi
 Why a token budget: the cost of a padded batch is ``longest length x rows``. Filling batches against a
 budget of padded tokens keeps that cost constant, so short texts go in big batches and long ones in
 small ones, instead of a fixed row count that is too small for one and too big (memory) for the other.
+
+A model that takes its rows unpadded (a sparse input, ``encode.SparseRows``) gains nothing from sorting:
+its batches are consecutive rows, each batch's tokens (not padded tokens) within the budget.
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ class BatchOptions:
     batch_tokens: int | None = None  # --batch-tokens: padded tokens per batch; None: by kind and device
     max_batch_rows: int | None = None  # rows in one batch at most, however short; None: by device
     sort: bool = True  # length-sort each window (off only to measure what sorting buys)
+    padded: bool = True  # the model takes padded rows; False (a sparse input): consecutive rows, no sorting
 
     def __post_init__(self) -> None:
         problems = []
@@ -71,20 +75,27 @@ class BatchOptions:
         if problems:
             raise UsageError("; ".join(problems))
 
-    def resolved(self, kind: str, device: str) -> BatchOptions:
+    def resolved(self, kind: str, device: str, padded: bool = True) -> BatchOptions:
         """These options with ``batch_tokens`` and ``max_batch_rows`` filled in for a ``kind`` bundle
-        running on ``device``."""
+        running on ``device``, for a model that takes ``padded`` rows (or a sparse input)."""
         return replace(
             self,
             batch_tokens=self.batch_tokens or default_batch_tokens(kind, device),
             max_batch_rows=self.max_batch_rows or default_max_batch_rows(device),
+            padded=padded,
         )
 
     def plan(self, lengths: np.ndarray) -> list[np.ndarray]:
         """:func:`plan_batches` of rows with token ``lengths`` (n,) under these (:meth:`resolved`) options."""
         if self.batch_tokens is None or self.max_batch_rows is None:
             raise InternalError("BatchOptions.plan() before resolved(): this is a bug")
-        return plan_batches(lengths, self.batch_tokens, self.max_batch_rows, sort=self.sort)
+        return plan_batches(
+            lengths,
+            self.batch_tokens,
+            self.max_batch_rows,
+            sort=self.sort and self.padded,
+            padded=self.padded,
+        )
 
 
 def windows(chunks: Iterable[RecordChunk], size: int) -> Iterator[RecordChunk]:
@@ -134,12 +145,17 @@ def _split(chunks: list[RecordChunk], n: int) -> tuple[RecordChunk, list[RecordC
 
 
 def plan_batches(
-    lengths: np.ndarray, batch_tokens: int, max_rows: int = DEFAULT_MAX_BATCH_ROWS["cpu"], sort: bool = True
+    lengths: np.ndarray,
+    batch_tokens: int,
+    max_rows: int = DEFAULT_MAX_BATCH_ROWS["cpu"],
+    sort: bool = True,
+    padded: bool = True,
 ) -> list[np.ndarray]:
     """Split rows ``0..n-1`` into batches whose padded cost ``longest x rows`` stays within ``batch_tokens``.
 
     ``lengths``: (n,) token counts. With ``sort``, rows are taken in order of length (stable, so equal
     lengths keep input order); without it, in input order (the baseline the benchmark compares with).
+    ``padded=False`` (a model that takes unpadded rows): the cost is the sum of the lengths instead.
     A row longer than the whole budget still gets a batch of its own. Returns arrays of row indices.
     """
     n = len(lengths)
@@ -151,8 +167,13 @@ def plan_batches(
     start = 0
     while start < n:
         span = ordered[start : start + max_rows]  # (<= max_rows,)
-        widest = np.maximum.accumulate(span)  # longest so far, were the batch to end here
-        cost = widest * np.arange(1, len(span) + 1)  # (<= max_rows,) padded tokens of each candidate batch
+        if padded:
+            widest = np.maximum.accumulate(span)  # longest so far, were the batch to end here
+            cost = widest * np.arange(
+                1, len(span) + 1
+            )  # (<= max_rows,) padded tokens of each candidate batch
+        else:
+            cost = np.cumsum(span)  # (<= max_rows,) tokens of each candidate batch
         fits = int(np.searchsorted(cost > batch_tokens, True))  # cost is non-decreasing: first overflow
         take = max(fits, 1)
         batches.append(order[start : start + take])

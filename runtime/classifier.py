@@ -12,7 +12,7 @@ Scoring one window of rows is three steps, kept apart so that ``score.py`` can r
 threads (and an engine such as Ray can call them on its own record batches):
 
 1. :meth:`Classifier.prepare`: normalise, tokenize once, and plan length-sorted batches (CPU, Python);
-2. :meth:`Classifier.pad` per batch, then ``prepared.window.add(batch, inputs)``: the model (onnxruntime
+2. :meth:`Classifier.inputs` per batch, then ``prepared.window.add(batch, inputs)``: the model (onnxruntime
    releases the GIL; the torch runner on CUDA queues the batch and returns), ``prepared.window.close()``
    after the last batch;
 3. :meth:`Classifier.finish`: softmax and the output table, rows back in input order (it waits for the
@@ -34,7 +34,7 @@ import pyarrow as pa
 
 from clsrun.runtime.batching import BatchOptions
 from clsrun.runtime.bundle import Bundle, default_model_path
-from clsrun.runtime.encode import Encoder, Tokens, make_encoder
+from clsrun.runtime.encode import Encoder, ModelInputs, SparseEncoder, Tokens, make_encoder
 from clsrun.runtime.encode_pool import Encoded, EncodePool, encode_texts
 from clsrun.runtime.errors import BundleError, UsageError
 from clsrun.runtime.infer import HostWindow, Runner, WindowLogits, open_runner, softmax
@@ -53,7 +53,7 @@ class Prepared:
     errors: list[str]  # (n,) per row: "" when scored, else the reason
     valid: np.ndarray  # (m,) int64 window positions of the rows that are scored
     tokens: Tokens  # the m scored texts, tokenized
-    batches: list[np.ndarray]  # indices into tokens / valid, length-sorted
+    batches: list[np.ndarray]  # indices into tokens / valid, length-sorted (in order when nothing is padded)
     window: WindowLogits  # the m rows' logits, batch by batch (see infer.WindowLogits)
 
     def __len__(self) -> int:
@@ -164,7 +164,12 @@ class Classifier:
             raise UsageError(f"--streams {streams}: must be between 1 and the threads ({threads})")
         encoder = make_encoder(bundle)
         runner = open_runner(bundle, choice, threads // streams, streams)
-        resolved = batching.resolved(bundle.spec.kind, choice.device)
+        sparse = bool(getattr(runner, "sparse_inputs", None))
+        if sparse and not isinstance(encoder, SparseEncoder):
+            raise BundleError(
+                f"{bundle.root}: {choice.file} takes a sparse input, which a {bundle.spec.kind} model cannot give"
+            )
+        resolved = batching.resolved(bundle.spec.kind, choice.device, padded=not sparse)
         preparers = default_preparers(choice, threads, bundle.spec.kind)
         return cls(
             bundle,
@@ -250,12 +255,15 @@ class Classifier:
             return window
         return HostWindow(self.run, rows, len(self.labels))
 
-    def pad(self, prepared: Prepared, batch: np.ndarray) -> dict[str, np.ndarray]:
-        """Model inputs ``{name: (B, T) int64}`` of one planned batch."""
-        return self.encoder.pad(prepared.tokens, batch)
+    def inputs(self, tokens: Tokens, batch: np.ndarray) -> ModelInputs:
+        """Model inputs of rows ``batch`` of ``tokens`` (a planned batch): padded ``{name: (B, T) array}``,
+        or the rows as a sparse matrix when the runner's graph takes one (``batching.padded`` is then off)."""
+        if not self.batching.padded:
+            return cast(SparseEncoder, self.encoder).sparse(tokens, batch)
+        return self.encoder.pad(tokens, batch)
 
-    def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
-        """Logits ``(B, C)`` float32 of one padded batch."""
+    def run(self, inputs: ModelInputs) -> np.ndarray:
+        """Logits ``(B, C)`` float32 of one batch (:meth:`inputs`)."""
         logits = self.runner.run(inputs)
         expected = (len(next(iter(inputs.values()))), len(self.labels))
         if logits.shape != expected:
@@ -278,12 +286,12 @@ class Classifier:
         batches, window = prepared.batches, prepared.window
         if self.streams == 1 or len(batches) < 2:
             for batch in batches:
-                window.add(batch, self.pad(prepared, batch))
+                window.add(batch, self.inputs(prepared.tokens, batch))
         else:
             with ThreadPoolExecutor(
                 min(self.streams, len(batches)), thread_name_prefix="clsrun-infer"
             ) as pool:
-                list(pool.map(lambda batch: window.add(batch, self.pad(prepared, batch)), batches))
+                list(pool.map(lambda batch: window.add(batch, self.inputs(prepared.tokens, batch)), batches))
         window.close()
         return prepared
 

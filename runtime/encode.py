@@ -1,7 +1,9 @@
-"""The encoder contract: texts -> ragged token ids (once per window) -> padded model inputs (per batch).
+"""The encoder contract: texts -> ragged token ids (once per window) -> model inputs (per batch).
 
 Tokenizing happens once for a whole read-ahead window, so the batcher can sort the window by token length
-before any padding is done; padding happens per batch, to the longest row of that batch only.
+before any padding is done; padding happens per batch, to the longest row of that batch only. A graph
+whose input is a sparse matrix (the n-gram model's) takes its batch as :class:`SparseRows` instead: no
+padding at all, so its windows are neither sorted nor padded (``BatchOptions.padded``).
 
 - :class:`Tokens`: a window of texts tokenized once, stored ragged (flat ids + offsets; the ngram
   encoder adds a weight per id).
@@ -9,12 +11,15 @@ before any padding is done; padding happens per batch, to the longest row of tha
   ``BertEncoder`` in ``encode_bert.py``, ``NgramEncoder`` in ``encode_ngram.py``).
 - :func:`pad_rows` / :func:`padded_index`: the shared ragged -> padded step (vectorised), reused by
   every encoder.
+- :class:`SparseRows` / :class:`SparseEncoder`: rows as a CSR matrix, for a runner whose graph takes one
+  (``Runner.sparse_inputs``).
 - :func:`make_encoder`: the encoder of a bundle.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -61,6 +66,29 @@ class Tokens:
         return cls(ids.astype(np.int64, copy=False), offsets, truncated.astype(bool, copy=False), weights)
 
 
+@dataclass(frozen=True)
+class SparseRows:
+    """``B`` rows of a ``(B, width)`` float32 matrix in CSR form: row ``i`` holds ``values[offsets[i]:
+    offsets[i + 1]]`` at columns ``columns[offsets[i]:offsets[i + 1]]`` (unsorted, repeats add up).
+
+    What a graph with a sparse input takes: the n-gram model's features are a few hundred of a hundred
+    thousand columns, so a padded ``(B, T)`` gather costs more than the model itself (README: n-gram
+    scoring).
+    """
+
+    values: np.ndarray  # (nnz,) float32
+    columns: np.ndarray  # (nnz,) int64
+    offsets: np.ndarray  # (B + 1,) int64, offsets[0] == 0
+    width: int  # columns of the matrix
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+
+# One batch's model inputs: {graph input name: (B, T) array, or SparseRows for a sparse graph input}.
+ModelInputs = Mapping[str, np.ndarray | SparseRows]
+
+
 class Encoder(Protocol):
     """Turns normalised texts into model inputs. ``input_names`` are the ONNX graph's input names."""
 
@@ -85,6 +113,16 @@ class CodepointEncoder(Encoder, Protocol):
 
     def tokenize_codepoints(self, c: np.ndarray, lengths: np.ndarray) -> Tokens:
         """:meth:`Encoder.tokenize` of the texts whose code points are ``c`` (N,), ``lengths`` (n,) each."""
+        ...
+
+
+@runtime_checkable
+class SparseEncoder(Encoder, Protocol):
+    """An encoder that can also give a batch as one sparse matrix (the n-gram encoder): for a graph whose
+    input is sparse (``Runner.sparse_inputs``)."""
+
+    def sparse(self, tokens: Tokens, rows: np.ndarray) -> dict[str, SparseRows]:
+        """Model inputs for ``rows`` of ``tokens``: ``{sparse input name: rows as SparseRows}``."""
         ...
 
 

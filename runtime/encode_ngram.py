@@ -46,7 +46,7 @@ import numpy as np
 
 from clsrun.runtime import charmaps
 from clsrun.runtime.bundle import NGRAM_FEATURES_FILE
-from clsrun.runtime.encode import Tokens, padded_index
+from clsrun.runtime.encode import SparseRows, Tokens, padded_index
 from clsrun.runtime.errors import BundleError
 
 if TYPE_CHECKING:
@@ -70,6 +70,9 @@ CHAR_MULTIPLIERS = (  # index k - 1 for character n-grams of length k (1..8)
 WORD_MULTIPLIER = 0xA0761D6478BD642F
 PAIR_MULTIPLIER = 0xE7037ED1A0B428DB
 MAX_CHAR_NGRAM = len(CHAR_MULTIPLIERS)
+SPARSE_INPUT = (
+    "features"  # the sparse graph's one input: (B, n_features) weights, CSR (export/ngram_graph.py)
+)
 # The language rule: the share of CJK characters (kana, CJK ideographs, hangul) among the non-space
 # characters of the training texts. Measured shares: reviews_zh 0.856, inews_zh 0.834, bbc_en 0.000.
 CJK_RANGES = ((0x3040, 0x30FF), (0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0xAC00, 0xD7AF))
@@ -374,10 +377,12 @@ def _inverse_norms(weights: np.ndarray, offsets: np.ndarray) -> np.ndarray:
 
 @dataclass
 class NgramEncoder:
-    """The runtime's :class:`~clsrun.runtime.encode.Encoder` for ``ngram`` bundles (and the trainer's).
+    """The runtime's :class:`~clsrun.runtime.encode.SparseEncoder` for ``ngram`` bundles (and the trainer's).
 
-    Inputs: ``input_ids`` (B, T) int64 feature ids (0 = padding) and ``weights`` (B, T) float32.
-    A text's "length", which batch planning counts, is its number of kept features.
+    Inputs of the sparse graph (what export writes): :data:`SPARSE_INPUT`, each row's weights at its feature
+    ids (:meth:`sparse`). Of a dense graph (the eager model, OpenVINO and int8 variants, bundles exported
+    before the sparse graph): ``input_ids`` (B, T) int64 feature ids (0 = padding) and ``weights`` (B, T)
+    float32 (:meth:`pad`). A text's "length", which batch planning counts, is its number of features.
     """
 
     scheme: NgramScheme
@@ -450,3 +455,24 @@ class NgramEncoder:
         weights = tokens.weights.take(gather)  # (B, T)
         weights *= mask
         return {"input_ids": ids, "weights": weights}
+
+    def sparse(self, tokens: Tokens, rows: np.ndarray) -> dict[str, SparseRows]:
+        """``{SPARSE_INPUT: rows of (B, n_features) weights}``: a text's features are its row's entries (ids
+        repeat under raw tf and add up; id 0 has a zero table row). Rows planned in input order (no
+        padding, so no sorting) are one slice of the window's features; any other order is gathered."""
+        assert tokens.weights is not None, "NgramEncoder.tokenize always gives weights"
+        rows = np.asarray(rows, dtype=np.int64)
+        offsets = tokens.offsets
+        picked: slice | np.ndarray
+        if len(rows) and (np.diff(rows) == 1).all():
+            first, last = int(offsets[rows[0]]), int(offsets[rows[-1] + 1])
+            picked = slice(first, last)
+            local = offsets[rows[0] : rows[-1] + 2] - first
+        else:
+            lengths = tokens.lengths[rows]
+            local = np.zeros(len(rows) + 1, dtype=np.int64)
+            np.cumsum(lengths, out=local[1:])
+            picked = np.repeat(offsets[rows] - local[:-1], lengths) + np.arange(local[-1], dtype=np.int64)
+        values = np.ascontiguousarray(tokens.weights[picked])
+        columns = tokens.ids[picked].astype(np.int64)
+        return {SPARSE_INPUT: SparseRows(values, columns, local, self.vocabulary.size)}

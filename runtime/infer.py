@@ -1,4 +1,4 @@
-"""Inference: run padded batches through the chosen variant (onnxruntime here, other backends as plugins).
+"""Inference: run batches through the chosen variant (onnxruntime here, other backends as plugins).
 
 - :class:`OrtRunner`: an onnxruntime session with thread counts set from the machine; on CUDA the
   TensorRT provider where installed, then CUDA with IO binding; the ONNX file's external data is checked
@@ -9,8 +9,10 @@
   imports torch or the trainer. The OpenVINO runner is a plugin too (``ov_runner.py``, with
   ``clsrun[openvino]``), so ``openvino`` is imported only when it runs.
 
-The runner contract (:class:`Runner`): ``run({input name: (B, T) int64}) -> logits (B, C) float32``,
-safe to call from several threads at once (``score.py`` runs several batches concurrently).
+The runner contract (:class:`Runner`): ``run({input name: (B, T) array}) -> logits (B, C) float32``,
+safe to call from several threads at once (``score.py`` runs several batches concurrently). A runner whose
+graph takes a sparse matrix names those inputs in ``sparse_inputs`` and is given
+:class:`~clsrun.runtime.encode.SparseRows` for them (the n-gram model's graph, ``export/ngram_graph.py``).
 
 Scoring fills one window's logits batch by batch through a :class:`WindowLogits`. A runner on a device
 that works asynchronously (the torch runner on CUDA) opens its own (``runner.open_window``): batches are
@@ -25,6 +27,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from clsrun.runtime.encode import ModelInputs, SparseRows
 from clsrun.runtime.errors import BundleError
 from clsrun.runtime.machine import ort_providers
 from clsrun.runtime.plugins import runner_plugin
@@ -35,15 +38,17 @@ if TYPE_CHECKING:
 
 
 class Runner(Protocol):
-    """Runs padded batches: ``{input name: (B, T) int64}`` -> logits ``(B, C)`` float32.
+    """Runs batches: ``{input name: (B, T) array}`` -> logits ``(B, C)`` float32.
 
     ``run`` must be safe to call from several threads at once (onnxruntime's is; eager PyTorch in
-    inference mode is).
+    inference mode is). A runner may also have ``sparse_inputs`` (a frozenset of input names): those
+    inputs come as :class:`~clsrun.runtime.encode.SparseRows`, unpadded (``Classifier`` asks the encoder
+    for them; a runner without the attribute takes padded arrays only).
     """
 
     providers: list[str]  # what executes the model, for the manifest (e.g. "CPUExecutionProvider")
 
-    def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray: ...
+    def run(self, inputs: ModelInputs) -> np.ndarray: ...
 
 
 class WindowLogits(Protocol):
@@ -55,8 +60,8 @@ class WindowLogits(Protocol):
     ``add``, ``result`` possibly from another thread.
     """
 
-    def add(self, rows: np.ndarray, inputs: dict[str, np.ndarray]) -> None:
-        """Score one padded batch: ``inputs`` ``{name: (B, T) int64}`` are window rows ``rows`` (B,)."""
+    def add(self, rows: np.ndarray, inputs: ModelInputs) -> None:
+        """Score one batch: ``inputs`` (``Runner.run``'s) are window rows ``rows`` (B,)."""
         ...
 
     def close(self) -> None: ...
@@ -69,11 +74,11 @@ class WindowLogits(Protocol):
 class HostWindow:
     """A window scored batch by batch by ``run`` (a runner's, usually checked), each batch finished at once."""
 
-    def __init__(self, run: Callable[[dict[str, np.ndarray]], np.ndarray], rows: int, classes: int) -> None:
+    def __init__(self, run: Callable[[ModelInputs], np.ndarray], rows: int, classes: int) -> None:
         self.run = run
         self.logits = np.zeros((rows, classes), dtype=np.float32)  # (m, C)
 
-    def add(self, rows: np.ndarray, inputs: dict[str, np.ndarray]) -> None:
+    def add(self, rows: np.ndarray, inputs: ModelInputs) -> None:
         self.logits[rows] = self.run(inputs)  # (B, C); streams write disjoint rows
 
     def close(self) -> None:
@@ -111,25 +116,51 @@ class OrtRunner:
         except Exception as e:  # onnxruntime raises its own untyped errors for a bad graph
             raise BundleError(f"{path}: onnxruntime cannot load it: {str(e).splitlines()[0]}") from e
         self.providers = list(self.session.get_providers())
-        self.input_names = [i.name for i in self.session.get_inputs()]
+        graph_inputs = self.session.get_inputs()
+        self.input_names = [i.name for i in graph_inputs]
+        self.sparse_inputs = frozenset(i.name for i in graph_inputs if i.type.startswith("sparse_tensor"))
         self.output_name = self.session.get_outputs()[0].name
         self.io_binding = choice.device == "cuda" and "CUDAExecutionProvider" in self.providers
 
-    def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+    def run(self, inputs: ModelInputs) -> np.ndarray:
         missing = [n for n in self.input_names if n not in inputs]
         if missing:
             raise BundleError(f"the ONNX graph needs inputs {missing}, the encoder gives {sorted(inputs)}")
+        if self.sparse_inputs:
+            return self._run_sparse(inputs)
         if self.io_binding:
             return self._run_bound(inputs)
         out = self.session.run([self.output_name], {n: inputs[n] for n in self.input_names})[0]
         return np.asarray(out, dtype=np.float32)  # (B, C); fp16 variants give float16
 
-    def _run_bound(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+    def _run_sparse(self, inputs: ModelInputs) -> np.ndarray:
+        """A graph with a sparse input: ``SparseRows`` go in as onnxruntime CSR tensors (which reference
+        the arrays, not copy them), on the CPU, where its sparse kernels are."""
+        import onnxruntime as ort
+
+        cpu = ort.OrtDevice.make("cpu", 0)
+        feeds = {}
+        for name in self.input_names:
+            value = inputs[name]
+            if isinstance(value, SparseRows):
+                shape = np.array([len(value), value.width], dtype=np.int64)
+                csr = ort.SparseTensor.sparse_csr_from_numpy(
+                    shape, value.values, value.columns, value.offsets, cpu
+                )
+                feeds[name] = ort.OrtValue.ort_value_from_sparse_tensor(csr)
+            else:
+                feeds[name] = ort.OrtValue.ortvalue_from_numpy(value)
+        out = self.session.run_with_ort_values([self.output_name], feeds)[0].numpy()
+        return np.asarray(out, dtype=np.float32)  # (B, C)
+
+    def _run_bound(self, inputs: ModelInputs) -> np.ndarray:
         import onnxruntime as ort
 
         binding = self.session.io_binding()
         for name in self.input_names:
-            binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(inputs[name], "cuda", 0))
+            value = inputs[name]
+            assert isinstance(value, np.ndarray), "a graph with sparse inputs runs without IO binding"
+            binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(value, "cuda", 0))
         binding.bind_output(self.output_name, "cuda")
         self.session.run_with_iobinding(binding)
         return np.asarray(binding.copy_outputs_to_cpu()[0], dtype=np.float32)  # (B, C)

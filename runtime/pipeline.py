@@ -208,7 +208,9 @@ class Pipeline:
         if not prepared.batches:
             return self._put(self.batches, (prepared, None, countdown))
         for batch in prepared.batches:
-            if not self._put(self.batches, (prepared, (batch, self.clf.pad(prepared, batch)), countdown)):
+            if not self._put(
+                self.batches, (prepared, (batch, self.clf.inputs(prepared.tokens, batch)), countdown)
+            ):
                 return False
         return True
 
@@ -278,7 +280,7 @@ class Pipeline:
         """
         sample = self.clf.prepare(RecordChunk(0, None, ["warm-up row", None], ["", "null text"]))
         for batch in sample.batches:
-            self.clf.pad(sample, batch)
+            self.clf.inputs(sample.tokens, batch)
         sample.window.close()
         self.clf.finish(sample, with_probs=self.probs)
         Counter(reason_kind(e) for e in sample.errors if e)

@@ -5,9 +5,11 @@ numbers per kept n-gram bucket, so the model is a TF-IDF logistic regression who
 hashed. A hidden layer or a wider embedding bought nothing measurable (reviews_zh validation: 0.8666
 with a 32-wide embedding, dropout and a linear layer, 0.8659 linear, at 16 times the parameters).
 
-The forward pass is the ONNX graph's: ``Gather`` (table rows of the ids), a batched ``MatMul`` with the
-weights (the weighted sum over features; the fastest of three layouts measured under onnxruntime), and
-``Add`` (bias). Padding has id 0 (a zero row) and weight 0, so it adds nothing.
+The forward pass over padded ids and weights is what ``torch.onnx`` exports: ``Gather`` (table rows of the
+ids), a batched ``MatMul`` with the weights (the weighted sum over features; the fastest of three dense
+layouts measured under onnxruntime), and ``Add`` (bias). Padding has id 0 (a zero row) and weight 0, so it
+adds nothing. The fp32 variant that scoring runs computes the same sum from the unpadded features as one
+sparse-times-dense product (``export/ngram_graph.py``); the other variants derive from the dense graph.
 """
 
 from __future__ import annotations

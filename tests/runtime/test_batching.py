@@ -91,3 +91,17 @@ def test_sizes_given_are_kept_on_every_device() -> None:
 def test_planning_before_resolving_is_a_bug() -> None:
     with pytest.raises(InternalError, match="this is a bug"):
         BatchOptions().plan(np.array([3, 4]))
+
+
+def test_unpadded_rows_are_planned_in_order_by_their_tokens() -> None:
+    """A sparse-input model: no sorting (nothing is padded), consecutive rows, real tokens within budget."""
+    rng = np.random.default_rng(2)
+    lengths = rng.integers(1, 300, size=3000)
+    options = BatchOptions(batch_tokens=5000, max_batch_rows=100).resolved("ngram", "cpu", padded=False)
+    batches = options.plan(lengths)
+    assert np.array_equal(np.concatenate(batches), np.arange(3000))
+    for b in batches:
+        assert np.array_equal(b, np.arange(b[0], b[-1] + 1))
+        assert len(b) <= 100 and (int(lengths[b].sum()) <= 5000 or len(b) == 1)
+        assert len(b) == 100 or b[-1] == 2999 or int(lengths[b[0] : b[-1] + 2].sum()) > 5000  # full
+    assert [len(b) for b in plan_batches(np.array([3, 5000, 4]), 100, sort=False, padded=False)] == [1, 1, 1]

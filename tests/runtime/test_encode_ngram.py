@@ -218,3 +218,30 @@ def test_bad_schemes_and_vocabularies_are_bundle_errors() -> None:
         NgramScheme.from_json({"script": "cjk"})
     with pytest.raises(BundleError, match="do not fit"):
         NgramVocabulary.from_tensors({"kept_buckets": np.array([1, 2]), "idf": np.ones(2)}, 16, "f")
+
+
+@pytest.mark.parametrize("scheme", [CJK, ALPHA, replace(CJK, tf="sublinear")])
+def test_sparse_rows_hold_what_padding_gives_in_any_row_order(scheme: NgramScheme) -> None:
+    """The sparse graph's input: row i's entries sum to the padded row's weighted ids, for consecutive
+    rows (a slice of the window) and for rows in any order (gathered)."""
+    rng = np.random.default_rng(3)
+    pool = list("好差很服务酒店 abcdeXYZ,.")
+    texts = ["".join(rng.choice(pool, size=rng.integers(1, 30))) for _ in range(60)]
+    encoder = _encoder(texts, scheme)
+    tokens = encoder.tokenize(texts)
+    table = rng.standard_normal((encoder.vocabulary.size, 3)).astype(np.float32)
+    table[0] = 0  # the model's padding row
+    for rows in (np.arange(10, 35), np.array([5, 3, 59, 0, 4]), np.array([7]), np.arange(0)):
+        (name, csr), *rest = encoder.sparse(tokens, rows).items()
+        assert name == "features" and not rest and len(csr) == len(rows)
+        assert csr.width == encoder.vocabulary.size and csr.offsets[0] == 0
+        assert csr.values.dtype == np.float32 and csr.columns.dtype == np.int64
+        assert csr.values.flags.c_contiguous and csr.columns.flags.c_contiguous
+        dense = np.zeros((len(rows), encoder.vocabulary.size), np.float64)
+        for i in range(len(rows)):
+            lo, hi = csr.offsets[i], csr.offsets[i + 1]
+            np.add.at(dense[i], csr.columns[lo:hi], csr.values[lo:hi])  # repeats add up
+        padded = encoder.pad(tokens, rows) if len(rows) else None
+        if padded is not None:
+            expected = (padded["weights"][:, :, None] * table[padded["input_ids"]]).sum(axis=1)
+            np.testing.assert_allclose(dense @ table, expected, rtol=1e-5, atol=1e-5)

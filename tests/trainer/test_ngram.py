@@ -10,10 +10,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from clsrun.runtime.batching import BatchOptions
 from clsrun.runtime.bundle import NGRAM_FEATURES_FILE, Bundle
 from clsrun.runtime.classifier import Classifier
 from clsrun.runtime.cli import app
 from clsrun.runtime.encode_ngram import NgramEncoder
+from clsrun.runtime.readers import RecordChunk
 from clsrun.runtime.textnorm import normalize_many
 from clsrun.runtime.variant import Variant
 from clsrun.trainer.models import load_model
@@ -74,9 +76,25 @@ def test_export_gate_predict_and_eval_score_what_the_eager_model_scores(
     assert '"fp32"' in report and (exported_ngram_bundle / "onnx" / "model.onnx").is_file()
     clf = Classifier.load(exported_ngram_bundle, Variant(precision="fp32"))
     assert clf.choice.backend == "onnx"
+    # fp32 is the sparse graph: rows go in unpadded, in order; int8 derives from the dense graph (padded).
+    assert clf.runner.sparse_inputs == frozenset({"features"}) and not clf.batching.padded  # type: ignore[attr-defined]
     probs = clf.predict(TEXTS).probs
     eager = _eager(bundle, TEXTS)
     np.testing.assert_allclose(probs, torch.softmax(torch.from_numpy(eager), dim=1).numpy(), atol=1e-5)
+    int8 = Classifier.load(exported_ngram_bundle, Variant(backend="onnx", precision="int8"))
+    assert not int8.runner.sparse_inputs and int8.batching.padded  # type: ignore[attr-defined]
+    np.testing.assert_allclose(int8.predict(TEXTS).probs, probs, atol=0.05)
+    many = [TEXTS[i % 4] + str(i) for i in range(300)]
+    small = BatchOptions(batch_tokens=64)  # many batches of consecutive rows, run by two streams
+    streamed = Classifier.load(exported_ngram_bundle, Variant(precision="fp32", threads=2, streams=2), small)
+    assert len(streamed.prepare(RecordChunk(0, None, list(many), [""] * 300)).batches) > 10
+    np.testing.assert_allclose(
+        streamed.score_records(many)["score"].to_numpy(),
+        Classifier.load(exported_ngram_bundle, Variant(backend="torch"))
+        .score_records(many)["score"]
+        .to_numpy(),
+        atol=1e-5,
+    )
 
     out = tmp_path / "scores.csv"
     predicted = CliRunner().invoke(

@@ -118,13 +118,15 @@ def test_a_window_kept_on_the_device_equals_scoring_batch_by_batch(tiny_bert_bun
     assert isinstance(runner, TorchRunner)
     prepared, batches = _inputs(clf, texts)
     assert len(batches) > 3
-    expected = np.concatenate([runner.run(clf.pad(prepared, b)) for b in batches])  # (n, C), batch order
+    expected = np.concatenate(
+        [runner.run(clf.inputs(prepared.tokens, b)) for b in batches]
+    )  # (n, C), batch order
     order = np.concatenate(batches)
     # the CUDA path on a CPU: inputs staged through the ring, batches queued under the lock
     runner.ring, runner.queue_lock = _ring(2, []), threading.Lock()
     window = runner.open_window(len(texts), len(clf.labels))
     for b in reversed(batches):  # any order: each batch lands in its own rows
-        window.add(b, clf.pad(prepared, b))
+        window.add(b, clf.inputs(prepared.tokens, b))
     window.close()
     logits = window.result()
     assert logits.shape == (40, 2) and logits.dtype == np.float32

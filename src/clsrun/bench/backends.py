@@ -76,10 +76,10 @@ def _classifier(bundle: Bundle, variant: Variant) -> Classifier:
 
 
 def _rows_call(clf: Classifier, inputs: Inputs) -> CallRows:
-    encoder, tokens = clf.encoder, inputs.tokens
+    tokens = inputs.tokens
 
     def call(rows: np.ndarray) -> None:
-        clf.run(encoder.pad(tokens, rows))  # logits come back as host numpy: device work is finished
+        clf.run(clf.inputs(tokens, rows))  # logits come back as host numpy: device work is finished
 
     return call
 
