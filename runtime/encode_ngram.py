@@ -70,9 +70,8 @@ CHAR_MULTIPLIERS = (  # index k - 1 for character n-grams of length k (1..8)
 WORD_MULTIPLIER = 0xA0761D6478BD642F
 PAIR_MULTIPLIER = 0xE7037ED1A0B428DB
 MAX_CHAR_NGRAM = len(CHAR_MULTIPLIERS)
-SPARSE_INPUT = (
-    "features"  # the sparse graph's one input: (B, n_features) weights, CSR (export/ngram_graph.py)
-)
+# The sparse graph's one input: (B, n_features) weights in CSR form (export/ngram_graph.py).
+SPARSE_INPUT = "features"
 # The language rule: the share of CJK characters (kana, CJK ideographs, hangul) among the non-space
 # characters of the training texts. Measured shares: reviews_zh 0.856, inews_zh 0.834, bbc_en 0.000.
 CJK_RANGES = ((0x3040, 0x30FF), (0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0xAC00, 0xD7AF))
