@@ -10,13 +10,14 @@ Without ``SA_ONSTACK`` the handler runs on the thread's ordinary stack, whatever
 handler only notes the signal, so it needs no more stack than any C call.
 
 Python has no call to change a handler's flags, so :func:`on_thread_stack` rewrites them with
-``sigaction(2)`` through ctypes, on Linux with glibc or musl (whose ``struct sigaction`` is laid out alike);
-elsewhere it does nothing and the default stays.
+``sigaction(2)`` through ctypes, on Linux for x86-64 and arm64 with glibc or musl (whose ``struct sigaction``
+is laid out alike there); elsewhere it does nothing and the default stays.
 """
 
 from __future__ import annotations
 
 import ctypes
+import platform
 import sys
 
 SA_ONSTACK = 0x08000000  # Linux, every architecture
@@ -34,7 +35,8 @@ class _SigAction(ctypes.Structure):
 
 
 def _libc() -> ctypes.CDLL | None:
-    if not sys.platform.startswith("linux"):
+    """libc on Linux for x86-64 and arm64, where ``struct sigaction`` and ``SA_ONSTACK`` are as above."""
+    if not sys.platform.startswith("linux") or platform.machine() not in ("x86_64", "aarch64"):
         return None
     try:
         return ctypes.CDLL(None, use_errno=True)
