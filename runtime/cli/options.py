@@ -136,7 +136,8 @@ BatchTokens = Annotated[
         min=1,
         help="Padded tokens per batch (rows x longest row). Bigger batches amortise per-call overhead but "
         "use more memory and, past a point, run slower (a BERT batch's activations fall out of the CPU "
-        "caches). Default: by model kind and device.",
+        "caches). An n-gram model's sparse graph pads nothing: its batches are consecutive rows, counted in "
+        "features. Default: by model kind and device.",
     ),
 ]
 Window = Annotated[

@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clsrun.runtime.batching import BatchOptions, padding_ratio, plan_batches, windows
+from clsrun.runtime.batching import (
+    DEFAULT_UNPADDED_BATCH_TOKENS,
+    BatchOptions,
+    padding_ratio,
+    plan_batches,
+    windows,
+)
 from clsrun.runtime.encode import Tokens, pad_rows
 from clsrun.runtime.encode_char import CharEncoder, CharVocab
 from clsrun.runtime.errors import InternalError
@@ -105,3 +111,6 @@ def test_unpadded_rows_are_planned_in_order_by_their_tokens() -> None:
         assert len(b) <= 100 and (int(lengths[b].sum()) <= 5000 or len(b) == 1)
         assert len(b) == 100 or b[-1] == 2999 or int(lengths[b[0] : b[-1] + 2].sum()) > 5000  # full
     assert [len(b) for b in plan_batches(np.array([3, 5000, 4]), 100, sort=False, padded=False)] == [1, 1, 1]
+    defaults = BatchOptions(window=500).resolved("ngram", "cpu", padded=False)
+    assert defaults.max_batch_rows == 500 and defaults.batch_tokens == DEFAULT_UNPADDED_BATCH_TOKENS
+    assert len(defaults.plan(np.full(500, 200))) == 1  # a window of short texts is one batch
