@@ -41,6 +41,7 @@ import numpy as np
 from clsrun.runtime.batching import plan_batches
 from clsrun.runtime.bundle import Bundle
 from clsrun.runtime.encode import make_encoder
+from clsrun.runtime.infer import sparse_inputs
 from clsrun.runtime.textnorm import normalize_many
 
 Engine = Callable[[], np.ndarray]  # one timed pass over every text: (N, C) logits or probabilities
@@ -74,7 +75,7 @@ def ort_engine(bundle: Bundle, texts: list[str], file: str, threads: int, batch_
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     session = ort.InferenceSession(str(bundle.file(file)), options, providers=["CPUExecutionProvider"])
-    if any(i.type.startswith("sparse_tensor") for i in session.get_inputs()):
+    if sparse_inputs(session):
         raise Skipped(
             f"{file} takes a sparse input (the n-gram model's graph); this loop feeds padded batches"
         )

@@ -34,7 +34,7 @@ class _NoPandas(importlib.abc.MetaPathFinder):
 
 def answer_pandas_probe() -> bool:
     """Run pyarrow's pandas probes with ``import pandas`` failing; False when pandas is already imported
-    (pyarrow then uses it as usual) or pyarrow already probed."""
+    (pyarrow then uses it as usual) and nothing was done."""
     if "pandas" in sys.modules:
         return False
     import pyarrow as pa

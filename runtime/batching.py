@@ -66,12 +66,8 @@ class BatchOptions:
     """How rows are grouped: read-ahead windows, sorted by length, cut into token-budget batches."""
 
     window: int = DEFAULT_WINDOW  # --window: rows read ahead and length-sorted together
-    batch_tokens: int | None = (
-        None  # --batch-tokens: padded tokens (unpadded: tokens) per batch; None: defaults
-    )
-    max_batch_rows: int | None = (
-        None  # rows in one batch at most, however short; None: by device (unpadded: window)
-    )
+    batch_tokens: int | None = None  # --batch-tokens: padded (or unpadded) tokens per batch; None: default
+    max_batch_rows: int | None = None  # rows per batch at most; None: by device (unpadded: the window)
     sort: bool = True  # length-sort each window (off only to measure what sorting buys)
     padded: bool = True  # the model takes padded rows; False (a sparse input): consecutive rows, no sorting
 
@@ -185,13 +181,8 @@ def plan_batches(
     start = 0
     while start < n:
         span = ordered[start : start + max_rows]  # (<= max_rows,)
-        if padded:
-            widest = np.maximum.accumulate(span)  # longest so far, were the batch to end here
-            cost = widest * np.arange(
-                1, len(span) + 1
-            )  # (<= max_rows,) padded tokens of each candidate batch
-        else:
-            cost = np.cumsum(span)  # (<= max_rows,) tokens of each candidate batch
+        # (<= max_rows,) tokens of each candidate batch: padded (its longest row so far x rows), or real ones
+        cost = np.maximum.accumulate(span) * np.arange(1, len(span) + 1) if padded else np.cumsum(span)
         fits = int(np.searchsorted(cost > batch_tokens, True))  # cost is non-decreasing: first overflow
         take = max(fits, 1)
         batches.append(order[start : start + take])

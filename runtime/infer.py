@@ -23,7 +23,7 @@ window. Every other runner gets :class:`HostWindow`: each batch runs at once int
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -116,9 +116,9 @@ class OrtRunner:
         except Exception as e:  # onnxruntime raises its own untyped errors for a bad graph
             raise BundleError(f"{path}: onnxruntime cannot load it: {str(e).splitlines()[0]}") from e
         self.providers = list(self.session.get_providers())
-        graph_inputs = self.session.get_inputs()
-        self.input_names = [i.name for i in graph_inputs]
-        self.sparse_inputs = frozenset(i.name for i in graph_inputs if i.type.startswith("sparse_tensor"))
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.sparse_inputs = sparse_inputs(self.session)
+        self._cpu = ort.OrtDevice.make("cpu", 0)  # where sparse inputs go (_run_sparse)
         self.output_name = self.session.get_outputs()[0].name
         self.io_binding = choice.device == "cuda" and "CUDAExecutionProvider" in self.providers
 
@@ -138,14 +138,13 @@ class OrtRunner:
         the arrays, not copy them), on the CPU, where its sparse kernels are."""
         import onnxruntime as ort
 
-        cpu = ort.OrtDevice.make("cpu", 0)
         feeds = {}
         for name in self.input_names:
             value = inputs[name]
             if isinstance(value, SparseRows):
                 shape = np.array([len(value), value.width], dtype=np.int64)
                 csr = ort.SparseTensor.sparse_csr_from_numpy(
-                    shape, value.values, value.columns, value.offsets, cpu
+                    shape, value.values, value.columns, value.offsets, self._cpu
                 )
                 feeds[name] = ort.OrtValue.ort_value_from_sparse_tensor(csr)
             else:
@@ -164,6 +163,11 @@ class OrtRunner:
         binding.bind_output(self.output_name, "cuda")
         self.session.run_with_iobinding(binding)
         return np.asarray(binding.copy_outputs_to_cpu()[0], dtype=np.float32)  # (B, C)
+
+
+def sparse_inputs(session: Any) -> frozenset[str]:
+    """Names of an onnxruntime session's inputs that take a sparse tensor (``encode.SparseRows``)."""
+    return frozenset(i.name for i in session.get_inputs() if i.type.startswith("sparse_tensor"))
 
 
 def open_runner(bundle: Bundle, choice: Choice, threads: int, streams: int = 1) -> Runner:

@@ -10,8 +10,8 @@ the command's.
 
 The process then ends without the interpreter's teardown (:func:`exit_now`): every command has closed and
 published what it wrote by the time it returns, and tearing down the modules a scoring run loads (numpy,
-pyarrow, onnxruntime, and pandas, which pyarrow imports whenever it is installed) costs a noticeable share
-of a short job's wall time (README, the n-gram model's scoring figures).
+pyarrow, onnxruntime) costs a noticeable share of a short job's wall time (README, the n-gram model's
+scoring figures).
 """
 
 from __future__ import annotations
