@@ -24,11 +24,10 @@ to end (the n-gram one on CPU), which releases the GIL, so nothing needs picklin
 from __future__ import annotations
 
 import functools
-import multiprocessing
 import os
 import signal
 from collections.abc import Callable
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
 from typing import ParamSpec, TypeVar
@@ -114,6 +113,11 @@ class EncodePool:
         if self.processes > 1 and in_threads:
             self.executor = ThreadPoolExecutor(self.processes, thread_name_prefix="clsrun-encode")
         elif self.processes > 1:
+            # Imported here: worker processes serve CUDA runs only, and multiprocessing is a hundredth of
+            # a second of every CPU run's start-up.
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
             self.encode = _encode_in_worker
             self.executor = ProcessPoolExecutor(
                 self.processes,

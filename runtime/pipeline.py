@@ -37,8 +37,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
-from concurrent.futures import Future
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import BrokenExecutor, Future
 from typing import Any, Protocol
 
 import pyarrow as pa
@@ -191,7 +190,7 @@ class Pipeline:
         """
         try:
             return self.clf.prepare(window, encoded.result())
-        except BrokenProcessPool:
+        except BrokenExecutor:  # a broken process pool (concurrent.futures.process, imported only for CUDA)
             deadline = time.monotonic() + BROKEN_POOL_GRACE_S
             while time.monotonic() < deadline:
                 if self._halted():

@@ -9,7 +9,6 @@ torch nor the trainer, and a missing one is a :class:`DependencyError` that name
 
 from __future__ import annotations
 
-import importlib.metadata
 from typing import TYPE_CHECKING, Protocol, cast
 
 from clsrun.runtime.errors import DependencyError
@@ -42,6 +41,8 @@ class RunnerPlugin(Protocol):
 
 def runner_plugin(backend: str) -> RunnerPlugin:
     """The installed runner plugin for ``backend``; :class:`DependencyError` naming the extra when missing."""
+    import importlib.metadata  # here, not at the top: it imports the email package, and most runs never get here
+
     extra = _PLUGIN_EXTRAS.get(backend, backend)
     found = [ep for ep in importlib.metadata.entry_points(group=RUNNER_GROUP) if ep.name == backend]
     if not found:

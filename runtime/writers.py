@@ -21,7 +21,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 
 from clsrun.runtime.errors import UsageError
 from clsrun.runtime.files import publish, temporary_for
@@ -169,6 +168,8 @@ class _JsonlWriter:
 
 class _ParquetWriter:
     def __init__(self, path: Path, schema: pa.Schema) -> None:
+        import pyarrow.parquet as pq  # only for Parquet: it is a tenth of pyarrow's import time
+
         self._w = pq.ParquetWriter(str(path), schema)
 
     def write(self, table: pa.Table) -> None:
