@@ -185,8 +185,10 @@ def predict(
         ray = None
         if engine == "local":
             from clsrun.runtime.arrow_probe import answer_pandas_probe
+            from clsrun.runtime.heap import keep_freed_memory
 
             answer_pandas_probe()
+            keep_freed_memory()
         if engine == "ray":  # Ray runs its own threads and processes: a stop raises, as in other commands
             from clsrun.runtime.ray_engine.engine import RayOptions
 
