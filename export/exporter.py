@@ -167,8 +167,9 @@ def _load_eager(bundle: Bundle) -> torch.nn.Module:
 @dataclass
 class Fp32Built:
     """The fp32 variant's file, and the graph the other variants are derived from: the same file, except
-    for the n-gram model, whose fp32 variant is its sparse graph (``ngram_graph.py``), which only
-    onnxruntime runs, while int8, fp16 and OpenVINO derive from the dense graph ``torch.onnx`` wrote."""
+    for the n-gram model, whose fp32 variant is its sparse graph (``ngram_graph.py``: a counting graph for
+    raw tf, a weighing one for sublinear tf), which only onnxruntime runs, while int8, fp16 and OpenVINO
+    derive from the dense graph ``torch.onnx`` wrote."""
 
     path: Path
     source: Path
@@ -190,8 +191,12 @@ def build_fp32(bundle: Bundle, model: torch.nn.Module, eval_set: EvalSet, stage:
 
         if not isinstance(model, NgramLinear):
             raise InternalError(f"an ngram bundle loaded as {type(model).__name__}, not NgramLinear")
+        from clsrun.runtime.encode_ngram import NgramEncoder
+
         dense = export_onnx(model, sample, stage / "model.dense.onnx")
-        return Fp32Built(write_sparse_graph(model, target, OUTPUT_NAME), dense)
+        encoder = NgramEncoder.from_bundle(bundle)
+        idf = encoder.vocabulary.idf if encoder.scheme.tf == "raw" else None  # raw tf: a counting graph
+        return Fp32Built(write_sparse_graph(model, target, OUTPUT_NAME, idf), dense)
     if bundle.spec.kind != "bert":
         path = export_onnx(model, sample, target)
         return Fp32Built(path, path)

@@ -1,14 +1,23 @@
-"""The n-gram model's fp32 graph: one sparse-times-dense product and a bias.
+"""The n-gram model's fp32 graphs: one sparse-times-dense product, then a bias (and for raw tf, the weights).
 
-``logits = features @ table + bias``, where ``features`` is the batch's ``(B, n_features)`` weight matrix
-in CSR form (``encode.SparseRows``: each row holds its text's weights at its feature ids) and ``table`` the
-model's ``(n_features, n_labels)`` rows. It computes what the eager ``NgramLinear`` computes from padded ids
-and weights (``Gather`` and a batched ``MatMul``), without the padding: onnxruntime's Gather of padded
-``(B, T)`` ids and the padding itself cost several times the product (README: n-gram scoring).
+A weighing graph (sublinear tf): ``logits = features @ table + bias``, where ``features`` is the batch's
+``(B, n_features)`` weight matrix in CSR form (``encode.SparseRows``: each row holds its text's weights at
+its feature ids) and ``table`` the model's ``(n_features, n_labels)`` rows.
+
+A counting graph (raw tf): the input is the batch's raw n-gram counts (each occurrence a 1), and the
+graph weighs them itself. A raw-tf weight is ``idf[id] / sqrt(sum of idf**2 over the text's occurrences)``,
+so both the weighted sum and the norm are linear in the counts: one product with ``[idf * table | idf**2]``
+gives every row's ``sum idf * table[id]`` and ``sum idf**2``, and ``logits = sums / sqrt(norms) + bias``.
+The encoder then computes no weights at all (no idf lookup, no per-text norms): those passes were a fifth of
+encoding a window of short texts, while the product only grows by a column (README: n-gram scoring).
+
+Both compute what the eager ``NgramLinear`` computes from padded ids and weights (``Gather`` and a batched
+``MatMul``), without the padding: onnxruntime's Gather of padded ``(B, T)`` ids and the padding itself cost
+several times the product.
 
 Written by hand, not by ``torch.onnx``: the TorchScript exporter has no sparse input, and onnxruntime's
 ``SparseToDenseMatMul`` (its ``com.microsoft`` domain, CPU kernel) is the one operator that takes one. So
-this graph runs on onnxruntime only; the variants derived from fp32 (int8, fp16, OpenVINO) are derived
+these graphs run on onnxruntime only; the variants derived from fp32 (int8, fp16, OpenVINO) are derived
 from the dense graph ``torch.onnx`` exports, which export keeps for that (``exporter.build_fp32``).
 """
 
@@ -19,7 +28,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from clsrun.runtime.encode_ngram import SPARSE_INPUT
+from clsrun.runtime.encode_ngram import COUNTS_INPUT, SPARSE_INPUT
 
 if TYPE_CHECKING:
     from clsrun.trainer.ngram import NgramLinear
@@ -28,26 +37,50 @@ OPSET = 17
 MS_DOMAIN = "com.microsoft"
 
 
-def write_sparse_graph(model: NgramLinear, out: Path, output_name: str) -> Path:
-    """Write ``model``'s sparse graph to ``out``: input :data:`SPARSE_INPUT` ``(B, n_features)`` float CSR,
-    output ``output_name`` ``(B, n_labels)`` float32."""
+def write_sparse_graph(
+    model: NgramLinear, out: Path, output_name: str, idf: np.ndarray | None = None
+) -> Path:
+    """Write ``model``'s sparse graph to ``out``; output ``output_name`` ``(B, n_labels)`` float32.
+
+    ``idf`` (``(n_features,)``, a raw-tf model's): a counting graph, input :data:`COUNTS_INPUT`; without
+    it a weighing graph, input :data:`SPARSE_INPUT`. Either input is ``(B, n_features)`` float CSR."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     table = model.table.weight.detach().cpu().float().numpy()  # (V, C)
     bias = model.bias.detach().cpu().float().numpy()  # (C,)
     n_features, n_labels = table.shape
-    graph = helper.make_graph(
-        [
-            helper.make_node("SparseToDenseMatMul", [SPARSE_INPUT, "table"], ["summed"], domain=MS_DOMAIN),
+    if idf is None:
+        name, columns = SPARSE_INPUT, table
+        nodes = [
+            helper.make_node("SparseToDenseMatMul", [name, "table"], ["summed"], domain=MS_DOMAIN),
             helper.make_node("Add", ["summed", "bias"], [output_name]),
-        ],
+        ]
+        constants: dict[str, np.ndarray] = {}
+    else:
+        if idf.shape != (n_features,):
+            raise ValueError(f"{idf.shape} idf values for a table of {n_features} features")
+        idf = idf.astype(np.float32)
+        name, columns = COUNTS_INPUT, np.concatenate([idf[:, None] * table, np.square(idf)[:, None]], axis=1)
+        nodes = [
+            helper.make_node("SparseToDenseMatMul", [name, "table"], ["sums"], domain=MS_DOMAIN),
+            helper.make_node("Split", ["sums", "widths"], ["summed", "squares"], axis=1),
+            helper.make_node("Max", ["squares", "tiny"], ["floored"]),  # a text with no kept n-gram: 0 / tiny
+            helper.make_node("Sqrt", ["floored"], ["norms"]),
+            helper.make_node("Div", ["summed", "norms"], ["weighed"]),
+            helper.make_node("Add", ["weighed", "bias"], [output_name]),
+        ]
+        # The encoder's own floor for a weighing graph (encode_ngram._inverse_norms).
+        constants = {"widths": np.array([n_labels, 1], np.int64), "tiny": np.array([1e-24], np.float32)}
+    graph = helper.make_graph(
+        nodes,
         "ngram_sparse",
-        [helper.make_sparse_tensor_value_info(SPARSE_INPUT, TensorProto.FLOAT, ["batch", n_features])],
+        [helper.make_sparse_tensor_value_info(name, TensorProto.FLOAT, ["batch", n_features])],
         [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, ["batch", n_labels])],
         [
-            numpy_helper.from_array(np.ascontiguousarray(table), "table"),
+            numpy_helper.from_array(np.ascontiguousarray(columns, dtype=np.float32), "table"),
             numpy_helper.from_array(bias, "bias"),
+            *(numpy_helper.from_array(value, key) for key, value in constants.items()),
         ],
     )
     proto = helper.make_model(

@@ -164,11 +164,14 @@ class Classifier:
             raise UsageError(f"--streams {streams}: must be between 1 and the threads ({threads})")
         encoder = make_encoder(bundle)
         runner = open_runner(bundle, choice, threads // streams, streams)
-        sparse = bool(getattr(runner, "sparse_inputs", None))
-        if sparse and not isinstance(encoder, SparseEncoder):
-            raise BundleError(
-                f"{bundle.root}: {choice.file} takes a sparse input, which a {bundle.spec.kind} model cannot give"
-            )
+        sparse_inputs: frozenset[str] = getattr(runner, "sparse_inputs", frozenset())
+        sparse = bool(sparse_inputs)
+        if sparse:
+            if not isinstance(encoder, SparseEncoder):
+                raise BundleError(
+                    f"{bundle.root}: {choice.file} takes a sparse input, which a {bundle.spec.kind} model cannot give"
+                )
+            encoder = encoder.for_sparse_inputs(sparse_inputs)  # a counting graph's encoder does not weigh
         resolved = batching.resolved(bundle.spec.kind, choice.device, padded=not sparse)
         preparers = default_preparers(choice, threads, bundle.spec.kind)
         return cls(

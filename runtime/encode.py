@@ -121,6 +121,10 @@ class SparseEncoder(Encoder, Protocol):
     """An encoder that can also give a batch as one sparse matrix (the n-gram encoder): for a graph whose
     input is sparse (``Runner.sparse_inputs``)."""
 
+    def for_sparse_inputs(self, names: frozenset[str]) -> SparseEncoder:
+        """The encoder to use for a graph whose sparse inputs are ``names`` (its tokens then suit them)."""
+        ...
+
     def sparse(self, tokens: Tokens, rows: np.ndarray) -> dict[str, SparseRows]:
         """Model inputs for ``rows`` of ``tokens``: ``{sparse input name: rows as SparseRows}``."""
         ...

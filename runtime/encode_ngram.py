@@ -38,6 +38,7 @@ characters; the choice is stored in the bundle and never re-detected when scorin
 
 from __future__ import annotations
 
+import copy
 import functools
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -70,8 +71,11 @@ CHAR_MULTIPLIERS = (  # index k - 1 for character n-grams of length k (1..8)
 WORD_MULTIPLIER = 0xA0761D6478BD642F
 PAIR_MULTIPLIER = 0xE7037ED1A0B428DB
 MAX_CHAR_NGRAM = len(CHAR_MULTIPLIERS)
-# The sparse graph's one input: (B, n_features) weights in CSR form (export/ngram_graph.py).
+# The sparse graphs' one input, in CSR form (export/ngram_graph.py): a weighing graph's, each row's
+# (B, n_features) weights; a counting graph's, each row's raw n-gram counts (every occurrence a 1: repeats
+# add up), which the graph weighs itself (raw tf only: the weights are then linear in the counts).
 SPARSE_INPUT = "features"
+COUNTS_INPUT = "counts"
 # The language rule: the share of CJK characters (kana, CJK ideographs, hangul) among the non-space
 # characters of the training texts. Measured shares: reviews_zh 0.856, inews_zh 0.834, bbc_en 0.000.
 CJK_RANGES = ((0x3040, 0x30FF), (0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0xAC00, 0xD7AF))
@@ -378,16 +382,21 @@ def _inverse_norms(weights: np.ndarray, offsets: np.ndarray) -> np.ndarray:
 class NgramEncoder:
     """The runtime's :class:`~clsrun.runtime.encode.SparseEncoder` for ``ngram`` bundles (and the trainer's).
 
-    Inputs of the sparse graph (what export writes): :data:`SPARSE_INPUT`, each row's weights at its feature
-    ids (:meth:`sparse`). Of a dense graph (the eager model, OpenVINO and int8 variants, bundles exported
-    before the sparse graph): ``input_ids`` (B, T) int64 feature ids (0 = padding) and ``weights`` (B, T)
-    float32 (:meth:`pad`). A text's "length", which batch planning counts, is its number of features.
+    Inputs of a sparse graph (what export writes, :meth:`sparse`): :data:`COUNTS_INPUT`, each row's raw
+    counts at its feature ids, for a counting graph (raw tf), which weighs them itself; :data:`SPARSE_INPUT`,
+    each row's weights, for a weighing graph (sublinear tf, and raw-tf bundles exported before the counting
+    graph). Of a dense graph (the eager model, OpenVINO and int8 variants, bundles exported before the sparse
+    graph): ``input_ids`` (B, T) int64 feature ids (0 = padding) and ``weights`` (B, T) float32 (:meth:`pad`).
+    A text's "length", which batch planning counts, is its number of features.
     """
 
     scheme: NgramScheme
     vocabulary: NgramVocabulary
     max_length: int  # texts are cut to this many characters before hashing
     input_names: tuple[str, ...] = ("input_ids", "weights")
+    # Compute each feature's weight (tokenize); off only for a counting graph (for_sparse_inputs), which
+    # weighs the counts itself: the idf lookup and the norms are then a matrix product's columns.
+    weigh: bool = True
     _lut: np.ndarray = field(init=False, repr=False)  # (2**bucket_bits,) int32: bucket -> id, 0 dropped
 
     def __post_init__(self) -> None:
@@ -408,6 +417,17 @@ class NgramEncoder:
             raise BundleError(f"{path}: not a readable safetensors file ({e})") from e
         vocabulary = NgramVocabulary.from_tensors(tensors, 1 << scheme.bucket_bits, str(path))
         return cls(scheme, vocabulary, bundle.spec.max_length)
+
+    def for_sparse_inputs(self, names: frozenset[str]) -> NgramEncoder:
+        """This encoder for a graph whose sparse inputs are ``names``: for a counting graph
+        (:data:`COUNTS_INPUT`) one that gives counts and no weights; otherwise itself."""
+        if COUNTS_INPUT not in names:
+            return self
+        if self.scheme.tf != "raw":
+            raise BundleError(f"a graph that counts n-grams needs raw tf, this model's is {self.scheme.tf}")
+        counting = copy.copy(self)  # shares the vocabulary and the lut
+        counting.weigh = False
+        return counting
 
     def tokenize(self, texts: list[str]) -> Tokens:
         """Feature ids of each text with their weights (see the module's spec), cut to ``max_length``
@@ -430,6 +450,8 @@ class NgramEncoder:
             ids, offsets = _place(hashed, chars, self.scheme, self._lut)  # (F,) int32
         else:
             ids, offsets = _ids_by_position(hashed, chars, self.scheme, self._lut)  # (F,) int32
+        if not self.weigh:  # raw tf (for_sparse_inputs): a feature's count is its occurrences
+            return Tokens(ids, offsets, truncated)
         if self.scheme.tf == "sublinear":
             ids, offsets, tf = merge_repeats(ids, offsets, self.vocabulary.size)
             weights = self.vocabulary.idf[ids] * (np.float32(1) + np.log(tf))  # (U,) float32
@@ -444,7 +466,7 @@ class NgramEncoder:
         Every cell is gathered (past a row's end from the next text's features, clipped to the window)
         and the padding then zeroed by multiplying with the mask: sequential passes, where selecting the
         real cells by the mask costs twice as much."""
-        assert tokens.weights is not None, "NgramEncoder.tokenize always gives weights"
+        assert tokens.weights is not None, "a dense graph's encoder weighs (only a counting graph's does not)"
         gather, mask = padded_index(tokens, rows)
         if not len(tokens.ids):
             return {"input_ids": np.zeros(mask.shape, np.int64), "weights": np.zeros(mask.shape, np.float32)}
@@ -456,10 +478,11 @@ class NgramEncoder:
         return {"input_ids": ids, "weights": weights}
 
     def sparse(self, tokens: Tokens, rows: np.ndarray) -> dict[str, SparseRows]:
-        """``{SPARSE_INPUT: rows of (B, n_features) weights}``: a text's features are its row's entries (ids
-        repeat under raw tf and add up; id 0 has a zero table row). Rows planned in input order (no
-        padding, so no sorting) are one slice of the window's features; any other order is gathered."""
-        assert tokens.weights is not None, "NgramEncoder.tokenize always gives weights"
+        """``{COUNTS_INPUT: rows of (B, n_features) counts}`` (a counting encoder: every entry 1), else
+        ``{SPARSE_INPUT: rows of weights}``: a text's features are its row's entries (ids repeat under raw
+        tf and add up; id 0 has a zero table row). Rows planned in input order (no padding, so no sorting)
+        are one slice of the window's features; any other order is gathered."""
+        assert tokens.weights is not None or not self.weigh, "a weighing encoder's tokens have weights"
         rows = np.asarray(rows, dtype=np.int64)
         offsets = tokens.offsets
         picked: slice | np.ndarray
@@ -472,6 +495,21 @@ class NgramEncoder:
             local = np.zeros(len(rows) + 1, dtype=np.int64)
             np.cumsum(lengths, out=local[1:])
             picked = np.repeat(offsets[rows] - local[:-1], lengths) + np.arange(local[-1], dtype=np.int64)
-        values = np.ascontiguousarray(tokens.weights[picked])
         columns = tokens.ids[picked].astype(np.int64)
+        if tokens.weights is None:
+            return {COUNTS_INPUT: SparseRows(_ones(len(columns)), columns, local, self.vocabulary.size)}
+        values = np.ascontiguousarray(tokens.weights[picked])
         return {SPARSE_INPUT: SparseRows(values, columns, local, self.vocabulary.size)}
+
+
+_ONES = np.ones(0, dtype=np.float32)  # read-only; grown by _ones, shared by every batch's counts
+
+
+def _ones(n: int) -> np.ndarray:
+    """(n,) float32 ones, read-only: a view of one shared array, so a batch's counts cost no pass."""
+    global _ONES
+    if len(_ONES) < n:
+        grown = np.ones(max(n, 2 * len(_ONES)), dtype=np.float32)
+        grown.flags.writeable = False
+        _ONES = grown
+    return _ONES[:n]

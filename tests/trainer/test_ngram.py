@@ -15,6 +15,7 @@ from clsrun.runtime.bundle import NGRAM_FEATURES_FILE, Bundle
 from clsrun.runtime.classifier import Classifier
 from clsrun.runtime.cli import app
 from clsrun.runtime.encode_ngram import NgramEncoder
+from clsrun.runtime.errors import BundleError
 from clsrun.runtime.readers import RecordChunk
 from clsrun.runtime.textnorm import normalize_many
 from clsrun.runtime.variant import Variant
@@ -77,7 +78,9 @@ def test_export_gate_predict_and_eval_score_what_the_eager_model_scores(
     clf = Classifier.load(exported_ngram_bundle, Variant(precision="fp32"))
     assert clf.choice.backend == "onnx"
     # fp32 is the sparse graph: rows go in unpadded, in order; int8 derives from the dense graph (padded).
-    assert clf.runner.sparse_inputs == frozenset({"features"}) and not clf.batching.padded  # type: ignore[attr-defined]
+    # Raw tf: a counting graph, whose encoder computes no weights (the graph weighs the counts).
+    assert clf.runner.sparse_inputs == frozenset({"counts"}) and not clf.batching.padded  # type: ignore[attr-defined]
+    assert bundle.spec.model["features"]["tf"] == "raw" and not clf.encoder.weigh  # type: ignore[attr-defined]
     probs = clf.predict(TEXTS).probs
     eager = _eager(bundle, TEXTS)
     np.testing.assert_allclose(probs, torch.softmax(torch.from_numpy(eager), dim=1).numpy(), atol=1e-5)
@@ -105,6 +108,58 @@ def test_export_gate_predict_and_eval_score_what_the_eager_model_scores(
     evaluated = CliRunner().invoke(app, ["eval", str(exported_ngram_bundle), str(small_charcnn_data)])
     assert evaluated.exit_code == 0, evaluated.output
     assert "accuracy" in evaluated.stdout
+
+
+@pytest.mark.parametrize("tf", ["raw", "sublinear"])
+def test_both_sparse_graphs_score_what_the_eager_model_scores(tf: str, tmp_path: Path) -> None:
+    """A counting graph (raw tf: the encoder gives counts, the graph weighs them) and a weighing graph (the
+    encoder's weights; sublinear tf, and raw-tf bundles exported before the counting graph) give the eager
+    model's logits, texts without any kept n-gram included (their logits are the bias)."""
+    import onnxruntime as ort
+
+    from clsrun.export.ngram_graph import write_sparse_graph
+    from clsrun.runtime.encode_ngram import NgramScheme, NgramVocabulary, hash_features
+    from clsrun.trainer.ngram import NgramConfig, NgramLinear
+
+    rng = np.random.default_rng(5)
+    texts = ["".join(rng.choice(list("好差很服务酒店 ab"), size=rng.integers(1, 40))) for _ in range(80)]
+    texts += ["龘", "zz"]  # n-grams seen in no training text: nothing kept
+    scheme = NgramScheme("cjk", (1, 3), 0, False, 12, tf)  # type: ignore[arg-type]
+    vocabulary = NgramVocabulary.build(*hash_features(texts[:80], scheme), 1 << 12, 2, None)
+    encoder = NgramEncoder(scheme, vocabulary, 64)
+    config = NgramConfig(n_features=vocabulary.size, n_labels=3)
+    table = rng.standard_normal((vocabulary.size, 3)).astype(np.float32)
+    model = NgramLinear.from_linear(config, table, rng.standard_normal(3).astype(np.float32))
+    tokens = encoder.tokenize(texts)
+    with torch.no_grad():
+        feeds = encoder.pad(tokens, np.arange(len(texts)))
+        eager = model(**{k: torch.from_numpy(v) for k, v in feeds.items()}).numpy()
+    np.testing.assert_allclose(eager[-2:], np.tile(model.bias.detach().numpy(), (2, 1)), atol=1e-6)
+
+    for counting in [True, False] if tf == "raw" else [False]:
+        path = write_sparse_graph(
+            model, tmp_path / f"{counting}.onnx", "logits", vocabulary.idf if counting else None
+        )
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        names = frozenset(i.name for i in session.get_inputs())
+        assert names == {"counts" if counting else "features"}
+        scoring = encoder.for_sparse_inputs(names)
+        assert scoring.weigh is not counting and (scoring is encoder) is not counting
+        scored = scoring.tokenize(texts)
+        assert (scored.weights is None) is counting
+        np.testing.assert_array_equal(scored.ids, tokens.ids)
+        for rows in (np.arange(len(texts)), np.array([81, 3, 40, 80])):  # a slice, and gathered rows
+            ((name, csr),) = scoring.sparse(scored, rows).items()
+            shape = np.array([len(csr), csr.width], np.int64)
+            tensor = ort.SparseTensor.sparse_csr_from_numpy(
+                shape, csr.values, csr.columns, csr.offsets, ort.OrtDevice.make("cpu", 0)
+            )
+            feeds = {name: ort.OrtValue.ort_value_from_sparse_tensor(tensor)}
+            logits = session.run_with_ort_values(["logits"], feeds)[0].numpy()
+            np.testing.assert_allclose(logits, eager[rows], rtol=1e-5, atol=1e-5)
+    if tf == "sublinear":
+        with pytest.raises(BundleError, match="raw tf"):
+            encoder.for_sparse_inputs(frozenset({"counts"}))
 
 
 def test_cli_flags_set_the_scheme_and_the_fit(small_charcnn_data: Path, tmp_path: Path) -> None:
