@@ -203,28 +203,33 @@ def _map(c: np.ndarray, lengths: np.ndarray, table: _LazyTable) -> tuple[np.ndar
 
 
 def collapse_whitespace(c: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``" ".join(text.split())`` of every text: runs of whitespace become one space, none at either end."""
-    space = is_space(c)
-    if not space.any():
+    """``" ".join(text.split())`` of every text: runs of whitespace become one space, none at either end.
+
+    Works on the whitespace positions alone (a few per text): each run of them inside its text keeps its
+    first as ``" "``, every other one goes (one pass over the window to drop them, none when nothing goes).
+    """
+    low = np.flatnonzero(c < len(_SPACE))  # whitespace is all below U+3001
+    at = low[_SPACE[c[low]]]  # (s,) positions of whitespace
+    if not len(at):
         return c, lengths
-    starts = starts_of(lengths)
-    at = np.flatnonzero(space)  # (s,) positions of whitespace
     text = _text_at(at, lengths)  # (s,) text of each
-    solid = np.flatnonzero(~space)
-    last = np.searchsorted(solid, starts + lengths) - 1  # (n,) index in solid of each text's last solid char
-    last_solid = np.where(
-        last >= 0, solid[np.maximum(last, 0)], -1
-    )  # (n,) its position (maybe another text's)
-    after_solid = np.zeros(len(at), dtype=bool)  # the character before is solid and of the same text
-    inside = at > starts[text]
-    after_solid[inside] = ~space[at[inside] - 1]
-    kept_space = after_solid & (at < last_solid[text])  # a run's first space, with a solid char after it
-    keep = ~space
-    keep[at[kept_space]] = True
+    starts = starts_of(lengths)
+    continues = np.zeros(len(at), dtype=bool)  # the character before is whitespace of the same text
+    continues[1:] = (at[1:] == at[:-1] + 1) & (text[1:] == text[:-1])
+    first = np.flatnonzero(~continues)  # (r,) index in `at` of each run's first position
+    last = np.append(first[1:], len(at)) - 1  # (r,) and of its last
+    run_text = text[first]
+    inside = (at[first] > starts[run_text]) & (at[last] + 1 < starts[run_text] + lengths[run_text])
+    kept = np.zeros(len(at), dtype=bool)
+    kept[first[inside]] = True
+    dropped, kept_at = at[~kept], at[kept]
+    if not len(dropped) and (c[kept_at] == 0x20).all():
+        return c, lengths
+    keep = np.ones(len(c), dtype=bool)
+    keep[dropped] = False
     out = c[keep]
-    out[np.flatnonzero(space[keep])] = 0x20
-    dropped = np.bincount(text[~kept_space], minlength=len(lengths))
-    return out, lengths - dropped
+    out[kept_at - np.searchsorted(dropped, kept_at)] = 0x20  # where each kept one lands once others went
+    return out, lengths - np.bincount(text[~kept], minlength=len(lengths))
 
 
 def lower(c: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

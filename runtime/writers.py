@@ -112,10 +112,10 @@ def neutralise_formulas(table: pa.Table) -> pa.Table:
         if not pa.types.is_string(fld.type):
             continue
         col = table.column(i)
-        risky = pc.and_(
-            pc.match_substring_regex(col, _FORMULA_START),
-            pc.invert(pc.match_substring_regex(col, _PLAIN_NUMBER)),
-        )
+        starts = pc.match_substring_regex(col, _FORMULA_START)
+        if not pc.any(starts).as_py():  # the usual column: no second pass over it
+            continue
+        risky = pc.and_(starts, pc.invert(pc.match_substring_regex(col, _PLAIN_NUMBER)))
         if pc.any(risky).as_py():
             fixed = pc.if_else(risky, pc.binary_join_element_wise("'", col, ""), col)
             table = table.set_column(i, fld, fixed)

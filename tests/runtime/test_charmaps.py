@@ -80,6 +80,24 @@ def test_whitespace_collapse_keeps_text_boundaries() -> None:
     assert _decoded(c, lengths) == [" ".join(t.split()) for t in texts]
 
 
+def test_whitespace_collapse_of_random_windows_and_windows_of_only_whitespace() -> None:
+    """Runs at a text's start or end or spanning a text boundary, whitespace-only texts and windows, and
+    windows with no whitespace at all (given back as they are)."""
+    rng = random.Random(7)
+    pool = [*"ab好", " ", "  ", "\t", "\u3000", "\u00a0", "\n", "\x1c"]
+    windows = [[], ["好a"], [" "], ["\u3000", "", "\t\n"]]
+    windows += [
+        ["".join(rng.choice(pool) for _ in range(rng.randint(0, 12))) for _ in range(rng.randint(1, 40))]
+        for _ in range(300)
+    ]
+    for texts in windows:
+        c, lengths = charmaps.codepoints(texts)
+        collapsed, new_lengths = charmaps.collapse_whitespace(c, lengths)
+        assert _decoded(collapsed, new_lengths) == [" ".join(t.split()) for t in texts]
+    c, lengths = charmaps.codepoints(["好a", "bc"])
+    assert charmaps.collapse_whitespace(c, lengths)[0] is c  # nothing to do: no copy
+
+
 def test_the_kept_list_of_composing_starters_is_this_pythons() -> None:
     """The starters that compose with the character before them are kept per Unicode version (scanning
     costs a third of a second); for the running Python's version they are what a scan finds."""
