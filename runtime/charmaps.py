@@ -191,14 +191,14 @@ def _map(c: np.ndarray, lengths: np.ndarray, table: _LazyTable) -> tuple[np.ndar
         return entries.view(np.uint32), lengths, bad
     flat, starts = table.expansions
     which = EXPANDS - entries[grows]  # (g,) expansion of each growing code point
-    size = starts[which + 1] - starts[which]  # (g,)
-    counts = np.ones(len(c), dtype=np.int64)
-    counts[grows] = size
-    out = np.repeat(entries.view(np.uint32), counts)
-    first = np.cumsum(counts)[grows] - size  # (g,) where each expansion goes in out
-    within = np.arange(int(size.sum()), dtype=np.int64) - np.repeat(np.cumsum(size) - size, size)
-    out[np.repeat(first, size) + within] = flat[np.repeat(starts[which], size) + within]
-    grown = np.bincount(_text_at(grows, lengths), weights=size - 1, minlength=len(lengths))
+    # (g,) at least 2: one code point is an entry of its own, and no character normalises or lowercases to none
+    size = starts[which + 1] - starts[which]
+    out = entries.view(np.uint32)  # entries is this call's own array
+    out[grows] = flat[starts[which]]  # each expansion's first code point in place of the character
+    rest = size - 1  # (g,) and the others inserted after it: a few per window, so no pass per window
+    within = np.arange(int(rest.sum()), dtype=np.int64) - np.repeat(np.cumsum(rest) - rest, rest)
+    out = np.insert(out, np.repeat(grows + 1, rest), flat[np.repeat(starts[which] + 1, rest) + within])
+    grown = np.bincount(_text_at(grows, lengths), weights=rest, minlength=len(lengths))
     return out, lengths + grown.astype(np.int64), bad
 
 

@@ -503,13 +503,15 @@ class NgramEncoder:
 
 
 _ONES = np.ones(0, dtype=np.float32)  # read-only; grown by _ones, shared by every batch's counts
+# What _ones first makes: a default batch's features (batching.DEFAULT_UNPADDED_BATCH_TOKENS).
+_FIRST_ONES = 1 << 21
 
 
 def _ones(n: int) -> np.ndarray:
     """(n,) float32 ones, read-only: a view of one shared array, so a batch's counts cost no pass."""
     global _ONES
     if len(_ONES) < n:
-        grown = np.ones(max(n, 2 * len(_ONES)), dtype=np.float32)
+        grown = np.ones(max(n, 2 * len(_ONES), _FIRST_ONES), dtype=np.float32)
         grown.flags.writeable = False
         _ONES = grown
     return _ONES[:n]
