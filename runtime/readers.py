@@ -19,9 +19,11 @@ import contextlib
 import csv
 import dataclasses
 import gzip
+import io
 import itertools
 import json
 import logging
+import re
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -135,8 +137,39 @@ def _open_bytes(path: Path, gz: bool, files: contextlib.ExitStack) -> tuple[IO[b
     """
     raw = files.enter_context(open(path, "rb"))  # noqa: SIM115 (closed by ``files``)
     if not gz:
+        _refuse_binary(path, raw)
         return raw, raw.tell
     return cast(IO[bytes], files.enter_context(gzip.GzipFile(fileobj=raw, mode="rb"))), raw.tell
+
+
+# The first bytes of files a text reader would otherwise take for a table with one odd column name.
+_BINARY_STARTS = {
+    b"\x1f\x8b": "gzip-compressed, but its name does not end in .gz: rename it to end in .gz",
+    b"PK\x03\x04": "a zip archive: unzip it first (.gz is read as it is)",
+    b"\x28\xb5\x2f\xfd": "zstd-compressed: decompress it first (.gz is read as it is)",
+    b"\xfd7zXZ\x00": "xz-compressed: decompress it first (.gz is read as it is)",
+}
+_BZIP2_START = re.compile(rb"BZh[1-9]1AY&SY")  # the signature, then the first block's magic number
+_PARQUET_MAGIC = b"PAR1"  # at both ends of a Parquet file
+
+
+def _refuse_binary(path: Path, raw: IO[bytes]) -> None:
+    """An InputError when ``raw`` (a file opened at its start) is a compressed or a Parquet file."""
+    start = cast(io.BufferedReader, raw).peek(16)[:16]
+    for magic, what in _BINARY_STARTS.items():
+        if start.startswith(magic):
+            raise InputError(f"{path}: this file is {what}")
+    if _BZIP2_START.match(start):
+        raise InputError(f"{path}: this file is bzip2-compressed: decompress it first (.gz is read as it is)")
+    if start.startswith(_PARQUET_MAGIC):
+        try:
+            with open(path, "rb") as f:
+                f.seek(-4, io.SEEK_END)
+                tail = f.read(4)
+        except OSError:  # shorter than 4 bytes, or not seekable (a pipe): not a Parquet file then
+            return
+        if tail == _PARQUET_MAGIC:
+            raise InputError(f"{path}: this file is a Parquet file, but its name does not end in .parquet")
 
 
 def _header(f: IO[bytes], path: Path, fmt: FileFormat, options: ReadOptions) -> Header:

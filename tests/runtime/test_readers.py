@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bz2
 import gzip
 import itertools
 import json
@@ -122,6 +123,32 @@ def test_whole_file_problems_raise_at_open(tmp_path: Path, name: str, content: b
     path.write_bytes(content)
     with pytest.raises(InputError, match=match):
         open_records(path)
+
+
+def test_compressed_or_parquet_bytes_under_a_text_name_are_named(tmp_path: Path) -> None:
+    """A file whose name says text but whose bytes are compressed (or Parquet) is refused with what it is,
+    not read as a table whose one column is named with the compressed bytes; text that merely starts like
+    a signature is read as text."""
+    table = b"text\nhello\n"
+    parquet = tmp_path / "real.parquet"
+    pq.write_table(pa.table({"text": ["hello"]}), parquet)
+    cases = [
+        ("a.csv", gzip.compress(table), "gzip-compressed, but its name does not end in .gz"),
+        ("a.jsonl", gzip.compress(b'{"text": "hello"}\n'), "gzip-compressed"),
+        ("b.csv", bz2.compress(table), "bzip2-compressed: decompress it first"),
+        ("c.tsv", parquet.read_bytes(), "a Parquet file, but its name does not end in .parquet"),
+    ]
+    for name, content, match in cases:
+        path = tmp_path / name
+        path.write_bytes(content)
+        with pytest.raises(InputError, match=match):
+            open_records(path)
+        with pytest.raises(InputError, match=match):
+            read_labelled(path)
+    for name, content in (("d.csv", b"BZh,text\n1,hello\n"), ("e.csv", b"PAR1,text\n1,hello\n")):
+        path = tmp_path / name
+        path.write_bytes(content)
+        assert _all(path).texts == ["hello"]
 
 
 def test_truncated_gzip_is_an_input_error(tmp_path: Path) -> None:
