@@ -15,11 +15,13 @@ its batches are consecutive rows, each batch's tokens (not padded tokens) within
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
+from typing import cast
 
 import numpy as np
 
+from clsrun.runtime.arrow_texts import ArrowTexts
 from clsrun.runtime.errors import InternalError, UsageError
 from clsrun.runtime.readers import RecordChunk
 
@@ -136,14 +138,14 @@ def windows(chunks: Iterable[RecordChunk], size: int) -> Iterator[RecordChunk]:
 def _split(chunks: list[RecordChunk], n: int) -> tuple[RecordChunk, list[RecordChunk]]:
     """The first ``n`` rows of ``chunks`` as one chunk, and the chunks that remain."""
     ids: list[str | None] | None = None if chunks[0].ids is None else []
-    texts: list[str | None] = []
+    texts: list[Sequence[str | None]] = []
     errors: list[str] = []
     start = chunks[0].start
     rest: list[RecordChunk] = []
     need = n
     for i, c in enumerate(chunks):
         take = min(need, len(c))
-        texts += c.texts[:take]
+        texts.append(c.texts[:take])
         errors += c.errors[:take]
         if ids is not None and c.ids is not None:
             ids += c.ids[:take]
@@ -155,7 +157,14 @@ def _split(chunks: list[RecordChunk], n: int) -> tuple[RecordChunk, list[RecordC
         if need == 0:
             rest = list(chunks[i + 1 :])
             break
-    return RecordChunk(start, ids, texts, errors), rest
+    return RecordChunk(start, ids, _joined(texts), errors), rest
+
+
+def _joined(runs: list[Sequence[str | None]]) -> Sequence[str | None]:
+    """Consecutive runs of texts as one: still an Arrow column when every run is one (ArrowTexts)."""
+    if all(isinstance(run, ArrowTexts) for run in runs):
+        return ArrowTexts.concat(cast(list[ArrowTexts], runs))
+    return [text for run in runs for text in run]
 
 
 def plan_batches(

@@ -25,11 +25,12 @@ from __future__ import annotations
 import functools
 import threading
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import numpy as np
 
+from clsrun.runtime.arrow_texts import ArrowTexts
 from clsrun.runtime.bundle import Normalization
 
 UnicodeForm = Literal["NFC", "NFD", "NFKC", "NFKD"]
@@ -152,8 +153,11 @@ def is_space(c: np.ndarray) -> np.ndarray:
     return space
 
 
-def codepoints(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """``(c, lengths)`` of ``texts`` (a lone surrogate is one code point, as in a Python string)."""
+def codepoints(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """``(c, lengths)`` of ``texts`` (a lone surrogate is one code point, as in a Python string); texts
+    still in their Arrow column (``ArrowTexts``) go from its UTF-8 bytes, with no string per text."""
+    if isinstance(texts, ArrowTexts):
+        return texts.codepoints()
     lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
     c = np.frombuffer("".join(texts).encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
     return c, lengths
@@ -242,7 +246,7 @@ def lower(c: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return splice(mapped, new_lengths, bad, fixed)
 
 
-def normalize(texts: list[str], norm: Normalization) -> tuple[np.ndarray, np.ndarray]:
+def normalize(texts: Sequence[str], norm: Normalization) -> tuple[np.ndarray, np.ndarray]:
     """``codepoints([textnorm.normalize(t, norm) for t in texts])``, for the whole window at once."""
     c, lengths = codepoints(texts)
     bad = np.zeros(0, dtype=np.int64)

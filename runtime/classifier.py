@@ -24,6 +24,7 @@ step 2 on ``streams`` threads.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -209,10 +210,11 @@ class Classifier:
         return output_schema(self.labels, probs, text_ids)
 
     # -- the three steps ---------------------------------------------------------------------------
-    def scorable(self, chunk: RecordChunk) -> tuple[np.ndarray, list[str]]:
-        """(rows, texts) of the rows of ``chunk`` that have a text and no error yet; texts as read."""
+    def scorable(self, chunk: RecordChunk) -> tuple[np.ndarray, Sequence[str]]:
+        """(rows, texts) of the rows of ``chunk`` that have a text and no error yet; texts as read (the
+        usual window, every row valid, gives its texts as they are: maybe still an Arrow column)."""
         if not any(chunk.errors) and None not in chunk.texts:  # the usual window: every row (C-level checks)
-            return np.arange(len(chunk.texts), dtype=np.int64), cast(list[str], chunk.texts)
+            return np.arange(len(chunk.texts), dtype=np.int64), cast(Sequence[str], chunk.texts)
         rows: list[int] = []
         texts: list[str] = []
         for i, (text, error) in enumerate(zip(chunk.texts, chunk.errors, strict=True)):

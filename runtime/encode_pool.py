@@ -26,7 +26,7 @@ from __future__ import annotations
 import functools
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
@@ -48,12 +48,16 @@ class Encoded:
     tokens: Tokens  # those m texts
 
 
-def encode_texts(encoder: Encoder, norm: Normalization, texts: list[str]) -> Encoded:
-    """Normalise ``texts`` as the bundle says and tokenize the ones that are not empty afterwards."""
+def encode_texts(encoder: Encoder, norm: Normalization, texts: Sequence[str]) -> Encoded:
+    """Normalise ``texts`` as the bundle says and tokenize the ones that are not empty afterwards.
+
+    ``texts``: a list, or the Arrow column they were read from (``ArrowTexts``), which a code-point encoder
+    takes straight to code points and any other one as Python strings."""
     if isinstance(encoder, CodepointEncoder):  # no strings in between (charmaps.py)
         c, lengths = charmaps.normalize(texts, norm)
         nonempty = np.flatnonzero(lengths)
         return Encoded(nonempty, encoder.tokenize_codepoints(c, lengths[nonempty]))
+    texts = list(texts)
     normalised = normalize_many(texts, norm)  # pyarrow when it gives normalize's strings (textnorm.py)
     kept = [i for i, t in enumerate(normalised) if t]
     tokens = encoder.tokenize(normalised if len(kept) == len(texts) else [normalised[i] for i in kept])
@@ -73,7 +77,7 @@ def _start_worker(encoder: Encoder, norm: Normalization, threads: int) -> None:
     _worker = (encoder, norm)
 
 
-def _encode_in_worker(texts: list[str]) -> Encoded:
+def _encode_in_worker(texts: Sequence[str]) -> Encoded:
     assert _worker is not None, "a worker encodes only after its initializer ran"
     return encode_texts(*_worker, texts)
 
@@ -108,7 +112,7 @@ class EncodePool:
         self.processes = max(1, processes)
         # What a worker runs on a window's texts: here (this thread or a thread of ours), with this
         # process's encoder; in a worker process, with the one its initializer received.
-        self.encode: Callable[[list[str]], Encoded] = functools.partial(encode_texts, encoder, norm)
+        self.encode: Callable[[Sequence[str]], Encoded] = functools.partial(encode_texts, encoder, norm)
         self.executor: Executor = _Inline()
         if self.processes > 1 and in_threads:
             self.executor = ThreadPoolExecutor(self.processes, thread_name_prefix="clsrun-encode")
@@ -126,7 +130,7 @@ class EncodePool:
                 initargs=(encoder, norm, threads),
             )
 
-    def submit(self, texts: list[str]) -> Future[Encoded]:
+    def submit(self, texts: Sequence[str]) -> Future[Encoded]:
         """Start encoding one window's texts; the future's result is its :class:`Encoded`."""
         return self.executor.submit(self.encode, texts)
 

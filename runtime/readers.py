@@ -25,7 +25,7 @@ import json
 import logging
 import re
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, cast
@@ -34,6 +34,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from clsrun.runtime.arrow_texts import ArrowTexts
 from clsrun.runtime.delimited import Block, Header, RecordBlocks, read_header
 from clsrun.runtime.errors import InputError, UsageError
 
@@ -313,14 +314,6 @@ def iter_texts(path: Path | str, text_col: str = "text") -> Iterator[str | None]
 # --------------------------------------------------------------------------------------------------
 
 
-def _mark(texts: list[str | None], errors: list[str], mask: np.ndarray, reason: str) -> None:
-    """Set ``reason`` on the rows of ``mask`` that do not already have an error."""
-    for i in np.flatnonzero(mask):
-        if not errors[i]:
-            errors[i] = reason
-            texts[i] = None
-
-
 def _plain(arr: pa.Array) -> pa.Array:
     """A dictionary or view column as the plain string/binary column it stands for."""
     if pa.types.is_dictionary(arr.type):
@@ -341,8 +334,11 @@ def _textual(kind: pa.DataType) -> bool:
     return any(is_kind(kind) for is_kind in (*checks, *more))
 
 
-def _arrow_texts(arr: pa.Array, max_bytes: int) -> tuple[list[str | None], list[str]]:
-    """Texts and per-row errors of a string or binary Arrow column, vectorised except for bad rows."""
+def _arrow_texts(arr: pa.Array, max_bytes: int) -> tuple[Sequence[str | None], list[str]]:
+    """Texts and per-row errors of a string or binary Arrow column, vectorised except for bad rows.
+
+    The texts stay the Arrow column (:class:`ArrowTexts`, null where a row has an error): Python strings are
+    made only if something asks for them, and the n-gram encoder never does."""
     arr = _plain(arr)
     n = len(arr)
     errors = [""] * n
@@ -351,25 +347,33 @@ def _arrow_texts(arr: pa.Array, max_bytes: int) -> tuple[list[str | None], list[
     binary = pa.types.is_binary(arr.type) or pa.types.is_large_binary(arr.type)
     # fill_null keeps the conversion zero-copy: with nulls pyarrow converts through pandas (imported on first use).
     nbytes = pc.binary_length(arr).fill_null(0).to_numpy()
-    texts: list[str | None]
+    failed = np.zeros(n, dtype=bool)  # rows given an error so far
     try:
         strings = arr.cast(pa.string()) if binary else arr  # the cast validates UTF-8 for the whole chunk
-        texts = strings.to_pylist()
     except pa.ArrowInvalid:
         # Some row is not UTF-8: decode row by row so only that row fails.
-        texts = []
+        texts: list[str | None] = []
         for i, raw in enumerate(arr.to_pylist()):
             try:
                 texts.append(None if raw is None else raw.decode("utf-8"))
             except UnicodeDecodeError as e:
                 texts.append(None)
                 errors[i] = f"undecodable bytes (not UTF-8) at byte {e.start}"
+                failed[i] = True
         strings = pa.array(texts, type=pa.string())
-    _mark(texts, errors, np.asarray(arr.is_null()), "null text")
-    _mark(texts, errors, nbytes > max_bytes, f"text over the {max_bytes}-byte size cap")
     blank = pc.equal(pc.binary_length(pc.utf8_trim_whitespace(strings)), 0)
-    _mark(texts, errors, np.asarray(blank.fill_null(False)), "empty or whitespace-only text")
-    return texts, errors
+    for mask, reason in (
+        (np.asarray(arr.is_null()), "null text"),
+        (nbytes > max_bytes, f"text over the {max_bytes}-byte size cap"),
+        (np.asarray(blank.fill_null(False)), "empty or whitespace-only text"),
+    ):
+        new = mask & ~failed  # the first reason found for a row is the one it keeps
+        for i in np.flatnonzero(new).tolist():
+            errors[i] = reason
+        failed |= new
+    if failed.any():
+        strings = pc.if_else(pa.array(failed), pa.scalar(None, strings.type), strings)
+    return ArrowTexts(strings), errors
 
 
 def _one_array(column: pa.ChunkedArray) -> pa.Array:
@@ -477,7 +481,7 @@ class RecordChunk:
 
     start: int  # 0-based row number of the first row in the file
     ids: list[str | None] | None  # --id-col values as text; None when row numbers are the ids
-    texts: list[str | None]  # None where the row has an error
+    texts: Sequence[str | None]  # None where the row has an error (a list, or the Arrow column: ArrowTexts)
     errors: list[str]  # "" when the row is fine, else the reason it cannot be scored
 
     def __len__(self) -> int:
@@ -499,7 +503,7 @@ class ReadProgress:
     exact: bool  # total_rows is the true count (Parquet metadata, or the whole file read)
 
 
-_Rows = tuple[list[str | None], list[str | None] | None, list[str], int | None]
+_Rows = tuple[Sequence[str | None], list[str | None] | None, list[str], int | None]
 """One chunk from a format's reader: texts, ids, errors, and the bytes of the file on disk read so far
 through this chunk (compressed bytes for ``.gz``; None for Parquet, whose progress counts rows)."""
 
@@ -651,7 +655,7 @@ class RecordStream:
             for block in blocks:
                 yield (*self._block_rows(block), disk(block.end))
 
-    def _block_rows(self, block: Block) -> tuple[list[str | None], list[str | None] | None, list[str]]:
+    def _block_rows(self, block: Block) -> tuple[Sequence[str | None], list[str | None] | None, list[str]]:
         """A block's rows, its bad records put back in place as error rows naming their row."""
         texts, errors = _arrow_texts(
             _one_array(block.table.column(self.text_col)), self.options.max_text_bytes
@@ -659,6 +663,7 @@ class RecordStream:
         ids = _arrow_ids(_one_array(block.table.column(self.id_col))) if self.id_col else None
         if not block.bad:
             return texts, ids, errors
+        texts = list(texts)  # rows are put back one by one: Python strings from here
         reasons = dict(block.bad)
         good = iter(range(len(texts)))
         out_t: list[str | None] = []

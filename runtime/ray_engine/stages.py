@@ -56,7 +56,7 @@ def _window_row(chunk: RecordChunk, file_index: int, last: bool) -> pa.Table:
         FILE_COL: pa.array([file_index], type=pa.int32()),
         ROW_COL: pa.array([chunk.start], type=pa.int64()),
         LAST_COL: pa.array([last], type=pa.bool_()),
-        TEXTS_COL: pa.array([chunk.texts], type=pa.list_(pa.string())),
+        TEXTS_COL: pa.array([list(chunk.texts)], type=pa.list_(pa.string())),
         ERRORS_COL: pa.array([chunk.errors], type=pa.list_(pa.string())),
     }
     if chunk.ids is not None:
