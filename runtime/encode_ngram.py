@@ -240,7 +240,7 @@ def _place(
 
     def put(slots: np.ndarray, h: np.ndarray, multiplier: int) -> None:
         buckets = _bucket(h, multiplier, scheme.bucket_bits)
-        out[slots] = buckets if lut is None else lut[buckets]
+        out[slots] = buckets if lut is None else lut.take(buckets)  # take: a tenth faster than lut[...]
 
     starts = charmaps.starts_of(lengths)
     ends = starts + lengths
@@ -283,7 +283,7 @@ def _ids_by_position(
         while span < k:
             span += 1
             h = h[:-1] * P + c[span - 1 :]
-        out[: len(h), f] = lut[_bucket(h, CHAR_MULTIPLIERS[k - 1], scheme.bucket_bits)]
+        out[: len(h), f] = lut.take(_bucket(h, CHAR_MULTIPLIERS[k - 1], scheme.bucket_bits))
         for j in range(1, k):  # the last k - 1 positions of each text start no whole n-gram
             out[ends[lengths >= j] - j, f] = 0
     offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
