@@ -38,7 +38,7 @@ class Tokens:
     ``lengths`` is what batch planning counts: tokens, characters, or (ngram) features.
     """
 
-    ids: np.ndarray  # (total,) int64 flat token ids of all texts, concatenated (ngram: int32)
+    ids: np.ndarray  # (total,) int64 flat token ids of all texts, concatenated
     offsets: np.ndarray  # (n + 1,) int64, offsets[0] == 0, offsets[-1] == total
     truncated: np.ndarray  # (n,) bool: the text was cut to the encoder's max_length
     weights: np.ndarray | None = None  # (total,) float32 weight of each id (ngram), else None

@@ -215,7 +215,8 @@ def _place(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Hash every feature and write it to its slot, text by text: ``(values (F,), offsets (n + 1,))``.
 
-    A value is the bucket number (int64), or ``lut[bucket]`` (the lut's dtype) when a lut is given.
+    A value is the bucket number, or ``lut[bucket]`` when a lut is given; int64 either way: a sparse
+    graph's column indices are, so a batch of consecutive rows passes them on without a copy.
     Character n-grams are scattered straight from their positions in the joined text (no compaction):
     the positions whose n-gram would run past its text's end write to a spare slot past the end.
     """
@@ -236,7 +237,7 @@ def _place(
     np.cumsum(per_text.sum(axis=0), out=offsets[1:])
     before = offsets[:-1] + np.cumsum(per_text, axis=0) - per_text  # (families, n): a family's first slot
     size = int(offsets[-1])
-    out = np.empty(size + 1, dtype=np.int64 if lut is None else lut.dtype)  # + the spare slot
+    out = np.empty(size + 1, dtype=np.int64)  # + the spare slot
 
     def put(slots: np.ndarray, h: np.ndarray, multiplier: int) -> None:
         buckets = _bucket(h, multiplier, scheme.bucket_bits)
@@ -276,7 +277,7 @@ def _ids_by_position(
     low, high = scheme.char_ngrams
     grams = range(low, high + 1)
     total = len(c)
-    out = np.zeros((total, len(grams)), dtype=lut.dtype)  # (N, K)
+    out = np.zeros((total, len(grams)), dtype=np.int64)  # (N, K); int64 as in _place
     ends = charmaps.starts_of(lengths) + lengths
     h, span = c, 1  # h: (N - span + 1,) Horner sums of the span characters from each position
     for f, k in enumerate(grams):
@@ -447,9 +448,9 @@ class NgramEncoder:
             c, lengths = c[kept], np.minimum(lengths, self.max_length)
         hashed, chars = _hashable(c, lengths, self.scheme.lowercase)
         if self.scheme.word_ngrams:
-            ids, offsets = _place(hashed, chars, self.scheme, self._lut)  # (F,) int32
+            ids, offsets = _place(hashed, chars, self.scheme, self._lut)  # (F,) int64
         else:
-            ids, offsets = _ids_by_position(hashed, chars, self.scheme, self._lut)  # (F,) int32
+            ids, offsets = _ids_by_position(hashed, chars, self.scheme, self._lut)  # (F,) int64
         if not self.weigh:  # raw tf (for_sparse_inputs): a feature's count is its occurrences
             return Tokens(ids, offsets, truncated)
         if self.scheme.tf == "sublinear":
@@ -495,7 +496,7 @@ class NgramEncoder:
             local = np.zeros(len(rows) + 1, dtype=np.int64)
             np.cumsum(lengths, out=local[1:])
             picked = np.repeat(offsets[rows] - local[:-1], lengths) + np.arange(local[-1], dtype=np.int64)
-        columns = tokens.ids[picked].astype(np.int64)
+        columns = tokens.ids[picked].astype(np.int64, copy=False)  # consecutive rows: a view, no copy
         if tokens.weights is None:
             return {COUNTS_INPUT: SparseRows(_ones(len(columns)), columns, local, self.vocabulary.size)}
         values = np.ascontiguousarray(tokens.weights[picked])

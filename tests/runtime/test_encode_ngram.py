@@ -237,6 +237,8 @@ def test_sparse_rows_hold_what_padding_gives_in_any_row_order(scheme: NgramSchem
         assert csr.width == encoder.vocabulary.size and csr.offsets[0] == 0
         assert csr.values.dtype == np.float32 and csr.columns.dtype == np.int64
         assert csr.values.flags.c_contiguous and csr.columns.flags.c_contiguous
+        if len(rows) > 1 and (np.diff(rows) == 1).all():  # consecutive rows: the window's ids, not a copy
+            assert np.shares_memory(csr.columns, tokens.ids)
         dense = np.zeros((len(rows), encoder.vocabulary.size), np.float64)
         for i in range(len(rows)):
             lo, hi = csr.offsets[i], csr.offsets[i + 1]
