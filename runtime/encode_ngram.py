@@ -168,9 +168,7 @@ def _hashable(c: np.ndarray, lengths: np.ndarray, lowercase: bool) -> tuple[np.n
     """``(c + 1 as uint64, lengths)`` of normalised texts' code points, lowercased first if asked."""
     if lowercase:
         c, lengths = charmaps.lower(c, lengths)
-    hashed = c.astype(np.uint64)
-    hashed += np.uint64(1)
-    return hashed, lengths
+    return np.add(c, np.uint64(1), dtype=np.uint64), lengths  # one pass: widened as it is added to
 
 
 def _bucket(h: np.ndarray, multiplier: int, bits: int) -> np.ndarray:
@@ -277,7 +275,7 @@ def _ids_by_position(
     low, high = scheme.char_ngrams
     grams = range(low, high + 1)
     total = len(c)
-    out = np.zeros((total, len(grams)), dtype=np.int64)  # (N, K); int64 as in _place
+    out = np.empty((total, len(grams)), dtype=np.int64)  # (N, K); int64 as in _place; every cell set below
     ends = charmaps.starts_of(lengths) + lengths
     h, span = c, 1  # h: (N - span + 1,) Horner sums of the span characters from each position
     for f, k in enumerate(grams):
@@ -285,6 +283,7 @@ def _ids_by_position(
             span += 1
             h = h[:-1] * P + c[span - 1 :]
         out[: len(h), f] = lut.take(_bucket(h, CHAR_MULTIPLIERS[k - 1], scheme.bucket_bits))
+        out[len(h) :, f] = 0  # the window's last k - 1 positions
         for j in range(1, k):  # the last k - 1 positions of each text start no whole n-gram
             out[ends[lengths >= j] - j, f] = 0
     offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
