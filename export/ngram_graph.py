@@ -23,6 +23,8 @@ from the dense graph ``torch.onnx`` exports, which export keeps for that (``expo
 
 from __future__ import annotations
 
+import statistics
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,6 +33,7 @@ import numpy as np
 from clsrun.runtime.encode_ngram import COUNTS_INPUT, SPARSE_INPUT
 
 if TYPE_CHECKING:
+    from clsrun.runtime.bundle import Bundle
     from clsrun.trainer.ngram import NgramLinear
 
 OPSET = 17
@@ -92,3 +95,44 @@ def write_sparse_graph(
     out.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(proto, str(out))
     return out
+
+
+# Texts each graph scores when export picks between them (the gate's rows, repeated up to this many), and
+# rounds, alternating: enough that a round takes a tenth of a second or more on one thread.
+CHOICE_ROWS = 20_000
+CHOICE_ROUNDS = 3
+
+
+def faster_sparse_graph(bundle: Bundle, graphs: dict[str, Path], texts: list[str]) -> dict[str, float]:
+    """Rows/s of each staged graph file (name -> path inside ``bundle``) encoding and scoring ``texts`` in
+    windows as predict does (``Classifier.prepare`` then ``infer``), on one thread: medians of
+    :data:`CHOICE_ROUNDS` alternating rounds.
+
+    Which sparse graph of a raw-tf model is faster depends on the model: the counting graph spares the
+    encoder the weights, but its product reads a table one column wider, and a large vocabulary's table
+    then falls out of the core's cache (README: n-gram scoring). So export measures it, as ``--backend
+    auto`` measures variants, rather than deciding by a rule."""
+    from clsrun.runtime.classifier import Classifier
+    from clsrun.runtime.readers import RecordChunk
+    from clsrun.runtime.variant import staged_candidate
+
+    rows = (texts * (CHOICE_ROWS // max(1, len(texts)) + 1))[:CHOICE_ROWS] if texts else []
+    opened = {}
+    for name, path in graphs.items():
+        staged, choice = staged_candidate(bundle, path.relative_to(bundle.root).as_posix(), "fp32", "cpu")
+        opened[name] = Classifier.open(staged, choice, threads=1, streams=1)
+    size = next(iter(opened.values())).batching.window
+    windows = [
+        RecordChunk(i, None, rows[i : i + size], [""] * len(rows[i : i + size]))
+        for i in range(0, len(rows), size)
+    ]
+    for clf in opened.values():
+        clf.infer(clf.prepare(windows[0]))  # first-call costs (code point tables, onnxruntime): not timed
+    times: dict[str, list[float]] = {name: [] for name in opened}
+    for _ in range(CHOICE_ROUNDS):
+        for name, clf in opened.items():
+            start = time.perf_counter()
+            for window in windows:
+                clf.infer(clf.prepare(window))
+            times[name].append(time.perf_counter() - start)
+    return {name: round(len(rows) / max(statistics.median(t), 1e-9), 1) for name, t in times.items()}
