@@ -14,15 +14,15 @@ line's), never a library call's.
 
 from __future__ import annotations
 
-import importlib.abc
 import sys
 from collections.abc import Sequence
 from importlib.machinery import ModuleSpec
 from types import ModuleType
 
 
-class _NoPandas(importlib.abc.MetaPathFinder):
-    """Fails ``import pandas`` (and its submodules) while installed."""
+class _NoPandas:
+    """Fails ``import pandas`` (and its submodules) while installed: a meta path finder (only ``find_spec`` is
+    needed; not subclassing ``importlib.abc.MetaPathFinder`` keeps ``importlib.resources`` out of the run)."""
 
     def find_spec(
         self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None

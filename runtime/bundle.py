@@ -15,7 +15,6 @@ Layout (DESIGN.md):
 from __future__ import annotations
 
 import hashlib
-import importlib.resources
 import json
 import os
 from collections.abc import Iterable
@@ -122,10 +121,11 @@ def default_model_path() -> Path:
     """The bundle shipped with clsrun (``clsrun predict`` without ``--model``): package data, a plain folder.
 
     Resolved through its ``clsrun.json``: an editable install links each file into a build folder, and
-    the bundle's inside-the-folder check must see the folder those files really are in.
+    the bundle's inside-the-folder check must see the folder those files really are in. Found beside this
+    module (clsrun is always installed as files: onnxruntime opens the model by path), which is what
+    ``importlib.resources`` would give, without importing it and ``zipfile`` into every scoring run.
     """
-    spec = importlib.resources.files("clsrun.runtime") / "default_model" / SPEC_FILE
-    return Path(str(spec)).resolve().parent
+    return (Path(__file__).parent / "default_model" / SPEC_FILE).resolve().parent
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

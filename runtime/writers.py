@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from clsrun.runtime.errors import UsageError
-from clsrun.runtime.files import publish, temporary_for
+from clsrun.runtime.files import fsync_path, publish, temporary_for
 
 OUTPUT_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
 # Every accepted extension, as messages and --help list them.
@@ -207,8 +207,11 @@ class TableFile:
             raise
 
     def write(self, table: pa.Table) -> None:
-        assert self._writer is not None, "written after publish or discard"
+        """Append ``table``, and flush what is written to disk now: :meth:`publish` then has little left to
+        flush, where a whole run's output (gigabytes of a nightly job) could otherwise wait for it there."""
+        assert self._writer is not None and self.tmp is not None, "written after publish or discard"
         self._writer.write(table)
+        fsync_path(self.tmp)
 
     def publish(self) -> None:
         """Close the file and move it over ``target``, flushed before and after."""
