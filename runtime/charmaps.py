@@ -53,6 +53,7 @@ _SECOND_HALF_STARTERS = {
 }  # fmt: skip
 HANGUL_V = range(0x1161, 0x1176)  # vowel jamo: compose with a leading consonant
 HANGUL_T = range(0x11A8, 0x11C3)  # trailing consonant jamo: compose with an LV syllable
+HANGUL_SYLLABLES = range(0xAC00, 0xD7A4)  # decompose into jamo by rule, not by unicodedata.decomposition
 
 
 def scan_second_half_starters() -> frozenset[int]:
@@ -81,6 +82,8 @@ def _form_of(form: UnicodeForm, code: int) -> str | None:
     char = chr(code)
     if unicodedata.combining(char):
         return None
+    if not unicodedata.decomposition(char) and code not in _second_halves() and code not in HANGUL_SYLLABLES:
+        return char  # no decomposition (Hangul syllables decompose by rule): itself in every form
     decomposed = unicodedata.normalize("NFKD" if "K" in form else "NFD", char)
     if unicodedata.combining(decomposed[0]) or ord(decomposed[0]) in _second_halves():
         return None
