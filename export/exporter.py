@@ -190,14 +190,16 @@ def build_fp32(bundle: Bundle, model: torch.nn.Module, eval_set: EvalSet, stage:
     target = stage / "model.onnx"
     if bundle.spec.kind == "ngram":
         from clsrun.export.ngram_graph import write_sparse_graph
+        from clsrun.runtime.encode_ngram import NgramEncoder
         from clsrun.trainer.ngram import NgramLinear
 
-        if not isinstance(model, NgramLinear):
-            raise InternalError(f"an ngram bundle loaded as {type(model).__name__}, not NgramLinear")
-        from clsrun.runtime.encode_ngram import NgramEncoder
-
+        encoder = eval_set.encoder  # the bundle's, loaded for the gate
+        if not isinstance(model, NgramLinear) or not isinstance(encoder, NgramEncoder):
+            raise InternalError(
+                f"an ngram bundle loaded as {type(model).__name__} with {type(encoder).__name__}, not NgramLinear"
+                " with NgramEncoder"
+            )
         dense = export_onnx(model, sample, stage / "model.dense.onnx")
-        encoder = NgramEncoder.from_bundle(bundle)
         if encoder.scheme.tf != "raw":  # only raw-tf weights are linear in the counts: a weighing graph
             return Fp32Built(write_sparse_graph(model, target, OUTPUT_NAME), dense)
         return _faster_sparse_graph(bundle, model, encoder.vocabulary.idf, eval_set, stage, dense)

@@ -23,8 +23,7 @@ from the dense graph ``torch.onnx`` exports, which export keeps for that (``expo
 
 from __future__ import annotations
 
-import statistics
-import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -114,6 +113,7 @@ def faster_sparse_graph(bundle: Bundle, graphs: dict[str, Path], texts: list[str
     auto`` measures variants, rather than deciding by a rule."""
     from clsrun.runtime.classifier import Classifier
     from clsrun.runtime.readers import RecordChunk
+    from clsrun.runtime.speeds import alternating_rates
     from clsrun.runtime.variant import staged_candidate
 
     rows = (texts * (CHOICE_ROWS // max(1, len(texts)) + 1))[:CHOICE_ROWS] if texts else []
@@ -128,11 +128,12 @@ def faster_sparse_graph(bundle: Bundle, graphs: dict[str, Path], texts: list[str
     ]
     for clf in opened.values():
         clf.infer(clf.prepare(windows[0]))  # first-call costs (code point tables, onnxruntime): not timed
-    times: dict[str, list[float]] = {name: [] for name in opened}
-    for _ in range(CHOICE_ROUNDS):
-        for name, clf in opened.items():
-            start = time.perf_counter()
+
+    def scorer(clf: Classifier) -> Callable[[], None]:
+        def score() -> None:
             for window in windows:
                 clf.infer(clf.prepare(window))
-            times[name].append(time.perf_counter() - start)
-    return {name: round(len(rows) / max(statistics.median(t), 1e-9), 1) for name, t in times.items()}
+
+        return score
+
+    return alternating_rates({name: scorer(clf) for name, clf in opened.items()}, len(rows), CHOICE_ROUNDS)

@@ -17,13 +17,14 @@ tokenize, batch, infer, softmax), each variant with the same threads and its def
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import os
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -72,12 +73,19 @@ def measure(
     opened = {c.key: Classifier.open(bundle, c, threads) for c in choices}
     for clf in opened.values():
         clf.predict(texts[:8])  # first-call costs (kernel selection, shape compilation): not timed
-    rates: dict[str, list[float]] = {key: [] for key in opened}
+    calls = {key: functools.partial(clf.predict, texts) for key, clf in opened.items()}
+    return alternating_rates(calls, len(texts), rounds)
+
+
+def alternating_rates(calls: Mapping[str, Callable[[], object]], rows: int, rounds: int) -> dict[str, float]:
+    """Median rows/s of each call (each one scores ``rows`` rows) over ``rounds`` rounds that alternate
+    between the calls, so a change in the machine's load falls on all of them."""
+    rates: dict[str, list[float]] = {key: [] for key in calls}
     for _ in range(rounds):
-        for key, clf in opened.items():
+        for key, call in calls.items():
             start = time.perf_counter()
-            clf.predict(texts)
-            rates[key].append(len(texts) / max(time.perf_counter() - start, 1e-9))
+            call()
+            rates[key].append(rows / max(time.perf_counter() - start, 1e-9))
     return {key: round(statistics.median(r), 1) for key, r in rates.items()}
 
 
