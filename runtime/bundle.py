@@ -2,7 +2,8 @@
 
 Layout (DESIGN.md):
 - ``clsrun.json``: schema version, kind, labels in output order, max length, text normalisation, how it was
-  trained, and ``files``: the sha256 of every other file. :meth:`Bundle.load` checks all of it.
+  trained, and ``files``: the sha256 of every other file. :meth:`Bundle.load` checks all of it (``lazily``:
+  every file is there, and each one's sha256 when clsrun first opens it).
 - ``model.safetensors`` (+ ``vocab.json`` for a char-CNN; ``ngram_features.safetensors`` for an n-gram
   model; ``config.json`` and tokenizer files for BERT, so the root is also a Hugging Face model folder).
 - ``validation.jsonl.gz``: the labelled rows held out during training; the export gate scores them.
@@ -167,10 +168,18 @@ class Bundle:
     spec: BundleSpec
     files: dict[str, str]
     digest: str  # sha256 of clsrun.json, which covers every hashed file: identifies the bundle
+    # Listed files whose sha256 is still to be checked, each when :meth:`file` first opens it (``lazily``).
+    unchecked: set[str] = field(default_factory=set, repr=False, compare=False)
 
     @classmethod
-    def load(cls, root: Path | str, verify: bool = True) -> Bundle:
+    def load(cls, root: Path | str, verify: bool = True, lazily: bool = False) -> Bundle:
         """Read ``clsrun.json`` and, when ``verify``, check every listed file's sha256.
+
+        ``lazily``: check now that every listed file is there, and each file's sha256 when :meth:`file`
+        first opens it. Scoring opens one variant of several (an int8 file, not the fp32 file, the
+        safetensors weights or an OpenVINO IR), so a run reads and hashes only the files it uses: an
+        altered file is still refused before anything reads it, and a scoring process no longer spends
+        a large part of its start hashing a hundred megabytes it never opens.
 
         Raises :class:`BundleError` naming the first file that is missing or altered.
         """
@@ -193,19 +202,21 @@ class Bundle:
             raise BundleError(f"{spec_path}: no 'files' with hashes")
         bundle = cls(root=root, spec=spec, files=dict(files), digest=hashlib.sha256(raw).hexdigest())
         if verify:
-            bundle.verify()
+            bundle.verify(lazily)
         return bundle
 
-    def verify(self) -> None:
-        """Check that every hashed file exists inside the bundle and matches its sha256, and that a
-        ``bert`` bundle's Hugging Face files ask for no code (``hf_folder.check_bundle``)."""
-        for rel, expected in self.files.items():
+    def verify(self, lazily: bool = False) -> None:
+        """Check that every hashed file exists inside the bundle and matches its sha256 (``lazily``: each
+        sha256 when :meth:`file` first opens it), and that a ``bert`` bundle's Hugging Face files ask for
+        no code (``hf_folder.check_bundle``)."""
+        for rel in self.files:
             path = self.path(rel)
             if not path.is_file():
                 raise BundleError(f"{path}: listed in {SPEC_FILE} but missing (incomplete bundle)")
-            actual = sha256_file(path)
-            if actual != expected:
-                raise BundleError(f"{path}: sha256 mismatch, the file was changed or damaged")
+            if lazily:
+                self.unchecked.add(rel)
+            else:
+                self._check(rel, path)
         if self.spec.kind == "bert":
             from clsrun.runtime.hf_folder import check_bundle
 
@@ -235,7 +246,15 @@ class Bundle:
         path = self.path(rel)
         if rel not in self.files:
             raise BundleError(f"{path}: not listed in {SPEC_FILE}, so its sha256 was never checked; refused")
+        if rel in self.unchecked:
+            self._check(rel, path)
         return path
+
+    def _check(self, rel: str, path: Path) -> None:
+        """Refuse ``rel`` unless its sha256 is the one ``clsrun.json`` lists (then it counts as checked)."""
+        if sha256_file(path) != self.files[rel]:
+            raise BundleError(f"{path}: sha256 mismatch, the file was changed or damaged")
+        self.unchecked.discard(rel)
 
     def with_staged(self, *rels: str) -> Bundle:
         """This bundle with files that export built in its staging folder listed, hashed now: the runtime
@@ -247,7 +266,7 @@ class Bundle:
             if not path.is_file():
                 raise BundleError(f"{path}: no such file in the bundle")
             files[rel] = sha256_file(path)
-        return replace(self, files=files)
+        return replace(self, files=files, unchecked=self.unchecked - set(rels))
 
     @property
     def labels(self) -> list[str]:

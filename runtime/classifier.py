@@ -140,7 +140,10 @@ class Classifier:
         ``variant``: what to run, as ``clsrun predict``'s options (``auto`` picks the fastest variant that
         passed the export gate, :func:`~clsrun.runtime.variant.choose`); then :meth:`open`.
         """
-        loaded = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle or default_model_path())
+        # Lazily: each file's sha256 is checked when the runner or encoder opens it (Bundle.load).
+        loaded = (
+            bundle if isinstance(bundle, Bundle) else Bundle.load(bundle or default_model_path(), lazily=True)
+        )
         return cls.open(loaded, choose(loaded, variant), variant.threads, variant.streams, batching)
 
     @classmethod

@@ -177,8 +177,8 @@ def check_external_data(bundle: _Bundle, rel_path: str) -> Path:
 
     Refuses (with :class:`BundleError`, exit code 3) a model whose external data location is absolute,
     contains ``..``, resolves outside the bundle folder through a symbolic link, or is a file that
-    ``clsrun.json`` does not list (so its sha256, checked when the bundle loaded, never covered it). The
-    model file itself goes through ``bundle.file``, which applies the same rules to its own name.
+    ``clsrun.json`` does not list (so no sha256 covers it). The model file and each external data file go
+    through ``bundle.file``, which applies the same rules to their names and checks their sha256.
     """
     model = bundle.file(rel_path)
     root = bundle.root.resolve()
@@ -199,4 +199,5 @@ def check_external_data(bundle: _Bundle, rel_path: str) -> Path:
                 f"{model}: external data {location!r} ({listed}) is not listed in clsrun.json, so its sha256 "
                 "was never checked; refused"
             )
+        bundle.file(listed)  # its sha256, before onnxruntime reads it (a lazily loaded bundle checks it here)
     return model

@@ -237,6 +237,31 @@ def _openvino_runs() -> bool:
     return True
 
 
+def _openvino_installed() -> bool:
+    """True when an ``openvino`` package is importable: found, not imported (that takes a few tenths of a
+    second, and ``auto`` rarely needs it; :func:`_confirm_openvino`)."""
+    import importlib.util
+
+    return importlib.util.find_spec("openvino") is not None
+
+
+def _confirm_openvino(bundle: Bundle, candidates: list[Choice]) -> list[Choice]:
+    """``candidates`` without OpenVINO's when its runner does not load here.
+
+    Loading it is asked only when it matters: the speeds recorded on this CPU rank an OpenVINO variant
+    first, or there are none yet (they are then measured, which runs every candidate). When an ONNX
+    variant measured faster, OpenVINO's stay listed for the choice's reason and are never imported.
+    """
+    if not any(c.backend == "openvino" for c in candidates):
+        return candidates
+    from clsrun.runtime.speeds import recorded_speeds
+
+    speeds = recorded_speeds(bundle, {c.key for c in candidates})
+    if speeds is not None and max(candidates, key=lambda c: speeds.rows_per_s[c.key]).backend != "openvino":
+        return candidates
+    return candidates if _openvino_runs() else [c for c in candidates if c.backend != "openvino"]
+
+
 def exported_candidates(bundle: Bundle, variant: Variant) -> list[Choice]:
     """Every passed exported variant ``variant`` allows on its device, ONNX first.
 
@@ -249,8 +274,13 @@ def exported_candidates(bundle: Bundle, variant: Variant) -> list[Choice]:
     found = []
     for backend in backends:
         passed = passed_variants(bundle, backend)
-        # Left out without the extra or off the CPU; its import is looked at only when it has something to run.
-        if backend == "openvino" and not explicit and passed and not (device == "cpu" and _openvino_runs()):
+        # Left out without the package or off the CPU; whether its runner loads is asked at the choice.
+        if (
+            backend == "openvino"
+            and not explicit
+            and passed
+            and not (device == "cpu" and _openvino_installed())
+        ):
             continue
         if not passed:
             if explicit:
@@ -282,6 +312,13 @@ def _choose_exported(bundle: Bundle, variant: Variant) -> Choice:
                 f"passed the export gate; available: {', '.join(available)}"
             )
         candidates = matching
+    if variant.backend == "auto":
+        candidates = _confirm_openvino(bundle, candidates)
+        if not candidates:
+            raise BundleError(
+                f"{bundle.root}: its only exported variants that passed the gate run on OpenVINO, whose "
+                f"runner does not load here; pip install 'clsrun[openvino]', or export ONNX variants"
+            )
     if len(candidates) == 1:
         return replace(
             candidates[0], reason="the only exported variant that passed the gate and was asked for"

@@ -148,6 +148,9 @@ def test_altered_external_data_fails_the_bundle_check(bundle: Bundle) -> None:
     with pytest.raises(BundleError, match=r"model\.onnx\.data: sha256 mismatch") as e:
         Bundle.load(bundle.root)
     assert e.value.exit_code == 3
+    lazy = Bundle.load(bundle.root, lazily=True)  # how scoring loads: each file checked when opened
+    with pytest.raises(BundleError, match=r"model\.onnx\.data: sha256 mismatch"):
+        check_external_data(lazy, "onnx/model.onnx")
 
 
 def _external(name: str, location: str) -> onnx.TensorProto:

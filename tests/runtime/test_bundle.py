@@ -54,6 +54,36 @@ def test_missing_file_is_named(tmp_path: Path) -> None:
         Bundle.load(root)
 
 
+def test_a_lazy_load_refuses_an_altered_file_when_it_is_opened_not_before(tmp_path: Path) -> None:
+    root = _make(tmp_path / "b")
+    (root / "onnx" / "model.onnx").write_bytes(b"tampered")
+    bundle = Bundle.load(root, lazily=True)  # scoring that never opens the graph never reads it
+    assert bundle.file("vocab.json").read_text(encoding="utf-8") == '{"chars": ["a"]}'
+    with pytest.raises(BundleError, match=r"model\.onnx: sha256 mismatch"):
+        bundle.file("onnx/model.onnx")
+    with pytest.raises(BundleError, match=r"model\.onnx: sha256 mismatch"):
+        bundle.file("onnx/model.onnx")  # refused every time, not only the first
+
+
+def test_a_lazy_load_checks_each_file_once_and_still_names_a_missing_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import clsrun.runtime.bundle as bundle_module
+
+    root = _make(tmp_path / "b")
+    hashed: list[str] = []
+    real = bundle_module.sha256_file
+    monkeypatch.setattr(bundle_module, "sha256_file", lambda p: hashed.append(Path(p).name) or real(p))
+    bundle = Bundle.load(root, lazily=True)
+    assert hashed == []
+    bundle.file("onnx/model.onnx")
+    bundle.file("onnx/model.onnx")
+    assert hashed == ["model.onnx"]
+    (root / "vocab.json").unlink()
+    with pytest.raises(BundleError, match=r"vocab\.json: listed in clsrun\.json but missing"):
+        Bundle.load(root, lazily=True)
+
+
 def test_not_a_bundle(tmp_path: Path) -> None:
     with pytest.raises(BundleError, match="not a clsrun model bundle"):
         Bundle.load(tmp_path)

@@ -109,6 +109,26 @@ def test_auto_runs_the_variant_measured_fastest_at_export(ov_bundle: Path) -> No
     assert choose(Bundle.load(ov_bundle), Variant(backend="onnx")).precision == "int8"
 
 
+def test_auto_loads_the_openvino_runner_only_when_openvino_could_win(
+    ov_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from clsrun.runtime import variant as variant_module
+
+    loads: list[bool] = []
+    runs = {"answer": True}
+    monkeypatch.setattr(variant_module, "_openvino_runs", lambda: loads.append(True) or runs["answer"])
+    fast_int8 = {"onnx-int8": 900.0, "onnx-fp32": 300.0, "openvino-fp32": 700.0}
+    picked = choose(Bundle.load(_update(ov_bundle, _speeds(fast_int8))))
+    assert (picked.backend, picked.precision) == ("onnx", "int8") and "openvino-fp32 700" in picked.reason
+    assert loads == []  # an ONNX variant measured fastest: OpenVINO (a slow import) is never loaded
+    fast_ov = {"onnx-int8": 500.0, "onnx-fp32": 300.0, "openvino-fp32": 700.0}
+    assert choose(Bundle.load(_update(ov_bundle, _speeds(fast_ov)))).backend == "openvino"
+    assert loads == [True]
+    runs["answer"] = False  # measured fastest, but its runner does not load here: the fastest ONNX one runs
+    picked = choose(Bundle.load(ov_bundle))
+    assert (picked.backend, picked.precision) == ("onnx", "int8") and "openvino" not in picked.reason
+
+
 def _add_validation(root: Path) -> Path:
     rows = [{"label": "pos" if "g" in t else "neg", "text": t} for t in TEXTS]
     with gzip.open(root / "validation.jsonl.gz", "wt", encoding="utf-8") as f:
