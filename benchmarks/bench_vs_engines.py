@@ -9,7 +9,8 @@ compilation excluded, one untimed warm-up pass each), alternating in every repea
 - ``ort-int8``: a plain loop over onnxruntime on the bundle's ``onnx/model.int8.onnx``, one session with
   every thread, batches of ``--batch-tokens`` padded tokens sorted by length;
 - ``openvino-int8``: a plain loop over OpenVINO on the bundle's ``openvino/model.int8.xml`` (THROUGHPUT
-  hint, one stream per thread, an ``AsyncInferQueue`` with one request per stream, widths padded to 8);
+  hint, one stream per thread, an ``AsyncInferQueue`` with one request per stream, widths padded to 8, bf16
+  for what int8 leaves float where the CPU computes bf16);
 - ``ctranslate2-int8``: a CTranslate2 encoder converted beforehand (``--ct2 DIR``, from
   ``ct2-transformers-converter --model BUNDLE --output_dir DIR --quantization int8``) plus the bundle's
   mean pooling and head in numpy (mean-pooling bundles only);
@@ -108,14 +109,18 @@ def openvino_engine(bundle: Bundle, texts: list[str], threads: int, batch_tokens
         raise Skipped("openvino not installed (pip install 'clsrun[openvino]')") from e
     if not bundle.has("openvino/model.int8.xml"):
         raise Skipped("openvino/model.int8.xml not exported (clsrun export --precision ...,ov-int8)")
+    core = ov.Core()
     config = {
         hints.performance_mode: hints.PerformanceMode.THROUGHPUT,
         props.num_streams: threads,
         props.inference_num_threads: threads,
-        hints.inference_precision: "f32",
+        # the best a user would set: bf16 for what int8 leaves float where the CPU computes it natively
+        hints.inference_precision: "bf16"
+        if "BF16" in core.get_property("CPU", props.device.capabilities)
+        else "f32",
     }
     xml, weights = bundle.file("openvino/model.int8.xml"), bundle.file("openvino/model.int8.bin")
-    compiled = ov.Core().compile_model(ov.Core().read_model(str(xml), str(weights)), "CPU", config)
+    compiled = core.compile_model(core.read_model(str(xml), str(weights)), "CPU", config)
     jobs = ov.AsyncInferQueue(compiled, threads)
     names = [i.any_name for i in compiled.inputs]
 

@@ -22,7 +22,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -357,6 +357,9 @@ def measure_speeds(gate: Gate, built: dict[str, Path], results: dict[str, Varian
     for name, path in built.items():
         if results[name].passed:
             bundle, choice = staged_candidate(bundle, path.relative_to(bundle.root).as_posix(), name, "cpu")
+            if choice.backend == "openvino":  # as predict will run it: bf16 where its gate pass held
+                bf16 = results[name].details.get("bf16") or {}
+                choice = replace(choice, inference_precision="bf16" if bf16.get("passed") is True else "f32")
             choices.append(choice)
     if len(choices) < 2:
         return {}

@@ -21,7 +21,7 @@ onnxruntime could not run, is refused too (:func:`build_failure`): it has no met
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -157,9 +157,12 @@ class Scored:
     ran: dict[str, Any]  # device, threads, streams, batch_tokens, batches: the settings predict would use
 
 
-def run_candidate(bundle: Bundle, file: str, precision: str, eval_set: EvalSet) -> Scored:
+def run_candidate(
+    bundle: Bundle, file: str, precision: str, eval_set: EvalSet, inference_precision: str | None = None
+) -> Scored:
     """Score the bundle-relative ONNX file ``file`` on the gate rows as ``clsrun predict`` runs a variant
     (``Classifier.open``: ``OrtRunner``, predict's threads, streams and batches); one batch warms it up.
+    ``inference_precision``: an OpenVINO variant's float parts in ``bf16`` (``ov_runner.float_precision``).
 
     Raises :class:`ExportError` when onnxruntime cannot load or run the file.
     """
@@ -168,6 +171,7 @@ def run_candidate(bundle: Bundle, file: str, precision: str, eval_set: EvalSet) 
     from clsrun.runtime.variant import staged_candidate
 
     bundle, choice = staged_candidate(bundle, file, precision, GATE_DEVICES.get(precision, "cpu"))
+    choice = replace(choice, inference_precision=inference_precision)
     try:
         clf = Classifier.open(bundle, choice, batching=eval_set.batching)
         prepared = clf.prepare(RecordChunk(0, None, list(eval_set.texts), [""] * eval_set.rows))
@@ -325,13 +329,18 @@ class Gate:
     max_drop_pts: float  # --max-accuracy-drop
     force: bool  # --force: keep (and mark usable) what the gate refuses
 
-    def score(self, name: str, path: Path) -> VariantResult:
+    def score(self, name: str, path: Path, inference_precision: str | None = None) -> VariantResult:
         """Run the candidate ``path`` (in the staging folder inside the bundle) as predict would, and judge
-        it; ``--force`` keeps a refused one. Raises :class:`ExportError` when onnxruntime cannot run it."""
+        it; ``--force`` keeps a refused one. Raises :class:`ExportError` when onnxruntime cannot run it.
+        ``inference_precision``: see :func:`run_candidate`."""
         from clsrun.runtime.bundle import VARIANT_FILES
 
         scored = run_candidate(
-            self.bundle, path.relative_to(self.bundle.root).as_posix(), name, self.eval_set
+            self.bundle,
+            path.relative_to(self.bundle.root).as_posix(),
+            name,
+            self.eval_set,
+            inference_precision=inference_precision,
         )
         result = judge(
             name,

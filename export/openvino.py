@@ -9,7 +9,9 @@
   is where int8 error reaches the logits undamped. BERT is quantized with NNCF's transformer recipe.
 
 Each file is scored by the gate through the runtime's OpenVINO runner (``ov_runner.OvRunner``, what
-``clsrun predict --backend openvino`` runs) and judged like every variant. A missing ``openvino`` or
+``clsrun predict --backend openvino`` runs) and judged like every variant; on a CPU that computes bf16, a
+variant that passed is scored again with its float parts in bf16 (its report entry's ``bf16``), which the
+runtime then uses on CPUs that have it. A missing ``openvino`` or
 ``nncf``, or a conversion or quantization that raises, is an :class:`ExportError`: the variant is refused
 as not built and the others are still exported.
 """
@@ -115,10 +117,40 @@ def build_openvino(
     """
     ir = _fp32_ir(fp32_onnx, stage)
     if name == "ov-fp32":
-        return ir, gate.score(name, ir)
+        return ir, _with_bf16(gate, name, ir, gate.score(name, ir))
     target = stage / "model.ov.int8.xml"
     with _logging_kept():
         info = _quantize(ir, target, gate, opts)
     result = gate.score(name, target)
     result.details["quantization"] = info
-    return target, result
+    return target, _with_bf16(gate, name, target, result)
+
+
+def _with_bf16(gate: Gate, name: str, path: Path, result: VariantResult) -> VariantResult:
+    """``result`` with its entry's ``bf16``: on a CPU that computes bf16 (``ov_runner.bf16_here``), the
+    variant that passed in f32 scored again with its float parts in bf16, judged by the same gate.
+
+    The runtime runs a variant in bf16 only where this passed and its own CPU has bf16 too
+    (``ov_runner.float_precision``); elsewhere, and on a CPU without bf16 here, f32. ``--force`` does not
+    reach it: a bf16 pass the gate refused only means f32. A bf16 pass that cannot run is recorded as
+    refused, and the variant stays as the f32 gate judged it.
+    """
+    from clsrun.runtime.ov_runner import bf16_here
+
+    if not result.gate_passed or not bf16_here():
+        return result
+    try:
+        bf16 = gate.score(name, path, inference_precision="bf16")
+    except ExportError as e:
+        result.details["bf16"] = {"passed": False, "reason": one_line(e)}
+        return result
+    result.details["bf16"] = {
+        "passed": bf16.gate_passed,
+        "accuracy": bf16.accuracy,
+        "accuracy_drop_pts": bf16.accuracy_drop_pts,
+        "label_agreement": bf16.label_agreement,
+        "max_abs_logit_diff": bf16.max_abs_logit_diff,
+        "rows_per_s": bf16.rows_per_s,
+        "reason": bf16.reason,
+    }
+    return result

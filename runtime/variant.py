@@ -83,6 +83,9 @@ class Choice:
     file: str | None  # bundle-relative variant file (ONNX, or OpenVINO IR .xml), None for torch
     reason: str = ""  # why this one ran (auto: the measured speeds it won on); recorded in the manifest
     compile: bool = False  # the torch model runs through torch.compile
+    # OpenVINO: the precision of what int8 left float, "bf16" or "f32"; None: bf16 where this CPU has it and
+    # the export gate passed the variant in bf16 (``ov_runner.float_precision``), else f32
+    inference_precision: str | None = None
 
     @property
     def key(self) -> str:

@@ -7,6 +7,7 @@ import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import openvino as ov
@@ -122,3 +123,59 @@ def test_a_wrong_openvino_int8_variant_is_refused_and_removed(
     assert entry["passed"] is False and entry["kept"] is False and entry["label_agreement"] < 1.0
     data = json.dumps(report)
     assert "openvino-int8" not in data  # a refused variant is never timed for auto
+
+
+def _ov_fp32_provider(bundle: Bundle) -> str:
+    clf = Classifier.load(bundle, Variant(backend="openvino", precision="fp32", threads=1))
+    return str(clf.runner.providers[0])
+
+
+def test_on_a_cpu_with_bf16_a_variant_is_gated_again_in_bf16_and_runs_so_where_it_passed(
+    tiny_charcnn_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import clsrun.runtime.ov_runner as ov_runner
+
+    # This CPU has no bf16, so OpenVINO computes f32 whatever the hint: what is tested is who asks for what.
+    monkeypatch.setattr(ov_runner, "bf16_here", lambda core=None: True)
+    report = export_bundle(
+        tiny_charcnn_bundle, ExportOptions(("fp32", "ov-fp32"), max_accuracy_drop=ANY_DROP)
+    )
+    bf16 = report.data["variants"]["ov-fp32"]["bf16"]
+    assert bf16["passed"] is True and bf16["label_agreement"] == 1.0 and bf16["accuracy"] is not None
+    bundle = Bundle.load(tiny_charcnn_bundle)
+    assert _ov_fp32_provider(bundle).endswith("-CPU-bf16")
+    monkeypatch.setattr(ov_runner, "bf16_here", lambda core=None: False)  # the same bundle on a CPU without
+    assert _ov_fp32_provider(bundle).endswith("-CPU-f32")
+
+
+def test_a_bf16_pass_the_gate_refuses_leaves_the_variant_in_f32(
+    tiny_charcnn_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import clsrun.export.gate as gate_module
+    import clsrun.runtime.ov_runner as ov_runner
+
+    monkeypatch.setattr(ov_runner, "bf16_here", lambda core=None: True)
+    real = gate_module.run_candidate
+
+    def wrong_in_bf16(*args: Any, inference_precision: str | None = None) -> gate_module.Scored:
+        scored = real(*args, inference_precision=inference_precision)
+        if inference_precision == "bf16":
+            scored.logits = scored.logits[
+                :, ::-1
+            ].copy()  # labels reversed: what a broken bf16 kernel might do
+        return scored
+
+    monkeypatch.setattr(gate_module, "run_candidate", wrong_in_bf16)
+    report = export_bundle(tiny_charcnn_bundle, ExportOptions(("fp32", "ov-fp32"), max_accuracy_drop=1.0))
+    entry = report.data["variants"]["ov-fp32"]
+    assert entry["passed"] is True and entry["bf16"]["passed"] is False  # refused in bf16, kept in f32
+    assert entry["bf16"]["label_agreement"] < 1.0 and entry["bf16"]["reason"]
+    assert _ov_fp32_provider(Bundle.load(tiny_charcnn_bundle)).endswith("-CPU-f32")
+
+
+def test_on_a_cpu_without_bf16_no_bf16_pass_is_made(tiny_charcnn_bundle: Path) -> None:
+    report = export_bundle(
+        tiny_charcnn_bundle, ExportOptions(("fp32", "ov-fp32"), max_accuracy_drop=ANY_DROP)
+    )
+    assert "bf16" not in report.data["variants"]["ov-fp32"]  # this CPU: OpenVINO lists no BF16
+    assert _ov_fp32_provider(Bundle.load(tiny_charcnn_bundle)).endswith("-CPU-f32")

@@ -188,3 +188,25 @@ def test_predict_backend_openvino_writes_what_ran_and_why(
     assert (manifest["backend"], manifest["variant_file"]) == ("openvino", "openvino/model.xml")
     assert manifest["streams"] == 2 and manifest["choice_reason"].startswith("the only exported variant")
     assert manifest["ok"] == len(TEXTS)
+
+
+def test_bf16_runs_only_where_the_cpu_has_it_and_it_was_asked_or_passed(
+    ov_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dataclasses import replace
+
+    import clsrun.runtime.ov_runner as ov_runner
+    from clsrun.runtime.errors import UsageError
+
+    bundle = Bundle.load(ov_bundle)
+    choice = choose(bundle, Variant(backend="openvino"))  # its report entry has no bf16 pass
+    asked = replace(choice, inference_precision="bf16")
+    monkeypatch.setattr(ov_runner, "bf16_here", lambda core=None: False)
+    assert ov_runner.float_precision(bundle, asked) == "f32"  # asked, but this CPU has no bf16
+    monkeypatch.setattr(ov_runner, "bf16_here", lambda core=None: True)
+    assert ov_runner.float_precision(bundle, asked) == "bf16"
+    assert ov_runner.float_precision(bundle, choice) == "f32"  # never gated in bf16
+    passed = _update(ov_bundle, lambda r: r["variants"]["ov-fp32"].update(bf16={"passed": True}))
+    assert ov_runner.float_precision(Bundle.load(passed), choice) == "bf16"
+    with pytest.raises(UsageError, match="bf16 or f32"):
+        ov_runner.float_precision(bundle, replace(choice, inference_precision="fp8"))
