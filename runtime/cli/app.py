@@ -7,6 +7,7 @@ functions; heavy stages (torch, onnx export) are imported inside the command bod
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import signal
 import sys
@@ -110,4 +111,22 @@ def reports_errors(fn: Callable[P, R]) -> Callable[P, R]:
             typer.echo(f"error: {typed}", err=True)
             raise typer.Exit(typed.exit_code) from e
 
+    wrapper.__doc__ = paragraphs_on_one_line(fn.__doc__)
     return wrapper
+
+
+def paragraphs_on_one_line(doc: str | None) -> str | None:
+    """``doc`` dedented, each paragraph's lines joined into one, for ``--help`` to wrap at the terminal's width.
+
+    Why by hand: typer's rich help keeps the line breaks inside a paragraph (since 0.2x), so a docstring
+    wrapped at the source's width came out as long lines cut again at 80 columns, ragged. Paragraphs
+    (blank-line separated) stay; a paragraph whose lines are indented or start with ``-`` is left as it is.
+    """
+    if doc is None:
+        return None
+    out = []
+    for paragraph in inspect.cleandoc(doc).split("\n\n"):
+        lines = paragraph.splitlines()
+        keep = any(line.startswith((" ", "-", "\b")) for line in lines[1:])
+        out.append(paragraph if keep else " ".join(line.strip() for line in lines))
+    return "\n\n".join(out)

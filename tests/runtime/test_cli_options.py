@@ -40,6 +40,21 @@ def test_help_lists_every_choice(command: str) -> None:
         assert "|".join(choices) in text
 
 
+@pytest.mark.parametrize("command", ["predict", "eval", "export"])
+def test_help_paragraphs_wrap_at_the_terminal_not_where_the_source_broke_them(command: str) -> None:
+    text = _help(command)  # 200 columns: a paragraph's lines are full, not cut where the source wrapped
+    head = "\n".join(line.strip() for line in text.split("╭")[0].splitlines())
+    description = head.strip().split("\n\n")[2:]  # after the usage line and the summary
+    assert description
+    for paragraph in description:
+        lines = paragraph.splitlines()
+        assert len(lines) <= len(" ".join(lines)) // 150 + 1, paragraph
+    from clsrun.runtime.cli.app import paragraphs_on_one_line
+
+    assert paragraphs_on_one_line("  a\n  b\n\n  c") == "a b\n\nc"
+    assert paragraphs_on_one_line("a\n\nlist:\n- one\n- two") == "a\n\nlist:\n- one\n- two"
+
+
 @pytest.mark.parametrize("command", ["predict", "eval", "bench"])
 def test_flags_show_no_value_and_threads_mean_the_same(command: str) -> None:
     text = _help(command)
