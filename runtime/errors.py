@@ -104,23 +104,29 @@ class StorageError(ClsrunError):
     """
 
 
-_STORAGE = {
+_STORAGE = {  # errno: what the file system said, and the exit code
     errno.EACCES: ("permission denied", 2),
     errno.EPERM: ("operation not permitted", 2),
     errno.EROFS: ("read-only file system", 2),
-    errno.ENOSPC: ("no space left on the device; free some and run again", 1),
-    errno.EDQUOT: ("disk quota exceeded; free some and run again", 1),
+    errno.ENOSPC: ("no space left on the device", 1),
+    errno.EDQUOT: ("disk quota exceeded", 1),
 }
+_LATER = (errno.ENOSPC, errno.EDQUOT)  # the same command can succeed once there is room
+
+
+def storage_problem(e: OSError) -> tuple[str, int] | None:
+    """``(what the file system said, exit code)`` for an ``OSError`` that is it saying no, else None."""
+    return _STORAGE.get(e.errno or 0)
 
 
 def storage_error(e: OSError) -> StorageError | None:
     """The typed error for an ``OSError`` that is the file system saying no, else None (a real surprise)."""
-    known = _STORAGE.get(e.errno or 0)
+    known = storage_problem(e)
     if known is None:
         return None
     reason, code = known
     where = e.filename if e.filename is not None else "a file"
-    error = StorageError(f"{where}: {reason}")
+    error = StorageError(f"{where}: {reason}" + ("; free some and run again" if e.errno in _LATER else ""))
     error.exit_code = code
     return error
 

@@ -15,6 +15,7 @@ the manifest, the clean-up and the lock release complete whatever arrives, and t
 
 from __future__ import annotations
 
+import errno
 import json
 import signal
 import time
@@ -28,7 +29,7 @@ import pyarrow as pa
 from clsrun import __version__
 from clsrun.runtime.claim import OutputClaim, default_output
 from clsrun.runtime.classifier import Classifier
-from clsrun.runtime.errors import Interrupted, OutputExistsError, UsageError
+from clsrun.runtime.errors import Interrupted, OutputExistsError, StorageError, UsageError, storage_problem
 from clsrun.runtime.files import atomic_write_text
 from clsrun.runtime.partial import PartialOutput, describe_changes, input_fingerprint
 from clsrun.runtime.pipeline import Pipeline, Progress
@@ -194,6 +195,8 @@ def _score_claimed(
             raise interrupted(stop, partial)
         else:
             streamed.publish()
+    except OSError as e:
+        raise _storage_failure(e, out, partial) from e
     finally:
         if streamed is not None:
             streamed.discard()
@@ -238,6 +241,33 @@ def interrupted(
     if stuck:
         said += f" (the {', '.join(stuck)} thread(s) did not stop in time and were abandoned)"
     return Interrupted(signum, said)
+
+
+def _storage_failure(error: OSError, out: Path, partial: PartialOutput) -> OSError | StorageError:
+    """A full disk or a refused write while scoring, said as what it means for this run: the output it was
+    writing, how many rows the checkpoint holds and how to go on (a checkpoint without rows is removed, as
+    :func:`interrupted` does). Other ``OSError``s stay as they are.
+
+    The file system's own error names no file when a write to an open file fails, and the one file it
+    would name is a part inside the checkpoint folder, not what the user asked for.
+    """
+    known = storage_problem(error)
+    if known is None:
+        return error
+    reason, exit_code = known
+    first = "make room" if error.errno in (errno.ENOSPC, errno.EDQUOT) else "once it can be written again"
+    rows = partial.rows_done
+    if rows:
+        fix = (
+            f"{rows:,} rows are saved in {partial.folder}; {first}, then run the same command with --resume "
+            f"to continue from row {rows:,}"
+        )
+    else:
+        partial.remove()  # nothing to resume: leave nothing behind
+        fix = f"no row was saved; {first}, run it again"
+    failure = StorageError(f"{out}: {reason} while scoring into it; {fix}")
+    failure.exit_code = exit_code
+    return failure
 
 
 def _finished_run(out: Path, state: dict[str, Any]) -> ScoreResult | None:

@@ -197,3 +197,61 @@ def test_a_failing_stream_stops_the_run_and_resume_completes_it(tmp_path: Path, 
     result = score_file(src, out, clf, options=output)
     assert 0 < result.manifest["resumed_from_row"] < 4000
     assert out.read_bytes() == ref.output.read_bytes()
+
+
+def test_a_full_disk_names_the_output_and_the_rows_saved_and_resume_continues(
+    tmp_path: Path, toy_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from clsrun.runtime.errors import StorageError
+
+    src = _input(tmp_path / "in.csv", 3000)
+    clf = Classifier.load(toy_bundle, Variant(threads=1), BatchOptions(window=300))
+    ref = score_file(src, tmp_path / "ref.csv", clf)
+    out = tmp_path / "o.csv"
+    original = PartialOutput.add
+    calls = {"n": 0}
+
+    def add(self: PartialOutput, *args: Any, **kwargs: Any) -> Any:
+        if calls["n"] == 4:  # the fifth window finds the disk full (as a write raises it: no file name)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        calls["n"] += 1
+        return original(self, *args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(PartialOutput, "add", add)
+        with pytest.raises(StorageError) as e:
+            score_file(src, out, clf)
+    message = str(e.value)
+    assert message.startswith(
+        f"{out}: no space left on the device while scoring into it; 1,200 rows are saved"
+    )
+    assert "--resume to continue from row 1,200" in message and e.value.exit_code == 1
+    assert not out.exists()
+    result = score_file(src, out, clf, options=OutputOptions(resume=True))
+    assert result.manifest["resumed_from_row"] == 1200
+    assert out.read_bytes() == ref.output.read_bytes()
+
+
+def test_a_full_disk_before_any_row_was_saved_says_so(
+    tmp_path: Path, toy_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from clsrun.runtime.errors import StorageError
+
+    src = _input(tmp_path / "in.csv", 500)
+    clf = Classifier.load(toy_bundle, Variant(threads=1), BatchOptions(window=300))
+
+    def full(self: PartialOutput, *args: Any, **kwargs: Any) -> Any:
+        raise OSError(errno.EDQUOT, os.strerror(errno.EDQUOT))
+
+    with monkeypatch.context() as m:
+        m.setattr(PartialOutput, "add", full)
+        with pytest.raises(
+            StorageError, match=r"o\.csv: disk quota exceeded while scoring into it; no row was"
+        ):
+            score_file(src, tmp_path / "o.csv", clf)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv"]  # nothing left behind
+    assert score_file(src, tmp_path / "o.csv", clf).manifest["rows_read"] == 500  # the same command, again
