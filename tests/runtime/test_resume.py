@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
 import signal
@@ -20,7 +21,7 @@ import pytest
 
 from clsrun.runtime.batching import BatchOptions
 from clsrun.runtime.classifier import Classifier
-from clsrun.runtime.errors import OutputExistsError, ResumeError
+from clsrun.runtime.errors import OutputExistsError, ResumeError, StorageError
 from clsrun.runtime.partial import JOURNAL_FILE, CheckpointExistsError, PartialOutput
 from clsrun.runtime.score import OutputOptions, score_file
 from clsrun.runtime.variant import Variant
@@ -38,13 +39,14 @@ class _Crash(Exception):
     pass
 
 
-def _crash_after(monkeypatch: pytest.MonkeyPatch, parts: int) -> None:
+def _crash_after(monkeypatch: pytest.MonkeyPatch, parts: int, error: BaseException | None = None) -> None:
+    """The next run saves ``parts`` windows, then raises ``error`` (a :class:`_Crash` by default)."""
     original = PartialOutput.add
     calls = {"n": 0}
 
     def add(self: PartialOutput, *args: object, **kwargs: object) -> object:
         if calls["n"] == parts:
-            raise _Crash
+            raise error or _Crash()
         calls["n"] += 1
         return original(self, *args, **kwargs)  # type: ignore[arg-type]
 
@@ -202,25 +204,14 @@ def test_a_failing_stream_stops_the_run_and_resume_completes_it(tmp_path: Path, 
 def test_a_full_disk_names_the_output_and_the_rows_saved_and_resume_continues(
     tmp_path: Path, toy_bundle: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import errno
-
-    from clsrun.runtime.errors import StorageError
-
     src = _input(tmp_path / "in.csv", 3000)
     clf = Classifier.load(toy_bundle, Variant(threads=1), BatchOptions(window=300))
     ref = score_file(src, tmp_path / "ref.csv", clf)
     out = tmp_path / "o.csv"
-    original = PartialOutput.add
-    calls = {"n": 0}
-
-    def add(self: PartialOutput, *args: Any, **kwargs: Any) -> Any:
-        if calls["n"] == 4:  # the fifth window finds the disk full (as a write raises it: no file name)
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        calls["n"] += 1
-        return original(self, *args, **kwargs)
-
-    with monkeypatch.context() as m:
-        m.setattr(PartialOutput, "add", add)
+    with (
+        monkeypatch.context() as m
+    ):  # the fifth window finds the disk full (as a write says it: no file name)
+        _crash_after(m, 4, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
         with pytest.raises(StorageError) as e:
             score_file(src, out, clf)
     message = str(e.value)
@@ -237,18 +228,10 @@ def test_a_full_disk_names_the_output_and_the_rows_saved_and_resume_continues(
 def test_a_full_disk_before_any_row_was_saved_says_so(
     tmp_path: Path, toy_bundle: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import errno
-
-    from clsrun.runtime.errors import StorageError
-
     src = _input(tmp_path / "in.csv", 500)
     clf = Classifier.load(toy_bundle, Variant(threads=1), BatchOptions(window=300))
-
-    def full(self: PartialOutput, *args: Any, **kwargs: Any) -> Any:
-        raise OSError(errno.EDQUOT, os.strerror(errno.EDQUOT))
-
     with monkeypatch.context() as m:
-        m.setattr(PartialOutput, "add", full)
+        _crash_after(m, 0, OSError(errno.EDQUOT, os.strerror(errno.EDQUOT)))
         with pytest.raises(
             StorageError, match=r"o\.csv: disk quota exceeded while scoring into it; no row was"
         ):
