@@ -96,6 +96,25 @@ class FileFormat:
     gzip: bool
 
 
+def require_file(path: Path) -> None:
+    """Refuse an input that is not a regular file, saying what it is instead.
+
+    A pipe or device (``<(zcat x.gz)``, a named pipe) can be read once only, and a run reads its input's
+    head and size before scoring (format, columns, the fingerprint ``--resume`` checks), so clsrun asks
+    for a file; a compressed one (``.csv.gz``) needs no unpacking first.
+    """
+    if path.is_file():
+        return
+    if not path.exists():
+        raise InputError(f"{path}: file not found")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, not a file")
+    raise InputError(
+        f"{path}: not a regular file (a pipe or a device); clsrun reads an input file more than once: "
+        "save the stream to a file first"
+    )
+
+
 def detect_format(path: Path | str) -> FileFormat:
     """Format from the extension (``.csv``, ``.tsv``, ``.jsonl``, ``.parquet``, each optionally ``.gz``)."""
     suffixes = [s.lower() for s in Path(path).suffixes]
@@ -193,8 +212,7 @@ def read_table(path: Path | str, options: ReadOptions = ReadOptions()) -> pa.Tab
     and evaluation have no row to keep them in); a file that cannot be parsed at all is an InputError.
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: file not found")
+    require_file(path)
     fmt = detect_format(path)
     options.check()
     try:
@@ -520,8 +538,7 @@ class RecordStream:
 
     def __init__(self, path: Path | str, options: ReadOptions = ReadOptions()) -> None:
         self.path = Path(path)
-        if not self.path.is_file():
-            raise InputError(f"{self.path}: file not found")
+        require_file(self.path)
         self.format = detect_format(self.path)
         options.check()
         self.options = options

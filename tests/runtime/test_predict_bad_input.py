@@ -81,6 +81,16 @@ def test_a_csv_quote_open_at_the_end_exits_2_with_no_output(tmp_path: Path, toy_
     assert not (tmp_path / "out.csv").exists()
 
 
+def test_a_named_pipe_is_refused_as_not_a_file_without_reading_it(tmp_path: Path, toy_bundle: Path) -> None:
+    import os
+
+    src = tmp_path / "pipe.csv"
+    os.mkfifo(src)  # nobody writes to it: a run that opened it for reading would hang here
+    code, output = _predict(src, tmp_path / "out.csv", toy_bundle)
+    assert code == 2 and "pipe.csv: not a regular file (a pipe or a device)" in output, output
+    assert "save the stream to a file first" in output and not (tmp_path / "out.csv").exists()
+
+
 @pytest.mark.parametrize("ext", ["csv", "jsonl", "parquet"])
 def test_an_id_that_no_file_can_hold_is_written_escaped_in_every_format(
     tmp_path: Path, toy_bundle: Path, ext: str
