@@ -28,6 +28,9 @@ def main() -> None:
     from clsrun.runtime import stopping
 
     stopping.install()
+    from clsrun.runtime.cli import streams
+
+    streams.install()  # a closed log pipe drops messages, it does not fail the command
     from clsrun.runtime.cli import main as run_cli
 
     try:

@@ -213,3 +213,66 @@ def test_scoring_bar_follows_the_estimate_and_leaves_resumed_rows_out_of_the_rat
     bar.update(5900)
     assert bar.bar.total == 11_000 and bar.bar.n == 11_000 and bar.bar.desc == "scoring"
     bar.close()
+
+
+def _run_with_stderr(args: list[str], stderr: int) -> int:
+    cmd = [sys.executable, "-m", "clsrun", "predict", *args]
+    return subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=stderr, timeout=120).returncode
+
+
+def test_a_log_pipe_closed_or_a_closed_stderr_does_not_change_the_exit_code(
+    tmp_path: Path, toy_bundle: Path
+) -> None:
+    import os
+
+    src, out = _input(tmp_path / "in.csv", 300), tmp_path / "o.csv"
+    empty = tmp_path / "empty.csv"
+    empty.write_text("", encoding="utf-8")
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the log collector is gone: every write to stderr fails with EPIPE
+    try:
+        ok = _run_with_stderr([str(src), "--model", str(toy_bundle), "--out", str(out)], write_end)
+        refused = _run_with_stderr([str(empty), "--model", str(toy_bundle), "--out", str(out)], write_end)
+    finally:
+        os.close(write_end)
+    assert (ok, refused) == (0, 2)  # not 1: the summary line that could not be written is only dropped
+    assert len(pacsv.read_csv(out)) == 300 and Path(f"{out}.manifest.json").is_file()
+    # stderr closed before the process started (`2>&-`): Python has no sys.stderr at all
+    closed = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import os, sys; os.close(2); from clsrun.__main__ import main; main()",
+            "predict",
+            str(empty),
+            "--model",
+            str(toy_bundle),
+            "--out",
+            str(out),
+        ],
+        stdout=subprocess.DEVNULL,
+        timeout=120,
+    )
+    assert closed.returncode == 2
+
+
+def test_a_lossy_stream_drops_writes_once_its_reader_is_gone_and_raises_anything_else() -> None:
+    import errno
+
+    from clsrun.runtime.cli.streams import LossyStream
+
+    class Pipe(io.StringIO):
+        error = errno.EPIPE
+
+        def write(self, text: str) -> int:
+            if "x" in text:
+                raise OSError(self.error, "no")
+            return super().write(text)
+
+    pipe = Pipe()
+    stream = LossyStream(pipe)  # type: ignore[arg-type]
+    assert stream.write("a") == 1 and stream.write("x!") == 2 and stream.write("b") == 1
+    assert stream.gone and pipe.getvalue() == "a"  # after the reader went, nothing more is written
+    pipe.error = errno.ENOSPC  # a full disk under a log file is not a reader gone: it still fails
+    with pytest.raises(OSError, match="no"):
+        LossyStream(pipe).write("x")  # type: ignore[arg-type]

@@ -1,0 +1,66 @@
+"""stdout and stderr that a closed reader cannot turn into a failed command.
+
+A nightly job's messages go to a log pipe, and the logger at its other end may be gone (`clsrun predict ...
+2>&1 | head`, a crashed log collector): each write then fails with ``BrokenPipeError``. Raised from the
+summary line printed after the output was published, that made a complete run exit 1 as an unexpected
+error, and a refused input exit 1 instead of 2. The messages are a report on the work, not the work: once
+a stream cannot be written, what is written to it is dropped, and the exit code stays the command's.
+
+Wrapped only by the console command (``clsrun.__main__``): code that imports clsrun keeps its own streams.
+"""
+
+from __future__ import annotations
+
+import errno
+from typing import Any, TextIO
+
+# The reader went away (EPIPE) or the descriptor was closed under us (EBADF, `2>&-`).
+_GONE = (errno.EPIPE, errno.EBADF)
+
+
+class LossyStream:
+    """A text stream that drops what it cannot write once its reader is gone; the rest is the stream's own."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self.gone = False
+
+    def write(self, text: str) -> int:
+        if not self.gone:
+            try:
+                return self._stream.write(text)
+            except OSError as e:
+                if e.errno not in _GONE:
+                    raise
+                self.gone = True
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.gone:
+            try:
+                self._stream.flush()
+            except OSError as e:
+                if e.errno not in _GONE:
+                    raise
+                self.gone = True
+
+    def __getattr__(self, name: str) -> Any:  # fileno, isatty, encoding, ...: the wrapped stream's
+        return getattr(self._stream, name)
+
+
+def install() -> None:
+    """Wrap ``sys.stdout`` and ``sys.stderr`` (once; call it before anything keeps a reference to them).
+
+    A stream whose descriptor was closed before the process started (``2>&-``) is None in Python, which
+    code that writes messages (ours, typer's, logging's) does not expect: it becomes one that drops
+    everything, as if the reader were gone.
+    """
+    import os
+    import sys
+
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if stream is None:
+            stream = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 (the process's stream, never closed)
+        if not isinstance(stream, LossyStream):
+            setattr(sys, name, LossyStream(stream))
