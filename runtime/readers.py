@@ -306,16 +306,22 @@ def read_labelled(
     labels = table.column(label_col).to_pylist()
     keep_t: list[str] = []
     keep_l: list[str] = []
-    for t, y in zip(texts, labels, strict=True):
-        if t is None or y is None:
-            continue
-        t = str(t)
-        y = str(y)
-        if t.strip() and y.strip():
-            keep_t.append(t)
-            keep_l.append(y.strip())
+    first_dropped: int | None = None
+    for row, (t, y) in enumerate(zip(texts, labels, strict=True)):
+        if t is not None and y is not None and str(t).strip() and str(y).strip():
+            keep_t.append(str(t))
+            keep_l.append(str(y).strip())
+        elif first_dropped is None:
+            first_dropped = row
     if not keep_t:
         raise InputError(f"{path}: no rows with both a text and a label")
+    if first_dropped is not None:  # scores and training then cover fewer rows than the file has: say so
+        log.warning(
+            "%s: left out %d row(s) without a text or a label, the first: row %d",
+            path,
+            len(texts) - len(keep_t),
+            first_dropped,
+        )
     return LabelledData(keep_t, keep_l)
 
 
