@@ -8,6 +8,11 @@ done, but more rows failed than ``--max-error-rate`` allows; 130 / 143 stopped b
 from __future__ import annotations
 
 import errno
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 
 class ClsrunError(Exception):
@@ -112,6 +117,29 @@ _STORAGE = {  # errno: what the file system said, and the exit code
     errno.EDQUOT: ("disk quota exceeded", 1),
 }
 _LATER = (errno.ENOSPC, errno.EDQUOT)  # the same command can succeed once there is room
+
+
+_RUST_OS_ERROR = re.compile(r"\(os error (\d+)\)")  # how Rust's std::io::Error prints an errno
+
+
+@contextmanager
+def file_errors_of(path: Path | str) -> Iterator[None]:
+    """Turn a library's own error for a failed file write into the ``OSError`` it is, naming ``path``.
+
+    Why: libraries written in Rust (safetensors) raise their own exception class for an I/O failure and
+    keep the errno only in the message (``... No space left on device (os error 28)``), so a full disk
+    would read as an unexpected error instead of :func:`storage_error`'s one line. Anything else passes.
+    """
+    try:
+        yield
+    except OSError:
+        raise
+    except Exception as e:
+        found = _RUST_OS_ERROR.search(str(e))
+        if found is None:
+            raise
+        code = int(found.group(1))
+        raise OSError(code, os.strerror(code), str(path)) from e
 
 
 def storage_problem(e: OSError) -> tuple[str, int] | None:

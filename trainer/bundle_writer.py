@@ -20,6 +20,7 @@ import numpy as np
 
 from clsrun import __version__
 from clsrun.runtime.bundle import VALIDATION_FILE, WEIGHTS_FILE, Bundle, BundleSpec, write_spec
+from clsrun.runtime.errors import file_errors_of
 from clsrun.runtime.metrics import ClassificationReport
 from clsrun.runtime.overlap import training_sample
 from clsrun.trainer.config import TrainConfig
@@ -32,9 +33,10 @@ def save_weights(state: Mapping[str, Any], out: Path) -> Path:
     from safetensors.torch import save_file
 
     path = out / WEIGHTS_FILE
-    save_file(
-        {k: v.detach().cpu().contiguous() for k, v in state.items()}, str(path), metadata={"format": "pt"}
-    )
+    with file_errors_of(path):  # a full disk is a storage error naming the file, not "SafetensorError"
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in state.items()}, str(path), metadata={"format": "pt"}
+        )
     path.chmod(0o644)  # safetensors creates it owner-only
     return path
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from clsrun.runtime.bundle import SPEC_FILE, Normalization
 from clsrun.runtime.errors import UsageError, require
+from clsrun.runtime.files import TMP_SUFFIX
 from clsrun.trainer import distributed
 from clsrun.trainer.baseline import BaselineResult, BaselineRun, record
 from clsrun.trainer.config import TrainConfig
@@ -26,6 +27,12 @@ from clsrun.trainer.options import KindOptions
 
 if TYPE_CHECKING:
     from clsrun.runtime.metrics import ClassificationReport
+
+
+# In ``--out`` while training writes it. A temporary name (``files.is_temporary``), so never hashed into the
+# bundle; it says a folder without ``clsrun.json`` is a bundle this code began and did not finish (the
+# process was killed), which ``--force`` may replace, where any other folder is never deleted.
+UNFINISHED = f".clsrun-unfinished{TMP_SUFFIX}"
 
 
 @dataclass(frozen=True)
@@ -82,20 +89,34 @@ def train(
     for module in ("torch", "transformers"):
         require(module, "train")
     split = where.load(data, settings.seed)
-    if main:
-        prepare_out_dir(out, force)
+    created = prepare_out_dir(out, force) if main else False
     # Normalization(): every kind trains on the default normalisation, and so does the baseline.
     rival = BaselineRun.start(split, settings, Normalization()) if main and baseline else None
     try:
         report = kind.train_function()(split, out, settings, kind_options)
+        fitted = rival.result() if rival is not None and report is not None else None
+        if fitted is not None and report is not None:
+            record(out, fitted, report, settings, kind.name)
     except BaseException:
         if rival is not None:
             rival.cancel()
+        if main:
+            _discard_unfinished(out, created)
         raise
-    fitted = rival.result() if rival is not None and report is not None else None
-    if fitted is not None and report is not None:
-        record(out, fitted, report, settings, kind.name)
+    if main:
+        (out / UNFINISHED).unlink(missing_ok=True)
     return TrainResult(out, kind.name, settings, kind_options, report, fitted)
+
+
+def _discard_unfinished(out: Path, created: bool) -> None:
+    """Remove what a training that failed wrote into ``out`` (it was empty or new: everything in it is
+    ours), and ``out`` itself when this run created it: a failed run leaves nothing that blocks the next."""
+    if not (out / UNFINISHED).is_file():
+        return
+    for p in out.iterdir():
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+    if created:
+        out.rmdir()
 
 
 def check_out_dir(out: Path, force: bool) -> None:
@@ -104,17 +125,27 @@ def check_out_dir(out: Path, force: bool) -> None:
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: exists and is not a folder")
     if out.is_dir() and any(out.iterdir()):
+        ours = (out / SPEC_FILE).is_file() or (out / UNFINISHED).is_file()
+        if not force and (out / UNFINISHED).is_file():
+            raise UsageError(
+                f"--out {out}: holds a bundle whose training did not finish (the process was stopped); "
+                f"use --force to replace it"
+            )
         if not force:
             raise UsageError(f"--out {out}: folder is not empty; use --force to replace the bundle in it")
-        if not (out / SPEC_FILE).is_file():
+        if not ours:
             raise UsageError(f"--out {out}: not empty and not a clsrun bundle; refusing to delete it")
 
 
-def prepare_out_dir(out: Path, force: bool) -> None:
-    """Make ``out`` an empty folder: created, or an old bundle in it removed with ``force``
-    (:func:`check_out_dir` first). Called before training, so a long run does not end in a refusal."""
+def prepare_out_dir(out: Path, force: bool) -> bool:
+    """Make ``out`` an empty folder but for the :data:`UNFINISHED` mark: created, or an old bundle in it
+    removed with ``force`` (:func:`check_out_dir` first). Called before training, so a long run does not end
+    in a refusal. True when it created ``out``."""
     check_out_dir(out, force)
+    created = not out.exists()
     if out.is_dir():
         for p in out.iterdir():
             shutil.rmtree(p) if p.is_dir() else p.unlink()
     out.mkdir(parents=True, exist_ok=True)
+    (out / UNFINISHED).write_bytes(b"")
+    return created

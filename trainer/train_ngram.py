@@ -38,6 +38,7 @@ from clsrun.runtime.encode_ngram import (
     detect_script,
     hash_features,
 )
+from clsrun.runtime.errors import file_errors_of
 from clsrun.runtime.metrics import ClassificationReport, report_from_indices
 from clsrun.runtime.textnorm import normalize_many
 from clsrun.trainer import distributed, engine
@@ -298,5 +299,6 @@ def _save_features(vocabulary: NgramVocabulary, out: Path) -> None:
     from safetensors.numpy import save_file
 
     path = out / NGRAM_FEATURES_FILE
-    save_file(vocabulary.tensors(), str(path))
+    with file_errors_of(path):
+        save_file(vocabulary.tensors(), str(path))
     path.chmod(0o644)  # safetensors creates it owner-only

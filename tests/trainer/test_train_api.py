@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -181,3 +182,66 @@ def test_the_trainer_package_imports_without_torch() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+# ------------------------------------------------------------------------------- a run that fails or dies
+
+
+def _ngram_train(data: Path, out: Path, **kwargs: Any) -> Any:
+    return train(
+        data, out, model="ngram", options={"fit": "logreg"}, config={"logs": False, "quiet": True}, **kwargs
+    )
+
+
+def test_a_training_that_fails_leaves_nothing_that_blocks_the_next(
+    tiny_charcnn_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import clsrun.trainer.run as run_module
+
+    def disk_full(*args: Any, **kwargs: Any) -> None:  # the bundle's files are written by then
+        raise OSError(28, "No space left on device")
+
+    out = tmp_path / "b"
+    with monkeypatch.context() as m:
+        m.setattr(run_module, "record", disk_full)
+        with pytest.raises(OSError):
+            _ngram_train(tiny_charcnn_data, out)
+    assert not out.exists()  # this run created it: gone
+    out.mkdir()
+    with monkeypatch.context() as m:
+        m.setattr(run_module, "record", disk_full)
+        with pytest.raises(OSError):
+            _ngram_train(tiny_charcnn_data, out)
+    assert out.is_dir() and not any(out.iterdir())  # the user's empty folder stays, empty
+    result = _ngram_train(tiny_charcnn_data, out)  # the same command, no --force needed
+    assert Bundle.load(result.bundle).spec.kind == "ngram" and not (out / run_module.UNFINISHED).exists()
+
+
+def test_a_killed_training_is_named_and_replaced_with_force_only(
+    tiny_charcnn_data: Path, tmp_path: Path
+) -> None:
+    from clsrun.trainer.run import UNFINISHED
+
+    out = tmp_path / "b"
+    out.mkdir()
+    (out / UNFINISHED).write_bytes(b"")  # what a killed run leaves: its mark, some files, no clsrun.json
+    (out / "model.safetensors").write_bytes(b"half")
+    with pytest.raises(UsageError, match=r"holds a bundle whose training did not finish.*use --force"):
+        _ngram_train(tiny_charcnn_data, out)
+    result = _ngram_train(tiny_charcnn_data, out, force=True)
+    assert Bundle.load(result.bundle).spec.kind == "ngram"
+    assert UNFINISHED not in Bundle.load(result.bundle).files  # never hashed into the bundle
+
+
+def test_a_library_error_that_carries_an_errno_is_the_os_error_it_is(tmp_path: Path) -> None:
+    from clsrun.runtime.errors import file_errors_of, storage_error
+
+    target = tmp_path / "model.safetensors"
+    with pytest.raises(OSError) as e, file_errors_of(target):
+        raise RuntimeError("Error while serializing: I/O error: No space left on device (os error 28)")
+    typed = storage_error(e.value)
+    assert (
+        typed is not None and str(typed) == f"{target}: no space left on the device; free some and run again"
+    )
+    with pytest.raises(ValueError, match="not about files"), file_errors_of(target):
+        raise ValueError("not about files")
