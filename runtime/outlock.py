@@ -62,7 +62,16 @@ class OutputLock:
         path = lock_path(output)
         if fcntl is None:  # pragma: no cover - Windows
             return cls(path, -1)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except (
+            FileExistsError,
+            NotADirectoryError,
+            FileNotFoundError,
+        ) as e:  # a file or a dangling link on the way
+            raise UsageError(
+                f"--out {output}: its folder cannot be made: {e.filename} is in the way ({(e.strerror or '').lower()})"
+            ) from e
         while True:
             try:
                 fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
@@ -71,6 +80,8 @@ class OutputLock:
                     raise UsageError(
                         f"{path}: is a symbolic link; remove it (clsrun locks --out there)"
                     ) from e
+                if e.errno in (errno.ENOENT, errno.ENOTDIR):  # a folder no file can be made in (/proc)
+                    raise UsageError(f"--out {output}: no file can be created in {path.parent}") from e
                 raise
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

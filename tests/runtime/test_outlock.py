@@ -85,3 +85,15 @@ def test_the_folder_of_a_new_output_is_made(tmp_path: Path) -> None:
     with OutputLock.acquire(out):
         assert lock_path(out).is_file()
     assert sorted(p.name for p in out.parent.iterdir()) == []
+
+
+def test_an_output_whose_folder_cannot_be_made_is_a_usage_error_naming_what_is_in_the_way(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "scores.csv").write_text("x", encoding="utf-8")  # a file where the folder would go
+    with pytest.raises(UsageError, match=r"its folder cannot be made: .*scores\.csv is in the way"):
+        OutputLock.acquire(tmp_path / "scores.csv" / "out.csv")
+    (tmp_path / "gone").symlink_to(tmp_path / "missing")  # a dangling link
+    with pytest.raises(UsageError, match=r"its folder cannot be made: .*gone is in the way"):
+        OutputLock.acquire(tmp_path / "gone" / "out.csv")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gone", "scores.csv"]  # nothing made
