@@ -33,6 +33,21 @@ if TYPE_CHECKING:
 TMP_SUFFIX = ".tmp"
 
 
+def make_folder(folder: Path, flag: str) -> None:
+    """Make ``folder`` and its parents (as ``mkdir -p``); :class:`UsageError` naming ``flag`` when a file or
+    a dangling link is in the way, instead of the bare ``FileExistsError`` / ``NotADirectoryError``."""
+    from clsrun.runtime.errors import UsageError
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError, FileNotFoundError) as e:
+        on_the_way = [*reversed(folder.parents), folder]
+        dangling_or_file = (p for p in on_the_way if (p.is_symlink() and not p.exists()) or p.is_file())
+        blocking = next(dangling_or_file, None)
+        what = f"{blocking} is not a folder" if blocking is not None else (e.strerror or "").lower()
+        raise UsageError(f"{flag}: its folder cannot be made: {what}") from e
+
+
 def is_temporary(name: str) -> bool:
     """True for the temporary name of a write in progress (or of one a crash cut short)."""
     return name.startswith(".") and name.endswith(TMP_SUFFIX)

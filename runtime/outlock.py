@@ -25,6 +25,7 @@ from pathlib import Path
 from types import TracebackType
 
 from clsrun.runtime.errors import OutputLockedError, UsageError
+from clsrun.runtime.files import make_folder
 
 try:  # POSIX only; elsewhere runs are not locked (said once in lock_path's docstring)
     import fcntl
@@ -62,16 +63,7 @@ class OutputLock:
         path = lock_path(output)
         if fcntl is None:  # pragma: no cover - Windows
             return cls(path, -1)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except (
-            FileExistsError,
-            NotADirectoryError,
-            FileNotFoundError,
-        ) as e:  # a file or a dangling link on the way
-            raise UsageError(
-                f"--out {output}: its folder cannot be made: {e.filename} is in the way ({(e.strerror or '').lower()})"
-            ) from e
+        make_folder(path.parent, f"--out {output}")
         while True:
             try:
                 fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)

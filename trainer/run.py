@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from clsrun.runtime.bundle import SPEC_FILE, Normalization
 from clsrun.runtime.errors import UsageError, require
-from clsrun.runtime.files import TMP_SUFFIX
+from clsrun.runtime.files import TMP_SUFFIX, make_folder
 from clsrun.trainer import distributed
 from clsrun.trainer.baseline import BaselineResult, BaselineRun, record
 from clsrun.trainer.config import TrainConfig
@@ -146,6 +146,6 @@ def prepare_out_dir(out: Path, force: bool) -> bool:
     if out.is_dir():
         for p in out.iterdir():
             shutil.rmtree(p) if p.is_dir() else p.unlink()
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out, f"--out {out}")
     (out / UNFINISHED).write_bytes(b"")
     return created

@@ -91,9 +91,9 @@ def test_an_output_whose_folder_cannot_be_made_is_a_usage_error_naming_what_is_i
     tmp_path: Path,
 ) -> None:
     (tmp_path / "scores.csv").write_text("x", encoding="utf-8")  # a file where the folder would go
-    with pytest.raises(UsageError, match=r"its folder cannot be made: .*scores\.csv is in the way"):
+    with pytest.raises(UsageError, match=r"its folder cannot be made: .*scores\.csv is not a folder"):
         OutputLock.acquire(tmp_path / "scores.csv" / "out.csv")
     (tmp_path / "gone").symlink_to(tmp_path / "missing")  # a dangling link
-    with pytest.raises(UsageError, match=r"its folder cannot be made: .*gone is in the way"):
+    with pytest.raises(UsageError, match=r"its folder cannot be made: .*gone is not a folder"):
         OutputLock.acquire(tmp_path / "gone" / "out.csv")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gone", "scores.csv"]  # nothing made

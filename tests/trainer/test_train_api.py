@@ -245,3 +245,9 @@ def test_a_library_error_that_carries_an_errno_is_the_os_error_it_is(tmp_path: P
     )
     with pytest.raises(ValueError, match="not about files"), file_errors_of(target):
         raise ValueError("not about files")
+
+
+def test_an_out_folder_that_cannot_be_made_is_a_usage_error(tiny_charcnn_data: Path, tmp_path: Path) -> None:
+    (tmp_path / "a.csv").write_text("x", encoding="utf-8")
+    with pytest.raises(UsageError, match=r"--out .*: its folder cannot be made: .*a\.csv is not a folder"):
+        _ngram_train(tiny_charcnn_data, tmp_path / "a.csv" / "bundle")
