@@ -25,10 +25,11 @@ from clsrun.runtime.errors import ClsrunError, Interrupted, storage_error
 # Shown under `clsrun --help` (rich keeps each line as it is written here).
 EXIT_CODES = """Exit codes:
   0    done (rows with per-row errors still count as done)
-  1    anything else (a bug: run with --debug; a full disk)
-  2    bad usage; an input that cannot be read at all; an output locked by another run, or existing without --overwrite
+  1    anything else: a bug (run with --debug), a full disk or quota
+  2    bad usage; an input that cannot be read at all; an output that is
+       locked by another run, exists (no --overwrite) or cannot be written
   3    invalid model bundle
-  4    done, but more rows failed than --max-error-rate allows (output and manifest written)
+  4    done, but more rows failed than --max-error-rate allows
   130  stopped by SIGINT (Ctrl-C); predict: --resume continues
   143  stopped by SIGTERM; predict: --resume continues"""
 
