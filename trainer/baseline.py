@@ -154,9 +154,30 @@ class BaselineRun:
             self._executor.shutdown(wait=False, cancel_futures=True)
 
     def cancel(self) -> None:
-        """Stop waiting for the baseline (training failed); its process ends with the fit."""
+        """Stop the baseline (training failed or was stopped): its process is ended now, not left to finish
+        the fit, which the interpreter's exit would wait for (a stopped ``clsrun train`` then took the rest
+        of the fit, tens of seconds on a large file, to exit after saying it was interrupted)."""
         self._future.cancel()
+        _end_workers(self._executor)
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _end_workers(executor: Executor) -> None:
+    """Kill a process pool's workers (a thread pool's cannot be ended: its fits are small).
+
+    Killed, not terminated: a worker holds nothing but the fit in memory, and it inherits an ignored
+    SIGTERM from a parent that ignores it (``stopping.finish`` does, as its last act).
+    ``ProcessPoolExecutor.kill_workers`` exists from Python 3.14; before it, the pool's processes are
+    reachable only as its ``_processes`` mapping, which every version since 3.2 has.
+    """
+    if not isinstance(executor, ProcessPoolExecutor):
+        return
+    kill = getattr(executor, "kill_workers", None)
+    if kill is not None:
+        kill()
+        return
+    for process in list((getattr(executor, "_processes", None) or {}).values()):
+        process.kill()
 
 
 def comparison(report: ClassificationReport, baseline: BaselineResult, kind: str) -> str:

@@ -110,3 +110,23 @@ def test_a_large_training_set_fits_the_baseline_in_its_own_process(
     assert type(run._executor).__name__ == "ProcessPoolExecutor"
     fitted = run.result()
     assert fitted is not None and fitted.accuracy >= 0.9 and np.isfinite(fitted.cpu_seconds)
+
+
+def test_a_cancelled_baseline_process_is_ended_not_left_to_finish_its_fit(
+    small_charcnn_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    monkeypatch.setattr(baseline, "IN_PROCESS_ROWS", 0)
+    split = load_split(small_charcnn_data, val_split=0.2, seed=42)
+    run = BaselineRun.start(split, TrainConfig.for_kind("charcnn"), Normalization())
+    future = run._executor.submit(time.sleep, 120)  # the pool's worker busy like a long fit
+    workers = list(run._executor._processes.values())  # type: ignore[attr-defined]
+    assert workers and all(p.is_alive() for p in workers)
+    started = time.perf_counter()
+    run.cancel()
+    for p in workers:
+        p.join(timeout=10)
+    assert not any(p.is_alive() for p in workers), [(p.pid, p.exitcode) for p in workers]
+    assert time.perf_counter() - started < 10
+    assert future.cancelled() or future.done()
