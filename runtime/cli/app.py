@@ -67,11 +67,14 @@ def _root(
 ) -> None:
     """clsrun: train, export and bulk-score text classifiers."""
     _debug["on"] = debug
+    # clsrun's own progress and notes at INFO; the libraries' only from WARNING (torch, for one, logs cache
+    # statistics at INFO from an exit hook), unless --debug shows everything.
     logging.basicConfig(
-        level=logging.DEBUG if debug else logging.INFO,
+        level=logging.DEBUG if debug else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s" if debug else "%(message)s",
         stream=sys.stderr,
     )
+    logging.getLogger("clsrun").setLevel(logging.DEBUG if debug else logging.INFO)
 
 
 def reports_errors(fn: Callable[P, R]) -> Callable[P, R]:

@@ -276,3 +276,22 @@ def test_a_lossy_stream_drops_writes_once_its_reader_is_gone_and_raises_anything
     pipe.error = errno.ENOSPC  # a full disk under a log file is not a reader gone: it still fails
     with pytest.raises(OSError, match="no"):
         LossyStream(pipe).write("x")  # type: ignore[arg-type]
+
+
+def test_libraries_info_lines_stay_out_of_stderr_unless_debug(tmp_path: Path, toy_bundle: Path) -> None:
+    src, out = _input(tmp_path / "in.csv", 30), tmp_path / "o.csv"
+    chatty = (
+        "import atexit, logging, sys; "
+        "atexit.register(lambda: logging.getLogger('somelib').info('library chatter at exit')); "
+        "from clsrun.__main__ import main; main()"
+    )
+    runs = {}
+    for debug in ([], ["--debug"]):
+        args = [*debug, "predict", str(src), "--model", str(toy_bundle), "--out", str(out), "--overwrite"]
+        res = subprocess.run(
+            [sys.executable, "-c", chatty, *args], capture_output=True, text=True, timeout=120
+        )
+        assert res.returncode == 0, res.stderr
+        runs[bool(debug)] = res.stderr
+    assert "library chatter" not in runs[False] and "scored 30 rows" in runs[False]
+    assert "library chatter at exit" in runs[True]  # --debug shows everything
