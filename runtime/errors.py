@@ -119,6 +119,11 @@ _STORAGE = {  # errno: what the file system said, and the exit code
 _LATER = (errno.ENOSPC, errno.EDQUOT)  # the same command can succeed once there is room
 
 
+def needs_room(e: OSError) -> bool:
+    """True for a full disk or quota: the same command can succeed once there is room."""
+    return e.errno in _LATER
+
+
 _RUST_OS_ERROR = re.compile(r"\(os error (\d+)\)")  # how Rust's std::io::Error prints an errno
 
 
@@ -154,7 +159,7 @@ def storage_error(e: OSError) -> StorageError | None:
         return None
     reason, code = known
     where = e.filename if e.filename is not None else "a file"
-    error = StorageError(f"{where}: {reason}" + ("; free some and run again" if e.errno in _LATER else ""))
+    error = StorageError(f"{where}: {reason}" + ("; free some and run again" if needs_room(e) else ""))
     error.exit_code = code
     return error
 

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 from clsrun.runtime.batching import BatchOptions
 from clsrun.runtime.claim import OutputClaim
 from clsrun.runtime.classifier import Classifier
-from clsrun.runtime.errors import InputError, UsageError
-from clsrun.runtime.readers import ReadOptions, RecordStream
+from clsrun.runtime.errors import UsageError
+from clsrun.runtime.readers import ReadOptions, RecordStream, require_file
 from clsrun.runtime.score import (
     OutputOptions,
     Progress,
@@ -87,11 +87,10 @@ def _honour(stop: StopRequest) -> None:
 
 def _check_local_paths(input: Path, out: str | Path | None) -> None:
     """The local engine scores one file into one file (INPUT and --out may be folders only on Ray)."""
-    if not input.exists():
-        raise InputError(f"{input}: file not found")
     if input.is_dir():
         raise UsageError(
             f"{input}: is a folder; the local engine scores one file (--engine ray reads folders)"
         )
+    require_file(input)
     if out is not None and Path(out).is_dir():
         raise UsageError(f"--out {out}: is a folder; the local engine writes one file")

@@ -15,7 +15,6 @@ the manifest, the clean-up and the lock release complete whatever arrives, and t
 
 from __future__ import annotations
 
-import errno
 import json
 import signal
 import time
@@ -29,7 +28,14 @@ import pyarrow as pa
 from clsrun import __version__
 from clsrun.runtime.claim import OutputClaim, default_output
 from clsrun.runtime.classifier import Classifier
-from clsrun.runtime.errors import Interrupted, OutputExistsError, StorageError, UsageError, storage_problem
+from clsrun.runtime.errors import (
+    Interrupted,
+    OutputExistsError,
+    StorageError,
+    UsageError,
+    needs_room,
+    storage_problem,
+)
 from clsrun.runtime.files import atomic_write_text
 from clsrun.runtime.partial import PartialOutput, describe_changes, input_fingerprint
 from clsrun.runtime.pipeline import Pipeline, Progress
@@ -255,7 +261,7 @@ def _storage_failure(error: OSError, out: Path, partial: PartialOutput) -> OSErr
     if known is None:
         return error
     reason, exit_code = known
-    first = "make room" if error.errno in (errno.ENOSPC, errno.EDQUOT) else "once it can be written again"
+    first = "make room" if needs_room(error) else "once it can be written again"
     rows = partial.rows_done
     if rows:
         fix = (

@@ -113,10 +113,16 @@ def _discard_unfinished(out: Path, created: bool) -> None:
     ours), and ``out`` itself when this run created it: a failed run leaves nothing that blocks the next."""
     if not (out / UNFINISHED).is_file():
         return
-    for p in out.iterdir():
-        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+    _empty(out, best_effort=True)
     if created:
         out.rmdir()
+
+
+def _empty(folder: Path, best_effort: bool = False) -> None:
+    """Delete everything in ``folder``; ``best_effort``: what cannot be deleted stays (cleaning up after a
+    failure must not hide the failure)."""
+    for p in folder.iterdir():
+        shutil.rmtree(p, ignore_errors=best_effort) if p.is_dir() else p.unlink(missing_ok=best_effort)
 
 
 def check_out_dir(out: Path, force: bool) -> None:
@@ -125,15 +131,15 @@ def check_out_dir(out: Path, force: bool) -> None:
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: exists and is not a folder")
     if out.is_dir() and any(out.iterdir()):
-        ours = (out / SPEC_FILE).is_file() or (out / UNFINISHED).is_file()
-        if not force and (out / UNFINISHED).is_file():
+        unfinished = (out / UNFINISHED).is_file()
+        if not force and unfinished:
             raise UsageError(
                 f"--out {out}: holds a bundle whose training did not finish (the process was stopped); "
                 f"use --force to replace it"
             )
         if not force:
             raise UsageError(f"--out {out}: folder is not empty; use --force to replace the bundle in it")
-        if not ours:
+        if not unfinished and not (out / SPEC_FILE).is_file():
             raise UsageError(f"--out {out}: not empty and not a clsrun bundle; refusing to delete it")
 
 
@@ -144,8 +150,7 @@ def prepare_out_dir(out: Path, force: bool) -> bool:
     check_out_dir(out, force)
     created = not out.exists()
     if out.is_dir():
-        for p in out.iterdir():
-            shutil.rmtree(p) if p.is_dir() else p.unlink()
+        _empty(out)
     make_folder(out, f"--out {out}")
     (out / UNFINISHED).write_bytes(b"")
     return created
