@@ -18,6 +18,7 @@ $(BIN)/python:
 # setuptools prints an information-only note on every strict editable install (the mode DESIGN.md asks
 # for); only that note is silenced, so that a real packaging warning stands out.
 $(STAMP): $(BIN)/python pyproject.toml $(PKG_DIRS)
+	@echo "setting up .venv: torch 2.13.0 (CPU build) first, then clsrun with its extras (minutes, once)"
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q torch==2.13.0
 	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/pip install -q -e ".[train,minilm,dev,ray]" --config-settings editable_mode=strict
 	@# An editable install gets no bytecode, and where PYTHONDONTWRITEBYTECODE is set none is ever written:

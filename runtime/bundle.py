@@ -186,7 +186,10 @@ class Bundle:
         root = Path(root)
         spec_path = root / SPEC_FILE
         if not root.is_dir():
-            raise BundleError(f"{root}: model bundle folder not found")
+            what = (
+                "is a file, not a model bundle folder" if root.exists() else "model bundle folder not found"
+            )
+            raise BundleError(f"{root}: {what}")
         if not spec_path.is_file():
             raise BundleError(f"{spec_path}: missing; {root} is not a clsrun model bundle")
         raw = spec_path.read_bytes()

@@ -255,7 +255,14 @@ _NAMES = {
     "options.probs": "--probs",
     "options.window": "--window",
     "options.batch_tokens": "--batch-tokens",
+    "options.delimiter": "--delimiter",
+    "options.tsv_quotes": "--tsv-quotes",
+    "options.max_batch_rows": "the rows per batch",
+    "options.max_text_bytes": "the text size cap",
 }
+
+# Entries another one sets: not named when that one changed too (--window sets an n-gram bundle's batch rows).
+_FOLLOWS = {"options.max_batch_rows": "options.window"}
 
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -273,8 +280,9 @@ def describe_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """One phrase per state entry that differs, e.g. ``--window changed (was 4096, now 8192)``."""
     a, b = _flatten(old), _flatten(new)
     phrases = []
-    for key in sorted((set(a) | set(b)) - {"format", "run_id"}):
-        if a.get(key) != b.get(key):
+    changed = {key for key in set(a) | set(b) if a.get(key) != b.get(key)} - {"format", "run_id"}
+    for key in sorted(changed):
+        if _FOLLOWS.get(key) not in changed:
             name = _NAMES.get(key, key)
             detail = (
                 _fingerprint_detail(a.get(key), b.get(key))

@@ -300,7 +300,8 @@ def read_labelled(
     missing = [c for c in (text_col, label_col) if c not in table.column_names]
     if missing:
         raise InputError(
-            f"{path}: no column {', '.join(repr(c) for c in missing)}; columns are {', '.join(table.column_names)}"
+            f"{path}: no column {', '.join(repr(c) for c in missing)}; columns are "
+            f"{', '.join(repr(n) for n in table.column_names) or '(none)'} (choose with --text-col / --label-col)"
         )
     texts = table.column(text_col).to_pylist()
     labels = table.column(label_col).to_pylist()

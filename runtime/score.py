@@ -350,7 +350,7 @@ def _manifest(
     rows = partial.rows_done
     return {
         "clsrun_version": __version__,
-        "input": str(path),
+        "input": state["input"],  # resolved: a later --resume from another folder compares the same path
         "input_fingerprint": state["input_fingerprint"],
         "output": str(out),
         "rows_read": rows,

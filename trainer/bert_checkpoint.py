@@ -44,7 +44,7 @@ def check_checkpoint(folder: Path) -> None:
     """Raise one :class:`ModelNotFoundError` listing everything that keeps ``folder`` from being used."""
     if not folder.exists():
         raise ModelNotFoundError(
-            f"{folder}: no such model folder; --model takes 'charcnn', 'minilm' or a local Hugging Face "
+            f"{folder}: no such model folder; --model takes 'ngram', 'charcnn', 'minilm' or a local Hugging Face "
             "checkpoint folder (nothing is downloaded from a model hub)"
         )
     if not folder.is_dir():

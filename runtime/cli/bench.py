@@ -31,7 +31,10 @@ def bench_command(
         typer.Option(
             "--backends",
             help="Comma-separated backends to compare. One that cannot run here (not exported, wrong device, "
-            "not a BERT bundle) is listed with the reason instead of being dropped.",
+            "not a BERT bundle) is listed with the reason instead of being dropped. Default: all of "
+            + ", ".join(_ALL.split(","))
+            + ".",
+            show_default=False,  # the default as one unbreakable word was cut at the terminal's width
         ),
     ] = _ALL,
     out: Annotated[

@@ -12,7 +12,7 @@ from clsrun.runtime.cli.app import app, reports_errors
 @app.command("export")
 @reports_errors
 def export(
-    bundle: Path = typer.Argument(..., exists=True, file_okay=False, help="Model bundle folder to export."),
+    bundle: Path = typer.Argument(..., help="Model bundle folder to export."),
     precision: str = typer.Option(
         "fp32,int8",
         "--precision",

@@ -44,9 +44,7 @@ def int_list(value: str, flag: str, example: str) -> tuple[int, ...]:
 
 Model = Annotated[
     Path | None,
-    typer.Option(
-        "--model", file_okay=False, help="Model bundle folder. Default: the model shipped with clsrun."
-    ),
+    typer.Option("--model", help="Model bundle folder. Default: the model shipped with clsrun."),
 ]
 TextCol = Annotated[str, typer.Option("--text-col", help="Column (or JSON field) holding the text.")]
 IdCol = Annotated[

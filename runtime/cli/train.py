@@ -74,9 +74,13 @@ def train(
     ),
     text_col: TextCol = TEXT_COL,
     label_col: LabelCol = LABEL_COL,
-    lr: float | None = typer.Option(None, "--lr", help="Peak learning rate (char-CNN 5e-3, BERT 1e-4)."),
+    lr: float | None = typer.Option(
+        None, "--lr", help="Peak learning rate (n-gram 2e-2, char-CNN 5e-3, BERT 1e-4)."
+    ),
     epochs: int | None = typer.Option(
-        None, "--epochs", help="Maximum epochs; early stopping may end sooner (char-CNN 6, BERT 2)."
+        None,
+        "--epochs",
+        help="Maximum epochs; early stopping may end sooner (n-gram 10, char-CNN 6, BERT 2).",
     ),
     batch_size: int | None = typer.Option(
         None, "--batch-size", help="Rows per step per process: larger is faster per row, needs more memory."
@@ -87,8 +91,8 @@ def train(
     max_length: int | None = typer.Option(
         None,
         "--max-length",
-        help="Cut texts to this many characters (char-CNN) or tokens (BERT): longer sees more of long "
-        "texts, costs time linearly (char-CNN) or worse (BERT) at training and scoring.",
+        help="Cut texts to this many characters (n-gram 20000, char-CNN 256) or tokens (BERT 256): longer "
+        "sees more of long texts, costs time linearly (n-gram, char-CNN) or worse (BERT) at training and scoring.",
     ),
     warmup: float | None = typer.Option(
         None, "--warmup", help="Learning-rate warmup: a fraction of all steps if < 1, else a step count."

@@ -90,7 +90,7 @@ def test_every_command_is_built_by_typer() -> None:
 
 def test_train_shares_the_flags_and_its_help_gives_the_library_defaults() -> None:
     from clsrun.trainer.data import DEFAULT_VAL_SPLIT, DataOptions
-    from clsrun.trainer.options import BERT_DEFAULTS, CHARCNN_DEFAULTS, CharCNNOptions
+    from clsrun.trainer.options import BERT_DEFAULTS, CHARCNN_DEFAULTS, NGRAM_DEFAULTS, CharCNNOptions
 
     assert (DataOptions().text_col, DataOptions().label_col) == (cli.TEXT_COL, cli.LABEL_COL)
     raw = _help("train")
@@ -100,13 +100,15 @@ def test_train_shares_the_flags_and_its_help_gives_the_library_defaults() -> Non
     text = " ".join(raw.replace("│", " ").split())
     assert "auto uses CUDA when it can" in text  # --device: the shared help
     numbers = {
-        "lr": r"--lr .*?char-CNN ([\d.e-]+), BERT ([\d.e-]+)",
-        "epochs": r"--epochs .*?char-CNN (\d+), BERT (\d+)",
+        "lr": r"--lr .*?n-gram ([\d.e-]+), char-CNN ([\d.e-]+), BERT ([\d.e-]+)",
+        "epochs": r"--epochs .*?n-gram (\d+), char-CNN (\d+), BERT (\d+)",
+        "max_length": r"--max-length .*?n-gram (\d+), char-CNN (\d+)\) or tokens \(BERT (\d+)",
     }
     for field, pattern in numbers.items():
         found = re.search(pattern, text)
         assert found, f"--{field} help names no per-kind defaults"
-        assert (float(found[1]), float(found[2])) == (CHARCNN_DEFAULTS[field], BERT_DEFAULTS[field])
+        defaults = (NGRAM_DEFAULTS[field], CHARCNN_DEFAULTS[field], BERT_DEFAULTS[field])
+        assert tuple(float(found[i]) for i in (1, 2, 3)) == defaults
     charcnn = CharCNNOptions()
     for phrase in (
         f"(default {DEFAULT_VAL_SPLIT:g})",
@@ -117,3 +119,25 @@ def test_train_shares_the_flags_and_its_help_gives_the_library_defaults() -> Non
         "e.g. " + ",".join(map(str, charcnn.kernel_sizes)),
     ):
         assert phrase in text, phrase
+
+
+@pytest.mark.parametrize("given", ["missing", "a file"])
+@pytest.mark.parametrize("command", ["predict", "eval", "export", "bench"])
+def test_a_bundle_that_is_not_a_folder_is_one_line_and_exit_3_in_every_command(
+    command: str, given: str, tmp_path: Path
+) -> None:
+    data = tmp_path / "data.csv"
+    data.write_text("label,text\npos,good\n", encoding="utf-8")
+    bundle = tmp_path / "nope" if given == "missing" else data
+    args = {
+        "predict": ["predict", str(data), "--model", str(bundle), "--out", str(tmp_path / "o.csv")],
+        "eval": ["eval", str(bundle), str(data)],
+        "export": ["export", str(bundle)],
+        "bench": ["bench", str(bundle), "--data", str(data), "--out", str(tmp_path / "b")],
+    }[command]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 3, res.output
+    expected = (
+        "model bundle folder not found" if given == "missing" else "is a file, not a model bundle folder"
+    )
+    assert res.output.strip().splitlines() == [f"error: {bundle}: {expected}"]

@@ -80,6 +80,7 @@ def test_custom_columns_and_jsonl(toy_bundle: Path, tmp_path: Path) -> None:
     assert json.loads(result.output)["accuracy"] == pytest.approx(0.8)
     result = runner.invoke(app, ["eval", str(toy_bundle), str(data)])
     assert result.exit_code == 2 and "no column 'text', 'label'" in result.output
+    assert "(choose with --text-col / --label-col)" in result.output
 
 
 def test_labels_the_model_does_not_know_are_a_clear_error(toy_bundle: Path, tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ import pytest
 import typer.main
 from typer.testing import CliRunner
 
-from clsrun.runtime.cli import app
+from clsrun.runtime.cli import app, global_flags_first
 from clsrun.runtime.cli.predict import ScoringBar
 from clsrun.runtime.readers import ReadProgress
 
@@ -287,7 +287,8 @@ def test_libraries_info_lines_stay_out_of_stderr_unless_debug(tmp_path: Path, to
     )
     runs = {}
     for debug in ([], ["--debug"]):
-        args = [*debug, "predict", str(src), "--model", str(toy_bundle), "--out", str(out), "--overwrite"]
+        # --debug after the command: the console entry point moves it where typer reads it
+        args = ["predict", str(src), "--model", str(toy_bundle), "--out", str(out), "--overwrite", *debug]
         res = subprocess.run(
             [sys.executable, "-c", chatty, *args], capture_output=True, text=True, timeout=120
         )
@@ -295,3 +296,10 @@ def test_libraries_info_lines_stay_out_of_stderr_unless_debug(tmp_path: Path, to
         runs[bool(debug)] = res.stderr
     assert "library chatter" not in runs[False] and "scored 30 rows" in runs[False]
     assert "library chatter at exit" in runs[True]  # --debug shows everything
+
+
+def test_debug_is_read_before_or_after_the_command_but_not_after_a_separator() -> None:
+    assert global_flags_first(["predict", "x.csv", "--debug"]) == ["--debug", "predict", "x.csv"]
+    assert global_flags_first(["--debug", "eval", "B", "--debug"]) == ["--debug", "eval", "B"]
+    assert global_flags_first(["predict", "--", "--debug"]) == ["predict", "--", "--debug"]  # a file's name
+    assert global_flags_first(["--version"]) == ["--version"]

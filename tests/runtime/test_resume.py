@@ -163,6 +163,25 @@ def test_resume_of_a_completed_run_does_nothing(tmp_path: Path, toy_bundle: Path
     assert changed.manifest["options"]["probs"] is True  # other options: scored again
 
 
+def test_resume_names_only_what_the_user_changed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A relative input path typed twice is the same path; rows per batch that follow --window are not named."""
+    monkeypatch.chdir(tmp_path)
+    _input(tmp_path / "in.csv", 300)
+    clf = Classifier.load(None, Variant(threads=1), BatchOptions(window=100))
+    first = score_file(Path("in.csv"), Path("o.csv"), clf)
+    assert first.manifest["input"] == str(tmp_path / "in.csv")
+    wider = Classifier.load(None, Variant(threads=1), BatchOptions(window=200))
+    assert (
+        wider.batching.max_batch_rows != clf.batching.max_batch_rows
+    )  # the default model's follow the window
+    with pytest.raises(OutputExistsError) as refused:
+        score_file(Path("in.csv"), Path("o.csv"), wider, options=OutputOptions(resume=True, probs=True))
+    assert "(--probs changed (was False, now True); --window changed (was 100, now 200))" in str(
+        refused.value
+    )
+    assert "input path" not in str(refused.value) and "rows per batch" not in str(refused.value)
+
+
 class _FailingRunner:
     """Wraps a runner: the ``fail_at``-th call raises (in whichever stream's thread runs it), once a window is
     checkpointed in ``checkpoint`` (or after a minute): on a loaded machine the writer may lag the streams,

@@ -84,7 +84,10 @@ def test_pipeline_agrees_with_clsrun_eager_scoring(tiny_bert_bundle: Path) -> No
 
 
 def test_missing_model_folder_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(ModelNotFoundError, match=r"no such model folder.*nothing is downloaded"):
+    with pytest.raises(
+        ModelNotFoundError,
+        match=r"no such model folder; --model takes 'ngram', 'charcnn', .*nothing is downloaded",
+    ):
         resolve_checkpoint(str(tmp_path / "bert-base-chinese"))
 
 
