@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from clsrun.runtime.bundle import SPEC_FILE
 from clsrun.runtime.errors import OutputExistsError, UsageError
 from clsrun.runtime.outlock import OutputLock
 from clsrun.runtime.partial import PartialOutput
@@ -37,8 +38,9 @@ def default_output(input_path: Path) -> Path:
     return input_path.with_name(f"{name}.scores.csv")
 
 
-def output_path(input_path: Path, output: Path | str | None) -> Path:
-    """Where a local run of ``input_path`` writes, checked: a file clsrun can write in a known format."""
+def output_path(input_path: Path, output: Path | str | None, bundle: Path | None = None) -> Path:
+    """Where a local run of ``input_path`` writes, checked: a file clsrun can write in a known format,
+    outside the model ``bundle`` folder (when given), whose files the run reads and hashes."""
     if output is not None and str(output) == "-":
         raise UsageError(
             "--out -: clsrun does not write to standard output: the output appears only once complete "
@@ -50,6 +52,12 @@ def output_path(input_path: Path, output: Path | str | None) -> Path:
         raise UsageError(f"--out {out}: is a folder; the local engine writes one file")
     if out.resolve() == input_path.resolve():
         raise UsageError(f"--out {out}: is the input file itself")
+    if (
+        bundle is not None
+        and (bundle / SPEC_FILE).is_file()
+        and out.resolve().is_relative_to(bundle.resolve())
+    ):
+        raise UsageError(f"--out {out}: is inside the model bundle {bundle}; write the scores elsewhere")
     return out
 
 
@@ -64,7 +72,12 @@ class OutputClaim:
     @classmethod
     @contextmanager
     def take(
-        cls, input_path: Path, output: Path | str | None, resume: bool = False, overwrite: bool = False
+        cls,
+        input_path: Path,
+        output: Path | str | None,
+        resume: bool = False,
+        overwrite: bool = False,
+        bundle: Path | None = None,
     ) -> Iterator[OutputClaim]:
         """Check and lock the output of a run of ``input_path``; the lock is released on leaving.
 
@@ -72,7 +85,7 @@ class OutputClaim:
         :class:`~clsrun.runtime.partial.CheckpointExistsError` or :class:`OutputExistsError` when a run
         with neither ``resume`` nor ``overwrite`` would discard a checkpoint or replace an output.
         """
-        out = output_path(input_path, output)
+        out = output_path(input_path, output, bundle)
         with OutputLock.acquire(out):
             if not resume and not overwrite:
                 _refuse_to_discard(out)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from clsrun.runtime.batching import BatchOptions
+from clsrun.runtime.bundle import default_model_path
 from clsrun.runtime.claim import OutputClaim
 from clsrun.runtime.classifier import Classifier
 from clsrun.runtime.errors import UsageError
@@ -70,7 +71,9 @@ def predict_file(
     # thread (which closes it) starts: the output is locked, or the model cannot load.
     with (
         open_input(input, read) as stream,
-        OutputClaim.take(stream.path, out, output.resume, output.overwrite) as claim,
+        OutputClaim.take(
+            stream.path, out, output.resume, output.overwrite, Path(model or default_model_path())
+        ) as claim,
     ):
         _honour(stop)
         classifier = Classifier.load(model, variant, batching)

@@ -23,6 +23,7 @@ import io
 import itertools
 import json
 import logging
+import math
 import re
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -205,11 +206,12 @@ def _header(f: IO[bytes], path: Path, fmt: FileFormat, options: ReadOptions) -> 
 # --------------------------------------------------------------------------------------------------
 
 
-def read_table(path: Path | str, options: ReadOptions = ReadOptions()) -> pa.Table:
+def read_table(path: Path | str, options: ReadOptions = ReadOptions(), reads: Sequence[str] = ()) -> pa.Table:
     """Read a whole file into an Arrow table (CSV, TSV, JSONL: every column as a string).
 
     Records that cannot be read are left out, and one line on stderr says how many and why (training
-    and evaluation have no row to keep them in); a file that cannot be parsed at all is an InputError.
+    and evaluation have no row to keep them in); a file that cannot be parsed at all is an InputError,
+    as is one where a column the caller ``reads`` is named twice.
     """
     path = Path(path)
     require_file(path)
@@ -219,12 +221,15 @@ def read_table(path: Path | str, options: ReadOptions = ReadOptions()) -> pa.Tab
         if fmt.kind == "parquet":
             import pyarrow.parquet as pq  # only for Parquet: it is a tenth of pyarrow's import time
 
+            require_unique_columns(path, pq.read_schema(path).names, list(reads))
             return pq.read_table(path)  # pyarrow opens the path itself and closes it when done
         with contextlib.ExitStack() as files:
             f, _ = _open_bytes(path, fmt.gzip, files)
             if fmt.kind == "jsonl":
                 return _json_table(path, f, options)
-            return _delimited_table(path, f, _header(f, path, fmt, options), options)
+            header = _header(f, path, fmt, options)
+            require_unique_columns(path, header.names, list(reads))
+            return _delimited_table(path, f, header, options)
     except InputError:
         raise
     except _READ_ERRORS as e:
@@ -296,7 +301,8 @@ def read_labelled(
     read as strings so ``0``/``1`` and ``neg``/``pos`` both work. ``options`` (its ``text_col`` is
     replaced by ``text_col``) sets the delimiter and limits.
     """
-    table = read_table(path, dataclasses.replace(options or ReadOptions(), text_col=text_col))
+    options = dataclasses.replace(options or ReadOptions(), text_col=text_col)
+    table = read_table(path, options, reads=(text_col, label_col))
     missing = [c for c in (text_col, label_col) if c not in table.column_names]
     if missing:
         raise InputError(
@@ -308,10 +314,11 @@ def read_labelled(
     keep_t: list[str] = []
     keep_l: list[str] = []
     first_dropped: int | None = None
-    for row, (t, y) in enumerate(zip(texts, labels, strict=True)):
-        if t is not None and y is not None and str(t).strip() and str(y).strip():
+    for row, (t, raw) in enumerate(zip(texts, labels, strict=True)):
+        y = label_text(raw)
+        if t is not None and y and str(t).strip():
             keep_t.append(str(t))
-            keep_l.append(str(y).strip())
+            keep_l.append(y)
         elif first_dropped is None:
             first_dropped = row
     if not keep_t:
@@ -323,7 +330,57 @@ def read_labelled(
             len(texts) - len(keep_t),
             first_dropped,
         )
+    _warn_case_twins(path, keep_l)
     return LabelledData(keep_t, keep_l)
+
+
+# Labels that mean "no label": NaN as JSON writes it (and whole-file reads turn into text) and as pandas does.
+_NO_LABEL = frozenset({"NaN", "nan"})
+_WHOLE_NUMBER = re.compile(r"[+-]?\d+\.0*")  # 1.0, 2., -3.00: the same label as 1, 2, -3
+
+
+def label_text(value: object) -> str | None:
+    """A label as the string a bundle keeps: stripped; None for a missing one (null, NaN, blank).
+
+    A whole number is one label however the file spelt it: ``1``, ``1.0`` and ``"1"`` are all ``"1"``
+    (JSON and Parquet write floats for a column that once held a decimal point, and a class split in two
+    trains badly, without a word).
+    """
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    text = str(value).strip()
+    if text in _NO_LABEL:
+        return None
+    if _WHOLE_NUMBER.fullmatch(text):
+        text = str(int(text.split(".")[0]))
+    return text or None
+
+
+def _warn_case_twins(path: Path | str, labels: list[str]) -> None:
+    """One warning when two labels differ only in letter case (``neg``/``NEG``): kept apart, but rarely meant."""
+    by_fold: dict[str, set[str]] = {}
+    for label in set(labels):
+        by_fold.setdefault(label.casefold(), set()).add(label)
+    twins = [" / ".join(sorted(group)) for group in by_fold.values() if len(group) > 1]
+    if twins:
+        log.warning(
+            "%s: labels that differ only in letter case are separate classes: %s",
+            path,
+            "; ".join(sorted(twins)),
+        )
+
+
+def require_unique_columns(path: Path | str, names: list[str], wanted: list[str]) -> None:
+    """Refuse a file where a column clsrun reads is named twice: which one is meant cannot be known
+    (CSV readers take the first, Parquet readers refuse it), and a guess would score the wrong text."""
+    twice = [c for c in dict.fromkeys(wanted) if names.count(c) > 1]
+    if twice:
+        raise InputError(
+            f"{path}: column {', '.join(repr(c) for c in twice)} is the name of more than one column; "
+            "rename the copies so each name is unique"
+        )
 
 
 def iter_texts(path: Path | str, text_col: str = "text") -> Iterator[str | None]:
@@ -440,7 +497,7 @@ def _json_row(
         return None, None, f"invalid JSON: {e}"
     if not isinstance(obj, dict):
         return None, None, f"line is a JSON {type(obj).__name__}, not an object"
-    rid = obj.get(id_col) if id_col else None
+    rid = obj.get(id_col) if id_col is not None else None
     rid_text = None if rid is None else rid if isinstance(rid, str) else json.dumps(rid)
     value = obj.get(text_col)
     suspect = b"\\u" in line or b"\xed" in line  # how a lone surrogate gets in: an escape, or CESU-8 bytes
@@ -450,7 +507,7 @@ def _json_row(
             escape_surrogates(rid_text),
             "id is not valid Unicode (a lone surrogate), written escaped",
         )
-    if id_col and id_col not in obj:
+    if id_col is not None and id_col not in obj:
         return None, None, f"no {id_col!r} field (--id-col)"
     if text_col not in obj:
         return None, rid_text, f"no {text_col!r} field"
@@ -619,6 +676,7 @@ class RecordStream:
                 f"{self.path}: no column {', '.join(repr(c) for c in missing)}; columns are "
                 f"{', '.join(repr(n) for n in names) or '(none)'} (choose with --text-col / --id-col)"
             )
+        require_unique_columns(self.path, names, wanted)
 
     def _open_raw(self) -> Iterator[_Rows]:
         try:
@@ -684,7 +742,7 @@ class RecordStream:
         texts, errors = _arrow_texts(
             _one_array(block.table.column(self.text_col)), self.options.max_text_bytes
         )
-        ids = _arrow_ids(_one_array(block.table.column(self.id_col))) if self.id_col else None
+        ids = _arrow_ids(_one_array(block.table.column(self.id_col))) if self.id_col is not None else None
         if not block.bad:
             return texts, ids, errors
         texts = list(texts)  # rows are put back one by one: Python strings from here
@@ -722,7 +780,7 @@ class RecordStream:
             if batch.num_rows == 0:
                 continue
             texts, errors = _arrow_texts(batch.column(self.text_col), self.options.max_text_bytes)
-            ids = _arrow_ids(batch.column(self.id_col)) if self.id_col else None
+            ids = _arrow_ids(batch.column(self.id_col)) if self.id_col is not None else None
             yield texts, ids, errors, None
 
     # -- JSONL -------------------------------------------------------------------------------------
@@ -784,7 +842,7 @@ class RecordStream:
                     else (None, None, f"row {self.rows_read + i}: {over}")
                     for i, ln in enumerate(block)
                 ]
-                ids = [r[1] for r in rows] if self.id_col else None
+                ids = [r[1] for r in rows] if self.id_col is not None else None
                 yield [r[0] for r in rows], ids, [r[2] for r in rows], end
 
 

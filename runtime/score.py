@@ -155,7 +155,8 @@ def score_file(
     stream = input if isinstance(input, RecordStream) else open_input(input, read)
     if isinstance(output, OutputClaim):
         return _score_claimed(stream, output, classifier, read, options, progress, stop or StopRequest())
-    with OutputClaim.take(stream.path, output, options.resume, options.overwrite) as claim:
+    bundle = classifier.bundle.root
+    with OutputClaim.take(stream.path, output, options.resume, options.overwrite, bundle) as claim:
         return _score_claimed(stream, claim, classifier, read, options, progress, stop or StopRequest())
 
 

@@ -489,7 +489,7 @@ def _manifest(
             for uri, t in ((u, totals.get(i, empty)) for i, u in enumerate(files.uris))
         ],
         "parts": sorted(parts, key=lambda p: p["file"]),
-        "ids": "id-col" if read.id_col else ("file:row" if several else "row"),
+        "ids": "id-col" if read.id_col is not None else ("file:row" if several else "row"),
         "bundle": described["bundle"],
         "bundle_digest": described["bundle_digest"],
         "backend": ran["backend"],

@@ -175,6 +175,52 @@ def test_read_labelled_still_drops_unusable_rows(tmp_path: Path) -> None:
     assert data.texts == ["good", "bad"] and data.labels == ["pos", "neg"]
 
 
+def test_labels_nan_is_missing_a_number_is_one_label_and_case_twins_are_named(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "l.parquet"
+    labels = [1.0, float("nan"), 0.0, None, 1.0]
+    pq.write_table(pa.table({"label": labels, "text": ["a", "b", "c", "d", "e"]}), path)
+    data = read_labelled(path)
+    assert data.texts == ["a", "c", "e"] and data.labels == ["1", "0", "1"]  # NaN and null left out alike
+    mixed = tmp_path / "l.jsonl"
+    rows = [{"label": v, "text": "t"} for v in (1, 1.0, "1", " 1 ", 0.5, NAN_JSON)]
+    mixed.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    assert read_labelled(mixed).labels == ["1", "1", "1", "1", "0.5"]
+    twins = tmp_path / "c.csv"
+    twins.write_text("label,text\nneg,a\nNEG,b\npos,c\n", encoding="utf-8")
+    assert read_labelled(twins).labels == ["neg", "NEG", "pos"]  # kept apart, as written, but said
+    assert "labels that differ only in letter case are separate classes: NEG / neg" in caplog.text
+
+
+NAN_JSON = float("nan")  # json.dumps writes NaN, which Python's reader reads back as a float NaN
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_a_column_named_twice_is_refused_not_guessed(tmp_path: Path, suffix: str) -> None:
+    path = tmp_path / f"dup{suffix}"
+    if suffix == ".csv":
+        path.write_text("text,text,label\ngood,bad,pos\n", encoding="utf-8")
+    else:
+        table = pa.Table.from_arrays(
+            [pa.array(["good"]), pa.array(["bad"]), pa.array(["pos"])], ["text", "text", "label"]
+        )
+        pq.write_table(table, path)
+    for read in (lambda: open_records(path), lambda: read_labelled(path)):
+        with pytest.raises(InputError, match="column 'text' is the name of more than one column"):
+            read()
+    open_records(path, ReadOptions(text_col="label")).close()  # the duplicate is not read: no objection
+
+
+def test_an_id_column_with_an_empty_name_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "index.csv"
+    path.write_text(",text\nx,good\ny,bad\n", encoding="utf-8")  # pandas' to_csv with its index
+    assert _all(path, id_col="").ids == ["x", "y"]
+    lines = tmp_path / "e.jsonl"
+    lines.write_text('{"": "k1", "text": "a"}\n{"": "k2", "text": "b"}\n', encoding="utf-8")
+    assert _all(lines, id_col="").ids == ["k1", "k2"]
+
+
 def test_jsonl_blank_lines_are_not_records_even_across_blocks(tmp_path: Path) -> None:
     path = tmp_path / "sparse.jsonl"
     path.write_text("\n" * 200_000 + '{"text": "a"}\n' + "\n" * 200_000 + '{"text": "b"}\n', encoding="utf-8")

@@ -201,6 +201,22 @@ def test_output_is_not_the_input(tmp_path: Path, toy_bundle: Path) -> None:
         score_file(src, src, Classifier.load(toy_bundle))
 
 
+def test_output_is_not_written_into_the_model_bundle(tmp_path: Path, toy_bundle: Path) -> None:
+    from typer.testing import CliRunner
+
+    from clsrun.runtime.cli import app
+
+    copy = Path(shutil.copytree(toy_bundle, tmp_path / "bundle"))
+    src = _reviews(tmp_path / "in.csv", 10)
+    with pytest.raises(UsageError, match="is inside the model bundle"):
+        score_file(src, copy / "clsrun.json", Classifier.load(copy), options=OutputOptions(overwrite=True))
+    args = ["predict", str(src), "--model", str(copy), "--out", str(copy / "onnx" / "scores.csv")]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 2 and "is inside the model bundle" in res.output
+    assert not (copy / "onnx" / "scores.csv").exists()
+    Classifier.load(copy)  # still whole: nothing was written into it
+
+
 def test_a_damaged_bundle_is_refused(tmp_path: Path, toy_bundle: Path) -> None:
     copy = tmp_path / "copy"
     shutil.copytree(toy_bundle, copy)
