@@ -23,8 +23,10 @@ Hash spec (all arithmetic on uint64, wrapping modulo 2**64; pinned by ``tests/ru
 
   - ``"raw"``: every occurrence is one feature of weight ``idf[id] / sqrt(sum of idf**2 over the text's
     occurrences)`` with the smooth idf ``ln((1 + N) / (1 + df)) + 1``: an l2-normalised raw-tf TF-IDF
-    vector when the model sums ``weight * table[id]`` over the text (repeats are not merged: merging
-    them costs a row-wise sort, and short texts hardly repeat an n-gram);
+    vector when the model sums ``weight * table[id]`` over the text and no n-gram repeats (repeats are
+    not merged: merging them costs a row-wise sort, and short texts hardly repeat an n-gram). With
+    repeats the norm is under-counted: a text that is another repeated k times weighs sqrt(k) times
+    more, so its scores are more confident (the label is the same); ``"sublinear"`` has no such effect;
   - ``"sublinear"``: repeats are merged, one feature per kept id of the text, ids ascending, weighing
     ``(1 + ln tf) * idf[id]``, l2-normalised over the text: scikit-learn's ``TfidfVectorizer(
     sublinear_tf=True)``. Long texts need it: raw tf lets an article's most frequent n-grams drown the
