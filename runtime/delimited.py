@@ -17,7 +17,9 @@ a sentinel record parsed after the block proves the cut to pyarrow's own parser,
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
 import logging
 import re
 from collections.abc import Iterator
@@ -136,6 +138,14 @@ def read_header(
     return Header(_split(line, delimiter, quoting), Dialect(delimiter, quoting, newline), buf[end:])
 
 
+def _is_utf8(data: bytes | memoryview) -> bool:
+    try:
+        codecs.utf_8_decode(data, "strict", True)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def _record_pattern(dialect: Dialect) -> re.Pattern[bytes]:
     """Complete records from the start of a buffer, with pyarrow's rules: a quote opens a quoted field only
     at the start of a field; in it ``""`` is a quote; after the closing quote the field goes on unquoted.
@@ -246,7 +256,7 @@ class RecordBlocks:
         try:
             table = self._read(data, None)
         except pa.ArrowInvalid:  # a row with the wrong number of fields: again, keeping count of them
-            table = self._read(data, bad)
+            table = self._read(data, bad) if _is_utf8(data) else self._read_in_python(data, bad)
         if self.dialect.quoting:
             last = table.column(0)[-1].as_py() if table.num_rows else None
             if last not in (_MARK, _MARK.encode()):
@@ -286,6 +296,40 @@ class RecordBlocks:
             ),
             convert_options=self._convert,
         )
+
+    def _read_in_python(self, data: bytes | memoryview, bad: list[tuple[int, str]]) -> pa.Table:
+        """:meth:`_read` with ``bad`` for a block that is not all UTF-8, by the standard library's reader.
+
+        Why by hand: pyarrow hands a row with the wrong number of fields to the handler as text, and one that
+        is not UTF-8 fails that conversion inside pyarrow (printed as an ignored exception) and the whole
+        block with it. Bytes that are not UTF-8 travel here as lone surrogates (``surrogateescape``) and come
+        back unchanged, so such a row is still the per-row "undecodable bytes" error it is everywhere else.
+        """
+        d, names = self.dialect, self.header.names
+        text = bytes(data).decode("utf-8", "surrogateescape")
+        quoting = {"quotechar": QUOTE.decode(), "doublequote": True} if d.quoting else {"quoting": csv.QUOTE_NONE}
+        records = csv.reader(io.StringIO(text, newline=""), delimiter=d.delimiter, strict=False, **quoting)
+        kept: list[list[str]] = []
+        position = 0
+        for fields in records:
+            if not fields and len(names) > 1:  # an empty line, which pyarrow skips as well
+                continue
+            fields = fields or [""]
+            if len(fields) != len(names):
+                got = f"{len(fields)} field{'s' if len(fields) != 1 else ''}"
+                bad.append((position, f"{got}, the header has {len(names)}"))
+            else:
+                kept.append(fields)
+            position += 1
+        column_type = self._convert.column_types[self.columns[0]] if self.columns else pa.binary()
+        arrays = {}
+        for name in self.columns:
+            raw = [row[names.index(name)].encode("utf-8", "surrogateescape") for row in kept]
+            if column_type == pa.binary():
+                arrays[name] = pa.array(raw, pa.binary())
+            else:
+                arrays[name] = pa.array(raw, pa.binary()).cast(column_type)  # raises on bytes that are not UTF-8
+        return pa.table(arrays)
 
     def _oversize(self) -> Block:
         self.rows += 1

@@ -76,6 +76,30 @@ def input_fingerprint(path: Path) -> dict[str, Any]:
     }
 
 
+def changed_while_read(path: Path, fingerprint: dict[str, Any]) -> str | None:
+    """What changed in the file ``fingerprint`` was taken of, as read through ``path``; None when nothing.
+
+    A path that now names another file (replaced by a rename) or none (deleted) is not a change: the reader
+    opened the original before the fingerprint was taken and reads it to the end whatever the path names.
+    A write to the original (an append, a copy over it) changes its size or times, and the rows read are
+    then a mix of two contents.
+    """
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    if (stat.st_ino, stat.st_dev) != (fingerprint.get("inode"), fingerprint.get("device")):
+        return None
+    now = {
+        "size": stat.st_size,
+        "modification time": stat.st_mtime_ns,
+        "status-change time": stat.st_ctime_ns,
+    }
+    keys = {"size": "size", "modification time": "mtime_ns", "status-change time": "ctime_ns"}
+    fields = [name for name, v in now.items() if fingerprint.get(keys[name]) != v]
+    return ", ".join(fields) or None
+
+
 @dataclass
 class PartRecord:
     """One journal line: a finished window."""

@@ -29,6 +29,7 @@ from clsrun import __version__
 from clsrun.runtime.claim import OutputClaim, default_output
 from clsrun.runtime.classifier import Classifier
 from clsrun.runtime.errors import (
+    InputError,
     Interrupted,
     OutputExistsError,
     StorageError,
@@ -37,7 +38,7 @@ from clsrun.runtime.errors import (
     storage_problem,
 )
 from clsrun.runtime.files import atomic_write_text
-from clsrun.runtime.partial import PartialOutput, describe_changes, input_fingerprint
+from clsrun.runtime.partial import PartialOutput, changed_while_read, describe_changes, input_fingerprint
 from clsrun.runtime.pipeline import Pipeline, Progress
 from clsrun.runtime.readers import ReadOptions, RecordStream, open_records
 from clsrun.runtime.row_errors import check_error_rate, diagnose
@@ -174,11 +175,9 @@ def _score_claimed(
     described = classifier.describe()
     state = _run_state(stream.path, classifier, described, read, options)
     if options.resume and not PartialOutput.folder_for(out).exists():
-        finished = _finished_run(out, state)
+        finished = _finished_run(out, state, options)
         if finished is not None:  # a retried job whose run already completed: nothing left to do
             return finished
-        if out.exists() and not options.overwrite:
-            raise OutputExistsError(_other_output(out, state))
     if stop.is_set():
         raise interrupted(stop)
     started = time.perf_counter()
@@ -196,6 +195,8 @@ def _score_claimed(
         pipeline.run(stream, resumed_rows)
         if pipeline.stopped:
             raise interrupted(stop, partial, pipeline.stuck)
+        _require_unchanged(stream.path, state["input_fingerprint"], partial)
+        manifest_path(out).unlink(missing_ok=True)  # a crash from here on leaves no manifest of another job
         if streamed is None:
             write_atomically(out, schema, _assembled(partial, stop), tmp_dir=partial.folder)
         elif stop.is_set():  # between the last window and publishing: the parts hold every row
@@ -277,14 +278,31 @@ def _storage_failure(error: OSError, out: Path, partial: PartialOutput) -> OSErr
     return failure
 
 
-def _finished_run(out: Path, state: dict[str, Any]) -> ScoreResult | None:
-    """The result of a completed run of the same job (output and matching manifest present), else None."""
+def _finished_run(out: Path, state: dict[str, Any], options: OutputOptions) -> ScoreResult | None:
+    """For ``--resume`` without a checkpoint: the result of a completed run of the same job (output and
+    matching manifest present), judged again against ``options.max_error_rate`` (exit 4 is not lost on a
+    retry); None when there is no output to resume. Another job's output needs ``--overwrite``."""
     target = manifest_path(out)
     manifest = _read_manifest(out)
-    if manifest is None:
+    same = manifest is not None and all(manifest.get(k) == state[k] for k in _JOB_KEYS)
+    if manifest is None or not same:
+        if out.exists() and not options.overwrite:
+            raise OutputExistsError(_other_output(out, state))
         return None
-    same = all(manifest.get(k) == state[k] for k in _JOB_KEYS)
-    return ScoreResult(out, manifest, target, already_complete=True) if same else None
+    check_error_rate(manifest, options.max_error_rate)
+    return ScoreResult(out, manifest, target, already_complete=True)
+
+
+def _require_unchanged(path: Path, fingerprint: dict[str, Any], partial: PartialOutput) -> None:
+    """Refuse to publish the rows of an input that was written to while it was read: they may be a mix of
+    its old and new contents, row counts included. The checkpoint holds such rows too, so it goes."""
+    changed = changed_while_read(path, fingerprint)
+    if changed is not None:
+        partial.remove()
+        raise InputError(
+            f"{path}: was written to while it was being scored (its {changed} changed); nothing was published "
+            "and the saved rows were discarded: score it again once it is complete"
+        )
 
 
 _JOB_KEYS = ("input_fingerprint", "bundle_digest", "options", "variant")  # what makes two runs the same job
@@ -318,9 +336,13 @@ def _run_state(
 ) -> dict[str, Any]:
     """What the output depends on: a ``--resume`` whose state differs is refused (``partial.py``)."""
     batching = classifier.batching
+    try:
+        fingerprint = input_fingerprint(path)
+    except FileNotFoundError as e:  # removed (or renamed away) while the model loaded
+        raise InputError(f"{path}: file not found (it was removed after the run started)") from e
     return {
         "input": str(path.resolve()),
-        "input_fingerprint": input_fingerprint(path),
+        "input_fingerprint": fingerprint,
         "bundle_digest": classifier.bundle.digest,
         "variant": {k: described[k] for k in ("backend", "precision", "device", "file")},
         "options": {

@@ -304,3 +304,32 @@ def test_parquet_total_is_the_row_count_in_its_metadata(tmp_path: Path) -> None:
     fractions = [stream.progress().fraction for _ in stream.chunks()]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
     assert stream.progress() == ReadProgress(5000, 1.0, 5000, True)
+
+
+@pytest.mark.parametrize("name", ["in.csv", "in.tsv"])
+def test_a_ragged_row_beside_bytes_that_are_not_utf8_fails_only_those_rows(tmp_path: Path, name: str) -> None:
+    sep = b"\t" if name.endswith(".tsv") else b","
+    quoted = b'"a, b\nc ""d"""' if sep == b"," else b"a b c"
+    body = [
+        b"k0" + sep + b"good",
+        b"k1" + sep + quoted,
+        b"k2" + sep + b"x" + sep + b"extra",
+        b"",
+        b"k3" + sep + b"ok",
+    ]
+    clean = tmp_path / f"clean{name[2:]}"
+    clean.write_bytes(
+        b"id" + sep + b"text\n" + b"\n".join([*body, b"k4" + sep + b"fine", b"k5" + sep + b"end"]) + b"\n"
+    )
+    dirty = tmp_path / name
+    dirty.write_bytes(
+        b"id" + sep + b"text\n" + b"\n".join([*body, b"k4" + sep + b"f\xffne", b"k5" + sep + b"end"]) + b"\n"
+    )
+    want, got = _all(clean, id_col="id"), _all(dirty, id_col="id")  # pyarrow's path, then the fallback
+    assert len(got.texts) == len(want.texts) == 6  # the empty line is not a record (two columns)
+    assert got.ids == want.ids and got.errors[:4] == want.errors[:4] and got.texts[:4] == want.texts[:4]
+    assert (
+        "2 fields, the header has 2" not in want.errors[2] and "3 fields, the header has 2" in want.errors[2]
+    )
+    assert got.texts[4] is None and "not UTF-8" in got.errors[4]  # the bad bytes: still its own row's error
+    assert got.texts[5] == want.texts[5] == "end"

@@ -21,7 +21,7 @@ import pytest
 
 from clsrun.runtime.batching import BatchOptions
 from clsrun.runtime.classifier import Classifier
-from clsrun.runtime.errors import OutputExistsError, ResumeError, StorageError
+from clsrun.runtime.errors import ErrorRateExceeded, InputError, OutputExistsError, ResumeError, StorageError
 from clsrun.runtime.partial import JOURNAL_FILE, CheckpointExistsError, PartialOutput
 from clsrun.runtime.score import OutputOptions, score_file
 from clsrun.runtime.variant import Variant
@@ -39,18 +39,27 @@ class _Crash(Exception):
     pass
 
 
-def _crash_after(monkeypatch: pytest.MonkeyPatch, parts: int, error: BaseException | None = None) -> None:
-    """The next run saves ``parts`` windows, then raises ``error`` (a :class:`_Crash` by default)."""
+def _before_each_save(monkeypatch: pytest.MonkeyPatch, hook: Any) -> None:
+    """``hook(n)`` runs before the run saves its window number ``n`` (0 first); what it raises, the run does."""
     original = PartialOutput.add
     calls = {"n": 0}
 
     def add(self: PartialOutput, *args: object, **kwargs: object) -> object:
-        if calls["n"] == parts:
-            raise error or _Crash()
+        hook(calls["n"])
         calls["n"] += 1
         return original(self, *args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(PartialOutput, "add", add)
+
+
+def _crash_after(monkeypatch: pytest.MonkeyPatch, parts: int, error: BaseException | None = None) -> None:
+    """The next run saves ``parts`` windows, then raises ``error`` (a :class:`_Crash` by default)."""
+
+    def crash(n: int) -> None:
+        if n == parts:
+            raise error or _Crash()
+
+    _before_each_save(monkeypatch, crash)
 
 
 @pytest.mark.parametrize("out_name", ["o.csv", "o.jsonl", "o.parquet"])
@@ -257,3 +266,76 @@ def test_a_full_disk_before_any_row_was_saved_says_so(
             score_file(src, tmp_path / "o.csv", clf)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv"]  # nothing left behind
     assert score_file(src, tmp_path / "o.csv", clf).manifest["rows_read"] == 500  # the same command, again
+
+
+def _on_first_save(monkeypatch: pytest.MonkeyPatch, action: Any) -> None:
+    """Run ``action()`` once, when the run saves its first window (the input is then open and being read)."""
+    _before_each_save(monkeypatch, lambda n: action() if n == 0 else None)
+
+
+@pytest.mark.parametrize("how", ["append", "rewrite"])
+def test_an_input_written_to_while_scored_publishes_nothing(
+    tmp_path: Path, toy_bundle: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    src = _input(tmp_path / "in.csv", 3000)
+    other = _input(tmp_path / "other.csv", 3000).read_bytes()[::-1]  # same size, other content
+
+    def write() -> None:
+        if how == "append":
+            with open(src, "a", encoding="utf-8") as f:
+                f.write("one more row\n" * 500)
+        else:
+            with open(src, "r+b") as f:  # in place: same inode, as `cp B A` does
+                f.write(other)
+
+    clf = Classifier.load(toy_bundle, Variant(threads=1), BatchOptions(window=200))
+    out = tmp_path / "o.csv"
+    _on_first_save(monkeypatch, write)
+    with pytest.raises(InputError, match=r"was written to while it was being scored \(size|modification"):
+        score_file(src, out, clf)
+    assert not out.exists() and not PartialOutput.folder_for(out).exists()
+    assert not (tmp_path / "o.csv.manifest.json").exists()
+
+
+def test_an_input_replaced_by_a_rename_while_scored_is_scored_as_it_was(
+    tmp_path: Path, toy_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = _input(tmp_path / "in.csv", 3000)
+    clf = Classifier.load(toy_bundle, Variant(threads=1), BatchOptions(window=200))
+    ref = score_file(src, tmp_path / "ref.csv", clf)
+    replacement = tmp_path / "new.csv"
+    replacement.write_text("text\nsomething else\n", encoding="utf-8")
+    _on_first_save(monkeypatch, lambda: os.replace(replacement, src))
+    result = score_file(src, tmp_path / "o.csv", clf)  # the reader holds the original open to its end
+    assert result.output.read_bytes() == ref.output.read_bytes()
+
+
+def test_a_retried_finished_job_is_judged_against_the_error_rate_again(
+    tmp_path: Path, toy_bundle: Path
+) -> None:
+    src = tmp_path / "in.csv"
+    src.write_text("text\n" + "gg\n\n" * 50, encoding="utf-8")  # every other row has no text
+    clf = Classifier.load(toy_bundle, Variant(threads=1))
+    strict = OutputOptions(max_error_rate=0.1)
+    with pytest.raises(ErrorRateExceeded):
+        score_file(src, tmp_path / "o.csv", clf, options=strict)
+    with pytest.raises(ErrorRateExceeded, match="50 of 100 rows failed"):
+        score_file(src, tmp_path / "o.csv", clf, options=dataclasses.replace(strict, resume=True))
+    lenient = score_file(src, tmp_path / "o.csv", clf, options=OutputOptions(max_error_rate=0.6, resume=True))
+    assert lenient.already_complete
+
+
+def test_a_run_replacing_another_jobs_output_drops_its_manifest_before_publishing(
+    tmp_path: Path, toy_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, second = _input(tmp_path / "a.csv", 300), _input(tmp_path / "b.csv", 500)
+    clf = Classifier.load(toy_bundle, Variant(threads=1), BatchOptions(window=100))
+    out = tmp_path / "o.csv"
+    score_file(first, out, clf)
+    with monkeypatch.context() as m:
+        m.setattr("clsrun.runtime.score.TableFile.publish", lambda self: (_ for _ in ()).throw(_Crash()))
+        with pytest.raises(_Crash):
+            score_file(second, out, clf, options=OutputOptions(overwrite=True))
+    assert not (tmp_path / "o.csv.manifest.json").exists()  # never a.csv's manifest beside b.csv's rows
+    done = score_file(second, out, clf, options=OutputOptions(resume=True))
+    assert done.manifest["rows_read"] == 500 and done.manifest["input"] == str(second)
