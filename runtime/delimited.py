@@ -307,7 +307,9 @@ class RecordBlocks:
         """
         d, names = self.dialect, self.header.names
         text = bytes(data).decode("utf-8", "surrogateescape")
-        quoting = {"quotechar": QUOTE.decode(), "doublequote": True} if d.quoting else {"quoting": csv.QUOTE_NONE}
+        quoting = (
+            {"quotechar": QUOTE.decode(), "doublequote": True} if d.quoting else {"quoting": csv.QUOTE_NONE}
+        )
         records = csv.reader(io.StringIO(text, newline=""), delimiter=d.delimiter, strict=False, **quoting)
         kept: list[list[str]] = []
         position = 0
@@ -328,7 +330,9 @@ class RecordBlocks:
             if column_type == pa.binary():
                 arrays[name] = pa.array(raw, pa.binary())
             else:
-                arrays[name] = pa.array(raw, pa.binary()).cast(column_type)  # raises on bytes that are not UTF-8
+                arrays[name] = pa.array(raw, pa.binary()).cast(
+                    column_type
+                )  # raises on bytes that are not UTF-8
         return pa.table(arrays)
 
     def _oversize(self) -> Block:

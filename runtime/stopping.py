@@ -184,6 +184,24 @@ def _mode(raising: bool) -> Iterator[StopRequest]:
 
 
 @contextmanager
+def kept() -> Iterator[None]:
+    """Inside, a library may set its own SIGINT/SIGTERM handlers; the ones there before come back after.
+
+    ``ray.init`` sets SIGTERM to ``sys.exit(15)`` (and Ray's core its own native handler): a scheduler's
+    SIGTERM then ended a Ray job with exit 15 or an abort instead of exit 143 and one line.
+    """
+    before = {s: signal.getsignal(s) for s in SIGNALS} if _in_main_thread() else {}
+    try:
+        yield
+    finally:
+        for signum, old in before.items():
+            if old is _handler:
+                _take(signum)
+            elif signal.getsignal(signum) is not old:
+                signal.signal(signum, old if old is not None else signal.SIG_DFL)  # None: set outside Python
+
+
+@contextmanager
 def raising() -> Iterator[StopRequest]:
     """Inside, a stop raises :class:`Stop` in the main thread: at once if one was already noted."""
     if not _in_main_thread():

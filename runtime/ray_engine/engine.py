@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import posixpath
+import re
 import shutil
 import time
 import uuid
@@ -42,9 +43,17 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from clsrun import __version__
+from clsrun.runtime import stopping
 from clsrun.runtime.batching import BatchOptions
 from clsrun.runtime.bundle import Bundle
-from clsrun.runtime.errors import ClsrunError, InternalError, OutputExistsError, UsageError, require
+from clsrun.runtime.errors import (
+    ClsrunError,
+    InternalError,
+    OutputExistsError,
+    UsageError,
+    require,
+    storage_error,
+)
 from clsrun.runtime.files import atomic_fs_write_text
 from clsrun.runtime.outlock import OutputLock
 from clsrun.runtime.ray_engine.inputs import InputFiles, open_location, resolve_inputs
@@ -62,6 +71,8 @@ from clsrun.runtime.row_errors import check_error_rate
 from clsrun.runtime.score import OutputOptions, RunResult
 from clsrun.runtime.variant import Variant
 from clsrun.runtime.writers import output_format, output_schema
+
+log = logging.getLogger(__name__)
 
 MANIFEST = "_manifest.json"  # inside OUT; the leading "_" keeps it out of pyarrow / Spark / Ray readers
 # Ray block size while a job runs: a few windows per block, so that even a single big file spreads
@@ -135,7 +146,8 @@ def _connect(ray: Any, options: RayOptions) -> bool:
     """Start or join Ray; True when this call did (and so must shut it down)."""
     if ray.is_initialized():
         return False
-    kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING}
+    level = logging.ERROR if options.quiet else logging.WARNING  # --quiet: not Ray's start-up notes either
+    kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": level}
     if options.address is None:
         # A laptop run: enough logical CPUs for the actors plus the read and write tasks.
         needed = options.workers * options.cpus_per_worker + 2 * IO_TASK_CPUS
@@ -143,7 +155,8 @@ def _connect(ray: Any, options: RayOptions) -> bool:
     else:
         kwargs["address"] = options.address
     try:
-        ray.init(**kwargs)
+        with stopping.kept():  # ray.init takes SIGTERM for itself
+            ray.init(**kwargs)
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise UsageError(f"--address {options.address}: cannot join the Ray cluster: {e}") from e
     return True
@@ -167,8 +180,14 @@ def _check_resources(ray: Any, options: RayOptions) -> None:
         )
 
 
-def _clsrun_cause(e: BaseException) -> ClsrunError | None:
-    """The clsrun error behind a Ray exception (Ray wraps task errors, sometimes twice), if any."""
+def _clsrun_cause(e: BaseException, where: str) -> ClsrunError | None:
+    """The clsrun error behind a Ray exception (Ray wraps task errors, sometimes twice), if any; a file
+    system refusal (full disk, permission) becomes its one-line :class:`StorageError` naming ``where``
+    (the output being written: Ray Data rewrites the error's own file name and message).
+
+    A ``RayTaskError`` is also an instance of the class it wraps, with Ray's whole report as its text:
+    the error Ray keeps in its ``cause`` is taken instead, so the message is the task's own.
+    """
     seen: set[int] = set()
     stack: list[BaseException | None] = [e]
     while stack:
@@ -176,9 +195,16 @@ def _clsrun_cause(e: BaseException) -> ClsrunError | None:
         if cur is None or id(cur) in seen:
             continue
         seen.add(id(cur))
+        inner = getattr(cur, "cause", None)
+        if isinstance(inner, BaseException):
+            stack.append(inner)
+            continue
         if isinstance(cur, ClsrunError):
+            cur.args = (str(cur).splitlines()[0],)  # Ray Data appends its retry advice to the message
             return cur
-        stack += [getattr(cur, "cause", None), cur.__cause__, cur.__context__]
+        if isinstance(cur, OSError) and (typed := storage_error(OSError(cur.errno, "", where))) is not None:
+            return typed
+        stack += [cur.__cause__, cur.__context__]
     return None
 
 
@@ -234,6 +260,23 @@ def _remove(fs: pafs.FileSystem, path: str) -> None:
             shutil.rmtree(path, ignore_errors=True)
         else:
             fs.delete_dir(path)
+
+
+_STAGING = re.compile(r"\.tmp-[0-9a-f]{12}")  # what follows OUT's name in a run's staging folder
+
+
+def _remove_stale_staging(fs: pafs.FileSystem, out_path: str) -> None:
+    """Remove the staging folders of earlier runs of this output that were killed (``kill -9`` of the
+    driver leaves one each). Only for a local output: its lock (held now) proves no other run is writing
+    there; on shared storage another driver may be, so nothing is touched."""
+    if not isinstance(fs, pafs.LocalFileSystem):
+        return
+    folder, name = posixpath.split(out_path)
+    with contextlib.suppress(OSError):
+        for entry in Path(folder or ".").iterdir():
+            if entry.name.startswith(name) and _STAGING.fullmatch(entry.name[len(name) :]) and entry.is_dir():
+                log.info("removed %s, left by an earlier run that was killed", entry)
+                _remove(fs, str(entry))
 
 
 def _check_exactly_once(files: InputFiles, totals: dict[int, FileTally]) -> None:
@@ -322,6 +365,7 @@ def _score_on_ray(
         open_records(files.paths[0], read).close()
     described, loaded = _load_on_driver(bundle, job.variant)
     started_ray = _connect(ray, options)
+    _remove_stale_staging(out_fs, out_path)
     staging = f"{out_path}.tmp-{uuid.uuid4().hex[:12]}"
     try:
         _check_resources(ray, options)
@@ -364,11 +408,23 @@ def _job_context(ray: Any, options: RayOptions) -> Iterator[None]:
     context.target_max_block_size = options.block_bytes
     if options.quiet:
         logger.setLevel(logging.ERROR)
+    # A failed task is reported by the driver in one line (its clsrun error); Ray Data's own ERROR records
+    # of it (tracebacks, retry advice) stay in its session log, off stderr unless --debug.
+    terminal = [h for h in logger.handlers if isinstance(h, logging.StreamHandler)]
+    debug = logging.getLogger("clsrun").isEnabledFor(logging.DEBUG)
+    for handler in [] if debug else terminal:
+        handler.addFilter(_below_error)
     try:
         yield
     finally:
         opts.preserve_order, context.enable_progress_bars, context.target_max_block_size, level = saved
         logger.setLevel(level)
+        for handler in terminal:
+            handler.removeFilter(_below_error)
+
+
+def _below_error(record: logging.LogRecord) -> bool:
+    return record.levelno < logging.ERROR
 
 
 def _run_job(
@@ -401,7 +457,7 @@ def _run_job(
     try:
         ds.write_datasink(sink, ray_remote_args={"num_cpus": IO_TASK_CPUS})
     except Exception as e:
-        cause = _clsrun_cause(e)
+        cause = _clsrun_cause(e, staging)
         if cause is not None:
             raise cause from None
         raise

@@ -5,6 +5,7 @@ One Ray instance serves the whole module (starting Ray costs seconds); each test
 
 from __future__ import annotations
 
+import errno
 import gzip
 import json
 import subprocess
@@ -21,7 +22,7 @@ from clsrun.runtime.batching import BatchOptions
 from clsrun.runtime.classifier import Classifier
 from clsrun.runtime.errors import BundleError, DependencyError, InputError
 from clsrun.runtime.outlock import OutputLock
-from clsrun.runtime.ray_engine.engine import MANIFEST, RayOptions, score_with_ray
+from clsrun.runtime.ray_engine.engine import MANIFEST, RayOptions, _clsrun_cause, score_with_ray
 from clsrun.runtime.ray_engine.inputs import resolve_inputs
 from clsrun.runtime.ray_engine.stages import FileReader, window_of
 from clsrun.runtime.readers import ReadOptions
@@ -177,14 +178,55 @@ def test_a_bundle_that_cannot_load_fails_before_any_output(tmp_path: Path, toy_b
 def test_a_bad_file_among_many_fails_the_job_and_leaves_nothing(tmp_path: Path, toy_bundle: Path) -> None:
     _inputs(tmp_path / "in")
     (tmp_path / "in" / "d.csv").write_text("body\nhello\n", encoding="utf-8")  # no text column
-    with pytest.raises(InputError, match=r"d\.csv: no column 'text'"):
+    with pytest.raises(InputError, match=r"d\.csv: no column 'text'") as refused:
         score_with_ray(
             str(tmp_path / "in"),
             tmp_path / "o.csv",
             toy_bundle,
             options=RayOptions(cpus_per_worker=0.5, quiet=True),
         )
+    assert "\n" not in str(refused.value) and "retry" not in str(refused.value)  # the task's line, not Ray's
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+
+
+def test_a_task_error_is_the_task_own_line_and_a_full_disk_names_the_output() -> None:
+    class RayTaskLike(InputError):  # Ray's wrapper: also an instance of what it wraps, with its report
+        def __init__(self, cause: BaseException) -> None:
+            super().__init__("ray::ReadTask() (pid=1)\n" + str(cause))
+            self.cause = cause
+
+    inner = InputError("a.csv: no column 'text'\nFailed to apply UDF transform after 1/1 attempts")
+    outer = RuntimeError("the dataset failed")
+    outer.__cause__ = RayTaskLike(inner)
+    found = _clsrun_cause(outer, "o.csv.tmp")
+    assert found is not None and str(found) == "a.csv: no column 'text'"
+    full = OSError(errno.ENOSPC, "No space left on device", "Failed to apply UDF transform\nTo change retry")
+    wrapped = RuntimeError("task failed")
+    wrapped.__cause__ = full
+    typed = _clsrun_cause(wrapped, "o.csv.tmp-1")
+    assert (
+        typed is not None
+        and str(typed) == "o.csv.tmp-1: no space left on the device; free some and run again"
+    )
+    assert _clsrun_cause(RuntimeError("a bug"), "o.csv.tmp") is None
+
+
+def test_a_run_removes_staging_folders_that_killed_runs_of_its_output_left(
+    tmp_path: Path, toy_bundle: Path
+) -> None:
+    _inputs(tmp_path / "in")
+    stale, other = tmp_path / "o.parquet.tmp-0123456789ab", tmp_path / "o.parquet.tmp-mine"
+    for folder in (stale, other):
+        folder.mkdir()
+        (folder / "part-00000.parquet").write_bytes(b"half")
+    score_with_ray(
+        str(tmp_path / "in"),
+        tmp_path / "o.parquet",
+        toy_bundle,
+        options=RayOptions(cpus_per_worker=0.5, quiet=True),
+    )
+    assert not stale.exists() and other.exists()  # only the shape of clsrun's own staging names
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "o.parquet", "o.parquet.tmp-mine"]
 
 
 def test_missing_ray_is_one_line_naming_the_extra(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

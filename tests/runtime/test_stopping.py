@@ -41,6 +41,19 @@ def test_inside_raising_a_signal_raises_stop() -> None:
     assert not caught.value.early
 
 
+def test_a_library_that_takes_sigterm_inside_kept_gives_it_back() -> None:
+    """As ray.init does (SIGTERM -> sys.exit(15)): after it, a SIGTERM is clsrun's stop again."""
+    with stopping.cooperative() as request:
+        with stopping.kept():
+            signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert request.event.wait(5) and request.exit_code == 143
+    outside = signal.getsignal(signal.SIGTERM)
+    with stopping.kept():
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    assert signal.getsignal(signal.SIGTERM) is outside  # not ours either: whatever was there comes back
+
+
 def test_after_install_a_signal_is_noted_then_raised_where_the_code_allows() -> None:
     done = _run(
         """
