@@ -25,6 +25,8 @@ import json
 import logging
 import math
 import re
+import shutil
+import tempfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -129,9 +131,24 @@ def detect_format(path: Path | str) -> FileFormat:
         raise InputError(
             f"{path}: unknown file type {ext or '(none)'!r}; use .csv, .tsv, .jsonl or .parquet (optionally .gz)"
         )
-    if ext == "parquet" and gz:
-        raise InputError(f"{path}: .parquet.gz is not supported; parquet compresses internally")
     return FileFormat(ext, gz)
+
+
+@contextlib.contextmanager
+def _parquet_file(path: Path, gz: bool) -> Iterator[Path]:
+    """``path`` itself, or for ``.parquet.gz`` its content unpacked into a temporary file (removed after).
+
+    Why a file: Parquet is read from its end (the footer) and by column chunk, which a gzip stream cannot
+    give; unpacking streams in 1 MiB pieces, so memory stays flat whatever the file's size.
+    """
+    if not gz:
+        yield path
+        return
+    with tempfile.NamedTemporaryFile(prefix="clsrun-", suffix=".parquet") as tmp:
+        with gzip.open(path, "rb") as packed:
+            shutil.copyfileobj(packed, tmp, 1 << 20)
+        tmp.flush()
+        yield Path(tmp.name)
 
 
 # Exceptions that mean the file's bytes are not what its extension says (or cannot be read): each becomes
@@ -221,8 +238,9 @@ def read_table(path: Path | str, options: ReadOptions = ReadOptions(), reads: Se
         if fmt.kind == "parquet":
             import pyarrow.parquet as pq  # only for Parquet: it is a tenth of pyarrow's import time
 
-            require_unique_columns(path, pq.read_schema(path).names, list(reads))
-            return pq.read_table(path)  # pyarrow opens the path itself and closes it when done
+            with _parquet_file(path, fmt.gzip) as local:
+                require_unique_columns(path, pq.read_schema(local).names, list(reads))
+                return pq.read_table(local)  # pyarrow opens the path itself and closes it when done
         with contextlib.ExitStack() as files:
             f, _ = _open_bytes(path, fmt.gzip, files)
             if fmt.kind == "jsonl":
@@ -763,25 +781,30 @@ class RecordStream:
     def _parquet(self) -> Iterator[_Rows]:
         import pyarrow.parquet as pq  # only for Parquet: it is a tenth of pyarrow's import time
 
-        pf = pq.ParquetFile(self.path)  # pyarrow opens the path and closes it once no reader holds it
-        self._known_rows = pf.metadata.num_rows
-        self._progress = ReadProgress(0, 0.0, self._known_rows, True)
-        schema = pf.schema_arrow
-        self._missing(schema.names)
-        kind = schema.field(self.text_col).type
-        if not _textual(kind):
-            raise InputError(f"{self.path}: column {self.text_col!r} holds {kind}, not text")
-        columns = list(dict.fromkeys(c for c in (self.text_col, self.id_col) if c is not None))
-        rows = max(1024, self.block_bytes // 128)
-        return self._parquet_chunks(pf.iter_batches(batch_size=rows, columns=columns))
+        with contextlib.ExitStack() as files:
+            local = files.enter_context(_parquet_file(self.path, self.format.gzip))
+            pf = pq.ParquetFile(local)  # pyarrow opens the path and closes it once no reader holds it
+            self._known_rows = pf.metadata.num_rows
+            self._progress = ReadProgress(0, 0.0, self._known_rows, True)
+            schema = pf.schema_arrow
+            self._missing(schema.names)
+            kind = schema.field(self.text_col).type
+            if not _textual(kind):
+                raise InputError(f"{self.path}: column {self.text_col!r} holds {kind}, not text")
+            columns = list(dict.fromkeys(c for c in (self.text_col, self.id_col) if c is not None))
+            rows = max(1024, self.block_bytes // 128)
+            return self._parquet_chunks(files.pop_all(), pf.iter_batches(batch_size=rows, columns=columns))
 
-    def _parquet_chunks(self, batches: Iterable[pa.RecordBatch]) -> Iterator[_Rows]:
-        for batch in batches:
-            if batch.num_rows == 0:
-                continue
-            texts, errors = _arrow_texts(batch.column(self.text_col), self.options.max_text_bytes)
-            ids = _arrow_ids(batch.column(self.id_col)) if self.id_col is not None else None
-            yield texts, ids, errors, None
+    def _parquet_chunks(
+        self, files: contextlib.ExitStack, batches: Iterable[pa.RecordBatch]
+    ) -> Iterator[_Rows]:
+        with files:  # a .parquet.gz's unpacked copy goes when the stream is read or closed
+            for batch in batches:
+                if batch.num_rows == 0:
+                    continue
+                texts, errors = _arrow_texts(batch.column(self.text_col), self.options.max_text_bytes)
+                ids = _arrow_ids(batch.column(self.id_col)) if self.id_col is not None else None
+                yield texts, ids, errors, None
 
     # -- JSONL -------------------------------------------------------------------------------------
     def _jsonl(self) -> Iterator[_Rows]:

@@ -333,3 +333,29 @@ def test_a_ragged_row_beside_bytes_that_are_not_utf8_fails_only_those_rows(tmp_p
     )
     assert got.texts[4] is None and "not UTF-8" in got.errors[4]  # the bad bytes: still its own row's error
     assert got.texts[5] == want.texts[5] == "end"
+
+
+def test_parquet_gz_reads_as_its_parquet_and_leaves_no_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr("tempfile.tempdir", str(scratch))
+    plain = tmp_path / "in.parquet"
+    pq.write_table(
+        pa.table({"label": ["pos", "neg"] * 1500, "text": [f"t{i}" for i in range(3000)]}),
+        plain,
+        row_group_size=700,
+    )
+    packed = tmp_path / "in.parquet.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    got, want = _all(packed), _all(plain)
+    assert got.texts == want.texts and len(got.texts) == 3000
+    assert read_labelled(packed).labels == read_labelled(plain).labels
+    with open_records(packed) as stream:
+        assert stream.progress().total_rows == 3000 and list(scratch.iterdir())  # unpacked while open
+    assert not list(scratch.iterdir())  # and removed once closed
+    broken = tmp_path / "bad.parquet.gz"
+    broken.write_bytes(b"not gzip at all")
+    with pytest.raises(InputError, match="bad.parquet.gz: cannot be read as parquet"):
+        open_records(broken)
