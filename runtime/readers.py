@@ -791,6 +791,11 @@ class RecordStream:
             kind = schema.field(self.text_col).type
             if not _textual(kind):
                 raise InputError(f"{self.path}: column {self.text_col!r} holds {kind}, not text")
+            id_kind = schema.field(self.id_col).type if self.id_col is not None else None
+            if id_kind is not None and pa.types.is_nested(id_kind):  # an id is one value, written as text
+                raise InputError(
+                    f"{self.path}: column {self.id_col!r} holds {id_kind}; an id column holds text or numbers"
+                )
             columns = list(dict.fromkeys(c for c in (self.text_col, self.id_col) if c is not None))
             rows = max(1024, self.block_bytes // 128)
             return self._parquet_chunks(files.pop_all(), pf.iter_batches(batch_size=rows, columns=columns))

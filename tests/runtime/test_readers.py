@@ -359,3 +359,15 @@ def test_parquet_gz_reads_as_its_parquet_and_leaves_no_copy(
     broken.write_bytes(b"not gzip at all")
     with pytest.raises(InputError, match="bad.parquet.gz: cannot be read as parquet"):
         open_records(broken)
+
+
+@pytest.mark.parametrize("kind", ["list", "struct"])
+def test_a_parquet_id_column_of_nested_values_is_refused_at_open(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "in.parquet"
+    ids = [[1], [2]] if kind == "list" else [{"a": 1}, {"a": 2}]
+    pq.write_table(pa.table({"text": ["good", "bad"], "id": ids}), path)
+    with pytest.raises(
+        InputError, match=rf"column 'id' holds {kind}<.*>; an id column holds text or numbers"
+    ):
+        open_records(path, ReadOptions(id_col="id"))
+    assert _all(path).texts == ["good", "bad"]  # without --id-col the column is not read
