@@ -357,7 +357,7 @@ def test_parquet_gz_reads_as_its_parquet_and_leaves_no_copy(
     assert not list(scratch.iterdir())  # and removed once closed
     broken = tmp_path / "bad.parquet.gz"
     broken.write_bytes(b"not gzip at all")
-    with pytest.raises(InputError, match="bad.parquet.gz: cannot be read as parquet"):
+    with pytest.raises(InputError, match=r"bad\.parquet\.gz: cannot be read as parquet"):
         open_records(broken)
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from clsrun.runtime.bundle import Bundle
+from clsrun.runtime.bundle import Bundle, default_model_path
 from clsrun.runtime.errors import InputError, UsageError
 from clsrun.trainer import BertOptions, CharCNNOptions, DataOptions, TrainConfig, train
 from clsrun.trainer.kinds import KINDS, kind_of
@@ -92,6 +92,14 @@ def test_bert_from_python_trains_at_bert_settings(
     assert result.options == BertOptions(model=str(tiny_bert_checkpoint))
 
 
+def test_the_default_kind_is_the_default_models(tiny_charcnn_data: Path, tmp_path: Path) -> None:
+    result = train(
+        tiny_charcnn_data, tmp_path / "b", config={"epochs": 1, "logs": False, "quiet": True}, baseline=False
+    )
+    assert result.kind == "ngram"
+    assert Bundle.load(result.bundle).spec.kind == Bundle.load(default_model_path()).spec.kind
+
+
 def test_wrong_column_creates_nothing(tiny_charcnn_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "b"
     with pytest.raises(InputError, match="no column 'review'"):
@@ -150,7 +158,7 @@ def test_char_cnn_says_how_many_texts_were_cut(
 ) -> None:
     caplog.set_level(logging.INFO, logger="clsrun.trainer")
     config = {"epochs": 1, "max_length": 8, "logs": False, "quiet": True}
-    train(tiny_charcnn_data, tmp_path / "b", config=config, options=TINY)
+    train(tiny_charcnn_data, tmp_path / "b", model="charcnn", config=config, options=TINY)
     assert "% of training texts cut to 8 characters (--max-length)" in caplog.text
     share = float(caplog.text.split("% of training texts cut")[0].rsplit(" ", 1)[-1])
     assert share > 50  # every tiny text is longer than 8 characters
