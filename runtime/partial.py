@@ -18,10 +18,8 @@ deleted there (anything else is left alone).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
 import re
 import secrets
 from collections.abc import Collection, Iterator
@@ -34,70 +32,19 @@ import pyarrow.ipc as ipc
 
 from clsrun.runtime.errors import InternalError, ResumeError, UsageError
 from clsrun.runtime.files import append_line, atomic_write, atomic_write_text, fsync_path, is_temporary
+from clsrun.runtime.fingerprint import input_fingerprint  # noqa: F401  (where --resume's checks live)
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "state.json"
 JOURNAL_FILE = "journal.jsonl"
 FORMAT = "clsrun-partial/2"  # in state.json: marks a folder clsrun made (and its layout)
-_SAMPLE = 1 << 20  # bytes hashed at each end of the input for its fingerprint
 # The names clsrun gives files in the folder (besides the temporary names of atomic writes: files.is_temporary).
 _OURS = re.compile(r"state\.json|journal\.jsonl|part-\d{6}\.[0-9a-f]{12}\.arrow")
 
 
 class CheckpointExistsError(UsageError):
     """A run without ``--resume`` found the checkpoint of an interrupted run of the same output."""
-
-
-def input_fingerprint(path: Path) -> dict[str, Any]:
-    """The input's identity: device, inode, size, modification and status-change times, sampled sha256.
-
-    Any write to a file changes its status-change time (``ctime``), which no tool can set back (``cp -p``,
-    ``rsync -t`` and ``touch -d`` restore the modification time only), and a file replaced by a rename
-    has a new inode; so an edit anywhere in the file, even one of the same size with the mtime restored,
-    changes the fingerprint. The sampled hash (first and last MiB) also catches a different file put in
-    place on a filesystem whose inodes or times are coarse. Hashing the whole file would read a 10 GB
-    input once more before scoring starts, for nothing the times do not already tell.
-    """
-    stat = path.stat()
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        h.update(f.read(_SAMPLE))
-        if stat.st_size > 2 * _SAMPLE:
-            f.seek(-_SAMPLE, os.SEEK_END)
-            h.update(f.read(_SAMPLE))
-    return {
-        "size": stat.st_size,
-        "mtime_ns": stat.st_mtime_ns,
-        "ctime_ns": stat.st_ctime_ns,
-        "inode": stat.st_ino,
-        "device": stat.st_dev,
-        "sample_sha256": h.hexdigest(),
-    }
-
-
-def changed_while_read(path: Path, fingerprint: dict[str, Any]) -> str | None:
-    """What changed in the file ``fingerprint`` was taken of, as read through ``path``; None when nothing.
-
-    A path that now names another file (replaced by a rename) or none (deleted) is not a change: the reader
-    opened the original before the fingerprint was taken and reads it to the end whatever the path names.
-    A write to the original (an append, a copy over it) changes its size or times, and the rows read are
-    then a mix of two contents.
-    """
-    try:
-        stat = path.stat()
-    except FileNotFoundError:
-        return None
-    if (stat.st_ino, stat.st_dev) != (fingerprint.get("inode"), fingerprint.get("device")):
-        return None
-    now = {
-        "size": stat.st_size,
-        "modification time": stat.st_mtime_ns,
-        "status-change time": stat.st_ctime_ns,
-    }
-    keys = {"size": "size", "modification time": "mtime_ns", "status-change time": "ctime_ns"}
-    fields = [name for name, v in now.items() if fingerprint.get(keys[name]) != v]
-    return ", ".join(fields) or None
 
 
 @dataclass

@@ -40,6 +40,7 @@ import pyarrow.compute as pc
 from clsrun.runtime.arrow_texts import ArrowTexts
 from clsrun.runtime.delimited import Block, Header, RecordBlocks, read_header
 from clsrun.runtime.errors import InputError, UsageError
+from clsrun.runtime.fingerprint import input_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -623,6 +624,10 @@ class RecordStream:
         require_file(self.path)
         self.format = detect_format(self.path)
         options.check()
+        try:  # before the first byte is read: what the rows come from, checked again before they are published
+            self.fingerprint = input_fingerprint(self.path)
+        except FileNotFoundError as e:
+            raise InputError(f"{self.path}: file not found") from e
         self.options = options
         self.text_col, self.id_col = options.text_col, options.id_col
         # Blocks hold a typical record whole, so it takes the fast path (a longer one is still read).

@@ -38,7 +38,8 @@ from clsrun.runtime.errors import (
     storage_problem,
 )
 from clsrun.runtime.files import atomic_write_text
-from clsrun.runtime.partial import PartialOutput, changed_while_read, describe_changes, input_fingerprint
+from clsrun.runtime.fingerprint import changed_while_read
+from clsrun.runtime.partial import PartialOutput, describe_changes
 from clsrun.runtime.pipeline import Pipeline, Progress
 from clsrun.runtime.readers import ReadOptions, RecordStream, open_records
 from clsrun.runtime.row_errors import check_error_rate, diagnose
@@ -173,7 +174,7 @@ def _score_claimed(
     """:func:`score_file` once its output is claimed."""
     out = claim.path
     described = classifier.describe()
-    state = _run_state(stream.path, classifier, described, read, options)
+    state = _run_state(stream, classifier, described, read, options)
     if options.resume and not PartialOutput.folder_for(out).exists():
         finished = _finished_run(out, state, options)
         if finished is not None:  # a retried job whose run already completed: nothing left to do
@@ -192,10 +193,9 @@ def _score_claimed(
         pipeline = Pipeline(
             classifier, partial, options.probs, progress, stop, None if streamed is None else streamed.write
         )
-        pipeline.run(stream, resumed_rows)
+        _run_unchanged(pipeline, stream, resumed_rows, partial)
         if pipeline.stopped:
             raise interrupted(stop, partial, pipeline.stuck)
-        _require_unchanged(stream.path, state["input_fingerprint"], partial)
         manifest_path(out).unlink(missing_ok=True)  # a crash from here on leaves no manifest of another job
         if streamed is None:
             write_atomically(out, schema, _assembled(partial, stop), tmp_dir=partial.folder)
@@ -293,6 +293,21 @@ def _finished_run(out: Path, state: dict[str, Any], options: OutputOptions) -> S
     return ScoreResult(out, manifest, target, already_complete=True)
 
 
+def _run_unchanged(
+    pipeline: Pipeline, stream: RecordStream, resumed_rows: int, partial: PartialOutput
+) -> None:
+    """Run ``pipeline`` over ``stream``, then make sure the file was not written to meanwhile. A file that
+    fails to parse halfway is checked too: a write under the reader is the likelier cause, and its line
+    (with the checkpoint discarded) tells the user what to do, where the parse error would mislead."""
+    try:
+        pipeline.run(stream, resumed_rows)
+    except InputError:
+        _require_unchanged(stream.path, stream.fingerprint, partial)
+        raise
+    if not pipeline.stopped:
+        _require_unchanged(stream.path, stream.fingerprint, partial)
+
+
 def _require_unchanged(path: Path, fingerprint: dict[str, Any], partial: PartialOutput) -> None:
     """Refuse to publish the rows of an input that was written to while it was read: they may be a mix of
     its old and new contents, row counts included. The checkpoint holds such rows too, so it goes."""
@@ -332,17 +347,17 @@ def _other_output(out: Path, state: dict[str, Any]) -> str:
 
 
 def _run_state(
-    path: Path, classifier: Classifier, described: dict[str, Any], read: ReadOptions, output: OutputOptions
+    stream: RecordStream,
+    classifier: Classifier,
+    described: dict[str, Any],
+    read: ReadOptions,
+    output: OutputOptions,
 ) -> dict[str, Any]:
     """What the output depends on: a ``--resume`` whose state differs is refused (``partial.py``)."""
     batching = classifier.batching
-    try:
-        fingerprint = input_fingerprint(path)
-    except FileNotFoundError as e:  # removed (or renamed away) while the model loaded
-        raise InputError(f"{path}: file not found (it was removed after the run started)") from e
     return {
-        "input": str(path.resolve()),
-        "input_fingerprint": fingerprint,
+        "input": str(stream.path.resolve()),
+        "input_fingerprint": stream.fingerprint,  # taken when the stream opened, before any row was read
         "bundle_digest": classifier.bundle.digest,
         "variant": {k: described[k] for k in ("backend", "precision", "device", "file")},
         "options": {

@@ -23,7 +23,8 @@ from clsrun.runtime.batching import BatchOptions
 from clsrun.runtime.classifier import Classifier
 from clsrun.runtime.errors import ErrorRateExceeded, InputError, OutputExistsError, ResumeError, StorageError
 from clsrun.runtime.partial import JOURNAL_FILE, CheckpointExistsError, PartialOutput
-from clsrun.runtime.score import OutputOptions, score_file
+from clsrun.runtime.readers import ReadOptions
+from clsrun.runtime.score import OutputOptions, open_input, score_file
 from clsrun.runtime.variant import Variant
 
 
@@ -291,7 +292,9 @@ def test_an_input_written_to_while_scored_publishes_nothing(
     clf = Classifier.load(toy_bundle, Variant(threads=1), BatchOptions(window=200))
     out = tmp_path / "o.csv"
     _on_first_save(monkeypatch, write)
-    with pytest.raises(InputError, match=r"was written to while it was being scored \(size|modification"):
+    with pytest.raises(
+        InputError, match=r"was written to while it was being scored \(its (size|content) changed\)"
+    ):
         score_file(src, out, clf)
     assert not out.exists() and not PartialOutput.folder_for(out).exists()
     assert not (tmp_path / "o.csv.manifest.json").exists()
@@ -339,3 +342,48 @@ def test_a_run_replacing_another_jobs_output_drops_its_manifest_before_publishin
     assert not (tmp_path / "o.csv.manifest.json").exists()  # never a.csv's manifest beside b.csv's rows
     done = score_file(second, out, clf, options=OutputOptions(resume=True))
     assert done.manifest["rows_read"] == 500 and done.manifest["input"] == str(second)
+
+
+def test_a_write_between_opening_the_input_and_scoring_it_is_caught(tmp_path: Path, toy_bundle: Path) -> None:
+    """The fingerprint is taken before the first byte is read, not when the model has loaded."""
+    src = _input(tmp_path / "in.csv", 3000)
+    clf = Classifier.load(toy_bundle, Variant(threads=1), BatchOptions(window=200))
+    stream = open_input(src, ReadOptions())  # what the CLI does before loading the model
+    with open(src, "a", encoding="utf-8") as f:
+        f.write("one more row\n")
+    with pytest.raises(InputError, match=r"\(its size changed\)"):
+        score_file(stream, tmp_path / "o.csv", clf)
+
+
+@pytest.mark.parametrize("how", ["chmod", "touch", "hard link"])
+def test_metadata_changes_while_scored_are_not_writes(
+    tmp_path: Path, toy_bundle: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    src = _input(tmp_path / "in.csv", 3000)
+    clf = Classifier.load(toy_bundle, Variant(threads=1), BatchOptions(window=200))
+    ref = score_file(src, tmp_path / "ref.csv", clf)
+    act = {
+        "chmod": lambda: src.chmod(0o600),
+        "touch": lambda: os.utime(src, ns=(time.time_ns(), time.time_ns() + 10**9)),
+        "hard link": lambda: os.link(src, tmp_path / "backup.csv"),
+    }[how]
+    _on_first_save(monkeypatch, act)
+    assert score_file(src, tmp_path / "o.csv", clf).output.read_bytes() == ref.output.read_bytes()
+
+
+def test_a_parse_error_from_a_write_under_the_reader_says_it_was_written_to(
+    tmp_path: Path, toy_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = _input(tmp_path / "in.csv", 1000)
+    clf = Classifier.load(toy_bundle, Variant(threads=1), BatchOptions(window=200))
+
+    def run(self: Any, stream: Any, skip: int) -> None:
+        with open(src, "a", encoding="utf-8") as f:
+            f.write('"a quote never closed\n')
+        raise InputError(f"{src}: a quote opened in row 1000 is never closed")
+
+    monkeypatch.setattr("clsrun.runtime.score.Pipeline.run", run)
+    out = tmp_path / "o.csv"
+    with pytest.raises(InputError, match="was written to while it was being scored"):
+        score_file(src, out, clf)
+    assert not PartialOutput.folder_for(out).exists()
