@@ -31,6 +31,7 @@ import os
 import posixpath
 import re
 import shutil
+import signal
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -154,9 +155,20 @@ def _connect(ray: Any, options: RayOptions) -> bool:
         kwargs["num_cpus"] = max(os.cpu_count() or 1, int(np.ceil(needed)))  # GPUs: as Ray detects them
     else:
         kwargs["address"] = options.address
+    # Ray's native failure handler (absl's) also takes SIGTERM, and a SIGTERM while ray.init runs then
+    # aborted the driver with a stack dump (exit 134) instead of clsrun's stop; a user's setting is kept.
+    os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
     try:
         with stopping.kept():  # ray.init takes SIGTERM for itself
             ray.init(**kwargs)
+    except (
+        SystemExit
+    ) as e:  # a SIGTERM during ray.init, by the handler it sets (sys.exit(15)): a stop of ours
+        if e.code != signal.SIGTERM:
+            raise
+        with contextlib.suppress(Exception):
+            ray.shutdown()  # what it started so far (its processes would linger otherwise)
+        raise stopping.Stop(signal.SIGTERM) from None
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise UsageError(f"--address {options.address}: cannot join the Ray cluster: {e}") from e
     return True
@@ -331,8 +343,14 @@ def score_with_ray(
     ray = _import_ray()  # a missing extra is the first thing a user hears about
     files = resolve_inputs(inputs)
     out_fs, out_path, kind = _output_target(str(out_dir), output.overwrite)
-    with _locked(out_fs, out_path):
-        result = _score_on_ray(ray, files, bundle, job, (out_fs, out_path, kind), str(out_dir))
+    try:
+        with _locked(out_fs, out_path):
+            result = _score_on_ray(ray, files, bundle, job, (out_fs, out_path, kind), str(out_dir))
+    except OSError as e:  # pyarrow's file system errors name no file: say which output could not be written
+        typed = storage_error(OSError(e.errno, "", str(out_dir))) if e.filename is None else None
+        if typed is None:
+            raise
+        raise typed from e
     check_error_rate(result.manifest, output.max_error_rate)
     return result
 

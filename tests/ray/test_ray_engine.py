@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import gzip
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -227,6 +228,32 @@ def test_a_run_removes_staging_folders_that_killed_runs_of_its_output_left(
     )
     assert not stale.exists() and other.exists()  # only the shape of clsrun's own staging names
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "o.parquet", "o.parquet.tmp-mine"]
+
+
+def test_a_sigterm_during_ray_init_is_a_stop_of_clsrun(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ray.init's own SIGTERM handler is sys.exit(15): caught, Ray shut down, and a Stop (exit 143) raised."""
+    import signal
+
+    from clsrun.runtime import stopping
+    from clsrun.runtime.ray_engine import engine
+
+    calls: list[str] = []
+
+    class FakeRay:
+        def is_initialized(self) -> bool:
+            return False
+
+        def init(self, **kwargs: object) -> None:
+            raise SystemExit(signal.SIGTERM)
+
+        def shutdown(self) -> None:
+            calls.append("shutdown")
+
+    monkeypatch.delenv("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", raising=False)
+    with pytest.raises(stopping.Stop) as stopped:
+        engine._connect(FakeRay(), RayOptions(quiet=True))
+    assert stopped.value.signum == signal.SIGTERM and calls == ["shutdown"]
+    assert os.environ["RAY_DISABLE_FAILURE_SIGNAL_HANDLER"] == "1"  # Ray's native handler would abort instead
 
 
 def test_missing_ray_is_one_line_naming_the_extra(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
