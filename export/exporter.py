@@ -48,12 +48,14 @@ from clsrun.runtime.bundle import (
     ONNX_FILES,
     OPENVINO_DIR,
     OPENVINO_FILES,
+    STAGING_PREFIX,
     VARIANT_FILES,
     Bundle,
     openvino_weights,
 )
 from clsrun.runtime.errors import AlreadyExportedError, ExportError, InternalError, UsageError
 from clsrun.runtime.files import atomic_write_text, move_into_place
+from clsrun.runtime.outlock import OutputLock
 
 if TYPE_CHECKING:
     import torch
@@ -133,7 +135,7 @@ class _Phases:
 @contextmanager
 def _staging(bundle: Bundle) -> Iterator[Path]:
     """A staging folder inside the bundle (same file system: installing is a rename), removed at the end."""
-    stage = Path(tempfile.mkdtemp(dir=bundle.root, prefix=".tmp-export-"))
+    stage = Path(tempfile.mkdtemp(dir=bundle.root, prefix=STAGING_PREFIX))
     try:
         yield stage
     finally:
@@ -268,6 +270,24 @@ def export_bundle(
         options = ExportOptions(**fields)
     elif fields:
         raise UsageError(f"give either options or option fields, not both ({', '.join(fields)})")
+    root = Path(bundle_path)
+    if not root.is_dir():
+        Bundle.load(root)  # raises the one-line BundleError (missing, or a file)
+    with OutputLock.acquire(root, role="bundle"):  # one writer of a bundle: train or export, once at a time
+        _remove_stale_staging(root)
+        return _export(root, options)
+
+
+def _remove_stale_staging(root: Path) -> None:
+    """Staging folders that a killed export left in the bundle (under the lock, none is in use)."""
+    for stale in root.glob(f"{STAGING_PREFIX}*"):
+        if stale.is_dir():
+            log.info("removed %s, left by an export that was stopped", stale)
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _export(bundle_path: Path, options: ExportOptions) -> ExportReport:
+    """:func:`export_bundle` once the bundle is locked."""
     phases = _Phases()
     bundle = Bundle.load(bundle_path)
     existing = already_exported(bundle)

@@ -46,6 +46,8 @@ EXPORT_REPORT = "onnx/export_report.json"  # what the export gate measured for e
 LOGS_DIR = "logs"  # TensorBoard event files: a record of training, not part of the model
 # Files and folders inside a bundle folder that are not part of the model and are never hashed.
 UNHASHED_PARTS = frozenset({SPEC_FILE, LOGS_DIR})
+# clsrun export's staging folders (inside the bundle: installing a variant is then a rename): never hashed.
+STAGING_PREFIX = ".tmp-export-"
 
 Kind = Literal["bert", "charcnn", "ngram"]
 KINDS: tuple[str, ...] = ("bert", "charcnn", "ngram")
@@ -141,7 +143,10 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 def _hashed_files(root: Path) -> Iterable[Path]:
     for dirpath, dirnames, filenames in os.walk(root):
         rel_dir = Path(dirpath).relative_to(root)
-        dirnames[:] = sorted(d for d in dirnames if not (rel_dir == Path(".") and d in UNHASHED_PARTS))
+        at_root = rel_dir == Path(".")
+        dirnames[:] = sorted(
+            d for d in dirnames if not (at_root and (d in UNHASHED_PARTS or d.startswith(STAGING_PREFIX)))
+        )
         for name in sorted(filenames):
             if rel_dir == Path(".") and name in UNHASHED_PARTS:
                 continue

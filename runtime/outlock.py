@@ -56,14 +56,16 @@ class OutputLock:
         self._fd: int | None = fd
 
     @classmethod
-    def acquire(cls, output: Path) -> OutputLock:
+    def acquire(cls, output: Path, role: str = "--out") -> OutputLock:
         """Lock ``output`` for this process, or raise :class:`OutputLockedError` naming the holder.
 
-        The output's folder is made if it does not exist yet (a run writes into it anyway)."""
+        The output's folder is made if it does not exist yet (a run writes into it anyway). ``role`` is
+        how messages name it: ``--out`` for a scoring output, ``bundle`` for a bundle that train or export
+        writes (one of them at a time, or two writers would mix their files and hashes)."""
         path = lock_path(output)
         if fcntl is None:  # pragma: no cover - Windows
             return cls(path, -1)
-        make_folder(path.parent, f"--out {output}")
+        make_folder(path.parent, f"{role} {output}")
         while True:
             try:
                 fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
@@ -73,14 +75,14 @@ class OutputLock:
                         f"{path}: is a symbolic link; remove it (clsrun locks --out there)"
                     ) from e
                 if e.errno in (errno.ENOENT, errno.ENOTDIR):  # a folder no file can be made in (/proc)
-                    raise UsageError(f"--out {output}: no file can be created in {path.parent}") from e
+                    raise UsageError(f"{role} {output}: no file can be created in {path.parent}") from e
                 raise
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 os.close(fd)
                 raise OutputLockedError(
-                    f"--out {output}: another run is writing it ({_holder_line(path)}); wait for it to finish, "
+                    f"{role} {output}: another run is writing it ({_holder_line(path)}); wait for it to finish, "
                     f"or stop it first"
                 ) from None
             if cls._still_named(path, fd):

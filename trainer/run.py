@@ -9,6 +9,7 @@ file fails in a second and leaves nothing behind. Then the kind's train function
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,11 +19,12 @@ from typing import TYPE_CHECKING, Any
 from clsrun.runtime.bundle import SPEC_FILE, Normalization
 from clsrun.runtime.errors import UsageError, require
 from clsrun.runtime.files import TMP_SUFFIX, make_folder
+from clsrun.runtime.outlock import OutputLock
 from clsrun.trainer import distributed
 from clsrun.trainer.baseline import BaselineResult, BaselineRun, record
 from clsrun.trainer.config import TrainConfig
 from clsrun.trainer.data import DataOptions
-from clsrun.trainer.kinds import kind_of
+from clsrun.trainer.kinds import Kind, kind_of
 from clsrun.trainer.options import KindOptions
 
 if TYPE_CHECKING:
@@ -84,6 +86,23 @@ def train(
         settings = TrainConfig.for_kind(model, kind_options, **(config or {}))
     where = (data_options or DataOptions()).validate()
     out = Path(out)
+    main = distributed.is_main()
+    # One writer of a bundle at a time (train or export): two would delete or overwrite each other's files.
+    with OutputLock.acquire(out, role="bundle") if main else contextlib.nullcontext():
+        return _train(kind, kind_options, settings, where, Path(data), out, force, baseline)
+
+
+def _train(
+    kind: Kind,
+    kind_options: KindOptions,
+    settings: TrainConfig,
+    where: DataOptions,
+    data: Path,
+    out: Path,
+    force: bool,
+    baseline: bool,
+) -> TrainResult:
+    """:func:`train` with its settings resolved and ``out`` locked (on the main process)."""
     main = distributed.is_main()
     if main:
         check_out_dir(out, force)

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 import clsrun.export.quantize as quantize_module
 from clsrun.export import ExportOptions, Int8Options, export_bundle
-from clsrun.runtime.bundle import Bundle
+from clsrun.runtime.bundle import Bundle, write_spec
 from clsrun.runtime.cli import app
 from clsrun.runtime.errors import AccuracyGateError, ExportError, InputError
 
@@ -170,3 +170,32 @@ def test_cli_rejects_unknown_precision(tiny_charcnn_bundle: Path) -> None:
     result = CliRunner().invoke(app, ["export", str(tiny_charcnn_bundle), "--precision", "fp32,int4"])
     assert result.exit_code == 2
     assert "--precision" in result.output
+
+
+def test_one_writer_of_a_bundle_and_a_killed_exports_staging_is_never_hashed(
+    exported_ngram_bundle: Path, tmp_path: Path
+) -> None:
+    from clsrun.runtime.errors import OutputLockedError
+    from clsrun.runtime.outlock import OutputLock
+    from clsrun.trainer import train
+
+    bundle = Path(shutil.copytree(exported_ngram_bundle, tmp_path / "b"))
+    with OutputLock.acquire(bundle, role="bundle"):  # another export (or a training) of it is running
+        with pytest.raises(OutputLockedError, match=r"bundle .*b: another run is writing it"):
+            export_bundle(bundle, force=True)
+        with pytest.raises(OutputLockedError, match="another run is writing it"):
+            train(tmp_path / "unused.csv", bundle, force=True)
+    stale = bundle / ".tmp-export-k1ll3d"  # what a kill -9 of an export leaves
+    stale.mkdir()
+    (stale / "model.onnx").write_bytes(b"half a file")
+    export_bundle(bundle, force=True, max_rows=64)
+    assert not stale.exists()
+    listed = json.loads((bundle / "clsrun.json").read_text(encoding="utf-8"))["files"]
+    assert not [name for name in listed if name.startswith(".tmp-export-")]
+    stale.mkdir()  # one present while the spec is written (a killed run's, or a second export's) is skipped
+    (stale / "model.onnx").write_bytes(b"half a file")
+    write_spec(bundle, Bundle.load(bundle).spec)
+    listed = json.loads((bundle / "clsrun.json").read_text(encoding="utf-8"))["files"]
+    assert not [name for name in listed if name.startswith(".tmp-export-")]
+    shutil.rmtree(stale)
+    Bundle.load(bundle)  # still whole once it is gone
