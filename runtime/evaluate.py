@@ -93,6 +93,6 @@ def evaluate(
         unscored=predicted.count(UNSCORED),
         seconds=seconds,
         rows_per_s=len(rows.texts) / max(seconds, 1e-9),
-        metrics=classification_report(rows.labels, predicted, clf.labels),
+        metrics=classification_report(rows.labels, predicted, clf.labels, averaged_over=clf.labels),
         warnings=[w for w in [overlap_warning(clf.bundle, Path(data), rows.texts)] if w],
     )

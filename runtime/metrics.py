@@ -77,10 +77,16 @@ class ClassificationReport:
 
 
 def classification_report(
-    y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str] | None = None
+    y_true: Sequence[str],
+    y_pred: Sequence[str],
+    labels: Sequence[str] | None = None,
+    averaged_over: Sequence[str] | None = None,
 ) -> ClassificationReport:
     """Compare label strings. ``labels`` fixes the order (e.g. the model's labels); labels seen in the
-    data but not in ``labels`` are appended, so a true label the model cannot predict still counts."""
+    data but not in ``labels`` are appended, so a true label the model cannot predict still counts.
+    ``averaged_over``: the classes the macro and weighted averages are over (default: all of them); a
+    prediction that is no class (``clsrun eval``'s unscored rows) then counts as a miss of the true class
+    without being a class of its own, whose zero recall would pull every macro average down."""
     from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
     if len(y_true) != len(y_pred):
@@ -91,8 +97,9 @@ def classification_report(
             order.append(name)
     kw: dict[str, Any] = {"labels": order, "zero_division": 0}
     p, r, f, s = precision_recall_fscore_support(y_true, y_pred, **kw)
+    over = {"labels": list(averaged_over) if averaged_over is not None else order, "zero_division": 0}
     averaged = {
-        avg: precision_recall_fscore_support(y_true, y_pred, average=avg, **kw)[:3]
+        avg: precision_recall_fscore_support(y_true, y_pred, average=avg, **over)[:3]
         for avg in ("macro", "weighted")
     }
     if not len(y_true):

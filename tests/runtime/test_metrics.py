@@ -37,3 +37,13 @@ def test_indices_and_text_form() -> None:
     text = r.to_text()
     assert "accuracy 0.6667" in text and "confusion matrix" in text
     assert r.to_json()["per_class"]["pos"]["support"] == 2
+
+
+def test_a_prediction_that_is_no_class_counts_as_a_miss_but_not_as_a_class_in_the_averages() -> None:
+    y_true = ["pos"] * 9 + ["neg"]
+    y_pred = ["pos"] * 9 + ["(unscored)"]  # the one neg row could not be scored
+    r = classification_report(y_true, y_pred, ["pos", "neg"], averaged_over=["pos", "neg"])
+    assert r.accuracy == 0.9 and r.per_class["neg"].recall == 0.0 and "(unscored)" in r.labels
+    assert r.macro_recall == 0.5  # pos 1.0, neg 0.0: over the two classes, not three
+    every = classification_report(y_true, y_pred, ["pos", "neg"])
+    assert every.macro_recall == 1 / 3  # the pseudo-class counted: what clsrun eval no longer reports
