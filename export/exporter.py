@@ -412,6 +412,25 @@ def _install(bundle: Bundle, built: dict[str, Path], results: dict[str, VariantR
         move_into_place(path, bundle.root / target)
 
 
+def _warn_unless_reproduced(bundle: Bundle, rows: int, accuracy: float) -> None:
+    """Say so when eager PyTorch, on all of the bundle's own validation rows, misses the accuracy training
+    recorded on those rows: the model is deterministic, so a gap means the bundle was altered where no hash
+    looks (its labels in ``clsrun.json`` reordered or renamed) and every variant would inherit the error."""
+    training = bundle.spec.training or {}
+    recorded = (training.get("metrics") or {}).get("accuracy")
+    if not isinstance(recorded, int | float) or training.get("val_rows") != rows:
+        return  # a sample of the rows, or a bundle that recorded none: nothing to compare with
+    if abs(float(recorded) - accuracy) > 0.02:
+        log.warning(
+            "%s: eager PyTorch scores %.4f on the bundle's own %d validation rows, where training recorded "
+            "%.4f; the bundle may have been edited (the labels in clsrun.json reordered or renamed?)",
+            bundle.root,
+            accuracy,
+            rows,
+            recorded,
+        )
+
+
 def _finish(
     bundle: Bundle,
     options: ExportOptions,
@@ -424,6 +443,8 @@ def _finish(
     """Write the report, rehash the bundle, and raise the gate's error when a variant was refused."""
     eval_set, reference = gate.eval_set, gate.reference
     ref_accuracy = float((reference.argmax(axis=1) == eval_set.labels).mean())
+    if options.eval_data is None:
+        _warn_unless_reproduced(bundle, eval_set.rows, ref_accuracy)
     settings = {"max_accuracy_drop_pts": options.max_accuracy_drop, "forced": options.force}
     data = report_json(bundle, settings, eval_set, ref_accuracy, results, fusions, phases.seconds)
     data["speeds"] = speeds

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from collections.abc import Callable
@@ -199,3 +200,18 @@ def test_one_writer_of_a_bundle_and_a_killed_exports_staging_is_never_hashed(
     assert not [name for name in listed if name.startswith(".tmp-export-")]
     shutil.rmtree(stale)
     Bundle.load(bundle)  # still whole once it is gone
+
+
+def test_an_export_says_when_the_bundle_misses_its_own_recorded_accuracy(
+    exported_ngram_bundle: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    bundle = Path(shutil.copytree(exported_ngram_bundle, tmp_path / "b"))
+    export_bundle(bundle, force=True)
+    assert "may have been edited" not in caplog.text  # the model reproduces what training recorded
+    spec_file = bundle / "clsrun.json"
+    spec = json.loads(spec_file.read_text(encoding="utf-8"))
+    spec["labels"] = spec["labels"][::-1]  # by hand: clsrun.json holds the hashes, nothing hashes it
+    spec_file.write_text(json.dumps(spec), encoding="utf-8")
+    with contextlib.suppress(AccuracyGateError):
+        export_bundle(bundle, force=True)
+    assert "may have been edited (the labels in clsrun.json reordered or renamed?)" in caplog.text
