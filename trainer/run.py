@@ -88,7 +88,7 @@ def train(
     out = Path(out)
     main = distributed.is_main()
     # One writer of a bundle at a time (train or export): two would delete or overwrite each other's files.
-    with OutputLock.acquire(out, role="bundle") if main else contextlib.nullcontext():
+    with OutputLock.acquire(out) if main else contextlib.nullcontext():
         return _train(kind, kind_options, settings, where, Path(data), out, force, baseline)
 
 
