@@ -40,7 +40,7 @@ import pyarrow.compute as pc
 from clsrun.runtime.arrow_texts import ArrowTexts
 from clsrun.runtime.delimited import Block, Header, RecordBlocks, read_header
 from clsrun.runtime.errors import InputError, UsageError
-from clsrun.runtime.fingerprint import input_fingerprint
+from clsrun.runtime.fingerprint import changed_while_read, input_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -633,16 +633,32 @@ class RecordStream:
         # Blocks hold a typical record whole, so it takes the fast path (a longer one is still read).
         self.block_bytes = max(options.block_bytes, options.max_text_bytes + (1 << 16))
         self.rows_read = 0
-        self._size = self.path.stat().st_size
+        self._size = int(self.fingerprint["size"])
         self._known_rows: int | None = None  # Parquet: the row count in the file's metadata
         self._progress = ReadProgress(0, 0.0, None, False)  # replaced whole, so other threads see one state
         self._raw: Iterator[_Rows] = iter(())
-        self._raw = self._open_raw()
         try:
+            self._raw = self._open_raw()
             self._first = self._pull()
+        except InputError as e:
+            self.close()
+            raise self._changed_or(e) from e
         except BaseException:
             self.close()
             raise
+
+    def _changed_or(self, error: InputError) -> InputError:
+        """``error``, unless the file was written to or removed since its fingerprint was taken: then that
+        is the cause (a copy over it truncates it first: "empty file" would send the user the wrong way)."""
+        if not self.path.exists():
+            return InputError(f"{self.path}: file not found (removed while it was being opened)")
+        changed = changed_while_read(self.path, self.fingerprint)
+        if changed is None:
+            return error
+        return InputError(
+            f"{self.path}: was written to while it was being opened (its {changed} changed); "
+            "score it again once it is complete"
+        )
 
     # -- public ------------------------------------------------------------------------------------
     def chunks(self, skip: int = 0) -> Iterator[RecordChunk]:

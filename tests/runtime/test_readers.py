@@ -371,3 +371,28 @@ def test_a_parquet_id_column_of_nested_values_is_refused_at_open(tmp_path: Path,
     ):
         open_records(path, ReadOptions(id_col="id"))
     assert _all(path).texts == ["good", "bad"]  # without --id-col the column is not read
+
+
+@pytest.mark.parametrize("how", ["truncated", "removed"])
+def test_a_file_changed_while_it_is_being_opened_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    import clsrun.runtime.readers as readers
+
+    path = _write(tmp_path / "in.csv")
+    real = readers.input_fingerprint
+
+    def fingerprint_then_change(p: Path) -> dict[str, object]:
+        taken = real(p)
+        if how == "truncated":  # what `cp other in.csv` does first
+            p.write_bytes(b"")
+        else:
+            p.unlink()
+        return taken
+
+    monkeypatch.setattr(readers, "input_fingerprint", fingerprint_then_change)
+    expected = (
+        "was written to while it was being opened" if how == "truncated" else "removed while it was being"
+    )
+    with pytest.raises(InputError, match=expected):
+        open_records(path)
