@@ -323,16 +323,10 @@ class RecordBlocks:
             else:
                 kept.append(fields)
             position += 1
-        column_type = self._convert.column_types[self.columns[0]] if self.columns else pa.binary()
         arrays = {}
-        for name in self.columns:
+        for name in self.columns:  # bytes, cast to the column's type (binary: as is; string: checked UTF-8)
             raw = [row[names.index(name)].encode("utf-8", "surrogateescape") for row in kept]
-            if column_type == pa.binary():
-                arrays[name] = pa.array(raw, pa.binary())
-            else:
-                arrays[name] = pa.array(raw, pa.binary()).cast(
-                    column_type
-                )  # raises on bytes that are not UTF-8
+            arrays[name] = pa.array(raw, pa.binary()).cast(self._convert.column_types[name])
         return pa.table(arrays)
 
     def _oversize(self) -> Block:

@@ -152,13 +152,16 @@ def storage_problem(e: OSError) -> tuple[str, int] | None:
     return _STORAGE.get(e.errno or 0)
 
 
-def storage_error(e: OSError) -> StorageError | None:
-    """The typed error for an ``OSError`` that is the file system saying no, else None (a real surprise)."""
+def storage_error(e: OSError, where: str | None = None) -> StorageError | None:
+    """The typed error for an ``OSError`` that is the file system saying no, else None (a real surprise).
+
+    It names ``where`` when given (the caller knows the file better: Ray Data rewrites an error's file
+    name, pyarrow's file systems give none), else the error's own file."""
     known = storage_problem(e)
     if known is None:
         return None
     reason, code = known
-    where = e.filename if e.filename is not None else "a file"
+    where = where if where is not None else e.filename if e.filename is not None else "a file"
     error = StorageError(f"{where}: {reason}" + ("; free some and run again" if needs_room(e) else ""))
     error.exit_code = code
     return error

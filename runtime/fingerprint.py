@@ -67,3 +67,14 @@ def changed_while_read(path: Path, fingerprint: dict[str, Any]) -> str | None:
             return "content" if _sample_sha256(f, stat.st_size) != fingerprint.get("sample_sha256") else None
     except FileNotFoundError:
         return None
+
+
+def written_to(path: Path, fingerprint: dict[str, Any], doing: str) -> str | None:
+    """``PATH: was written to while it was being DOING (its ... changed)`` when :func:`changed_while_read`
+    finds a change, else None: the head of the message a run gives before it stops."""
+    changed = changed_while_read(path, fingerprint)
+    return (
+        None
+        if changed is None
+        else f"{path}: was written to while it was being {doing} (its {changed} changed)"
+    )

@@ -40,7 +40,7 @@ import pyarrow.compute as pc
 from clsrun.runtime.arrow_texts import ArrowTexts
 from clsrun.runtime.delimited import Block, Header, RecordBlocks, read_header
 from clsrun.runtime.errors import InputError, UsageError
-from clsrun.runtime.fingerprint import changed_while_read, input_fingerprint
+from clsrun.runtime.fingerprint import input_fingerprint, written_to
 
 log = logging.getLogger(__name__)
 
@@ -652,13 +652,8 @@ class RecordStream:
         is the cause (a copy over it truncates it first: "empty file" would send the user the wrong way)."""
         if not self.path.exists():
             return InputError(f"{self.path}: file not found (removed while it was being opened)")
-        changed = changed_while_read(self.path, self.fingerprint)
-        if changed is None:
-            return error
-        return InputError(
-            f"{self.path}: was written to while it was being opened (its {changed} changed); "
-            "score it again once it is complete"
-        )
+        head = written_to(self.path, self.fingerprint, "opened")
+        return error if head is None else InputError(f"{head}; score it again once it is complete")
 
     # -- public ------------------------------------------------------------------------------------
     def chunks(self, skip: int = 0) -> Iterator[RecordChunk]:

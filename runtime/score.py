@@ -38,7 +38,7 @@ from clsrun.runtime.errors import (
     storage_problem,
 )
 from clsrun.runtime.files import atomic_write_text
-from clsrun.runtime.fingerprint import changed_while_read
+from clsrun.runtime.fingerprint import written_to
 from clsrun.runtime.partial import PartialOutput, describe_changes
 from clsrun.runtime.pipeline import Pipeline, Progress
 from clsrun.runtime.readers import ReadOptions, RecordStream, open_records
@@ -311,12 +311,11 @@ def _run_unchanged(
 def _require_unchanged(path: Path, fingerprint: dict[str, Any], partial: PartialOutput) -> None:
     """Refuse to publish the rows of an input that was written to while it was read: they may be a mix of
     its old and new contents, row counts included. The checkpoint holds such rows too, so it goes."""
-    changed = changed_while_read(path, fingerprint)
-    if changed is not None:
+    head = written_to(path, fingerprint, "scored")
+    if head is not None:
         partial.remove()
         raise InputError(
-            f"{path}: was written to while it was being scored (its {changed} changed); nothing was published "
-            "and the saved rows were discarded: score it again once it is complete"
+            f"{head}; nothing was published and the saved rows were discarded: score it again once it is complete"
         )
 
 

@@ -30,6 +30,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
+from typing import Any
 
 from clsrun.runtime.sigaction import on_thread_stack
 
@@ -176,11 +177,16 @@ def _mode(raising: bool) -> Iterator[StopRequest]:
         yield _Mode.request
     finally:
         _Mode.raising = was_raising
-        for signum, old in previous.items():
-            if old is _handler:  # an enclosing section's
-                _take(signum)
-            else:
-                signal.signal(signum, old if old is not None else signal.SIG_DFL)  # None: set outside Python
+        _put_back(previous)
+
+
+def _put_back(previous: dict[int, Any]) -> None:
+    """Set each signal's handler to what ``previous`` says it was (ours: with our stack flags again)."""
+    for signum, old in previous.items():
+        if old is _handler:  # an enclosing section's, or the entry point's
+            _take(signum)
+        else:
+            signal.signal(signum, old if old is not None else signal.SIG_DFL)  # None: set outside Python
 
 
 @contextmanager
@@ -190,15 +196,11 @@ def kept() -> Iterator[None]:
     ``ray.init`` sets SIGTERM to ``sys.exit(15)`` (and Ray's core its own native handler): a scheduler's
     SIGTERM then ended a Ray job with exit 15 or an abort instead of exit 143 and one line.
     """
-    before = {s: signal.getsignal(s) for s in SIGNALS} if _in_main_thread() else {}
+    before: dict[int, Any] = {s: signal.getsignal(s) for s in SIGNALS} if _in_main_thread() else {}
     try:
         yield
     finally:
-        for signum, old in before.items():
-            if old is _handler:
-                _take(signum)
-            elif signal.getsignal(signum) is not old:
-                signal.signal(signum, old if old is not None else signal.SIG_DFL)  # None: set outside Python
+        _put_back(before)
 
 
 @contextmanager

@@ -161,9 +161,8 @@ def _connect(ray: Any, options: RayOptions) -> bool:
     try:
         with stopping.kept():  # ray.init takes SIGTERM for itself
             ray.init(**kwargs)
-    except (
-        SystemExit
-    ) as e:  # a SIGTERM during ray.init, by the handler it sets (sys.exit(15)): a stop of ours
+    except SystemExit as e:
+        # A SIGTERM during ray.init, through the handler it sets (sys.exit(15)): a stop of ours.
         if e.code != signal.SIGTERM:
             raise
         with contextlib.suppress(Exception):
@@ -214,7 +213,7 @@ def _clsrun_cause(e: BaseException, where: str) -> ClsrunError | None:
         if isinstance(cur, ClsrunError):
             cur.args = (str(cur).splitlines()[0],)  # Ray Data appends its retry advice to the message
             return cur
-        if isinstance(cur, OSError) and (typed := storage_error(OSError(cur.errno, "", where))) is not None:
+        if isinstance(cur, OSError) and (typed := storage_error(cur, where)) is not None:
             return typed
         stack += [cur.__cause__, cur.__context__]
     return None
@@ -347,7 +346,7 @@ def score_with_ray(
         with _locked(out_fs, out_path):
             result = _score_on_ray(ray, files, bundle, job, (out_fs, out_path, kind), str(out_dir))
     except OSError as e:  # pyarrow's file system errors name no file: say which output could not be written
-        typed = storage_error(OSError(e.errno, "", str(out_dir))) if e.filename is None else None
+        typed = storage_error(e, str(out_dir)) if e.filename is None else None
         if typed is None:
             raise
         raise typed from e
