@@ -1,7 +1,9 @@
 """clsrun against every engine a user could pick instead, on one BERT bundle and one file of texts.
 
 Engines, each timed over the whole file as one pass of tokenize + plan + pad + infer (model load and
-compilation excluded, one untimed warm-up pass each), alternating in every repeat, median of repeats:
+compilation excluded), alternating in every repeat, median of repeats; each engine's first pass is a
+warm-up outside the median, reported as ``first_pass`` (where a kernel is prepared per input shape, that
+pass pays for it, as ``clsrun predict``'s one pass in a fresh process does):
 
 - ``clsrun-api``: ``Classifier.load(bundle).predict(texts)`` with ``--backend auto`` (what it runs is printed);
 - ``clsrun-predict``: ``clsrun predict FILE`` as a subprocess: ``in_run`` is its manifest's rows/s,
@@ -10,15 +12,18 @@ compilation excluded, one untimed warm-up pass each), alternating in every repea
   every thread, batches of ``--batch-tokens`` padded tokens sorted by length;
 - ``openvino-int8``: a plain loop over OpenVINO on the bundle's ``openvino/model.int8.xml`` (THROUGHPUT
   hint, one stream per thread, an ``AsyncInferQueue`` with one request per stream, widths padded to 8, bf16
-  for what int8 leaves float where the CPU computes bf16);
+  for what int8 leaves float where the CPU computes bf16); where it does, ``openvino-int8-f32`` is the same
+  loop in f32, as clsrun runs a variant whose export gate did not pass it in bf16;
 - ``ctranslate2-int8``: a CTranslate2 encoder converted beforehand (``--ct2 DIR``, from
   ``ct2-transformers-converter --model BUNDLE --output_dir DIR --quantization int8``) plus the bundle's
   mean pooling and head in numpy (mean-pooling bundles only);
 - ``torch-fp32``, ``torch-bf16``: eager PyTorch, batches of 32 rows (what users write first).
 
 An engine that cannot run here (not installed, variant not exported, no converted model) is reported as
-skipped with the reason. Labels are compared with the bundle's fp32 ONNX file (``agreement``). Prints
-one JSON object, with the load average before and after. Usage:
+skipped with the reason. Labels are compared with the bundle's fp32 ONNX file (``agreement``); where the
+bundle was copied without it (``cpu_engines_check.py`` carries int8 files only), with ``--reference``, the
+fp32 labels a run with the file saved there. Prints one JSON object, with what ``--backend auto`` chose and
+why, and the load average before and after. Usage:
 
     .venv/bin/python benchmarks/bench_vs_engines.py --model BUNDLE --data short.csv [--repeats 3] [--threads 2]
 """
@@ -29,6 +34,7 @@ import argparse
 import csv
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -100,7 +106,11 @@ def plain_loop(
     return run
 
 
-def openvino_engine(bundle: Bundle, texts: list[str], threads: int, batch_tokens: int) -> Engine:
+def openvino_engine(
+    bundle: Bundle, texts: list[str], threads: int, batch_tokens: int, precision: str = "best"
+) -> Engine:
+    """``precision``: ``best`` (bf16 for what int8 leaves float where the CPU computes it natively, else
+    f32) or ``f32`` (only where the CPU has bf16: elsewhere it is ``best`` again, skipped)."""
     try:
         import openvino as ov
         import openvino.properties as props
@@ -110,14 +120,15 @@ def openvino_engine(bundle: Bundle, texts: list[str], threads: int, batch_tokens
     if not bundle.has("openvino/model.int8.xml"):
         raise Skipped("openvino/model.int8.xml not exported (clsrun export --precision ...,ov-int8)")
     core = ov.Core()
+    bf16 = "BF16" in core.get_property("CPU", props.device.capabilities)
+    if precision == "f32" and not bf16:
+        raise Skipped("this CPU has no bf16: openvino-int8 runs in f32 already")
     config = {
         hints.performance_mode: hints.PerformanceMode.THROUGHPUT,
         props.num_streams: threads,
         props.inference_num_threads: threads,
         # the best a user would set: bf16 for what int8 leaves float where the CPU computes it natively
-        hints.inference_precision: "bf16"
-        if "BF16" in core.get_property("CPU", props.device.capabilities)
-        else "f32",
+        hints.inference_precision: "bf16" if bf16 and precision == "best" else "f32",
     }
     xml, weights = bundle.file("openvino/model.int8.xml"), bundle.file("openvino/model.int8.bin")
     compiled = core.compile_model(core.read_model(str(xml), str(weights)), "CPU", config)
@@ -188,18 +199,26 @@ def torch_engine(bundle: Bundle, texts: list[str], dtype: str, threads: int) -> 
     return run
 
 
-def api_engine(bundle: Bundle, texts: list[str], threads: int) -> Engine:
+def api_engine(bundle: Bundle, texts: list[str], threads: int, chose: dict[str, str]) -> Engine:
+    """``Classifier.load`` with ``--backend auto``; what it chose and why go into ``chose``."""
     from clsrun.runtime.classifier import Classifier
     from clsrun.runtime.variant import Variant
 
     clf = Classifier.load(bundle, Variant(threads=threads))
+    chose.update(variant=clf.choice.key, reason=clf.choice.reason)
     print(f"clsrun --backend auto runs {clf.choice.key}: {clf.choice.reason}", file=sys.stderr)
     return lambda: clf.predict(texts).probs
 
 
+def clsrun_script() -> str:
+    """The ``clsrun`` console script of this interpreter's environment, else the first on PATH."""
+    beside = Path(sys.executable).parent / "clsrun"
+    return str(beside) if beside.exists() else shutil.which("clsrun") or "clsrun"
+
+
 def predict_process(bundle: Bundle, data: Path, out: Path, threads: int) -> tuple[float, float, np.ndarray]:
     """``clsrun predict`` as a subprocess: (whole-process rows/s, the manifest's in-run rows/s, labels)."""
-    command = [str(Path(sys.executable).parent / "clsrun"), "predict", str(data), "--model", str(bundle.root)]
+    command = [clsrun_script(), "predict", str(data), "--model", str(bundle.root)]
     command += ["--out", str(out), "--threads", str(threads), "--overwrite", "--quiet"]
     start = time.perf_counter()
     subprocess.run(command, check=True)
@@ -211,14 +230,15 @@ def predict_process(bundle: Bundle, data: Path, out: Path, threads: int) -> tupl
 
 
 def open_engines(
-    args: argparse.Namespace, bundle: Bundle, texts: list[str]
+    args: argparse.Namespace, bundle: Bundle, texts: list[str], chose: dict[str, str]
 ) -> tuple[dict[str, Engine], dict[str, str]]:
     """Every engine that can run here, and the reason for each one skipped."""
     t, bt = args.threads, args.batch_tokens
     makers: dict[str, Callable[[], Engine]] = {
-        "clsrun-api": lambda: api_engine(bundle, texts, t),
+        "clsrun-api": lambda: api_engine(bundle, texts, t, chose),
         "ort-int8": lambda: ort_engine(bundle, texts, "onnx/model.int8.onnx", t, bt),
         "openvino-int8": lambda: openvino_engine(bundle, texts, t, bt),
+        "openvino-int8-f32": lambda: openvino_engine(bundle, texts, t, bt, "f32"),
         "ctranslate2-int8": lambda: ct2_engine(bundle, texts, args.ct2, t, bt),
         "torch-fp32": lambda: torch_engine(bundle, texts, "float32", t),
         "torch-bf16": lambda: torch_engine(bundle, texts, "bfloat16", t),
@@ -241,7 +261,22 @@ def timed(engine: Engine, rows: int) -> tuple[float, np.ndarray]:
     return rows / (time.perf_counter() - start), out
 
 
-def main() -> None:
+def fp32_labels(args: argparse.Namespace, bundle: Bundle, texts: list[str]) -> np.ndarray:
+    """The fp32 ONNX file's labels (saved to ``--reference`` when given), else those a run saved there."""
+    if bundle.has("onnx/model.onnx"):
+        labels = ort_engine(bundle, texts, "onnx/model.onnx", args.threads, args.batch_tokens)().argmax(1)
+        if args.reference:
+            args.reference.write_text(json.dumps(labels.tolist()), encoding="utf-8")
+        return labels
+    if args.reference and args.reference.exists():
+        labels = np.array(json.loads(args.reference.read_text(encoding="utf-8")))
+        if len(labels) == len(texts):
+            return labels
+        raise SystemExit(f"{args.reference}: {len(labels)} labels for {len(texts)} texts")
+    raise SystemExit("onnx/model.onnx is not in the bundle: give --reference, the fp32 labels a run saved")
+
+
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, required=True, help="an exported BERT bundle")
     ap.add_argument("--data", type=Path, required=True, help="CSV with a text column")
@@ -252,7 +287,15 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=0, help="score only the first N texts (0: all)")
     ap.add_argument("--no-torch", action="store_true", help="leave the eager PyTorch engines out")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/clsrun-bench-engines"))
-    args = ap.parse_args()
+    ap.add_argument(
+        "--reference", type=Path, default=None,
+        help="JSON file of the fp32 labels: written when the bundle has onnx/model.onnx, read when not",
+    )  # fmt: skip
+    return ap.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     bundle = Bundle.load(args.model)
     texts = read_texts(args.data)
@@ -261,9 +304,13 @@ def main() -> None:
         args.data = args.workdir / f"{args.data.stem}_{len(texts)}.csv"
         with open(args.data, "w", newline="", encoding="utf-8") as f:
             csv.writer(f).writerows([["text"], *([t] for t in texts)])
-    reference = ort_engine(bundle, texts, "onnx/model.onnx", args.threads, args.batch_tokens)().argmax(1)
-    engines, skipped = open_engines(args, bundle, texts)
-    labels = {name: engine().argmax(1) for name, engine in engines.items()}  # warm-up passes, untimed
+    reference = fp32_labels(args, bundle, texts)
+    chose: dict[str, str] = {}
+    engines, skipped = open_engines(args, bundle, texts, chose)
+    # Warm-up passes, not in the medians; their rate is reported (``first_pass``): a fresh process such as
+    # ``clsrun predict``'s meets every batch shape for the first time, as these passes do.
+    first = {name: timed(engine, len(texts)) for name, engine in engines.items()}
+    labels = {name: out.argmax(1) for name, (_, out) in first.items()}
     loads = [os.getloadavg()]
     rates: dict[str, list[float]] = {
         name: [] for name in [*engines, "clsrun-predict-in-run", "clsrun-predict-whole"]
@@ -278,17 +325,21 @@ def main() -> None:
         rates["clsrun-predict-whole"].append(whole)
         loads.append(os.getloadavg())
     labels["clsrun-predict-whole"] = labels["clsrun-predict-in-run"]
+    manifest = json.loads((args.workdir / "out.csv.manifest.json").read_text(encoding="utf-8"))
     results = {
         name: {
             "rows_per_s_median": round(statistics.median(r), 1),
             "runs": [round(x, 1) for x in r],
             "agreement_with_fp32": round(float((labels[name] == reference).mean()), 4),
+            **({"first_pass": round(first[name][0], 1)} if name in first else {}),
         }
         for name, r in rates.items()
     }
     print(json.dumps({
         "data": str(args.data), "rows": len(texts), "threads": args.threads, "repeats": args.repeats,
-        "results": results, "skipped": skipped, "load_average": [[round(x, 2) for x in la] for la in loads],
+        "results": results, "skipped": skipped, "api_auto_choice": chose,
+        "predict_choice": {k: manifest.get(k) for k in ("backend", "precision", "providers", "choice_reason")},
+        "load_average": [[round(x, 2) for x in la] for la in loads],
     }, indent=1))  # fmt: skip
 
 
