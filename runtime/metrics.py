@@ -84,9 +84,12 @@ def classification_report(
 ) -> ClassificationReport:
     """Compare label strings. ``labels`` fixes the order (e.g. the model's labels); labels seen in the
     data but not in ``labels`` are appended, so a true label the model cannot predict still counts.
-    ``averaged_over``: the classes the macro and weighted averages are over (default: all of them); a
+    ``averaged_over``: the classes the macro and weighted averages may be over (default: all of them); a
     prediction that is no class (``clsrun eval``'s unscored rows) then counts as a miss of the true class
-    without being a class of its own, whose zero recall would pull every macro average down."""
+    without being a class of its own, whose zero recall would pull every macro average down. Of those, the
+    averages take the classes that occur, as true labels or as predictions (scikit-learn's own default): a
+    model label with neither (a rare class absent from a validation split) has no precision or recall to
+    average, and counting it as 0 would report a perfect model at a macro-F1 of 0.5."""
     from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
     if len(y_true) != len(y_pred):
@@ -97,13 +100,15 @@ def classification_report(
             order.append(name)
     kw: dict[str, Any] = {"labels": order, "zero_division": 0}
     p, r, f, s = precision_recall_fscore_support(y_true, y_pred, **kw)
-    over = {"labels": list(averaged_over) if averaged_over is not None else order, "zero_division": 0}
+    present = set(y_true) | set(y_pred)
+    candidates = list(averaged_over) if averaged_over is not None else order
+    over = {"labels": [name for name in candidates if name in present], "zero_division": 0}
     averaged = {
         avg: precision_recall_fscore_support(y_true, y_pred, average=avg, **over)[:3]
+        if len(y_true) and over["labels"]
+        else (0.0, 0.0, 0.0)
         for avg in ("macro", "weighted")
     }
-    if not len(y_true):
-        averaged = {avg: (0.0, 0.0, 0.0) for avg in averaged}
     cm = confusion_matrix(y_true, y_pred, labels=order) if len(y_true) else [[0] * len(order)] * len(order)
     return ClassificationReport(
         labels=order,

@@ -7,6 +7,7 @@ validation rows are what the bundle keeps in ``validation.jsonl.gz``, and scorin
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,9 @@ from clsrun.runtime.errors import InputError, UsageError
 from clsrun.runtime.readers import read_labelled
 
 DEFAULT_VAL_SPLIT = 0.1  # share of the training file held out when no validation file is given
+SHARED_VAL_WARN = 0.1  # share of --val-data rows that are also training rows from which training warns
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -113,6 +117,21 @@ def stratified_split(labels: list[str], fraction: float, seed: int) -> tuple[np.
     return np.sort(train_idx), np.sort(val_idx)
 
 
+def _warn_shared_rows(val_path: Path, train_texts: list[str], val_texts: list[str]) -> None:
+    """Warn when a tenth or more of the validation texts are training texts (the same file given twice, or
+    a split that leaked): early stopping and the recorded scores would then measure memory, not accuracy."""
+    seen = set(train_texts)
+    shared = sum(t in seen for t in val_texts)
+    if val_texts and shared / len(val_texts) >= SHARED_VAL_WARN:
+        log.warning(
+            "--val-data %s: %d of its %d rows are also training rows: validation scores will overstate "
+            "accuracy on new text",
+            val_path,
+            shared,
+            len(val_texts),
+        )
+
+
 def load_split(
     data: Path | str,
     val_data: Path | str | None = None,
@@ -137,6 +156,7 @@ def load_split(
             raise InputError(
                 f"--val-data {val_path}: label(s) {', '.join(map(repr, unseen[:10]))} never occur in {data}"
             )
+        _warn_shared_rows(val_path, train_t, val_t)
     else:
         train_idx, val_idx = stratified_split(rows.labels, val_split, seed)
         train_t = [rows.texts[i] for i in train_idx]

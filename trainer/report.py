@@ -31,6 +31,13 @@ def write_confusion_csv(path: Path, report: ClassificationReport) -> None:
             w.writerow([name, *row])
 
 
+# The heat map of many labels: counts written in the cells up to this many labels, names on the axes up to
+# this many, and the figure no wider than this (confusion_matrix.csv always holds every count).
+MAX_COUNTED_CELLS = 30
+MAX_LABELLED_TICKS = 100
+MAX_FIGURE_INCHES = 24.0
+
+
 def write_confusion_png(path: Path, report: ClassificationReport) -> None:
     """A heat map of the confusion matrix, counts in the cells, rows normalised for the colour."""
     import matplotlib
@@ -41,25 +48,27 @@ def write_confusion_png(path: Path, report: ClassificationReport) -> None:
     counts = np.asarray(report.confusion, dtype=np.int64)  # (C, C)
     share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)  # (C, C) row-normalised
     n = len(report.labels)
-    size = max(4.0, 0.6 * n + 2.5)
+    # Capped: a figure that grows with the labels takes minutes and gigapixels at a few hundred of them
+    size = min(max(4.0, 0.6 * n + 2.5), MAX_FIGURE_INCHES)
     fig, ax = plt.subplots(figsize=(size, size * 0.85), dpi=100)
     try:
         im = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
-        ax.set_xticks(range(n), report.labels, rotation=45, ha="right")
-        ax.set_yticks(range(n), report.labels)
+        if n <= MAX_LABELLED_TICKS:
+            ax.set_xticks(range(n), report.labels, rotation=45, ha="right")
+            ax.set_yticks(range(n), report.labels)
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
         ax.set_title(f"validation: accuracy {report.accuracy:.3f}, macro-F1 {report.macro_f1:.3f}")
-        for i in range(n):
-            for j in range(n):
-                ax.text(
-                    j,
-                    i,
-                    str(counts[i, j]),
-                    ha="center",
-                    va="center",
-                    color="white" if share[i, j] > 0.5 else "black",
-                )
+        cells = [(i, j) for i in range(n) for j in range(n)] if n <= MAX_COUNTED_CELLS else []
+        for i, j in cells:  # with more labels the counts are in confusion_matrix.csv only
+            ax.text(
+                j,
+                i,
+                str(counts[i, j]),
+                ha="center",
+                va="center",
+                color="white" if share[i, j] > 0.5 else "black",
+            )
         colorbar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
         colorbar.set_label("share of the true label's rows")
         fig.tight_layout()

@@ -47,3 +47,16 @@ def test_a_prediction_that_is_no_class_counts_as_a_miss_but_not_as_a_class_in_th
     assert r.macro_recall == 0.5  # pos 1.0, neg 0.0: over the two classes, not three
     every = classification_report(y_true, y_pred, ["pos", "neg"])
     assert every.macro_recall == 1 / 3  # the pseudo-class counted: what clsrun eval no longer reports
+
+
+def test_a_model_label_absent_from_the_data_and_never_predicted_is_not_averaged_as_zero() -> None:
+    from sklearn.metrics import f1_score, precision_score
+
+    y_true = ["a"] * 6 + ["b"] * 4
+    y_pred = ["a"] * 5 + ["b"] * 5  # one a scored as b; no row is c, none predicted c
+    r = classification_report(y_true, y_pred, ["a", "b", "c"], averaged_over=["a", "b", "c"])
+    assert r.macro_f1 == pytest.approx(f1_score(y_true, y_pred, average="macro"))
+    assert r.weighted_precision == pytest.approx(precision_score(y_true, y_pred, average="weighted"))
+    assert "c" in r.labels and r.per_class["c"].support == 0  # still listed, with its zeros
+    perfect = report_from_indices([0, 0, 1], [0, 0, 1], ["big", "tiny", "rare"])
+    assert perfect.accuracy == 1.0 and perfect.macro_f1 == 1.0  # was 2/3: the validation split had no rare

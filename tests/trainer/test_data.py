@@ -61,3 +61,19 @@ def test_a_single_label_is_refused(tmp_path: Path) -> None:
     data = _csv(tmp_path / "d.csv", [("x", f"t{i}") for i in range(10)])
     with pytest.raises(InputError, match="1 distinct label"):
         load_split(data)
+
+
+def test_a_validation_file_that_repeats_the_training_rows_is_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "train.csv"
+    path.write_text(
+        "label,text\n" + "".join(f"{'ab'[i % 2]},text {i}\n" for i in range(20)), encoding="utf-8"
+    )
+    load_split(path, val_data=path)
+    assert "20 of its 20 rows are also training rows" in caplog.text
+    other = tmp_path / "val.csv"
+    other.write_text("label,text\na,new one\nb,new two\n", encoding="utf-8")
+    caplog.clear()
+    load_split(path, val_data=other)
+    assert "also training rows" not in caplog.text
