@@ -24,6 +24,7 @@ from pathlib import Path
 
 from clsrun.runtime.bundle import SPEC_FILE
 from clsrun.runtime.errors import OutputExistsError, UsageError
+from clsrun.runtime.files import non_utf8_name
 from clsrun.runtime.outlock import OutputLock
 from clsrun.runtime.partial import PartialOutput
 from clsrun.runtime.writers import output_format
@@ -47,6 +48,9 @@ def output_path(input_path: Path, output: Path | str | None, bundle: Path | None
             "(written under a temporary name, then renamed); give a file (e.g. --out scores.csv) and read that"
         )
     out = Path(output) if output is not None else default_output(input_path)
+    bad_name = non_utf8_name(out)
+    if bad_name is not None:
+        raise UsageError(f"--out {bad_name}: the name is not valid UTF-8; give a UTF-8 file name")
     output_format(out)  # refuse an unknown extension before any work
     if out.is_dir():
         raise UsageError(f"--out {out}: is a folder; the local engine writes one file")

@@ -33,6 +33,20 @@ if TYPE_CHECKING:
 TMP_SUFFIX = ".tmp"
 
 
+def non_utf8_name(path: Path | str) -> str | None:
+    """``path`` spelt with its undecodable bytes as ``\\xNN`` when its name is not valid UTF-8, else None.
+
+    Linux allows any bytes in a file name; Python keeps the invalid ones as lone surrogates, which pyarrow's
+    writers and the UTF-8 manifest cannot encode. Such a name is refused before any work (a run used to
+    score every row and then fail at the manifest, its output published without one)."""
+    text = str(path)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return None
+
+
 def make_folder(folder: Path, flag: str) -> None:
     """Make ``folder`` and its parents (as ``mkdir -p``); :class:`UsageError` naming ``flag`` when a file or
     a dangling link is in the way, instead of the bare ``FileExistsError`` / ``NotADirectoryError``."""

@@ -25,8 +25,8 @@ import json
 import logging
 import math
 import re
-import shutil
 import tempfile
+import unicodedata
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -39,7 +39,8 @@ import pyarrow.compute as pc
 
 from clsrun.runtime.arrow_texts import ArrowTexts
 from clsrun.runtime.delimited import Block, Header, RecordBlocks, read_header
-from clsrun.runtime.errors import InputError, UsageError
+from clsrun.runtime.errors import InputError, UsageError, storage_error
+from clsrun.runtime.files import non_utf8_name
 from clsrun.runtime.fingerprint import input_fingerprint, written_to
 
 log = logging.getLogger(__name__)
@@ -107,8 +108,17 @@ def require_file(path: Path) -> None:
     head and size before scoring (format, columns, the fingerprint ``--resume`` checks), so clsrun asks
     for a file; a compressed one (``.csv.gz``) needs no unpacking first.
     """
+    bad_name = non_utf8_name(path)
+    if bad_name is not None:
+        raise InputError(
+            f"{bad_name}: the file's name is not valid UTF-8; rename it (or link to it by a UTF-8 name)"
+        )
     if path.is_file():
         return
+    if str(path) == "-":
+        raise InputError(
+            "-: clsrun does not read standard input (it reads its input more than once); save it to a file"
+        )
     if not path.exists():
         raise InputError(f"{path}: file not found")
     if path.is_dir():
@@ -147,9 +157,25 @@ def _parquet_file(path: Path, gz: bool) -> Iterator[Path]:
         return
     with tempfile.NamedTemporaryFile(prefix="clsrun-", suffix=".parquet") as tmp:
         with gzip.open(path, "rb") as packed:
-            shutil.copyfileobj(packed, tmp, 1 << 20)
-        tmp.flush()
+            while chunk := packed.read(1 << 20):  # a read error is the input's: InputError by the caller
+                _unpacked_write(tmp, chunk, path)
+        _unpacked_write(tmp, b"", path)  # flushed: pyarrow reads the file by its name
         yield Path(tmp.name)
+
+
+def _unpacked_write(tmp: IO[bytes], chunk: bytes, path: Path) -> None:
+    """Write (or, for an empty chunk, flush) a piece of the unpacked copy; a failure is the temporary
+    folder's (full, over quota, read-only), named as such, not a fault of the input."""
+    try:
+        if chunk:
+            tmp.write(chunk)
+        else:
+            tmp.flush()
+    except OSError as e:
+        error = storage_error(e, f"{tmp.name} (unpacking {path.name} into the temporary folder, $TMPDIR)")
+        if error is None:
+            raise
+        raise error from e
 
 
 # Exceptions that mean the file's bytes are not what its extension says (or cannot be read): each becomes
@@ -280,10 +306,24 @@ def _delimited_table(path: Path, f: IO[bytes], header: Header, options: ReadOpti
     return pa.concat_tables(tables)
 
 
+def refuse_json_array(path: Path, lines: list[bytes | None]) -> None:
+    """Refuse a file whose first line that is not blank starts a JSON array: a ``.json`` document of
+    records (pretty-printed or on one line), whose lines are not records; read as JSON Lines, only its
+    last element would be scored, the rest error rows."""
+    head = next((line.lstrip() for line in lines if line is not None and line.strip()), b"")
+    if head.startswith(b"["):
+        raise InputError(
+            f"{path}: a JSON array, not JSON Lines (one object per line); convert it first, "
+            f"e.g. jq -c '.[]' {path.name} > {path.stem}.lines.jsonl"
+        )
+
+
 def _json_table(path: Path, f: IO[bytes], options: ReadOptions) -> pa.Table:
     rows: list[dict[str, Any]] = []
     reasons: list[str] = []
-    for lines in _capped_lines(f, options.block_bytes, options.record_cap):
+    for block, lines in enumerate(_capped_lines(f, options.block_bytes, options.record_cap)):
+        if block == 0:
+            refuse_json_array(path, lines)
         for line in lines:
             n = len(rows) + len(reasons)
             try:
@@ -295,12 +335,24 @@ def _json_table(path: Path, f: IO[bytes], options: ReadOptions) -> pa.Table:
                 over = line is None
                 reasons.append(f"row {n}: " + ("a line over the size cap" if over else "not a JSON object"))
                 continue
-            rows.append({k: v if isinstance(v, str) or v is None else json.dumps(v) for k, v in obj.items()})
+            rows.append({k: _json_field(k, v, options.text_col) for k, v in obj.items()})
     if not rows and reasons:
         raise InputError(f"{path}: not JSON Lines: no line is a JSON object ({reasons[0]})")
     _left_out(path, reasons)
     names = list(dict.fromkeys(k for r in rows for k in r))
     return pa.table({k: pa.array([r.get(k) for r in rows], type=pa.string()) for k in names})
+
+
+def _json_field(key: str, value: object, text_col: str) -> str | None:
+    """A JSON field as the text column of a whole-file read: a string as it is; in the text column anything
+    else is None (``clsrun predict`` makes such a row an error row: a number is no text to classify);
+    elsewhere a number or boolean as JSON spells it (an id ``7``, a label ``true``) and an array or object
+    None (no one value: a label ``[1, 2]`` is not a class)."""
+    if isinstance(value, str) or value is None:
+        return value
+    if key == text_col or isinstance(value, (list, dict)):
+        return None
+    return json.dumps(value)
 
 
 @dataclass
@@ -328,15 +380,17 @@ def read_labelled(
             f"{path}: no column {', '.join(repr(c) for c in missing)}; columns are "
             f"{', '.join(repr(n) for n in table.column_names) or '(none)'} (choose with --text-col / --label-col)"
         )
-    texts = table.column(text_col).to_pylist()
-    labels = table.column(label_col).to_pylist()
+    if text_col == label_col:
+        raise InputError(f"{path}: --text-col and --label-col both name column {text_col!r}")
+    texts = _labelled_texts(path, table.column(text_col), text_col)
+    labels = _label_values(table.column(label_col))
     keep_t: list[str] = []
     keep_l: list[str] = []
     first_dropped: int | None = None
     for row, (t, raw) in enumerate(zip(texts, labels, strict=True)):
         y = label_text(raw)
-        if t is not None and y and str(t).strip():
-            keep_t.append(str(t))
+        if t is not None and y and t.strip():
+            keep_t.append(t)
             keep_l.append(y)
         elif first_dropped is None:
             first_dropped = row
@@ -351,6 +405,50 @@ def read_labelled(
         )
     _warn_case_twins(path, keep_l)
     return LabelledData(keep_t, keep_l)
+
+
+def _labelled_texts(path: Path | str, column: pa.ChunkedArray, name: str) -> list[str | None]:
+    """A labelled file's texts as ``clsrun predict`` reads them, so ``eval`` scores what ``predict`` would:
+    a column of numbers is refused, binary is decoded as UTF-8 (a row that is not UTF-8 is None). JSON
+    values that are not strings are None already (:func:`_json_table`)."""
+    if not _textual(column.type):
+        raise InputError(f"{path}: column {name!r} holds {column.type}, not text")
+    values: list[str | None] = []
+    for chunk in column.chunks:
+        chunk = _plain(chunk)
+        if pa.types.is_binary(chunk.type) or pa.types.is_large_binary(chunk.type):
+            values += [_utf8(v) for v in chunk.to_pylist()]
+        else:
+            values += chunk.to_pylist()
+    return values
+
+
+def _utf8(raw: bytes | None) -> str | None:
+    try:
+        return None if raw is None else raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def _label_values(column: pa.ChunkedArray) -> list[object]:
+    """A label column's values, each spelt as :func:`label_text` makes one label of it in every format:
+    booleans ``true``/``false`` (as JSON writes them), float32 at its own shortest spelling (``0.1``, not
+    ``0.10000000149011612``), decimals as the numbers they are (``1.50`` and ``1.5`` one label), binary as
+    UTF-8 text."""
+    values: list[object] = []
+    for chunk in column.chunks:
+        chunk = _plain(chunk)
+        kind = chunk.type
+        if pa.types.is_boolean(kind) or (pa.types.is_floating(kind) and kind.bit_width < 64):
+            chunk = chunk.cast(pa.float32()) if pa.types.is_float16(kind) else chunk
+            values += chunk.cast(pa.string()).to_pylist()
+        elif pa.types.is_decimal(kind):
+            values += chunk.cast(pa.float64()).to_pylist()
+        elif pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
+            values += [_utf8(v) for v in chunk.to_pylist()]
+        else:
+            values += chunk.to_pylist()
+    return values
 
 
 # Labels that mean "no label": NaN as JSON writes it (and whole-file reads turn into text) and as pandas does.
@@ -369,7 +467,10 @@ def label_text(value: object) -> str | None:
         return None
     if isinstance(value, float) and value.is_integer():
         value = int(value)
-    text = str(value).strip()
+    if isinstance(value, bool):
+        value = "true" if value else "false"
+    # NFC: the same label typed on two systems (é as one code point or as e + accent) is one class
+    text = unicodedata.normalize("NFC", str(value)).strip()
     if text in _NO_LABEL:
         return None
     if _WHOLE_NUMBER.fullmatch(text):
@@ -483,10 +584,12 @@ def _one_array(column: pa.ChunkedArray) -> pa.Array:
 
 
 def _arrow_ids(arr: pa.Array) -> list[str | None]:
-    """An id column as text (ids are written back unchanged, so ``007`` stays ``007``)."""
+    """An id column as text (ids are written back unchanged, so ``007`` stays ``007``); binary ids that are
+    not UTF-8 keep their bytes as ``\\xNN`` escapes, so two of them never become the same id (U+FFFD
+    would make ``b"\\xff"`` and ``b"\\xfe"`` one)."""
     arr = _plain(arr)
     if pa.types.is_binary(arr.type) or pa.types.is_large_binary(arr.type):
-        return [None if b is None else b.decode("utf-8", errors="replace") for b in arr.to_pylist()]
+        return [None if b is None else b.decode("utf-8", errors="backslashreplace") for b in arr.to_pylist()]
     return arr.cast(pa.string()).to_pylist()
 
 
@@ -504,12 +607,23 @@ def escape_surrogates(s: str) -> str:
     return s.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+class _FloatText(str):
+    """A JSON number with a fraction or exponent, kept as written: an id ``1.50`` or
+    ``12345678901234567890.0`` is written back as that, where a float would print ``1.5`` and
+    ``1.2345678901234567e+19`` (and make two ids one)."""
+
+
+_JSON_LINE = json.JSONDecoder(
+    parse_float=_FloatText
+)  # one decoder for every line (json.loads makes one per call)
+
+
 def _json_row(
     line: bytes, text_col: str, id_col: str | None, max_bytes: int
 ) -> tuple[str | None, str | None, str]:
     """``(text, id, error)`` of one JSONL line."""
     try:
-        obj = json.loads(line)
+        obj = _JSON_LINE.decode(line.decode("utf-8-sig", "surrogatepass"))  # as json.loads decodes bytes
     except UnicodeDecodeError as e:
         return None, None, f"undecodable bytes (not UTF-8) at byte {e.start}"
     except (ValueError, RecursionError) as e:
@@ -517,7 +631,7 @@ def _json_row(
     if not isinstance(obj, dict):
         return None, None, f"line is a JSON {type(obj).__name__}, not an object"
     rid = obj.get(id_col) if id_col is not None else None
-    rid_text = None if rid is None else rid if isinstance(rid, str) else json.dumps(rid)
+    rid_text = None if rid is None else str(rid) if isinstance(rid, str) else json.dumps(rid)
     value = obj.get(text_col)
     suspect = b"\\u" in line or b"\xed" in line  # how a lone surrogate gets in: an escape, or CESU-8 bytes
     if suspect and rid_text is not None and not _unicode(rid_text):
@@ -532,8 +646,9 @@ def _json_row(
         return None, rid_text, f"no {text_col!r} field"
     if value is None:
         return None, rid_text, "null text"
-    if not isinstance(value, str):
-        return None, rid_text, f"text is a JSON {type(value).__name__}, not a string"
+    if not isinstance(value, str) or isinstance(value, _FloatText):
+        kind = "float" if isinstance(value, _FloatText) else type(value).__name__
+        return None, rid_text, f"text is a JSON {kind}, not a string"
     if suspect and not _unicode(value):
         return None, rid_text, "text is not valid Unicode (a lone surrogate such as \\ud800)"
     if len(value) * 4 > max_bytes and len(value.encode("utf-8", "surrogatepass")) > max_bytes:
@@ -848,11 +963,13 @@ class RecordStream:
             return self._jsonl_chunks(files.pop_all(), blocks, lines, on_disk)
 
     def _check_json_fields(self, lines: list[bytes | None]) -> None:
-        """Refuse a file whose first block holds no JSON object, or no object with the columns asked for.
+        """Refuse a file whose first block holds no JSON object, or no object with the columns asked for, or
+        that starts as a JSON array (a ``.json`` document of records, pretty-printed or not).
 
         Per line, a missing field is an error row; a field that no line of the first block has is a
         wrong --text-col / --id-col (or not JSON Lines at all), and that is worth stopping for.
         """
+        refuse_json_array(self.path, lines)
         objects = []
         first_error = ""
         for line in lines:

@@ -289,8 +289,26 @@ def _finished_run(out: Path, state: dict[str, Any], options: OutputOptions) -> S
         if out.exists() and not options.overwrite:
             raise OutputExistsError(_other_output(out, state))
         return None
+    changed = _output_changed(out, manifest)
+    if changed is not None and options.overwrite:
+        return None
+    if changed is not None:
+        raise OutputExistsError(f"--out {out}: {changed}; add --overwrite to score it again")
     check_error_rate(manifest, options.max_error_rate)
     return ScoreResult(out, manifest, target, already_complete=True)
+
+
+def _output_changed(out: Path, manifest: dict[str, Any]) -> str | None:
+    """How the output found beside its manifest differs from what the manifest says was published: copied
+    from another job's (``output`` names another file), or cut short or replaced (its size), else None.
+    Manifests written before ``output_bytes`` was recorded are checked by name only."""
+    named = manifest.get("output")  # as given then, maybe relative to another folder: the names must agree
+    if named is not None and Path(named).name != out.name:
+        return f"its manifest was written for another output ({named})"
+    size, recorded = out.stat().st_size, manifest.get("output_bytes")
+    if recorded is not None and size != recorded:
+        return f"holds {size:,} bytes where its run published {recorded:,}: it was changed since"
+    return None
 
 
 def _run_unchanged(
@@ -390,6 +408,7 @@ def _manifest(
         "input": state["input"],  # resolved: a later --resume from another folder compares the same path
         "input_fingerprint": state["input_fingerprint"],
         "output": str(out),
+        "output_bytes": out.stat().st_size,  # a --resume of the finished job checks the output is still this
         "rows_read": rows,
         "ok": sum(p.ok for p in partial.parts),
         "error": sum(p.error for p in partial.parts),

@@ -17,6 +17,7 @@ Three things are called "precision" in clsrun; this module owns the first:
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, replace
 from typing import Literal, get_args
 
@@ -33,6 +34,8 @@ Device = Literal["auto", "cpu", "cuda"]
 BACKENDS: tuple[str, ...] = get_args(Backend)
 SCORING_PRECISIONS: tuple[str, ...] = get_args(Precision)
 DEVICES: tuple[str, ...] = get_args(Device)
+# --threads / --streams above this are a typo, not a machine: each stream is a thread with its own batch
+MAX_PARALLEL = 1024
 # Backends that run variants built by `clsrun export` (files listed in its report), in report order.
 EXPORTED_BACKENDS = ("onnx", "openvino")
 # The order exported variants are tried in when they cannot be told apart by a measurement: on CUDA (only
@@ -67,6 +70,9 @@ class Variant:
         for flag, count in (("--threads", self.threads), ("--streams", self.streams)):
             if count is not None and count < 1:
                 problems.append(f"{flag} {count}: must be at least 1")
+            elif count is not None and count > MAX_PARALLEL:
+                cores = os.cpu_count() or 1
+                problems.append(f"{flag} {count}: at most {MAX_PARALLEL} (this machine has {cores} cores)")
         if self.compile and self.backend in EXPORTED_BACKENDS:
             problems.append("--compile compiles the eager PyTorch model: it needs --backend torch or auto")
         if problems:

@@ -155,6 +155,47 @@ class _CsvWriter:
         self._w.close()
 
 
+# TSV escapes, backslash first: a TSV field holds no tab or line break (IANA text/tab-separated-values),
+# so they are written as \t, \n and \r, as PostgreSQL's and MySQL's text formats do.
+_TSV_ESCAPES = (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r"))
+
+
+class _TsvWriter:
+    """Plain TSV: no quotes, one line per row, so ``cut -f``, ``awk -F'\t'`` and clsrun's own TSV reader
+    (which reads quotes as ordinary characters) split it right. pyarrow's CSV writer quotes every string
+    and refuses unquoted ones holding a quote, so the lines are joined here, a column at a time."""
+
+    def __init__(self, path: Path, schema: pa.Schema) -> None:
+        self._f = open(path, "w", encoding="utf-8", newline="\n")  # noqa: SIM115
+        self._f.write("\t".join(_tsv_field(name) for name in schema.names) + "\n")
+
+    def write(self, table: pa.Table) -> None:
+        if not table.num_rows:
+            return
+        table = neutralise_formulas(table)
+        columns = [_tsv_column(table.column(i)) for i in range(table.num_columns)]
+        lines = pc.binary_join_element_wise(*columns, "\t", null_handling="replace", null_replacement="")
+        self._f.write("\n".join(lines.to_pylist()) + "\n")
+
+    def close(self) -> None:
+        self._f.close()
+
+
+def _tsv_field(text: str) -> str:
+    for raw, escaped in _TSV_ESCAPES:
+        text = text.replace(raw, escaped)
+    return text
+
+
+def _tsv_column(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """A result column as escaped text (numbers as their shortest spelling, as the CSV writer writes them)."""
+    text = column if pa.types.is_string(column.type) else column.cast(pa.string())
+    if pa.types.is_string(column.type):
+        for raw, escaped in _TSV_ESCAPES:
+            text = pc.replace_substring(text, raw, escaped)
+    return text
+
+
 class _JsonlWriter:
     def __init__(self, path: Path, schema: pa.Schema) -> None:
         self._f = open(path, "w", encoding="utf-8", newline="\n")  # noqa: SIM115
@@ -181,8 +222,10 @@ class _ParquetWriter:
 
 def open_writer(path: Path, schema: pa.Schema, kind: str) -> TableWriter:
     """A writer of result tables to ``path`` in ``kind`` (see :func:`output_format`)."""
-    if kind in ("csv", "tsv"):
-        return _CsvWriter(path, schema, "\t" if kind == "tsv" else ",")
+    if kind == "csv":
+        return _CsvWriter(path, schema, ",")
+    if kind == "tsv":
+        return _TsvWriter(path, schema)
     if kind == "jsonl":
         return _JsonlWriter(path, schema)
     return _ParquetWriter(path, schema)

@@ -3,7 +3,7 @@
 A nightly job's messages go to a log pipe, and the logger at its other end may be gone (`clsrun predict ...
 2>&1 | head`, a crashed log collector): each write then fails with ``BrokenPipeError``. Raised from the
 summary line printed after the output was published, that made a complete run exit 1 as an unexpected
-error, and a refused input exit 1 instead of 2. The messages are a report on the work, not the work: once
+error, and a refused input exit 1 instead of 2; a log file on a full disk did the same. The messages are a report on the work, not the work: once
 a stream cannot be written, what is written to it is dropped, and the exit code stays the command's.
 
 Wrapped only by the console command (``clsrun.__main__``): code that imports clsrun keeps its own streams.
@@ -14,8 +14,9 @@ from __future__ import annotations
 import errno
 from typing import Any, TextIO
 
-# The reader went away (EPIPE) or the descriptor was closed under us (EBADF, `2>&-`).
-_GONE = (errno.EPIPE, errno.EBADF)
+# The reader went away (EPIPE), the descriptor was closed under us (EBADF, `2>&-`), or the file the messages
+# go to cannot take more (`2>>job.log` on a full disk or over quota, a failing disk: ENOSPC, EDQUOT, EIO).
+_GONE = (errno.EPIPE, errno.EBADF, errno.ENOSPC, errno.EDQUOT, errno.EIO)
 
 
 class LossyStream:

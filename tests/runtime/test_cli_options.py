@@ -141,3 +141,13 @@ def test_a_bundle_that_is_not_a_folder_is_one_line_and_exit_3_in_every_command(
         "model bundle folder not found" if given == "missing" else "is a file, not a model bundle folder"
     )
     assert res.output.strip().splitlines() == [f"error: {bundle}: {expected}"]
+
+
+def test_threads_and_streams_beyond_any_machine_are_refused() -> None:
+    from clsrun.runtime.errors import UsageError
+    from clsrun.runtime.variant import MAX_PARALLEL, Variant
+
+    Variant(threads=MAX_PARALLEL, streams=MAX_PARALLEL)  # a big machine is fine
+    for options in ({"threads": 100_000}, {"streams": MAX_PARALLEL + 1}):
+        with pytest.raises(UsageError, match=f"at most {MAX_PARALLEL}"):
+            Variant(**options)  # type: ignore[arg-type]

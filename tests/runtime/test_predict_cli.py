@@ -256,7 +256,7 @@ def test_a_log_pipe_closed_or_a_closed_stderr_does_not_change_the_exit_code(
     assert closed.returncode == 2
 
 
-def test_a_lossy_stream_drops_writes_once_its_reader_is_gone_and_raises_anything_else() -> None:
+def test_a_lossy_stream_drops_writes_once_its_reader_or_disk_is_gone_and_raises_anything_else() -> None:
     import errno
 
     from clsrun.runtime.cli.streams import LossyStream
@@ -273,7 +273,10 @@ def test_a_lossy_stream_drops_writes_once_its_reader_is_gone_and_raises_anything
     stream = LossyStream(pipe)  # type: ignore[arg-type]
     assert stream.write("a") == 1 and stream.write("x!") == 2 and stream.write("b") == 1
     assert stream.gone and pipe.getvalue() == "a"  # after the reader went, nothing more is written
-    pipe.error = errno.ENOSPC  # a full disk under a log file is not a reader gone: it still fails
+    for full in (errno.ENOSPC, errno.EDQUOT, errno.EIO):  # a log file on a full or failing disk: the same
+        pipe.error = full
+        assert LossyStream(pipe).write("x") == 1  # type: ignore[arg-type]
+    pipe.error = errno.EACCES  # anything else is not the stream's end: it still fails
     with pytest.raises(OSError, match="no"):
         LossyStream(pipe).write("x")  # type: ignore[arg-type]
 

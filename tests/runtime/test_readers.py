@@ -396,3 +396,142 @@ def test_a_file_changed_while_it_is_being_opened_says_so(
     )
     with pytest.raises(InputError, match=expected):
         open_records(path)
+
+
+def test_one_label_is_one_class_whatever_the_format_stores_it_as(tmp_path: Path) -> None:
+    import decimal
+
+    parquet = tmp_path / "typed.parquet"
+    pq.write_table(
+        pa.table({
+            "flag": [True, False],
+            "f32": pa.array([0.1, 2.0], pa.float32()),
+            "dec": pa.array([decimal.Decimal("1.50"), decimal.Decimal("2.00")], pa.decimal128(5, 2)),
+            "raw": pa.array([b"neg", b"pos"], pa.binary()),
+            "text": pa.array([b"a", b"b"], pa.binary()),
+        }),
+        parquet,
+    )  # fmt: skip
+    lines = tmp_path / "same.jsonl"
+    lines.write_text('{"flag": true, "f32": 0.1, "dec": 1.5, "text": "a"}\n', encoding="utf-8")
+    csv_file = tmp_path / "same.csv"
+    csv_file.write_text("flag,f32,dec,text\ntrue,0.1,1.5,a\n", encoding="utf-8")
+    assert read_labelled(parquet, label_col="flag").labels == ["true", "false"]
+    assert read_labelled(parquet, label_col="f32").labels == ["0.1", "2"]
+    assert read_labelled(parquet, label_col="dec").labels == ["1.5", "2"]
+    assert read_labelled(parquet, label_col="raw").labels == ["neg", "pos"]
+    assert read_labelled(parquet, label_col="raw").texts == ["a", "b"]  # binary text decoded, not "b'a'"
+    for other in (lines, csv_file):
+        for col, want in (("flag", "true"), ("f32", "0.1"), ("dec", "1.5")):
+            assert read_labelled(other, label_col=col).labels == [want]
+    nfd = tmp_path / "nfd.csv"
+    nfd.write_text("label,text\ncafe\u0301,a\ncaf\u00e9,b\n", encoding="utf-8")
+    assert read_labelled(nfd).labels == ["caf\u00e9", "caf\u00e9"]  # e + accent and é: one class
+
+
+def test_texts_read_for_training_follow_predict_and_labels_must_be_one_value(tmp_path: Path) -> None:
+    lines = tmp_path / "odd.jsonl"
+    rows = [
+        {"label": "even", "text": 42},  # predict: an error row (a number is no text), so not trained on
+        {"label": [1, 2], "text": "list label"},
+        {"label": {"k": 1}, "text": "dict label"},
+        {"label": "odd", "text": "kept"},
+        {"label": "even", "text": "kept too"},
+    ]
+    lines.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    data = read_labelled(lines)
+    assert data.texts == ["kept", "kept too"] and data.labels == ["odd", "even"]
+    numbers = tmp_path / "numbers.parquet"
+    pq.write_table(pa.table({"label": ["a", "b"], "text": [1, 2]}), numbers)
+    with pytest.raises(InputError, match="column 'text' holds int64, not text"):
+        read_labelled(numbers)
+    bad_utf8 = tmp_path / "bytes.parquet"
+    pq.write_table(
+        pa.table({"label": ["a", "b"], "text": pa.array([b"ok", b"\xff\xfe"], pa.binary())}), bad_utf8
+    )
+    assert read_labelled(bad_utf8).texts == ["ok"]
+    with pytest.raises(InputError, match="--text-col and --label-col both name column 'text'"):
+        read_labelled(lines, label_col="text")
+
+
+@pytest.mark.parametrize(
+    "body", ['[\n  {"text": "a"},\n  {"text": "b"}\n]\n', '[{"text": "a"}, {"text": "b"}]\n']
+)
+def test_a_json_array_is_refused_not_read_as_lines(tmp_path: Path, body: str) -> None:
+    path = tmp_path / "records.json"
+    path.write_text(body, encoding="utf-8")
+    for read in (lambda: open_records(path), lambda: read_labelled(path)):
+        with pytest.raises(InputError, match=r"a JSON array, not JSON Lines.*jq -c '\.\[\]' records\.json"):
+            read()
+
+
+def test_standard_input_is_named_as_such(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InputError, match="-: clsrun does not read standard input"):
+        open_records("-")
+
+
+def test_a_full_temporary_folder_while_unpacking_parquet_gz_is_a_storage_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+    import tempfile
+
+    from clsrun.runtime.errors import StorageError
+
+    path = tmp_path / "t.parquet.gz"
+    buffer = pa.BufferOutputStream()
+    pq.write_table(pa.table({"text": ["a", "b"]}), buffer)
+    path.write_bytes(gzip.compress(buffer.getvalue().to_pybytes()))
+    real = tempfile.NamedTemporaryFile
+
+    class Full:  # the temporary file of a full disk: made, then every write fails
+        def __init__(self, **kw: object) -> None:
+            self._f = real(**kw)  # type: ignore[call-overload]
+            self.name = self._f.name
+
+        def write(self, data: bytes) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __enter__(self) -> Full:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self._f.close()
+
+    monkeypatch.setattr(tempfile, "NamedTemporaryFile", Full)
+    with pytest.raises(
+        StorageError, match=r"unpacking t\.parquet\.gz into the temporary folder, \$TMPDIR\): no space"
+    ):
+        open_records(path)
+
+
+def test_binary_ids_that_are_not_utf8_stay_apart(tmp_path: Path) -> None:
+    path = tmp_path / "ids.parquet"
+    ids = pa.array([b"\xff", b"\xfe", b"ok"], pa.binary())
+    pq.write_table(pa.table({"id": ids, "text": ["a", "b", "c"]}), path)
+    stream = open_records(path, ReadOptions(id_col="id"))
+    with stream:
+        chunk = next(stream.chunks())
+    assert list(chunk.ids or []) == ["\\xff", "\\xfe", "ok"]
+
+
+def test_jsonl_number_ids_are_kept_as_written_and_a_float_is_no_text(tmp_path: Path) -> None:
+    path = tmp_path / "ids.jsonl"
+    lines = [
+        '{"id": 1.50, "text": "a"}',
+        '{"id": 1e5, "text": "b"}',
+        '{"id": 12345678901234567890.0, "text": "c"}',
+    ]
+    lines += [
+        '{"id": 12345678901234567891.0, "text": "d"}',
+        '{"id": 7, "text": 2.5}',
+        '{"id": true, "text": "e"}',
+    ]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    stream = open_records(path, ReadOptions(id_col="id"))
+    with stream:
+        chunk = next(stream.chunks())
+    ids = list(chunk.ids or [])
+    assert ids == ["1.50", "1e5", "12345678901234567890.0", "12345678901234567891.0", "7", "true"]
+    assert chunk.errors[4] == "text is a JSON float, not a string" and list(chunk.texts)[:2] == ["a", "b"]

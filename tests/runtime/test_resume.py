@@ -21,7 +21,14 @@ import pytest
 
 from clsrun.runtime.batching import BatchOptions
 from clsrun.runtime.classifier import Classifier
-from clsrun.runtime.errors import ErrorRateExceeded, InputError, OutputExistsError, ResumeError, StorageError
+from clsrun.runtime.errors import (
+    ErrorRateExceeded,
+    InputError,
+    OutputExistsError,
+    ResumeError,
+    StorageError,
+    UsageError,
+)
 from clsrun.runtime.partial import JOURNAL_FILE, CheckpointExistsError, PartialOutput
 from clsrun.runtime.readers import ReadOptions
 from clsrun.runtime.score import OutputOptions, open_input, score_file
@@ -387,3 +394,37 @@ def test_a_parse_error_from_a_write_under_the_reader_says_it_was_written_to(
     with pytest.raises(InputError, match="was written to while it was being scored"):
         score_file(src, out, clf)
     assert not PartialOutput.folder_for(out).exists()
+
+
+def test_resume_of_a_finished_job_checks_the_output_is_still_what_its_run_published(
+    tmp_path: Path, toy_bundle: Path
+) -> None:
+    src, out = _input(tmp_path / "in.csv", 50), tmp_path / "o.csv"
+    clf = Classifier.load(toy_bundle, Variant(threads=1))
+    first = score_file(src, out, clf)
+    assert first.manifest["output_bytes"] == out.stat().st_size
+    resume = OutputOptions(resume=True)
+    assert score_file(src, out, clf, options=resume).already_complete  # untouched: nothing to do
+    out.write_text(out.read_text(encoding="utf-8")[:40], encoding="utf-8")  # cut short after the run
+    with pytest.raises(OutputExistsError, match="it was changed since; add --overwrite"):
+        score_file(src, out, clf, options=resume)
+    again = score_file(src, out, clf, options=OutputOptions(resume=True, overwrite=True))
+    assert not again.already_complete and pacsv.read_csv(out).num_rows == 50  # scored again, whole
+    other = tmp_path / "copy.csv"  # another output with this job's manifest copied beside it
+    other.write_bytes(out.read_bytes())
+    other.with_name("copy.csv.manifest.json").write_bytes(out.with_name("o.csv.manifest.json").read_bytes())
+    with pytest.raises(OutputExistsError, match=r"its manifest was written for another output \(.*o\.csv\)"):
+        score_file(src, other, clf, options=resume)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="Linux file names may hold any bytes")
+def test_file_names_that_are_not_utf8_are_refused_before_any_work(tmp_path: Path, toy_bundle: Path) -> None:
+    src = _input(tmp_path / "in.csv", 20)
+    odd = Path(os.fsdecode(bytes(tmp_path) + b"/in\xe9.csv"))
+    odd.write_bytes(src.read_bytes())
+    clf = Classifier.load(toy_bundle, Variant(threads=1))
+    with pytest.raises(InputError, match=r"in\\xe9\.csv: the file's name is not valid UTF-8"):
+        score_file(odd, tmp_path / "o.csv", clf)
+    with pytest.raises(UsageError, match=r"--out .*\\xe9\.csv: the name is not valid UTF-8"):
+        score_file(src, Path(os.fsdecode(bytes(tmp_path) + b"/\xe9.csv")), clf)
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("in")) == []  # nothing left

@@ -70,3 +70,24 @@ def test_unknown_output_extension_is_a_usage_error() -> None:
     assert output_format("x.PARQUET") == "parquet"
     with pytest.raises(UsageError, match=r"unknown output type '\.xlsx'"):
         output_format("x.xlsx")
+
+
+def test_tsv_is_plain_one_line_a_row_and_read_back_by_clsrun(tmp_path: Path) -> None:
+    from clsrun.runtime.readers import ReadOptions, open_records
+
+    ids = ["a\tb", 'q"uote', "line\nbreak"]
+    out = tmp_path / "o.tsv"
+    write_atomically(out, _table(ids, probs=True).schema, [_table(ids, probs=True)])
+    lines = out.read_text(encoding="utf-8").split("\n")
+    assert len(lines) == 5 and lines[-1] == ""  # header, three rows, the final newline: no row spans two
+    assert lines[0].split("\t")[:3] == ["id", "label", "score"] and '"' not in lines[0]
+    assert lines[1].startswith("a\\tb\tpos\t") and lines[3].startswith("line\\nbreak\t")
+    assert all(len(line.split("\t")) == len(lines[0].split("\t")) for line in lines[1:4])
+    stream = open_records(out, ReadOptions(text_col="label", id_col="id"))
+    with stream:
+        chunk = next(stream.chunks())
+    assert list(chunk.ids or []) == ["a\\tb", 'q"uote', "line\\nbreak"] and list(chunk.texts) == [
+        "pos",
+        None,  # the error row has no label
+        "neg",
+    ]
