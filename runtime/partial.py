@@ -30,6 +30,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
+from clsrun.runtime.bundle import sha256_file
 from clsrun.runtime.errors import InternalError, ResumeError, UsageError
 from clsrun.runtime.files import append_line, atomic_write, atomic_write_text, fsync_path, is_temporary
 from clsrun.runtime.fingerprint import input_fingerprint  # noqa: F401  (where --resume's checks live)
@@ -60,6 +61,9 @@ class PartRecord:
     bytes: int  # size of the part file, checked on resume
     run: str = ""  # id of the run that wrote it: must be this run's
     reasons: dict[str, int] = field(default_factory=dict)  # error rows per reason (row_errors.reason_kind)
+    # sha256 of the part file, checked on resume: a part changed on disk at the same size (a flipped byte
+    # is a different score) is scored again rather than published; "" in journals written before it
+    sha256: str = ""
 
 
 class PartialOutput:
@@ -140,6 +144,16 @@ class PartialOutput:
                 break
             if not path.is_file() or path.is_symlink() or path.stat().st_size != record.bytes:
                 break
+            if record.sha256 and sha256_file(path) != record.sha256:
+                log.warning(
+                    "%s: a checkpointed part (rows %d to %d) was changed on disk since it was written: "
+                    "scoring again from row %d",
+                    folder,
+                    record.start,
+                    record.start + record.rows - 1,
+                    record.start,
+                )
+                break
             parts.append(record)
         return parts
 
@@ -189,7 +203,16 @@ class PartialOutput:
         atomic_write(final, write)
         size = final.stat().st_size
         record = PartRecord(
-            index, start, table.num_rows, ok, error, truncated, size, self.run_id, reasons or {}
+            index,
+            start,
+            table.num_rows,
+            ok,
+            error,
+            truncated,
+            size,
+            self.run_id,
+            reasons or {},
+            sha256_file(final),
         )
         append_line(self.folder / JOURNAL_FILE, json.dumps(asdict(record)))
         self.parts.append(record)

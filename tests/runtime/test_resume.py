@@ -428,3 +428,26 @@ def test_file_names_that_are_not_utf8_are_refused_before_any_work(tmp_path: Path
     with pytest.raises(UsageError, match=r"--out .*\\xe9\.csv: the name is not valid UTF-8"):
         score_file(src, Path(os.fsdecode(bytes(tmp_path) + b"/\xe9.csv")), clf)
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("in")) == []  # nothing left
+
+
+def test_a_checkpointed_part_changed_on_disk_is_scored_again_not_published(
+    tmp_path: Path, toy_bundle: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    src = _input(tmp_path / "in.csv", 2000)
+    clf = Classifier.load(toy_bundle, Variant(threads=1), BatchOptions(window=250))
+    ref = score_file(src, tmp_path / "ref.csv", clf, options=OutputOptions(probs=True))
+    out = tmp_path / "o.csv"
+    with monkeypatch.context() as m:
+        _crash_after(m, 4)
+        with pytest.raises(_Crash):
+            score_file(src, out, clf, options=OutputOptions(probs=True))
+    folder = PartialOutput.folder_for(out)
+    run_id = json.loads((folder / "state.json").read_text())["run_id"]
+    part = folder / f"part-000002.{run_id}.arrow"
+    data = bytearray(part.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one byte of the part flipped, its size unchanged
+    part.write_bytes(bytes(data))
+    result = score_file(src, out, clf, options=OutputOptions(probs=True, resume=True))
+    assert result.manifest["resumed_from_row"] == 2 * 250  # parts 0 and 1 kept, 2 on scored again
+    assert out.read_bytes() == ref.output.read_bytes()
+    assert "a checkpointed part (rows 500 to 749) was changed on disk" in caplog.text
