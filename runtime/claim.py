@@ -17,6 +17,7 @@ the same job's finished output is "already complete"; anything else still needs 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -46,6 +47,12 @@ def output_path(input_path: Path, output: Path | str | None, bundle: Path | None
         raise UsageError(
             "--out -: clsrun does not write to standard output: the output appears only once complete "
             "(written under a temporary name, then renamed); give a file (e.g. --out scores.csv) and read that"
+        )
+    if output is not None and not str(output).strip():
+        raise UsageError("--out is empty: give the output file's name (e.g. --out scores.csv)")
+    if output is not None and str(output).endswith(("/", os.sep)):
+        raise UsageError(
+            f"--out {output}: ends in a slash, so names a folder; the local engine writes one file"
         )
     out = Path(output) if output is not None else default_output(input_path)
     bad_name = non_utf8_name(out)

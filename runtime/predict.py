@@ -95,5 +95,5 @@ def _check_local_paths(input: Path, out: str | Path | None) -> None:
             f"{input}: is a folder; the local engine scores one file (--engine ray reads folders)"
         )
     require_file(input)
-    if out is not None and Path(out).is_dir():
+    if out is not None and str(out).strip() and Path(out).is_dir():  # an empty --out is said so by claim.py
         raise UsageError(f"--out {out}: is a folder; the local engine writes one file")

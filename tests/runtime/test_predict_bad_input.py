@@ -134,3 +134,17 @@ def test_a_header_only_file_gives_an_empty_output(tmp_path: Path, toy_bundle: Pa
     code, output = _predict(src, tmp_path / "out.csv", toy_bundle)
     assert code == 0, output
     assert _csv_rows(tmp_path / "out.csv") == []
+
+
+@pytest.mark.parametrize(
+    ("out", "says"), [("", "--out is empty"), ("o.parquet/", "ends in a slash, so names a folder")]
+)
+def test_an_empty_or_folder_shaped_out_is_refused(
+    tmp_path: Path, toy_bundle: Path, out: str, says: str
+) -> None:
+    src = tmp_path / "in.csv"
+    src.write_text("text\ngood\n", encoding="utf-8")
+    target = f"{tmp_path}/{out}" if out else out
+    result = CliRunner().invoke(app, ["predict", str(src), "--model", str(toy_bundle), "--out", target, "-q"])
+    assert result.exit_code == 2 and says in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv"]  # nothing written
