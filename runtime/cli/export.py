@@ -80,6 +80,12 @@ def export(
     max_rows: int | None = typer.Option(
         None, "--max-rows", min=1, help="Use at most this many gate rows (faster export, noisier verdict)."
     ),
+    quiet: bool = typer.Option(
+        False,
+        "--quiet",
+        "-q",
+        help="Print no report (it is in onnx/export_report.json); warnings and errors still go to stderr.",
+    ),
 ) -> None:
     """Export BUNDLE to ONNX (fp32, int8, fp16), fuse BERT graphs, and gate every variant on labelled rows.
 
@@ -105,8 +111,10 @@ def export(
         precisions, max_accuracy_drop, force, eval_data=eval_data, int8=int8, max_rows=max_rows
     )
     try:
-        typer.echo(export_bundle(bundle, options).to_text())
+        report = export_bundle(bundle, options)
     except AccuracyGateError as e:  # every variant, the refused ones too; the error line follows
-        if e.report is not None:
+        if e.report is not None and not quiet:
             typer.echo(e.report.to_text())  # type: ignore[attr-defined]
         raise
+    if not quiet:
+        typer.echo(report.to_text())

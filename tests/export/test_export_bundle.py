@@ -155,6 +155,9 @@ def test_cli_exports_then_refuses_to_overwrite(tiny_charcnn_bundle: Path) -> Non
     second = runner.invoke(app, ["export", str(tiny_charcnn_bundle)])
     assert second.exit_code == 2  # bad usage, as every refusal of what the user asked for
     assert "already exported" in second.output
+    quiet = runner.invoke(app, [*args, "--force", "-q"])  # a nightly job's export: no report, same files
+    assert quiet.exit_code == 0 and "passed" not in quiet.output
+    assert (tiny_charcnn_bundle / "onnx" / "model.int8.onnx").is_file()
 
 
 def test_cli_gate_failure_exits_non_zero(
