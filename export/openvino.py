@@ -26,7 +26,7 @@ from typing import Any
 
 from clsrun.export.gate import Gate, VariantResult, calibration_feeds, one_line
 from clsrun.export.quantize import Int8Options
-from clsrun.runtime.errors import ExportError
+from clsrun.runtime.errors import ExportError, install_hint
 
 # Operations that end the model's body: the head is what lies between them and the logits.
 _BODY_END = frozenset({"MVN", "ReduceMax", "ReduceMean", "ReduceSum", "Concat", "Divide", "Gather"})
@@ -39,7 +39,7 @@ def _import(name: str) -> Any:
     try:
         return importlib.import_module(name)
     except ImportError as e:
-        raise ExportError(f"{name} is not installed: pip install 'clsrun[{name}]'") from e
+        raise ExportError(f"{name} is not installed: {install_hint(name)}") from e
 
 
 def _fp32_ir(fp32_onnx: Path, stage: Path) -> Path:

@@ -174,9 +174,15 @@ class InternalError(ClsrunError):
         super().__init__(f"internal error (this is a bug in clsrun, please report it): {message}")
 
 
+def install_hint(extra: str) -> str:
+    """How to add an optional extra. clsrun is on no package index, so not ``pip install 'clsrun[x]'``:
+    the extra is installed from the source folder, as the README's set-up does."""
+    return f"pip install '.[{extra}]' in the clsrun source folder (the {extra!r} extra)"
+
+
 def require(module: str, extra: str) -> None:
     """Raise :class:`DependencyError` naming ``extra`` when ``module`` cannot be imported."""
     import importlib.util
 
     if importlib.util.find_spec(module) is None:
-        raise DependencyError(f"this needs the '{module}' package: pip install 'clsrun[{extra}]'")
+        raise DependencyError(f"this needs the '{module}' package: {install_hint(extra)}")

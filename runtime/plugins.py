@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol, cast
 
-from clsrun.runtime.errors import DependencyError
+from clsrun.runtime.errors import DependencyError, install_hint
 
 if TYPE_CHECKING:
     from clsrun.runtime.bundle import Bundle
@@ -46,13 +46,11 @@ def runner_plugin(backend: str) -> RunnerPlugin:
     extra = _PLUGIN_EXTRAS.get(backend, backend)
     found = [ep for ep in importlib.metadata.entry_points(group=RUNNER_GROUP) if ep.name == backend]
     if not found:
-        raise DependencyError(
-            f"--backend {backend}: no runner for it is installed; pip install 'clsrun[{extra}]'"
-        )
+        raise DependencyError(f"--backend {backend}: no runner for it is installed; {install_hint(extra)}")
     try:
         plugin = found[0].load()
     except ImportError as e:  # the plugin is registered, the libraries it runs on are not installed
         raise DependencyError(
-            f"--backend {backend} needs the '{e.name or found[0].value}' package: pip install 'clsrun[{extra}]'"
+            f"--backend {backend} needs the '{e.name or found[0].value}' package: {install_hint(extra)}"
         ) from e
     return cast(RunnerPlugin, plugin)

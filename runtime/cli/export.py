@@ -64,7 +64,7 @@ def export(
         "--static-int8/--no-static-int8",
         metavar="",
         help="Also build static QDQ int8 calibrated on gate rows; it replaces dynamic int8 only when it "
-        "passes the gate and is faster. Default: on for the char-CNN (dynamic int8 convolutions run slower "
+        "passes the gate, is faster, and is at most 0.2 points less accurate than dynamic. Default: on for the char-CNN (dynamic int8 convolutions run slower "
         "than fp32 on CPU), off for BERT (slow calibration, dynamic is onnxruntime's recipe).",
         show_default=False,
     ),

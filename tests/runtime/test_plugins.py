@@ -24,9 +24,9 @@ def _no_plugins(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_a_missing_runner_plugin_names_the_extra(monkeypatch: pytest.MonkeyPatch, toy_bundle: Path) -> None:
     _no_plugins(monkeypatch)
-    with pytest.raises(DependencyError, match=r"pip install 'clsrun\[train\]'"):
+    with pytest.raises(DependencyError, match=r"pip install '\.\[train\]'"):
         runner_plugin("torch")
-    with pytest.raises(DependencyError, match=r"--backend torch: .*pip install 'clsrun\[train\]'"):
+    with pytest.raises(DependencyError, match=r"--backend torch: .*pip install '\.\[train\]'"):
         choose(Bundle.load(toy_bundle), Variant(backend="torch"))
     assert choose(Bundle.load(toy_bundle)).backend == "onnx"  # scoring the export needs no plugin
 
@@ -36,7 +36,7 @@ def test_a_plugin_whose_libraries_are_missing_names_the_extra(monkeypatch: pytes
         raise ModuleNotFoundError("No module named 'torch'", name="torch")
 
     monkeypatch.setattr(importlib.metadata.EntryPoint, "load", load)
-    with pytest.raises(DependencyError, match=r"needs the 'torch' package: pip install 'clsrun\[train\]'"):
+    with pytest.raises(DependencyError, match=r"needs the 'torch' package: pip install '\.\[train\]'"):
         runner_plugin("torch")
 
 
