@@ -19,9 +19,9 @@ import hashlib
 import json
 import os
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from clsrun.runtime.errors import BundleError
 from clsrun.runtime.files import atomic_write_text, is_temporary
@@ -97,8 +97,13 @@ class BundleSpec:
             problems.append("labels must be a non-empty list of strings")
         elif len(set(labels)) != len(labels):
             problems.append("labels contain duplicates")
-        if not isinstance(data.get("max_length"), int) or data["max_length"] <= 0:
+        max_length = data.get("max_length")
+        if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length <= 0:
             problems.append("max_length must be a positive integer")
+        problems += _normalization_problems(data.get("normalization"))
+        for name in ("model", "training"):
+            if not isinstance(data.get(name) or {}, dict):
+                problems.append(f"{name} must be an object")
         if problems:
             raise BundleError(f"{where}: " + "; ".join(problems))
         norm = data.get("normalization") or {}
@@ -111,6 +116,48 @@ class BundleSpec:
             training=dict(data.get("training") or {}),
             schema_version=int(version),  # type: ignore[arg-type]
         )
+
+
+def _report_problems(data: object) -> list[str]:
+    """What makes an export report unusable for choosing a variant: the shapes the runtime reads."""
+    if not isinstance(data, dict):
+        return ["the report must be a JSON object"]
+    problems = []
+    variants = data.get("variants", {})
+    if not isinstance(variants, dict) or not all(isinstance(v, dict) for v in variants.values()):
+        problems.append("variants must be an object of objects")
+    else:
+        files = [v.get("file") for v in variants.values() if v.get("file") is not None]
+        if not all(isinstance(f, str) for f in files):
+            problems.append("a variant's file must be a path in the bundle")
+    speeds = data.get("speeds")
+    if speeds:  # {} when fewer than two variants passed: nothing to choose between
+        rates = speeds.get("rows_per_s", {}) if isinstance(speeds, dict) else None
+        if not isinstance(rates, dict) or not all(_is_number(r) for r in rates.values()):
+            problems.append("speeds.rows_per_s must map variants to numbers")
+    return problems
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _normalization_problems(norm: object) -> list[str]:
+    """What is wrong with a ``normalization`` entry (a hand edit, a damaged file): a wrong one would change
+    every score without a word, so it is refused as a damaged bundle (exit 3)."""
+    if norm is None:
+        return []
+    if not isinstance(norm, dict):
+        return ["normalization must be an object"]
+    known = {f.name for f in fields(Normalization)}
+    problems = [f"normalization has an unknown field {k!r}" for k in norm if k not in known]
+    form = norm.get("unicode_form", "NFKC")
+    if form not in ("NFC", "NFD", "NFKC", "NFKD", None):
+        problems.append(f"normalization.unicode_form is {form!r}: NFC, NFD, NFKC, NFKD or null")
+    for flag in ("lowercase", "collapse_whitespace"):
+        if flag in norm and not isinstance(norm[flag], bool):
+            problems.append(f"normalization.{flag} is {norm[flag]!r}: true or false")
+    return problems
 
 
 def openvino_weights(xml: str) -> str:
@@ -284,8 +331,15 @@ class Bundle:
         """The export report (``onnx/export_report.json``), or None when the bundle was never exported."""
         if not self.has(EXPORT_REPORT):
             return None
-        data: dict[str, Any] = json.loads(self.file(EXPORT_REPORT).read_text(encoding="utf-8"))
-        return data
+        path = self.file(EXPORT_REPORT)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as e:
+            raise BundleError(f"{path}: not a JSON export report ({e}); export the bundle again") from e
+        problems = _report_problems(data)
+        if problems:
+            raise BundleError(f"{path}: {'; '.join(problems)}; export the bundle again (--force)")
+        return cast(dict[str, Any], data)
 
     def rehash(self) -> Bundle:
         """Rewrite ``clsrun.json`` after files were added (export) and return the reloaded bundle."""

@@ -34,8 +34,10 @@ except ImportError:  # pragma: no cover - Windows
 
 
 def lock_path(output: Path) -> Path:
-    """``.OUT.lock`` beside ``output`` (a file or, for the Ray engine, a folder)."""
-    return output.parent / f".{output.name}.lock"
+    """``.OUT.lock`` beside ``output`` (a file or, for the Ray engine, a folder), as the path resolves: a
+    symlink to it, or ``B/onnx/..`` for ``B``, must take the same lock (and never put one inside it)."""
+    real = output.resolve()
+    return real.parent / f".{real.name}.lock"
 
 
 def _holder_line(path: Path) -> str:
@@ -62,10 +64,12 @@ class OutputLock:
         The output's folder is made if it does not exist yet (a run writes into it anyway). ``role`` is
         how messages name it: ``--out`` for a scoring output, ``bundle`` for a bundle that train or export
         writes (one of them at a time, or two writers would mix their files and hashes)."""
-        path = lock_path(output)
         if fcntl is None:  # pragma: no cover - Windows
-            return cls(path, -1)
-        make_folder(path.parent, f"{role} {output}")
+            return cls(lock_path(output), -1)
+        make_folder(
+            output.parent, f"{role} {output}"
+        )  # as typed: a dangling link in the way is refused there
+        path = lock_path(output)
         while True:
             try:
                 fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)

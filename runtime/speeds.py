@@ -103,10 +103,22 @@ def recorded_speeds(bundle: Bundle, keys: set[str]) -> Speeds | None:
     report = (bundle.export_report() or {}).get("speeds") or {}
     if report.get("cpu") == here and keys <= set(report.get("rows_per_s") or {}):
         return Speeds(dict(report["rows_per_s"]), "measured at export on this CPU")
-    entry = _read_cache().get(bundle.digest, {}).get(here) or {}
+    entry = _cached_rates(bundle.digest, here)
     if keys <= set(entry):
-        return Speeds(dict(entry), f"measured at first use on this CPU (cached in {cache_path()})")
+        return Speeds(entry, f"measured at first use on this CPU (cached in {cache_path()})")
     return None
+
+
+def _cached_rates(digest: str, here: str) -> dict[str, float]:
+    """This bundle's cached speeds on this CPU; an entry that is not variant -> number (a damaged or
+    hand-edited cache) is no entry: the cache is a hint, measured again rather than trusted."""
+    by_cpu = _read_cache().get(digest)
+    entry = by_cpu.get(here) if isinstance(by_cpu, dict) else None
+    if not isinstance(entry, dict):
+        return {}
+    if not all(isinstance(r, (int, float)) and not isinstance(r, bool) for r in entry.values()):
+        return {}
+    return {str(k): float(v) for k, v in entry.items()}
 
 
 def speeds_here(bundle: Bundle, choices: Sequence[Choice]) -> Speeds | None:
@@ -162,7 +174,9 @@ def _read_cache() -> dict[str, Any]:
 def _write_cache(digest: str, rates: dict[str, float]) -> None:
     """Add this bundle's speeds on this CPU to the cache; a cache that cannot be written is only noted."""
     data = _read_cache()
-    data.setdefault(digest, {})[cpu_key()] = rates
+    if not isinstance(data.get(digest), dict):
+        data[digest] = {}  # a damaged entry is replaced
+    data[digest][cpu_key()] = rates
     path = cache_path()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -130,3 +130,46 @@ def test_rehash_covers_new_files(tmp_path: Path) -> None:
 def test_spec_file_gets_ordinary_permissions(tmp_path: Path) -> None:
     root = _make(tmp_path / "b")
     assert (root / SPEC_FILE).stat().st_mode & 0o044 == 0o044, "clsrun.json must be readable by others"
+
+
+@pytest.mark.parametrize(
+    ("edit", "says"),
+    [
+        ({"normalization": {"foo": 1}}, "normalization has an unknown field 'foo'"),
+        ({"normalization": "NFKC"}, "normalization must be an object"),
+        ({"normalization": {"unicode_form": "XYZ"}}, "unicode_form is 'XYZ'"),
+        ({"normalization": {"lowercase": "no"}}, "normalization.lowercase is 'no': true or false"),
+        ({"max_length": True}, "max_length must be a positive integer"),
+        ({"training": [1]}, "training must be an object"),
+    ],
+)
+def test_a_hand_edited_spec_that_would_change_scores_is_a_damaged_bundle(
+    tmp_path: Path, edit: dict[str, object], says: str
+) -> None:
+    root = _make(tmp_path / "b")
+    data = json.loads((root / SPEC_FILE).read_text(encoding="utf-8"))
+    data.update(edit)
+    (root / SPEC_FILE).write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(BundleError, match=says):
+        Bundle.load(root)
+
+
+@pytest.mark.parametrize(
+    ("report", "says"),
+    [
+        ("not json", "not a JSON export report"),
+        ("[]", "the report must be a JSON object"),
+        ('{"variants": [1, 2]}', "variants must be an object of objects"),
+        ('{"variants": {"fp32": {"file": ["x"]}}}', "a variant's file must be a path"),
+        (
+            '{"variants": {}, "speeds": {"rows_per_s": {"onnx-int8": "fast"}}}',
+            "rows_per_s must map variants to numbers",
+        ),
+    ],
+)
+def test_a_damaged_export_report_is_named_not_a_crash(tmp_path: Path, report: str, says: str) -> None:
+    root = _make(tmp_path / "b")
+    (root / "onnx" / "export_report.json").write_text(report, encoding="utf-8")
+    bundle = Bundle.load(root).rehash()  # its hash matches: the content itself is what is wrong
+    with pytest.raises(BundleError, match=says):
+        bundle.export_report()

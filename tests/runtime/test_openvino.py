@@ -210,3 +210,23 @@ def test_bf16_runs_only_where_the_cpu_has_it_and_it_was_asked_or_passed(
     assert ov_runner.float_precision(Bundle.load(passed), choice) == "bf16"
     with pytest.raises(UsageError, match="bf16 or f32"):
         ov_runner.float_precision(bundle, replace(choice, inference_precision="fp8"))
+
+
+@pytest.mark.parametrize(
+    "entry", [[], "x", {"another CPU": 1}, {"HERE": {"onnx-int8": "x", "onnx-fp32": None}}]
+)
+def test_a_damaged_speeds_cache_entry_is_measured_again_not_a_crash(
+    ov_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, entry: object
+) -> None:
+    monkeypatch.setenv("CLSRUN_CACHE_DIR", str(tmp_path / "cache"))
+    other_cpu = {"onnx-int8": 1.0, "onnx-fp32": 1.0, "openvino-fp32": 1.0}
+    root = _add_validation(_update(ov_bundle, _speeds(other_cpu, cpu="another CPU [flags 0]")))
+    bundle = Bundle.load(root)
+    if isinstance(entry, dict) and "HERE" in entry:
+        entry = {speeds.cpu_key(): entry["HERE"]}
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "speeds.json").write_text(json.dumps({bundle.digest: entry}), encoding="utf-8")
+    picked = choose(bundle)
+    assert "measured now" in picked.reason  # the bad entry was no entry
+    cached = json.loads((tmp_path / "cache" / "speeds.json").read_text(encoding="utf-8"))
+    assert set(cached[bundle.digest][speeds.cpu_key()]) == {"onnx-int8", "onnx-fp32", "openvino-fp32"}

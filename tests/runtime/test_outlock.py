@@ -97,3 +97,13 @@ def test_an_output_whose_folder_cannot_be_made_is_a_usage_error_naming_what_is_i
     with pytest.raises(UsageError, match=r"its folder cannot be made: .*gone is not a folder"):
         OutputLock.acquire(tmp_path / "gone" / "out.csv")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gone", "scores.csv"]  # nothing made
+
+
+def test_a_symlink_or_a_dotdot_path_takes_the_same_lock_beside_the_real_folder(tmp_path: Path) -> None:
+    from clsrun.runtime.outlock import lock_path
+
+    real = tmp_path / "bundle"
+    (real / "onnx").mkdir(parents=True)
+    link = tmp_path / "link"
+    link.symlink_to(real, target_is_directory=True)
+    assert lock_path(link) == lock_path(real / "onnx" / "..") == tmp_path / ".bundle.lock"
