@@ -24,6 +24,7 @@ only when this backend runs: without ``clsrun[openvino]`` the entry point fails 
 from __future__ import annotations
 
 import queue
+import threading
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -102,7 +103,9 @@ class OvRunner:
         # what ran, in the manifest: version, device and the float precision (``openvino-2026.4.0-CPU-f32``)
         self.providers = [f"openvino-{ov.__version__.split('-')[0]}-CPU-{self.inference_precision}"]
         self.input_names = [i.any_name for i in self.compiled.inputs]
+        self.input_dtypes = {i.any_name: i.get_element_type().to_dtype() for i in self.compiled.inputs}
         self.output = self.compiled.outputs[0]
+        self._tensors = threading.Lock()  # see run()
         self.requests: queue.Queue[Any] = queue.Queue()
         for _ in range(streams):
             self.requests.put(self.compiled.create_infer_request())
@@ -124,8 +127,20 @@ class OvRunner:
             )
         feeds = pad_width({n: inputs[n] for n in self.input_names})
         request = self.requests.get()  # blocks while every stream's request is busy
+        tensors = {
+            n: ov.Tensor(np.ascontiguousarray(a, dtype=self.input_dtypes[n]), shared_memory=True)
+            for n, a in feeds.items()
+        }
         try:
-            request.infer(feeds)
-            return np.array(request.get_tensor(self.output).data, dtype=np.float32)  # (B, C), a copy
+            # Two scoring streams touching their requests' tensors at the same moment (setting inputs,
+            # reading outputs) hung now and then under load, both threads waiting inside OpenVINO with
+            # the GIL held, signals unanswered; so tensors are set and read one thread at a time, and
+            # only the inference itself (which releases the GIL) runs side by side.
+            with self._tensors:
+                for name, tensor in tensors.items():
+                    request.set_tensor(name, tensor)
+            request.infer()
+            with self._tensors:
+                return np.array(request.get_tensor(self.output).data, dtype=np.float32)  # (B, C), a copy
         finally:
             self.requests.put(request)
