@@ -261,10 +261,17 @@ def timed(engine: Engine, rows: int) -> tuple[float, np.ndarray]:
     return rows / (time.perf_counter() - start), out
 
 
+def onnx_fp32_labels(
+    bundle: Bundle, texts: list[str], threads: int = 2, batch_tokens: int = 1024
+) -> np.ndarray:
+    """The labels the bundle's fp32 ONNX file gives ``texts``: the reference every engine is compared with."""
+    return ort_engine(bundle, texts, "onnx/model.onnx", threads, batch_tokens)().argmax(1)
+
+
 def fp32_labels(args: argparse.Namespace, bundle: Bundle, texts: list[str]) -> np.ndarray:
     """The fp32 ONNX file's labels (saved to ``--reference`` when given), else those a run saved there."""
     if bundle.has("onnx/model.onnx"):
-        labels = ort_engine(bundle, texts, "onnx/model.onnx", args.threads, args.batch_tokens)().argmax(1)
+        labels = onnx_fp32_labels(bundle, texts, args.threads, args.batch_tokens)
         if args.reference:
             args.reference.write_text(json.dumps(labels.tolist()), encoding="utf-8")
         return labels

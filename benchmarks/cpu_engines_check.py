@@ -111,7 +111,7 @@ def pack_openvino(wheel: Path, dest: Path) -> None:
 
 def prepare(args: argparse.Namespace) -> None:
     sys.path.insert(0, str(HERE))
-    from bench_vs_engines import read_texts
+    from bench_vs_engines import onnx_fp32_labels, read_texts
 
     from clsrun.runtime.bundle import Bundle
 
@@ -124,18 +124,12 @@ def prepare(args: argparse.Namespace) -> None:
         texts = read_texts(source)[:rows]
         with open(dest / f"{name}.csv", "w", newline="", encoding="utf-8") as f:
             csv.writer(f).writerows([["text"], *([t] for t in texts)])
-        labels = fp32_labels(bundle, texts)
+        labels = onnx_fp32_labels(bundle, texts).tolist()
         (dest / f"reference_{name}.json").write_text(json.dumps(labels), encoding="utf-8")
     size = sum(p.stat().st_size for p in dest.iterdir())
     print(f"{dest}: {size / 2**20:.1f} MiB")
     if size > PREPARED_LIMIT:
         raise SystemExit(f"{dest} holds {size / 2**20:.1f} MiB, over {PREPARED_LIMIT >> 20} MiB")
-
-
-def fp32_labels(bundle: Any, texts: list[str]) -> list[int]:
-    from bench_vs_engines import ort_engine
-
-    return ort_engine(bundle, texts, "onnx/model.onnx", 2, 1024)().argmax(1).tolist()
 
 
 # ----------------------------------------------------------------------------------- on the lent machine

@@ -21,7 +21,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal, TypeGuard, cast
 
 from clsrun.runtime.errors import BundleError
 from clsrun.runtime.files import atomic_write_text, is_temporary
@@ -130,16 +130,19 @@ def _report_problems(data: object) -> list[str]:
         files = [v.get("file") for v in variants.values() if v.get("file") is not None]
         if not all(isinstance(f, str) for f in files):
             problems.append("a variant's file must be a path in the bundle")
-    speeds = data.get("speeds")
-    if speeds:  # {} when fewer than two variants passed: nothing to choose between
-        rates = speeds.get("rows_per_s", {}) if isinstance(speeds, dict) else None
-        if not isinstance(rates, dict) or not all(_is_number(r) for r in rates.values()):
-            problems.append("speeds.rows_per_s must map variants to numbers")
+    speeds = data.get("speeds")  # {} when fewer than two variants passed: nothing to choose between
+    rates = speeds.get("rows_per_s", {}) if isinstance(speeds, dict) else None
+    if speeds and not is_rate_table(rates):
+        problems.append("speeds.rows_per_s must map variants to numbers")
     return problems
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+def is_rate_table(rates: object) -> TypeGuard[dict[str, float]]:
+    """True for a ``{variant key: rows/s}`` mapping of numbers, as the export report and the speeds cache
+    hold them (a bool is no number, though Python counts it as one)."""
+    return isinstance(rates, dict) and all(
+        isinstance(r, (int, float)) and not isinstance(r, bool) for r in rates.values()
+    )
 
 
 def _normalization_problems(norm: object) -> list[str]:

@@ -66,9 +66,8 @@ class OutputLock:
         writes (one of them at a time, or two writers would mix their files and hashes)."""
         if fcntl is None:  # pragma: no cover - Windows
             return cls(lock_path(output), -1)
-        make_folder(
-            output.parent, f"{role} {output}"
-        )  # as typed: a dangling link in the way is refused there
+        # The folder as typed, before resolving: a dangling link in the way is refused there, not followed.
+        make_folder(output.parent, f"{role} {output}")
         path = lock_path(output)
         while True:
             try:

@@ -383,7 +383,7 @@ def read_labelled(
     if text_col == label_col:
         raise InputError(f"{path}: --text-col and --label-col both name column {text_col!r}")
     texts = _labelled_texts(path, table.column(text_col), text_col)
-    labels = _label_values(table.column(label_col))
+    labels = _cell_values(table.column(label_col))
     keep_t: list[str] = []
     keep_l: list[str] = []
     first_dropped: int | None = None
@@ -413,14 +413,7 @@ def _labelled_texts(path: Path | str, column: pa.ChunkedArray, name: str) -> lis
     values that are not strings are None already (:func:`_json_table`)."""
     if not _textual(column.type):
         raise InputError(f"{path}: column {name!r} holds {column.type}, not text")
-    values: list[str | None] = []
-    for chunk in column.chunks:
-        chunk = _plain(chunk)
-        if pa.types.is_binary(chunk.type) or pa.types.is_large_binary(chunk.type):
-            values += [_utf8(v) for v in chunk.to_pylist()]
-        else:
-            values += chunk.to_pylist()
-    return values
+    return cast(list[str | None], _cell_values(column))
 
 
 def _utf8(raw: bytes | None) -> str | None:
@@ -430,11 +423,11 @@ def _utf8(raw: bytes | None) -> str | None:
         return None
 
 
-def _label_values(column: pa.ChunkedArray) -> list[object]:
-    """A label column's values, each spelt as :func:`label_text` makes one label of it in every format:
-    booleans ``true``/``false`` (as JSON writes them), float32 at its own shortest spelling (``0.1``, not
-    ``0.10000000149011612``), decimals as the numbers they are (``1.50`` and ``1.5`` one label), binary as
-    UTF-8 text."""
+def _cell_values(column: pa.ChunkedArray) -> list[object]:
+    """A column's values as Python objects, each spelt so that :func:`label_text` makes one label of it in
+    every format: booleans ``true``/``false`` (as JSON writes them), float32 at its own shortest spelling
+    (``0.1``, not ``0.10000000149011612``), decimals as the numbers they are (``1.50`` and ``1.5`` one
+    label), binary as UTF-8 text (None where it is not UTF-8), dictionary and view columns decoded."""
     values: list[object] = []
     for chunk in column.chunks:
         chunk = _plain(chunk)
@@ -613,9 +606,8 @@ class _FloatText(str):
     ``1.2345678901234567e+19`` (and make two ids one)."""
 
 
-_JSON_LINE = json.JSONDecoder(
-    parse_float=_FloatText
-)  # one decoder for every line (json.loads makes one per call)
+# One decoder for every line (json.loads makes one per call).
+_JSON_LINE = json.JSONDecoder(parse_float=_FloatText)
 
 
 def _json_row(

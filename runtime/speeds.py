@@ -112,13 +112,11 @@ def recorded_speeds(bundle: Bundle, keys: set[str]) -> Speeds | None:
 def _cached_rates(digest: str, here: str) -> dict[str, float]:
     """This bundle's cached speeds on this CPU; an entry that is not variant -> number (a damaged or
     hand-edited cache) is no entry: the cache is a hint, measured again rather than trusted."""
+    from clsrun.runtime.bundle import is_rate_table
+
     by_cpu = _read_cache().get(digest)
     entry = by_cpu.get(here) if isinstance(by_cpu, dict) else None
-    if not isinstance(entry, dict):
-        return {}
-    if not all(isinstance(r, (int, float)) and not isinstance(r, bool) for r in entry.values()):
-        return {}
-    return {str(k): float(v) for k, v in entry.items()}
+    return {str(k): float(v) for k, v in entry.items()} if is_rate_table(entry) else {}
 
 
 def speeds_here(bundle: Bundle, choices: Sequence[Choice]) -> Speeds | None:

@@ -145,8 +145,8 @@ class TableWriter(Protocol):
 
 
 class _CsvWriter:
-    def __init__(self, path: Path, schema: pa.Schema, delimiter: str) -> None:
-        self._w = pacsv.CSVWriter(str(path), schema, write_options=pacsv.WriteOptions(delimiter=delimiter))
+    def __init__(self, path: Path, schema: pa.Schema) -> None:
+        self._w = pacsv.CSVWriter(str(path), schema)
 
     def write(self, table: pa.Table) -> None:
         self._w.write_table(neutralise_formulas(table))
@@ -189,11 +189,11 @@ def _tsv_field(text: str) -> str:
 
 def _tsv_column(column: pa.ChunkedArray) -> pa.ChunkedArray:
     """A result column as escaped text (numbers as their shortest spelling, as the CSV writer writes them)."""
-    text = column if pa.types.is_string(column.type) else column.cast(pa.string())
-    if pa.types.is_string(column.type):
-        for raw, escaped in _TSV_ESCAPES:
-            text = pc.replace_substring(text, raw, escaped)
-    return text
+    if not pa.types.is_string(column.type):
+        return column.cast(pa.string())  # numbers: nothing to escape
+    for raw, escaped in _TSV_ESCAPES:
+        column = pc.replace_substring(column, raw, escaped)
+    return column
 
 
 class _JsonlWriter:
@@ -223,7 +223,7 @@ class _ParquetWriter:
 def open_writer(path: Path, schema: pa.Schema, kind: str) -> TableWriter:
     """A writer of result tables to ``path`` in ``kind`` (see :func:`output_format`)."""
     if kind == "csv":
-        return _CsvWriter(path, schema, ",")
+        return _CsvWriter(path, schema)
     if kind == "tsv":
         return _TsvWriter(path, schema)
     if kind == "jsonl":

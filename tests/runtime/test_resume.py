@@ -90,27 +90,36 @@ def test_interrupted_then_resumed_equals_uninterrupted(
     assert result.manifest["ok"] == ref.manifest["ok"] and result.manifest["error"] == ref.manifest["error"]
 
 
+class _Left:
+    """What an interrupted run of 2,000 rows in windows of 250 left: 4 parts checkpointed in ``folder``."""
+
+    def __init__(
+        self, tmp_path: Path, bundle: Path, monkeypatch: pytest.MonkeyPatch, options: OutputOptions
+    ) -> None:
+        self.src = _input(tmp_path / "in.csv", 2000)
+        self.clf = Classifier.load(bundle, Variant(threads=1), BatchOptions(window=250))
+        self.ref = score_file(self.src, tmp_path / "ref.csv", self.clf, options=options)
+        self.out = tmp_path / "o.csv"
+        with monkeypatch.context() as m:
+            _crash_after(m, 4)
+            with pytest.raises(_Crash):
+                score_file(self.src, self.out, self.clf, options=options)
+        self.folder = PartialOutput.folder_for(self.out)
+        self.run_id = json.loads((self.folder / "state.json").read_text())["run_id"]
+
+
 def test_torn_journal_line_and_stray_part_are_ignored(
     tmp_path: Path, toy_bundle: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    src = _input(tmp_path / "in.csv", 2000)
-    clf = Classifier.load(toy_bundle, Variant(threads=1), BatchOptions(window=250))
-    ref = score_file(src, tmp_path / "ref.csv", clf)
-    out = tmp_path / "o.csv"
-    with monkeypatch.context() as m:
-        _crash_after(m, 4)
-        with pytest.raises(_Crash):
-            score_file(src, out, clf)
-    folder = PartialOutput.folder_for(out)
-    with open(folder / JOURNAL_FILE, "a", encoding="utf-8") as f:
+    left = _Left(tmp_path, toy_bundle, monkeypatch, OutputOptions())
+    with open(left.folder / JOURNAL_FILE, "a", encoding="utf-8") as f:
         f.write('{"index": 4, "start": 10')  # the kill landed mid-line
-    run_id = json.loads((folder / "state.json").read_text())["run_id"]
-    torn = folder / f".part-000004.{run_id}.arrow.k2j4x9.tmp"  # the kill landed mid-write
+    torn = left.folder / f".part-000004.{left.run_id}.arrow.k2j4x9.tmp"  # the kill landed mid-write
     torn.write_bytes(b"half a part")
-    result = score_file(src, out, clf, options=OutputOptions(resume=True))
+    result = score_file(left.src, left.out, left.clf, options=OutputOptions(resume=True))
     assert not torn.exists()
     assert result.manifest["resumed_from_row"] == 1000
-    assert out.read_bytes() == ref.output.read_bytes()
+    assert left.out.read_bytes() == left.ref.output.read_bytes()
 
 
 def test_resume_refuses_a_changed_input_or_options(
@@ -433,21 +442,12 @@ def test_file_names_that_are_not_utf8_are_refused_before_any_work(tmp_path: Path
 def test_a_checkpointed_part_changed_on_disk_is_scored_again_not_published(
     tmp_path: Path, toy_bundle: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    src = _input(tmp_path / "in.csv", 2000)
-    clf = Classifier.load(toy_bundle, Variant(threads=1), BatchOptions(window=250))
-    ref = score_file(src, tmp_path / "ref.csv", clf, options=OutputOptions(probs=True))
-    out = tmp_path / "o.csv"
-    with monkeypatch.context() as m:
-        _crash_after(m, 4)
-        with pytest.raises(_Crash):
-            score_file(src, out, clf, options=OutputOptions(probs=True))
-    folder = PartialOutput.folder_for(out)
-    run_id = json.loads((folder / "state.json").read_text())["run_id"]
-    part = folder / f"part-000002.{run_id}.arrow"
+    left = _Left(tmp_path, toy_bundle, monkeypatch, OutputOptions(probs=True))
+    part = left.folder / f"part-000002.{left.run_id}.arrow"
     data = bytearray(part.read_bytes())
     data[len(data) // 2] ^= 0xFF  # one byte of the part flipped, its size unchanged
     part.write_bytes(bytes(data))
-    result = score_file(src, out, clf, options=OutputOptions(probs=True, resume=True))
+    result = score_file(left.src, left.out, left.clf, options=OutputOptions(probs=True, resume=True))
     assert result.manifest["resumed_from_row"] == 2 * 250  # parts 0 and 1 kept, 2 on scored again
-    assert out.read_bytes() == ref.output.read_bytes()
+    assert left.out.read_bytes() == left.ref.output.read_bytes()
     assert "a checkpointed part (rows 500 to 749) was changed on disk" in caplog.text
