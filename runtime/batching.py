@@ -72,6 +72,9 @@ class BatchOptions:
     max_batch_rows: int | None = None  # rows per batch at most; None: by device (unpadded: the window)
     sort: bool = True  # length-sort each window (off only to measure what sorting buys)
     padded: bool = True  # the model takes padded rows; False (a sparse input): consecutive rows, no sorting
+    width_multiple: int = (
+        1  # the runner pads widths to a multiple of this: batches are planned on those widths
+    )
 
     def __post_init__(self) -> None:
         problems = []
@@ -81,12 +84,15 @@ class BatchOptions:
             problems.append(f"--batch-tokens {self.batch_tokens}: must be a positive number of tokens")
         if self.max_batch_rows is not None and self.max_batch_rows < 1:
             problems.append(f"max_batch_rows {self.max_batch_rows}: must be at least 1")
+        if self.width_multiple < 1:
+            problems.append(f"width_multiple {self.width_multiple}: must be at least 1")
         if problems:
             raise UsageError("; ".join(problems))
 
-    def resolved(self, kind: str, device: str, padded: bool = True) -> BatchOptions:
+    def resolved(self, kind: str, device: str, padded: bool = True, width_multiple: int = 1) -> BatchOptions:
         """These options with ``batch_tokens`` and ``max_batch_rows`` filled in for a ``kind`` bundle
-        running on ``device``, for a model that takes ``padded`` rows (or a sparse input)."""
+        running on ``device``, for a model that takes ``padded`` rows (or a sparse input) and pads their
+        widths to a multiple of ``width_multiple``."""
         if not padded:  # batches of consecutive rows, up to a whole window, within a budget of real tokens
             return replace(
                 self,
@@ -99,6 +105,7 @@ class BatchOptions:
             batch_tokens=self.batch_tokens or default_batch_tokens(kind, device),
             max_batch_rows=self.max_batch_rows or default_max_batch_rows(device),
             padded=True,
+            width_multiple=width_multiple,
         )
 
     def plan(self, lengths: np.ndarray) -> list[np.ndarray]:
@@ -111,6 +118,7 @@ class BatchOptions:
             self.max_batch_rows,
             sort=self.sort and self.padded,
             padded=self.padded,
+            width_multiple=self.width_multiple,
         )
 
 
@@ -173,6 +181,7 @@ def plan_batches(
     max_rows: int = DEFAULT_MAX_BATCH_ROWS["cpu"],
     sort: bool = True,
     padded: bool = True,
+    width_multiple: int = 1,
 ) -> list[np.ndarray]:
     """Split rows ``0..n-1`` into batches whose padded cost ``longest x rows`` stays within ``batch_tokens``.
 
@@ -180,10 +189,18 @@ def plan_batches(
     lengths keep input order); without it, in input order (the baseline the benchmark compares with).
     ``padded=False`` (a model that takes unpadded rows): the cost is the sum of the lengths instead.
     A row longer than the whole budget still gets a batch of its own. Returns arrays of row indices.
+
+    ``width_multiple``: the runner pads each batch's width up to a multiple of this (padded rows only), so
+    lengths are rounded up to it first: the budget then bounds the cost that runs, and every full batch of
+    one padded width has the same number of rows. A runner that prepares kernels per input shape (OpenVINO
+    on CPU) meets fewer shapes that way; without the rounding, batches of one padded width had rows
+    ``budget // longest`` for each longest row in it.
     """
     n = len(lengths)
     if n == 0:
         return []
+    if padded and width_multiple > 1:
+        lengths = -(-np.asarray(lengths) // width_multiple) * width_multiple
     order = np.argsort(lengths, kind="stable") if sort else np.arange(n)
     ordered = np.maximum(lengths[order], 1)  # (n,)
     batches: list[np.ndarray] = []

@@ -176,7 +176,9 @@ class Classifier:
                     f"{bundle.root}: {choice.file} takes a sparse input, which a {bundle.spec.kind} model cannot give"
                 )
             encoder = encoder.for_sparse_inputs(sparse_inputs)  # a counting graph's encoder does not weigh
-        resolved = batching.resolved(bundle.spec.kind, choice.device, padded=not sparse)
+        # a runner that pads batch widths (OpenVINO) says to what multiple: batches are planned on those widths
+        width_multiple: int = getattr(runner, "width_multiple", 1)
+        resolved = batching.resolved(bundle.spec.kind, choice.device, not sparse, width_multiple)
         preparers = default_preparers(choice, threads, bundle.spec.kind)
         return cls(
             bundle,

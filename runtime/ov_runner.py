@@ -13,7 +13,10 @@ only when this backend runs: without ``clsrun[openvino]`` the entry point fails 
   thread-safe, an infer request is not).
 - Batch widths are padded with zeros to a multiple of :data:`PAD_MULTIPLE`: OpenVINO's CPU kernels run
   aligned shapes faster, and a zero is padding for both model kinds (BERT: attention mask 0; char-CNN:
-  ``PAD_ID`` 0, which its convolutions mask), so the logits do not change.
+  ``PAD_ID`` 0, which its convolutions mask), so the logits do not change. The runner says so
+  (``width_multiple``) and the classifier plans batches on the padded widths: the CPU plugin prepares
+  kernels the first time it meets an input shape, and a fresh process pays that for every shape, so
+  batches of one width all get the same rows.
 - What int8 leaves float (and an fp32 variant) runs in bf16 only where both hold: this CPU computes bf16
   natively (OpenVINO lists ``BF16`` among its CPU capabilities: AVX-512 BF16 or AMX), and the export gate
   passed the variant in bf16 too (its report entry's ``bf16``, scored on a CPU that has it). Elsewhere f32,
@@ -81,6 +84,8 @@ def pad_width(inputs: dict[str, np.ndarray], multiple: int = PAD_MULTIPLE) -> di
 class OvRunner:
     """One compiled OpenVINO model for a bundle's IR variant, shared by ``streams`` infer requests."""
 
+    width_multiple = PAD_MULTIPLE  # run() pads batch widths to a multiple of this (batching.plan_batches)
+
     def __init__(self, bundle: Bundle, choice: Choice, threads: int, streams: int = 1) -> None:
         if choice.device != "cpu":
             raise UsageError(f"--backend openvino runs on the CPU only, not on {choice.device}")
@@ -125,7 +130,7 @@ class OvRunner:
             raise BundleError(
                 f"the OpenVINO model needs inputs {missing}, the encoder gives {sorted(inputs)}"
             )
-        feeds = pad_width({n: inputs[n] for n in self.input_names})
+        feeds = pad_width({n: inputs[n] for n in self.input_names}, self.width_multiple)
         request = self.requests.get()  # blocks while every stream's request is busy
         tensors = {
             n: ov.Tensor(np.ascontiguousarray(a, dtype=self.input_dtypes[n]), shared_memory=True)

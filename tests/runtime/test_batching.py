@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pytest
 
@@ -44,6 +46,24 @@ def test_batches_cover_every_row_once_within_the_budget() -> None:
     for b in batches:
         assert len(b) <= 256
         assert int(lengths[b].max()) * len(b) <= 4096
+
+
+def test_batches_of_one_padded_width_have_one_row_count_within_the_padded_budget() -> None:
+    """A runner that pads widths to a multiple of 8 meets one shape per width, not one per longest row."""
+    rng = np.random.default_rng(2)
+    lengths = rng.integers(20, 130, size=2000)
+
+    def shapes(batches: list[np.ndarray]) -> list[tuple[int, int]]:  # (padded width, rows) of each batch
+        return [(-(-int(lengths[b].max()) // 8) * 8, len(b)) for b in batches]
+
+    batches = plan_batches(lengths, batch_tokens=1024, max_rows=1024, width_multiple=8)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(2000))
+    planned = shapes(batches)
+    assert all(width * rows <= 1024 for width, rows in planned)  # the budget bounds the padded cost
+    # every batch is full but the one that ends a width's rows: two shapes per width at most
+    assert all(n <= 2 for n in Counter(width for width, _ in set(planned)).values())
+    own = shapes(plan_batches(lengths, batch_tokens=1024, max_rows=1024))  # planned on the rows' own lengths
+    assert len(set(planned)) < len(set(own))
 
 
 def test_a_row_longer_than_the_budget_gets_its_own_batch() -> None:

@@ -70,6 +70,18 @@ def test_openvino_gives_onnxruntime_scores_in_input_order_under_several_streams(
     np.testing.assert_allclose(got.probs, expected.probs, rtol=1e-5, atol=1e-6)
 
 
+def test_openvino_batches_are_planned_on_the_widths_it_pads_to(ov_bundle: Path) -> None:
+    ovc = Classifier.load(ov_bundle, Variant(backend="openvino", threads=1), BatchOptions(batch_tokens=64))
+    ort = Classifier.load(ov_bundle, Variant(backend="onnx", precision="fp32", threads=1))
+    assert ovc.batching.width_multiple == ovc.runner.width_multiple > 1
+    assert ort.batching.width_multiple == 1
+    tokens = ovc.encoder.tokenize(TEXTS)
+    for batch in ovc.batching.plan(tokens.lengths):
+        width = ovc.inputs(tokens, batch)["input_ids"].shape[1]
+        padded = -(-width // ovc.runner.width_multiple) * ovc.runner.width_multiple
+        assert padded * len(batch) <= 64 or len(batch) == 1
+
+
 def test_openvino_files_are_opened_only_when_listed_and_unchanged(ov_bundle: Path) -> None:
     (ov_bundle / "openvino/model.bin").write_bytes(b"not the weights")
     with pytest.raises(BundleError, match="sha256 mismatch"):
