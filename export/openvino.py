@@ -117,16 +117,16 @@ def build_openvino(
     """
     ir = _fp32_ir(fp32_onnx, stage)
     if name == "ov-fp32":
-        return ir, _with_bf16(gate, name, ir, gate.score(name, ir))
+        return ir, with_bf16(gate, name, ir, gate.score(name, ir))
     target = stage / "model.ov.int8.xml"
     with _logging_kept():
         info = _quantize(ir, target, gate, opts)
     result = gate.score(name, target)
     result.details["quantization"] = info
-    return target, _with_bf16(gate, name, target, result)
+    return target, with_bf16(gate, name, target, result)
 
 
-def _with_bf16(gate: Gate, name: str, path: Path, result: VariantResult) -> VariantResult:
+def with_bf16(gate: Gate, name: str, path: Path, result: VariantResult) -> VariantResult:
     """``result`` with its entry's ``bf16``: on a CPU that computes bf16 (``ov_runner.bf16_here``), the
     variant that passed in f32 scored again with its float parts in bf16, judged by the same gate.
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
+import subprocess
 import sys
 import tarfile
 import zipfile
@@ -119,3 +120,67 @@ def test_the_report_ranks_engines_and_lists_failures(check: ModuleType) -> None:
     assert rows == ["| clsrun-api | 12.5 | [12.5] |  | 1.0 |", "| ort-int8 | 10.0 | [10.0] | 9 | 1.0 |"]
     assert "| torch-fp32 | skipped: --no-torch | | | |" in lines
     assert json.dumps({"cpu": "X"}) in text
+
+
+@pytest.fixture
+def ov_int8_bundle(tiny_charcnn_bundle: Path) -> Path:
+    """The tiny char-CNN bundle exported with an OpenVINO int8 variant (the one the check times)."""
+    export_bundle(tiny_charcnn_bundle, ExportOptions(("fp32", "ov-int8"), max_accuracy_drop=100.0))
+    return tiny_charcnn_bundle
+
+
+@pytest.mark.slow
+def test_the_bf16_part_records_the_gate_verdict_in_a_bundle_that_still_verifies(
+    check: ModuleType, ov_int8_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import clsrun.runtime.ov_runner as ov_runner
+
+    data = tmp_path / "data"
+    data.mkdir()
+    reference = check.gate_reference(Bundle.load(ov_int8_bundle))  # --prepare, where the weights are
+    (data / "gate_reference.json").write_text(json.dumps(reference.tolist()), encoding="utf-8")
+    # This CPU has no bf16 (OpenVINO computes f32 whatever the hint): what is tested is what gets recorded.
+    monkeypatch.setattr(ov_runner, "bf16_here", lambda core=None: True)
+    verdict = check.gate_bf16(ov_int8_bundle, data)
+
+    assert verdict["f32"]["gate_passed"] is True and verdict["bf16"]["passed"] is True
+    assert verdict["bf16"]["label_agreement"] == verdict["f32"]["label_agreement"]
+    bundle = Bundle.load(ov_int8_bundle)  # rehashed: every listed file still verifies
+    assert (bundle.export_report() or {})["variants"]["ov-int8"]["bf16"] == verdict["bf16"]
+    clf = Classifier.load(bundle, Variant(backend="openvino", precision="int8", threads=1))
+    assert clf.runner.providers[0].endswith("-CPU-bf16")
+
+
+@pytest.mark.slow
+def test_ov_shapes_counts_fewer_shapes_with_batches_planned_on_padded_widths(
+    ov_int8_bundle: Path, tmp_path: Path
+) -> None:
+    texts = [("好" if i % 2 else "g") * (1 + i % 29) + "x" * (i % 7) for i in range(300)]
+    data = tmp_path / "texts.csv"
+    with open(data, "w", newline="", encoding="utf-8") as f:
+        f.write("text\n" + "".join(f"{t}\n" for t in texts))
+    script = REPO / "benchmarks" / "ov_shapes.py"
+    args = ["--model", str(ov_int8_bundle), "--data", str(data), "--repeats", "1", "--threads", "1"]
+    args += ["--batch-tokens", "96"]  # many batches of a few widths
+    done = subprocess.run(
+        [sys.executable, str(script), *args, "--configs", "pad8-oldplan,pad8"],
+        capture_output=True, text=True, check=True, timeout=300,
+    )  # fmt: skip
+    results = json.loads(done.stdout)["results"]["texts.csv"]
+    old, new = results["pad8-oldplan"], results["pad8"]
+    assert new["shapes"] < old["shapes"]
+    assert all(log[1] % 8 == 0 for log in new["first_calls_log"])  # (rows, width, seconds): widths padded
+    assert sum(log[0] for log in new["first_calls_log"]) == len(texts)
+    assert new["first_pass_rows_per_s"] > 0 and new["load_s"] > 0
+
+
+def test_first_shape_cost_counts_each_shape_once_against_its_warm_median(check: ModuleType) -> None:
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import ov_shapes
+
+    first = {"calls_log": [[8, 16, 0.5], [8, 16, 0.1], [4, 32, 0.3]]}
+    second = {"calls_log": [[8, 16, 0.1], [8, 16, 0.12], [4, 32, 0.2]]}
+    assert ov_shapes.first_shape_cost(first, second) == pytest.approx((0.5 - 0.11) + (0.3 - 0.2))
+    assert ov_shapes._config("pad16-rows8-oldplan-cache") == (16, 8, True, True)
+    with pytest.raises(SystemExit, match="padN"):
+        ov_shapes._config("pad8-fast")
