@@ -316,11 +316,15 @@ def _run_unchanged(
 ) -> None:
     """Run ``pipeline`` over ``stream``, then make sure the file was not written to meanwhile. A file that
     fails to parse halfway is checked too: a write under the reader is the likelier cause, and its line
-    (with the checkpoint discarded) tells the user what to do, where the parse error would mislead."""
+    (with the checkpoint discarded) tells the user what to do, where the parse error would mislead. Either
+    way a file that cannot be read to its end leaves no checkpoint."""
     try:
         pipeline.run(stream, resumed_rows)
     except InputError:
         _require_unchanged(stream.path, stream.fingerprint, partial)
+        # The checkpoint is of no use: the same file stops at the same place again, and --resume refuses a
+        # corrected one (another fingerprint); kept, it would only make the corrected run ask for --overwrite.
+        partial.remove()
         raise
     if not pipeline.stopped:
         _require_unchanged(stream.path, stream.fingerprint, partial)

@@ -405,6 +405,30 @@ def test_a_parse_error_from_a_write_under_the_reader_says_it_was_written_to(
     assert not PartialOutput.folder_for(out).exists()
 
 
+def test_a_file_unreadable_past_saved_rows_leaves_no_checkpoint_and_its_fixed_copy_scores(
+    tmp_path: Path, toy_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = tmp_path / "in.csv"
+    good = ("text\n" + "".join(f"row {i} {'g' * (i % 30)}\n" for i in range(60_000))).encode()
+    src.write_bytes(good + b'"a quote never closed\n' + b"t\n" * 300)
+    clf = Classifier.load(toy_bundle, Variant(threads=1), BatchOptions(window=2000))
+    out = tmp_path / "o.csv"
+    saved: list[int] = []
+    real_add = PartialOutput.add
+
+    def add(self: PartialOutput, *args: Any, **kwargs: Any) -> Any:
+        record = real_add(self, *args, **kwargs)
+        saved.append(self.rows_done)
+        return record
+
+    monkeypatch.setattr(PartialOutput, "add", add)
+    with pytest.raises(InputError, match="never closed"):
+        score_file(src, out, clf)
+    assert saved and not PartialOutput.folder_for(out).exists() and not out.exists()
+    src.write_bytes(good)  # the user fixes the file and runs the same command again: no --overwrite needed
+    assert score_file(src, out, clf).manifest["rows_read"] == 60_000
+
+
 def test_resume_of_a_finished_job_checks_the_output_is_still_what_its_run_published(
     tmp_path: Path, toy_bundle: Path
 ) -> None:
