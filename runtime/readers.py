@@ -600,14 +600,35 @@ def escape_surrogates(s: str) -> str:
     return s.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-class _FloatText(str):
-    """A JSON number with a fraction or exponent, kept as written: an id ``1.50`` or
-    ``12345678901234567890.0`` is written back as that, where a float would print ``1.5`` and
-    ``1.2345678901234567e+19`` (and make two ids one)."""
+class _NumberText(str):
+    """A JSON number kept as written, never converted: an id ``1.50``, ``-0`` or ``12345678901234567890.0``
+    is written back as that, where a float or an int would print ``1.5``, ``0`` and
+    ``1.2345678901234567e+19`` (and make two ids one); and an integer of 5,000 digits in any field is
+    no error (Python refuses to convert integers over 4,300 digits)."""
+
+
+class _FloatText(_NumberText):
+    """A JSON number with a fraction or exponent."""
+
+
+class _IntText(_NumberText):
+    """A JSON integer."""
 
 
 # One decoder for every line (json.loads makes one per call).
-_JSON_LINE = json.JSONDecoder(parse_float=_FloatText)
+_JSON_LINE = json.JSONDecoder(parse_float=_FloatText, parse_int=_IntText)
+
+
+def _json_text(value: Any) -> str:
+    """A decoded JSON value written back as JSON, numbers as they were written (``json.dumps`` would quote
+    them: they are strings here)."""
+    if isinstance(value, _NumberText):
+        return str(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_json_text(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(k)}: {_json_text(v)}" for k, v in value.items()) + "}"
+    return json.dumps(value)
 
 
 def _json_row(
@@ -623,7 +644,7 @@ def _json_row(
     if not isinstance(obj, dict):
         return None, None, f"line is a JSON {type(obj).__name__}, not an object"
     rid = obj.get(id_col) if id_col is not None else None
-    rid_text = None if rid is None else str(rid) if isinstance(rid, str) else json.dumps(rid)
+    rid_text = None if rid is None else str(rid) if isinstance(rid, str) else _json_text(rid)
     value = obj.get(text_col)
     suspect = b"\\u" in line or b"\xed" in line  # how a lone surrogate gets in: an escape, or CESU-8 bytes
     if suspect and rid_text is not None and not _unicode(rid_text):
@@ -638,8 +659,8 @@ def _json_row(
         return None, rid_text, f"no {text_col!r} field"
     if value is None:
         return None, rid_text, "null text"
-    if not isinstance(value, str) or isinstance(value, _FloatText):
-        kind = "float" if isinstance(value, _FloatText) else type(value).__name__
+    if not isinstance(value, str) or isinstance(value, _NumberText):
+        kind = {_FloatText: "float", _IntText: "int"}.get(type(value), type(value).__name__)
         return None, rid_text, f"text is a JSON {kind}, not a string"
     if suspect and not _unicode(value):
         return None, rid_text, "text is not valid Unicode (a lone surrogate such as \\ud800)"

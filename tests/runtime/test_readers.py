@@ -535,3 +535,23 @@ def test_jsonl_number_ids_are_kept_as_written_and_a_float_is_no_text(tmp_path: P
     ids = list(chunk.ids or [])
     assert ids == ["1.50", "1e5", "12345678901234567890.0", "12345678901234567891.0", "7", "true"]
     assert chunk.errors[4] == "text is a JSON float, not a string" and list(chunk.texts)[:2] == ["a", "b"]
+
+
+def test_jsonl_integers_and_nested_ids_are_kept_as_written_however_long(tmp_path: Path) -> None:
+    path = tmp_path / "ints.jsonl"
+    huge = "9" * 5000  # Python refuses to turn an integer of over 4,300 digits into an int
+    lines = [
+        '{"id": -0, "text": "a"}',
+        f'{{"id": 3, "text": "b", "n": {huge}}}',
+        f'{{"id": {huge}, "text": "c"}}',
+        '{"id": [1.50, -0, {"k": 2}], "text": "d"}',
+        '{"id": 007, "text": "e"}',  # not JSON (a leading zero): an error row, as before
+        '{"id": 8, "text": 12}',
+    ]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with open_records(path, ReadOptions(id_col="id")) as stream:
+        chunk = next(stream.chunks())
+    assert list(chunk.ids or [])[:4] == ["-0", "3", huge, '[1.50, -0, {"k": 2}]']
+    assert chunk.errors[:4] == ["", "", "", ""] and list(chunk.texts)[:4] == ["a", "b", "c", "d"]
+    assert chunk.errors[4].startswith("invalid JSON")
+    assert chunk.errors[5] == "text is a JSON int, not a string"
