@@ -95,24 +95,24 @@ def load_eval_set(
     max_rows: int | None = None,
     batching: BatchOptions = BatchOptions(),
 ) -> EvalSet:
-    """Read the gate's labelled rows, keep those with text after normalisation (at most ``max_rows``),
+    """Read the gate's labelled rows, keep those with readable text after normalisation (at most ``max_rows``),
     tokenize them with the runtime's encoder and plan predict's CPU batches.
 
     Raises :class:`InputError` when there are no rows, or when labels are not the bundle's labels.
     """
     from clsrun.runtime.encode import make_encoder
-    from clsrun.runtime.textnorm import normalize
+    from clsrun.runtime.textnorm import normalize, readable
 
     texts, labels, source = _read_rows(bundle, eval_data)
     index = {label: i for i, label in enumerate(bundle.labels)}
-    kept = [
+    kept = [  # the rows predict scores (encode_pool.encode_texts): readable text after normalisation
         (t, n, index[y])
         for t, y in zip(texts, labels, strict=True)
-        if (n := normalize(t, bundle.spec.normalization))
+        if readable(n := normalize(t, bundle.spec.normalization))
     ]
     kept = kept[:max_rows]
     if not kept:
-        raise InputError(f"{source}: no row has text left after normalisation")
+        raise InputError(f"{source}: no row has readable text left after normalisation")
     encoder = make_encoder(bundle)
     tokens = encoder.tokenize([n for _, n, _ in kept])
     batches = batching.resolved(bundle.spec.kind, "cpu").plan(tokens.lengths)

@@ -171,6 +171,30 @@ def text_of(c: np.ndarray) -> str:
     return c.astype(np.uint32, copy=False).tobytes().decode("utf-32-le", "surrogatepass")
 
 
+@functools.cache
+def _invisible_codepoints() -> np.ndarray:
+    """Sorted uint32 code points of ``textnorm.INVISIBLE_CATEGORIES``: every such character is in the BMP
+    but a few format characters (Kaithi, Egyptian hieroglyph and musical-symbol controls, tags), whose
+    ranges are scanned too."""
+    from clsrun.runtime.textnorm import INVISIBLE_CATEGORIES
+
+    ranges = [range(0x10000), range(0x110BD, 0x110CE), range(0x13430, 0x13460), range(0x1BCA0, 0x1BCA4)]
+    ranges += [range(0x1D173, 0x1D17B), range(0xE0000, 0xE0080)]
+    found = [c for r in ranges for c in r if unicodedata.category(chr(c)) in INVISIBLE_CATEGORIES]
+    return np.array(found, dtype=np.uint32)
+
+
+def readable_rows(c: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """(n,) bool: the texts with a character that is not a space, a control or a format character
+    (``textnorm.readable`` for a whole window of code points)."""
+    out = np.zeros(len(lengths), dtype=bool)
+    rows = np.flatnonzero(lengths)
+    if len(rows):
+        visible = ~np.isin(c[: int(lengths.sum())], _invisible_codepoints())
+        out[rows] = np.logical_or.reduceat(visible, starts_of(lengths)[rows])
+    return out
+
+
 def starts_of(lengths: np.ndarray) -> np.ndarray:
     """(n,) int64 index of each text's first code point."""
     return np.cumsum(lengths) - lengths

@@ -251,7 +251,7 @@ class Classifier:
         valid = rows[encoded.kept]  # (m,) window positions of the rows that are scored
         if len(valid) < len(rows):
             for i in np.setdiff1d(rows, valid).tolist():
-                errors[i] = "empty text after normalisation"
+                errors[i] = "no readable text after normalisation"
         batches = self.batching.plan(encoded.tokens.lengths)
         return Prepared(
             chunk.start, chunk.ids, errors, valid, encoded.tokens, batches, self.open_window(len(valid))

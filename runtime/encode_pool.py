@@ -37,7 +37,7 @@ import numpy as np
 from clsrun.runtime import charmaps
 from clsrun.runtime.bundle import Normalization
 from clsrun.runtime.encode import CodepointEncoder, Encoder, Tokens
-from clsrun.runtime.textnorm import normalize_many
+from clsrun.runtime.textnorm import normalize_many, readable
 
 
 @dataclass
@@ -49,17 +49,21 @@ class Encoded:
 
 
 def encode_texts(encoder: Encoder, norm: Normalization, texts: Sequence[str]) -> Encoded:
-    """Normalise ``texts`` as the bundle says and tokenize the ones that are not empty afterwards.
+    """Normalise ``texts`` as the bundle says and tokenize the ones with readable text afterwards (not
+    empty, not only spaces, controls or format characters: ``textnorm.readable``).
 
     ``texts``: a list, or the Arrow column they were read from (``ArrowTexts``), which a code-point encoder
     takes straight to code points and any other one as Python strings."""
     if isinstance(encoder, CodepointEncoder):  # no strings in between (charmaps.py)
         c, lengths = charmaps.normalize(texts, norm)
-        nonempty = np.flatnonzero(lengths)
-        return Encoded(nonempty, encoder.tokenize_codepoints(c, lengths[nonempty]))
+        shown = charmaps.readable_rows(c, lengths)  # (n,) bool
+        kept = np.flatnonzero(shown)
+        if len(kept) < len(lengths):  # the code points of the texts left out go too
+            c = c[np.repeat(shown, lengths)]
+        return Encoded(kept, encoder.tokenize_codepoints(c, lengths[kept]))
     texts = list(texts)
     normalised = normalize_many(texts, norm)  # pyarrow when it gives normalize's strings (textnorm.py)
-    kept = [i for i, t in enumerate(normalised) if t]
+    kept = [i for i, t in enumerate(normalised) if readable(t)]
     tokens = encoder.tokenize(normalised if len(kept) == len(texts) else [normalised[i] for i in kept])
     return Encoded(np.asarray(kept, dtype=np.int64), tokens)
 

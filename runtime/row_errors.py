@@ -69,7 +69,7 @@ _HINTS: list[tuple[re.Pattern[str], str]] = [
         "most records have no field {text_col!r}: choose the text field with --text-col",
     ),
     (
-        re.compile(r"^(?:null text|empty or whitespace-only text|empty text after normalisation)$"),
+        re.compile(r"^(?:null text|empty or whitespace-only text|no readable text after normalisation)$"),
         "the column {text_col!r} is mostly empty: is it the right column? Choose the text with --text-col",
     ),
     (

@@ -22,6 +22,20 @@ _SPACES = "".join(chr(c) for c in range(0x3001) if chr(c).isspace())
 _SPACE_RUN = "[" + "".join(f"\\x{{{ord(c):x}}}" for c in _SPACES) + "]+"  # RE2 syntax
 
 
+# Characters that show nothing: controls (NUL, DEL, ...), format characters (zero-width spaces and joiners,
+# the byte order mark, bidi marks, soft hyphen) and spaces. A text made only of them gives a model no word
+# and no character to go by, so it scores the model's constant answer to nothing: such a row is an error
+# ("no readable text"), as an empty or whitespace-only one is. Only the test: nothing is removed from a text
+# that has anything else (a zero-width joiner inside an emoji or a Persian word stays).
+INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Zs", "Zl", "Zp"})
+
+
+def readable(text: str) -> bool:
+    """True when ``text`` has a character that is not a space, a control or a format character (it stops at
+    the first such character: the first, for almost every text)."""
+    return any(unicodedata.category(ch) not in INVISIBLE_CATEGORIES for ch in text)
+
+
 def normalize(text: str, norm: Normalization) -> str:
     """Return ``text`` normalised as ``norm`` says: unicode form, whitespace collapse, lowercase."""
     # is_normalized is a quick check that skips the (slow) normalisation of text already in that form;

@@ -105,3 +105,15 @@ def test_the_kept_list_of_composing_starters_is_this_pythons() -> None:
     scanned = charmaps.scan_second_half_starters()
     assert scanned and (known is None or frozenset(known) == scanned)
     assert scanned <= charmaps._second_halves()
+
+
+def test_readable_rows_agrees_with_readable_text_by_text() -> None:
+    from clsrun.runtime.textnorm import readable
+
+    rng = random.Random(5)
+    pool = ["\x00", "\x01", "\x7f", "\x85", "\u00ad", "\u200b", "\u200d", "\u2028", "\u3000", "\ufeff", " "]
+    pool += ["\U000e0041", "\U0001d173", "a", "好", "\u0301", "\U0001f600", "\ue000"]
+    texts = ["".join(rng.choice(pool) for _ in range(rng.randint(0, 4))) for _ in range(3000)]
+    c, lengths = charmaps.codepoints(texts)
+    assert charmaps.readable_rows(c, lengths).tolist() == [readable(t) for t in texts]
+    assert not readable("\u200b\ufeff\x00 ") and readable("\ue000") and not readable("")

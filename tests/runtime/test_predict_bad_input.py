@@ -148,3 +148,21 @@ def test_an_empty_or_folder_shaped_out_is_refused(
     result = CliRunner().invoke(app, ["predict", str(src), "--model", str(toy_bundle), "--out", target, "-q"])
     assert result.exit_code == 2 and says in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv"]  # nothing written
+
+
+INVISIBLE = ["\x00", "\x01\x02\x03", "\ufeff", "\u200b\u200c\u200d", "\x7f", " \u2028 \x00 ", "\u00ad"]
+
+
+@pytest.mark.parametrize("model", ["toy", "default"])
+def test_a_text_of_only_controls_or_format_characters_is_an_error_row_not_a_score(
+    tmp_path: Path, toy_bundle: Path, model: str
+) -> None:
+    texts = ["good", *INVISIBLE, "a\u200db", "x\x00"]  # the last two have a visible character: scored
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), encoding="utf-8")
+    args = ["--model", str(toy_bundle)] if model == "toy" else []
+    res = runner.invoke(app, ["predict", str(src), "--out", str(tmp_path / "o.csv"), "--quiet", *args])
+    assert res.exit_code == 0, res.output
+    rows = _csv_rows(tmp_path / "o.csv")
+    assert [r["status"] for r in rows] == ["ok", *["error"] * len(INVISIBLE), "ok", "ok"]
+    assert all(r["error"] == "no readable text after normalisation" for r in rows[1 : 1 + len(INVISIBLE)])

@@ -32,10 +32,10 @@ class Inputs:
 
 
 def _read(bundle: Bundle, cfg: BenchConfig) -> tuple[list[str], list[str], bool]:
-    """The first ``max_rows`` texts of FILE that are not empty after normalisation: raw, normalised, and
+    """The first ``max_rows`` texts of FILE with readable text after normalisation: raw, normalised, and
     whether that was every row of the file."""
     from clsrun.runtime.readers import iter_texts
-    from clsrun.runtime.textnorm import normalize
+    from clsrun.runtime.textnorm import normalize, readable
 
     raw: list[str] = []
     texts: list[str] = []
@@ -45,7 +45,7 @@ def _read(bundle: Bundle, cfg: BenchConfig) -> tuple[list[str], list[str], bool]
         if text is None:
             continue
         norm = normalize(text, bundle.spec.normalization)
-        if norm:
+        if readable(norm):  # the texts predict scores (encode_pool.encode_texts)
             raw.append(text)
             texts.append(norm)
     return raw, texts, True
