@@ -218,12 +218,35 @@ _BZIP2_START = re.compile(rb"BZh[1-9]1AY&SY")  # the signature, then the first b
 _PARQUET_MAGIC = b"PAR1"  # at both ends of a Parquet file
 
 
+def _wide_encoding(start: bytes) -> str | None:
+    """``UTF-16``/``UTF-32`` (``UTF-16LE``/``BE`` without a byte order mark, as iconv names them) when a
+    file's first bytes are in one of them (its byte order mark, or ASCII with a zero byte beside every
+    character, as Windows tools write "Unicode" text), else None. Read as UTF-8 such a file is a header of
+    odd column names and rows of undecodable bytes."""
+    if start.startswith((b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")):
+        return "UTF-32"
+    if start.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "UTF-16"
+    if len(start) >= 8 and start[0] and not any(start[1:8:2]) and all(start[0:8:2]):
+        return "UTF-16LE"  # without a byte order mark: "i\0d\0,\0"
+    if len(start) >= 8 and start[1] and not any(start[0:8:2]) and all(start[1:8:2]):
+        return "UTF-16BE"
+    return None
+
+
 def _refuse_binary(path: Path, raw: IO[bytes]) -> None:
-    """An InputError when ``raw`` (a file opened at its start) is a compressed or a Parquet file."""
+    """An InputError when ``raw`` (a file opened at its start) is a compressed or a Parquet file, or text
+    in UTF-16 or UTF-32."""
     start = cast(io.BufferedReader, raw).peek(16)[:16]
     for magic, what in _BINARY_STARTS.items():
         if start.startswith(magic):
             raise InputError(f"{path}: this file is {what}")
+    wide = _wide_encoding(start)
+    if wide is not None:
+        raise InputError(
+            f"{path}: this file is {wide}-encoded text: convert it to UTF-8 first "
+            f"(iconv -f {wide} -t UTF-8 {path} > {path.stem}.utf8{path.suffix})"
+        )
     if _BZIP2_START.match(start):
         raise InputError(f"{path}: this file is bzip2-compressed: decompress it first (.gz is read as it is)")
     if start.startswith(_PARQUET_MAGIC):

@@ -151,6 +151,26 @@ def test_compressed_or_parquet_bytes_under_a_text_name_are_named(tmp_path: Path)
         assert _all(path).texts == ["hello"]
 
 
+def test_utf16_and_utf32_text_is_refused_with_the_conversion_to_make(tmp_path: Path) -> None:
+    table = "id,text\n1,héllo\n"
+    cases = [
+        ("a.csv", table.encode("utf-16"), "UTF-16-encoded text: convert it to UTF-8 first"),
+        ("b.csv", table.encode("utf-16-le"), r"iconv -f UTF-16LE -t UTF-8 .*b\.csv > b\.utf8\.csv"),
+        ("c.tsv", table.replace(",", "\t").encode("utf-16-be"), "UTF-16BE-encoded"),
+        ("d.jsonl", '{"text": "hi"}\n'.encode("utf-32"), "UTF-32-encoded"),
+    ]
+    for name, content, match in cases:
+        path = tmp_path / name
+        path.write_bytes(content)
+        with pytest.raises(InputError, match=match):
+            open_records(path)
+        with pytest.raises(InputError, match=match):
+            read_labelled(path)
+    utf8 = tmp_path / "e.csv"  # UTF-8, with its byte order mark: read as it is
+    utf8.write_bytes(b"\xef\xbb\xbf" + table.encode())
+    assert _all(utf8).texts == ["héllo"]
+
+
 def test_truncated_gzip_is_an_input_error(tmp_path: Path) -> None:
     data = gzip.compress(("text\n" + "".join(f"row {i} of many\n" for i in range(50000))).encode())
     path = tmp_path / "cut.csv.gz"
