@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import re
 import signal
 import sys
 import traceback
@@ -109,15 +110,26 @@ def reports_errors(fn: Callable[P, R]) -> Callable[P, R]:
                 traceback.print_exc()
             if typed is None:
                 typer.echo(
-                    f"error: unexpected {type(e).__name__}: {e} (run with --debug for the traceback)",
+                    f"error: unexpected {type(e).__name__}: {printable(str(e))} "
+                    "(run with --debug for the traceback)",
                     err=True,
                 )
                 raise typer.Exit(1) from e
-            typer.echo(f"error: {typed}", err=True)
+            typer.echo(f"error: {printable(str(typed))}", err=True)
             raise typer.Exit(typed.exit_code) from e
 
     wrapper.__doc__ = paragraphs_on_one_line(fn.__doc__)
     return wrapper
+
+
+# Control characters other than newline and tab: a library's message may quote raw bytes of a damaged
+# file (pyarrow: "don't know what type: \x0f"), which a terminal would act on or hide.
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(message: str) -> str:
+    """``message`` with its control characters written as escapes (``\x0f``)."""
+    return _CONTROLS.sub(lambda m: f"\\x{ord(m.group()):02x}", message)
 
 
 def paragraphs_on_one_line(doc: str | None) -> str | None:

@@ -306,3 +306,22 @@ def test_debug_is_read_before_or_after_the_command_but_not_after_a_separator() -
     assert global_flags_first(["--debug", "eval", "B", "--debug"]) == ["--debug", "eval", "B"]
     assert global_flags_first(["predict", "--", "--debug"]) == ["predict", "--", "--debug"]  # a file's name
     assert global_flags_first(["--version"]) == ["--version"]
+
+
+def test_an_error_quoting_raw_bytes_is_one_printable_line(
+    tmp_path: Path, toy_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from clsrun.runtime import predict
+    from clsrun.runtime.errors import InputError
+
+    def damaged(*args: object, **kwargs: object) -> None:
+        raise InputError("in.parquet: a page cannot be read (don't know what type: \x0f\x1b[2J)")
+
+    monkeypatch.setattr(predict, "open_input", damaged)
+    src = tmp_path / "in.csv"
+    src.write_text("text\nhello\n", encoding="utf-8")
+    res = runner.invoke(
+        app, ["predict", str(src), "--model", str(toy_bundle), "--out", str(tmp_path / "o.csv")]
+    )
+    assert res.exit_code == 2
+    assert "don't know what type: \\x0f\\x1b[2J)" in res.output and "\x1b" not in res.output
