@@ -57,10 +57,10 @@ def encode_texts(encoder: Encoder, norm: Normalization, texts: Sequence[str]) ->
     if isinstance(encoder, CodepointEncoder):  # no strings in between (charmaps.py)
         c, lengths = charmaps.normalize(texts, norm)
         shown = charmaps.readable_rows(c, lengths)  # (n,) bool
-        kept = np.flatnonzero(shown)
-        if len(kept) < len(lengths):  # the code points of the texts left out go too
+        rows = np.flatnonzero(shown)
+        if len(rows) < len(lengths):  # the code points of the texts left out go too
             c = c[np.repeat(shown, lengths)]
-        return Encoded(kept, encoder.tokenize_codepoints(c, lengths[kept]))
+        return Encoded(rows, encoder.tokenize_codepoints(c, lengths[rows]))
     texts = list(texts)
     normalised = normalize_many(texts, norm)  # pyarrow when it gives normalize's strings (textnorm.py)
     kept = [i for i, t in enumerate(normalised) if readable(t)]

@@ -683,7 +683,13 @@ def _json_row(
     if value is None:
         return None, rid_text, "null text"
     if not isinstance(value, str) or isinstance(value, _NumberText):
-        kind = {_FloatText: "float", _IntText: "int"}.get(type(value), type(value).__name__)
+        kind = (
+            "float"
+            if isinstance(value, _FloatText)
+            else "int"
+            if isinstance(value, _IntText)
+            else type(value).__name__
+        )
         return None, rid_text, f"text is a JSON {kind}, not a string"
     if suspect and not _unicode(value):
         return None, rid_text, "text is not valid Unicode (a lone surrogate such as \\ud800)"
