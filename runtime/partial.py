@@ -18,6 +18,7 @@ deleted there (anything else is left alone).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -116,6 +117,16 @@ class PartialOutput:
         folder = cls.folder_for(output)
         state = _trusted_state(folder)
         return 0 if state is None else sum(p.rows for p in cls._journaled(folder, state["run_id"]))
+
+    @classmethod
+    def discard_leftover(cls, output: Path) -> None:
+        """Remove what a run killed while removing its checkpoint (after publishing) left of it: clsrun's
+        files only, and the folder when nothing else is in it."""
+        folder = cls.folder_for(output)
+        if folder.is_dir() and not folder.is_symlink():
+            _remove_ours(folder)
+            with contextlib.suppress(OSError):
+                folder.rmdir()
 
     @classmethod
     def refuse_to_discard(cls, output: Path) -> None:
@@ -326,8 +337,13 @@ def _trusted_state(folder: Path) -> dict[str, Any] | None:
         or state.get("format") != FORMAT
         or not isinstance(state.get("run_id"), str)
     ):
-        if not any(folder.iterdir()):
-            return None  # an empty folder (e.g. a crash right after mkdir): nothing to trust or lose
+        if path.exists() and not path.is_symlink():
+            pass  # a damaged or foreign state file: not ours to judge, said below
+        elif all(_OURS.fullmatch(e.name) or is_temporary(e.name) for e in folder.iterdir()):
+            # empty (a crash right after mkdir), or files of clsrun's naming without their state: a cleanup
+            # of an earlier version killed before it was done; they cannot be resumed without it
+            _remove_ours(folder)
+            return None
         raise UsageError(
             f"{folder}: holds files clsrun did not make (or made by an older version); move it away, "
             f"or choose another --out"
@@ -336,10 +352,18 @@ def _trusted_state(folder: Path) -> dict[str, Any] | None:
 
 
 def _remove_ours(folder: Path, keep: Collection[str] = ()) -> None:
-    """Delete the plain files of ``folder`` that clsrun names (never other files, folders or links)."""
-    for entry in folder.iterdir():
-        if entry.name in keep or not (_OURS.fullmatch(entry.name) or is_temporary(entry.name)):
-            continue
+    """Delete the plain files of ``folder`` that clsrun names (never other files, folders or links).
+
+    The journal goes first and the state file last: a process killed part of the way through (after
+    publishing, say) leaves a folder that still says whose it is and holds no rows, which the next run
+    reads as an empty checkpoint (``--resume`` then finds the published output), not as a folder of
+    unknown files to refuse."""
+    ours = [
+        entry
+        for entry in folder.iterdir()
+        if entry.name not in keep and (_OURS.fullmatch(entry.name) or is_temporary(entry.name))
+    ]
+    for entry in sorted(ours, key=lambda e: (e.name != JOURNAL_FILE) + (e.name == STATE_FILE)):
         if entry.is_symlink() or entry.is_file():
             entry.unlink(missing_ok=True)
 

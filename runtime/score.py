@@ -175,9 +175,12 @@ def _score_claimed(
     out = claim.path
     described = classifier.describe()
     state = _run_state(stream, classifier, described, read, options)
-    if options.resume and not PartialOutput.folder_for(out).exists():
+    # A retried job whose run already completed: nothing left to do. Its checkpoint may still be there,
+    # without rows, when the run was killed while removing it after publishing.
+    if options.resume and PartialOutput.checkpointed_rows(out) == 0:
         finished = _finished_run(out, state, options)
-        if finished is not None:  # a retried job whose run already completed: nothing left to do
+        if finished is not None:
+            PartialOutput.discard_leftover(out)
             return finished
     if stop.is_set():
         raise interrupted(stop)

@@ -475,3 +475,50 @@ def test_a_checkpointed_part_changed_on_disk_is_scored_again_not_published(
     assert result.manifest["resumed_from_row"] == 2 * 250  # parts 0 and 1 kept, 2 on scored again
     assert left.out.read_bytes() == left.ref.output.read_bytes()
     assert "a checkpointed part (rows 500 to 749) was changed on disk" in caplog.text
+
+
+@pytest.mark.parametrize("removed_before_the_kill", [0, 1, 2, 3])
+def test_a_kill_while_removing_the_checkpoint_after_publishing_leaves_a_job_resume_finds_done(
+    tmp_path: Path, toy_bundle: Path, monkeypatch: pytest.MonkeyPatch, removed_before_the_kill: int
+) -> None:
+    src, out = _input(tmp_path / "in.csv", 3000), tmp_path / "o.csv"
+    clf = Classifier.load(toy_bundle, Variant(threads=1), BatchOptions(window=500))
+    reference = score_file(src, tmp_path / "ref.csv", clf).output.read_bytes()
+    real_unlink, done = Path.unlink, []
+
+    def unlink(self: Path, missing_ok: bool = False) -> None:
+        if self.parent == PartialOutput.folder_for(out):
+            if len(done) == removed_before_the_kill:
+                raise _Crash("killed")  # the process dies here, the checkpoint folder half removed
+            done.append(self.name)
+        real_unlink(self, missing_ok=missing_ok)
+
+    with monkeypatch.context() as m:
+        m.setattr(Path, "unlink", unlink)
+        with pytest.raises(_Crash):
+            score_file(src, out, clf)
+    left = sorted(p.name for p in PartialOutput.folder_for(out).iterdir())
+    assert "state.json" in left  # removed last
+    assert ("journal.jsonl" in left) == (removed_before_the_kill == 0)  # removed first
+    assert out.read_bytes() == reference  # published before the kill
+    again = score_file(src, out, clf, options=OutputOptions(resume=True))
+    # with its journal gone the checkpoint holds no rows: the published job is found complete; killed
+    # before that, the checkpoint still holds every row, and resuming publishes them again
+    assert again.already_complete == (removed_before_the_kill > 0) and out.read_bytes() == reference
+    assert not PartialOutput.folder_for(out).exists()
+
+
+def test_files_of_clsrun_naming_without_their_state_are_no_obstacle(tmp_path: Path, toy_bundle: Path) -> None:
+    """What an earlier version's cleanup, killed half way, left: parts and a journal, the state gone."""
+    src, out = _input(tmp_path / "in.csv", 200), tmp_path / "o.csv"
+    folder = PartialOutput.folder_for(out)
+    folder.mkdir()
+    (folder / "part-000003.0123456789ab.arrow").write_bytes(b"old")
+    (folder / "journal.jsonl").write_text("{}\n", encoding="utf-8")
+    clf = Classifier.load(toy_bundle, Variant(threads=1))
+    assert score_file(src, out, clf).manifest["rows_read"] == 200
+    assert not folder.exists()
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine", encoding="utf-8")  # not clsrun's: still refused
+    with pytest.raises(UsageError, match="holds files clsrun did not make"):
+        score_file(src, out, clf, options=OutputOptions(overwrite=True))
