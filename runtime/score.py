@@ -191,8 +191,10 @@ def _score_claimed(
         progress.resumed(resumed_rows)
     schema = classifier.output_schema(options.probs, read.id_col is not None)
     # A run from the first row writes its output as it goes; a resumed one assembles it from the parts.
-    streamed = TableFile(out, schema, partial.folder) if not resumed_rows else None
+    streamed: TableFile | None = None
     try:
+        if not resumed_rows:  # opening it writes (a header): a full disk is already said here
+            streamed = TableFile(out, schema, partial.folder)
         pipeline = Pipeline(
             classifier, partial, options.probs, progress, stop, None if streamed is None else streamed.write
         )

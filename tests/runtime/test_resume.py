@@ -285,6 +285,27 @@ def test_a_full_disk_before_any_row_was_saved_says_so(
     assert score_file(src, tmp_path / "o.csv", clf).manifest["rows_read"] == 500  # the same command, again
 
 
+@pytest.mark.parametrize("out_name", ["o.csv", "o.parquet"])
+def test_a_disk_too_full_to_open_the_output_says_so_and_leaves_nothing(
+    tmp_path: Path, toy_bundle: Path, monkeypatch: pytest.MonkeyPatch, out_name: str
+) -> None:
+    src = _input(tmp_path / "in.csv", 50)
+    clf = Classifier.load(toy_bundle, Variant(threads=1))
+
+    def full(*args: Any, **kwargs: Any) -> None:
+        raise OSError(
+            errno.ENOSPC, os.strerror(errno.ENOSPC)
+        )  # what pyarrow's writer raises writing a header
+
+    with monkeypatch.context() as m:
+        m.setattr("clsrun.runtime.score.TableFile", full)
+        with pytest.raises(
+            StorageError, match=rf"{out_name}: no space left on the device while scoring into it"
+        ):
+            score_file(src, tmp_path / out_name, clf)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv"]  # no checkpoint without rows left behind
+
+
 def _on_first_save(monkeypatch: pytest.MonkeyPatch, action: Any) -> None:
     """Run ``action()`` once, when the run saves its first window (the input is then open and being read)."""
     _before_each_save(monkeypatch, lambda n: action() if n == 0 else None)
