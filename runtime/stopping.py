@@ -1,4 +1,4 @@
-"""SIGINT and SIGTERM as requests to stop, answered where the code says a stop may land.
+"""SIGINT, SIGTERM and SIGHUP as requests to stop, answered where the code says a stop may land.
 
 Python's default turns SIGINT into a ``KeyboardInterrupt`` raised wherever the main thread happens to be:
 inside a lazy import (leaving a module half made, or the import lock held while a worker thread waits
@@ -34,7 +34,10 @@ from typing import Any
 
 from clsrun.runtime.sigaction import on_thread_stack
 
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# SIGHUP too: a terminal or an ssh session that drops sends it, and a run should then stop as it does
+# for SIGTERM (checkpoint kept, one line, exit 129) rather than die with its lock and no word. A job
+# started under nohup has it ignored, and an ignored signal stays ignored (_handled).
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class Stop(KeyboardInterrupt):

@@ -1,4 +1,4 @@
-"""SIGINT/SIGTERM and concurrent runs against real `clsrun predict` processes, and the stop paths in-process.
+"""SIGINT/SIGTERM/SIGHUP and concurrent runs against real `clsrun predict` processes, and the stop paths in-process.
 
 A signal is placed at a known point without timing: the process is frozen with SIGSTOP once it reached
 the point (its lock taken, its first window journaled, its output published), the signal is sent while
@@ -56,7 +56,7 @@ def _reference(src: Path, bundle: Path, out: Path) -> bytes:
 def _clsrun(src: Path, out: Path, bundle: Path, *extra: str, blocked: bool = False) -> subprocess.Popen[str]:
     cmd = [sys.executable, "-m", "clsrun", "predict", str(src), "--out", str(out), "--model", str(bundle)]
     block = (
-        (lambda: signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGINT, signal.SIGTERM]))
+        (lambda: signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGINT, signal.SIGTERM, signal.SIGHUP]))
         if blocked
         else None
     )
@@ -133,7 +133,9 @@ def test_a_second_run_on_the_same_out_is_refused_and_the_first_completes(
     assert _beside(out) == []
 
 
-@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize(
+    ("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)]
+)  # SIGHUP: the terminal or ssh session of the run went away
 def test_a_signal_mid_run_saves_the_rows_and_resume_completes(
     tmp_path: Path, toy_bundle: Path, signum: int, code: int
 ) -> None:
