@@ -265,6 +265,14 @@ def _storage_failure(error: OSError, out: Path, partial: PartialOutput) -> OSErr
     would name is a part inside the checkpoint folder, not what the user asked for.
     """
     known = storage_problem(error)
+    if known is None and isinstance(error, FileNotFoundError) and not partial.folder.is_dir():
+        # its folder renamed or removed under the run (the checkpoint with it): nothing here to resume
+        failure = StorageError(
+            f"{out}: its folder was moved or removed while scoring into it ({error.strerror}: "
+            f"{error.filename}); nothing was published: run it again"
+        )
+        failure.exit_code = 1
+        return failure
     if known is None:
         return error
     reason, exit_code = known

@@ -543,3 +543,24 @@ def test_files_of_clsrun_naming_without_their_state_are_no_obstacle(tmp_path: Pa
     (folder / "notes.txt").write_text("mine", encoding="utf-8")  # not clsrun's: still refused
     with pytest.raises(UsageError, match="holds files clsrun did not make"):
         score_file(src, out, clf, options=OutputOptions(overwrite=True))
+
+
+def test_an_output_folder_moved_away_mid_run_is_one_storage_line_and_resumable_where_it_went(
+    tmp_path: Path, toy_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src, folder = _input(tmp_path / "in.csv", 1000), tmp_path / "out"
+    folder.mkdir()
+    clf = Classifier.load(toy_bundle, Variant(threads=1), BatchOptions(window=200))
+    reference = score_file(src, tmp_path / "ref.csv", clf).output.read_bytes()
+
+    def move_away() -> None:
+        folder.rename(tmp_path / "out.old")
+        folder.mkdir()  # a new, empty folder under the old name
+
+    with monkeypatch.context() as m:
+        _on_first_save(m, move_away)
+        with pytest.raises(StorageError, match=r"o\.csv: its folder was moved or removed while scoring"):
+            score_file(src, folder / "o.csv", clf)
+    assert list(folder.iterdir()) == []
+    moved = tmp_path / "out.old" / "o.csv"
+    assert score_file(src, moved, clf, options=OutputOptions(resume=True)).output.read_bytes() == reference
