@@ -337,11 +337,14 @@ def _trusted_state(folder: Path) -> dict[str, Any] | None:
         or state.get("format") != FORMAT
         or not isinstance(state.get("run_id"), str)
     ):
-        if path.exists() and not path.is_symlink():
-            pass  # a damaged or foreign state file: not ours to judge, said below
-        elif all(_OURS.fullmatch(e.name) or is_temporary(e.name) for e in folder.iterdir()):
-            # empty (a crash right after mkdir), or files of clsrun's naming without their state: a cleanup
-            # of an earlier version killed before it was done; they cannot be resumed without it
+        # Empty (a crash right after mkdir), or plain files of clsrun's naming without any state file (a
+        # cleanup of an earlier version killed before it was done): nothing that can be resumed, and
+        # nothing of anyone else's. A state file that is damaged, foreign or a link is said below.
+        leftovers = list(folder.iterdir())
+        if not (path.exists() or path.is_symlink()) and all(
+            (_OURS.fullmatch(e.name) or is_temporary(e.name)) and e.is_file() and not e.is_symlink()
+            for e in leftovers
+        ):
             _remove_ours(folder)
             return None
         raise UsageError(
