@@ -175,13 +175,9 @@ def _score_claimed(
     out = claim.path
     described = classifier.describe()
     state = _run_state(stream, classifier, described, read, options)
-    # A retried job whose run already completed: nothing left to do. Its checkpoint may still be there,
-    # without rows, when the run was killed while removing it after publishing.
-    if options.resume and PartialOutput.checkpointed_rows(out) == 0:
-        finished = _finished_run(out, state, options)
-        if finished is not None:
-            PartialOutput.discard_leftover(out)
-            return finished
+    finished = _finished_run(out, state, options)
+    if finished is not None:  # a retried job whose run already completed: nothing left to do
+        return finished
     if stop.is_set():
         raise interrupted(stop)
     started = time.perf_counter()
@@ -292,9 +288,12 @@ def _storage_failure(error: OSError, out: Path, partial: PartialOutput) -> OSErr
 
 
 def _finished_run(out: Path, state: dict[str, Any], options: OutputOptions) -> ScoreResult | None:
-    """For ``--resume`` without a checkpoint: the result of a completed run of the same job (output and
-    matching manifest present), judged again against ``options.max_error_rate`` (exit 4 is not lost on a
-    retry); None when there is no output to resume. Another job's output needs ``--overwrite``."""
+    """For ``--resume`` without checkpointed rows: the result of a completed run of the same job (output
+    and matching manifest present), judged again against ``options.max_error_rate`` (exit 4 is not lost on
+    a retry); None when there is no output to resume. Another job's output needs ``--overwrite``. A
+    checkpoint without rows is what a run killed while removing it after publishing leaves: it goes."""
+    if not options.resume or PartialOutput.checkpointed_rows(out):
+        return None
     target = manifest_path(out)
     manifest = _read_manifest(out)
     same = manifest is not None and all(manifest.get(k) == state[k] for k in _JOB_KEYS)
@@ -308,6 +307,7 @@ def _finished_run(out: Path, state: dict[str, Any], options: OutputOptions) -> S
     if changed is not None:
         raise OutputExistsError(f"--out {out}: {changed}; add --overwrite to score it again")
     check_error_rate(manifest, options.max_error_rate)
+    PartialOutput.discard_leftover(out)
     return ScoreResult(out, manifest, target, already_complete=True)
 
 
