@@ -26,6 +26,7 @@ from typing import Any
 import pyarrow as pa
 
 from clsrun import __version__
+from clsrun.runtime.bundle import DEFAULT_MODEL_ABOUT, default_model_path
 from clsrun.runtime.claim import OutputClaim, default_output
 from clsrun.runtime.classifier import Classifier
 from clsrun.runtime.errors import (
@@ -117,9 +118,13 @@ class ScoreResult(RunResult):
             if resumed
             else f"{m['rows_read']} rows ({counts})"
         )
+        threads = f"{m['threads']} thread{'s' if m['threads'] != 1 else ''}"
+        streams = f"{m['streams']} stream{'s' if m['streams'] != 1 else ''}"
+        model = Path(m["bundle"])
+        about = DEFAULT_MODEL_ABOUT if model == default_model_path() else f"model {model}"
         return (
             f"scored {rows} -> {self.output} in {m['wall_s']:.1f}s, {m['rows_per_s']:.0f} rows/s "
-            f"({m['backend']} {m['precision']} {m['device']}, {m['threads']} threads, {m['streams']} streams)"
+            f"({m['backend']} {m['precision']} {m['device']}, {threads}, {streams}; {about})"
         )
 
 

@@ -138,7 +138,11 @@ def resolve_device(device: str, backend: str) -> str:
         return "cpu"
     if backend == "onnx":
         has_cuda = "CUDAExecutionProvider" in ort_providers()
-        fix = f"onnxruntime has no CUDA provider here; {install_hint('gpu')}"
+        fix = (
+            f"onnxruntime has no CUDA provider here; {install_hint('gpu')}"
+            if nvidia_gpu_present()
+            else "this machine has no NVIDIA GPU (no /dev/nvidia* device)"
+        )
     else:
         has_cuda = runner_plugin(backend).cuda_available()
         fix = f"the {backend} backend sees no CUDA device"
@@ -295,13 +299,22 @@ def exported_candidates(bundle: Bundle, variant: Variant) -> list[Choice]:
             if explicit:
                 raise BundleError(
                     f"{bundle.root}: no exported {backend} variant that passed the export gate; "
-                    f"run `clsrun export {bundle.root}` first, or use another --backend"
+                    f"{_export_hint(bundle, backend)}, or use another --backend"
                 )
             continue
         order = _UNMEASURED_ORDER[device]
         for precision in sorted(passed, key=lambda p: order.index(p) if p in order else len(order)):
             found.append(Choice(backend, precision, device, passed[precision]))
     return found
+
+
+def _export_hint(bundle: Bundle, backend: str) -> str:
+    """The export command that builds ``backend``'s variants: an already exported bundle needs them
+    asked for (``export`` builds fp32 and int8 by default) and ``--force``."""
+    wanted = {"openvino": "fp32,int8,ov-int8"}.get(backend)
+    precision = f" --precision {wanted}" if wanted else ""
+    force = " --force" if bundle.export_report() is not None else ""
+    return f"run `clsrun export {bundle.root}{precision}{force}` first"
 
 
 def _choose_exported(bundle: Bundle, variant: Variant) -> Choice:

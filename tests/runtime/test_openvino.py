@@ -242,3 +242,28 @@ def test_a_damaged_speeds_cache_entry_is_measured_again_not_a_crash(
     assert "measured now" in picked.reason  # the bad entry was no entry
     cached = json.loads((tmp_path / "cache" / "speeds.json").read_text(encoding="utf-8"))
     assert set(cached[bundle.digest][speeds.cpu_key()]) == {"onnx-int8", "onnx-fp32", "openvino-fp32"}
+
+
+def test_asking_for_openvino_on_a_bundle_exported_without_it_names_the_export_that_builds_it(
+    make_bundle: Callable[..., Path],
+) -> None:
+    bundle = make_bundle("no-ov")  # exported: fp32 and int8 only
+    with pytest.raises(
+        BundleError, match=r"clsrun export .*no-ov --precision fp32,int8,ov-int8 --force` first"
+    ):
+        Classifier.load(bundle, Variant(backend="openvino"))
+
+
+def test_device_cuda_where_there_is_no_gpu_says_so_rather_than_naming_an_extra(
+    make_bundle: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from clsrun.runtime import variant as variant_module
+    from clsrun.runtime.errors import UsageError
+
+    monkeypatch.setattr(variant_module, "ort_providers", lambda: ["CPUExecutionProvider"])
+    monkeypatch.setattr(variant_module, "nvidia_gpu_present", lambda: False)
+    with pytest.raises(UsageError, match="--device cuda: this machine has no NVIDIA GPU"):
+        Classifier.load(make_bundle("cuda"), Variant(backend="onnx", device="cuda"))
+    monkeypatch.setattr(variant_module, "nvidia_gpu_present", lambda: True)
+    with pytest.raises(UsageError, match=r"no CUDA provider here; pip install '\.\[gpu\]'"):
+        Classifier.load(make_bundle("cuda2"), Variant(backend="onnx", device="cuda"))

@@ -61,7 +61,7 @@ def test_local_run_reports_progress_and_a_summary_line(tmp_path: Path, toy_bundl
     assert result.summary().startswith(
         f"scored 3 rows (2 ok, 1 error, 0 truncated) -> {tmp_path / 'o.jsonl'} in "
     )
-    assert "onnx int8 cpu, 1 threads, 1 streams" in result.summary()
+    assert f"onnx int8 cpu, 1 thread, 1 stream; model {toy_bundle.resolve()}" in result.summary()
     (bar,) = made
     assert bar.rows == 3 and bar.resumed_rows == 0 and bar.closed and bar.stream.path == src
 

@@ -325,3 +325,17 @@ def test_an_error_quoting_raw_bytes_is_one_printable_line(
     )
     assert res.exit_code == 2
     assert "don't know what type: \\x0f\\x1b[2J)" in res.output and "\x1b" not in res.output
+
+
+def test_without_model_the_summary_says_the_default_model_and_what_it_labels(tmp_path: Path) -> None:
+    import json
+
+    from clsrun.runtime.bundle import DEFAULT_MODEL_ABOUT, default_model_path
+
+    src = tmp_path / "in.csv"
+    src.write_text("text\nShares fell sharply.\n", encoding="utf-8")
+    res = runner.invoke(app, ["predict", str(src), "--out", str(tmp_path / "o.csv")])
+    assert res.exit_code == 0, res.output
+    assert res.output.strip().endswith(f"; {DEFAULT_MODEL_ABOUT})")  # a user who forgot --model sees it
+    labels = json.loads((default_model_path() / "clsrun.json").read_text(encoding="utf-8"))["labels"]
+    assert DEFAULT_MODEL_ABOUT.endswith("labels " + " / ".join(labels))  # the words match the shipped model
