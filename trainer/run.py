@@ -159,8 +159,36 @@ def check_out_dir(out: Path, force: bool) -> None:
             )
         if not force:
             raise UsageError(f"--out {out}: folder is not empty; use --force to replace the bundle in it")
-        if not unfinished and not (out / SPEC_FILE).is_file():
+        foreign = [] if unfinished else _not_of_the_bundle(out)
+        if foreign is None:
             raise UsageError(f"--out {out}: not empty and not a clsrun bundle; refusing to delete it")
+        if foreign:
+            raise UsageError(
+                f"--out {out}: holds {', '.join(foreign[:5])}{' ...' if len(foreign) > 5 else ''}, which "
+                f"its bundle does not list; refusing to delete them: move them away or choose another --out"
+            )
+
+
+# What training and export write into a bundle beside the files clsrun.json lists: TensorBoard logs, and
+# the variant folders (an export that replaced its variants may leave one empty).
+_BUNDLE_EXTRAS = frozenset({"logs", "onnx", "openvino"})
+
+
+def _not_of_the_bundle(out: Path) -> list[str] | None:
+    """Names in ``out`` that its ``clsrun.json`` does not list (nor :data:`_BUNDLE_EXTRAS`), sorted; None
+    when there is no such file or it is not a bundle's (a settings file of the same name): ``--force``
+    deletes a bundle, never a folder that merely holds a ``clsrun.json``, nor files put beside a bundle
+    (the training data)."""
+    import json
+
+    try:
+        files = json.loads((out / SPEC_FILE).read_text(encoding="utf-8")).get("files")
+    except (OSError, ValueError, AttributeError):
+        files = None
+    if not isinstance(files, dict):
+        return None
+    listed = {str(name).split("/")[0] for name in files} | _BUNDLE_EXTRAS | {SPEC_FILE}
+    return sorted(p.name for p in out.iterdir() if p.name not in listed and not p.name.endswith(TMP_SUFFIX))
 
 
 def prepare_out_dir(out: Path, force: bool) -> bool:

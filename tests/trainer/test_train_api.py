@@ -15,7 +15,7 @@ from clsrun.trainer import BertOptions, CharCNNOptions, DataOptions, TrainConfig
 from clsrun.trainer.kinds import KINDS, kind_of
 from clsrun.trainer.options import BERT_DEFAULTS, CHARCNN_DEFAULTS, FROZEN_DEFAULTS
 from clsrun.trainer.reporting import EpochLog, EpochRecord, overfitting
-from clsrun.trainer.run import prepare_out_dir
+from clsrun.trainer.run import UNFINISHED, prepare_out_dir
 
 TINY = {"embed_dim": 8, "channels": (8, 8), "kernel_sizes": (3, 3)}
 
@@ -117,6 +117,26 @@ def test_out_dir_with_only_a_package_marker_is_not_empty(tmp_path: Path) -> None
     with pytest.raises(UsageError, match="not a clsrun bundle; refusing to delete it"):
         prepare_out_dir(out, force=True)
     assert (out / "__init__.py").exists()
+
+
+def test_force_replaces_a_bundle_never_a_folder_that_merely_holds_a_clsrun_json(
+    tmp_path: Path, tiny_charcnn_bundle: Path
+) -> None:
+    settings = tmp_path / "settings"
+    (settings / "sub").mkdir(parents=True)
+    (settings / "clsrun.json").write_text('{"app": "settings"}', encoding="utf-8")  # not a bundle's
+    (settings / "notes.txt").write_text("precious", encoding="utf-8")
+    with pytest.raises(UsageError, match="not a clsrun bundle; refusing to delete it"):
+        prepare_out_dir(settings, force=True)
+    assert (settings / "notes.txt").exists() and (settings / "sub").is_dir()
+    (tiny_charcnn_bundle / "train.csv").write_text("text,label\n", encoding="utf-8")  # data kept beside it
+    (tiny_charcnn_bundle / "logs").mkdir(exist_ok=True)  # TensorBoard's: part of a bundle
+    with pytest.raises(UsageError, match=r"holds train\.csv, which its bundle does not list; refusing"):
+        prepare_out_dir(tiny_charcnn_bundle, force=True)
+    assert (tiny_charcnn_bundle / "train.csv").exists() and (tiny_charcnn_bundle / "clsrun.json").exists()
+    (tiny_charcnn_bundle / "train.csv").unlink()
+    prepare_out_dir(tiny_charcnn_bundle, force=True)  # a bundle and what training wrote: replaced
+    assert [p.name for p in tiny_charcnn_bundle.iterdir()] == [UNFINISHED]
 
 
 # ------------------------------------------------------------------------------------ what a run shows
