@@ -287,7 +287,7 @@ class Classifier:
         """The output table of a window, in input order (see ``writers.result_table``)."""
         probs = np.zeros((len(prepared), len(self.labels)), dtype=np.float32)  # (n, C)
         if len(prepared.valid):
-            probs[prepared.valid] = softmax(prepared.logits)
+            probs[prepared.valid] = _finite_rows(prepared)
         return result_table(prepared.start, prepared.ids, probs, prepared.errors, self.labels, with_probs)
 
     # -- one-call APIs -----------------------------------------------------------------------------
@@ -324,9 +324,25 @@ class Classifier:
         prepared = self.infer(self.prepare(RecordChunk(0, None, checked, errors)))
         probs = np.full((len(prepared), len(self.labels)), np.nan, dtype=np.float32)  # (n, C)
         if len(prepared.valid):
-            probs[prepared.valid] = softmax(prepared.logits)
+            probs[prepared.valid] = _finite_rows(prepared)
         names = np.asarray(self.labels, dtype=object)
         labels = [
             "" if e else str(names[int(np.nanargmax(p))]) for p, e in zip(probs, prepared.errors, strict=True)
         ]
         return Predictions(labels, probs, prepared.errors)
+
+
+NOT_FINITE = "the model gave scores that are not numbers (NaN or inf): its weights are damaged or diverged"
+
+
+def _finite_rows(prepared: Prepared) -> np.ndarray:
+    """Softmax of ``prepared``'s logits; a row whose logits are not all finite is marked an error row
+    (:data:`NOT_FINITE`) in ``prepared.errors`` instead of being written as a score of NaN, status ok.
+    Returns ``(m, C)`` probabilities of the valid rows (zero for the rows marked)."""
+    logits = prepared.logits  # (m, C)
+    finite = np.isfinite(logits).all(axis=1)  # (m,)
+    if finite.all():
+        return softmax(logits)
+    for i in prepared.valid[~finite].tolist():
+        prepared.errors[i] = NOT_FINITE
+    return np.where(finite[:, None], softmax(np.where(finite[:, None], logits, 0.0)), 0.0)

@@ -167,6 +167,12 @@ def storage_error(e: OSError, where: str | None = None) -> StorageError | None:
     return error
 
 
+class TrainingError(ClsrunError):
+    """A training that cannot give a model: its weights or scores stopped being numbers (it diverged)."""
+
+    exit_code = 1
+
+
 class InternalError(ClsrunError):
     """An invariant of clsrun itself failed. This is a bug: the message says so."""
 

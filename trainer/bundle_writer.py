@@ -20,7 +20,7 @@ import numpy as np
 
 from clsrun import __version__
 from clsrun.runtime.bundle import VALIDATION_FILE, WEIGHTS_FILE, Bundle, BundleSpec, write_spec
-from clsrun.runtime.errors import file_errors_of
+from clsrun.runtime.errors import TrainingError, file_errors_of
 from clsrun.runtime.metrics import ClassificationReport
 from clsrun.runtime.overlap import training_sample
 from clsrun.trainer.config import TrainConfig
@@ -30,8 +30,15 @@ from clsrun.trainer.report import validation_report, write_report_files
 
 def save_weights(state: Mapping[str, Any], out: Path) -> Path:
     """Write a state dict as ``out/model.safetensors``, readable by all (a bundle is meant to be shared)."""
+    import torch
     from safetensors.torch import save_file
 
+    broken = [name for name, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if broken:
+        raise TrainingError(
+            f"training diverged: {len(broken)} weight tensor(s) hold NaN or inf ({broken[0]}, ...); nothing "
+            f"was saved: lower --lr (or check the data), then train again"
+        )
     path = out / WEIGHTS_FILE
     with file_errors_of(path):  # a full disk is a storage error naming the file, not "SafetensorError"
         save_file(

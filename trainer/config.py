@@ -10,6 +10,7 @@ pooling) are the kind's options.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
@@ -81,7 +82,7 @@ class TrainConfig:
             if not ok:
                 problems.append(f"{flag} must be {what}, got {value!r}")
 
-        need(self.lr > 0, "--lr", "> 0", self.lr)
+        need(0 < self.lr < math.inf, "--lr", "a finite number > 0", self.lr)
         need(self.epochs >= 1, "--epochs", ">= 1", self.epochs)
         need(self.batch_size >= 1, "--batch-size", ">= 1", self.batch_size)
         need(self.eval_batch_size >= 1, "--eval-batch-size", ">= 1", self.eval_batch_size)
@@ -93,7 +94,7 @@ class TrainConfig:
             "a fraction < 1 or a whole step count",
             self.warmup,
         )
-        need(self.weight_decay >= 0, "--weight-decay", ">= 0", self.weight_decay)
+        need(0 <= self.weight_decay < math.inf, "--weight-decay", "a finite number >= 0", self.weight_decay)
         need(self.schedule in SCHEDULES, "--schedule", f"one of {', '.join(SCHEDULES)}", self.schedule)
         need(self.restarts >= 1, "--restarts", ">= 1", self.restarts)
         need(self.grad_accum >= 1, "--grad-accum", ">= 1", self.grad_accum)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pytest
@@ -14,7 +16,7 @@ from clsrun.runtime.batching import BatchOptions
 from clsrun.runtime.errors import InputError, OutputExistsError, UsageError
 from clsrun.runtime.predict import predict_file
 from clsrun.runtime.readers import ReadOptions, RecordStream
-from clsrun.runtime.score import OutputOptions
+from clsrun.runtime.score import OutputOptions, score_file
 from clsrun.runtime.variant import Variant
 
 
@@ -93,3 +95,30 @@ def test_the_input_is_closed_however_the_run_ends(tmp_path: Path, toy_bundle: Pa
     with pytest.raises(OutputExistsError):  # refused once the input is open, before the model loads
         predict_file(src, out, toy_bundle, Variant(threads=1))
     assert _open_descriptors(src) == 0
+
+
+def test_rows_whose_scores_are_not_numbers_are_error_rows_not_ok_nan(
+    tmp_path: Path, toy_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bundle whose weights diverged (or were damaged) gives NaN logits: such rows are errors, and the
+    API's labels and ``clsrun eval`` do not crash on them."""
+    from clsrun.runtime.classifier import NOT_FINITE, Classifier
+
+    clf = Classifier.load(toy_bundle, Variant(threads=1))
+    real = clf.runner.run
+
+    def some_nan(inputs: dict[str, Any]) -> Any:
+        logits = real(inputs).copy()
+        logits[::2] = np.nan  # every other row of each batch
+        return logits
+
+    monkeypatch.setattr(clf.runner, "run", some_nan)
+    got = clf.predict(["gg", "bb", "gggg", "b"])
+    assert sum(e == NOT_FINITE for e in got.errors) == 2 and sum(label != "" for label in got.labels) == 2
+    src = tmp_path / "in.csv"
+    pacsv.write_csv(pa.table({"text": ["gg", "bb", "gggg", "b"]}), src)
+    result = score_file(src, tmp_path / "o.csv", clf)
+    assert result.manifest["error"] == 2 and result.manifest["ok"] == 2
+    rows = pacsv.read_csv(tmp_path / "o.csv").to_pylist()
+    assert [r["status"] for r in rows].count("error") == 2
+    assert all(r["score"] == r["score"] for r in rows)  # no NaN written

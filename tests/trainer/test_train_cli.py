@@ -73,7 +73,8 @@ def test_train_writes_a_verified_bundle_with_metrics(tiny_charcnn_data: Path, tm
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--lr", "0"], "--lr must be > 0"),
+        (["--lr", "0"], "--lr must be a finite number > 0"),
+        (["--lr", "inf"], "--lr must be a finite number > 0"),
         (["--channels", "64,x"], "--channels must be comma-separated integers"),
         (["--channels", "8,8", "--kernel-sizes", "3"], "--kernel-sizes must give one kernel per --channels"),
         (["--truncation", "head-tail"], "--truncation applies to BERT"),
@@ -128,3 +129,19 @@ def test_torchrun_two_cpu_processes_write_one_bundle(tiny_charcnn_data: Path, tm
     bundle = Bundle.load(out)
     assert bundle.spec.training["val_rows"] == 6
     assert len(bundle.spec.training["history"]) >= 1
+
+
+def test_weights_that_are_not_numbers_are_never_saved(tmp_path: Path) -> None:
+    import torch
+
+    from clsrun.runtime.errors import TrainingError
+    from clsrun.trainer.bundle_writer import save_weights
+
+    state = {"embed.weight": torch.ones(3, 2), "fc.bias": torch.tensor([0.0, float("nan")])}
+    with pytest.raises(
+        TrainingError, match=r"training diverged: 1 weight tensor\(s\) hold NaN or inf \(fc\.bias"
+    ):
+        save_weights(state, tmp_path)
+    assert list(tmp_path.iterdir()) == []
+    save_weights({"embed.weight": torch.ones(3, 2), "step": torch.tensor(3)}, tmp_path)  # finite: saved
+    assert (tmp_path / "model.safetensors").is_file()
