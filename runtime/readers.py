@@ -42,6 +42,7 @@ from clsrun.runtime.delimited import Block, Header, RecordBlocks, read_header
 from clsrun.runtime.errors import InputError, UsageError, storage_error
 from clsrun.runtime.files import non_utf8_name
 from clsrun.runtime.fingerprint import input_fingerprint, written_to
+from clsrun.runtime.textnorm import readable
 
 log = logging.getLogger(__name__)
 
@@ -391,7 +392,9 @@ def read_labelled(
 ) -> LabelledData:
     """Read a labelled file for training or evaluation.
 
-    Rows whose text or label is empty or null are dropped (a model cannot learn from them); labels are
+    Rows whose label is empty or null, or whose text has nothing readable (empty, or only spaces, controls
+    and format characters: what ``clsrun predict`` refuses to score) are dropped, so a model is neither
+    trained nor measured on rows predict would not score; labels are
     read as strings so ``0``/``1`` and ``neg``/``pos`` both work. ``options`` (its ``text_col`` is
     replaced by ``text_col``) sets the delimiter and limits.
     """
@@ -412,7 +415,7 @@ def read_labelled(
     first_dropped: int | None = None
     for row, (t, raw) in enumerate(zip(texts, labels, strict=True)):
         y = label_text(raw)
-        if t is not None and y and t.strip():
+        if t is not None and y and readable(t):  # the texts predict scores (``textnorm.readable``)
             keep_t.append(t)
             keep_l.append(y)
         elif first_dropped is None:
@@ -421,7 +424,7 @@ def read_labelled(
         raise InputError(f"{path}: no rows with both a text and a label")
     if first_dropped is not None:  # scores and training then cover fewer rows than the file has: say so
         log.warning(
-            "%s: left out %d row(s) without a text or a label, the first: row %d",
+            "%s: left out %d row(s) without a readable text or a label, the first: row %d",
             path,
             len(texts) - len(keep_t),
             first_dropped,

@@ -206,10 +206,13 @@ def test_read_table_leaves_unreadable_records_out_and_says_how_many(
     assert data.texts == ["good", "bad"] and data.labels == ["pos", "neg"]
     assert "left out 1 unreadable record(s), the first: row 1: 3 fields, the header has 2" in caplog.text
     caplog.clear()
-    blanks = _write(tmp_path / "blanks.csv", b"label,text\npos,good\npos,\n,bad\nneg,  \nneg,bad\n")
+    blanks = _write(
+        tmp_path / "blanks.csv",
+        "label,text\npos,good\npos,\n,bad\nneg,  \nneg,\u200b\ufeff\nneg,bad\n".encode(),
+    )  # the zero-width space and BOM: nothing readable, a row predict would not score either
     with caplog.at_level(logging.WARNING):
         assert read_labelled(blanks).texts == ["good", "bad"]
-    assert "blanks.csv: left out 3 row(s) without a text or a label, the first: row 1" in caplog.text
+    assert "blanks.csv: left out 4 row(s) without a readable text or a label, the first: row 1" in caplog.text
     jsonl = _write(
         tmp_path / "train.jsonl", b'{"label": 1, "text": "good"}\nnot json\n{"label": 0, "text": "x"}\n'
     )
