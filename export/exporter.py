@@ -48,6 +48,7 @@ from clsrun.runtime.bundle import (
     ONNX_FILES,
     OPENVINO_DIR,
     OPENVINO_FILES,
+    SPEC_FILE,
     STAGING_PREFIX,
     VARIANT_FILES,
     Bundle,
@@ -275,7 +276,38 @@ def export_bundle(
         Bundle.load(root)  # raises the one-line BundleError (missing, or a file)
     with OutputLock.acquire(root, role="bundle"):  # one writer of a bundle: train or export, once at a time
         _remove_stale_staging(root)
+        if options.force:
+            _forget_broken_variants(root)
         return _export(root, options)
+
+
+_VARIANT_FOLDERS = (f"{ONNX_DIR}/", f"{OPENVINO_DIR}/")  # what export writes, and --force writes again
+
+
+def _forget_broken_variants(root: Path) -> None:
+    """For ``--force``: when ``clsrun.json`` lists variant files that are gone (an export stopped while it
+    replaced them: the old removed, the new not yet in), list none of them, so the bundle loads and this
+    export builds them again. The other files keep the hashes recorded at training (nothing is re-hashed:
+    a changed weights file is still caught when it is read)."""
+    path = root / SPEC_FILE
+    try:
+        spec = json.loads(path.read_text(encoding="utf-8"))
+        files = spec["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # Bundle.load says what is wrong with it
+    if not isinstance(files, dict):
+        return
+    variants = [name for name in files if str(name).startswith(_VARIANT_FOLDERS)]
+    missing = [name for name in variants if not (root / name).is_file()]
+    if not missing:
+        return
+    log.warning(
+        "%s: %s listed but missing (an export was stopped while replacing its variants); exporting them again",
+        root,
+        ", ".join(missing[:3]) + (" ..." if len(missing) > 3 else ""),
+    )
+    spec["files"] = {name: digest for name, digest in files.items() if name not in variants}
+    atomic_write_text(path, json.dumps(spec, ensure_ascii=False, indent=2) + "\n")
 
 
 def _remove_stale_staging(root: Path) -> None:

@@ -275,7 +275,12 @@ class Bundle:
         for rel in self.files:
             path = self.path(rel)
             if not path.is_file():
-                raise BundleError(f"{path}: listed in {SPEC_FILE} but missing (incomplete bundle)")
+                fix = (
+                    f"; `clsrun export {self.root} --force` builds the variants again"
+                    if rel.startswith((f"{ONNX_DIR}/", f"{OPENVINO_DIR}/"))
+                    else ""
+                )
+                raise BundleError(f"{path}: listed in {SPEC_FILE} but missing (incomplete bundle){fix}")
             if lazily:
                 self.unchecked.add(rel)
             else:

@@ -18,7 +18,7 @@ import clsrun.export.quantize as quantize_module
 from clsrun.export import ExportOptions, Int8Options, export_bundle
 from clsrun.runtime.bundle import Bundle, write_spec
 from clsrun.runtime.cli import app
-from clsrun.runtime.errors import AccuracyGateError, ExportError, InputError
+from clsrun.runtime.errors import AccuracyGateError, BundleError, ExportError, InputError
 
 # Happy-path tests allow any accuracy drop: their tiny validation sets (12-15 rows) make one flipped row
 # worth 7-8 points, which depends on the CPU's int8 kernels. Refusal is tested with deliberate errors.
@@ -136,6 +136,21 @@ def test_reexport_refused_without_force(tiny_charcnn_bundle: Path) -> None:
         export_bundle(tiny_charcnn_bundle, precisions=("fp32",))
     export_bundle(tiny_charcnn_bundle, precisions=("fp32", "int8"), force=True, max_accuracy_drop=ANY_DROP)
     assert Bundle.load(tiny_charcnn_bundle).has("onnx/model.int8.onnx")
+
+
+def test_an_export_stopped_while_replacing_its_variants_is_repaired_by_export_force(
+    tiny_charcnn_bundle: Path,
+) -> None:
+    """A signal between removing the old variant files and installing the new ones left clsrun.json
+    listing files that are gone: predict refused the bundle, and so did export --force, for good."""
+    export_bundle(tiny_charcnn_bundle, precisions=("fp32", "int8"), max_accuracy_drop=ANY_DROP)
+    (tiny_charcnn_bundle / "onnx/model.int8.onnx").unlink()  # what the stopped export left
+    with pytest.raises(BundleError, match=r"listed in clsrun\.json but missing .*export .* --force"):
+        Bundle.load(tiny_charcnn_bundle)
+    export_bundle(tiny_charcnn_bundle, precisions=("fp32", "int8"), force=True, max_accuracy_drop=ANY_DROP)
+    bundle = Bundle.load(tiny_charcnn_bundle)
+    assert bundle.has("onnx/model.int8.onnx") and bundle.has("onnx/model.onnx")
+    bundle.verify()  # every listed file there and matching
 
 
 def test_eval_data_with_foreign_labels_refused(tiny_charcnn_bundle: Path, tmp_path: Path) -> None:
