@@ -124,17 +124,23 @@ def _train(
             _discard_unfinished(out, created)
         raise
     if main:
-        (out / UNFINISHED).unlink(missing_ok=True)
+        finish_out_dir(out)
     return TrainResult(out, kind.name, settings, kind_options, report, fitted)
 
 
 def _discard_unfinished(out: Path, created: bool) -> None:
     """Remove what a training that failed wrote into ``out`` (it was empty or new: everything in it is
-    ours), and ``out`` itself when this run created it: a failed run leaves nothing that blocks the next."""
+    ours), and ``out`` itself when this run created it: a failed run leaves nothing that blocks the next.
+    A bundle ``--force`` moved aside comes back: a failed or stopped retraining loses nothing."""
     if not (out / UNFINISHED).is_file():
         return
     _empty(out, best_effort=True)
-    if created:
+    previous = previous_of(out)
+    if previous.is_dir():
+        with contextlib.suppress(OSError):
+            out.rmdir()
+            previous.rename(out)
+    elif created:
         out.rmdir()
 
 
@@ -153,9 +159,14 @@ def check_out_dir(out: Path, force: bool) -> None:
     if out.is_dir() and any(out.iterdir()):
         unfinished = (out / UNFINISHED).is_file()
         if not force and unfinished:
+            kept = (
+                f"; the bundle it was replacing is in {previous_of(out)}: move it back to keep it"
+                if previous_of(out).is_dir()
+                else ""
+            )
             raise UsageError(
                 f"--out {out}: holds a bundle whose training did not finish (the process was stopped); "
-                f"use --force to replace it"
+                f"use --force to replace it{kept}"
             )
         if not force:
             raise UsageError(f"--out {out}: folder is not empty; use --force to replace the bundle in it")
@@ -191,14 +202,33 @@ def _not_of_the_bundle(out: Path) -> list[str] | None:
     return sorted(p.name for p in out.iterdir() if p.name not in listed and not p.name.endswith(TMP_SUFFIX))
 
 
+def previous_of(out: Path) -> Path:
+    """Where a bundle that ``--force`` replaces waits, beside ``out``, until the new one is complete."""
+    return out.with_name(f".{out.name}.previous{TMP_SUFFIX}")
+
+
 def prepare_out_dir(out: Path, force: bool) -> bool:
-    """Make ``out`` an empty folder but for the :data:`UNFINISHED` mark: created, or an old bundle in it
-    removed with ``force`` (:func:`check_out_dir` first). Called before training, so a long run does not end
-    in a refusal. True when it created ``out``."""
+    """Make ``out`` an empty folder but for the :data:`UNFINISHED` mark: created, or with ``force`` an old
+    bundle in it moved aside (:func:`previous_of`: :func:`finish_out_dir` removes it once the new bundle is
+    complete, :func:`_discard_unfinished` puts it back when training fails or is stopped), or an unfinished
+    one removed (:func:`check_out_dir` first). Called before training, so a long run does not end in a
+    refusal. True when it created ``out``."""
     check_out_dir(out, force)
     created = not out.exists()
-    if out.is_dir():
-        _empty(out)
+    if out.is_dir() and any(out.iterdir()):
+        if (out / UNFINISHED).is_file():
+            _empty(out)  # a training killed before it finished: nothing worth keeping
+        else:
+            previous = previous_of(out)
+            if previous.exists():  # from a run killed outright while it trained: replaced by this bundle
+                shutil.rmtree(previous)
+            out.rename(previous)
     make_folder(out, f"--out {out}")
     (out / UNFINISHED).write_bytes(b"")
     return created
+
+
+def finish_out_dir(out: Path) -> None:
+    """The new bundle in ``out`` is complete: its mark goes, and the bundle it replaced with it."""
+    (out / UNFINISHED).unlink(missing_ok=True)
+    shutil.rmtree(previous_of(out), ignore_errors=True)

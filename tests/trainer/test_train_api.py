@@ -279,3 +279,27 @@ def test_an_out_folder_that_cannot_be_made_is_a_usage_error(tiny_charcnn_data: P
     (tmp_path / "a.csv").write_text("x", encoding="utf-8")
     with pytest.raises(UsageError, match=r"--out .*: its folder cannot be made: .*a\.csv is not a folder"):
         _ngram_train(tiny_charcnn_data, tmp_path / "a.csv" / "bundle")
+
+
+def test_a_failed_or_stopped_retraining_with_force_gives_the_old_bundle_back(
+    tiny_charcnn_bundle: Path, tiny_charcnn_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from clsrun.trainer import train_charcnn
+    from clsrun.trainer.run import previous_of
+
+    spec = (tiny_charcnn_bundle / "clsrun.json").read_bytes()
+
+    def stopped(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt  # Ctrl-C (or SIGTERM, raised the same way) half way through the epochs
+
+    monkeypatch.setattr(train_charcnn, "train_charcnn", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_charcnn_data, tiny_charcnn_bundle, model="charcnn", force=True, baseline=False)
+    assert (tiny_charcnn_bundle / "clsrun.json").read_bytes() == spec  # the old bundle, whole
+    Bundle.load(tiny_charcnn_bundle).verify()
+    assert not previous_of(tiny_charcnn_bundle).exists()
+    monkeypatch.undo()
+    train(tiny_charcnn_data, tiny_charcnn_bundle, model="charcnn", force=True, baseline=False,
+          config={"epochs": 1, "quiet": True, "logs": False})  # fmt: skip
+    assert (tiny_charcnn_bundle / "clsrun.json").read_bytes() != spec  # replaced once the new one is complete
+    assert not previous_of(tiny_charcnn_bundle).exists()
