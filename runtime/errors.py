@@ -2,7 +2,7 @@
 
 Exit codes (DESIGN.md): 0 done; 1 anything else (a bug, a full disk); 2 bad usage, input that cannot be read
 at all, an output locked by another run or that exists without ``--overwrite``; 3 invalid model bundle; 4
-done, but more rows failed than ``--max-error-rate`` allows; 130 / 143 stopped by SIGINT / SIGTERM.
+done, but more rows failed than ``--max-error-rate`` allows; 130 / 143 / 129 stopped by SIGINT / SIGTERM / SIGHUP.
 """
 
 from __future__ import annotations

@@ -33,7 +33,8 @@ EXIT_CODES = """Exit codes:
        exported where torch is not installed)
   4    done, but more rows failed than --max-error-rate allows
   130  stopped by SIGINT (Ctrl-C); predict: --resume continues
-  143  stopped by SIGTERM; predict: --resume continues"""
+  143  stopped by SIGTERM; predict: --resume continues
+  129  stopped by SIGHUP (its terminal went away); predict: --resume continues"""
 
 app = typer.Typer(
     name="clsrun",
