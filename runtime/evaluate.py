@@ -35,6 +35,7 @@ class EvalReport:
     rows_per_s: float
     metrics: ClassificationReport  # labels in model order; confusion[true][predicted]
     warnings: list[str] = field(default_factory=list)  # e.g. the data is the training data (overlap.py)
+    left_out: list[str] = field(default_factory=list)  # rows of the file not scored at all (logged as read)
 
     def to_json(self) -> dict[str, Any]:
         """Run facts and every metric at the top level (``accuracy``, ``macro_f1``, ``per_class``, ...)."""
@@ -95,4 +96,5 @@ def evaluate(
         rows_per_s=len(rows.texts) / max(seconds, 1e-9),
         metrics=classification_report(rows.labels, predicted, clf.labels, averaged_over=clf.labels),
         warnings=[w for w in [overlap_warning(clf.bundle, Path(data), rows.texts)] if w],
+        left_out=rows.left_out,
     )

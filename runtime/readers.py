@@ -381,10 +381,11 @@ def _json_field(key: str, value: object, text_col: str) -> str | None:
 
 @dataclass
 class LabelledData:
-    """Texts and their labels (as strings), in file order."""
+    """Texts and their labels (as strings), in file order; ``left_out`` says which rows were not kept."""
 
     texts: list[str]
     labels: list[str]
+    left_out: list[str] = dataclasses.field(default_factory=list)  # what the warning said, for reports
 
 
 def read_labelled(
@@ -422,15 +423,15 @@ def read_labelled(
             first_dropped = row
     if not keep_t:
         raise InputError(f"{path}: no rows with both a text and a label")
+    left_out = []
     if first_dropped is not None:  # scores and training then cover fewer rows than the file has: say so
-        log.warning(
-            "%s: left out %d row(s) without a readable text or a label, the first: row %d",
-            path,
-            len(texts) - len(keep_t),
-            first_dropped,
+        left_out.append(
+            f"{path}: left out {len(texts) - len(keep_t)} row(s) without a readable text or a label, "
+            f"the first: row {first_dropped}"
         )
+        log.warning("%s", left_out[-1])
     _warn_case_twins(path, keep_l)
-    return LabelledData(keep_t, keep_l)
+    return LabelledData(keep_t, keep_l, left_out)
 
 
 def _labelled_texts(path: Path | str, column: pa.ChunkedArray, name: str) -> list[str | None]:

@@ -58,6 +58,17 @@ def test_json_report_numbers(toy_bundle: Path, tmp_path: Path) -> None:
     assert report["model"]["backend"] == "onnx" and report["unscored"] == 0
 
 
+def test_json_report_says_which_rows_were_left_out(toy_bundle: Path, tmp_path: Path) -> None:
+    data = write_csv(tmp_path / "val.csv", [*ROWS, ("", "ggg"), ("pos", " ")])  # no label; no text
+    result = runner.invoke(app, ["eval", str(toy_bundle), str(data), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["rows"] == 5  # scored: the rows with a text and a label
+    assert report["left_out"] == [
+        f"{data}: left out 2 row(s) without a readable text or a label, the first: row 5"
+    ]
+
+
 def test_precision_option_selects_the_variant(toy_bundle: Path, tmp_path: Path) -> None:
     data = write_csv(tmp_path / "val.csv", ROWS)
     result = runner.invoke(app, ["eval", str(toy_bundle), str(data), "--precision", "fp32", "--json"])
