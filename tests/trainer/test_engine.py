@@ -129,7 +129,8 @@ def test_overfitting_warning_names_the_epoch(caplog: pytest.LogCaptureFixture) -
 
 def test_config_errors_name_every_flag() -> None:
     with pytest.raises(
-        UsageError, match=r"--lr must be > 0.*--epochs must be >= 1.*--schedule must be one of"
+        UsageError,
+        match=r"--lr must be a finite number > 0.*--epochs must be >= 1.*--schedule must be one of",
     ):
         TrainConfig.for_kind("charcnn", lr=0, epochs=0, schedule="step")
     with pytest.raises(UsageError, match=r"--warmup must be a fraction < 1 or a whole step count"):

@@ -142,7 +142,7 @@ print("torch loaded", any(m == "torch" or m.startswith("torch.") for m in sys.mo
             ["--text-col", "review"],
             "no column 'review'; columns are 'label', 'text' (choose with --text-col / --label-col)",
         ),
-        (["--lr", "0"], "--lr must be > 0"),
+        (["--lr", "0"], "--lr must be a finite number > 0"),
         (["--truncation", "head"], "--truncation applies to BERT"),
         (["--val-split", "0.2", "--val-data", "DATA"], "give either --val-data or --val-split"),
     ],
