@@ -117,18 +117,21 @@ def stratified_split(labels: list[str], fraction: float, seed: int) -> tuple[np.
     return np.sort(train_idx), np.sort(val_idx)
 
 
-def _warn_shared_rows(val_path: Path, train_texts: list[str], val_texts: list[str]) -> None:
-    """Warn when a tenth or more of the validation texts are training texts (the same file given twice, or
-    a split that leaked): early stopping and the recorded scores would then measure memory, not accuracy."""
+def _warn_shared_rows(source: str, train_texts: list[str], val_texts: list[str]) -> None:
+    """Warn when a tenth or more of the validation texts are training texts (the same file given twice, a
+    split that leaked, or a file that repeats its texts so the held-out share holds copies of training
+    rows): early stopping and the recorded scores would then measure memory, not accuracy. ``source``:
+    ``--val-data FILE`` or ``--val-split``."""
     seen = set(train_texts)
     shared = sum(t in seen for t in val_texts)
     if val_texts and shared / len(val_texts) >= SHARED_VAL_WARN:
         log.warning(
-            "--val-data %s: %d of its %d rows are also training rows: validation scores will overstate "
+            "%s: %d of its %d rows are also training rows%s: validation scores will overstate "
             "accuracy on new text",
-            val_path,
+            source,
             shared,
             len(val_texts),
+            "" if source.startswith("--val-data") else " (the file repeats those texts)",
         )
 
 
@@ -156,13 +159,14 @@ def load_split(
             raise InputError(
                 f"--val-data {val_path}: label(s) {', '.join(map(repr, unseen[:10]))} never occur in {data}"
             )
-        _warn_shared_rows(val_path, train_t, val_t)
+        _warn_shared_rows(f"--val-data {val_path}", train_t, val_t)
     else:
         train_idx, val_idx = stratified_split(rows.labels, val_split, seed)
         train_t = [rows.texts[i] for i in train_idx]
         train_l = [rows.labels[i] for i in train_idx]
         val_t = [rows.texts[i] for i in val_idx]
         val_l = [rows.labels[i] for i in val_idx]
+        _warn_shared_rows("--val-split", train_t, val_t)
     labels = sorted(set(train_l))
     if len(labels) < 2:
         raise InputError(f"{data}: column {label_col!r} has {len(labels)} distinct label(s); need at least 2")

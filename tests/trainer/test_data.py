@@ -77,3 +77,23 @@ def test_a_validation_file_that_repeats_the_training_rows_is_warned_about(
     caplog.clear()
     load_split(path, val_data=other)
     assert "also training rows" not in caplog.text
+
+
+def test_a_held_out_share_of_repeated_texts_is_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two texts repeated: every held-out row is a copy of a training row, and validation accuracy 1.0."""
+    repeated = tmp_path / "dups.csv"
+    repeated.write_text("label,text\n" + "a,same a\nb,same b\n" * 30, encoding="utf-8")
+    split = load_split(repeated, val_split=0.2)
+    assert (
+        "--val-split: 12 of its 12 rows are also training rows (the file repeats those texts)" in caplog.text
+    )
+    assert len(split.val_texts) == 12
+    distinct = tmp_path / "distinct.csv"
+    distinct.write_text(
+        "label,text\n" + "".join(f"{'ab'[i % 2]},text {i}\n" for i in range(60)), encoding="utf-8"
+    )
+    caplog.clear()
+    load_split(distinct, val_split=0.2)
+    assert "also training rows" not in caplog.text
