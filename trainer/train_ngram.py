@@ -38,7 +38,7 @@ from clsrun.runtime.encode_ngram import (
     detect_script,
     hash_features,
 )
-from clsrun.runtime.errors import file_errors_of
+from clsrun.runtime.errors import InputError, file_errors_of
 from clsrun.runtime.metrics import ClassificationReport, report_from_indices
 from clsrun.runtime.textnorm import normalize_many
 from clsrun.trainer import distributed, engine
@@ -243,6 +243,11 @@ def train_ngram(
     train, val = encoder.tokenize(train_texts), encoder.tokenize(normalize_many(split.val_texts, norm))
     shape = NgramConfig(encoder.vocabulary.size, len(split.labels))
     _say_features(encoder, train, split)
+    if encoder.vocabulary.size <= 1:  # only the padding bucket: every text would score the same
+        raise InputError(
+            f"no n-gram occurs in --min-df {options.min_df} of the {len(train_texts)} training texts: the "
+            f"model would have no feature to go by; lower --min-df"
+        )
     fits: list[Fit] = []
     targets = split.val_targets()
     if options.fit in ("best", "logreg") and distributed.is_main():
