@@ -52,6 +52,7 @@ from clsrun.runtime.bundle import (
     STAGING_PREFIX,
     VARIANT_FILES,
     Bundle,
+    is_variant_file,
     openvino_weights,
 )
 from clsrun.runtime.errors import AlreadyExportedError, ExportError, InternalError, UsageError
@@ -281,9 +282,6 @@ def export_bundle(
         return _export(root, options)
 
 
-_VARIANT_FOLDERS = (f"{ONNX_DIR}/", f"{OPENVINO_DIR}/")  # what export writes, and --force writes again
-
-
 def _forget_broken_variants(root: Path) -> None:
     """For ``--force``: when ``clsrun.json`` lists variant files that are gone (an export stopped while it
     replaced them: the old removed, the new not yet in), list none of them, so the bundle loads and this
@@ -297,7 +295,7 @@ def _forget_broken_variants(root: Path) -> None:
         return  # Bundle.load says what is wrong with it
     if not isinstance(files, dict):
         return
-    variants = [name for name in files if str(name).startswith(_VARIANT_FOLDERS)]
+    variants = [name for name in files if is_variant_file(str(name))]
     missing = [name for name in variants if not (root / name).is_file()]
     if not missing:
         return

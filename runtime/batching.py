@@ -72,9 +72,8 @@ class BatchOptions:
     max_batch_rows: int | None = None  # rows per batch at most; None: by device (unpadded: the window)
     sort: bool = True  # length-sort each window (off only to measure what sorting buys)
     padded: bool = True  # the model takes padded rows; False (a sparse input): consecutive rows, no sorting
-    width_multiple: int = (
-        1  # the runner pads widths to a multiple of this: batches are planned on those widths
-    )
+    # the runner pads widths to a multiple of this: batches are planned on those widths
+    width_multiple: int = 1
 
     def __post_init__(self) -> None:
         problems = []

@@ -42,6 +42,7 @@ ONNX_FILES = {"fp32": "onnx/model.onnx", "int8": "onnx/model.int8.onnx", "fp16":
 OPENVINO_DIR = "openvino"
 OPENVINO_FILES = {"ov-fp32": "openvino/model.xml", "ov-int8": "openvino/model.int8.xml"}
 VARIANT_FILES = {**ONNX_FILES, **OPENVINO_FILES}  # every exported variant's file, by report name
+VARIANT_DIRS = (ONNX_DIR, OPENVINO_DIR)  # the folders export writes (export --force writes them again)
 EXPORT_REPORT = "onnx/export_report.json"  # what the export gate measured for each variant
 LOGS_DIR = "logs"  # TensorBoard event files: a record of training, not part of the model
 # Files and folders inside a bundle folder that are not part of the model and are never hashed.
@@ -175,6 +176,11 @@ def openvino_weights(xml: str) -> str:
 DEFAULT_MODEL_ABOUT = "the default model: sentiment of Chinese product reviews, labels neg / pos"
 
 
+def is_variant_file(rel: str) -> bool:
+    """Whether the bundle-relative path ``rel`` is in one of the :data:`VARIANT_DIRS` export writes."""
+    return rel.split("/", 1)[0] in VARIANT_DIRS
+
+
 def default_model_path() -> Path:
     """The bundle shipped with clsrun (``clsrun predict`` without ``--model``): package data, a plain folder.
 
@@ -277,7 +283,7 @@ class Bundle:
             if not path.is_file():
                 fix = (
                     f"; `clsrun export {self.root} --force` builds the variants again"
-                    if rel.startswith((f"{ONNX_DIR}/", f"{OPENVINO_DIR}/"))
+                    if is_variant_file(rel)
                     else ""
                 )
                 raise BundleError(f"{path}: listed in {SPEC_FILE} but missing (incomplete bundle){fix}")

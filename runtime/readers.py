@@ -637,9 +637,13 @@ class _NumberText(str):
 class _FloatText(_NumberText):
     """A JSON number with a fraction or exponent."""
 
+    kind = "float"  # named so in "text is a JSON float, not a string"
+
 
 class _IntText(_NumberText):
     """A JSON integer."""
+
+    kind = "int"
 
 
 # One decoder for every line (json.loads makes one per call).
@@ -687,13 +691,7 @@ def _json_row(
     if value is None:
         return None, rid_text, "null text"
     if not isinstance(value, str) or isinstance(value, _NumberText):
-        kind = (
-            "float"
-            if isinstance(value, _FloatText)
-            else "int"
-            if isinstance(value, _IntText)
-            else type(value).__name__
-        )
+        kind = value.kind if isinstance(value, (_FloatText, _IntText)) else type(value).__name__
         return None, rid_text, f"text is a JSON {kind}, not a string"
     if suspect and not _unicode(value):
         return None, rid_text, "text is not valid Unicode (a lone surrogate such as \\ud800)"

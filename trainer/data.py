@@ -117,11 +117,11 @@ def stratified_split(labels: list[str], fraction: float, seed: int) -> tuple[np.
     return np.sort(train_idx), np.sort(val_idx)
 
 
-def _warn_shared_rows(source: str, train_texts: list[str], val_texts: list[str]) -> None:
+def _warn_shared_rows(source: str, train_texts: list[str], val_texts: list[str], why: str = "") -> None:
     """Warn when a tenth or more of the validation texts are training texts (the same file given twice, a
     split that leaked, or a file that repeats its texts so the held-out share holds copies of training
     rows): early stopping and the recorded scores would then measure memory, not accuracy. ``source``:
-    ``--val-data FILE`` or ``--val-split``."""
+    ``--val-data FILE`` or ``--val-split``; ``why``: what follows the count (`` (the file repeats ...)``)."""
     seen = set(train_texts)
     shared = sum(t in seen for t in val_texts)
     if val_texts and shared / len(val_texts) >= SHARED_VAL_WARN:
@@ -131,7 +131,7 @@ def _warn_shared_rows(source: str, train_texts: list[str], val_texts: list[str])
             source,
             shared,
             len(val_texts),
-            "" if source.startswith("--val-data") else " (the file repeats those texts)",
+            why,
         )
 
 
@@ -166,7 +166,7 @@ def load_split(
         train_l = [rows.labels[i] for i in train_idx]
         val_t = [rows.texts[i] for i in val_idx]
         val_l = [rows.labels[i] for i in val_idx]
-        _warn_shared_rows("--val-split", train_t, val_t)
+        _warn_shared_rows("--val-split", train_t, val_t, " (the file repeats those texts)")
     labels = sorted(set(train_l))
     if len(labels) < 2:
         raise InputError(f"{data}: column {label_col!r} has {len(labels)} distinct label(s); need at least 2")

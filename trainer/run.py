@@ -10,15 +10,16 @@ file fails in a second and leaves nothing behind. Then the kind's train function
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from clsrun.runtime.bundle import SPEC_FILE, Normalization
+from clsrun.runtime.bundle import SPEC_FILE, VARIANT_DIRS, Normalization
 from clsrun.runtime.errors import UsageError, require
-from clsrun.runtime.files import TMP_SUFFIX, make_folder
+from clsrun.runtime.files import TMP_SUFFIX, is_temporary, make_folder
 from clsrun.runtime.outlock import OutputLock
 from clsrun.trainer import distributed
 from clsrun.trainer.baseline import BaselineResult, BaselineRun, record
@@ -182,7 +183,7 @@ def check_out_dir(out: Path, force: bool) -> None:
 
 # What training and export write into a bundle beside the files clsrun.json lists: TensorBoard logs, and
 # the variant folders (an export that replaced its variants may leave one empty).
-_BUNDLE_EXTRAS = frozenset({"logs", "onnx", "openvino"})
+_BUNDLE_EXTRAS = frozenset({"logs", *VARIANT_DIRS})
 
 
 def _not_of_the_bundle(out: Path) -> list[str] | None:
@@ -190,8 +191,6 @@ def _not_of_the_bundle(out: Path) -> list[str] | None:
     when there is no such file or it is not a bundle's (a settings file of the same name): ``--force``
     deletes a bundle, never a folder that merely holds a ``clsrun.json``, nor files put beside a bundle
     (the training data)."""
-    import json
-
     try:
         files = json.loads((out / SPEC_FILE).read_text(encoding="utf-8")).get("files")
     except (OSError, ValueError, AttributeError):
@@ -199,7 +198,7 @@ def _not_of_the_bundle(out: Path) -> list[str] | None:
     if not isinstance(files, dict):
         return None
     listed = {str(name).split("/")[0] for name in files} | _BUNDLE_EXTRAS | {SPEC_FILE}
-    return sorted(p.name for p in out.iterdir() if p.name not in listed and not p.name.endswith(TMP_SUFFIX))
+    return sorted(p.name for p in out.iterdir() if p.name not in listed and not is_temporary(p.name))
 
 
 def previous_of(out: Path) -> Path:

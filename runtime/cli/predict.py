@@ -169,9 +169,9 @@ def predict(
     2, and no output is published.
 
     Ctrl-C (SIGINT), SIGTERM or SIGHUP stops the run at the next window: exit 130, 143 or 129, one line
-    saying how many rows are saved; the same command with --resume continues. A signal that arrives once the output
-    is complete changes nothing: the run finishes its clean-up and exits 0. A second signal ends the
-    process at once (still resumable).
+    saying how many rows are saved; the same command with --resume continues. A signal that arrives once
+    the output is complete changes nothing: the run finishes its clean-up and exits 0. A second signal ends
+    the process at once (still resumable).
     """
     from clsrun.runtime import stopping
 

@@ -125,6 +125,18 @@ def test_whole_file_problems_raise_at_open(tmp_path: Path, name: str, content: b
         open_records(path)
 
 
+def _refused_by_both_readers(tmp_path: Path, cases: list[tuple[str, bytes, str]]) -> None:
+    """Each ``(name, content, match)``: written as ``name``, refused by scoring's reader and by training's
+    with an :class:`InputError` matching ``match``."""
+    for name, content, match in cases:
+        path = tmp_path / name
+        path.write_bytes(content)
+        with pytest.raises(InputError, match=match):
+            open_records(path)
+        with pytest.raises(InputError, match=match):
+            read_labelled(path)
+
+
 def test_compressed_or_parquet_bytes_under_a_text_name_are_named(tmp_path: Path) -> None:
     """A file whose name says text but whose bytes are compressed (or Parquet) is refused with what it is,
     not read as a table whose one column is named with the compressed bytes; text that merely starts like
@@ -138,13 +150,7 @@ def test_compressed_or_parquet_bytes_under_a_text_name_are_named(tmp_path: Path)
         ("b.csv", bz2.compress(table), "bzip2-compressed: decompress it first"),
         ("c.tsv", parquet.read_bytes(), "a Parquet file, but its name does not end in .parquet"),
     ]
-    for name, content, match in cases:
-        path = tmp_path / name
-        path.write_bytes(content)
-        with pytest.raises(InputError, match=match):
-            open_records(path)
-        with pytest.raises(InputError, match=match):
-            read_labelled(path)
+    _refused_by_both_readers(tmp_path, cases)
     for name, content in (("d.csv", b"BZh,text\n1,hello\n"), ("e.csv", b"PAR1,text\n1,hello\n")):
         path = tmp_path / name
         path.write_bytes(content)
@@ -159,13 +165,7 @@ def test_utf16_and_utf32_text_is_refused_with_the_conversion_to_make(tmp_path: P
         ("c.tsv", table.replace(",", "\t").encode("utf-16-be"), "UTF-16BE-encoded"),
         ("d.jsonl", '{"text": "hi"}\n'.encode("utf-32"), "UTF-32-encoded"),
     ]
-    for name, content, match in cases:
-        path = tmp_path / name
-        path.write_bytes(content)
-        with pytest.raises(InputError, match=match):
-            open_records(path)
-        with pytest.raises(InputError, match=match):
-            read_labelled(path)
+    _refused_by_both_readers(tmp_path, cases)
     utf8 = tmp_path / "e.csv"  # UTF-8, with its byte order mark: read as it is
     utf8.write_bytes(b"\xef\xbb\xbf" + table.encode())
     assert _all(utf8).texts == ["héllo"]
