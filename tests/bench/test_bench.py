@@ -149,6 +149,30 @@ def test_exported_charcnn_every_cpu_backend_runs(tiny_charcnn_bundle: Path, tiny
     assert len(pads) == 1
 
 
+def test_an_ngram_bundles_variants_each_run_the_batches_predict_plans_for_them(
+    exported_ngram_bundle: Path, small_charcnn_data: Path
+) -> None:
+    """The fp32 variant is a sparse graph that predict feeds unpadded batches in input order, the int8
+    variant a padded one: timing both on one shared padded plan made fp32 look several times slower
+    than predict runs it, and a user reading bench would have forced the slower variant."""
+    from clsrun.runtime.bundle import Bundle
+    from clsrun.runtime.classifier import Classifier
+    from clsrun.runtime.variant import Variant
+
+    config = quick(exported_ngram_bundle, small_charcnn_data, ("onnx-fp32", "onnx-int8"))
+    config.max_rows = 0
+    by = check_accounted(run_bench(config), config.backends)
+    bundle = Bundle.load(exported_ngram_bundle)
+    for name, precision in (("onnx-fp32", "fp32"), ("onnx-int8", "int8")):
+        clf = Classifier.load(bundle, Variant("onnx", precision, "cpu", 1, streams=1))  # type: ignore[arg-type]
+        bulk = by[name].bulk
+        assert bulk is not None and bulk["padded_batches"] == clf.batching.padded, name
+    fp32, int8 = by["onnx-fp32"].bulk, by["onnx-int8"].bulk
+    assert fp32 is not None and int8 is not None
+    assert fp32["padding_efficiency"] == 1.0 and fp32["padded_tokens"] == fp32["tokens"]
+    assert int8["padded_tokens"] > int8["tokens"]  # padded to each batch's longest row
+
+
 def test_cli_writes_files_and_rejects_unknown_backends(
     toy_bundle: Path, toy_data: Path, tmp_path: Path
 ) -> None:

@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from clsrun.bench import BackendResult, BenchReport
 from clsrun.bench.flops import ABOVE_PEAK_NOTE, INT8_NOTE, compute_figures
+from clsrun.bench.inputs import Planned
 from clsrun.bench.report import to_markdown
 from clsrun.bench.timing import Spread
+from clsrun.runtime.encode import Tokens
 
 
-def _inputs() -> Any:
-    """Four rows of lengths 2..5 in two batches: what compute_figures reads of the shared inputs."""
-    tokens = SimpleNamespace(lengths=np.array([2, 3, 4, 5]))
-    return SimpleNamespace(tokens=tokens, bulk_batches=[np.array([0, 1]), np.array([2, 3])])
+def _inputs() -> Planned:
+    """Four rows of lengths 2..5 in two padded batches (widths 3 and 5: 16 padded tokens)."""
+    tokens = cast(Tokens, SimpleNamespace(lengths=np.array([2, 3, 4, 5])))
+    return Planned(tokens, [np.array([0, 1]), np.array([2, 3])], padded=True)
 
 
 def _bulk(seconds: float) -> dict[str, Any]:
@@ -26,7 +28,7 @@ def _bulk(seconds: float) -> dict[str, Any]:
 def test_a_fraction_above_the_peak_carries_a_note_and_int8_always_does() -> None:
     flops = lambda rows, length: 100.0 * rows * length  # noqa: E731
     peak = {"peak": {"fp32": 1000.0}}
-    fast = compute_figures(_inputs(), _bulk(1.0), flops, peak, "fp32")  # 1,400 FLOPs in 1 s: 140 %
+    fast = compute_figures(_inputs(), _bulk(1.0), flops, peak, "fp32")  # 1,600 FLOPs in 1 s: 160 %
     assert fast is not None and fast["fraction_of_peak"] > 1 and fast["note"] == ABOVE_PEAK_NOTE
     slow = compute_figures(_inputs(), _bulk(10.0), flops, peak, "fp32")
     assert slow is not None and slow["fraction_of_peak"] < 1 and slow["note"] is None

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from clsrun.bench.config import BACKENDS
-from clsrun.bench.inputs import Inputs
+from clsrun.bench.inputs import Inputs, Planned, planned_for
 from clsrun.runtime.bundle import Bundle
 from clsrun.runtime.classifier import Classifier
 from clsrun.runtime.errors import ClsrunError, UsageError
@@ -48,6 +48,7 @@ class Backend:
     bulk: Callable[[], dict[str, Any]] | None = None  # the predict path: one whole run, returns its manifest
     precision: str = "fp32"  # which matmul peak its FLOP/s is compared with
     torch_cuda: bool = False  # torch on CUDA: peak memory also from torch.cuda.max_memory_allocated
+    planned: Planned | None = None  # the rows as this backend's classifier runs them; None: the shared plan
 
 
 def open_backend(
@@ -75,13 +76,21 @@ def _classifier(bundle: Bundle, variant: Variant) -> Classifier:
         raise BackendUnavailable(str(e)) from e
 
 
-def _rows_call(clf: Classifier, inputs: Inputs) -> CallRows:
-    tokens = inputs.tokens
+def _rows_call(clf: Classifier, planned: Planned) -> CallRows:
+    tokens = planned.tokens
 
     def call(rows: np.ndarray) -> None:
         clf.run(clf.inputs(tokens, rows))  # logits come back as host numpy: device work is finished
 
     return call
+
+
+def _model_backend(clf: Classifier, inputs: Inputs, precision: str, **extra: Any) -> Backend:
+    """A backend that runs the runtime's classifier on the batches it plans in ``clsrun predict``."""
+    planned = planned_for(clf, inputs)
+    return Backend(
+        clf.describe(), call=_rows_call(clf, planned), precision=precision, planned=planned, **extra
+    )
 
 
 def _onnx_backend(precision: str, bundle: Bundle, inputs: Inputs, device: str, threads: int) -> Backend:
@@ -92,14 +101,14 @@ def _onnx_backend(precision: str, bundle: Bundle, inputs: Inputs, device: str, t
             "int8 is benchmarked on CPU only (no fast int8 kernels on the CUDA provider)"
         )
     clf = _classifier(bundle, Variant("onnx", precision, device, threads, streams=1))  # type: ignore[arg-type]
-    return Backend(clf.describe(), call=_rows_call(clf, inputs), precision=precision)
+    return _model_backend(clf, inputs, precision)
 
 
 def _openvino_backend(precision: str, bundle: Bundle, inputs: Inputs, device: str, threads: int) -> Backend:
     if device == "cuda":
         raise BackendUnavailable("OpenVINO variants run on the CPU only")
     clf = _classifier(bundle, Variant("openvino", precision, "cpu", threads, streams=1))  # type: ignore[arg-type]
-    return Backend(clf.describe(), call=_rows_call(clf, inputs), precision=precision)
+    return _model_backend(clf, inputs, precision)
 
 
 def _torch_backend(precision: str, bundle: Bundle, inputs: Inputs, device: str, threads: int) -> Backend:
@@ -113,9 +122,7 @@ def _torch_backend(precision: str, bundle: Bundle, inputs: Inputs, device: str, 
     clf = _classifier(bundle, Variant("torch", precision, device, threads, streams=1))  # type: ignore[arg-type]
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    details = clf.describe()
-    call = _rows_call(clf, inputs)
-    return Backend(details, call=call, precision=details["precision"], torch_cuda=device == "cuda")
+    return _model_backend(clf, inputs, clf.describe()["precision"], torch_cuda=device == "cuda")
 
 
 @contextmanager

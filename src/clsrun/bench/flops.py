@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from clsrun.bench.inputs import Inputs
+    from clsrun.bench.inputs import Planned
     from clsrun.runtime.bundle import Bundle
 
 FlopsOf = Callable[[int, int], float]  # (rows B, length T) -> FLOPs of one (B, T) forward pass
@@ -61,20 +61,20 @@ def flops_model(bundle: Bundle, input_names: tuple[str, ...], lengths: list[int]
 
 
 def compute_figures(
-    inputs: Inputs, bulk: dict[str, Any], flops: FlopsOf | None, peak: dict[str, Any], precision: str
+    planned: Planned, bulk: dict[str, Any], flops: FlopsOf | None, peak: dict[str, Any], precision: str
 ) -> dict[str, Any] | None:
-    """Executed FLOPs of the bulk batches, achieved FLOP/s (median run) and its fraction of the peak."""
+    """Executed FLOPs of the backend's bulk batches, achieved FLOP/s (median run) and its fraction of the
+    peak."""
     if flops is None:
         return None
-    lengths = inputs.tokens.lengths
-    executed = sum(flops(len(b), int(lengths[b].max())) for b in inputs.bulk_batches)
+    executed = sum(flops(rows, width) for rows, width in planned.shapes())
     achieved = executed / bulk["seconds"].median
     key = precision if precision in peak["peak"] else "fp32"
     fraction = achieved / peak["peak"][key]
     note = INT8_NOTE if precision == "int8" else ABOVE_PEAK_NOTE if fraction > 1.0 else None
     return {
         "flops": executed,
-        "flops_per_row": executed / len(lengths),
+        "flops_per_row": executed / len(planned.tokens.lengths),
         "achieved_flop_per_s": achieved,
         "peak_key": key,
         "peak_flop_per_s": peak["peak"][key],

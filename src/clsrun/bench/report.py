@@ -94,13 +94,16 @@ def _legend(data: dict[str, Any]) -> list[str]:
     """How each column of the main table was measured."""
     cfg, inp, cores = data["config"], data["inputs"], data["machine"]["usable_cores"]
     return [
-        f"- rows/s, tokens/s: all {inp['rows']:,} texts in the {inp['bulk_batches']:,} length-sorted, "
-        "token-budget batches `clsrun predict` plans, run once per timed run after a warm-up; median (min–max) "
-        f"of {cfg['repeats']} runs. predict: the whole `clsrun predict` path (read, encode, batch, infer, "
-        "write) on a file holding the same texts, timed around each run.",
+        f"- rows/s, tokens/s: all {inp['rows']:,} texts in the batches `clsrun predict` plans for the backend "
+        f"({inp['bulk_batches']:,} length-sorted, token-budget batches; a sparse graph's unpadded batches and "
+        "OpenVINO's padded widths are their own plans), run once per timed run after a warm-up; median "
+        f"(min–max) of {cfg['repeats']} runs. Tokenization is done before the clock starts. predict: the "
+        "whole `clsrun predict` path (read, encode, batch, infer, write) on a file holding the same texts, "
+        "timed around each run.",
         "- p50 / p95 / p99 ms @1: latency of one call at batch size 1 (consecutive rows in file order), "
         "every call of every run pooled; other batch sizes below.",
-        "- padding eff.: real tokens / padded tokens of those batches (1.00: no padding); the predict path "
+        "- padding eff.: real tokens / padded tokens of those batches (1.00: no padding, as a sparse graph "
+        "takes them); the predict path "
         "plans its own windows (–).",
         "- FLOP/s: matmul and convolution FLOPs of the padded batches, counted on the eager PyTorch model, "
         "divided by the median seconds; in brackets, the share of the matmul peak of the backend's precision.",

@@ -26,7 +26,7 @@ from clsrun.bench.machine import (
     passive_openmp,
 )
 from clsrun.bench.memory import peak_rss
-from clsrun.bench.timing import Latency, time_bulk, time_latency
+from clsrun.bench.timing import Latency, plan_of, time_bulk, time_latency
 from clsrun.runtime.bundle import Bundle
 from clsrun.runtime.encode import make_encoder
 
@@ -152,7 +152,8 @@ def _measure(name: str, run: _Run) -> BackendResult:
 
             result.memory["cuda_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
         assert result.bulk is not None
-        result.compute = compute_figures(run.inputs, result.bulk, run.flops, run.peak, backend.precision)
+        planned = plan_of(backend, run.inputs)
+        result.compute = compute_figures(planned, result.bulk, run.flops, run.peak, backend.precision)
     except BackendUnavailable as e:
         result.status, result.reason = "skipped", str(e)
     except Exception as e:  # a backend that breaks must not take the others with it: report it

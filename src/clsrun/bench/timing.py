@@ -16,7 +16,7 @@ import numpy as np
 
 from clsrun.bench.backends import Backend
 from clsrun.bench.config import BenchConfig
-from clsrun.bench.inputs import Inputs
+from clsrun.bench.inputs import Inputs, Planned, shared_plan
 
 
 @dataclass
@@ -49,11 +49,15 @@ def _pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
-def _time_calls(backend: Backend, inputs: Inputs, cfg: BenchConfig) -> list[float]:
+def plan_of(backend: Backend, inputs: Inputs) -> Planned:
+    """The rows ``backend`` runs: its classifier's own plan, or the shared one."""
+    return backend.planned or shared_plan(inputs)
+
+
+def _time_calls(backend: Backend, batches: list[np.ndarray], cfg: BenchConfig) -> list[float]:
     """Seconds of each repeat of every bulk batch, after a warm-up on short, middle and long batches (so
     every kernel shape class has been seen once)."""
     assert backend.call is not None
-    batches = inputs.bulk_batches
     for i in sorted({0, len(batches) // 2, len(batches) - 1})[: max(cfg.warmup, 1)]:
         backend.call(batches[i])
     seconds = []
@@ -83,23 +87,25 @@ def _time_runs(backend: Backend, cfg: BenchConfig) -> tuple[list[float], dict[st
 
 
 def time_bulk(backend: Backend, inputs: Inputs, cfg: BenchConfig) -> dict[str, Any]:
-    """Run every planned batch (or the whole predict path) ``repeats`` times after a warm-up; rows/s and
-    tokens/s per repeat, and the padding of the planned batches."""
+    """Run every batch the backend plans (or the whole predict path) ``repeats`` times after a warm-up;
+    rows/s and tokens/s per repeat, and the padding of those batches."""
     rows = len(inputs.texts)
     real_tokens = int(inputs.tokens.lengths.sum())
-    padded = sum(int(inputs.tokens.lengths[b].max()) * len(b) for b in inputs.bulk_batches)
+    planned = plan_of(backend, inputs)
+    padded = planned.padded_tokens()
     out: dict[str, Any] = {
         "rows": rows,
         "tokens": real_tokens,
-        "padded_tokens": int(padded),
-        "padding_efficiency": real_tokens / max(padded, 1),
-        "batches": len(inputs.bulk_batches),
+        "padded_tokens": padded,
+        "padding_efficiency": int(planned.tokens.lengths.sum()) / max(padded, 1),
+        "batches": len(planned.batches),
+        "padded_batches": planned.padded,
     }
     if backend.bulk is not None:
         seconds, extra = _time_runs(backend, cfg)
         out.update(extra)
     else:
-        seconds = _time_calls(backend, inputs, cfg)
+        seconds = _time_calls(backend, planned.batches, cfg)
     out["seconds"] = Spread.of(seconds)
     out["rows_per_s"] = Spread.of([rows / s for s in seconds])
     out["tokens_per_s"] = Spread.of([real_tokens / s for s in seconds])
