@@ -315,13 +315,16 @@ def _left_out(path: Path, reasons: list[str]) -> None:
 
 
 def _delimited_table(path: Path, f: IO[bytes], header: Header, options: ReadOptions) -> pa.Table:
+    """Every record of a CSV/TSV file, each column as strings. Read as bytes and decoded per column, as
+    ``clsrun predict`` reads them: one cell that is not UTF-8 is a null there (its row is then left out by
+    :func:`read_labelled` and counted), where reading the file as strings refused all of it."""
     names = list(dict.fromkeys(header.names))
-    blocks = RecordBlocks(f, path, header, names, pa.string(), options.block_bytes, options.record_cap)
+    blocks = RecordBlocks(f, path, header, names, pa.binary(), options.block_bytes, options.record_cap)
     tables: list[pa.Table] = []
     reasons: list[str] = []
     row = 0
     for block in blocks:
-        tables.append(block.table)
+        tables.append(pa.table({n: _decoded(block.table.column(n)) for n in block.table.column_names}))
         reasons += [f"row {row + i}: {why}" for i, why in block.bad]
         row += block.records
     _left_out(path, reasons)
@@ -330,16 +333,34 @@ def _delimited_table(path: Path, f: IO[bytes], header: Header, options: ReadOpti
     return pa.concat_tables(tables)
 
 
+def _decoded(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """A binary column as strings: at Arrow's speed when all of it is UTF-8, else value by value with a
+    null for each value that is not."""
+    try:
+        return column.cast(pa.string())
+    except pa.ArrowInvalid:
+        return pa.chunked_array([pa.array([_utf8(v) for v in column.to_pylist()], pa.string())])
+
+
 def refuse_json_array(path: Path, lines: list[bytes | None]) -> None:
-    """Refuse a file whose first line that is not blank starts a JSON array: a ``.json`` document of
-    records (pretty-printed or on one line), whose lines are not records; read as JSON Lines, only its
-    last element would be scored, the rest error rows."""
-    head = next((line.lstrip() for line in lines if line is not None and line.strip()), b"")
-    if head.startswith(b"["):
-        raise InputError(
-            f"{path}: a JSON array, not JSON Lines (one object per line); convert it first, "
-            f"e.g. jq -c '.[]' {path.name} > {path.stem}.lines.jsonl"
-        )
+    """Refuse a file that is one JSON array: a ``.json`` document of records (pretty-printed or on one
+    line), whose lines are not records; read as JSON Lines, only its last element would be scored, the rest
+    error rows. Its first line that is not blank starts with ``[`` and is either not JSON by itself (an
+    array over several lines) or the only line. A complete array line followed by more lines is JSON Lines
+    whose first record is not an object: an error row, as anywhere else in the file."""
+    filled = [line.strip() for line in lines if line is not None and line.strip()]
+    if not filled or not filled[0].startswith(b"["):
+        return
+    if len(filled) > 1:
+        try:
+            json.loads(filled[0])
+            return  # a whole value on its own line: a record of JSON Lines (not an object)
+        except (ValueError, RecursionError):
+            pass
+    raise InputError(
+        f"{path}: a JSON array, not JSON Lines (one object per line); convert it first, "
+        f"e.g. jq -c '.[]' {path.name} > {path.stem}.lines.jsonl"
+    )
 
 
 def _json_table(path: Path, f: IO[bytes], options: ReadOptions) -> pa.Table:
@@ -431,6 +452,7 @@ def read_labelled(
         )
         log.warning("%s", left_out[-1])
     _warn_case_twins(path, keep_l)
+    _warn_numbers_as_texts(path, keep_t, text_col)
     return LabelledData(keep_t, keep_l, left_out)
 
 
@@ -496,6 +518,22 @@ def label_text(value: object) -> str | None:
     if _WHOLE_NUMBER.fullmatch(text):
         text = str(int(text.split(".")[0]))
     return text or None
+
+
+# A cell that is one number as CSV or JSON would spell it (an id, a price, a count): no text to classify.
+_NUMBER_CELL = re.compile(r"\s*[-+]?(?:\d+(?:[.,]\d*)?|[.,]\d+)(?:[eE][-+]?\d+)?\s*")
+NUMBERS_SHARE = 0.9  # texts that are numbers, at or above which the text column is probably the wrong one
+
+
+def _warn_numbers_as_texts(path: Path | str, texts: list[str], text_col: str) -> None:
+    """One warning when (nearly) every text is a number: in a CSV file every column is text, so an id or
+    count column named as the text (or the columns swapped) trains and measures a model on digits."""
+    numbers = sum(1 for t in texts if _NUMBER_CELL.fullmatch(t))
+    if numbers >= max(NUMBERS_SHARE * len(texts), 1):
+        log.warning(
+            "%s: %d of %d texts in column %r are numbers: is it the right column? Choose the text with --text-col",
+            path, numbers, len(texts), text_col,
+        )  # fmt: skip
 
 
 def _warn_case_twins(path: Path | str, labels: list[str]) -> None:
@@ -633,6 +671,8 @@ class _NumberText(str):
     ``1.2345678901234567e+19`` (and make two ids one); and an integer of 5,000 digits in any field is
     no error (Python refuses to convert integers over 4,300 digits)."""
 
+    kind = "number"
+
 
 class _FloatText(_NumberText):
     """A JSON number with a fraction or exponent."""
@@ -648,6 +688,11 @@ class _IntText(_NumberText):
 
 # One decoder for every line (json.loads makes one per call).
 _JSON_LINE = json.JSONDecoder(parse_float=_FloatText, parse_int=_IntText)
+
+
+def _json_kind(value: Any) -> str:
+    """What a decoded JSON value is, in error rows: a kept number by its kind (its class is internal)."""
+    return value.kind if isinstance(value, _NumberText) else type(value).__name__
 
 
 def _json_text(value: Any) -> str:
@@ -673,7 +718,7 @@ def _json_row(
     except (ValueError, RecursionError) as e:
         return None, None, f"invalid JSON: {e}"
     if not isinstance(obj, dict):
-        return None, None, f"line is a JSON {type(obj).__name__}, not an object"
+        return None, None, f"line is a JSON {_json_kind(obj)}, not an object"
     rid = obj.get(id_col) if id_col is not None else None
     rid_text = None if rid is None else str(rid) if isinstance(rid, str) else _json_text(rid)
     value = obj.get(text_col)
@@ -691,8 +736,7 @@ def _json_row(
     if value is None:
         return None, rid_text, "null text"
     if not isinstance(value, str) or isinstance(value, _NumberText):
-        kind = value.kind if isinstance(value, (_FloatText, _IntText)) else type(value).__name__
-        return None, rid_text, f"text is a JSON {kind}, not a string"
+        return None, rid_text, f"text is a JSON {_json_kind(value)}, not a string"
     if suspect and not _unicode(value):
         return None, rid_text, "text is not valid Unicode (a lone surrogate such as \\ud800)"
     if len(value) * 4 > max_bytes and len(value.encode("utf-8", "surrogatepass")) > max_bytes:

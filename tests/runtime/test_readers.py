@@ -74,7 +74,7 @@ def test_undecodable_bytes_fail_only_their_row(tmp_path: Path) -> None:
 
 def test_jsonl_value_that_is_not_a_string_and_broken_lines(tmp_path: Path) -> None:
     path = tmp_path / "x.jsonl"
-    path.write_bytes(b'{"text": "ok"}\n{"text": 5}\nnot json\n{"other": 1}\n[1]\n\xff\n')
+    path.write_bytes(b'{"text": "ok"}\n{"text": 5}\nnot json\n{"other": 1}\n[1]\n\xff\n42\n-3.5e1\n')
     got = _all(path)
     assert got.texts[0] == "ok" and all(t is None for t in got.texts[1:])
     assert got.errors[1] == "text is a JSON int, not a string"
@@ -82,6 +82,7 @@ def test_jsonl_value_that_is_not_a_string_and_broken_lines(tmp_path: Path) -> No
     assert got.errors[3] == "no 'text' field"
     assert got.errors[4] == "line is a JSON list, not an object"
     assert got.errors[5].startswith("undecodable bytes")
+    assert got.errors[6:] == ["line is a JSON int, not an object", "line is a JSON float, not an object"]
 
 
 def test_field_over_the_size_cap_is_a_row_error(tmp_path: Path) -> None:
@@ -193,6 +194,22 @@ def test_read_labelled_still_drops_unusable_rows(tmp_path: Path) -> None:
     path.write_text("label,text\npos,good\nneg,\n,bad\nneg,bad\n", encoding="utf-8")
     data = read_labelled(path)
     assert data.texts == ["good", "bad"] and data.labels == ["pos", "neg"]
+
+
+def test_a_text_column_of_numbers_in_a_csv_file_is_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """In CSV every column is text, so an id column named as the text is read: one warning names it."""
+    path = tmp_path / "ids.csv"
+    path.write_text("id,label,text\n" + "".join(f"{i},{'ab'[i % 2]},word {i}\n" for i in range(20)), "utf-8")
+    assert len(read_labelled(path, text_col="id").texts) == 20
+    assert f"{path}: 20 of 20 texts in column 'id' are numbers: is it the right column?" in caplog.text
+    caplog.clear()
+    read_labelled(path)  # real texts (with a number in each): no warning
+    mixed = tmp_path / "mixed.csv"
+    mixed.write_text("label,text\n" + "a,1.5\nb,-2\na,3e4\nb,fine\n", encoding="utf-8")
+    read_labelled(mixed)  # 3 of 4: under the share
+    assert "are numbers" not in caplog.text
 
 
 def test_labels_nan_is_missing_a_number_is_one_label_and_case_twins_are_named(
@@ -474,6 +491,23 @@ def test_texts_read_for_training_follow_predict_and_labels_must_be_one_value(tmp
         read_labelled(lines, label_col="text")
 
 
+@pytest.mark.parametrize("suffix", [".csv", ".tsv"])
+def test_a_delimited_labelled_file_leaves_out_only_the_rows_that_are_not_utf8(
+    tmp_path: Path, suffix: str
+) -> None:
+    """One cell that is not UTF-8 (a row pasted from a GBK file) costs its row, counted, as predict makes it
+    one error row: reading the file as strings had refused all of it."""
+    d = b"," if suffix == ".csv" else b"\t"
+    rows = [b"label" + d + b"text" + d + b"note", b"pos" + d + b"\xc4\xe3\xba\xc3" + d + b"x",
+            b"\xffneg" + d + b"bad label" + d + b"x", b"neg" + d + b"fine" + d + b"\xfe note",
+            b"pos" + d + b"good" + d + b"x"]  # fmt: skip
+    path = tmp_path / f"mixed{suffix}"
+    path.write_bytes(b"\n".join(rows) + b"\n")
+    data = read_labelled(path)
+    assert data.texts == ["fine", "good"] and data.labels == ["neg", "pos"]
+    assert data.left_out and "left out 2 row(s)" in data.left_out[0] and "row 0" in data.left_out[0]
+
+
 @pytest.mark.parametrize(
     "body", ['[\n  {"text": "a"},\n  {"text": "b"}\n]\n', '[{"text": "a"}, {"text": "b"}]\n']
 )
@@ -483,6 +517,15 @@ def test_a_json_array_is_refused_not_read_as_lines(tmp_path: Path, body: str) ->
     for read in (lambda: open_records(path), lambda: read_labelled(path)):
         with pytest.raises(InputError, match=r"a JSON array, not JSON Lines.*jq -c '\.\[\]' records\.json"):
             read()
+
+
+def test_json_lines_whose_first_record_is_an_array_keep_it_as_an_error_row(tmp_path: Path) -> None:
+    """Only a file that is one array is refused: a first line that is a whole array followed by records is
+    JSON Lines with one bad record, as it would be anywhere else in the file."""
+    path = tmp_path / "x.jsonl"
+    path.write_text('[1]\n{"text": "a"}\n{"text": "b"}\n', encoding="utf-8")
+    got = _all(path)
+    assert got.texts == [None, "a", "b"] and got.errors[0] == "line is a JSON list, not an object"
 
 
 def test_standard_input_is_named_as_such(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
