@@ -121,6 +121,12 @@ def read_header(
         raise InputError(f"{path}: Empty CSV file: no header line")
     if buf.startswith(BOM):
         buf = buf[len(BOM) :]
+    buf = buf.lstrip(b"\r\n")  # blank lines before the header (as Python's csv reader skips them)
+    while not buf:
+        more = f.read(1 << 20)
+        if not more:
+            raise InputError(f"{path}: Empty CSV file: no header line (only blank lines)")
+        buf = more.lstrip(b"\r\n")
     end = _header_end(buf, quoting)
     while end < 0:
         more = f.read(1 << 20)

@@ -18,12 +18,14 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import errno
 import gzip
 import io
 import itertools
 import json
 import logging
 import math
+import os
 import re
 import tempfile
 import unicodedata
@@ -102,6 +104,20 @@ class FileFormat:
     gzip: bool
 
 
+def _why_missing(path: Path) -> str:
+    """Why ``path`` names no file: not there, a link to nothing, or links that point at each other."""
+    try:
+        path.resolve(strict=True)
+    except RuntimeError:  # Python 3.11-3.12: a loop of symbolic links
+        return "a loop of symbolic links (a link that leads back to itself)"
+    except OSError as e:
+        if e.errno == errno.ELOOP:  # Python 3.13 and later
+            return "a loop of symbolic links (a link that leads back to itself)"
+        if path.is_symlink():
+            return f"file not found (a symbolic link to {os.readlink(path)}, which does not exist)"
+    return "file not found"
+
+
 def require_file(path: Path) -> None:
     """Refuse an input that is not a regular file, saying what it is instead.
 
@@ -121,7 +137,7 @@ def require_file(path: Path) -> None:
             "-: clsrun does not read standard input (it reads its input more than once); save it to a file"
         )
     if not path.exists():
-        raise InputError(f"{path}: file not found")
+        raise InputError(f"{path}: {_why_missing(path)}")
     if path.is_dir():
         raise InputError(f"{path}: is a folder, not a file")
     raise InputError(

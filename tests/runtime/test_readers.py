@@ -114,6 +114,7 @@ def test_quoted_newlines_and_chunks_with_skip(tmp_path: Path) -> None:
     [
         ("nocol.csv", b"body\nhello\n", r"no column 'text'; columns are 'body'"),
         ("empty.csv", b"", "Empty CSV file"),
+        ("blank.csv", b"\r\n\n\n", r"Empty CSV file: no header line \(only blank lines\)"),
         ("garbage.parquet", b"not parquet at all", "cannot be read as parquet"),
         ("csvinside.jsonl", b"text\nhello\n", "not JSON Lines"),
         ("notes.txt", b"hello", "unknown file type 'txt'"),
@@ -124,6 +125,16 @@ def test_whole_file_problems_raise_at_open(tmp_path: Path, name: str, content: b
     path.write_bytes(content)
     with pytest.raises(InputError, match=match):
         open_records(path)
+
+
+def test_blank_lines_before_the_header_are_skipped(tmp_path: Path) -> None:
+    """The header is the first line that is not blank (as Python's csv reader takes it): reading the blank
+    line as the header said the file had no columns at all."""
+    path = tmp_path / "late.csv"
+    path.write_bytes(b"\xef\xbb\xbf\r\n\nid,text\n1,a\n2,b\n")
+    got = _all(path, id_col="id")
+    assert got.texts == ["a", "b"] and got.ids == ["1", "2"]
+    assert read_labelled(path, label_col="id").labels == ["1", "2"]
 
 
 def _refused_by_both_readers(tmp_path: Path, cases: list[tuple[str, bytes, str]]) -> None:
@@ -187,6 +198,15 @@ def test_missing_id_column_and_missing_file(tmp_path: Path) -> None:
         open_records(path, ReadOptions(id_col="key"))
     with pytest.raises(InputError, match="file not found"):
         open_records(tmp_path / "nope.csv")
+    (tmp_path / "dangling.csv").symlink_to("gone.csv")
+    with pytest.raises(
+        InputError, match=r"file not found \(a symbolic link to gone\.csv, which does not exist"
+    ):
+        open_records(tmp_path / "dangling.csv")
+    (tmp_path / "a.csv").symlink_to("b.csv")
+    (tmp_path / "b.csv").symlink_to("a.csv")
+    with pytest.raises(InputError, match="a.csv: a loop of symbolic links"):
+        open_records(tmp_path / "a.csv")
 
 
 def test_read_labelled_still_drops_unusable_rows(tmp_path: Path) -> None:
