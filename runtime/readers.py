@@ -40,7 +40,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from clsrun.runtime.arrow_texts import ArrowTexts
-from clsrun.runtime.delimited import Block, Header, RecordBlocks, read_header
+from clsrun.runtime.delimited import BOM, Block, Header, RecordBlocks, read_header
 from clsrun.runtime.errors import InputError, UsageError, storage_error
 from clsrun.runtime.files import non_utf8_name
 from clsrun.runtime.fingerprint import input_fingerprint, written_to
@@ -763,13 +763,16 @@ def _json_row(
 
 
 def _capped_lines(f: IO[bytes], block: int, cap: int) -> Iterator[list[bytes | None]]:
-    """The non-blank lines of ``f``, a block at a time; a line over ``cap`` bytes is None.
+    """The non-blank lines of ``f``, a block at a time (a leading byte order mark dropped); a line over
+    ``cap`` bytes is None.
 
     The cap holds while reading (``readlines`` would hold a whole 192 MiB line): the rest of an over-cap
     line is read and dropped a block at a time, so memory stays about ``block + cap``.
     """
-    carry, skipping = b"", False
+    carry, skipping, first = b"", False, True
     while data := f.read(block):
+        if first:  # the file's byte order mark belongs to no line: a BOM and a line end are a blank line
+            data, first = data.removeprefix(BOM), False
         if skipping:
             nl = data.find(b"\n")
             if nl < 0:

@@ -539,6 +539,17 @@ def test_a_json_array_is_refused_not_read_as_lines(tmp_path: Path, body: str) ->
             read()
 
 
+def test_a_byte_order_mark_on_a_line_of_its_own_is_a_blank_line_of_json_lines(tmp_path: Path) -> None:
+    """A BOM belongs to the file, not to a record: a BOM-only file is an empty file (not "not JSON Lines"),
+    and a BOM followed by a line end is no error row."""
+    alone, first = tmp_path / "bom.jsonl", tmp_path / "bom_line.jsonl"
+    alone.write_bytes(b"\xef\xbb\xbf")
+    first.write_bytes(b'\xef\xbb\xbf\n{"text": "a"}\n')
+    assert _all(alone).texts == []
+    got = _all(first)
+    assert got.texts == ["a"] and got.errors == [""]
+
+
 def test_json_lines_whose_first_record_is_an_array_keep_it_as_an_error_row(tmp_path: Path) -> None:
     """Only a file that is one array is refused: a first line that is a whole array followed by records is
     JSON Lines with one bad record, as it would be anywhere else in the file."""
