@@ -468,7 +468,7 @@ def read_labelled(
         )
         log.warning("%s", left_out[-1])
     _warn_case_twins(path, keep_l)
-    _warn_numbers_as_texts(path, keep_t, text_col)
+    warn_numbers_as_texts(path, keep_t, text_col)
     return LabelledData(keep_t, keep_l, left_out)
 
 
@@ -539,16 +539,21 @@ def label_text(value: object) -> str | None:
 # A cell that is one number as CSV or JSON would spell it (an id, a price, a count): no text to classify.
 _NUMBER_CELL = re.compile(r"\s*[-+]?(?:\d+(?:[.,]\d*)?|[.,]\d+)(?:[eE][-+]?\d+)?\s*")
 NUMBERS_SHARE = 0.9  # texts that are numbers, at or above which the text column is probably the wrong one
+NUMBERS_MIN_ROWS = 10  # fewer texts than this say too little to warn about
+NUMBERS_SAMPLE = 2000  # scoring looks at this many texts of the first chunk, not every row of the file
 
 
-def _warn_numbers_as_texts(path: Path | str, texts: list[str], text_col: str) -> None:
+def warn_numbers_as_texts(
+    path: Path | str, texts: Iterable[str | None], text_col: str, where: str = ""
+) -> None:
     """One warning when (nearly) every text is a number: in a CSV file every column is text, so an id or
-    count column named as the text (or the columns swapped) trains and measures a model on digits."""
-    numbers = sum(1 for t in texts if _NUMBER_CELL.fullmatch(t))
-    if numbers >= max(NUMBERS_SHARE * len(texts), 1):
+    count column named as the text (or the columns swapped) is scored, trained on and measured as digits."""
+    present = [t for t in texts if t is not None]
+    numbers = sum(1 for t in present if _NUMBER_CELL.fullmatch(t))
+    if len(present) >= NUMBERS_MIN_ROWS and numbers >= NUMBERS_SHARE * len(present):
         log.warning(
-            "%s: %d of %d texts in column %r are numbers: is it the right column? Choose the text with --text-col",
-            path, numbers, len(texts), text_col,
+            "%s: %d of %d texts%s in column %r are numbers: is it the right column? Choose the text with --text-col",
+            path, numbers, len(present), where, text_col,
         )  # fmt: skip
 
 
@@ -862,6 +867,9 @@ class RecordStream:
         try:
             self._raw = self._open_raw()
             self._first = self._pull()
+            if self._first is not None:
+                sample = self._first.texts[:NUMBERS_SAMPLE]
+                warn_numbers_as_texts(self.path, sample, self.text_col, " of the first rows")
         except InputError as e:
             self.close()
             raise self._changed_or(e) from e

@@ -230,6 +230,9 @@ def test_a_text_column_of_numbers_in_a_csv_file_is_warned_about(
     mixed.write_text("label,text\n" + "a,1.5\nb,-2\na,3e4\nb,fine\n", encoding="utf-8")
     read_labelled(mixed)  # 3 of 4: under the share
     assert "are numbers" not in caplog.text
+    with open_records(path, ReadOptions(text_col="id")):  # scoring says it at open, from the first rows
+        pass
+    assert f"{path}: 20 of 20 texts of the first rows in column 'id' are numbers" in caplog.text
 
 
 def test_labels_nan_is_missing_a_number_is_one_label_and_case_twins_are_named(
