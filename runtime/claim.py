@@ -79,6 +79,19 @@ class OutputClaim:
     path: Path
     resume: bool
     overwrite: bool
+    lock: OutputLock | None = None
+
+    def lost(self) -> str | None:
+        """Why the run no longer holds its output (its folder was moved or replaced since it was locked),
+        or None while it does. Checked before the checkpoint is used and before publishing: the lock and
+        the files it guards must be in the same folder, or a second run could take the new folder's lock
+        and write into this run's checkpoint."""
+        if self.lock is None or self.lock.held():
+            return None
+        return (
+            f"{self.path}: its folder was moved or replaced while this run held it (its lock "
+            f"{self.lock.path.name} is no longer there); nothing was published"
+        )
 
     @classmethod
     @contextmanager
@@ -97,10 +110,10 @@ class OutputClaim:
         with neither ``resume`` nor ``overwrite`` would discard a checkpoint or replace an output.
         """
         out = output_path(input_path, output, bundle)
-        with OutputLock.acquire(out):
+        with OutputLock.acquire(out) as lock:
             if not resume and not overwrite:
                 _refuse_to_discard(out)
-            yield cls(out, resume, overwrite)
+            yield cls(out, resume, overwrite, lock)
 
 
 def _refuse_to_discard(out: Path) -> None:

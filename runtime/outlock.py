@@ -95,6 +95,14 @@ class OutputLock:
         lock._describe()
         return lock
 
+    def held(self) -> bool:
+        """Whether the lock file this process holds is still at its path: False once the output's folder
+        was moved, renamed or replaced since (a rotation: ``mv out out.old; mkdir out``). A run that goes
+        on then writes into a folder whose lock another run can take, so it stops instead."""
+        if self._fd is None:
+            return False
+        return self._fd < 0 or self._still_named(self.path, self._fd)
+
     @staticmethod
     def _still_named(path: Path, fd: int) -> bool:
         try:

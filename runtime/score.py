@@ -186,6 +186,7 @@ def _score_claimed(
     if stop.is_set():
         raise interrupted(stop)
     started = time.perf_counter()
+    _require_held(claim)  # before the checkpoint is touched: --overwrite would clear another run's
     partial = PartialOutput.open(out, state, options.resume, restart=options.overwrite)
     resumed_rows = partial.rows_done
     if resumed_rows and progress is not None:
@@ -202,6 +203,7 @@ def _score_claimed(
         _run_unchanged(pipeline, stream, resumed_rows, partial)
         if pipeline.stopped:
             raise interrupted(stop, partial, pipeline.stuck)
+        _require_held(claim, partial)
         manifest_path(out).unlink(missing_ok=True)  # a crash from here on leaves no manifest of another job
         if streamed is None:
             write_atomically(out, schema, _assembled(partial, stop), tmp_dir=partial.folder)
@@ -210,7 +212,10 @@ def _score_claimed(
         else:
             streamed.publish()
     except OSError as e:
-        raise _storage_failure(e, out, partial) from e
+        failure = _storage_failure(e, out, partial)
+        if failure is e:  # not a known storage problem: a write that failed because the folder went?
+            _require_held(claim, partial)
+        raise failure from e
     finally:
         if streamed is not None:
             streamed.discard()
@@ -221,10 +226,34 @@ def _score_claimed(
         "max_error_rate": options.max_error_rate,
     }
     target = manifest_path(out)
-    atomic_write_text(target, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", partial.folder)
+    try:
+        atomic_write_text(target, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", partial.folder)
+    except OSError as e:
+        # A published output has its manifest beside it: without one it is taken back, so the run ends as
+        # one stopped before publishing (every row checkpointed; --resume publishes both), not a complete
+        # file under a failed exit that the same command then refuses for its checkpoint.
+        out.unlink(missing_ok=True)
+        raise _storage_failure(e, out, partial) from e
     partial.remove()
     check_error_rate(manifest, options.max_error_rate)
     return ScoreResult(out, manifest, target)
+
+
+def _require_held(claim: OutputClaim, partial: PartialOutput | None = None) -> None:
+    """Stop the run (exit 1) when its output's folder was moved or replaced since it was locked; the
+    checkpoint is left as it is (it may be another run's now)."""
+    lost = claim.lost()
+    if lost is None:
+        return
+    if partial is None or not partial.rows_done:
+        where = ""
+    elif partial.folder.is_dir():
+        where = f"; {partial.rows_done:,} rows are saved in {partial.folder}"
+    else:
+        where = "; the checkpoint went with the folder"
+    failure = StorageError(f"{lost}{where}; run the same command again (with --resume to keep saved rows)")
+    failure.exit_code = 1
+    raise failure
 
 
 def _assembled(partial: PartialOutput, stop: StopRequest) -> Iterator[pa.Table]:
@@ -266,11 +295,11 @@ def _storage_failure(error: OSError, out: Path, partial: PartialOutput) -> OSErr
     would name is a part inside the checkpoint folder, not what the user asked for.
     """
     known = storage_problem(error)
-    if known is None and isinstance(error, FileNotFoundError) and not partial.folder.is_dir():
+    if known is None and isinstance(error, FileNotFoundError) and _checkpoint_gone(error, partial):
         # its folder renamed or removed under the run (the checkpoint with it): nothing here to resume
         failure = StorageError(
-            f"{out}: its folder was moved or removed while scoring into it ({error.strerror}: "
-            f"{error.filename}); nothing was published: run it again"
+            f"{out}: its folder (or its checkpoint folder) was moved or removed while scoring into it "
+            f"({error.strerror}: {error.filename}); nothing was published: run it again"
         )
         failure.exit_code = 1
         return failure
@@ -290,6 +319,15 @@ def _storage_failure(error: OSError, out: Path, partial: PartialOutput) -> OSErr
     failure = StorageError(f"{out}: {reason} while scoring into it; {fix}")
     failure.exit_code = exit_code
     return failure
+
+
+def _checkpoint_gone(error: FileNotFoundError, partial: PartialOutput) -> bool:
+    """Whether a file the run expected is missing because its checkpoint folder went (moved, renamed or
+    removed, perhaps made again by a later write): the folder is not there, or the file was in it."""
+    if not partial.folder.is_dir():
+        return True
+    named = error.filename
+    return isinstance(named, str) and Path(named).parent == partial.folder
 
 
 def _finished_run(out: Path, state: dict[str, Any], options: OutputOptions) -> ScoreResult | None:

@@ -270,6 +270,33 @@ def test_a_full_disk_names_the_output_and_the_rows_saved_and_resume_continues(
     assert out.read_bytes() == ref.output.read_bytes()
 
 
+def test_a_disk_full_when_the_manifest_is_written_takes_the_output_back_and_resume_publishes_both(
+    tmp_path: Path, toy_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The output is published, then the manifest finds the disk full: the run had ended exit 1 with a
+    complete output, no manifest, and advice ("run again") that the checkpoint then refused."""
+    src = _input(tmp_path / "in.csv", 900)
+    clf = Classifier.load(toy_bundle, Variant(threads=1), BatchOptions(window=300))
+    ref = score_file(src, tmp_path / "ref.csv", clf)
+    out = tmp_path / "o.csv"
+
+    def full(*args: Any, **kwargs: Any) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with monkeypatch.context() as m:
+        m.setattr("clsrun.runtime.score.atomic_write_text", full)
+        with pytest.raises(StorageError) as e:
+            score_file(src, out, clf)
+    assert str(e.value).startswith(f"{out}: no space left on the device while scoring into it; 900 rows")
+    assert "--resume to continue from row 900" in str(e.value) and e.value.exit_code == 1
+    assert not out.exists() and not (tmp_path / "o.csv.manifest.json").exists()
+    result = score_file(src, out, clf, options=OutputOptions(resume=True))
+    assert out.read_bytes() == ref.output.read_bytes() and result.manifest_path.is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["in.csv", "ref.csv", "ref.csv.manifest.json", "o.csv", "o.csv.manifest.json"]
+    )
+
+
 def test_a_full_disk_before_any_row_was_saved_says_so(
     tmp_path: Path, toy_bundle: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -559,8 +586,50 @@ def test_an_output_folder_moved_away_mid_run_is_one_storage_line_and_resumable_w
 
     with monkeypatch.context() as m:
         _on_first_save(m, move_away)
-        with pytest.raises(StorageError, match=r"o\.csv: its folder was moved or removed while scoring"):
+        with pytest.raises(
+            StorageError,
+            match=r"o\.csv: its folder \(or its checkpoint folder\) was moved or removed while scoring",
+        ):
             score_file(src, folder / "o.csv", clf)
     assert list(folder.iterdir()) == []
     moved = tmp_path / "out.old" / "o.csv"
     assert score_file(src, moved, clf, options=OutputOptions(resume=True)).output.read_bytes() == reference
+
+
+def test_an_output_folder_replaced_after_the_lock_was_taken_stops_the_run_before_the_checkpoint(
+    tmp_path: Path, toy_bundle: Path
+) -> None:
+    """A folder rotated while the model loads (``mv out out.old; mkdir out``): the run's lock stays in
+    out.old, so a retry would find none in the new folder and share this run's checkpoint. The run stops
+    before touching any checkpoint, and the next run in the new folder is unaffected."""
+    from clsrun.runtime.claim import OutputClaim
+
+    src, folder = _input(tmp_path / "in.csv", 300), tmp_path / "out"
+    clf = Classifier.load(toy_bundle, Variant(threads=1))
+    with OutputClaim.take(src, folder / "o.csv", overwrite=True) as claim:
+        folder.rename(tmp_path / "out.old")
+        folder.mkdir()
+        with pytest.raises(
+            StorageError, match=r"o\.csv: its folder was moved or replaced while this run held it"
+        ) as e:
+            score_file(src, claim, clf, options=OutputOptions(overwrite=True))
+        assert e.value.exit_code == 1
+        assert list(folder.iterdir()) == []  # no checkpoint, no output in the folder it no longer holds
+    assert score_file(src, folder / "o.csv", clf).manifest["rows_read"] == 300
+
+
+def test_a_part_file_gone_from_a_checkpoint_folder_still_there_is_the_storage_line_not_unexpected(
+    tmp_path: Path, toy_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The checkpoint folder removed under the run and made again by a later write: the missing file is
+    inside it, which is the same story as the folder gone (before: "unexpected FileNotFoundError")."""
+    src, out = _input(tmp_path / "in.csv", 1000), tmp_path / "o.csv"
+    clf = Classifier.load(toy_bundle, Variant(threads=1), BatchOptions(window=200))
+    gone = tmp_path / ".o.csv.partial" / ".o.csv.x1.tmp"
+    with monkeypatch.context() as m:
+        _crash_after(m, 2, FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(gone)))
+        with pytest.raises(
+            StorageError, match=r"o\.csv: its folder \(or its checkpoint folder\) was moved"
+        ) as e:
+            score_file(src, out, clf)
+    assert e.value.exit_code == 1 and not out.exists()
