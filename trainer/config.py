@@ -109,6 +109,7 @@ class TrainConfig:
         precisions = ", ".join(TRAINING_PRECISIONS)
         need(self.precision in TRAINING_PRECISIONS, "--precision", f"one of {precisions}", self.precision)
         need(self.num_workers >= 0, "--num-workers", ">= 0", self.num_workers)
+        need(0 <= self.seed < 2**32, "--seed", "a whole number from 0 to 4294967295", self.seed)
         if problems:
             raise UsageError("; ".join(problems))
         return self

@@ -309,6 +309,13 @@ def _arguments(config: TrainConfig, ckpt: Path, device: str, precision: str, row
     """The Trainer's settings: ours from ``config``, evaluation and a checkpoint every epoch, best restored."""
     per_step = config.batch_size * distributed.world_size() * config.grad_accum
     steps_per_epoch = max(1, math.ceil(rows / per_step))
+    if config.warmup >= 1 and config.warmup > steps_per_epoch * config.epochs:
+        # The learning rate would still be climbing when training ends: a model left nearly untrained.
+        raise UsageError(
+            f"--warmup {int(config.warmup):,} steps is more than the whole training's "
+            f"{steps_per_epoch * config.epochs:,} steps ({config.epochs} epoch(s) of {steps_per_epoch:,}); "
+            "give a fraction of them (e.g. --warmup 0.1) or fewer steps"
+        )
     return TrainingArguments(
         output_dir=str(ckpt),
         num_train_epochs=config.epochs,

@@ -85,6 +85,8 @@ def test_train_writes_a_verified_bundle_with_metrics(tiny_charcnn_data: Path, tm
         (["--pooling", "cls"], "--pooling for charcnn must be one of max, max+mean"),
         (["--class-weights", "balanced"], "--class-weights must be 'none' or 'auto'"),
         (["--val-split", "1.5"], "--val-split must be between 0 and 1"),
+        (["--seed", "-1"], "--seed must be a whole number from 0 to 4294967295"),  # was blamed on --val-split
+        (["--warmup", "1e9"], "--warmup 1,000,000,000 steps is more than the whole training's"),
     ],
 )
 def test_bad_options_exit_2_naming_the_flag(
