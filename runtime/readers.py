@@ -290,12 +290,18 @@ def _header(f: IO[bytes], path: Path, fmt: FileFormat, options: ReadOptions) -> 
 # --------------------------------------------------------------------------------------------------
 
 
-def read_table(path: Path | str, options: ReadOptions = ReadOptions(), reads: Sequence[str] = ()) -> pa.Table:
+def read_table(
+    path: Path | str,
+    options: ReadOptions = ReadOptions(),
+    reads: Sequence[str] = (),
+    said: list[str] | None = None,
+) -> pa.Table:
     """Read a whole file into an Arrow table (CSV, TSV, JSONL: every column as a string).
 
     Records that cannot be read are left out, and one line on stderr says how many and why (training
-    and evaluation have no row to keep them in); a file that cannot be parsed at all is an InputError,
-    as is one where a column the caller ``reads`` is named twice.
+    and evaluation have no row to keep them in), also appended to ``said`` when given (for a report); a
+    file that cannot be parsed at all is an InputError, as is one where a column the caller ``reads`` is
+    named twice.
     """
     path = Path(path)
     require_file(path)
@@ -311,10 +317,10 @@ def read_table(path: Path | str, options: ReadOptions = ReadOptions(), reads: Se
         with contextlib.ExitStack() as files:
             f, _ = _open_bytes(path, fmt.gzip, files)
             if fmt.kind == "jsonl":
-                return _json_table(path, f, options)
+                return _json_table(path, f, options, said)
             header = _header(f, path, fmt, options)
             require_unique_columns(path, header.names, list(reads))
-            return _delimited_table(path, f, header, options)
+            return _delimited_table(path, f, header, options, said)
     except InputError:
         raise
     except _READ_ERRORS as e:
@@ -325,12 +331,17 @@ def _first_line(e: BaseException) -> str:
     return str(e).splitlines()[0] if str(e) else type(e).__name__
 
 
-def _left_out(path: Path, reasons: list[str]) -> None:
+def _left_out(path: Path, reasons: list[str], said: list[str] | None) -> None:
     if reasons:
-        log.warning("%s: left out %d unreadable record(s), the first: %s", path, len(reasons), reasons[0])
+        line = f"{path}: left out {len(reasons)} unreadable record(s), the first: {reasons[0]}"
+        log.warning("%s", line)
+        if said is not None:
+            said.append(line)
 
 
-def _delimited_table(path: Path, f: IO[bytes], header: Header, options: ReadOptions) -> pa.Table:
+def _delimited_table(
+    path: Path, f: IO[bytes], header: Header, options: ReadOptions, said: list[str] | None
+) -> pa.Table:
     """Every record of a CSV/TSV file, each column as strings. Read as bytes and decoded per column, as
     ``clsrun predict`` reads them: one cell that is not UTF-8 is a null there (its row is then left out by
     :func:`read_labelled` and counted), where reading the file as strings refused all of it."""
@@ -343,7 +354,7 @@ def _delimited_table(path: Path, f: IO[bytes], header: Header, options: ReadOpti
         tables.append(pa.table({n: _decoded(block.table.column(n)) for n in block.table.column_names}))
         reasons += [f"row {row + i}: {why}" for i, why in block.bad]
         row += block.records
-    _left_out(path, reasons)
+    _left_out(path, reasons, said)
     if not tables:
         return pa.table({n: pa.array([], type=pa.string()) for n in names})
     return pa.concat_tables(tables)
@@ -379,7 +390,7 @@ def refuse_json_array(path: Path, lines: list[bytes | None]) -> None:
     )
 
 
-def _json_table(path: Path, f: IO[bytes], options: ReadOptions) -> pa.Table:
+def _json_table(path: Path, f: IO[bytes], options: ReadOptions, said: list[str] | None) -> pa.Table:
     rows: list[dict[str, Any]] = []
     reasons: list[str] = []
     for block, lines in enumerate(_capped_lines(f, options.block_bytes, options.record_cap)):
@@ -399,7 +410,7 @@ def _json_table(path: Path, f: IO[bytes], options: ReadOptions) -> pa.Table:
             rows.append({k: _json_field(k, v, options.text_col) for k, v in obj.items()})
     if not rows and reasons:
         raise InputError(f"{path}: not JSON Lines: no line is a JSON object ({reasons[0]})")
-    _left_out(path, reasons)
+    _left_out(path, reasons, said)
     names = list(dict.fromkeys(k for r in rows for k in r))
     return pa.table({k: pa.array([r.get(k) for r in rows], type=pa.string()) for k in names})
 
@@ -437,7 +448,8 @@ def read_labelled(
     replaced by ``text_col``) sets the delimiter and limits.
     """
     options = dataclasses.replace(options or ReadOptions(), text_col=text_col)
-    table = read_table(path, options, reads=(text_col, label_col))
+    left_out: list[str] = []  # records that could not be read, then rows without a text or a label
+    table = read_table(path, options, reads=(text_col, label_col), said=left_out)
     missing = [c for c in (text_col, label_col) if c not in table.column_names]
     if missing:
         raise InputError(
@@ -460,7 +472,6 @@ def read_labelled(
             first_dropped = row
     if not keep_t:
         raise InputError(f"{path}: no rows with both a text and a label")
-    left_out = []
     if first_dropped is not None:  # scores and training then cover fewer rows than the file has: say so
         left_out.append(
             f"{path}: left out {len(texts) - len(keep_t)} row(s) without a readable text or a label, "

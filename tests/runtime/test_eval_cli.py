@@ -67,6 +67,11 @@ def test_json_report_says_which_rows_were_left_out(toy_bundle: Path, tmp_path: P
     assert report["left_out"] == [
         f"{data}: left out 2 row(s) without a readable text or a label, the first: row 5"
     ]
+    ragged = tmp_path / "ragged.csv"  # a record that cannot be read (3 fields): in the report too
+    ragged.write_text(data.read_text(encoding="utf-8") + "pos,a,b\n", encoding="utf-8")
+    report = json.loads(runner.invoke(app, ["eval", str(toy_bundle), str(ragged), "--json"]).stdout)
+    assert report["left_out"][0].startswith(f"{ragged}: left out 1 unreadable record(s), the first: row 7")
+    assert report["left_out"][1].startswith(f"{ragged}: left out 2 row(s) without a readable text")
 
 
 def test_precision_option_selects_the_variant(toy_bundle: Path, tmp_path: Path) -> None:
