@@ -321,9 +321,16 @@ def _export(bundle_path: Path, options: ExportOptions) -> ExportReport:
     phases = _Phases()
     bundle = Bundle.load(bundle_path)
     existing = already_exported(bundle)
-    if existing and not options.force:
+    listed = [rel for rel in existing if rel in bundle.files]
+    if listed and not options.force:
         raise AlreadyExportedError(
-            f"{bundle.root} is already exported ({', '.join(existing)}); use --force to export again"
+            f"{bundle.root} is already exported ({', '.join(listed)}); use --force to export again"
+        )
+    if existing and not listed:  # files of a first export stopped before it recorded them: never used
+        log.warning(
+            "%s: replacing export files that no finished export recorded (%s)",
+            bundle.root,
+            ", ".join(existing),
         )
     eval_set = load_eval_set(bundle, options.eval_data, options.max_rows, options.batching)
     model = _load_eager(bundle)

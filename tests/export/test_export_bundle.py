@@ -153,6 +153,19 @@ def test_an_export_stopped_while_replacing_its_variants_is_repaired_by_export_fo
     bundle.verify()  # every listed file there and matching
 
 
+def test_files_of_a_first_export_stopped_before_recording_them_need_no_force(
+    tiny_charcnn_bundle: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A first export stopped after installing its files but before clsrun.json listed them: those files are
+    never used (predict loads listed files only), so the next export replaces them and says so, where it
+    had said "already exported" and asked for --force."""
+    (tiny_charcnn_bundle / "onnx").mkdir()
+    (tiny_charcnn_bundle / "onnx/model.onnx").write_bytes(b"half an export")
+    export_bundle(tiny_charcnn_bundle, precisions=("fp32",))
+    assert "replacing export files that no finished export recorded (onnx/model.onnx)" in caplog.text
+    Bundle.load(tiny_charcnn_bundle).verify()  # the new file, listed and matching its hash
+
+
 def test_eval_data_with_foreign_labels_refused(tiny_charcnn_bundle: Path, tmp_path: Path) -> None:
     data = tmp_path / "eval.csv"
     data.write_text("label,text\nspam,hello\n", encoding="utf-8")
