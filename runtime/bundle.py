@@ -98,6 +98,8 @@ class BundleSpec:
             problems.append("labels must be a non-empty list of strings")
         elif len(set(labels)) != len(labels):
             problems.append("labels contain duplicates")
+        elif not all(x.strip() for x in labels):  # an ok row with an empty label reads as an unscored one
+            problems.append("labels must not be empty or only spaces")
         max_length = data.get("max_length")
         if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length <= 0:
             problems.append("max_length must be a positive integer")

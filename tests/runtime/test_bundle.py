@@ -93,10 +93,14 @@ def test_not_a_bundle(tmp_path: Path) -> None:
 
 def test_schema_problems_are_listed_together(tmp_path: Path) -> None:
     root = _make(tmp_path / "b")
-    data = json.loads((root / SPEC_FILE).read_text(encoding="utf-8"))
-    data.update(schema_version=99, kind="xgboost", labels=["a", "a"])
-    (root / SPEC_FILE).write_text(json.dumps(data), encoding="utf-8")
+    good = json.loads((root / SPEC_FILE).read_text(encoding="utf-8"))
+    (root / SPEC_FILE).write_text(
+        json.dumps({**good, "schema_version": 99, "kind": "xgboost", "labels": ["a", "a"]})
+    )
     with pytest.raises(BundleError, match=r"schema_version is 99.*kind is 'xgboost'.*duplicates"):
+        Bundle.load(root)
+    (root / SPEC_FILE).write_text(json.dumps({**good, "labels": ["neg", " "]}))  # ok rows would read unscored
+    with pytest.raises(BundleError, match="labels must not be empty or only spaces"):
         Bundle.load(root)
 
 
