@@ -2,8 +2,9 @@
 
 Why windows: sorting a bounded read-ahead window by token length puts texts of similar length together,
 so a batch padded to its longest row wastes little (README: padded tokens per real token, sorted vs
-random batches). A window has a fixed number of rows, so the windows of
-a resumed run are exactly those of an uninterrupted one (``partial.py`` checkpoints whole windows).
+random batches). A window has a fixed number of rows (fewer when its texts are long: a
+character budget bounds its memory), and where one ends depends only on the rows from its start, so the
+windows of a resumed run are exactly those of an uninterrupted one (``partial.py`` checkpoints whole windows).
 
 Why a token budget: the cost of a padded batch is ``longest length x rows``. Filling batches against a
 budget of padded tokens keeps that cost constant, so short texts go in big batches and long ones in
@@ -20,12 +21,17 @@ from dataclasses import dataclass, replace
 from typing import cast
 
 import numpy as np
+import pyarrow.compute as pc
 
 from clsrun.runtime.arrow_texts import ArrowTexts
 from clsrun.runtime.errors import InternalError, UsageError
 from clsrun.runtime.readers import RecordChunk
 
 DEFAULT_WINDOW = 8192  # rows sorted together; also the unit of a resume checkpoint
+# A window also ends once its texts hold this many characters: a row count alone bounds nothing when texts
+# are long (8,192 texts at the 1 MiB cap are 8 GiB, and the n-gram encoder holds about 60 bytes per
+# character while it works), and two windows are in flight at once. Short texts never reach it.
+WINDOW_TEXT_CHARS = 1 << 22
 # Rows in one batch at most, by device. On CUDA the host launches every kernel of a batch from Python
 # (a few milliseconds for a BERT forward, whatever its size), so a batch must hold enough rows for the
 # GPU's share of the work to outlast that; the token budget still bounds its memory.
@@ -121,25 +127,46 @@ class BatchOptions:
         )
 
 
-def windows(chunks: Iterable[RecordChunk], size: int) -> Iterator[RecordChunk]:
-    """Regroup consecutive chunks into windows of exactly ``size`` rows (the last one may be shorter).
+def windows(
+    chunks: Iterable[RecordChunk], size: int, max_chars: int = WINDOW_TEXT_CHARS
+) -> Iterator[RecordChunk]:
+    """Regroup consecutive chunks into windows of ``size`` rows, or fewer where their texts reach
+    ``max_chars`` characters (the row that reaches it ends the window; the last window may be shorter).
 
-    Windows start at multiples of ``size`` counted from the first chunk's ``start``, whatever the
-    reader's chunk sizes were, so a resume that starts at a window boundary sees the same windows.
+    Where a window ends depends only on the rows from its start on, whatever the reader's chunk sizes
+    were, so a resume that starts at a window boundary sees the same windows as an uninterrupted run.
     """
     if size <= 0:
         raise ValueError(f"window size must be positive, got {size}")
     pending: list[RecordChunk] = []
-    held = 0
+    chars = np.zeros(0, dtype=np.int64)  # characters of each pending row
     for chunk in chunks:
         pending.append(chunk)
-        held += len(chunk)
-        while held >= size:
-            window, pending = _split(pending, size)
-            held -= size
+        chars = np.concatenate([chars, text_chars(chunk)])
+        while (n := _window_rows(chars, size, max_chars)) is not None:
+            window, pending = _split(pending, n)
+            chars = chars[n:]
             yield window
-    if held:
-        yield _split(pending, held)[0]
+    if len(chars):
+        yield _split(pending, len(chars))[0]
+
+
+def _window_rows(chars: np.ndarray, size: int, max_chars: int) -> int | None:
+    """Rows of the next complete window among pending rows of ``chars`` characters, None until one is."""
+    reached = np.flatnonzero(np.cumsum(chars[:size]) >= max_chars)
+    if len(reached):
+        return int(reached[0]) + 1
+    return size if len(chars) >= size else None
+
+
+def text_chars(chunk: RecordChunk) -> np.ndarray:
+    """Characters (code points) of each text of ``chunk``; 0 for an error row. Code points, not bytes: the
+    same count whether the reader gave the rows as an Arrow column or as Python strings."""
+    texts = chunk.texts
+    if isinstance(texts, ArrowTexts):
+        counts = pc.utf8_length(texts.array).fill_null(0)
+        return np.asarray(counts.to_numpy(zero_copy_only=False), dtype=np.int64)
+    return np.fromiter((0 if t is None else len(t) for t in texts), dtype=np.int64, count=len(texts))
 
 
 def _split(chunks: list[RecordChunk], n: int) -> tuple[RecordChunk, list[RecordChunk]]:

@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections import Counter
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
+from clsrun.runtime.arrow_texts import ArrowTexts
 from clsrun.runtime.batching import (
     DEFAULT_UNPADDED_BATCH_TOKENS,
     BatchOptions,
@@ -35,6 +37,27 @@ def test_windows_do_not_depend_on_how_the_reader_chunked(sizes: list[int]) -> No
     assert [w.start for w in got] == [0, 8, 16, 24]
     assert [len(w) for w in got] == [8, 8, 8, 6]
     assert [t for w in got for t in w.texts] == [f"t{i}" for i in range(30)]
+
+
+@pytest.mark.parametrize("sizes", [[12], [1] * 12, [5, 7], [3, 3, 6]])
+@pytest.mark.parametrize("arrow", [False, True])
+def test_long_texts_end_a_window_at_its_character_budget_wherever_the_reader_chunked(
+    sizes: list[int], arrow: bool
+) -> None:
+    """Rows bound nothing when texts are long (8,192 texts at the 1 MiB cap): a window also ends at the
+    row that brings it to the character budget, counted in code points whether the reader gave an Arrow
+    column or Python strings, and the same windows come out of any chunking (so a resume sees them)."""
+    lengths = [1, 2, 3, 40, 1, 1, 1, 1, 25, 0, 100, 2]  # 0: an error row (no text)
+    texts = [None if n == 0 else "é" * n for n in lengths]
+    out, start = [], 0
+    for n in sizes:
+        run: list[str | None] = texts[start : start + n]
+        part = ArrowTexts(pa.array(run, pa.string())) if arrow else run
+        out.append(RecordChunk(start, None, part, [""] * n))
+        start += n
+    got = list(windows(out, 8, max_chars=30))
+    assert [(w.start, len(w)) for w in got] == [(0, 4), (4, 7), (11, 1)]  # 46, then 129 characters
+    assert [t for w in got for t in w.texts] == texts  # every row once, in order
 
 
 def test_batches_cover_every_row_once_within_the_budget() -> None:
