@@ -296,10 +296,10 @@ def exported_candidates(bundle: Bundle, variant: Variant) -> list[Choice]:
         ):
             continue
         if not passed:
-            if explicit:
-                raise BundleError(
-                    f"{bundle.root}: no exported {backend} variant that passed the export gate; "
-                    f"{_export_hint(bundle, backend)}, or use another --backend"
+            if explicit:  # what was asked for is not there, as a --precision not exported (exit 2)
+                raise UsageError(
+                    f"--backend {backend}: {bundle.root} has no exported {backend} variant that passed the "
+                    f"export gate; {_export_hint(bundle, backend)}, or use another --backend"
                 )
             continue
         order = _UNMEASURED_ORDER[device]

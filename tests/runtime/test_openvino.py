@@ -21,7 +21,7 @@ from clsrun.runtime import speeds
 from clsrun.runtime.batching import BatchOptions
 from clsrun.runtime.bundle import Bundle, BundleSpec, write_spec
 from clsrun.runtime.classifier import Classifier
-from clsrun.runtime.errors import BundleError, DependencyError
+from clsrun.runtime.errors import BundleError, DependencyError, UsageError
 from clsrun.runtime.plugins import runner_plugin
 from clsrun.runtime.variant import Variant, choose
 
@@ -178,8 +178,10 @@ def test_without_rows_to_measure_auto_says_it_did_not_measure(ov_bundle: Path) -
 
 def test_a_refused_openvino_variant_is_never_chosen(make_bundle: Callable[..., Path]) -> None:
     root = add_openvino(make_bundle("refused"), passed=False)
-    with pytest.raises(BundleError, match="no exported openvino variant that passed"):
-        choose(Bundle.load(root), Variant(backend="openvino"))
+    with pytest.raises(
+        UsageError, match=r"--backend openvino: .* has no exported openvino variant that passed"
+    ):
+        choose(Bundle.load(root), Variant(backend="openvino"))  # exit 2, as a --precision not exported
 
 
 def test_predict_backend_openvino_writes_what_ran_and_why(
@@ -249,7 +251,7 @@ def test_asking_for_openvino_on_a_bundle_exported_without_it_names_the_export_th
 ) -> None:
     bundle = make_bundle("no-ov")  # exported: fp32 and int8 only
     with pytest.raises(
-        BundleError, match=r"clsrun export .*no-ov --precision fp32,int8,ov-int8 --force` first"
+        UsageError, match=r"clsrun export .*no-ov --precision fp32,int8,ov-int8 --force` first"
     ):
         Classifier.load(bundle, Variant(backend="openvino"))
 
@@ -258,7 +260,6 @@ def test_device_cuda_where_there_is_no_gpu_says_so_rather_than_naming_an_extra(
     make_bundle: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from clsrun.runtime import variant as variant_module
-    from clsrun.runtime.errors import UsageError
 
     monkeypatch.setattr(variant_module, "ort_providers", lambda: ["CPUExecutionProvider"])
     monkeypatch.setattr(variant_module, "nvidia_gpu_present", lambda: False)
