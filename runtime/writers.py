@@ -5,7 +5,8 @@ Columns (DESIGN.md): ``id`` (the ``--id-col`` value as text, else the 0-based ro
 ``error``), ``error`` (empty when ok). An error row has empty label, score and probabilities.
 
 CSV cells that a spreadsheet would run as a formula (starting with ``=``, ``+``, ``-``, ``@``, tab or
-carriage return) get a leading ``'`` (OWASP's advice); plain numbers such as ``-1`` are left alone, since
+carriage return) get a leading ``'`` (OWASP's advice), and so does a cell that already starts with ``'``
+and then one of those (so two ids never become one); plain numbers such as ``-1`` are left alone, since
 they cannot be formulas and an id or label like that must survive a round trip.
 """
 
@@ -28,7 +29,9 @@ from clsrun.runtime.files import fsync_path, publish, temporary_for
 OUTPUT_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
 # Every accepted extension, as messages and --help list them.
 OUTPUT_EXTENSIONS = ".csv, .tsv, .jsonl, .json (written as JSON Lines, one object per line) or .parquet"
-_FORMULA_START = r"^[=+\-@\t\r]"
+# A cell that starts like a formula, or like one already neutralised (``'=x``): that one gets a ``'`` too,
+# so ``=x`` and ``'=x`` stay two values (``'=x`` and ``''=x``) and dropping one ``'`` gives each back.
+_FORMULA_START = r"^'*[=+\-@\t\r]"
 _PLAIN_NUMBER = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
 
 

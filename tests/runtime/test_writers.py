@@ -44,6 +44,19 @@ def test_csv_neutralises_formulas_but_not_numbers(tmp_path: Path) -> None:
     assert back.column("label").to_pylist()[2] == "'\tneg"
 
 
+def test_an_id_that_looks_already_neutralised_gets_its_own_quote_so_two_ids_stay_two(tmp_path: Path) -> None:
+    """``=x`` is written ``'=x``; the id ``'=x`` was written the same, and two ids became one."""
+    ids: list[str | None] = ["=x", "'=x", "''=x", "'plain", "'-1", "-1"]
+    probs = np.tile(PROBS[:1], (len(ids), 1))
+    table = result_table(0, ids, probs, [""] * len(ids), ["neg", "pos"], False)
+    out = tmp_path / "o.csv"
+    write_atomically(out, table.schema, [table])
+    back = pacsv.read_csv(out, convert_options=pacsv.ConvertOptions(column_types={"id": pa.string()}))
+    written = back.column("id").to_pylist()
+    assert written == ["'=x", "''=x", "'''=x", "'plain", "''-1", "-1"]
+    assert len(set(written)) == len(ids)
+
+
 def test_jsonl_and_parquet_round_trip(tmp_path: Path) -> None:
     table = _table(ids=["a", "b", None], probs=True)
     write_atomically(tmp_path / "o.jsonl", table.schema, [table, table])
