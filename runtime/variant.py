@@ -296,11 +296,15 @@ def exported_candidates(bundle: Bundle, variant: Variant) -> list[Choice]:
         ):
             continue
         if not passed:
-            if explicit:  # what was asked for is not there, as a --precision not exported (exit 2)
-                raise UsageError(
+            if explicit:
+                said = (
                     f"--backend {backend}: {bundle.root} has no exported {backend} variant that passed the "
                     f"export gate; {_export_hint(bundle, backend)}, or use another --backend"
                 )
+                others = [b for b in EXPORTED_BACKENDS if b != backend and passed_variants(bundle, b)]
+                # A backend the bundle was not exported for is bad usage, as a --precision not exported
+                # (exit 2); a bundle with nothing exported is refused as under --backend auto (exit 3).
+                raise UsageError(said) if others else BundleError(said)
             continue
         order = _UNMEASURED_ORDER[device]
         for precision in sorted(passed, key=lambda p: order.index(p) if p in order else len(order)):
