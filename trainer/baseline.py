@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import resource
+import threading
 import time
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -132,7 +134,12 @@ class BaselineRun:
         if len(split.train_texts) < IN_PROCESS_ROWS:
             executor = ThreadPoolExecutor(1, thread_name_prefix="clsrun-baseline")
         else:  # spawn, not fork: the parent may already run OpenMP threads (torch), which fork breaks
-            executor = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+            executor = ProcessPoolExecutor(
+                1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=exit_with_parent,
+                initargs=(os.getpid(),),
+            )
         future = executor.submit(
             fit_baseline,
             normalize_many(split.train_texts, normalization),
@@ -160,6 +167,22 @@ class BaselineRun:
         self._future.cancel()
         _end_workers(self._executor)
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def exit_with_parent(parent: int, every: float = 1.0) -> None:
+    """Worker initializer: end this process once ``parent`` (the training that started it) is gone.
+
+    A training killed outright (``kill -9``, the OOM killer) cannot end its baseline worker, and an
+    orphaned pool worker waits on its task queue forever, holding its memory and the caller's output
+    pipes (a scheduler reading them waits too). Polled from a daemon thread rather than Linux's
+    ``PR_SET_PDEATHSIG``, which fires when the *thread* that started the worker ends, not the process."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="clsrun-baseline-parent", daemon=True).start()
 
 
 def _end_workers(executor: Executor) -> None:

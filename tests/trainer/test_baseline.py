@@ -135,3 +135,50 @@ def test_a_cancelled_baseline_process_is_ended_not_left_to_finish_its_fit(
     assert not any(p.is_alive() for p in workers), [(p.pid, p.exitcode) for p in workers]
     assert time.perf_counter() - started < 10
     assert future.cancelled() or future.exception(timeout=10) is not None  # cancelled queued, or failed
+
+
+_PARENT = """
+import multiprocessing, os, sys, time
+from concurrent.futures import ProcessPoolExecutor
+from clsrun.trainer.baseline import exit_with_parent
+
+if __name__ == "__main__":
+    pool = ProcessPoolExecutor(
+        1, mp_context=multiprocessing.get_context("spawn"), initializer=exit_with_parent, initargs=(os.getpid(), 0.1)
+    )
+    pool.submit(time.sleep, 0).result()  # the worker is up (its watch thread started)
+    pool.submit(time.sleep, 300)  # busy, like a long fit
+    print(*pool._processes, flush=True)
+    time.sleep(300)
+"""
+
+
+def test_a_baseline_worker_ends_when_its_training_is_killed_outright(tmp_path: Path) -> None:
+    """kill -9 (the OOM killer) of a training left its baseline worker running for good, holding ~230 MB
+    and the caller's output pipes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "parent.py"
+    script.write_text(_PARENT, encoding="utf-8")
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None
+    worker = int(parent.stdout.readline().split()[0])
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    started = time.perf_counter()
+    while _running(worker) and time.perf_counter() - started < 20:
+        time.sleep(0.1)
+    assert not _running(worker), f"baseline worker {worker} outlived its killed parent by 20 s"
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` still runs (an exited one that no one has reaped yet does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
