@@ -228,3 +228,26 @@ def test_a_half_precision_checkpoint_is_trained_and_rebuilt_in_float32(
         trained = from_checkpoint(half, ["neg", "pos"], pooling)
         rebuilt = from_config(config, pooling)
         assert {p.dtype for p in [*trained.parameters(), *rebuilt.parameters()]} == {torch.float32}
+
+
+def test_text_the_checkpoints_vocabulary_cannot_read_is_said(
+    tiny_bert_checkpoint: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """MiniLM on Chinese text trained on 54 % [UNK] tokens with no word about it (validation 0.45)."""
+    from clsrun.trainer.bert import UNKNOWN_TOKENS_WARNING, fit_bert, unknown_share
+    from clsrun.trainer.config import TrainConfig
+    from clsrun.trainer.data import load_split
+    from clsrun.trainer.options import BertOptions
+
+    encoder = BertEncoder.from_folder(tiny_bert_checkpoint, 32, "head")
+    assert unknown_share(encoder, encoder.tokenize(["the movie was good", "这个电影很好"])) == 0
+    assert unknown_share(encoder, encoder.tokenize(["今天天气怎么样", "我们明天见"])) > 0.5
+    rows = [("pos", "今天天气怎么样 good"), ("neg", "我们明天见面吧 bad")] * 10
+    data = tmp_path / "zh.csv"
+    data.write_text("label,text\n" + "".join(f"{y},{t}\n" for y, t in rows), encoding="utf-8")
+    config = TrainConfig.for_kind(str(tiny_bert_checkpoint), epochs=1, max_length=32, quiet=True, logs=False)
+    fit_bert(load_split(data, val_split=0.2), config, BertOptions(model=str(tiny_bert_checkpoint)))
+    assert (
+        "of the data's tokens are [UNK]: the checkpoint's vocabulary does not cover this text" in caplog.text
+    )
+    assert UNKNOWN_TOKENS_WARNING < 0.5
