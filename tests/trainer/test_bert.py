@@ -233,7 +233,7 @@ def test_a_half_precision_checkpoint_is_trained_and_rebuilt_in_float32(
 def test_text_the_checkpoints_vocabulary_cannot_read_is_said(
     tiny_bert_checkpoint: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """MiniLM on Chinese text trained on 54 % [UNK] tokens with no word about it (validation 0.45)."""
+    """MiniLM on Chinese text trained on over half [UNK] tokens with no word about it (validation 0.45)."""
     from clsrun.trainer.bert import UNKNOWN_TOKENS_WARNING, fit_bert, unknown_share
     from clsrun.trainer.config import TrainConfig
     from clsrun.trainer.data import load_split
