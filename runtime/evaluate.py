@@ -95,6 +95,8 @@ def evaluate(
         seconds=seconds,
         rows_per_s=len(rows.texts) / max(seconds, 1e-9),
         metrics=classification_report(rows.labels, predicted, clf.labels, averaged_over=clf.labels),
-        warnings=[w for w in [overlap_warning(clf.bundle, Path(data), rows.texts)] if w],
+        warnings=[
+            w for w in [overlap_warning(clf.bundle, Path(data), rows.texts, (text_col, label_col))] if w
+        ],
         left_out=rows.left_out,
     )

@@ -56,16 +56,27 @@ def _sampled_share(sample: dict[str, Any], texts: list[str], norm: Normalization
     return sum(1 for h in looked if h in known), len(looked)
 
 
-def overlap_warning(bundle: Bundle, data: Path, texts: list[str]) -> str | None:
-    """One line when ``data`` is the training file or many of its rows are training rows, else None."""
+def overlap_warning(
+    bundle: Bundle, data: Path, texts: list[str], columns: tuple[str, str] = ("text", "label")
+) -> str | None:
+    """One line when ``data`` is the training file or many of its rows are training rows, else None.
+    ``columns``: the text and label columns read; the training file read through others is said too."""
     training = bundle.spec.training
     name = Path(str(training.get("data_file") or "the training file")).name
     if training.get("data_sha256") and sha256_file(data) == training["data_sha256"]:
         held = training.get("val_rows")
         held_out = f"; only its {held:,} validation rows were held out" if isinstance(held, int) else ""
+        trained = (training.get("text_col"), training.get("label_col"))
+        other = (
+            f"; it was trained on its columns {trained[0]!r} / {trained[1]!r}, these are {columns[0]!r} / "
+            f"{columns[1]!r} (--text-col / --label-col)"
+            if None not in trained and trained != columns
+            else ""
+        )
         return (
             f"{data} is the file this model was trained on (same sha256 as {name}{held_out}): these scores "
             f"overstate accuracy on new text; evaluate on held-out data, e.g. the bundle's validation.jsonl.gz"
+            f"{other}"
         )
     sample = training.get("train_text_sample")
     if not isinstance(sample, dict):

@@ -480,6 +480,7 @@ def read_labelled(
         log.warning("%s", left_out[-1])
     _warn_case_twins(path, keep_l)
     warn_numbers_as_texts(path, keep_t, text_col)
+    _warn_one_text(path, keep_t, text_col)
     return LabelledData(keep_t, keep_l, left_out)
 
 
@@ -565,6 +566,18 @@ def warn_numbers_as_texts(
         log.warning(
             "%s: %d of %d texts%s in column %r are numbers: is it the right column? Choose the text with --text-col",
             path, numbers, len(present), where, text_col,
+        )  # fmt: skip
+
+
+def _warn_one_text(path: Path | str, texts: list[str], text_col: str) -> None:
+    """One warning when every row has the same text: a placeholder column named as the text (``x`` in every
+    cell) trains a model that cannot tell rows apart and measures one that predicts one class."""
+    if len(texts) >= NUMBERS_MIN_ROWS and len(set(texts)) == 1:
+        shown = texts[0] if len(texts[0]) <= 40 else texts[0][:40] + "..."
+        log.warning(
+            "%s: every one of the %d texts in column %r is %r: is it the right column? Choose the text with "
+            "--text-col",
+            path, len(texts), text_col, shown,
         )  # fmt: skip
 
 

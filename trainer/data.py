@@ -67,6 +67,8 @@ class Split:
     val_file: Path | None = None  # --val-data, when given
     val_sha256: str | None = None
     val_split: float | None = None  # the held-out fraction, when no --val-data
+    text_col: str = "text"  # the columns read (--text-col / --label-col): eval of the same file names them
+    label_col: str = "label"
 
     def train_targets(self) -> np.ndarray:
         """(N,) int64 label index of each training row."""
@@ -88,6 +90,8 @@ class Split:
             "val_data_file": None if self.val_file is None else str(self.val_file),
             "val_data_sha256": self.val_sha256,
             "val_split": self.val_split,
+            "text_col": self.text_col,
+            "label_col": self.label_col,
             "train_rows": len(self.train_texts),
             "val_rows": len(self.val_texts),
             "label_counts": dict(sorted(Counter(self.train_labels).items())),
@@ -181,4 +185,6 @@ def load_split(
         val_file=None if val_data is None else Path(val_data),
         val_sha256=None if val_data is None else sha256_file(Path(val_data)),
         val_split=None if val_data is not None else val_split,
+        text_col=text_col,
+        label_col=label_col,
     )

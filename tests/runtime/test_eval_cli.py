@@ -128,3 +128,31 @@ def test_eval_on_validation_rows_reproduces_training_metrics(tiny_charcnn_bundle
         assert report[key] == pytest.approx(recorded[key]), key
     for label, scores in recorded["per_class"].items():
         assert report["per_class"][label] == pytest.approx(scores), label
+
+
+def test_eval_of_the_training_file_through_other_columns_says_which_it_was_trained_on(
+    small_charcnn_data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Trained on --text-col body, evaluated with the default 'text' (a placeholder column here): the
+    report said only "the training file", with accuracy 0.2 and every row one class."""
+    import csv
+
+    from clsrun.trainer import DataOptions, train
+
+    with small_charcnn_data.open(encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    data = tmp_path / "cols.csv"
+    with data.open("w", encoding="utf-8", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(["y", "body", "text"])
+        out.writerows([r["label"], r["text"], "x"] for r in rows)
+    bundle = tmp_path / "b"
+    options = DataOptions(val_split=0.2, text_col="body", label_col="y")
+    train(data, bundle, model="ngram", config={"epochs": 2, "quiet": True}, data_options=options)
+    result = runner.invoke(app, ["eval", str(bundle), str(data), "--label-col", "y", "--json"])
+    assert result.exit_code == 0, result.output
+    warning = " ".join(json.loads(result.stdout)["warnings"])
+    assert "trained on its columns 'body' / 'y', these are 'text' / 'y'" in warning
+    assert (
+        f"every one of the {len(rows)} texts in column 'text' is 'x': is it the right column?" in caplog.text
+    )
