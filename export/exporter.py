@@ -54,6 +54,7 @@ from clsrun.runtime.bundle import (
     Bundle,
     is_variant_file,
     openvino_weights,
+    sha256_file,
 )
 from clsrun.runtime.errors import AlreadyExportedError, ExportError, InternalError, UsageError
 from clsrun.runtime.files import atomic_write_text, move_into_place
@@ -284,9 +285,9 @@ def export_bundle(
 
 def _forget_broken_variants(root: Path) -> None:
     """For ``--force``: when ``clsrun.json`` lists variant files that are gone (an export stopped while it
-    replaced them: the old removed, the new not yet in), list none of them, so the bundle loads and this
-    export builds them again. The other files keep the hashes recorded at training (nothing is re-hashed:
-    a changed weights file is still caught when it is read)."""
+    replaced them: the old removed, the new not yet in) or changed (damaged on disk, edited), list none of
+    them, so the bundle loads and this export builds them again. The other files keep the hashes recorded
+    at training (only the variants are hashed here: a changed weights file is still caught when read)."""
     path = root / SPEC_FILE
     try:
         spec = json.loads(path.read_text(encoding="utf-8"))
@@ -297,13 +298,18 @@ def _forget_broken_variants(root: Path) -> None:
         return
     variants = [name for name in files if is_variant_file(str(name))]
     missing = [name for name in variants if not (root / name).is_file()]
-    if not missing:
+    changed = [n for n in variants if n not in missing and sha256_file(root / n) != files[n]]
+    if missing:
+        log.warning(
+            "%s: %s listed but missing (an export was stopped while replacing its variants); exporting them "
+            "again",
+            root,
+            ", ".join(missing[:3]) + (" ..." if len(missing) > 3 else ""),
+        )
+    if changed:
+        log.warning("%s: %s changed or damaged since export; exporting again", root, ", ".join(changed[:3]))
+    if not missing and not changed:
         return
-    log.warning(
-        "%s: %s listed but missing (an export was stopped while replacing its variants); exporting them again",
-        root,
-        ", ".join(missing[:3]) + (" ..." if len(missing) > 3 else ""),
-    )
     spec["files"] = {name: digest for name, digest in files.items() if name not in variants}
     atomic_write_text(path, json.dumps(spec, ensure_ascii=False, indent=2) + "\n")
 

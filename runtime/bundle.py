@@ -329,7 +329,12 @@ class Bundle:
     def _check(self, rel: str, path: Path) -> None:
         """Refuse ``rel`` unless its sha256 is the one ``clsrun.json`` lists (then it counts as checked)."""
         if sha256_file(path) != self.files[rel]:
-            raise BundleError(f"{path}: sha256 mismatch, the file was changed or damaged")
+            fix = (
+                f"; `clsrun export {self.root} --force` builds the variants again"
+                if is_variant_file(rel)
+                else ""
+            )
+            raise BundleError(f"{path}: sha256 mismatch, the file was changed or damaged{fix}")
         self.unchecked.discard(rel)
 
     def with_staged(self, *rels: str) -> Bundle:

@@ -153,6 +153,19 @@ def test_an_export_stopped_while_replacing_its_variants_is_repaired_by_export_fo
     bundle.verify()  # every listed file there and matching
 
 
+def test_variant_files_damaged_after_export_are_rebuilt_by_export_force(tiny_charcnn_bundle: Path) -> None:
+    """A changed onnx/ file (a byte appended, the report rewritten) failed predict and export --force alike,
+    exit 3, with no way out named: --force now builds the variants again, and the refusal names it."""
+    export_bundle(tiny_charcnn_bundle, precisions=("fp32",))
+    with (tiny_charcnn_bundle / "onnx/model.onnx").open("ab") as f:
+        f.write(b"\n")
+    (tiny_charcnn_bundle / "onnx/export_report.json").write_text("{}", encoding="utf-8")
+    with pytest.raises(BundleError, match=r"sha256 mismatch.*`clsrun export .* --force` builds the variants"):
+        Bundle.load(tiny_charcnn_bundle).verify()
+    export_bundle(tiny_charcnn_bundle, precisions=("fp32",), force=True)
+    Bundle.load(tiny_charcnn_bundle).verify()  # every listed file there and matching
+
+
 def test_files_of_a_first_export_stopped_before_recording_them_need_no_force(
     tiny_charcnn_bundle: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
