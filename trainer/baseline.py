@@ -18,12 +18,15 @@ thread instead, where starting a process would cost more than the fit.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
 import resource
 import threading
 import time
+import warnings
+from collections.abc import Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
@@ -97,7 +100,8 @@ def fit_baseline(
             vectorizer = TfidfVectorizer(**{**settings, "min_df": 1})
             features = vectorizer.fit_transform(train_texts)
         model = LogisticRegression(C=C, max_iter=1000, class_weight="balanced" if balanced else None)
-        model.fit(features, train_targets)
+        with without_class_count_note():
+            model.fit(features, train_targets)
         predicted = model.predict(vectorizer.transform(val_texts))
     low, high = settings["ngram_range"]
     recipe = (
@@ -112,6 +116,16 @@ def fit_baseline(
         seconds=round(time.perf_counter() - start, 2),
         cpu_seconds=round(_cpu_seconds() - cpu, 2),
     )
+
+
+@contextlib.contextmanager
+def without_class_count_note() -> Iterator[None]:
+    """scikit-learn's fits without its "number of unique classes is greater than 50%" warning: many labels
+    over few rows is a shape the trainer's own checks judge (every label on both sides of the split), and
+    two raw lines of a library warning on stderr told a user nothing to do."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The number of unique classes is greater than 50%")
+        yield
 
 
 def _cpu_seconds() -> float:

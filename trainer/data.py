@@ -8,6 +8,7 @@ validation rows are what the bundle keeps in ``validation.jsonl.gz``, and scorin
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,12 +114,35 @@ def stratified_split(labels: list[str], fraction: float, seed: int) -> tuple[np.
             f"--val-split: label(s) {', '.join(map(repr, lonely[:10]))} have a single row; a stratified "
             "split needs at least 2 rows per label (add rows, or give --val-data)"
         )
+    _require_rows_per_label(len(labels), len(counts), fraction)
     index = np.arange(len(labels))
     try:
         train_idx, val_idx = train_test_split(index, test_size=fraction, random_state=seed, stratify=labels)
     except ValueError as e:
         raise UsageError(f"--val-split {fraction}: {e}") from e
     return np.sort(train_idx), np.sort(val_idx)
+
+
+def _require_rows_per_label(rows: int, n_labels: int, fraction: float) -> None:
+    """Refuse a ``fraction`` that leaves either side with fewer rows than labels (a stratified split needs a
+    row of every label on both), saying which shares work, in place of scikit-learn's own words. Its
+    counts: ``ceil(fraction * rows)`` held out, the rest kept."""
+    held = math.ceil(fraction * rows)
+    if held >= n_labels and rows - held >= n_labels:
+        return
+    # the held-out shares that leave both sides enough, rounded inwards so that both ends work
+    low, high = math.ceil(1000 * n_labels / rows) / 1000, math.floor(1000 * (rows - n_labels) / rows) / 1000
+    said = (
+        f"holds out {held} of {rows} rows"
+        if held < n_labels
+        else f"keeps {rows - held} of {rows} rows for training"
+    )
+    works = (
+        f"give --val-split between {low:g} and {high:g}, or --val-data FILE"
+        if low <= high
+        else f"{rows} rows cannot hold a row of each label on both sides: add rows or give --val-data FILE"
+    )
+    raise UsageError(f"--val-split {fraction:g} {said}, fewer than the {n_labels} labels; {works}")
 
 
 def _warn_shared_rows(source: str, train_texts: list[str], val_texts: list[str], why: str = "") -> None:

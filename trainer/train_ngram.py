@@ -42,6 +42,7 @@ from clsrun.runtime.errors import InputError, file_errors_of
 from clsrun.runtime.metrics import ClassificationReport, report_from_indices
 from clsrun.runtime.textnorm import normalize_many
 from clsrun.trainer import distributed, engine
+from clsrun.trainer.baseline import without_class_count_note
 from clsrun.trainer.bundle_writer import finish_bundle, save_weights
 from clsrun.trainer.config import TrainConfig
 from clsrun.trainer.data import Split
@@ -146,7 +147,8 @@ def fit_logreg(
         max_iter=1000,
         class_weight="balanced" if config.class_weights == "auto" else None,
     )
-    model.fit(features_matrix(train, shape.n_features), targets)
+    with without_class_count_note():
+        model.fit(features_matrix(train, shape.n_features), targets)
     table = model.coef_.T.astype(np.float32)  # (V, C), or (V, 1) for two labels
     bias = model.intercept_.astype(np.float32)
     if shape.n_labels == 2:  # one logit z for the second label: softmax([0, z]) = sigmoid(z), as LR

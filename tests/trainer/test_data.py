@@ -57,6 +57,26 @@ def test_label_with_one_row_cannot_be_stratified(tmp_path: Path) -> None:
         load_split(data)
 
 
+@pytest.mark.parametrize(
+    ("share", "said"),
+    [
+        (0.0001, "--val-split 0.0001 holds out 1 of 40 rows, fewer than the 4 labels; give --val-split "
+                 "between 0.1 and 0.9, or --val-data FILE"),
+        (0.95, "--val-split 0.95 keeps 2 of 40 rows for training, fewer than the 4 labels"),
+    ],
+)  # fmt: skip
+def test_a_split_share_too_small_or_too_large_for_the_labels_says_which_shares_work(
+    tmp_path: Path, share: float, said: str
+) -> None:
+    """scikit-learn's own words ("The test_size = 1 should be greater or equal to the number of classes")
+    said nothing a user could do."""
+    data = _csv(tmp_path / "d.csv", [(f"l{i % 4}", f"text {i}") for i in range(40)])
+    with pytest.raises(UsageError) as e:
+        load_split(data, val_split=share)
+    assert str(e.value).startswith(said)
+    load_split(data, val_split=0.1)  # the lower end of the shares named works
+
+
 def test_a_single_label_is_refused(tmp_path: Path) -> None:
     data = _csv(tmp_path / "d.csv", [("x", f"t{i}") for i in range(10)])
     with pytest.raises(InputError, match="1 distinct label"):
