@@ -212,10 +212,7 @@ def _score_claimed(
         else:
             streamed.publish()
     except OSError as e:
-        failure = _storage_failure(e, out, partial)
-        if failure is e:  # not a known storage problem: a write that failed because the folder went?
-            _require_held(claim, partial)
-        raise failure from e
+        raise _write_failure(e, claim, partial) from e
     finally:
         if streamed is not None:
             streamed.discard()
@@ -225,18 +222,35 @@ def _score_claimed(
         **_manifest(stream.path, out, state, described, partial, resumed_rows, wall),
         "max_error_rate": options.max_error_rate,
     }
+    target = _write_manifest(out, manifest, partial)
+    partial.remove()
+    check_error_rate(manifest, options.max_error_rate)
+    return ScoreResult(out, manifest, target)
+
+
+def _write_manifest(out: Path, manifest: dict[str, Any], partial: PartialOutput) -> Path:
+    """Write ``OUT.manifest.json`` beside the published ``out``; returns its path.
+
+    A published output has its manifest beside it: when the manifest cannot be written (a full disk), the
+    output is taken back, so the run ends as one stopped before publishing (every row checkpointed;
+    ``--resume`` publishes both), not as a complete file under a failed exit that the same command then
+    refuses for its checkpoint."""
     target = manifest_path(out)
     try:
         atomic_write_text(target, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", partial.folder)
     except OSError as e:
-        # A published output has its manifest beside it: without one it is taken back, so the run ends as
-        # one stopped before publishing (every row checkpointed; --resume publishes both), not a complete
-        # file under a failed exit that the same command then refuses for its checkpoint.
         out.unlink(missing_ok=True)
         raise _storage_failure(e, out, partial) from e
-    partial.remove()
-    check_error_rate(manifest, options.max_error_rate)
-    return ScoreResult(out, manifest, target)
+    return target
+
+
+def _write_failure(error: OSError, claim: OutputClaim, partial: PartialOutput) -> OSError | StorageError:
+    """What a failed write while scoring means for the run (:func:`_storage_failure`); an error that is no
+    known storage problem may be a write into a folder that went since the run locked it: that is said."""
+    failure = _storage_failure(error, claim.path, partial)
+    if failure is error:
+        _require_held(claim, partial)
+    return failure
 
 
 def _require_held(claim: OutputClaim, partial: PartialOutput | None = None) -> None:
