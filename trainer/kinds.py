@@ -72,14 +72,21 @@ def kind_of(model: str) -> Kind:
 
 
 def _not_for(kind: Kind, foreign: list[str]) -> str:
-    """``--truncation and --freeze-encoder apply to BERT models, not charcnn``: one clause per kind."""
-    clauses = []
-    for other in KINDS.values():
-        flags = [other.options.FLAGS[name] for name in foreign if name in other.options.FLAGS]
-        if flags and other is not kind:
-            verb = "applies" if len(flags) == 1 else "apply"
-            clauses.append(f"{_and(flags)} {verb} to {other.title} models")
-    unknown = [name for name in foreign if not any(name in k.options.FLAGS for k in KINDS.values())]
+    """``--truncation and --freeze-encoder apply to BERT models, not charcnn``: one clause per set of kinds
+    (``--pooling applies to charcnn and BERT models``, not one clause for each of them)."""
+    by_kinds: dict[tuple[str, ...], list[str]] = {}
+    unknown = []
+    for name in foreign:
+        owners = tuple(k.title for k in KINDS.values() if name in k.options.FLAGS and k is not kind)
+        flag = next((k.options.FLAGS[name] for k in KINDS.values() if name in k.options.FLAGS), None)
+        if flag is None or not owners:
+            unknown.append(name)
+        else:
+            by_kinds.setdefault(owners, []).append(flag)
+    clauses = [
+        f"{_and(flags)} {'applies' if len(flags) == 1 else 'apply'} to {_and(list(owners))} models"
+        for owners, flags in by_kinds.items()
+    ]
     if unknown:
         clauses.append(f"no model kind has option(s) {_and(unknown)}")
     return f"{'; '.join(clauses)}, not {kind.title}"

@@ -279,6 +279,7 @@ def test_long_texts_get_sublinear_tf_and_scoring_weighs_them_as_training_did(tmp
         (["--logreg-c", "0"], "--logreg-c must be > 0"),
         (["--tf", "log"], "--tf must be one of auto, raw, sublinear"),
         (["--embed-dim", "8"], "--embed-dim applies to charcnn models, not ngram"),
+        (["--pooling", "mean"], "error: --pooling applies to charcnn and BERT models, not ngram\n"),  # once
         (["--min-df", "100000", "--no-baseline"], "no n-gram occurs in --min-df 100000 of the"),
     ],
 )
