@@ -109,6 +109,9 @@ def _train(
         check_out_dir(out, force)
     for module in ("torch", "transformers"):
         require(module, "train")
+    from clsrun.trainer.engine import training_device
+
+    training_device(settings)  # --device cuda without a GPU: said now, not after reading and featurising
     split = where.load(data, settings.seed)
     created = prepare_out_dir(out, force) if main else False
     # Normalization(): every kind trains on the default normalisation, and so does the baseline.

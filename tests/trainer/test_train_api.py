@@ -303,3 +303,17 @@ def test_a_failed_or_stopped_retraining_with_force_gives_the_old_bundle_back(
           config={"epochs": 1, "quiet": True, "logs": False})  # fmt: skip
     assert (tiny_charcnn_bundle / "clsrun.json").read_bytes() != spec  # replaced once the new one is complete
     assert not previous_of(tiny_charcnn_bundle).exists()
+
+
+def test_a_device_that_is_not_here_is_said_before_the_data_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--device cuda without a GPU was refused only after reading and featurising the data (17 s)."""
+    import torch
+
+    from clsrun.runtime.errors import UsageError
+    from clsrun.trainer import train
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(UsageError, match="--device cuda"):  # not the missing file: that is read later
+        train(tmp_path / "not-read.csv", tmp_path / "b", model="ngram", config={"device": "cuda"})
