@@ -106,6 +106,11 @@ class KindOptions:
         """What ``training.hyperparameters`` of the bundle records about these options."""
         raise NotImplementedError
 
+    def unused(self, given: set[str]) -> str | None:
+        """A warning naming the training settings among ``given`` (:class:`TrainConfig` fields the user
+        set) that these options make no use of, rather than accepting them silently; None when all count."""
+        return None
+
 
 def flags(*names: str) -> dict[str, str]:
     """``{field: flag}`` for a kind's ``FLAGS``: each field's ``clsrun train`` flag is its name with dashes."""
@@ -214,6 +219,21 @@ class NgramOptions(KindOptions):
 
     def hyperparameters(self) -> dict[str, Any]:
         return {"ngram": asdict(self)}
+
+    def unused(self, given: set[str]) -> str | None:
+        """``--fit logreg`` fits logistic regression to convergence: the AdamW fit's settings do nothing."""
+        names = sorted(given & ADAMW_ONLY) if self.fit == "logreg" else []
+        if not names:
+            return None
+        flags_ = ", ".join("--" + name.replace("_", "-") for name in names)
+        return f"{flags_}: unused with --fit logreg (logistic regression fits to convergence; they set the AdamW fit of --fit torch or best)"
+
+
+# TrainConfig fields that only the n-gram model's AdamW fit reads (--fit torch / best).
+ADAMW_ONLY = frozenset(
+    {"lr", "epochs", "batch_size", "warmup", "weight_decay", "schedule", "restarts", "grad_accum",
+     "early_stopping_patience", "device", "precision"}
+)  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ from clsrun.trainer.config import TrainConfig
 from clsrun.trainer.data import DataOptions
 from clsrun.trainer.kinds import Kind, kind_of
 from clsrun.trainer.options import KindOptions
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from clsrun.runtime.metrics import ClassificationReport
@@ -85,6 +88,9 @@ def train(
         settings = config.validate()
     else:
         settings = TrainConfig.for_kind(model, kind_options, **(config or {}))
+        unused = kind_options.unused(set(config or {}))
+        if unused:
+            log.warning("%s", unused)
     where = (data_options or DataOptions()).validate()
     out = Path(out)
     main = distributed.is_main()

@@ -319,3 +319,31 @@ def test_the_logistic_regression_fit_leaves_the_torch_fit_its_features() -> None
     np.testing.assert_array_equal(tokens.ids, ids)
     np.testing.assert_array_equal(tokens.weights, weights)
     assert matrix.nnz < len(ids)  # repeats were summed, in the copy
+
+
+def test_training_settings_that_the_logreg_fit_ignores_are_said(
+    small_charcnn_data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """--fit logreg --epochs 3 accepted the epochs and did nothing with them, silently."""
+    from clsrun.trainer import train
+
+    config = {"epochs": 3, "lr": 0.5, "quiet": True, "logs": False}
+    train(
+        small_charcnn_data,
+        tmp_path / "b",
+        model="ngram",
+        config=config,
+        options={"fit": "logreg"},
+        baseline=False,
+    )
+    assert "--epochs, --lr: unused with --fit logreg" in caplog.text
+    caplog.clear()
+    train(
+        small_charcnn_data,
+        tmp_path / "c",
+        model="ngram",
+        config=config,
+        options={"fit": "torch"},
+        baseline=False,
+    )
+    assert "unused with" not in caplog.text
