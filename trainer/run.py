@@ -115,9 +115,10 @@ def _train(
         check_out_dir(out, force)
     for module in ("torch", "transformers"):
         require(module, "train")
-    from clsrun.trainer.engine import training_device
+    if settings.device == "cuda" or settings.precision in ("bf16", "fp16"):
+        from clsrun.trainer.engine import training_device  # imports torch: only when it can refuse
 
-    training_device(settings)  # --device cuda without a GPU: said now, not after reading and featurising
+        training_device(settings)  # --device cuda without a GPU: said now, not after reading the data
     split = where.load(data, settings.seed)
     created = prepare_out_dir(out, force) if main else False
     # Normalization(): every kind trains on the default normalisation, and so does the baseline.
