@@ -69,6 +69,14 @@ class Block:
     end: int  # bytes of the (decompressed) file up to the end of this block
 
 
+def _allow_fields(size: int) -> None:
+    """Let the standard library's reader take fields up to ``size`` characters. Its limit is 131,072 by
+    default and process-wide; under it a cell longer than that, which the record cap allows, failed the
+    whole file ("field larger than field limit") where it is one row. Only ever raised, never lowered."""
+    if csv.field_size_limit() < size:
+        csv.field_size_limit(size)
+
+
 def _split(line: str, delimiter: str, quoting: bool) -> list[str]:
     """The fields of one header line (the standard library's reader follows the same quoting rules)."""
     if quoting:
@@ -138,6 +146,7 @@ def read_header(
             buf += more
             end = _header_end(buf, quoting)
     raw = buf[:end]
+    _allow_fields(len(raw))
     line = raw.rstrip(b"\r\n").decode("utf-8", errors="replace")
     delimiter = explicit or choose_delimiter(path, line, default, wanted, quoting)
     newline = b"\r" if raw.endswith(b"\r") else b"\n"
@@ -312,6 +321,7 @@ class RecordBlocks:
         back unchanged, so such a row is still the per-row "undecodable bytes" error it is everywhere else.
         """
         d, names = self.dialect, self.header.names
+        _allow_fields(self.max_record)
         text = bytes(data).decode("utf-8", "surrogateescape")
         quoting = (
             {"quotechar": QUOTE.decode(), "doublequote": True} if d.quoting else {"quoting": csv.QUOTE_NONE}

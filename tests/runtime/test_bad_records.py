@@ -282,3 +282,23 @@ def test_a_jsonl_file_starting_with_an_over_long_line_is_still_read(tmp_path: Pa
     assert [r[2] for r in _rows(only, options)] == [
         "row 0: a line over the 131072-byte size cap (skipped while reading)"
     ]
+
+
+def test_a_long_cell_in_a_block_read_by_the_standard_library_is_one_row(tmp_path: Path) -> None:
+    """A block with a wrong-width row and bytes that are not UTF-8 is read by Python's csv module, whose
+    default field limit (131,072) refused the whole file at a longer cell the record cap allows."""
+    import csv
+
+    from clsrun.runtime.readers import ReadOptions, open_records
+
+    path = tmp_path / "h.csv"
+    path.write_bytes(b"id,text\nab\n1," + b"x" * 200_000 + b"\n2,caf\xe9\n")
+    limit = csv.field_size_limit(131_072)  # the default, whatever an earlier test set
+    try:
+        chunks = list(open_records(path, ReadOptions(id_col="id")).chunks())
+    finally:
+        csv.field_size_limit(max(limit, csv.field_size_limit()))
+    texts = [t for c in chunks for t in c.texts]
+    errors = [e for c in chunks for e in c.errors]
+    assert len(texts) == 3 and texts[1] == "x" * 200_000
+    assert errors[0] == "row 0: 1 field, the header has 2" and errors[2].startswith("undecodable bytes")
