@@ -49,6 +49,7 @@ from clsrun.runtime.batching import BatchOptions
 from clsrun.runtime.bundle import Bundle
 from clsrun.runtime.errors import (
     ClsrunError,
+    InputError,
     InternalError,
     OutputExistsError,
     UsageError,
@@ -56,6 +57,7 @@ from clsrun.runtime.errors import (
     storage_error,
 )
 from clsrun.runtime.files import atomic_fs_write_text
+from clsrun.runtime.fingerprint import written_to
 from clsrun.runtime.outlock import OutputLock
 from clsrun.runtime.ray_engine.inputs import InputFiles, open_location, resolve_inputs
 from clsrun.runtime.ray_engine.stages import (
@@ -376,10 +378,7 @@ def _score_on_ray(
     """Check, load, run, tally and publish (:func:`score_with_ray` after the output is locked)."""
     out_fs, out_path, kind = target
     read, options = job.read, job.ray
-    if isinstance(files.filesystem, pafs.LocalFileSystem):
-        # Whole-file problems of the first file (missing column, wrong format) exit 2 before the model
-        # loads; every other file is checked the same way by its read task, before any output is published.
-        open_records(files.paths[0], read).close()
+    fingerprints = _check_local_inputs(files, read)
     described, loaded = _load_on_driver(bundle, job.variant)
     started_ray = _connect(ray, options)
     _remove_stale_staging(out_fs, out_path)
@@ -395,12 +394,36 @@ def _score_on_ray(
         _tidy_staging(out_fs, staging, manifest)
         text = json.dumps(manifest, indent=2, ensure_ascii=False) + "\n"
         atomic_fs_write_text(out_fs, f"{staging}/{MANIFEST}", text)
+        _require_unchanged(fingerprints)
         _publish(out_fs, staging, out_path)
         return RayScoreResult(out_dir, manifest)
     finally:
         _remove(out_fs, staging)
         if started_ray:
             ray.shutdown()
+
+
+def _check_local_inputs(files: InputFiles, read: ReadOptions) -> dict[str, dict[str, Any]]:
+    """Open every input on a local disk as the local engine opens its one (format, columns, first rows):
+    a bad file exits 2 before the model loads or Ray starts, wherever it sorts (checking the first alone
+    let a bad last file end the job after the others were scored). Returns each file's fingerprint, taken
+    before its first byte was read. Files elsewhere (s3://) are checked by their read tasks."""
+    if not isinstance(files.filesystem, pafs.LocalFileSystem):
+        return {}
+    fingerprints = {}
+    for path in files.paths:
+        with open_records(path, read) as stream:
+            fingerprints[path] = stream.fingerprint
+    return fingerprints
+
+
+def _require_unchanged(fingerprints: dict[str, dict[str, Any]]) -> None:
+    """Refuse to publish when an input was written to during the job, as the local engine does: its rows may
+    mix its old and new contents."""
+    for path, fingerprint in fingerprints.items():
+        head = written_to(Path(path), fingerprint, "scored")
+        if head is not None:
+            raise InputError(f"{head}; nothing was published: score it again once it is complete")
 
 
 def _load_on_driver(bundle: str | Path | None, variant: Variant) -> tuple[dict[str, Any], Bundle]:

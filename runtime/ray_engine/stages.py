@@ -15,8 +15,10 @@ them per input file (:class:`FileTally`) so the driver can prove every row arriv
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -81,7 +83,7 @@ class FileReader:
     window: int  # rows per scoring window (BatchOptions.window)
 
     def __call__(self) -> Iterator[pa.Table]:
-        with local_copy(self.fs, self.path) as local:
+        with local_copy(self.fs, self.path) as local, _said_by_driver(self.fs):
             try:
                 with open_records(local, self.read) as stream:  # closed before the local copy goes
                     held: RecordChunk | None = None
@@ -93,6 +95,23 @@ class FileReader:
                         yield _window_row(held, self.index, last=True)
             except InputError as e:  # name the user's file, not the temporary copy
                 raise InputError(str(e).replace(str(local), self.uri)) from None
+
+
+@contextlib.contextmanager
+def _said_by_driver(fs: pafs.FileSystem) -> Iterator[None]:
+    """The reader's file-level warnings (a tab-separated .csv, a text column of numbers) off in a read task
+    of a local file: the driver opened every local file before the job and said them once (each task's
+    copy came again, under Ray's coloured worker prefix)."""
+    if not isinstance(fs, pafs.LocalFileSystem):
+        yield
+        return
+    readers_log = logging.getLogger(open_records.__module__)
+    level = readers_log.level
+    readers_log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        readers_log.setLevel(level)
 
 
 def _metadata(cls: Any, size: int | None, uri: str) -> Any:

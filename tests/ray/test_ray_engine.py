@@ -176,9 +176,18 @@ def test_a_bundle_that_cannot_load_fails_before_any_output(tmp_path: Path, toy_b
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken", "in"]
 
 
-def test_a_bad_file_among_many_fails_the_job_and_leaves_nothing(tmp_path: Path, toy_bundle: Path) -> None:
+def test_a_bad_file_among_many_fails_the_job_before_ray_starts_and_leaves_nothing(
+    tmp_path: Path, toy_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bad file that sorts last ended the job only after Ray had started and scored the others."""
+    from clsrun.runtime.ray_engine import engine
+
+    def no_ray(*args: object) -> bool:
+        raise AssertionError("Ray was started for a job whose input is refused")
+
+    monkeypatch.setattr(engine, "_connect", no_ray)
     _inputs(tmp_path / "in")
-    (tmp_path / "in" / "d.csv").write_text("body\nhello\n", encoding="utf-8")  # no text column
+    (tmp_path / "in" / "d.csv").write_text("body\nhello\n", encoding="utf-8")  # no text column, sorts last
     with pytest.raises(InputError, match=r"d\.csv: no column 'text'") as refused:
         score_with_ray(
             str(tmp_path / "in"),
@@ -372,3 +381,40 @@ def test_an_ngram_bundle_scores_on_ray_as_locally(tmp_path: Path, exported_ngram
     assert got.num_rows == len(texts)
     assert got.equals(_local(src, exported_ngram_bundle, tmp_path, batching))
     assert json.loads((out / MANIFEST).read_text(encoding="utf-8"))["ok"] == len(texts) - 200
+
+
+def test_an_input_written_to_during_the_job_publishes_nothing(tmp_path: Path) -> None:
+    """The local engine refuses to publish rows of an input changed while it was read; Ray did not check."""
+    from clsrun.runtime.ray_engine.engine import _require_unchanged
+    from clsrun.runtime.readers import open_records
+
+    path = tmp_path / "in.csv"
+    path.write_text("text\ngood\n", encoding="utf-8")
+    with open_records(path) as stream:
+        fingerprints = {str(path): stream.fingerprint}
+    _require_unchanged(fingerprints)  # unchanged: publishes
+    with path.open("a", encoding="utf-8") as f:
+        f.write("one more row\n")
+    with pytest.raises(
+        InputError, match=r"in\.csv: was written to while it was being scored.*nothing was published"
+    ):
+        _require_unchanged(fingerprints)
+
+
+def test_read_tasks_of_local_files_do_not_repeat_the_drivers_file_warnings(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The driver opens every local file and says its warnings once; each read task said them again."""
+    import pyarrow.fs as pafs
+
+    from clsrun.runtime.ray_engine.stages import _said_by_driver
+    from clsrun.runtime.readers import ReadOptions, open_records
+
+    path = tmp_path / "ids.csv"
+    path.write_text("text\n" + "".join(f"{i}\n" for i in range(20)), encoding="utf-8")
+    with _said_by_driver(pafs.LocalFileSystem()), open_records(path, ReadOptions()):
+        pass
+    assert "are numbers" not in caplog.text
+    with _said_by_driver(pafs.SubTreeFileSystem(str(tmp_path), pafs.LocalFileSystem())):  # not a local disk
+        open_records(path, ReadOptions()).close()
+    assert "are numbers" in caplog.text
