@@ -34,6 +34,7 @@ import shutil
 import signal
 import time
 import uuid
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -65,6 +66,7 @@ from clsrun.runtime.ray_engine.stages import (
     BundleRef,
     FileTally,
     ScoreActor,
+    empty_part,
     make_datasink,
     make_datasource,
     pack_bundle,
@@ -495,13 +497,19 @@ def _run_job(
     fs, staging, kind = out
     sink = make_datasink(staging, fs, kind, schema)
     try:
-        ds.write_datasink(sink, ray_remote_args={"num_cpus": IO_TASK_CPUS})
+        with warnings.catch_warnings():
+            # Ray Data's advice when a job has fewer input files than --workers (one read task per file
+            # is on purpose: its windows in order); two lines of it on every small job, --quiet or not.
+            warnings.filterwarnings("ignore", message="The minimum number of concurrent actors")
+            ds.write_datasink(sink, ray_remote_args={"num_cpus": IO_TASK_CPUS})
     except Exception as e:
         cause = _clsrun_cause(e, staging)
         if cause is not None:
             raise cause from None
         raise
     results: list[dict[str, Any]] = sink.results
+    if not any(r.get("part") for r in results):  # no rows anywhere: still the output's columns
+        results.append(empty_part(staging, fs, kind, schema))
     return results
 
 

@@ -298,6 +298,15 @@ def _write_part(table: pa.Table, schema: pa.Schema, kind: str, fs: pafs.FileSyst
     atomic_fs_write(fs, target, write)
 
 
+def empty_part(staging: str, fs: pafs.FileSystem, kind: str, schema: pa.Schema) -> dict[str, Any]:
+    """For a job whose inputs hold no rows: one part of no rows with the output's columns (a header in
+    CSV), as the local engine writes an empty file, so a reader finds the columns (it found none); the
+    write result the manifest lists it by."""
+    name = f"part-00000{PART_EXT[kind]}"
+    _write_part(schema.empty_table(), schema, kind, fs, f"{staging}/{name}")
+    return {"part": name, "rows": 0, "files": {}, "variants": [], "reasons": {}}
+
+
 def make_datasink(staging: str, fs: pafs.FileSystem, kind: str, schema: pa.Schema) -> Any:
     """A Ray Data datasink writing one part file per write task with the local engine's writers."""
     from ray.data.block import BlockAccessor

@@ -418,3 +418,17 @@ def test_read_tasks_of_local_files_do_not_repeat_the_drivers_file_warnings(
     with _said_by_driver(pafs.SubTreeFileSystem(str(tmp_path), pafs.LocalFileSystem())):  # not a local disk
         open_records(path, ReadOptions()).close()
     assert "are numbers" in caplog.text
+
+
+def test_inputs_without_rows_give_an_output_with_the_columns(tmp_path: Path, toy_bundle: Path) -> None:
+    """A header-only input gave a folder holding only _manifest.json: read back, an output of no columns
+    (the local engine writes the header)."""
+    import pyarrow.dataset as ds
+
+    (tmp_path / "in.csv").write_text("id,text\n", encoding="utf-8")
+    out = tmp_path / "o.parquet"
+    options = RayOptions(cpus_per_worker=0.5, quiet=True)
+    result = score_with_ray(str(tmp_path / "in.csv"), out, toy_bundle, options=options)
+    assert result.manifest["rows_read"] == 0
+    table = ds.dataset(out, format="parquet", exclude_invalid_files=True).to_table()
+    assert table.num_rows == 0 and table.column_names == ["id", "label", "score", "status", "error"]
