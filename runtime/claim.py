@@ -59,6 +59,7 @@ def output_path(input_path: Path, output: Path | str | None, bundle: Path | None
     if bad_name is not None:
         raise UsageError(f"--out {bad_name}: the name is not valid UTF-8; give a UTF-8 file name")
     output_format(out)  # refuse an unknown extension before any work
+    _refuse_link_loop(out)
     if out.is_dir():
         raise UsageError(f"--out {out}: is a folder; the local engine writes one file")
     if out.resolve() == input_path.resolve():
@@ -70,6 +71,15 @@ def output_path(input_path: Path, output: Path | str | None, bundle: Path | None
     ):
         raise UsageError(f"--out {out}: is inside the model bundle {bundle}; write the scores elsewhere")
     return out
+
+
+def _refuse_link_loop(out: Path) -> None:
+    """Refuse an ``--out`` that is (or lies under) a loop of symbolic links: it names no file, and
+    resolving it (to lock it) fails."""
+    try:
+        out.resolve()
+    except (RuntimeError, OSError) as e:  # RuntimeError up to Python 3.12, OSError (ELOOP) from 3.13
+        raise UsageError(f"--out {out}: a loop of symbolic links (a link that leads back to itself)") from e
 
 
 @dataclass(frozen=True)

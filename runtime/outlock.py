@@ -36,7 +36,10 @@ except ImportError:  # pragma: no cover - Windows
 def lock_path(output: Path) -> Path:
     """``.OUT.lock`` beside ``output`` (a file or, for the Ray engine, a folder), as the path resolves: a
     symlink to it, or ``B/onnx/..`` for ``B``, must take the same lock (and never put one inside it)."""
-    real = output.resolve()
+    try:
+        real = output.resolve()
+    except (RuntimeError, OSError) as e:  # a loop of symbolic links (RuntimeError up to Python 3.12)
+        raise UsageError(f"{output}: a loop of symbolic links (a link that leads back to itself)") from e
     return real.parent / f".{real.name}.lock"
 
 

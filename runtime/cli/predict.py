@@ -7,7 +7,9 @@ the progress bar (:class:`ScoringBar`) is the only thing it adds.
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from contextlib import nullcontext
+from dataclasses import replace
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
@@ -33,6 +35,7 @@ from clsrun.runtime.cli.options import (
     Window,
     flag,
 )
+from clsrun.runtime.errors import UsageError
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -126,31 +129,33 @@ def predict(
         ),
     ] = None,
     workers: Annotated[
-        int,
+        int | None,
         typer.Option(
             "--workers",
             min=1,
             help="Ray model actors (each loads the model once). More workers score faster until the "
-            "cluster's CPUs/GPUs are used up; each one holds a copy of the model in memory.",
+            "cluster's CPUs/GPUs are used up; each one holds a copy of the model in memory. Default: 2.",
         ),
-    ] = 2,
+    ] = None,
     cpus_per_worker: Annotated[
-        float,
+        float | None,
         typer.Option(
             "--cpus-per-worker",
             min=0.01,
             help="Ray CPUs reserved per worker; also its inference threads (at least 1). More threads per "
-            "worker cut latency per block; more workers with fewer threads usually give more rows/s.",
+            "worker cut latency per block; more workers with fewer threads usually give more rows/s. "
+            "Default: 1.",
         ),
-    ] = 1.0,
+    ] = None,
     gpus_per_worker: Annotated[
-        float,
+        float | None,
         typer.Option(
             "--gpus-per-worker",
             min=0.0,
-            help="Ray GPUs per worker (0.5 puts two workers on a GPU); above 0 the model runs on CUDA.",
+            help="Ray GPUs per worker (0.5 puts two workers on a GPU); above 0 the model runs on CUDA. "
+            "Default: 0.",
         ),
-    ] = 0.0,
+    ] = None,
     preserve_order: Annotated[
         bool,
         flag(
@@ -189,10 +194,20 @@ def predict(
 
             answer_pandas_probe()
             keep_freed_memory()
+        given = {"--address": address, "--workers": workers, "--cpus-per-worker": cpus_per_worker}
+        given |= {"--gpus-per-worker": gpus_per_worker, "--preserve-order": preserve_order or None}
+        if engine == "local":
+            ray_only(given)
         if engine == "ray":  # Ray runs its own threads and processes: a stop raises, as in other commands
             from clsrun.runtime.ray_engine.engine import RayOptions
 
-            ray = RayOptions(address, workers, cpus_per_worker, gpus_per_worker, preserve_order, quiet=quiet)
+            base = RayOptions(address, preserve_order=preserve_order, quiet=quiet)  # its defaults
+            ray = replace(
+                base,
+                workers=base.workers if workers is None else workers,
+                cpus_per_worker=base.cpus_per_worker if cpus_per_worker is None else cpus_per_worker,
+                gpus_per_worker=base.gpus_per_worker if gpus_per_worker is None else gpus_per_worker,
+            )
         with stopping.raising() if ray is not None else nullcontext():
             result = predict_file(
                 input,
@@ -210,6 +225,14 @@ def predict(
         typer.echo(f"warning: {line}", err=True)
     if not quiet:
         typer.echo(result.summary(), err=True)
+
+
+def ray_only(given: Mapping[str, object]) -> None:
+    """Refuse options of the Ray engine given to the local one, which would ignore them (as Ray refuses
+    --resume and --streams): a job meant for a cluster then ran on one machine, silently."""
+    named = [flag for flag, value in given.items() if value is not None]
+    if named:
+        raise UsageError(f"{', '.join(named)}: options of --engine ray; the local engine has none of them")
 
 
 class ScoringBar:

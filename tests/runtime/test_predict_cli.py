@@ -339,3 +339,25 @@ def test_without_model_the_summary_says_the_default_model_and_what_it_labels(tmp
     assert res.output.strip().endswith(f"; {DEFAULT_MODEL_ABOUT})")  # a user who forgot --model sees it
     labels = json.loads((default_model_path() / "clsrun.json").read_text(encoding="utf-8"))["labels"]
     assert DEFAULT_MODEL_ABOUT.endswith("labels " + " / ".join(labels))  # the words match the shipped model
+
+
+def test_ray_options_given_to_the_local_engine_are_refused(tmp_path: Path, toy_bundle: Path) -> None:
+    """--workers/--address without --engine ray were ignored: a job meant for a cluster ran here, silently."""
+    src = _input(tmp_path / "in.csv", n=10)
+    args = ["predict", str(src), "--model", str(toy_bundle), "--out", str(tmp_path / "o.csv")]
+    result = runner.invoke(app, [*args, "--workers", "5", "--address", "auto", "--preserve-order"])
+    assert result.exit_code == 2
+    assert "--address, --workers, --preserve-order: options of --engine ray" in result.output
+    assert not (tmp_path / "o.csv").exists()
+    assert runner.invoke(app, args).exit_code == 0
+
+
+def test_an_output_that_is_a_loop_of_symbolic_links_is_one_line(tmp_path: Path, toy_bundle: Path) -> None:
+    """It was "unexpected RuntimeError: Symlink loop" (resolving the output to lock it)."""
+    src = _input(tmp_path / "in.csv", n=10)
+    (tmp_path / "a.csv").symlink_to("b.csv")
+    (tmp_path / "b.csv").symlink_to("a.csv")
+    result = runner.invoke(
+        app, ["predict", str(src), "--model", str(toy_bundle), "--out", str(tmp_path / "a.csv")]
+    )
+    assert result.exit_code == 2 and "a.csv: a loop of symbolic links" in result.output
