@@ -156,7 +156,14 @@ def _connect(ray: Any, options: RayOptions) -> bool:
     if options.address is None:
         # A laptop run: enough logical CPUs for the actors plus the read and write tasks.
         needed = options.workers * options.cpus_per_worker + 2 * IO_TASK_CPUS
-        kwargs["num_cpus"] = max(os.cpu_count() or 1, int(np.ceil(needed)))  # GPUs: as Ray detects them
+        cores = os.cpu_count() or 1
+        kwargs["num_cpus"] = max(cores, int(np.ceil(needed)))  # GPUs: as Ray detects them
+        if options.workers * options.cpus_per_worker > cores:  # runs, but shares the cores: say so
+            log.warning(
+                "--workers %d x --cpus-per-worker %g asks for more CPUs than this machine's %d: the local Ray "
+                "runs them on %d cores (each worker holds a copy of the model); fewer workers score as fast",
+                options.workers, options.cpus_per_worker, cores, cores,
+            )  # fmt: skip
     else:
         kwargs["address"] = options.address
     # Ray's native failure handler (absl's) also takes SIGTERM, and a SIGTERM while ray.init runs then

@@ -432,3 +432,23 @@ def test_inputs_without_rows_give_an_output_with_the_columns(tmp_path: Path, toy
     assert result.manifest["rows_read"] == 0
     table = ds.dataset(out, format="parquet", exclude_invalid_files=True).to_table()
     assert table.num_rows == 0 and table.column_names == ["id", "label", "score", "status", "error"]
+
+
+def test_a_local_ray_asked_for_more_cpus_than_the_machine_has_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """--cpus-per-worker 100 on 2 cores ran silently (the local Ray is started as large as the job asks)."""
+    from types import SimpleNamespace
+
+    from clsrun.runtime.ray_engine.engine import _connect
+
+    started: dict[str, object] = {}
+    fake = SimpleNamespace(is_initialized=lambda: False, init=lambda **kw: started.update(kw))
+    cores = os.cpu_count() or 1
+    assert _connect(fake, RayOptions(workers=1, cpus_per_worker=1, quiet=True)) is True
+    assert "asks for more CPUs" not in caplog.text
+    _connect(fake, RayOptions(workers=2, cpus_per_worker=100, quiet=True))
+    assert (
+        f"--workers 2 x --cpus-per-worker 100 asks for more CPUs than this machine's {cores}" in caplog.text
+    )
+    assert started["num_cpus"] >= 200  # type: ignore[operator]
