@@ -81,7 +81,9 @@ def evaluate(
         raise InputError(
             f"{data}: column {label_col!r} holds labels the model does not know: "
             f"{', '.join(repr(u) for u in unknown[:10])}{' ...' if len(unknown) > 10 else ''} "
-            f"({len(unknown)} in all); the model's labels are {', '.join(repr(x) for x in clf.labels)}"
+            f"({len(unknown)} such label{'s' if len(unknown) != 1 else ''}, on "
+            f"{sum(1 for y in rows.labels if y not in known):,} rows); the model's labels are "
+            f"{', '.join(repr(x) for x in clf.labels)}"
         )
     start = time.perf_counter()
     predictions = clf.predict(rows.texts)

@@ -100,10 +100,10 @@ def test_custom_columns_and_jsonl(toy_bundle: Path, tmp_path: Path) -> None:
 
 
 def test_labels_the_model_does_not_know_are_a_clear_error(toy_bundle: Path, tmp_path: Path) -> None:
-    data = write_csv(tmp_path / "val.csv", [*ROWS, ("positive", "g"), ("meh", "x")])
+    data = write_csv(tmp_path / "val.csv", [*ROWS, ("positive", "g"), ("meh", "x"), ("meh", "y")])
     result = runner.invoke(app, ["eval", str(toy_bundle), str(data)])
     assert result.exit_code == 2
-    assert "labels the model does not know: 'meh', 'positive'" in result.output
+    assert "labels the model does not know: 'meh', 'positive' (2 such labels, on 3 rows)" in result.output
     assert "the model's labels are 'neg', 'pos'" in result.output
 
 
