@@ -633,3 +633,28 @@ def test_a_part_file_gone_from_a_checkpoint_folder_still_there_is_the_storage_li
         ) as e:
             score_file(src, out, clf)
     assert e.value.exit_code == 1 and not out.exists()
+
+
+def test_windows_cut_by_characters_resume_where_they_were_cut(
+    tmp_path: Path, toy_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Long texts end windows before --window rows (batching.WINDOW_TEXT_CHARS); a resume continues from
+    such a window's end and scores the same windows as an uninterrupted run."""
+    from clsrun.runtime.batching import WINDOW_TEXT_CHARS
+
+    rng = np.random.default_rng(3)
+    lengths = rng.integers(5_000, 30_000, size=700)  # about 12 million characters: several windows
+    src = tmp_path / "long.csv"
+    pacsv.write_csv(pa.table({"text": ["好差"[i % 2] * int(n) for i, n in enumerate(lengths)]}), src)
+    clf = Classifier.load(toy_bundle, Variant(threads=1), BatchOptions(window=8192))
+    ref = score_file(src, tmp_path / "ref.csv", clf)
+    out = tmp_path / "o.csv"
+    with monkeypatch.context() as m:
+        _crash_after(m, 1)
+        with pytest.raises(_Crash):
+            score_file(src, out, clf)
+    saved = PartialOutput.checkpointed_rows(out)
+    assert 0 < saved < 700 and int(np.sum(lengths[:saved])) >= WINDOW_TEXT_CHARS  # a window cut by characters
+    result = score_file(src, out, clf, options=OutputOptions(resume=True))
+    assert result.manifest["resumed_from_row"] == saved
+    assert out.read_bytes() == ref.output.read_bytes()
