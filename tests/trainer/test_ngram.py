@@ -328,22 +328,13 @@ def test_training_settings_that_the_logreg_fit_ignores_are_said(
     from clsrun.trainer import train
 
     config = {"epochs": 3, "lr": 0.5, "quiet": True, "logs": False}
-    train(
-        small_charcnn_data,
-        tmp_path / "b",
-        model="ngram",
-        config=config,
-        options={"fit": "logreg"},
-        baseline=False,
-    )
-    assert "--epochs, --lr: unused with --fit logreg" in caplog.text
-    caplog.clear()
-    train(
-        small_charcnn_data,
-        tmp_path / "c",
-        model="ngram",
-        config=config,
-        options={"fit": "torch"},
-        baseline=False,
-    )
-    assert "unused with" not in caplog.text
+    said = {}
+    for fit in ("logreg", "torch"):
+        caplog.clear()
+        options = {"fit": fit}
+        train(
+            small_charcnn_data, tmp_path / fit, model="ngram", config=config, options=options, baseline=False
+        )
+        said[fit] = caplog.text
+    assert "--epochs, --lr: unused with --fit logreg" in said["logreg"]
+    assert "unused with" not in said["torch"]
