@@ -25,7 +25,7 @@ from pathlib import Path
 
 from clsrun.runtime.bundle import SPEC_FILE
 from clsrun.runtime.errors import OutputExistsError, UsageError
-from clsrun.runtime.files import non_utf8_name
+from clsrun.runtime.files import LINK_LOOP, non_utf8_name, resolved
 from clsrun.runtime.outlock import OutputLock
 from clsrun.runtime.partial import PartialOutput
 from clsrun.runtime.writers import output_format
@@ -76,10 +76,8 @@ def output_path(input_path: Path, output: Path | str | None, bundle: Path | None
 def _refuse_link_loop(out: Path) -> None:
     """Refuse an ``--out`` that is (or lies under) a loop of symbolic links: it names no file, and
     resolving it (to lock it) fails."""
-    try:
-        out.resolve()
-    except (RuntimeError, OSError) as e:  # RuntimeError up to Python 3.12, OSError (ELOOP) from 3.13
-        raise UsageError(f"--out {out}: a loop of symbolic links (a link that leads back to itself)") from e
+    if resolved(out) is None:
+        raise UsageError(f"--out {out}: {LINK_LOOP}")
 
 
 @dataclass(frozen=True)

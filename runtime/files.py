@@ -19,6 +19,7 @@ the complete new one, never a mix. Temporary names are ``.<target name>.<random>
 
 from __future__ import annotations
 
+import errno
 import os
 import posixpath
 import tempfile
@@ -45,6 +46,22 @@ def non_utf8_name(path: Path | str) -> str | None:
     except UnicodeEncodeError:
         return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     return None
+
+
+LINK_LOOP = "a loop of symbolic links (a link that leads back to itself)"  # what a message says of one
+
+
+def resolved(path: Path) -> Path | None:
+    """``path`` with its symbolic links followed, or None when they loop (then it names no file and cannot
+    be locked or compared: readers, the output claim and the lock each say :data:`LINK_LOOP`)."""
+    try:
+        return path.resolve()
+    except RuntimeError:  # a loop, up to Python 3.12
+        return None
+    except OSError as e:  # a loop from Python 3.13 (ELOOP); any other failure is not ours to rename
+        if e.errno == errno.ELOOP:
+            return None
+        raise
 
 
 def make_folder(folder: Path, flag: str) -> None:

@@ -25,7 +25,7 @@ from pathlib import Path
 from types import TracebackType
 
 from clsrun.runtime.errors import OutputLockedError, UsageError
-from clsrun.runtime.files import make_folder
+from clsrun.runtime.files import LINK_LOOP, make_folder, resolved
 
 try:  # POSIX only; elsewhere runs are not locked (said once in lock_path's docstring)
     import fcntl
@@ -36,10 +36,9 @@ except ImportError:  # pragma: no cover - Windows
 def lock_path(output: Path) -> Path:
     """``.OUT.lock`` beside ``output`` (a file or, for the Ray engine, a folder), as the path resolves: a
     symlink to it, or ``B/onnx/..`` for ``B``, must take the same lock (and never put one inside it)."""
-    try:
-        real = output.resolve()
-    except (RuntimeError, OSError) as e:  # a loop of symbolic links (RuntimeError up to Python 3.12)
-        raise UsageError(f"{output}: a loop of symbolic links (a link that leads back to itself)") from e
+    real = resolved(output)
+    if real is None:
+        raise UsageError(f"{output}: {LINK_LOOP}")
     return real.parent / f".{real.name}.lock"
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
-import errno
 import gzip
 import io
 import itertools
@@ -42,7 +41,7 @@ import pyarrow.compute as pc
 from clsrun.runtime.arrow_texts import ArrowTexts
 from clsrun.runtime.delimited import BOM, Block, Header, RecordBlocks, read_header
 from clsrun.runtime.errors import InputError, UsageError, storage_error
-from clsrun.runtime.files import non_utf8_name
+from clsrun.runtime.files import LINK_LOOP, non_utf8_name, resolved
 from clsrun.runtime.fingerprint import input_fingerprint, written_to
 from clsrun.runtime.textnorm import readable
 
@@ -106,15 +105,10 @@ class FileFormat:
 
 def _why_missing(path: Path) -> str:
     """Why ``path`` names no file: not there, a link to nothing, or links that point at each other."""
-    try:
-        path.resolve(strict=True)
-    except RuntimeError:  # Python 3.11-3.12: a loop of symbolic links
-        return "a loop of symbolic links (a link that leads back to itself)"
-    except OSError as e:
-        if e.errno == errno.ELOOP:  # Python 3.13 and later
-            return "a loop of symbolic links (a link that leads back to itself)"
-        if path.is_symlink():
-            return f"file not found (a symbolic link to {os.readlink(path)}, which does not exist)"
+    if resolved(path) is None:
+        return LINK_LOOP
+    if path.is_symlink():
+        return f"file not found (a symbolic link to {os.readlink(path)}, which does not exist)"
     return "file not found"
 
 
@@ -551,7 +545,7 @@ def label_text(value: object) -> str | None:
 # A cell that is one number as CSV or JSON would spell it (an id, a price, a count): no text to classify.
 _NUMBER_CELL = re.compile(r"\s*[-+]?(?:\d+(?:[.,]\d*)?|[.,]\d+)(?:[eE][-+]?\d+)?\s*")
 NUMBERS_SHARE = 0.9  # texts that are numbers, at or above which the text column is probably the wrong one
-NUMBERS_MIN_ROWS = 10  # fewer texts than this say too little to warn about
+COLUMN_WARN_MIN_ROWS = 10  # fewer texts than this say too little about a column to warn about it
 NUMBERS_SAMPLE = 2000  # scoring looks at this many texts of the first chunk, not every row of the file
 
 
@@ -562,7 +556,7 @@ def warn_numbers_as_texts(
     count column named as the text (or the columns swapped) is scored, trained on and measured as digits."""
     present = [t for t in texts if t is not None]
     numbers = sum(1 for t in present if _NUMBER_CELL.fullmatch(t))
-    if len(present) >= NUMBERS_MIN_ROWS and numbers >= NUMBERS_SHARE * len(present):
+    if len(present) >= COLUMN_WARN_MIN_ROWS and numbers >= NUMBERS_SHARE * len(present):
         log.warning(
             "%s: %d of %d texts%s in column %r are numbers: is it the right column? Choose the text with --text-col",
             path, numbers, len(present), where, text_col,
@@ -572,7 +566,7 @@ def warn_numbers_as_texts(
 def _warn_one_text(path: Path | str, texts: list[str], text_col: str) -> None:
     """One warning when every row has the same text: a placeholder column named as the text (``x`` in every
     cell) trains a model that cannot tell rows apart and measures one that predicts one class."""
-    if len(texts) >= NUMBERS_MIN_ROWS and len(set(texts)) == 1:
+    if len(texts) >= COLUMN_WARN_MIN_ROWS and len(set(texts)) == 1:
         shown = texts[0] if len(texts[0]) <= 40 else texts[0][:40] + "..."
         log.warning(
             "%s: every one of the %d texts in column %r is %r: is it the right column? Choose the text with "
