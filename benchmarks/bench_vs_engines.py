@@ -17,7 +17,11 @@ pass pays for it, as ``clsrun predict``'s one pass in a fresh process does):
 - ``ctranslate2-int8``: a CTranslate2 encoder converted beforehand (``--ct2 DIR``, from
   ``ct2-transformers-converter --model BUNDLE --output_dir DIR --quantization int8``) plus the bundle's
   mean pooling and head in numpy (mean-pooling bundles only);
-- ``torch-fp32``, ``torch-bf16``: eager PyTorch, batches of 32 rows (what users write first).
+- ``torch-fp32``, ``torch-bf16``: eager PyTorch, batches of 32 rows (what users write first);
+- ``transformers-pipeline``: ``transformers.pipeline("text-classification")`` on the bundle's weights,
+  ``batch_size=32`` (``clsrun.bench.backends.timing_pipeline``). For a mean-pooling bundle, which that
+  pipeline cannot run, it is the same encoder under a newly initialised head: the same cost, not clsrun's
+  labels, so its agreement is ``null`` and ``notes`` says why.
 
 An engine that cannot run here (not installed, variant not exported, no converted model) is reported as
 skipped with the reason. Labels are compared with the bundle's fp32 ONNX file (``agreement``); where the
@@ -199,6 +203,35 @@ def torch_engine(bundle: Bundle, texts: list[str], dtype: str, threads: int) -> 
     return run
 
 
+def pipeline_engine(bundle: Bundle, texts: list[str], threads: int, notes: dict[str, str]) -> Engine:
+    """The ``transformers`` pipeline, every class's score in the bundle's label order; a head that is not
+    the bundle's (mean pooling) is said in ``notes``."""
+    if bundle.spec.kind != "bert":
+        raise Skipped(f"a {bundle.spec.kind} bundle is not a Hugging Face model")
+    try:
+        import torch
+
+        from clsrun.bench.backends import timing_pipeline
+    except ImportError as e:
+        raise Skipped("torch/transformers not installed (clsrun[train])") from e
+    torch.set_num_threads(threads)
+    pipe, fresh = timing_pipeline(bundle, "cpu")
+    if fresh:
+        notes["transformers-pipeline"] = f"not the bundle's head ({len(fresh)} weights newly initialised)"
+    column = {name: int(i) for i, name in pipe.model.config.id2label.items()}
+    max_length = bundle.spec.max_length
+
+    def run() -> np.ndarray:
+        out = np.zeros((len(texts), len(bundle.labels)), np.float32)
+        results = pipe(texts, batch_size=32, truncation=True, max_length=max_length, top_k=None)
+        for row, scores in enumerate(results):
+            for score in scores:
+                out[row, column[score["label"]]] = score["score"]
+        return out
+
+    return run
+
+
 def api_engine(bundle: Bundle, texts: list[str], threads: int, chose: dict[str, str]) -> Engine:
     """``Classifier.load`` with ``--backend auto``; what it chose and why go into ``chose``."""
     from clsrun.runtime.classifier import Classifier
@@ -230,7 +263,7 @@ def predict_process(bundle: Bundle, data: Path, out: Path, threads: int) -> tupl
 
 
 def open_engines(
-    args: argparse.Namespace, bundle: Bundle, texts: list[str], chose: dict[str, str]
+    args: argparse.Namespace, bundle: Bundle, texts: list[str], chose: dict[str, str], notes: dict[str, str]
 ) -> tuple[dict[str, Engine], dict[str, str]]:
     """Every engine that can run here, and the reason for each one skipped."""
     t, bt = args.threads, args.batch_tokens
@@ -242,10 +275,11 @@ def open_engines(
         "ctranslate2-int8": lambda: ct2_engine(bundle, texts, args.ct2, t, bt),
         "torch-fp32": lambda: torch_engine(bundle, texts, "float32", t),
         "torch-bf16": lambda: torch_engine(bundle, texts, "bfloat16", t),
+        "transformers-pipeline": lambda: pipeline_engine(bundle, texts, t, notes),
     }
     engines, skipped = {}, {}
     for name, make in makers.items():
-        if name.startswith("torch") and args.no_torch:
+        if name.startswith(("torch", "transformers")) and args.no_torch:
             skipped[name] = "--no-torch"
             continue
         try:
@@ -292,7 +326,9 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--batch-tokens", type=int, default=1024, help="plain loops' padded tokens per batch")
     ap.add_argument("--ct2", type=Path, default=None, help="a CTranslate2 encoder converted from the bundle")
     ap.add_argument("--rows", type=int, default=0, help="score only the first N texts (0: all)")
-    ap.add_argument("--no-torch", action="store_true", help="leave the eager PyTorch engines out")
+    ap.add_argument(
+        "--no-torch", action="store_true", help="leave eager PyTorch and the transformers pipeline out"
+    )
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/clsrun-bench-engines"))
     ap.add_argument(
         "--reference", type=Path, default=None,
@@ -313,7 +349,8 @@ def main() -> None:
             csv.writer(f).writerows([["text"], *([t] for t in texts)])
     reference = fp32_labels(args, bundle, texts)
     chose: dict[str, str] = {}
-    engines, skipped = open_engines(args, bundle, texts, chose)
+    notes: dict[str, str] = {}  # engines whose labels are not comparable with the bundle's
+    engines, skipped = open_engines(args, bundle, texts, chose, notes)
     # Warm-up passes, not in the medians; their rate is reported (``first_pass``): a fresh process such as
     # ``clsrun predict``'s meets every batch shape for the first time, as these passes do.
     first = {name: timed(engine, len(texts)) for name, engine in engines.items()}
@@ -337,14 +374,16 @@ def main() -> None:
         name: {
             "rows_per_s_median": round(statistics.median(r), 1),
             "runs": [round(x, 1) for x in r],
-            "agreement_with_fp32": round(float((labels[name] == reference).mean()), 4),
+            "agreement_with_fp32": (
+                None if name in notes else round(float((labels[name] == reference).mean()), 4)
+            ),
             **({"first_pass": round(first[name][0], 1)} if name in first else {}),
         }
         for name, r in rates.items()
     }
     print(json.dumps({
         "data": str(args.data), "rows": len(texts), "threads": args.threads, "repeats": args.repeats,
-        "results": results, "skipped": skipped, "api_auto_choice": chose,
+        "results": results, "skipped": skipped, "notes": notes, "api_auto_choice": chose,
         "predict_choice": {k: manifest.get(k) for k in ("backend", "precision", "providers", "choice_reason")},
         "load_average": [[round(x, 2) for x in la] for la in loads],
     }, indent=1))  # fmt: skip

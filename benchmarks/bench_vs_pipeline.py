@@ -5,7 +5,7 @@ on average, like single paragraphs), then, alternating, ``--repeats`` times:
 
 - the ``transformers`` pipeline ("text-classification", batch_size=32, the bundle's own weights, torch
   threads = ``--threads``; for a mean-pooling bundle, which that pipeline refuses, the same encoder under
-  ``BertForSequenceClassification``: ``clsrun.export.bench.timing_pipeline``), timed on ``--pipeline-rows``
+  ``BertForSequenceClassification``: ``clsrun.bench.backends.timing_pipeline``), timed on ``--pipeline-rows``
   rows after a warm-up batch;
 - ``clsrun predict FILE --model BUNDLE --threads N`` as a subprocess: file in, file out, process start-up
   and model load included (``end_to_end``), and the manifest's own rows/s (``in_run``).
@@ -48,13 +48,11 @@ def short_texts(source: Path, limit: int) -> list[str]:
 def pipeline_rows_per_s(bundle: Path, texts: list[str], threads: int) -> float:
     import torch
 
-    from clsrun.export.bench import timing_pipeline
+    from clsrun.bench.backends import timing_pipeline
     from clsrun.runtime.bundle import Bundle
 
     torch.set_num_threads(threads)
-    classify = timing_pipeline(
-        Bundle.load(bundle), "cpu"
-    )  # a mean-pooling bundle: timed, labels not clsrun's
+    classify, _ = timing_pipeline(Bundle.load(bundle), "cpu")  # mean pooling: timed, labels not clsrun's
     classify(texts[:32], batch_size=32, truncation=True)  # warm-up
     start = time.perf_counter()
     classify(texts, batch_size=32, truncation=True)

@@ -24,7 +24,7 @@ step 2 on ``streams`` threads.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,14 +33,14 @@ from typing import Any, cast
 import numpy as np
 import pyarrow as pa
 
-from clsrun.runtime.batching import BatchOptions
+from clsrun.runtime.batching import BatchOptions, windows
 from clsrun.runtime.bundle import Bundle, default_model_path
 from clsrun.runtime.encode import Encoder, ModelInputs, SparseEncoder, Tokens, make_encoder
 from clsrun.runtime.encode_pool import Encoded, EncodePool, encode_texts
 from clsrun.runtime.errors import BundleError, UsageError
 from clsrun.runtime.infer import HostWindow, Runner, WindowLogits, open_runner, softmax
 from clsrun.runtime.machine import default_threads
-from clsrun.runtime.readers import DEFAULT_MAX_TEXT_BYTES, RecordChunk
+from clsrun.runtime.readers import DEFAULT_MAX_TEXT_BYTES, RecordChunk, escape_surrogates, valid_unicode
 from clsrun.runtime.variant import Choice, Variant, choose, default_preparers, default_streams
 from clsrun.runtime.writers import output_schema, result_table
 
@@ -89,6 +89,28 @@ class Predictions:
         return np.array([not e for e in self.errors], dtype=bool)
 
 
+def as_texts(texts: Any) -> list[Any]:
+    """``texts`` given through the API as a list: any iterable of texts (a list, tuple, generator, numpy
+    array, pandas Series, pyarrow array). One string is refused: iterating it would score each character."""
+    if isinstance(texts, (str, bytes)):
+        raise UsageError(
+            f"texts is one {type(texts).__name__}, not a list of texts: pass [text] to score it as one row"
+        )
+    if isinstance(texts, (pa.Array, pa.ChunkedArray)):
+        return cast(list[Any], texts.to_pylist())
+    try:
+        return list(texts)
+    except TypeError:
+        raise UsageError(f"texts must be a list of strings, not a {type(texts).__name__}") from None
+
+
+def _missing(value: Any) -> bool:
+    """None, or what pandas and numpy use for a missing value (``pd.NA``, NaN)."""
+    if value is None or type(value).__name__ == "NAType":
+        return True
+    return isinstance(value, float) and value != value
+
+
 def check_texts(
     texts: list[Any], max_bytes: int = DEFAULT_MAX_TEXT_BYTES
 ) -> tuple[list[str | None], list[str]]:
@@ -97,7 +119,7 @@ def check_texts(
     errors: list[str] = []
     for t in texts:
         reason = ""
-        if t is None:
+        if _missing(t):
             reason = "null text"
         elif not isinstance(t, str):
             reason = f"text is a {type(t).__name__}, not a string"
@@ -105,9 +127,32 @@ def check_texts(
             reason = "empty or whitespace-only text"
         elif len(t) * 4 > max_bytes and len(t.encode("utf-8", "surrogatepass")) > max_bytes:
             reason = f"text over the {max_bytes}-byte size cap"
+        elif not t.isascii() and not valid_unicode(t):  # no UTF-8 file can hold it: an error row there too
+            reason = "text is not valid Unicode (a lone surrogate such as \\ud800)"
         out.append(None if reason else t)
         errors.append(reason)
     return out, errors
+
+
+def check_ids(ids: Any, texts: list[str | None], errors: list[str]) -> list[str | None]:
+    """The API's ``ids`` as the ``id`` column's text, one per text, as ``clsrun predict`` writes ids: bytes
+    that are not UTF-8 as ``\\xNN`` escapes, other values as ``str()``; an id holding a lone surrogate
+    makes its row an error row (in place in ``texts`` and ``errors``), the id written escaped."""
+    values = as_texts(ids) if not isinstance(ids, (str, bytes)) else None
+    if values is None or len(values) != len(texts):
+        given = f"{len(values)} ids" if values is not None else f"one {type(ids).__name__}"
+        raise UsageError(f"ids: {given} for {len(texts)} texts; give one id per text, or none")
+    out: list[str | None] = []
+    for i, v in enumerate(values):
+        if _missing(v):
+            out.append(None)
+            continue
+        text = v.decode("utf-8", "backslashreplace") if isinstance(v, bytes) else str(v)
+        if not text.isascii() and not valid_unicode(text):
+            text = escape_surrogates(text)
+            texts[i], errors[i] = None, "id is not valid Unicode (a lone surrogate), written escaped"
+        out.append(text)
+    return out
 
 
 @dataclass(frozen=True)
@@ -141,8 +186,12 @@ class Classifier:
         passed the export gate, :func:`~clsrun.runtime.variant.choose`); then :meth:`open`.
         """
         # Lazily: each file's sha256 is checked when the runner or encoder opens it (Bundle.load).
+        if isinstance(bundle, str) and not bundle.strip():  # an unset variable, say: not the default model
+            raise BundleError("the bundle path is empty; pass None (or nothing) for the default model")
         loaded = (
-            bundle if isinstance(bundle, Bundle) else Bundle.load(bundle or default_model_path(), lazily=True)
+            bundle
+            if isinstance(bundle, Bundle)
+            else Bundle.load(default_model_path() if bundle is None else bundle, lazily=True)
         )
         return cls.open(loaded, choose(loaded, variant), variant.threads, variant.streams, batching)
 
@@ -305,31 +354,41 @@ class Classifier:
         window.close()
         return prepared
 
-    def score_records(
-        self, texts: list[Any], ids: list[str | None] | None = None, start: int = 0, probs: bool = True
-    ) -> pa.Table:
+    def score_records(self, texts: Any, ids: Any = None, start: int = 0, probs: bool = True) -> pa.Table:
         """Score a record batch; returns exactly the columns ``clsrun predict`` writes, one row per text.
 
-        ``ids``: values for the ``id`` column (as text), else row numbers counted from ``start``. Rows that
-        cannot be scored are kept with ``status == "error"`` and the reason; nothing raises per row.
+        ``texts``: a list (or any iterable, see :func:`as_texts`) of texts. ``ids``: one value per text
+        for the ``id`` column (as text), else row numbers counted from ``start``. Rows that cannot be
+        scored are kept with ``status == "error"`` and the reason; nothing raises per row.
         """
-        checked, errors = check_texts(texts)
-        id_text = None if ids is None else [None if v is None else str(v) for v in ids]
-        prepared = self.prepare(RecordChunk(start, id_text, checked, errors))
-        return self.finish(self.infer(prepared), with_probs=probs)
-
-    def predict(self, texts: list[Any]) -> Predictions:
-        """Labels and probabilities ``(n, C)`` of ``texts``; bad rows are reported in ``errors``, not raised."""
-        checked, errors = check_texts(texts)
-        prepared = self.infer(self.prepare(RecordChunk(0, None, checked, errors)))
-        probs = np.full((len(prepared), len(self.labels)), np.nan, dtype=np.float32)  # (n, C)
-        if len(prepared.valid):
-            probs[prepared.valid] = _finite_rows(prepared)
-        names = np.asarray(self.labels, dtype=object)
-        labels = [
-            "" if e else str(names[int(np.nanargmax(p))]) for p, e in zip(probs, prepared.errors, strict=True)
+        checked, errors = check_texts(as_texts(texts))
+        id_text = None if ids is None else check_ids(ids, checked, errors)
+        tables = [
+            self.finish(prepared, with_probs=probs)
+            for prepared in self._scored(RecordChunk(start, id_text, checked, errors))
         ]
-        return Predictions(labels, probs, prepared.errors)
+        return (
+            pa.concat_tables(tables) if tables else self.output_schema(probs, ids is not None).empty_table()
+        )
+
+    def predict(self, texts: Any) -> Predictions:
+        """Labels and probabilities ``(n, C)`` of ``texts`` (a list, or any iterable: :func:`as_texts`);
+        bad rows are reported in ``errors``, not raised."""
+        checked, errors = check_texts(as_texts(texts))
+        probs = np.full((len(checked), len(self.labels)), np.nan, dtype=np.float32)  # (n, C)
+        for prepared in self._scored(RecordChunk(0, None, checked, errors)):
+            if len(prepared.valid):
+                probs[prepared.start + prepared.valid] = _finite_rows(prepared)
+            errors[prepared.start : prepared.start + len(prepared)] = prepared.errors
+        names = np.asarray(self.labels, dtype=object)
+        labels = ["" if e else str(names[int(np.nanargmax(p))]) for p, e in zip(probs, errors, strict=True)]
+        return Predictions(labels, probs, errors)
+
+    def _scored(self, chunk: RecordChunk) -> Iterator[Prepared]:
+        """``chunk``'s rows scored a window at a time (``batching.windows``, as a file is): however many
+        texts the API is given, it holds one window's tokens and logits at once."""
+        for window in windows([chunk], self.batching.window):
+            yield self.infer(self.prepare(window))
 
 
 NOT_FINITE = "the model gave scores that are not numbers (NaN or inf): its weights are damaged or diverged"

@@ -690,7 +690,7 @@ def _arrow_ids(arr: pa.Array) -> list[str | None]:
     return arr.cast(pa.string()).to_pylist()
 
 
-def _unicode(s: str) -> bool:
+def valid_unicode(s: str) -> bool:
     """False for a string holding a lone surrogate (``"\\ud800"`` in JSON), which no UTF-8 file can hold."""
     try:
         s.encode("utf-8")
@@ -762,7 +762,7 @@ def _json_row(
     rid_text = None if rid is None else str(rid) if isinstance(rid, str) else _json_text(rid)
     value = obj.get(text_col)
     suspect = b"\\u" in line or b"\xed" in line  # how a lone surrogate gets in: an escape, or CESU-8 bytes
-    if suspect and rid_text is not None and not _unicode(rid_text):
+    if suspect and rid_text is not None and not valid_unicode(rid_text):
         return (
             None,
             escape_surrogates(rid_text),
@@ -776,7 +776,7 @@ def _json_row(
         return None, rid_text, "null text"
     if not isinstance(value, str) or isinstance(value, _NumberText):
         return None, rid_text, f"text is a JSON {_json_kind(value)}, not a string"
-    if suspect and not _unicode(value):
+    if suspect and not valid_unicode(value):
         return None, rid_text, "text is not valid Unicode (a lone surrogate such as \\ud800)"
     if len(value) * 4 > max_bytes and len(value.encode("utf-8", "surrogatepass")) > max_bytes:
         return None, rid_text, f"text over the {max_bytes}-byte size cap"
