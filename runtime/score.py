@@ -16,6 +16,7 @@ the manifest, the clean-up and the lock release complete whatever arrives, and t
 from __future__ import annotations
 
 import json
+import os
 import signal
 import time
 from collections.abc import Iterator
@@ -121,7 +122,7 @@ class ScoreResult(RunResult):
         threads = f"{m['threads']} thread{'s' if m['threads'] != 1 else ''}"
         streams = f"{m['streams']} stream{'s' if m['streams'] != 1 else ''}"
         model = Path(m["bundle"])
-        about = DEFAULT_MODEL_ABOUT if model == default_model_path() else f"model {model}"
+        about = DEFAULT_MODEL_ABOUT if model == default_model_path().absolute() else f"model {model}"
         return (
             f"scored {rows} -> {self.output} in {m['wall_s']:.1f}s, {m['rows_per_s']:.0f} rows/s "
             f"({m['backend']} {m['precision']} {m['device']}, {threads}, {streams}; {about})"
@@ -481,7 +482,9 @@ def _manifest(
         "clsrun_version": __version__,
         "input": state["input"],  # resolved: a later --resume from another folder compares the same path
         "input_fingerprint": state["input_fingerprint"],
-        "output": str(out),
+        "output": os.path.abspath(
+            out
+        ),  # absolute, like input and bundle: not relative to the caller's folder
         "output_bytes": out.stat().st_size,  # a --resume of the finished job checks the output is still this
         "rows_read": rows,
         "ok": sum(p.ok for p in partial.parts),
@@ -489,7 +492,7 @@ def _manifest(
         "truncated": sum(p.truncated for p in partial.parts),
         "error_reasons": partial.reasons(),  # error rows per reason (row_errors.reason_kind), most first
         "resumed_from_row": resumed_rows,
-        "bundle": described["bundle"],
+        "bundle": os.path.abspath(described["bundle"]),
         "bundle_digest": described["bundle_digest"],
         "backend": described["backend"],
         "precision": described["precision"],

@@ -17,6 +17,12 @@ So a signal is first only *noted* in the process's :class:`StopRequest`; code th
 - :func:`cooperative` (``clsrun predict``): inside it a signal only sets the request, which the scoring
   pipeline polls at its safe points (between windows and batches).
 
+Inside :func:`raising`, :func:`shielded` marks a few steps that must all happen or none (moving a bundle
+aside and marking its replacement; publishing one): a signal there is noted and raised as they end, or
+not at all once the result is published. :func:`honour` is a safe point that raises a stop noted but never
+raised: Python drops an exception raised in a garbage-collector callback or a ``__del__`` (printing
+"Exception ignored in"), so a signal landing there would otherwise be lost; such a drop prints nothing.
+
 Under either mode a second signal, while the first is being honoured, gets the signal's default action at
 once (the process dies as under ``kill``): the user wants out now, and the partial output survives even
 ``kill -9``.
@@ -26,6 +32,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -170,6 +177,7 @@ def _mode(raising: bool) -> Iterator[StopRequest]:
     a stop that one run honoured does not stop the next.
     """
     _leave_signals_to_us()
+    sys.unraisablehook = _quiet_dropped_stops
     previous = {s: signal.getsignal(s) for s in _handled()}
     if not _ours():
         _Mode.request = StopRequest()
@@ -204,6 +212,44 @@ def kept() -> Iterator[None]:
         yield
     finally:
         _put_back(before)
+
+
+def _quiet_dropped_stops(unraisable: Any) -> None:
+    """``sys.unraisablehook``: a :class:`Stop` Python dropped (raised in a garbage-collector callback or a
+    ``__del__``) is already noted in the request, and :func:`honour` raises it; anything else is printed
+    as Python would."""
+    if isinstance(unraisable.exc_value, Stop):
+        return
+    _python_unraisablehook(unraisable)
+
+
+_python_unraisablehook = sys.unraisablehook
+
+
+@contextmanager
+def shielded(then_raise: bool = True) -> Iterator[None]:
+    """Inside a :func:`raising` section, steps a signal must not split: one arriving meanwhile is only
+    noted, then raised as the block ends (``then_raise``), or left noted when the block published the
+    run's result (``then_raise=False``: the command completes, as ``predict`` does once its output is in
+    place). Elsewhere (cooperative sections, other threads) it changes nothing."""
+    if not (_in_main_thread() and _Mode.raising):
+        yield
+        return
+    _Mode.raising = False
+    try:
+        yield
+    finally:
+        _Mode.raising = True
+    if then_raise:
+        honour()
+
+
+def honour() -> None:
+    """A safe point inside :func:`raising`: a stop noted and not raised (dropped by Python in a callback,
+    or noted in a :func:`shielded` block) raises :class:`Stop` now. Elsewhere it does nothing."""
+    request = _Mode.request
+    if _in_main_thread() and _Mode.raising and request.is_set():
+        raise Stop(request.signum or signal.SIGINT)
 
 
 @contextmanager

@@ -30,7 +30,12 @@ def _texts(path: Path, n: int) -> Path:
         out.writerow(["label", "text"])
         for i in range(n):
             word = ("good", "bad")[i % 2]
-            out.writerow([("pos", "neg")[i % 2], f"The film was {word}. A movie is very {word}. It is {word}. The end."])
+            out.writerow(
+                [
+                    ("pos", "neg")[i % 2],
+                    f"The film was {word}. A movie is very {word}. It is {word}. The end.",
+                ]
+            )
     return path
 
 

@@ -22,6 +22,10 @@ from clsrun.runtime.readers import read_labelled
 
 DEFAULT_VAL_SPLIT = 0.1  # share of the training file held out when no validation file is given
 SHARED_VAL_WARN = 0.1  # share of --val-data rows that are also training rows from which training warns
+# A label column with at least this many distinct values, and more distinct values than half its rows,
+# holds texts or ids, not labels (the columns swapped, or the wrong one named): no classifier learns a
+# class from one or two rows each.
+LABELS_LIKE_TEXTS_MIN = 50
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +149,22 @@ def _require_rows_per_label(rows: int, n_labels: int, fraction: float) -> None:
     raise UsageError(f"--val-split {fraction:g} {said}, fewer than the {n_labels} labels; {works}")
 
 
+def _require_labels(path: Path, labels: list[str], text_col: str, label_col: str) -> None:
+    """Refuse a label column whose values are nearly all different (:data:`LABELS_LIKE_TEXTS_MIN`): it
+    holds texts or ids, most often because ``--text-col`` and ``--label-col`` were given the other way
+    round, which would otherwise train a model of one class per row (or fail later on the split)."""
+    distinct = len(set(labels))
+    if distinct < LABELS_LIKE_TEXTS_MIN or distinct * 2 <= len(labels):
+        return
+    example = max(labels[:100], key=len)
+    shown = example if len(example) <= 40 else example[:40] + "..."
+    raise InputError(
+        f"{path}: column {label_col!r} (--label-col) has {distinct:,} different values in {len(labels):,} "
+        f"rows (such as {shown!r}): texts or ids, not labels. Are --text-col ({text_col!r}) and "
+        "--label-col swapped?"
+    )
+
+
 def _warn_shared_rows(source: str, train_texts: list[str], val_texts: list[str], why: str = "") -> None:
     """Warn when a tenth or more of the validation texts are training texts (the same file given twice, a
     split that leaked, or a file that repeats its texts so the held-out share holds copies of training
@@ -178,6 +198,7 @@ def load_split(
     """
     data = Path(data)
     rows = read_labelled(data, text_col, label_col)
+    _require_labels(data, rows.labels, text_col, label_col)
     if val_data is not None:
         val_path = Path(val_data)
         val_rows = read_labelled(val_path, text_col, label_col)

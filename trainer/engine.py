@@ -46,6 +46,7 @@ from transformers import logging as hf_logging
 from transformers.integrations import TensorBoardCallback
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
+from clsrun.runtime import stopping
 from clsrun.runtime.errors import UsageError
 from clsrun.trainer import distributed
 from clsrun.trainer.config import TrainConfig
@@ -354,8 +355,15 @@ def _arguments(config: TrainConfig, ckpt: Path, device: str, precision: str, row
     )
 
 
+class _HonourStops(TrainerCallback):
+    """A stop that Python dropped (``stopping.honour``) ends the training at the next step, not at its end."""
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        stopping.honour()
+
+
 def _callbacks(config: TrainConfig, stats: _RunningStats, epochs: EpochLog) -> list[Any]:
-    callbacks: list[Any] = [_EpochReporter(stats, epochs), _EpochBar(config)]
+    callbacks: list[Any] = [_EpochReporter(stats, epochs), _EpochBar(config), _HonourStops()]
     if config.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
     if epochs.writer is not None:

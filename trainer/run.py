@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from clsrun.runtime.bundle import SPEC_FILE, VARIANT_DIRS, Normalization
+from clsrun.runtime import stopping
+from clsrun.runtime.bundle import SPEC_FILE, UNFINISHED, VARIANT_DIRS, Normalization, previous_of
 from clsrun.runtime.errors import UsageError, require
-from clsrun.runtime.files import TMP_SUFFIX, is_temporary, make_folder
+from clsrun.runtime.files import is_temporary, make_folder
 from clsrun.runtime.outlock import OutputLock
 from clsrun.trainer import distributed
 from clsrun.trainer.baseline import BaselineResult, BaselineRun, record
@@ -33,12 +34,6 @@ log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from clsrun.runtime.metrics import ClassificationReport
-
-
-# In ``--out`` while training writes it. A temporary name (``files.is_temporary``), so never hashed into the
-# bundle; it says a folder without ``clsrun.json`` is a bundle this code began and did not finish (the
-# process was killed), which ``--force`` may replace, where any other folder is never deleted.
-UNFINISHED = f".clsrun-unfinished{TMP_SUFFIX}"
 
 
 @dataclass(frozen=True)
@@ -120,14 +115,19 @@ def _train(
 
         training_device(settings)  # --device cuda without a GPU: said now, not after reading the data
     split = where.load(data, settings.seed)
-    created = prepare_out_dir(out, force) if main else False
-    # Normalization(): every kind trains on the default normalisation, and so does the baseline.
-    rival = BaselineRun.start(split, settings, Normalization()) if main and baseline else None
+    created, rival = False, None
     try:
+        # A stop while --out is prepared or the baseline starts lands once both are done, here in the try:
+        # a bundle moved aside then always comes back, and the baseline's process always ends.
+        with stopping.shielded():
+            created = prepare_out_dir(out, force) if main else False
+            # Normalization(): every kind trains on the default normalisation, and so does the baseline.
+            rival = BaselineRun.start(split, settings, Normalization()) if main and baseline else None
         report = kind.train_function()(split, out, settings, kind_options)
         fitted = rival.result() if rival is not None and report is not None else None
         if fitted is not None and report is not None:
             record(out, fitted, report, settings, kind.name)
+        stopping.honour()  # the last point where a stop puts the old bundle back
     except BaseException:
         if rival is not None:
             rival.cancel()
@@ -135,7 +135,8 @@ def _train(
             _discard_unfinished(out, created)
         raise
     if main:
-        finish_out_dir(out)
+        with stopping.shielded(then_raise=False):  # published: the run completes, whatever signal arrives
+            finish_out_dir(out)
     return TrainResult(out, kind.name, settings, kind_options, report, fitted)
 
 
@@ -179,11 +180,14 @@ def check_out_dir(out: Path, force: bool) -> None:
                 f"--out {out}: holds a bundle whose training did not finish (the process was stopped); "
                 f"use --force to replace it{kept}"
             )
+        foreign = [] if unfinished else _not_of_the_bundle(out)
+        if foreign is None:  # said first: --force would not help, so it is not offered
+            raise UsageError(
+                f"--out {out}: not empty and not a clsrun bundle; clsrun never deletes it, even with --force: "
+                "choose a new or empty folder"
+            )
         if not force:
             raise UsageError(f"--out {out}: folder is not empty; use --force to replace the bundle in it")
-        foreign = [] if unfinished else _not_of_the_bundle(out)
-        if foreign is None:
-            raise UsageError(f"--out {out}: not empty and not a clsrun bundle; refusing to delete it")
         if foreign:
             raise UsageError(
                 f"--out {out}: holds {', '.join(foreign[:5])}{' ...' if len(foreign) > 5 else ''}, which "
@@ -209,11 +213,6 @@ def _not_of_the_bundle(out: Path) -> list[str] | None:
         return None
     listed = {str(name).split("/")[0] for name in files} | _BUNDLE_EXTRAS | {SPEC_FILE}
     return sorted(p.name for p in out.iterdir() if p.name not in listed and not is_temporary(p.name))
-
-
-def previous_of(out: Path) -> Path:
-    """Where a bundle that ``--force`` replaces waits, beside ``out``, until the new one is complete."""
-    return out.with_name(f".{out.name}.previous{TMP_SUFFIX}")
 
 
 def prepare_out_dir(out: Path, force: bool) -> bool:

@@ -588,7 +588,7 @@ def _manifest(
         "clsrun_version": __version__,
         "engine": "ray",
         "input": [str(u) for u in files.uris] if len(files) > 1 else files.uris[0],
-        "output": output,
+        "output": output if "://" in output else os.path.abspath(os.path.expanduser(output)),
         "format": kind,
         "rows_read": rows,
         "ok": sum(t.ok for t in totals.values()),
@@ -601,7 +601,9 @@ def _manifest(
         ],
         "parts": sorted(parts, key=lambda p: p["file"]),
         "ids": "id-col" if read.id_col is not None else ("file:row" if several else "row"),
-        "bundle": described["bundle"],
+        "bundle": os.path.abspath(
+            described["bundle"]
+        ),  # paths in a manifest do not depend on the caller's folder
         "bundle_digest": described["bundle_digest"],
         "backend": ran["backend"],
         "precision": ran["precision"],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -177,3 +178,23 @@ def test_a_damaged_export_report_is_named_not_a_crash(tmp_path: Path, report: st
     bundle = Bundle.load(root).rehash()  # its hash matches: the content itself is what is wrong
     with pytest.raises(BundleError, match=says):
         bundle.export_report()
+
+
+@pytest.mark.parametrize("replacing", [True, False])
+def test_a_folder_a_killed_training_left_says_so_and_where_the_old_bundle_is(
+    tmp_path: Path, toy_bundle: Path, replacing: bool
+) -> None:
+    """kill -9 during ``train --force`` leaves the mark in ``--out`` and the old bundle beside it: scoring
+    said only "not a clsrun model bundle", so a user did not learn that the old model still exists."""
+    from clsrun.runtime.bundle import UNFINISHED, previous_of
+
+    out = tmp_path / "model"
+    out.mkdir()
+    (out / UNFINISHED).write_bytes(b"")
+    if replacing:
+        shutil.copytree(toy_bundle, previous_of(out))
+    with pytest.raises(BundleError) as caught:
+        Bundle.load(out)
+    message = str(caught.value)
+    assert "a training into this folder did not finish" in message and "train again with --force" in message
+    assert (f"the bundle it was replacing is in {previous_of(out)}" in message) == replacing

@@ -361,3 +361,21 @@ def test_an_output_that_is_a_loop_of_symbolic_links_is_one_line(tmp_path: Path, 
         app, ["predict", str(src), "--model", str(toy_bundle), "--out", str(tmp_path / "a.csv")]
     )
     assert result.exit_code == 2 and "a.csv: a loop of symbolic links" in result.output
+
+
+def test_the_manifest_names_input_output_and_bundle_as_absolute_paths(
+    tmp_path: Path, toy_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Typed relative to the caller's folder, the paths in the manifest would not say which model scored
+    which file to whoever reads it from elsewhere (the output's own folder, a later job)."""
+    work = tmp_path / "work"
+    (work / "out").mkdir(parents=True)
+    _input(work / "in.csv", 30)
+    model = Path(__import__("shutil").copytree(toy_bundle, work / "model"))
+    monkeypatch.chdir(work)
+    res = runner.invoke(app, ["predict", "in.csv", "--model", "model", "--out", "out/o.csv", "--quiet"])
+    assert res.exit_code == 0, res.output
+    manifest = json.loads((work / "out" / "o.csv.manifest.json").read_text(encoding="utf-8"))
+    assert manifest["input"] == str(work / "in.csv")
+    assert manifest["output"] == str(work / "out" / "o.csv")
+    assert manifest["bundle"] == str(model)

@@ -177,3 +177,48 @@ def test_a_signal_is_handled_even_when_a_library_left_a_freed_alternate_signal_s
         """
     )
     assert done.returncode == 0 and done.stdout.strip() == "noted True", (done.returncode, done.stderr[-500:])
+
+
+def test_a_stop_python_drops_in_a_callback_is_silent_and_honoured_at_the_next_safe_point() -> None:
+    """A signal handled while a ``__del__`` (or a garbage-collector callback) runs raises Stop there, where
+    Python drops it and prints "Exception ignored in ... Stop: SIGTERM": the run went on, the signal lost."""
+    done = _run(
+        """
+        import os, signal
+        from clsrun.runtime import stopping
+
+        class Dropper:
+            def __del__(self):
+                os.kill(os.getpid(), signal.SIGTERM)
+                signal.sigtimedwait([], 0)  # the handler runs here, inside __del__
+
+        with stopping.raising():
+            d = Dropper()
+            del d
+            print("went on")
+            try:
+                stopping.honour()
+            except stopping.Stop as e:
+                print("honoured", e.signum)
+        """
+    )
+    assert done.stdout.split("\n")[:2] == ["went on", f"honoured {int(signal.SIGTERM)}"], done.stderr
+    assert "Exception ignored" not in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_shielded_block_notes_a_stop_and_raises_it_as_it_ends_or_not_at_all() -> None:
+    steps: list[str] = []
+    with pytest.raises(stopping.Stop), stopping.raising():
+        with stopping.shielded():
+            os.kill(os.getpid(), signal.SIGTERM)
+            signal.sigtimedwait([], 0)
+            steps.append("both steps done")
+        steps.append("never")
+    assert steps == ["both steps done"]
+    with stopping.raising() as request:
+        with stopping.shielded(then_raise=False):
+            os.kill(os.getpid(), signal.SIGTERM)
+            signal.sigtimedwait([], 0)
+        steps.append("completed")
+        assert request.is_set()
+    assert steps[-1] == "completed"

@@ -112,10 +112,11 @@ def test_out_dir_with_only_a_package_marker_is_not_empty(tmp_path: Path) -> None
     out = tmp_path / "b"
     out.mkdir()
     (out / "__init__.py").write_text("", encoding="utf-8")
-    with pytest.raises(UsageError, match="not empty; use --force"):
-        prepare_out_dir(out, force=False)
-    with pytest.raises(UsageError, match="not a clsrun bundle; refusing to delete it"):
-        prepare_out_dir(out, force=True)
+    for force in (False, True):  # --force is not offered: it would not delete such a folder either
+        with pytest.raises(
+            UsageError, match="not a clsrun bundle; clsrun never deletes it, even with --force"
+        ):
+            prepare_out_dir(out, force=force)
     assert (out / "__init__.py").exists()
 
 
@@ -126,7 +127,7 @@ def test_force_replaces_a_bundle_never_a_folder_that_merely_holds_a_clsrun_json(
     (settings / "sub").mkdir(parents=True)
     (settings / "clsrun.json").write_text('{"app": "settings"}', encoding="utf-8")  # not a bundle's
     (settings / "notes.txt").write_text("precious", encoding="utf-8")
-    with pytest.raises(UsageError, match="not a clsrun bundle; refusing to delete it"):
+    with pytest.raises(UsageError, match="not a clsrun bundle; clsrun never deletes it"):
         prepare_out_dir(settings, force=True)
     assert (settings / "notes.txt").exists() and (settings / "sub").is_dir()
     (tiny_charcnn_bundle / "train.csv").write_text("text,label\n", encoding="utf-8")  # data kept beside it
@@ -303,6 +304,60 @@ def test_a_failed_or_stopped_retraining_with_force_gives_the_old_bundle_back(
           config={"epochs": 1, "quiet": True, "logs": False})  # fmt: skip
     assert (tiny_charcnn_bundle / "clsrun.json").read_bytes() != spec  # replaced once the new one is complete
     assert not previous_of(tiny_charcnn_bundle).exists()
+
+
+def _signal_inside(monkeypatch: pytest.MonkeyPatch, module: Any, name: str) -> None:
+    """``module.name`` sends this process SIGTERM once, then does what it did (a signal at that very step)."""
+    import os
+    import signal
+
+    real, sent = getattr(module, name), []
+
+    def with_signal(*args: Any, **kwargs: Any) -> Any:
+        if not sent:
+            sent.append(True)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, with_signal)
+
+
+def test_a_stop_while_out_is_prepared_still_gives_the_old_bundle_back(
+    tiny_charcnn_bundle: Path, tiny_charcnn_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM just after ``--force`` moved the old bundle aside, before training began: it was raised
+    there, outside the clean-up, and left the bundle in ``.NAME.previous.tmp`` and ``--out`` with only the
+    unfinished mark (predict: "not a clsrun model bundle")."""
+    from clsrun.runtime import stopping
+    from clsrun.trainer import run as run_module
+
+    spec = (tiny_charcnn_bundle / "clsrun.json").read_bytes()
+    _signal_inside(monkeypatch, run_module, "make_folder")  # after the rename, before the mark
+    with pytest.raises(stopping.Stop), stopping.raising():
+        train(tiny_charcnn_data, tiny_charcnn_bundle, model="charcnn", force=True, baseline=False)
+    assert (tiny_charcnn_bundle / "clsrun.json").read_bytes() == spec
+    Bundle.load(tiny_charcnn_bundle).verify()
+    assert not run_module.previous_of(tiny_charcnn_bundle).exists()
+
+
+def test_a_stop_once_the_new_bundle_is_in_place_lets_the_run_complete(
+    tiny_charcnn_bundle: Path, tiny_charcnn_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM while the replaced bundle was deleted ended the run "interrupted" (exit 143) with the new
+    bundle in place and the old one gone; past that point the run completes."""
+    from clsrun.runtime import stopping
+    from clsrun.trainer import run as run_module
+
+    spec = (tiny_charcnn_bundle / "clsrun.json").read_bytes()
+    _signal_inside(monkeypatch, run_module, "finish_out_dir")
+    with stopping.raising() as request:
+        result = train(tiny_charcnn_data, tiny_charcnn_bundle, model="charcnn", force=True, baseline=False,
+                       config={"epochs": 1, "quiet": True, "logs": False})  # fmt: skip
+        assert request.is_set()  # noted, not raised
+    assert (tiny_charcnn_bundle / "clsrun.json").read_bytes() != spec
+    Bundle.load(result.bundle).verify()
+    assert not run_module.previous_of(tiny_charcnn_bundle).exists()
+    assert not (tiny_charcnn_bundle / UNFINISHED).exists()
 
 
 def test_a_device_that_is_not_here_is_said_before_the_data_is_read(

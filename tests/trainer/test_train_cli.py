@@ -107,7 +107,7 @@ def test_a_folder_that_is_not_a_bundle_is_never_deleted(tiny_charcnn_data: Path,
     result = CliRunner().invoke(
         app, ["train", str(tiny_charcnn_data), "--model", "charcnn", "--out", str(out), "--force"]
     )
-    assert result.exit_code == 2 and "refusing to delete" in result.output
+    assert result.exit_code == 2 and "clsrun never deletes it" in result.output
     assert (out / "notes.txt").read_text(encoding="utf-8") == "keep me"
 
 
