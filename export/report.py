@@ -93,7 +93,8 @@ def _candidates(quantization: dict[str, Any]) -> list[str]:
     return [
         f"  int8 candidates: dynamic {figures(found['dynamic'])}; static QDQ {figures(found['static'])} "
         f"(calibrated on {found['calibration_rows']:,} rows); kept {kept} (static replaces dynamic when it "
-        f"passes the gate, is faster and at most {STATIC_MAX_EXTRA_DROP_PTS:g} points less accurate)"
+        f"passes the gate, is faster and at most {STATIC_MAX_EXTRA_DROP_PTS:g} points, or one gate row, "
+        "less accurate)"
     ]
 
 

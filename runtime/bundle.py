@@ -47,14 +47,14 @@ def _not_a_bundle(root: Path) -> str:
         return f"{root / SPEC_FILE}: missing; {root} is not a clsrun model bundle"
     previous = previous_of(root)
     kept = (
-        f"; the bundle it was replacing is in {previous}: move it back to use it"
-        if previous.is_dir()
-        else ""
+        f"; the bundle it was replacing is in {previous}: move it back to use it" if previous.is_dir() else ""
     )
     return (
         f"{root}: a training into this folder did not finish (the process was stopped or killed), so it holds "
         f"no bundle{kept}, or train again with --force"
     )
+
+
 WEIGHTS_FILE = "model.safetensors"  # the eager model's weights (both kinds)
 VOCAB_FILE = "vocab.json"  # charcnn: the character vocabulary (``CharVocab.save``)
 NGRAM_FEATURES_FILE = "ngram_features.safetensors"  # ngram: kept buckets and their idf (``encode_ngram.py``)

@@ -151,7 +151,8 @@ def detect_format(path: Path | str) -> FileFormat:
         ext = "jsonl"
     if ext not in FORMATS:
         raise InputError(
-            f"{path}: unknown file type {ext or '(none)'!r}; use .csv, .tsv, .jsonl or .parquet (optionally .gz)"
+            f"{path}: unknown file type {ext or '(none)'!r}; use .csv, .tsv, .jsonl (or .json, read as JSON "
+            "Lines) or .parquet (optionally .gz)"
         )
     return FileFormat(ext, gz)
 

@@ -46,7 +46,7 @@ from clsrun.runtime.pipeline import Pipeline, Progress
 from clsrun.runtime.readers import ReadOptions, RecordStream, open_records
 from clsrun.runtime.row_errors import check_error_rate, diagnose
 from clsrun.runtime.stopping import StopRequest
-from clsrun.runtime.writers import TableFile, write_atomically
+from clsrun.runtime.writers import TableFile, output_format, warn_formula_labels, write_atomically
 
 __all__ = [
     "OutputOptions",
@@ -109,22 +109,23 @@ class ScoreResult(RunResult):
         m = self.manifest
         if self.already_complete:
             return (
-                f"{self.output}: already complete ({m['rows_read']} rows, {m['ok']} ok, {m['error']} error); "
-                f"nothing to do (--overwrite scores it again)"
+                f"{self.output}: already complete ({m['rows_read']:,} rows, {m['ok']:,} ok, {m['error']:,} "
+                "error); nothing to do (--overwrite scores it again)"
             )
-        counts = f"{m['ok']} ok, {m['error']} error, {m['truncated']} truncated"
+        counts = f"{m['ok']:,} ok, {m['error']:,} error, {m['truncated']:,} truncated"
         resumed = int(m.get("resumed_from_row", 0))
         rows = (
-            f"{m['rows_read'] - resumed} rows, continuing from row {resumed} ({m['rows_read']} in all: {counts})"
+            f"{m['rows_read'] - resumed:,} rows, continuing from row {resumed:,} ({m['rows_read']:,} in all: "
+            f"{counts})"
             if resumed
-            else f"{m['rows_read']} rows ({counts})"
+            else f"{m['rows_read']:,} rows ({counts})"
         )
         threads = f"{m['threads']} thread{'s' if m['threads'] != 1 else ''}"
         streams = f"{m['streams']} stream{'s' if m['streams'] != 1 else ''}"
         model = Path(m["bundle"])
         about = DEFAULT_MODEL_ABOUT if model == default_model_path().absolute() else f"model {model}"
         return (
-            f"scored {rows} -> {self.output} in {m['wall_s']:.1f}s, {m['rows_per_s']:.0f} rows/s "
+            f"scored {rows} -> {self.output} in {m['wall_s']:.1f}s, {m['rows_per_s']:,.0f} rows/s "
             f"({m['backend']} {m['precision']} {m['device']}, {threads}, {streams}; {about})"
         )
 
@@ -186,6 +187,7 @@ def _score_claimed(
         return finished
     if stop.is_set():
         raise interrupted(stop)
+    warn_formula_labels(classifier.labels, output_format(out))
     started = time.perf_counter()
     _require_held(claim)  # before the checkpoint is touched: --overwrite would clear another run's
     partial = PartialOutput.open(out, state, options.resume, restart=options.overwrite)

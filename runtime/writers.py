@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -25,6 +26,8 @@ import pyarrow.csv as pacsv
 
 from clsrun.runtime.errors import UsageError
 from clsrun.runtime.files import fsync_path, publish, temporary_for
+
+log = logging.getLogger(__name__)
 
 OUTPUT_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
 # Every accepted extension, as messages and --help list them.
@@ -107,6 +110,27 @@ def result_table(
 def _empty_strings(n: int) -> pa.Array:
     """``n`` empty strings (offsets all 0, no data), without building ``n`` Python strings."""
     return pa.StringArray.from_buffers(n, pa.py_buffer(np.zeros(n + 1, dtype=np.int32)), pa.py_buffer(b""))
+
+
+def formula_labels(labels: Sequence[str], kind: str) -> list[str]:
+    """The ``labels`` a ``kind`` (csv/tsv) output writes changed by the formula guard (``'-`` for ``-``), so
+    that a run can say so before it starts: a join of such a file on the bundle's labels would miss them."""
+    if kind not in ("csv", "tsv") or not labels:
+        return []
+    table = neutralise_formulas(pa.table({"label": pa.array(list(labels), pa.string())}))
+    return [a for a, b in zip(labels, table.column(0).to_pylist(), strict=True) if a != b]
+
+
+def warn_formula_labels(labels: Sequence[str], kind: str) -> None:
+    """Say on stderr which labels a CSV/TSV output will write with the formula guard's ``'``."""
+    changed = formula_labels(labels, kind)
+    if changed:
+        log.warning(
+            "label(s) %s start like a spreadsheet formula, so this %s output writes them with a leading ' "
+            "(its formula guard); write .jsonl or .parquet to keep the labels exactly as the bundle has them",
+            ", ".join(map(repr, changed[:5])) + (" ..." if len(changed) > 5 else ""),
+            kind.upper(),
+        )
 
 
 def neutralise_formulas(table: pa.Table) -> pa.Table:

@@ -398,7 +398,11 @@ def fit(
     hf_logging.set_verbosity_error()  # the Trainer's own info chatter; our per-epoch lines replace it
     distributed.join(device)
     stats = _RunningStats()
-    epochs = EpochLog(config.epochs, tensorboard_writer(None if out_dir is None else Path(out_dir), config))
+    epochs = EpochLog(
+        config.epochs,
+        tensorboard_writer(None if out_dir is None else Path(out_dir), config),
+        loss_kind="class-weighted" if config.class_weights == "auto" else "",
+    )
     with distributed.shared_temp_dir("clsrun-ckpt-") as ckpt:
         trainer = _ClassifierTrainer(
             class_weights(config, train_dataset.targets, labels),

@@ -62,6 +62,9 @@ class EpochLog:
     epochs: int  # the most epochs the run may take (the "/6" of "epoch 1/6")
     writer: Any = None  # a TensorBoard SummaryWriter, or None
     each_epoch: bool = True
+    # what "validation loss" is, said where it is printed: "class-weighted" under --class-weights auto
+    # (the loss training minimises and early stopping watches), which other reports give unweighted
+    loss_kind: str = ""
     history: list[EpochRecord] = field(default_factory=list)
     overfit_epochs: list[int] = field(default_factory=list)  # epochs warned about
 
@@ -106,8 +109,9 @@ class EpochLog:
             if not self.each_epoch and last is not best:
                 self._warn(best, last)
             log.info(
-                "best epoch %d of %d (lowest validation loss: %.4f, accuracy %.4f), weights restored",
-                *(best.epoch, len(self.history), best.val_loss, best.val_accuracy),
+                "best epoch %d of %d (lowest %svalidation loss: %.4f, accuracy %.4f), weights restored",
+                *(best.epoch, len(self.history), f"{self.loss_kind} " if self.loss_kind else ""),
+                *(best.val_loss, best.val_accuracy),
             )
             if last is best and last.epoch == self.epochs:
                 log.info("the last epoch was still the best: training longer (a higher --epochs) may help")

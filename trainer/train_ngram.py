@@ -203,7 +203,7 @@ def choose(
     for fit in fits:
         s = scored[fit.name]
         log.info(
-            "n-gram %s fit: validation accuracy %.4f, macro-F1 %.4f, loss %.4f (%.1f s)%s",
+            "n-gram %s fit: validation accuracy %.4f, macro-F1 %.4f, unweighted loss %.4f (%.1f s)%s",
             "logistic regression" if fit.name == "logreg" else "AdamW",
             *(s["accuracy"], s["macro_f1"], s["val_loss"], s["seconds"]),
             "  <- kept" if fit is best and len(fits) > 1 else "",

@@ -53,7 +53,7 @@ def train(
         ...,
         "--model",
         help="ngram: hashed character/word n-grams with TF-IDF weights and a linear head (any language, "
-        "trains in a minute on CPU, scores fastest; at least as accurate as TF-IDF + logistic regression); "
+        "the fastest to train on CPU and to score; at least as accurate as TF-IDF + logistic regression); "
         "charcnn: a small character CNN; minilm: all-MiniLM-L6-v2 (English, slower, more accurate); or a "
         "local Hugging Face checkpoint folder (e.g. a copy of bert-base-chinese). Nothing is downloaded.",
     ),

@@ -75,7 +75,7 @@ from clsrun.runtime.readers import ReadOptions, open_records
 from clsrun.runtime.row_errors import check_error_rate
 from clsrun.runtime.score import OutputOptions, RunResult
 from clsrun.runtime.variant import Variant
-from clsrun.runtime.writers import output_format, output_schema
+from clsrun.runtime.writers import output_format, output_schema, warn_formula_labels
 
 log = logging.getLogger(__name__)
 
@@ -132,8 +132,8 @@ class RayScoreResult(RunResult):
         """The one line ``clsrun predict --engine ray`` prints when done."""
         m = self.manifest
         return (
-            f"scored {m['rows_read']} rows from {len(m['files'])} file(s) ({m['ok']} ok, {m['error']} error) -> "
-            f"{self.output} ({len(m['parts'])} parts) in {m['wall_s']:.1f}s, {m['rows_per_s']:.0f} rows/s "
+            f"scored {m['rows_read']:,} rows from {len(m['files'])} file(s) ({m['ok']:,} ok, {m['error']:,} "
+            f"error) -> {self.output} ({len(m['parts'])} parts) in {m['wall_s']:.1f}s, {m['rows_per_s']:,.0f} rows/s "
             f"on {m['ray']['workers']} Ray workers ({m['backend']} {m['precision']} {m['device']})"
         )
 
@@ -389,6 +389,7 @@ def _score_on_ray(
     read, options = job.read, job.ray
     fingerprints = _check_local_inputs(files, read)
     described, loaded = _load_on_driver(bundle, job.variant)
+    warn_formula_labels(loaded.labels, kind)
     started_ray = _connect(ray, options)
     _remove_stale_staging(out_fs, out_path)
     staging = f"{out_path}.tmp-{uuid.uuid4().hex[:12]}"

@@ -92,3 +92,21 @@ def test_build_failure_is_refused_unscored_and_listed_with_gate_refusals() -> No
     assert "fp16 (onnx/fp16.onnx): build failed: float16 conversion failed" in message
     assert "--force keeps variants the gate refused" in message
     assert "--force cannot keep a variant that was not built" in message
+
+
+def test_static_int8_replaces_dynamic_when_it_trails_by_noise_of_at_most_one_gate_row() -> None:
+    """Static QDQ five times faster and one row of 400 behind dynamic (0.25 points) was dropped by the
+    0.2-point allowance, smaller than one row on any gate under 500 rows."""
+    from clsrun.export.gate import VariantResult
+    from clsrun.export.int8 import static_allowance_pts, static_wins
+
+    def result(accuracy: float, rows_per_s: float) -> VariantResult:
+        return VariantResult("f", True, True, accuracy, 0.0, 1.0, 0.0, None, rows_per_s, "cpu", 1)
+
+    dynamic = result(0.5975, 167.0)
+    assert static_wins(result(0.5950, 848.0), dynamic, gate_rows=400)  # one row behind
+    assert not static_wins(result(0.5925, 848.0), dynamic, gate_rows=400)  # two rows: a trend
+    assert not static_wins(result(0.5975, 100.0), dynamic, gate_rows=400)  # slower
+    assert static_allowance_pts(10_000) == 0.2 and static_allowance_pts(179) == pytest.approx(
+        0.5587, abs=1e-4
+    )

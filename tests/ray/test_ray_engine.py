@@ -142,7 +142,7 @@ def test_csv_parts_and_the_cli(tmp_path: Path, toy_bundle: Path) -> None:
     args = ["predict", str(tmp_path / "in" / "*.csv"), "--model", str(toy_bundle), "--engine", "ray"]
     res = CliRunner().invoke(app, [*args, "--out", str(out), "--workers", "2", "--cpus-per-worker", "0.5"])
     assert res.exit_code == 0, res.output
-    assert "scored 2700 rows from 1 file(s) (1800 ok, 900 error)" in res.output
+    assert "scored 2,700 rows from 1 file(s) (1,800 ok, 900 error)" in res.output
     table = pacsv.read_csv(
         out / "part-00000.csv", convert_options=pacsv.ConvertOptions(strings_can_be_null=False)
     )

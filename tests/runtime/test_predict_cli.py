@@ -38,7 +38,7 @@ def test_predict_writes_every_row_and_the_manifest(tmp_path: Path, toy_bundle: P
     out = tmp_path / "out.jsonl"
     res = runner.invoke(app, ["predict", str(src), "--model", str(toy_bundle), "--out", str(out), "--probs"])
     assert res.exit_code == 0, res.output
-    assert "scored 2000 rows (1960 ok, 40 error" in res.output
+    assert "scored 2,000 rows (1,960 ok, 40 error" in res.output
     rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert len(rows) == 2000 and [r["id"] for r in rows] == list(range(2000))
     assert rows[0]["status"] == "error" and rows[1]["label"] == "neg" and "prob_pos" in rows[2]
@@ -161,7 +161,7 @@ def test_bar_on_a_terminal_shows_the_total(
     first = "scoring (~est.):" if name.endswith(".csv") else "scoring:"
     assert frames[0].startswith(first) and "0.00/2.00k" in frames[0], frames
     assert frames[-1].startswith("scoring: 100%") and "2.00k/2.00k" in frames[-1], frames
-    assert stderr.rstrip().splitlines()[-1].startswith("scored 2000 rows")
+    assert stderr.rstrip().splitlines()[-1].startswith("scored 2,000 rows")
 
 
 def test_no_bar_with_quiet_or_when_stderr_is_not_a_terminal(

@@ -75,7 +75,7 @@ def test_a_checkpoint_is_kept_unless_overwrite_and_the_resumed_summary_counts_th
     assert "add --resume to continue it, or --overwrite to discard them" in said
     code, said = _predict(src, toy_bundle, *args, "--resume")
     assert code == 0 and said.startswith(
-        f"scored 2000 rows, continuing from row 1000 (3000 in all: 2000 ok, 1000 error, 0 truncated) -> {out} in "
+        f"scored 2,000 rows, continuing from row 1,000 (3,000 in all: 2,000 ok, 1,000 error, 0 truncated) -> {out} in "
     )
     manifest = _manifest(out)
     assert manifest["resumed_from_row"] == 1000 and manifest["error_reasons"] == {
@@ -135,7 +135,7 @@ def test_a_gbk_file_is_said_once_with_the_fix_and_its_reasons_are_counted_togeth
         "warning: 999 of 1,000 rows failed with 'undecodable bytes (not UTF-8)': the file is probably not UTF-8 "
         f"(GBK, GB18030 or Latin-1?); convert it first, e.g. `iconv -f gbk -t utf-8 {src} > {tmp_path / 'gbk.utf8.csv'}`"
     )
-    assert summary.startswith("scored 1000 rows (1 ok, 999 error")
+    assert summary.startswith("scored 1,000 rows (1 ok, 999 error")
     assert _manifest(out)["error_reasons"] == {"undecodable bytes (not UTF-8)": 999}  # byte offsets differ
     code, said = _predict(src, toy_bundle, "--out", str(out), "--overwrite", "--max-error-rate", "0.5", "-q")
     assert code == 4 and "most with 'undecodable bytes (not UTF-8)': the file is probably not UTF-8" in said

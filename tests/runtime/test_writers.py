@@ -104,3 +104,19 @@ def test_tsv_is_plain_one_line_a_row_and_read_back_by_clsrun(tmp_path: Path) -> 
         None,  # the error row has no label
         "neg",
     ]
+
+
+def test_labels_the_csv_formula_guard_changes_are_said_before_a_run(caplog: pytest.LogCaptureFixture) -> None:
+    """A bundle trained on labels such as ``-``/``+`` wrote them as ``'-``/``'+`` in CSV output, silently:
+    a join on the bundle's labels then missed every such row."""
+    from clsrun.runtime.writers import formula_labels, warn_formula_labels
+
+    labels = ["-", "+", "pos", "=x", "-1", "@me"]
+    assert formula_labels(labels, "csv") == ["-", "+", "=x", "@me"]  # plain numbers are left alone
+    assert formula_labels(labels, "tsv") == ["-", "+", "=x", "@me"]
+    assert formula_labels(labels, "jsonl") == [] and formula_labels(labels, "parquet") == []
+    with caplog.at_level("WARNING", logger="clsrun"):
+        warn_formula_labels(labels, "csv")
+        warn_formula_labels(["neg", "pos"], "csv")
+    assert len(caplog.records) == 1
+    assert "'-', '+', '=x', '@me' start like a spreadsheet formula" in caplog.text and ".jsonl" in caplog.text

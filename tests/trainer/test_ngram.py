@@ -338,3 +338,18 @@ def test_training_settings_that_the_logreg_fit_ignores_are_said(
         said[fit] = caplog.text
     assert "--epochs, --lr: unused with --fit logreg" in said["logreg"]
     assert "unused with" not in said["torch"]
+
+
+def test_a_class_weighted_validation_loss_is_named_so_beside_the_unweighted_fit_figures(
+    small_charcnn_data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Under --class-weights auto the epoch lines and the kept epoch give the weighted loss early stopping
+    watches, the fit summary the plain one: both were "validation loss", with different values."""
+    from clsrun.trainer import train
+
+    config = {"epochs": 2, "quiet": True, "logs": False, "class_weights": "auto"}
+    with caplog.at_level("INFO", logger="clsrun"):
+        train(small_charcnn_data, tmp_path / "b", model="ngram", config=config, options={"fit": "best"},
+              baseline=False)  # fmt: skip
+    assert "lowest class-weighted validation loss" in caplog.text
+    assert "AdamW fit: validation accuracy" in caplog.text and "unweighted loss" in caplog.text

@@ -193,5 +193,5 @@ def test_predict_draws_its_bar_and_ends_with_one_summary_line(
     assert draws, "no progress bar was drawn"
     assert 40 <= max(len(d) for d in draws) < (columns or 100), draws[:3]
     screen = [line for line in _screen(raw) if line.strip()]
-    assert screen[-1].startswith("scored 20000 rows"), screen[-3:]
+    assert screen[-1].startswith("scored 20,000 rows"), screen[-3:]
     assert out.is_file()
