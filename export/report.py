@@ -56,7 +56,8 @@ class ExportReport:
             f"{name:5s} {status:7s} {result.file if result.kept else '(removed)':24s} "
             f"accuracy {result.accuracy:.4f} (drop {result.accuracy_drop_pts:+.2f} pts), agreement "
             f"{result.label_agreement:.4f}, max |logit diff| {result.max_abs_logit_diff:.2g}, "
-            f"{result.rows_per_s:,.0f} rows/s on {ran.get('device', '?')} ({ran.get('streams', '?')} streams), "
+            f"gate pass {result.rows_per_s:,.0f} rows/s on {ran.get('device', '?')} ({ran.get('streams', '?')} "
+            "streams, first calls included), "
             f"{(result.size_bytes or 0) / 1e6:.1f} MB"
             + (f", {method}" if method else "")
             + (f"; {result.reason}" if result.reason else "")
@@ -71,7 +72,8 @@ def _speeds(speeds: dict[str, Any]) -> list[str]:
     ordered = sorted(rates.items(), key=lambda kv: -kv[1])
     figures = ", ".join(f"{key} {rate:,.0f}" for key, rate in ordered)
     return [
-        f"rows/s on {speeds['rows']:,} gate rows, median of {speeds['rounds']} alternating rounds: {figures}; "
+        f"timed for --backend auto (rows/s on {speeds['rows']:,} gate rows, warm, median of {speeds['rounds']} "
+        f"alternating rounds; the gate pass figures above include first calls): {figures}; "
         f"--backend auto runs {ordered[0][0]} on this CPU"
     ]
 
