@@ -146,10 +146,15 @@ def cjk_share(texts: list[str], max_chars: int = DETECT_SAMPLE_CHARS) -> float:
     cps = cps[~charmaps.is_space(cps)]
     if not len(cps):
         return 0.0
+    return float(is_cjk(cps).mean())
+
+
+def is_cjk(cps: np.ndarray) -> np.ndarray:
+    """(n,) bool: which of the code points ``cps`` (n,) are CJK (:data:`CJK_RANGES`, the supplement)."""
     cjk = np.zeros(len(cps), dtype=bool)
     for low, high in (*CJK_RANGES, CJK_SUPPLEMENT):
         cjk |= (cps >= low) & (cps <= high)
-    return float(cjk.mean())
+    return cjk
 
 
 def detect_script(texts: list[str]) -> Script:

@@ -28,6 +28,7 @@ from clsrun.runtime.score import (
     score_file,
 )
 from clsrun.runtime.stopping import StopRequest
+from clsrun.runtime.unreadable import SAMPLE_ROWS, warn_unreadable
 from clsrun.runtime.variant import Variant
 
 if TYPE_CHECKING:
@@ -77,6 +78,16 @@ def predict_file(
     ):
         _honour(stop)
         classifier = Classifier.load(model, variant, batching)
+        about = "the default model" if model is None else f"the model {model}"
+        spec = classifier.bundle.spec
+        warn_unreadable(
+            stream.path,
+            about,
+            spec.kind,
+            classifier.encoder,
+            spec.normalization,
+            stream.first_texts(SAMPLE_ROWS),
+        )
         _honour(stop)
         with progress(stream) if progress is not None else nullcontext(None) as reporter:
             return score_file(stream, claim, classifier, read, output, reporter, stop)

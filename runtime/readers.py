@@ -905,6 +905,12 @@ class RecordStream:
         return error if head is None else InputError(f"{head}; score it again once it is complete")
 
     # -- public ------------------------------------------------------------------------------------
+    def first_texts(self, n: int) -> list[str]:
+        """Up to ``n`` texts of the first rows read (those with a text): what checks before scoring look at."""
+        if self._first is None:
+            return []
+        return [t for t in self._first.texts[:n] if t is not None]
+
     def chunks(self, skip: int = 0) -> Iterator[RecordChunk]:
         """Yield the file's chunks in order, leaving out its first ``skip`` rows (resume). Single use."""
         chunk = self._first
