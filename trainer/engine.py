@@ -371,6 +371,15 @@ def _callbacks(config: TrainConfig, stats: _RunningStats, epochs: EpochLog) -> l
     return callbacks
 
 
+def _epoch_log(config: TrainConfig, out_dir: Path | str | None) -> EpochLog:
+    """The run's epoch history and lines; its validation loss is named class-weighted when it is."""
+    return EpochLog(
+        config.epochs,
+        tensorboard_writer(None if out_dir is None else Path(out_dir), config),
+        loss_kind="class-weighted" if config.class_weights == "auto" else "",
+    )
+
+
 def fit(
     model: torch.nn.Module,
     train_dataset: ClassificationDataset,
@@ -398,11 +407,7 @@ def fit(
     hf_logging.set_verbosity_error()  # the Trainer's own info chatter; our per-epoch lines replace it
     distributed.join(device)
     stats = _RunningStats()
-    epochs = EpochLog(
-        config.epochs,
-        tensorboard_writer(None if out_dir is None else Path(out_dir), config),
-        loss_kind="class-weighted" if config.class_weights == "auto" else "",
-    )
+    epochs = _epoch_log(config, out_dir)
     with distributed.shared_temp_dir("clsrun-ckpt-") as ckpt:
         trainer = _ClassifierTrainer(
             class_weights(config, train_dataset.targets, labels),
