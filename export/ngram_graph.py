@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from clsrun.runtime.encode_ngram import COUNTS_INPUT, SPARSE_INPUT
+from clsrun.runtime.errors import naming
 
 if TYPE_CHECKING:
     from clsrun.runtime.bundle import Bundle
@@ -92,7 +93,8 @@ def write_sparse_graph(
     )
     proto.ir_version = 8  # what onnxruntime 1.16 and later load; the graph needs nothing newer
     out.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(proto, str(out))
+    with naming(out):
+        onnx.save(proto, str(out))
     return out
 
 

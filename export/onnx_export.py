@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from clsrun.runtime.errors import ExportError
+from clsrun.runtime.errors import ExportError, storage_problem
 
 OPSET = 17
 OUTPUT_NAME = "logits"
@@ -85,6 +85,12 @@ def export_onnx(
                 do_constant_folding=True,
                 dynamo=False,
             )
+    except OSError as e:  # the file system said no (a full disk): said of the file, as every write is
+        if storage_problem(e) is None:
+            raise ExportError(f"torch.onnx.export failed: {type(e).__name__}: {e}") from e
+        if e.filename is None:
+            raise OSError(e.errno, e.strerror, str(out)) from e
+        raise
     except Exception as e:  # torch raises many unrelated types here; report them as one export failure
         raise ExportError(f"torch.onnx.export failed: {type(e).__name__}: {e}") from e
     return out

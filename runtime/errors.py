@@ -115,6 +115,7 @@ _STORAGE = {  # errno: what the file system said, and the exit code
     errno.EROFS: ("read-only file system", 2),
     errno.ENOSPC: ("no space left on the device", 1),
     errno.EDQUOT: ("disk quota exceeded", 1),
+    errno.EFBIG: ("file too large for the process's limit (ulimit -f) or the file system", 1),
 }
 _LATER = (errno.ENOSPC, errno.EDQUOT)  # the same command can succeed once there is room
 
@@ -147,6 +148,18 @@ def file_errors_of(path: Path | str) -> Iterator[None]:
         raise OSError(code, os.strerror(code), str(path)) from e
 
 
+@contextmanager
+def naming(path: Path | str) -> Iterator[None]:
+    """An ``OSError`` without a file name (a write through an open descriptor, a library's own file) gets
+    ``path``: a full disk is then said of the file, not of "a file"."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is not None or e.errno is None:
+            raise
+        raise OSError(e.errno, e.strerror or os.strerror(e.errno), str(path)) from e
+
+
 def storage_problem(e: OSError) -> tuple[str, int] | None:
     """``(what the file system said, exit code)`` for an ``OSError`` that is it saying no, else None."""
     return _STORAGE.get(e.errno or 0)
@@ -165,6 +178,27 @@ def storage_error(e: OSError, where: str | None = None) -> StorageError | None:
     error = StorageError(f"{where}: {reason}" + ("; free some and run again" if needs_room(e) else ""))
     error.exit_code = code
     return error
+
+
+class ResourceError(ClsrunError):
+    """The machine (or a limit set on the process) gave no more memory or threads. Not a bug in clsrun: the
+    same command can succeed with more room (a scoring run keeps its checkpoint for ``--resume``)."""
+
+
+def resource_error(e: BaseException) -> ResourceError | None:
+    """The typed error for running out of memory or of threads (``ulimit -v``/``-u``, a cgroup), else None."""
+    if isinstance(e, MemoryError):
+        detail = f" ({e})" if str(e) else ""
+        return ResourceError(
+            f"out of memory{detail}: give the process more memory, or use less (a smaller --window or "
+            "--batch-tokens when scoring, a smaller --batch-size when training)"
+        )
+    if isinstance(e, RuntimeError) and "can't start new thread" in str(e):
+        return ResourceError(
+            "cannot start a thread: the limit on processes and threads (ulimit -u) or memory is reached; "
+            "raise it, or run with fewer --threads/--streams"
+        )
+    return None
 
 
 class TrainingError(ClsrunError):

@@ -85,8 +85,18 @@ def is_temporary(name: str) -> bool:
 
 
 def fsync_path(path: Path) -> None:
-    """Flush a file or folder to disk (a folder: so a rename inside it survives a power cut)."""
-    fd = os.open(path, os.O_RDONLY)
+    """Flush a file or folder to disk (a folder: so a rename inside it survives a power cut).
+
+    A folder this process may write into but not read (mode 0300, a drop box) cannot be opened to flush:
+    its rename has happened all the same, so that flush is skipped rather than failing a run whose output
+    is already in place.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except PermissionError:
+        if path.is_dir():
+            return
+        raise
     try:
         os.fsync(fd)
     finally:

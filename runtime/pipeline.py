@@ -316,5 +316,7 @@ def _join_all(threads: list[threading.Thread], grace: float) -> list[str]:
     """Join every thread within ``grace`` seconds in all; the names of those still running after it."""
     deadline = time.monotonic() + grace
     for thread in threads:
+        if thread.ident is None:  # its start failed (no threads left): nothing to join
+            continue
         thread.join(max(0.0, deadline - time.monotonic()))
     return [t.name for t in threads if t.is_alive()]

@@ -69,3 +69,25 @@ def test_the_console_command_exits_with_its_commands_code(tmp_path: Path) -> Non
         main()
     """)
     assert version.returncode == 0 and version.stdout.startswith("clsrun ")
+
+
+def test_a_result_on_stdout_that_could_not_be_written_fails_the_command(tmp_path: Path) -> None:
+    """``clsrun eval B data --json > r.json`` on a full disk (or with stdout closed) left an empty r.json and
+    exit 0; a reader that stopped reading (``| head``) is its own choice and changes nothing."""
+    command = [sys.executable, "-m", "clsrun", "--version"]
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(command, stdout=full, stderr=subprocess.PIPE, text=True, timeout=60)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1].startswith("error: stdout: no space left on device")
+    closed = subprocess.run(
+        [*command[:3], "--version"], stdout=None, stderr=subprocess.PIPE, text=True, timeout=60,
+        preexec_fn=lambda: __import__("os").close(1),
+    )  # fmt: skip
+    assert closed.returncode == 1 and "it was closed when clsrun started" in closed.stderr
+    head = subprocess.run(
+        f"{sys.executable} -m clsrun --help | head -c 10 >/dev/null; echo ${{PIPESTATUS[0]}}",
+        shell=True, executable="/bin/bash", capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert head.stdout.strip() == "0"
+    fine = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert fine.returncode == 0 and fine.stderr == ""

@@ -21,7 +21,7 @@ import typer
 from clsrun import __version__
 from clsrun.runtime import stopping
 from clsrun.runtime.cli.options import flag
-from clsrun.runtime.errors import ClsrunError, Interrupted, storage_error
+from clsrun.runtime.errors import ClsrunError, Interrupted, resource_error, storage_error
 
 # Shown under `clsrun --help` (rich keeps each line as it is written here).
 EXIT_CODES = """Exit codes:
@@ -106,7 +106,13 @@ def reports_errors(fn: Callable[P, R]) -> Callable[P, R]:
             typer.echo(str(e), err=True)
             raise typer.Exit(e.exit_code) from None
         except Exception as e:
-            typed = e if isinstance(e, ClsrunError) else storage_error(e) if isinstance(e, OSError) else None
+            typed = (
+                e
+                if isinstance(e, ClsrunError)
+                else storage_error(e)
+                if isinstance(e, OSError)
+                else resource_error(e)
+            )
             if _debug["on"]:
                 traceback.print_exc()
             if typed is None:

@@ -12,6 +12,7 @@ Wrapped only by the console command (``clsrun.__main__``): code that imports cls
 from __future__ import annotations
 
 import errno
+import os
 from typing import Any, TextIO
 
 # The reader went away (EPIPE), the descriptor was closed under us (EBADF, `2>&-`), or the file the messages
@@ -20,20 +21,33 @@ _GONE = (errno.EPIPE, errno.EBADF, errno.ENOSPC, errno.EDQUOT, errno.EIO)
 
 
 class LossyStream:
-    """A text stream that drops what it cannot write once its reader is gone; the rest is the stream's own."""
+    """A text stream that drops what it cannot write once its reader is gone; the rest is the stream's own.
 
-    def __init__(self, stream: TextIO) -> None:
+    ``lost`` says why text was dropped (None while none was): for stdout, where some commands write their
+    result (``eval``'s report), the console command turns it into exit 1 (:func:`lost_output`).
+    """
+
+    def __init__(self, stream: TextIO, closed: bool = False) -> None:
         self._stream = stream
-        self.gone = False
+        self.gone = closed
+        self._why = "it was closed when clsrun started (>&-)" if closed else ""
+        self.lost: str | None = None
+        self.error: int | None = None  # the errno that made it gone (None: closed from the start)
+
+    def _drop(self, e: OSError) -> None:
+        if e.errno not in _GONE:
+            raise e
+        self.gone, self.error = True, e.errno
+        self._why = os.strerror(e.errno or 0).lower()
 
     def write(self, text: str) -> int:
         if not self.gone:
             try:
                 return self._stream.write(text)
             except OSError as e:
-                if e.errno not in _GONE:
-                    raise
-                self.gone = True
+                self._drop(e)
+        if text:
+            self.lost = self._why
         return len(text)
 
     def flush(self) -> None:
@@ -41,9 +55,8 @@ class LossyStream:
             try:
                 self._stream.flush()
             except OSError as e:
-                if e.errno not in _GONE:
-                    raise
-                self.gone = True
+                self._drop(e)
+                self.lost = self._why  # what the buffer held is lost
 
     def __getattr__(self, name: str) -> Any:  # fileno, isatty, encoding, ...: the wrapped stream's
         return getattr(self._stream, name)
@@ -56,12 +69,26 @@ def install() -> None:
     code that writes messages (ours, typer's, logging's) does not expect: it becomes one that drops
     everything, as if the reader were gone.
     """
-    import os
     import sys
 
     for name in ("stdout", "stderr"):
         stream = getattr(sys, name)
+        if isinstance(stream, LossyStream):
+            continue
         if stream is None:
-            stream = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 (the process's stream, never closed)
-        if not isinstance(stream, LossyStream):
+            devnull = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 (the process's stream, never closed)
+            setattr(sys, name, LossyStream(devnull, closed=True))
+        else:
             setattr(sys, name, LossyStream(stream))
+
+
+def lost_output() -> str | None:
+    """Why text written to stdout was lost, unless its reader chose to stop reading (``| head``: EPIPE), or
+    None. A command's result on stdout (``eval``'s report redirected to a file on a full disk, or to a closed
+    descriptor) was dropped with exit 0, and a script went on with an empty file."""
+    import sys
+
+    stdout = sys.stdout
+    if not isinstance(stdout, LossyStream) or stdout.lost is None or stdout.error == errno.EPIPE:
+        return None
+    return stdout.lost

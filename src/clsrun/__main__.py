@@ -58,7 +58,21 @@ def exit_now(code: object) -> None:
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):  # a closed pipe (`clsrun ... | head`), a closed stream
             stream.flush()
-    os._exit(code or 0)
+    os._exit(_lost_output_fails(code or 0))
+
+
+def _lost_output_fails(code: int) -> int:
+    """``code``, or 1 with one line on stderr when a command that would exit 0 could not write its stdout
+    (``streams.lost_output``): its result there is gone."""
+    from clsrun.runtime.cli.streams import lost_output
+
+    why = lost_output()
+    if code != 0 or why is None:
+        return code
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.write(f"error: stdout: {why}; the command's output was not written\n")
+        sys.stderr.flush()
+    return 1
 
 
 if __name__ == "__main__":

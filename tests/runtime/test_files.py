@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pyarrow.fs as pafs
 import pytest
@@ -88,3 +89,26 @@ def test_move_into_place_replaces_the_target_whole(tmp_path: Path) -> None:
     target.write_bytes(b"old")
     move_into_place(staged, target)
     assert target.read_bytes() == b"new model" and not staged.exists()
+
+
+def test_a_folder_that_can_be_written_but_not_read_is_not_flushed_and_does_not_fail(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An output folder of mode 0300: the output was renamed into place, then opening the folder to flush it
+    failed, and the run exited 2 "permission denied ... run with --resume" with its output published."""
+    from clsrun.runtime import files
+
+    real_open = os.open
+
+    def no_reading_folders(path: Any, flags: int, *args: Any) -> int:
+        if Path(path).is_dir():
+            raise PermissionError(13, "Permission denied", str(path))
+        return int(real_open(path, flags, *args))
+
+    monkeypatch.setattr(files.os, "open", no_reading_folders)
+    files.atomic_write_text(tmp_path / "out.txt", "published")
+    assert (tmp_path / "out.txt").read_text(encoding="utf-8") == "published"
+    (tmp_path / "locked").write_text("x", encoding="utf-8")
+    monkeypatch.setattr(files.os, "open", lambda *a: (_ for _ in ()).throw(PermissionError(13, "no")))
+    with pytest.raises(PermissionError):  # a file that cannot be opened is still an error
+        files.fsync_path(tmp_path / "locked")

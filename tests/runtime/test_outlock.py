@@ -107,3 +107,22 @@ def test_a_symlink_or_a_dotdot_path_takes_the_same_lock_beside_the_real_folder(t
     link = tmp_path / "link"
     link.symlink_to(real, target_is_directory=True)
     assert lock_path(link) == lock_path(real / "onnx" / "..") == tmp_path / ".bundle.lock"
+
+
+def test_a_full_disk_while_the_lock_is_described_names_the_lock_file_and_leaves_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Written through a descriptor, the error had no file name: "a file: no space left on the device"."""
+    from clsrun.runtime import outlock
+    from clsrun.runtime.errors import storage_error
+
+    def full(*args: object) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(outlock.os, "pwrite", full)
+    out = tmp_path / "o.csv"
+    with pytest.raises(OSError) as caught:
+        OutputLock.acquire(out)
+    assert caught.value.filename == str(lock_path(out))
+    assert str(storage_error(caught.value)).startswith(f"{lock_path(out)}: no space left on the device")
+    assert not lock_path(out).exists()

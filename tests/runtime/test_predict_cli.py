@@ -379,3 +379,55 @@ def test_the_manifest_names_input_output_and_bundle_as_absolute_paths(
     assert manifest["input"] == str(work / "in.csv")
     assert manifest["output"] == str(work / "out" / "o.csv")
     assert manifest["bundle"] == str(model)
+
+
+@pytest.mark.parametrize(
+    ("raised", "said"),
+    [
+        (
+            MemoryError("Unable to allocate 13.6 MiB"),
+            "error: out of memory (Unable to allocate 13.6 MiB): give",
+        ),
+        (RuntimeError("can't start new thread"), "error: cannot start a thread: the limit on processes"),
+        (OSError(27, "File too large"), "file too large for the process's limit (ulimit -f)"),
+    ],
+)
+def test_running_out_of_memory_threads_or_file_size_is_one_line_not_a_bug(
+    tmp_path: Path, toy_bundle: Path, monkeypatch: pytest.MonkeyPatch, raised: BaseException, said: str
+) -> None:
+    """ulimit -v, -u and -f were "unexpected MemoryError / RuntimeError / OSError ... (run with --debug)"."""
+    from clsrun.runtime import pipeline
+
+    def fails(*args: object) -> None:
+        raise raised
+
+    monkeypatch.setattr(pipeline.Pipeline, "run", fails)
+    src = _input(tmp_path / "in.csv", 30)
+    res = runner.invoke(
+        app, ["predict", str(src), "--model", str(toy_bundle), "--out", str(tmp_path / "o.csv")]
+    )
+    assert res.exit_code == 1
+    assert said in res.output and "unexpected" not in res.output
+
+
+def test_a_thread_that_could_not_start_is_the_error_not_a_join_of_it(
+    tmp_path: Path, toy_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pipeline joined the thread whose start failed: "cannot join thread before it is started" hid
+    the real error."""
+    import threading
+
+    real_start, started = threading.Thread.start, []
+
+    def third_fails(self: threading.Thread) -> None:
+        started.append(self.name)
+        if len(started) == 3:
+            raise RuntimeError("can't start new thread")
+        real_start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", third_fails)
+    src = _input(tmp_path / "in.csv", 30)
+    res = runner.invoke(
+        app, ["predict", str(src), "--model", str(toy_bundle), "--out", str(tmp_path / "o.csv")]
+    )
+    assert res.exit_code == 1 and "cannot start a thread" in res.output, res.output
