@@ -94,6 +94,7 @@ class ExportOptions:
     max_accuracy_drop: float = 1.0  # accuracy points a variant may lose against eager PyTorch
     force: bool = False  # overwrite an earlier export and keep variants the gate refused
     eval_data: Path | None = None  # labelled rows for the gate instead of the bundle's validation rows
+    eval_columns: tuple[str, str] = ("text", "label")  # eval_data's text and label columns
     int8: Int8Options = field(default_factory=Int8Options)
     max_rows: int | None = None  # cap on gate rows (None: all)
     batching: BatchOptions = field(default_factory=BatchOptions)  # how the gate batches: predict's defaults
@@ -101,13 +102,14 @@ class ExportOptions:
     def __post_init__(self) -> None:
         unknown = [p for p in self.precisions if p not in EXPORT_PRECISIONS]
         if unknown or not self.precisions:
-            raise UsageError(
-                f"--precision takes a comma list of {', '.join(EXPORT_PRECISIONS)}; got {self.precisions!r}"
-            )
+            given = ", ".join(map(repr, unknown)) if unknown else "nothing"
+            raise UsageError(f"--precision takes a comma list of {', '.join(EXPORT_PRECISIONS)}; got {given}")
         # fp32 is always built: int8 and fp16 derive from it, and it is the runtime's fallback.
         self.precisions = tuple(p for p in EXPORT_PRECISIONS if p in {"fp32", *self.precisions})
-        if not self.max_accuracy_drop >= 0:
-            raise UsageError(f"--max-accuracy-drop must be >= 0 points, not {self.max_accuracy_drop}")
+        if not 0 <= self.max_accuracy_drop <= 100:  # NaN and inf too (inf would be written as bare Infinity)
+            raise UsageError(
+                f"--max-accuracy-drop must be between 0 and 100 points, not {self.max_accuracy_drop}"
+            )
         if self.max_rows is not None and self.max_rows < 1:
             raise UsageError(f"--max-rows must be positive, not {self.max_rows}")
 
@@ -338,7 +340,9 @@ def _export(bundle_path: Path, options: ExportOptions) -> ExportReport:
             bundle.root,
             ", ".join(existing),
         )
-    eval_set = load_eval_set(bundle, options.eval_data, options.max_rows, options.batching)
+    eval_set = load_eval_set(
+        bundle, options.eval_data, options.max_rows, options.batching, options.eval_columns
+    )
     model = _load_eager(bundle)
     phases.done("load")
     gate = Gate(

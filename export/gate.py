@@ -66,8 +66,11 @@ class EvalSet:
         return self.encoder.pad(self.tokens, rows)
 
 
-def _read_rows(bundle: Bundle, eval_data: Path | None) -> tuple[list[str], list[str], str]:
-    """Texts, labels and source name of the gate rows; :class:`InputError` for labels the bundle lacks."""
+def _read_rows(
+    bundle: Bundle, eval_data: Path | None, columns: tuple[str, str] = ("text", "label")
+) -> tuple[list[str], list[str], str]:
+    """Texts, labels and source name of the gate rows (``eval_data``'s ``columns``: text, label);
+    :class:`InputError` for labels the bundle lacks."""
     from clsrun.runtime.bundle import VALIDATION_FILE
     from clsrun.runtime.readers import read_labelled
 
@@ -78,8 +81,8 @@ def _read_rows(bundle: Bundle, eval_data: Path | None) -> tuple[list[str], list[
             raise InputError(
                 f"{bundle.root} has no {VALIDATION_FILE} (held-out rows); give labelled rows with --eval-data FILE"
             )
-        path, source = bundle.file(VALIDATION_FILE), VALIDATION_FILE
-    data = read_labelled(path)
+        path, source, columns = bundle.file(VALIDATION_FILE), VALIDATION_FILE, ("text", "label")
+    data = read_labelled(path, *columns)
     unknown = sorted(set(data.labels) - set(bundle.labels))
     if unknown:
         shown = ", ".join(repr(x) for x in unknown[:5])
@@ -94,8 +97,10 @@ def load_eval_set(
     eval_data: Path | None = None,
     max_rows: int | None = None,
     batching: BatchOptions = BatchOptions(),
+    columns: tuple[str, str] = ("text", "label"),
 ) -> EvalSet:
-    """Read the gate's labelled rows, keep those with readable text after normalisation (at most ``max_rows``),
+    """Read the gate's labelled rows (``eval_data``'s ``columns``, text and label, else the bundle's validation
+    rows), keep those with readable text after normalisation (at most ``max_rows``, spread over the file),
     tokenize them with the runtime's encoder and plan predict's CPU batches.
 
     Raises :class:`InputError` when there are no rows, or when labels are not the bundle's labels.
@@ -103,14 +108,17 @@ def load_eval_set(
     from clsrun.runtime.encode import make_encoder
     from clsrun.runtime.textnorm import normalize, readable
 
-    texts, labels, source = _read_rows(bundle, eval_data)
+    texts, labels, source = _read_rows(bundle, eval_data, columns)
     index = {label: i for i, label in enumerate(bundle.labels)}
     kept = [  # the rows predict scores (encode_pool.encode_texts): readable text after normalisation
         (t, n, index[y])
         for t, y in zip(texts, labels, strict=True)
         if readable(n := normalize(t, bundle.spec.normalization))
     ]
-    kept = kept[:max_rows]
+    if max_rows is not None and len(kept) > max_rows:
+        # spread over the whole file, not its first rows: a file sorted by label would gate on one class
+        picked = np.sort(np.random.default_rng(0).choice(len(kept), max_rows, replace=False))
+        kept = [kept[i] for i in picked]
     if not kept:
         raise InputError(f"{source}: no row has readable text left after normalisation")
     encoder = make_encoder(bundle)

@@ -46,12 +46,14 @@ def _not_a_bundle(root: Path) -> str:
     if not (root / UNFINISHED).is_file():
         return f"{root / SPEC_FILE}: missing; {root} is not a clsrun model bundle"
     previous = previous_of(root)
-    kept = (
-        f"; the bundle it was replacing is in {previous}: move it back to use it" if previous.is_dir() else ""
+    todo = (
+        f"the bundle it was replacing is in {previous}: move it back to use it, or train again with --force"
+        if previous.is_dir()
+        else "train again with --force"
     )
     return (
         f"{root}: a training into this folder did not finish (the process was stopped or killed), so it holds "
-        f"no bundle{kept}, or train again with --force"
+        f"no bundle; {todo}"
     )
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from clsrun.runtime.cli.app import app, reports_errors
+from clsrun.runtime.cli.options import LABEL_COL, TEXT_COL, LabelCol, TextCol
 
 
 @app.command("export")
@@ -44,8 +45,8 @@ def export(
         exists=True,
         dir_okay=False,
         metavar="FILE",
-        help="Labelled rows (label,text; CSV/TSV/JSONL/Parquet) for the gate instead of the bundle's "
-        "validation rows. More rows: a steadier verdict and a slower export.",
+        help="Labelled rows (CSV/TSV/JSONL/Parquet; columns text and label, or --text-col/--label-col) for the "
+        "gate instead of the bundle's validation rows. More rows: a steadier verdict and a slower export.",
     ),
     per_channel: bool = typer.Option(
         True,
@@ -78,8 +79,13 @@ def export(
         "it either way.",
     ),
     max_rows: int | None = typer.Option(
-        None, "--max-rows", min=1, help="Use at most this many gate rows (faster export, noisier verdict)."
+        None,
+        "--max-rows",
+        min=1,
+        help="Use at most this many gate rows, drawn from the whole file (faster export, noisier verdict).",
     ),
+    text_col: TextCol = TEXT_COL,
+    label_col: LabelCol = LABEL_COL,
     quiet: bool = typer.Option(
         False,
         "--quiet",
@@ -98,7 +104,7 @@ def export(
     report marks as passed.
     """
     from clsrun.export import ExportOptions, Int8Options, export_bundle
-    from clsrun.runtime.errors import AccuracyGateError
+    from clsrun.runtime.errors import AccuracyGateError, UsageError
 
     int8 = Int8Options(
         per_channel=per_channel,
@@ -107,8 +113,16 @@ def export(
         plain_layernorm=plain_layernorm,
     )
     precisions = tuple(p.strip() for p in precision.split(",") if p.strip())
+    if eval_data is None and (text_col, label_col) != (TEXT_COL, LABEL_COL):
+        raise UsageError("--text-col and --label-col name the columns of --eval-data FILE; give it too")
     options = ExportOptions(
-        precisions, max_accuracy_drop, force, eval_data=eval_data, int8=int8, max_rows=max_rows
+        precisions,
+        max_accuracy_drop,
+        force,
+        eval_data=eval_data,
+        eval_columns=(text_col, label_col),
+        int8=int8,
+        max_rows=max_rows,
     )
     try:
         report = export_bundle(bundle, options)

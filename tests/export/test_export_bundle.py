@@ -259,3 +259,31 @@ def test_an_export_says_when_the_bundle_misses_its_own_recorded_accuracy(
     with contextlib.suppress(AccuracyGateError):
         export_bundle(bundle, force=True)
     assert "may have been edited (the labels in clsrun.json reordered or renamed?)" in caplog.text
+
+
+def test_gate_rows_from_other_columns_and_a_row_cap_spread_over_the_file(
+    tiny_charcnn_bundle: Path, tmp_path: Path
+) -> None:
+    """``--eval-data`` with columns ``y,review`` was refused with advice (--text-col) export did not take;
+    ``--max-rows`` took the first rows, so a file sorted by label gated on one class."""
+    import csv
+
+    from clsrun.export.gate import load_eval_set
+
+    words = {"neg": ["差", "太差", "bad"], "pos": ["好", "很好", "good"]}
+    rows = [(label, f"这个房间{words[label][i % 3]} {i}") for label in ("neg", "pos") for i in range(40)]
+    data = tmp_path / "sorted.csv"
+    with open(data, "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([("y", "review"), *rows])
+    bundle = Bundle.load(tiny_charcnn_bundle)
+    capped = load_eval_set(bundle, data, max_rows=20, columns=("review", "y"))
+    assert capped.rows == 20 and set(capped.labels.tolist()) == {0, 1}  # both classes, not the first 20
+    assert load_eval_set(bundle, data, max_rows=20, columns=("review", "y")).texts == capped.texts  # seeded
+    result = CliRunner().invoke(
+        app,
+        ["export", str(tiny_charcnn_bundle), "--eval-data", str(data), "--text-col", "review", "--label-col", "y",
+         "--precision", "fp32", "--max-rows", "40", "--quiet"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    refused = CliRunner().invoke(app, ["export", str(tiny_charcnn_bundle), "--text-col", "review", "--force"])
+    assert refused.exit_code == 2 and "give it too" in refused.output
