@@ -193,3 +193,23 @@ def test_cli_writes_files_and_rejects_unknown_backends(
         "latency_percentiles.png",
         "throughput_vs_batch.png",
     ]
+
+
+def test_backends_and_batch_sizes_that_cannot_be_measured_are_said(
+    toy_bundle: Path, toy_data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``--backends ","`` measured nothing with exit 0; a batch size above the rows read vanished from the
+    report while the latency plot showed a made-up "batch size 1" panel; a backend named twice ran twice."""
+    runner = CliRunner()
+    out = tmp_path / "bench"
+    args = ["bench", str(toy_bundle), "--data", str(toy_data), "--out", str(out), "--repeats", "1"]
+    args += ["--max-rows", "3", "--threads", "1", "--matmul-size", "128", "--quiet"]
+    empty = runner.invoke(app, [*args, "--backends", ","])
+    assert empty.exit_code == 2 and "--backends: name at least one" in empty.output
+    with caplog.at_level("WARNING", logger="clsrun"):
+        done = runner.invoke(app, [*args, "--backends", "onnx-fp32,onnx-fp32", "--batch-sizes", "4,16"])
+    assert done.exit_code == 0, done.output
+    assert "--batch-sizes 4,16: more rows than the 3 texts read" in caplog.text
+    report = json.loads((out / "bench.json").read_text(encoding="utf-8"))
+    assert [r["name"] for r in report["results"]] == ["onnx-fp32"]
+    assert (out / "latency_percentiles.png").read_bytes().startswith(PNG_MAGIC)

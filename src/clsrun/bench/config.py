@@ -45,6 +45,10 @@ class BenchConfig:
         unknown = [b for b in self.backends if b not in BACKENDS]
         if unknown:
             raise UsageError(f"--backends: unknown {', '.join(unknown)}; choose from {', '.join(BACKENDS)}")
+        if not self.backends:
+            raise UsageError(f"--backends: name at least one of {', '.join(BACKENDS)}")
+        self.backends = tuple(dict.fromkeys(self.backends))  # each measured once, in the order given
+        self.batch_sizes = tuple(dict.fromkeys(self.batch_sizes))
         if self.repeats < 1 or any(b < 1 for b in self.batch_sizes):
             raise UsageError("--repeats and --batch-sizes must be positive")
         return self

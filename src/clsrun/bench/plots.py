@@ -67,7 +67,10 @@ def plot_latency(report: BenchReport, path: Path) -> None:
     import numpy as np
 
     ok = [r for r in report.results if r.status == "ok" and r.latency]
-    sizes = sorted({x.batch_size for r in ok for x in r.latency}) or [1]
+    sizes = sorted({x.batch_size for r in ok for x in r.latency})
+    if not sizes:  # nothing measured (every batch size above the rows read): say so, no made-up panel
+        _nothing_measured(path, "no latency measured: every --batch-sizes value is above the rows read")
+        return
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     fig, axes = plt.subplots(
@@ -91,5 +94,19 @@ def plot_latency(report: BenchReport, path: Path) -> None:
     axes[0][0].legend(title="percentile")
     fig.suptitle(f"{Path(report.config['bundle']).name}: latency percentiles ({report.config['device']})")
     fig.tight_layout()
+    fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)
+
+
+def _nothing_measured(path: Path, why: str) -> None:
+    """A plot that says why it holds no data (the file the report links to still exists)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 2), dpi=120)
+    ax.axis("off")
+    ax.text(0.5, 0.5, why, ha="center", va="center", wrap=True)
     fig.savefig(path, bbox_inches="tight")
     plt.close(fig)

@@ -8,6 +8,7 @@ Order of a run: the inputs (``inputs.py``), the matmul peak (``machine.py``), th
 from __future__ import annotations
 
 import gc
+import logging
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -29,6 +30,8 @@ from clsrun.bench.memory import peak_rss
 from clsrun.bench.timing import Latency, plan_of, time_bulk, time_latency
 from clsrun.runtime.bundle import Bundle
 from clsrun.runtime.encode import make_encoder
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -89,6 +92,15 @@ def run_bench(cfg: BenchConfig, progress: Callable[[str], None] | None = None) -
     say(
         f"{len(inputs.texts):,} texts, {int(inputs.tokens.lengths.sum()):,} tokens; measuring the matmul peak"
     )
+    too_big = [size for size in cfg.batch_sizes if size > len(inputs.texts)]
+    if too_big:  # a call of that many rows cannot be made from the texts read: said, not silently skipped
+        log.warning(
+            "--batch-sizes %s: more rows than the %d texts read (raise --max-rows or give more rows); "
+            "no latency is measured at %s",
+            ",".join(map(str, too_big)),
+            len(inputs.texts),
+            "that size" if len(too_big) == 1 else "those sizes",
+        )
     peak = measure_matmul_peak(device, threads, cfg.matmul_n)
     flops, flops_note = _flops(bundle)
     results = []
