@@ -333,6 +333,11 @@ def _choose_exported(bundle: Bundle, variant: Variant) -> Choice:
         matching = [c for c in candidates if c.precision == variant.precision]
         if not matching:
             available = sorted({c.precision for c in candidates})
+            if variant.precision == "bf16":  # no export builds one: re-exporting would not help
+                raise UsageError(
+                    "--precision bf16 runs on --backend torch (eager PyTorch); exported variants are "
+                    f"{', '.join(available)}"
+                )
             raise UsageError(
                 f"--precision {variant.precision}: this bundle has no {variant.precision} variant that "
                 f"passed the export gate; available: {', '.join(available)}"

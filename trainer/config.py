@@ -87,11 +87,10 @@ class TrainConfig:
         need(self.batch_size >= 1, "--batch-size", ">= 1", self.batch_size)
         need(self.eval_batch_size >= 1, "--eval-batch-size", ">= 1", self.eval_batch_size)
         need(self.max_length >= 1, "--max-length", ">= 1", self.max_length)
-        need(self.warmup >= 0, "--warmup", ">= 0 (a fraction < 1 or a step count)", self.warmup)
         need(
-            self.warmup < 1 or float(self.warmup).is_integer(),
+            self.warmup >= 0 and (self.warmup < 1 or float(self.warmup).is_integer()),
             "--warmup",
-            "a fraction < 1 or a whole step count",
+            ">= 0: a fraction < 1 or a whole step count",
             self.warmup,
         )
         need(0 <= self.weight_decay < math.inf, "--weight-decay", "a finite number >= 0", self.weight_decay)
@@ -113,6 +112,13 @@ class TrainConfig:
         if problems:
             raise UsageError("; ".join(problems))
         return self
+
+    def unused(self, given: set[str]) -> str | None:
+        """A warning naming settings among ``given`` (the fields a user set) that these settings make no
+        use of: ``--restarts`` counts only under ``--schedule cosine_with_restarts``."""
+        if "restarts" in given and self.schedule != "cosine_with_restarts":
+            return f"--restarts: unused with --schedule {self.schedule} (it counts the cycles of cosine_with_restarts)"
+        return None
 
     def to_json(self) -> dict[str, Any]:
         """The hyper-parameters recorded in the bundle (``training.hyperparameters``)."""

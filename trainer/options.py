@@ -221,7 +221,10 @@ class NgramOptions(KindOptions):
         return {"ngram": asdict(self)}
 
     def unused(self, given: set[str]) -> str | None:
-        """``--fit logreg`` fits logistic regression to convergence: the AdamW fit's settings do nothing."""
+        """``--fit logreg`` fits logistic regression to convergence: the AdamW fit's settings do nothing;
+        ``--fit torch`` fits no logistic regression: ``--logreg-c`` does nothing."""
+        if self.fit == "torch" and "logreg_c" in given:
+            return "--logreg-c: unused with --fit torch (it sets the logistic-regression fit of --fit logreg or best)"
         names = sorted(given & ADAMW_ONLY) if self.fit == "logreg" else []
         if not names:
             return None

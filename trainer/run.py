@@ -83,9 +83,14 @@ def train(
         settings = config.validate()
     else:
         settings = TrainConfig.for_kind(model, kind_options, **(config or {}))
-        unused = kind_options.unused(set(config or {}))
-        if unused:
-            log.warning("%s", unused)
+        given = set(config or {}) | (set(options) if isinstance(options, Mapping) else set())
+        for unused in (kind_options.unused(given), settings.unused(given)):
+            if unused:
+                log.warning("%s", unused)
+    if kind.name == "bert" and settings.max_length < 3:  # [CLS], one token, [SEP]: said before torch loads
+        raise UsageError(
+            f"--max-length {settings.max_length}: a BERT model needs at least 3 ([CLS], a token, [SEP])"
+        )
     where = (data_options or DataOptions()).validate()
     out = Path(out)
     main = distributed.is_main()

@@ -49,7 +49,7 @@ from clsrun.trainer.data import Split
 from clsrun.trainer.frozen import one_thread
 from clsrun.trainer.ngram import NgramConfig, NgramLinear
 from clsrun.trainer.options import NGRAM_LONG_TEXT_CHARS, NgramOptions
-from clsrun.trainer.reporting import EpochRecord, headline_metric
+from clsrun.trainer.reporting import EpochRecord, cut_note, headline_metric
 
 log = logging.getLogger("clsrun.trainer")
 
@@ -293,11 +293,13 @@ def _say_features(encoder: NgramEncoder, train: Tokens, split: Split) -> None:
     low, high = scheme.char_ngrams
     what = [f"character {low}-{high}-grams"] if high else []
     what += [["", "words", "words and word pairs"][scheme.word_ngrams]] if scheme.word_ngrams else []
+    cut = float(train.truncated.mean()) if len(train) else 0.0
     log.info(
         "n-gram: %d training rows, %d validation rows, %d labels; %s text: %s, %s tf; %d of %d buckets kept "
-        "(%.0f features per row)",
+        "(%.0f features per row); %s",
         *(len(train), len(split.val_texts), len(split.labels), scheme.script, " + ".join(what), scheme.tf),
         *(encoder.vocabulary.size - 1, 1 << scheme.bucket_bits, float(train.lengths.mean())),
+        cut_note(cut, encoder.max_length, "characters"),
     )
 
 

@@ -246,7 +246,7 @@ def train(
         grad_accum=grad_accum,
         class_weights=class_weights,
         seed=seed,
-        device=device,
+        device=None if device == AUTO else device,  # the default: not a setting the user made
         precision=precision,
         num_workers=num_workers,
         logs=not no_logs,

@@ -268,3 +268,9 @@ def test_device_cuda_where_there_is_no_gpu_says_so_rather_than_naming_an_extra(
     monkeypatch.setattr(variant_module, "nvidia_gpu_present", lambda: True)
     with pytest.raises(UsageError, match=r"no CUDA provider here; pip install '\.\[gpu\]'"):
         Classifier.load(make_bundle("cuda2"), Variant(backend="onnx", device="cuda"))
+
+
+def test_bf16_on_an_exported_backend_says_where_it_runs(make_bundle: Callable[..., Path]) -> None:
+    """It said "this bundle has no bf16 variant that passed the export gate": no export builds one."""
+    with pytest.raises(UsageError, match=r"--precision bf16 runs on --backend torch .* fp32, int8"):
+        choose(Bundle.load(make_bundle("b")), Variant(backend="onnx", precision="bf16"))

@@ -353,3 +353,17 @@ def test_a_class_weighted_validation_loss_is_named_so_beside_the_unweighted_fit_
               baseline=False)  # fmt: skip
     assert "lowest class-weighted validation loss" in caplog.text
     assert "AdamW fit: validation accuracy" in caplog.text and "unweighted loss" in caplog.text
+
+
+def test_the_share_of_training_texts_cut_at_max_length_is_said(
+    small_charcnn_data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The char-CNN and BERT said it; the n-gram model cut nearly every text at --max-length 5 silently."""
+    from clsrun.trainer import train
+
+    with caplog.at_level("INFO", logger="clsrun"):
+        train(small_charcnn_data, tmp_path / "b", model="ngram", config={"max_length": 5, "quiet": True},
+              options={"fit": "logreg"}, baseline=False)  # fmt: skip
+    assert "% of training texts cut to 5 characters (--max-length)" in caplog.text
+    share = int(caplog.text.split("% of training texts cut to 5")[0].rsplit(" ", 1)[-1])
+    assert share > 50

@@ -87,6 +87,7 @@ def test_train_writes_a_verified_bundle_with_metrics(tiny_charcnn_data: Path, tm
         (["--val-split", "1.5"], "--val-split must be between 0 and 1"),
         (["--seed", "-1"], "--seed must be a whole number from 0 to 4294967295"),  # was blamed on --val-split
         (["--warmup", "1e9"], "--warmup 1,000,000,000 steps is more than the whole training's"),
+        (["--warmup", "nan"], "--warmup must be >= 0: a fraction < 1 or a whole step count, got nan"),
     ],
 )
 def test_bad_options_exit_2_naming_the_flag(
@@ -147,3 +148,33 @@ def test_weights_that_are_not_numbers_are_never_saved(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
     save_weights({"embed.weight": torch.ones(3, 2), "step": torch.tensor(3)}, tmp_path)  # finite: saved
     assert (tmp_path / "model.safetensors").is_file()
+
+
+def test_settings_a_run_makes_no_use_of_are_named_and_only_those(
+    tiny_charcnn_data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, tiny_bert_checkpoint: Path
+) -> None:
+    """``--fit logreg`` named --device, never given; ``--fit torch --logreg-c`` and ``--restarts`` under
+    another schedule were ignored silently; BERT ``--max-length 2`` failed after torch loaded, exit 3."""
+    runner = CliRunner()
+
+    def said(*args: str) -> str:
+        caplog.clear()
+        out = tmp_path / f"b{len(list(tmp_path.iterdir()))}"
+        with caplog.at_level("WARNING", logger="clsrun"):
+            result = runner.invoke(
+                app, ["train", str(tiny_charcnn_data), "--out", str(out), "--quiet", *args]
+            )
+        assert result.exit_code == 0, result.output
+        return caplog.text
+
+    assert "unused" not in said("--model", "ngram", "--fit", "logreg")
+    assert "--logreg-c: unused with --fit torch" in said(
+        "--model", "ngram", "--fit", "torch", "--logreg-c", "2"
+    )
+    restarts = said("--model", "charcnn", "--epochs", "1", "--restarts", "3")
+    assert "--restarts: unused with --schedule linear" in restarts
+    bert = runner.invoke(
+        app, ["train", str(tiny_charcnn_data), "--model", str(tiny_bert_checkpoint), "--out", str(tmp_path / "t"),
+              "--max-length", "2"],
+    )  # fmt: skip
+    assert bert.exit_code == 2 and "--max-length 2: a BERT model needs at least 3" in bert.output

@@ -127,16 +127,19 @@ def _torch_backend(precision: str, bundle: Bundle, inputs: Inputs, device: str, 
 
 @contextmanager
 def _quiet_transformers() -> Iterator[None]:
-    """transformers' warnings (its load report on newly initialised weights) off for the block: the
-    bench's report says what the pipeline runs instead."""
+    """transformers' warnings (its load report on newly initialised weights) and progress bars off for the
+    block: the bench's report says what the pipeline runs instead."""
     from transformers.utils import logging as hf_logging
 
-    level = hf_logging.get_verbosity()
+    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()  # its "Loading weights" bar: bench says what it is doing itself
     try:
         yield
     finally:
         hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def timing_pipeline(bundle: Bundle, device: str) -> tuple[Any, list[str]]:
