@@ -74,6 +74,7 @@ from clsrun.runtime.ray_engine.stages import (
 from clsrun.runtime.readers import ReadOptions, open_records
 from clsrun.runtime.row_errors import check_error_rate
 from clsrun.runtime.score import OutputOptions, RunResult
+from clsrun.runtime.unreadable import SAMPLE_ROWS, warn_unreadable
 from clsrun.runtime.variant import Variant
 from clsrun.runtime.writers import output_format, output_schema, warn_formula_labels
 
@@ -387,8 +388,8 @@ def _score_on_ray(
     """Check, load, run, tally and publish (:func:`score_with_ray` after the output is locked)."""
     out_fs, out_path, kind = target
     read, options = job.read, job.ray
-    fingerprints = _check_local_inputs(files, read)
-    described, loaded = _load_on_driver(bundle, job.variant)
+    fingerprints, first = _check_local_inputs(files, read)
+    described, loaded = _load_on_driver(bundle, job.variant, first)
     warn_formula_labels(loaded.labels, kind)
     started_ray = _connect(ray, options)
     _remove_stale_staging(out_fs, out_path)
@@ -413,18 +414,25 @@ def _score_on_ray(
             ray.shutdown()
 
 
-def _check_local_inputs(files: InputFiles, read: ReadOptions) -> dict[str, dict[str, Any]]:
+def _check_local_inputs(
+    files: InputFiles, read: ReadOptions
+) -> tuple[dict[str, dict[str, Any]], tuple[str, list[str]]]:
     """Open every input on a local disk as the local engine opens its one (format, columns, first rows):
     a bad file exits 2 before the model loads or Ray starts, wherever it sorts (checking the first alone
     let a bad last file end the job after the others were scored). Returns each file's fingerprint, taken
-    before its first byte was read. Files elsewhere (s3://) are checked by their read tasks."""
+    before its first byte was read, and the first file with texts and its first texts (``unreadable.py``
+    looks at them).
+    Files elsewhere (s3://) are checked by their read tasks."""
     if not isinstance(files.filesystem, pafs.LocalFileSystem):
-        return {}
-    fingerprints = {}
+        return {}, ("", [])
+    fingerprints: dict[str, dict[str, Any]] = {}
+    first: tuple[str, list[str]] = ("", [])
     for path in files.paths:
         with open_records(path, read) as stream:
             fingerprints[path] = stream.fingerprint
-    return fingerprints
+            if not first[1]:
+                first = (path, stream.first_texts(SAMPLE_ROWS))
+    return fingerprints, first
 
 
 def _require_unchanged(fingerprints: dict[str, dict[str, Any]]) -> None:
@@ -436,13 +444,19 @@ def _require_unchanged(fingerprints: dict[str, dict[str, Any]]) -> None:
             raise InputError(f"{head}; nothing was published: score it again once it is complete")
 
 
-def _load_on_driver(bundle: str | Path | None, variant: Variant) -> tuple[dict[str, Any], Bundle]:
+def _load_on_driver(
+    bundle: str | Path | None, variant: Variant, first: tuple[str, list[str]]
+) -> tuple[dict[str, Any], Bundle]:
     """Load and check the bundle here: one that cannot load fails the job before any Ray task starts or
-    any output exists (in an actor, Ray would restart it again and again). Returns what it would run."""
+    any output exists (in an actor, Ray would restart it again and again); a model that cannot read the
+    ``first`` local input's first texts (``(path, texts)``) is said, as locally. Returns what it would run."""
     from clsrun.runtime.classifier import Classifier
 
     driver = replace(variant, device="cpu" if variant.device == "cuda" else variant.device, threads=1)
     clf = Classifier.load(bundle, driver)
+    spec = clf.bundle.spec
+    about = "the default model" if bundle is None else f"the model {bundle}"
+    warn_unreadable(first[0], about, spec.kind, clf.encoder, spec.normalization, first[1])
     return clf.describe(), clf.bundle
 
 

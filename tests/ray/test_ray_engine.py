@@ -452,3 +452,19 @@ def test_a_local_ray_asked_for_more_cpus_than_the_machine_has_says_so(
         f"--workers 2 x --cpus-per-worker 100 asks for more CPUs than this machine's {cores}" in caplog.text
     )
     assert started["num_cpus"] >= 200  # type: ignore[operator]
+
+
+def test_the_driver_says_a_model_cannot_read_the_first_local_input_as_the_local_engine_does(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from clsrun.runtime.ray_engine.engine import _check_local_inputs, _load_on_driver
+    from clsrun.runtime.ray_engine.inputs import resolve_inputs
+    from clsrun.runtime.readers import ReadOptions
+
+    (tmp_path / "a.csv").write_text("text\n" + "The film was great and a lovely story\n" * 20, encoding="utf-8")
+    (tmp_path / "b.csv").write_text("text\n" + "这个电影很好看\n" * 20, encoding="utf-8")
+    fingerprints, first = _check_local_inputs(resolve_inputs(str(tmp_path)), ReadOptions())
+    assert len(fingerprints) == 2 and first[0].endswith("a.csv") and len(first[1]) == 20
+    with caplog.at_level("WARNING", logger="clsrun"):
+        _load_on_driver(None, Variant(), first)
+    assert "a.csv: the default model cannot read most of the first rows" in caplog.text
