@@ -133,7 +133,7 @@ def test_config_errors_name_every_flag() -> None:
         match=r"--lr must be a finite number > 0.*--epochs must be >= 1.*--schedule must be one of",
     ):
         TrainConfig.for_kind("charcnn", lr=0, epochs=0, schedule="step")
-    with pytest.raises(UsageError, match=r"--warmup must be a fraction < 1 or a whole step count"):
+    with pytest.raises(UsageError, match=r"--warmup must be >= 0: a fraction < 1 or a whole step count"):
         TrainConfig.for_kind("charcnn", warmup=2.5)
 
 
