@@ -257,6 +257,8 @@ def _place(
             span += 1
             h = h[:-1] * P + c[span - 1 :]
         m = total - k + 1
+        if m <= 0:  # the window's texts hold fewer than k characters in all: no k-gram, nor any longer
+            break
         slots = np.repeat(before[f], lengths)[:m] + position[:m]  # (m,)
         for j in range(1, k):  # the last k - 1 positions of each text start no whole n-gram
             tail = ends[lengths >= j] - j

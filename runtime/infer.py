@@ -142,6 +142,7 @@ class OrtRunner:
         for name in self.input_names:
             value = inputs[name]
             if isinstance(value, SparseRows):
+                value = _with_a_value(value)
                 shape = np.array([len(value), value.width], dtype=np.int64)
                 csr = ort.SparseTensor.sparse_csr_from_numpy(
                     shape, value.values, value.columns, value.offsets, self._cpu
@@ -163,6 +164,18 @@ class OrtRunner:
         binding.bind_output(self.output_name, "cuda")
         self.session.run_with_iobinding(binding)
         return np.asarray(binding.copy_outputs_to_cpu()[0], dtype=np.float32)  # (B, C)
+
+
+def _with_a_value(rows: SparseRows) -> SparseRows:
+    """``rows``, or when none of them holds a value (texts with no n-gram the model knows: emoji only, or
+    another script), the same all-zero matrix spelt with one explicit 0 at row 0, column 0: onnxruntime
+    refuses a CSR tensor with no values ("Inner and Outer indices must either be both zero or non-zero"),
+    and a zero adds nothing, so each row still scores as a text without features does (the bias)."""
+    if len(rows.values):
+        return rows
+    offsets = np.ones(len(rows) + 1, dtype=np.int64)
+    offsets[0] = 0
+    return SparseRows(np.zeros(1, np.float32), np.zeros(1, np.int64), offsets, rows.width)
 
 
 def sparse_inputs(session: Any) -> frozenset[str]:

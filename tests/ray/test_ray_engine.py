@@ -461,7 +461,9 @@ def test_the_driver_says_a_model_cannot_read_the_first_local_input_as_the_local_
     from clsrun.runtime.ray_engine.inputs import resolve_inputs
     from clsrun.runtime.readers import ReadOptions
 
-    (tmp_path / "a.csv").write_text("text\n" + "The film was great and a lovely story\n" * 20, encoding="utf-8")
+    (tmp_path / "a.csv").write_text(
+        "text\n" + "The film was great and a lovely story\n" * 20, encoding="utf-8"
+    )
     (tmp_path / "b.csv").write_text("text\n" + "这个电影很好看\n" * 20, encoding="utf-8")
     fingerprints, first = _check_local_inputs(resolve_inputs(str(tmp_path)), ReadOptions())
     assert len(fingerprints) == 2 and first[0].endswith("a.csv") and len(first[1]) == 20

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import re
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -247,3 +248,35 @@ def test_sparse_rows_hold_what_padding_gives_in_any_row_order(scheme: NgramSchem
         if padded is not None:
             expected = (padded["weights"][:, :, None] * table[padded["input_ids"]]).sum(axis=1)
             np.testing.assert_allclose(dense @ table, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("texts", [["😀😀"], ["a"], ["ab", "c"]])
+def test_a_window_shorter_than_the_longest_n_gram_tokenizes(texts: list[str]) -> None:
+    """A one-row file of two emoji failed ("shape mismatch ... (0,) ... (1,)"): a window of fewer
+    characters in all than the longest character n-gram has no such n-gram, which the slots miscounted."""
+    scheme = NgramScheme("alphabetic", (2, 4), 2, True, 12)
+    buckets, offsets = hash_features(texts, scheme)
+    alone = [hash_features([t], scheme)[0].tolist() for t in texts]
+    assert [buckets[offsets[i] : offsets[i + 1]].tolist() for i in range(len(texts))] == alone
+    assert [sorted(a) for a in alone] == [sorted(reference(t, scheme)) for t in texts]
+
+
+def test_a_sparse_batch_without_a_single_feature_scores_as_texts_without_features(
+    exported_ngram_bundle: Path,
+) -> None:
+    """onnxruntime refuses a CSR tensor with no values ("Inner and Outer indices must either be both zero
+    or non-zero"): a batch whose texts give a sublinear-tf model no kept n-gram (another script, emoji)
+    ended the run with exit 1. Such rows score the bias, as eager PyTorch gives them."""
+    from clsrun.runtime.classifier import Classifier
+    from clsrun.runtime.encode import SparseRows
+    from clsrun.runtime.infer import softmax
+    from clsrun.runtime.variant import Variant
+
+    onnx = Classifier.load(exported_ngram_bundle, Variant(backend="onnx", precision="fp32", threads=1))
+    (name,) = onnx.runner.sparse_inputs  # type: ignore[attr-defined]
+    width = onnx.encoder.vocabulary.size  # type: ignore[attr-defined]
+    empty = SparseRows(np.zeros(0, np.float32), np.zeros(0, np.int64), np.zeros(4, np.int64), width)
+    probs = softmax(onnx.runner.run({name: empty}))
+    torch = Classifier.load(exported_ngram_bundle, Variant(backend="torch", threads=1))
+    featureless = torch.predict(["☃☃", "𝄞", "☃"]).probs  # characters the tiny model never kept
+    np.testing.assert_allclose(probs, featureless, atol=1e-6)
