@@ -56,7 +56,7 @@ from clsrun.runtime.bundle import (
     openvino_weights,
     sha256_file,
 )
-from clsrun.runtime.errors import AlreadyExportedError, ExportError, InternalError, UsageError
+from clsrun.runtime.errors import AlreadyExportedError, ExportError, InternalError, UsageError, require
 from clsrun.runtime.files import atomic_write_text, move_into_place
 from clsrun.runtime.outlock import OutputLock
 
@@ -278,6 +278,8 @@ def export_bundle(
     root = Path(bundle_path)
     if not root.is_dir():
         Bundle.load(root)  # raises the one-line BundleError (missing, or a file)
+    for module in ("torch", "onnx"):  # the eager reference and torch.onnx: a scoring-only install has neither
+        require(module, "train")
     with OutputLock.acquire(root, role="bundle"):  # one writer of a bundle: train or export, once at a time
         _remove_stale_staging(root)
         if options.force:

@@ -29,6 +29,9 @@ from clsrun.runtime.files import TMP_SUFFIX, atomic_write_text, is_temporary
 SCHEMA_VERSION = 1
 # The names of a bundle's files, defined here only; every stage imports them.
 SPEC_FILE = "clsrun.json"  # the spec and the sha256 of every other file
+MAX_LENGTH = (
+    2**31 - 1
+)  # the largest max_length a bundle may give: numpy and the encoders index in int32/C long
 # In a bundle folder while training writes it (``trainer/run.py``). A temporary name (``files.is_temporary``),
 # so never hashed into the bundle; it says a folder without ``clsrun.json`` is a bundle a training began and
 # did not finish (the process was killed), which ``--force`` may replace, where any other folder is never
@@ -117,20 +120,24 @@ class BundleSpec:
     def from_json(cls, data: dict[str, Any], where: Path) -> BundleSpec:
         problems: list[str] = []
         version = data.get("schema_version")
-        if version != SCHEMA_VERSION:
+        if isinstance(version, bool) or version != SCHEMA_VERSION:  # true == 1 in Python
             problems.append(f"schema_version is {version!r}, this clsrun reads {SCHEMA_VERSION}")
         if data.get("kind") not in KINDS:
             problems.append(f"kind is {data.get('kind')!r}, expected one of {', '.join(KINDS)}")
         labels = data.get("labels")
         if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels):
             problems.append("labels must be a non-empty list of strings")
-        elif len(set(labels)) != len(labels):
-            problems.append("labels contain duplicates")
+        elif len({x.strip() for x in labels}) != len(labels):  # "neg" and "neg " would read as one
+            problems.append("labels contain duplicates (spaces around a label do not count)")
         elif not all(x.strip() for x in labels):  # an ok row with an empty label reads as an unscored one
             problems.append("labels must not be empty or only spaces")
         max_length = data.get("max_length")
-        if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length <= 0:
-            problems.append("max_length must be a positive integer")
+        if (
+            not isinstance(max_length, int)
+            or isinstance(max_length, bool)
+            or not 0 < max_length <= MAX_LENGTH
+        ):
+            problems.append(f"max_length must be a positive integer of at most {MAX_LENGTH}")
         problems += _normalization_problems(data.get("normalization"))
         for name in ("model", "training"):
             if not isinstance(data.get(name) or {}, dict):

@@ -21,7 +21,7 @@ import os
 from dataclasses import dataclass, replace
 from typing import Literal, get_args
 
-from clsrun.runtime.bundle import ONNX_FILES, OPENVINO_FILES, Bundle, openvino_weights
+from clsrun.runtime.bundle import ONNX_FILES, OPENVINO_FILES, Bundle, default_model_path, openvino_weights
 from clsrun.runtime.errors import BundleError, DependencyError, UsageError, install_hint
 from clsrun.runtime.machine import nvidia_gpu_present, ort_providers
 from clsrun.runtime.plugins import runner_plugin
@@ -139,7 +139,7 @@ def resolve_device(device: str, backend: str) -> str:
     if backend == "onnx":
         has_cuda = "CUDAExecutionProvider" in ort_providers()
         fix = (
-            f"onnxruntime has no CUDA provider here; {install_hint('gpu')}"
+            f"onnxruntime has no CUDA provider here; {_gpu_install_hint()}"
             if nvidia_gpu_present()
             else "this machine has no NVIDIA GPU (no /dev/nvidia* device)"
         )
@@ -149,6 +149,27 @@ def resolve_device(device: str, backend: str) -> str:
     if device == "cuda" and not has_cuda:
         raise UsageError(f"--device cuda: {fix}")
     return "cuda" if has_cuda else "cpu"
+
+
+def _gpu_install_hint() -> str:
+    """How to get onnxruntime's CUDA provider. onnxruntime and onnxruntime-gpu install into one
+    ``onnxruntime`` folder, so with both installed (the ``gpu`` extra adds the second beside the first)
+    whichever came last wins, often the CPU one: then only reinstalling the GPU package alone helps."""
+    from importlib import metadata
+
+    def installed(name: str) -> bool:
+        try:
+            metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return False
+        return True
+
+    if installed("onnxruntime") and installed("onnxruntime-gpu"):
+        return (
+            "both onnxruntime and onnxruntime-gpu are installed and share one folder: "
+            "pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu"
+        )
+    return install_hint("gpu")
 
 
 def report_name(backend: str, precision: str) -> str:
@@ -314,10 +335,16 @@ def exported_candidates(bundle: Bundle, variant: Variant) -> list[Choice]:
 
 def _export_hint(bundle: Bundle, backend: str) -> str:
     """The export command that builds ``backend``'s variants: an already exported bundle needs them
-    asked for (``export`` builds fp32 and int8 by default) and ``--force``."""
+    asked for (``export`` builds fp32 and int8 by default) and ``--force``. Never the installed default
+    model's own folder (package files, and no torch in a scoring-only install): a copy of it."""
     wanted = {"openvino": "fp32,int8,ov-int8"}.get(backend)
     precision = f" --precision {wanted}" if wanted else ""
     force = " --force" if bundle.export_report() is not None else ""
+    if bundle.root.resolve() == default_model_path().resolve():
+        return (
+            f"the default model ships ONNX variants only; export a copy of it (cp -r {bundle.root} my_model && "
+            f"clsrun export my_model{precision}{force}) and score with --model my_model"
+        )
     return f"run `clsrun export {bundle.root}{precision}{force}` first"
 
 

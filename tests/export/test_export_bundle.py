@@ -287,3 +287,22 @@ def test_gate_rows_from_other_columns_and_a_row_cap_spread_over_the_file(
     assert result.exit_code == 0, result.output
     refused = CliRunner().invoke(app, ["export", str(tiny_charcnn_bundle), "--text-col", "review", "--force"])
     assert refused.exit_code == 2 and "give it too" in refused.output
+
+
+def test_export_without_torch_is_one_line_naming_the_extra(
+    tiny_charcnn_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scoring-only install: export said "unexpected ModuleNotFoundError: No module named 'torch'", exit 1."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a)
+    )
+    result = CliRunner().invoke(app, ["export", str(tiny_charcnn_bundle)])
+    assert (
+        result.exit_code == 2
+        and "this needs the 'torch' package" in result.output
+        and "[train]" in result.output
+    )
+    assert not (tiny_charcnn_bundle / "onnx").exists()

@@ -145,6 +145,9 @@ def test_spec_file_gets_ordinary_permissions(tmp_path: Path) -> None:
         ({"normalization": {"unicode_form": "XYZ"}}, "unicode_form is 'XYZ'"),
         ({"normalization": {"lowercase": "no"}}, "normalization.lowercase is 'no': true or false"),
         ({"max_length": True}, "max_length must be a positive integer"),
+        ({"max_length": 10**30}, r"max_length must be a positive integer of at most 2147483647"),
+        ({"schema_version": True}, "schema_version is True"),
+        ({"labels": ["neg", "neg "]}, "labels contain duplicates"),
         ({"training": [1]}, "training must be an object"),
     ],
 )

@@ -274,3 +274,30 @@ def test_bf16_on_an_exported_backend_says_where_it_runs(make_bundle: Callable[..
     """It said "this bundle has no bf16 variant that passed the export gate": no export builds one."""
     with pytest.raises(UsageError, match=r"--precision bf16 runs on --backend torch .* fp32, int8"):
         choose(Bundle.load(make_bundle("b")), Variant(backend="onnx", precision="bf16"))
+
+
+def test_the_default_models_hint_exports_a_copy_not_the_installed_folder() -> None:
+    """It told the user to run export on site-packages/clsrun/runtime/default_model."""
+    from clsrun.runtime.bundle import default_model_path
+
+    with pytest.raises(
+        UsageError, match=r"export a copy of it \(cp -r .*default_model my_model && clsrun export my_model"
+    ):
+        choose(Bundle.load(default_model_path()), Variant(backend="openvino"))
+
+
+def test_both_onnxruntime_packages_installed_is_named_as_the_cause(monkeypatch: pytest.MonkeyPatch) -> None:
+    from importlib import metadata
+
+    from clsrun.runtime import variant
+
+    monkeypatch.setattr(metadata, "version", lambda name: "1.23.0")  # onnxruntime and onnxruntime-gpu
+    assert "share one folder: pip uninstall -y onnxruntime onnxruntime-gpu" in variant._gpu_install_hint()
+
+    def only_cpu(name: str) -> str:
+        if name == "onnxruntime-gpu":
+            raise metadata.PackageNotFoundError(name)
+        return "1.23.0"
+
+    monkeypatch.setattr(metadata, "version", only_cpu)
+    assert "'gpu' extra" in variant._gpu_install_hint()
