@@ -18,7 +18,9 @@ as not built and the others are still exported.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -84,9 +86,11 @@ def _quantize(ir: Path, target: Path, gate: Gate, opts: Int8Options) -> dict[str
     if gate.bundle.spec.kind == "bert":
         options["model_type"] = nncf.ModelType.TRANSFORMER
     try:
-        quantized = nncf.quantize(
-            model, nncf.Dataset(feeds), subset_size=rows, preset=nncf.QuantizationPreset.MIXED, **options
-        )
+        # NNCF draws its progress bars on stdout, where export's report goes: they go to stderr instead
+        with contextlib.redirect_stdout(sys.stderr):
+            quantized = nncf.quantize(
+                model, nncf.Dataset(feeds), subset_size=rows, preset=nncf.QuantizationPreset.MIXED, **options
+            )
         ov.save_model(quantized, str(target), compress_to_fp16=False)
     except Exception as e:  # NNCF and OpenVINO raise many unrelated classes on a graph they cannot handle
         raise ExportError(f"NNCF int8 quantization failed: {one_line(e)}") from e
