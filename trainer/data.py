@@ -165,6 +165,26 @@ def _require_labels(path: Path, labels: list[str], text_col: str, label_col: str
     )
 
 
+IMBALANCE_WARN_RATIO = 4  # the most common label at least this many times the rarest: said without weights
+
+
+def imbalance_warning(labels: list[str]) -> str | None:
+    """A warning when the training labels are imbalanced (:data:`IMBALANCE_WARN_RATIO`): without class
+    weights a model learns to rarely predict the rare label (the n-gram model on inews_zh recalled 26 % of
+    its negative rows), and a run judged by accuracy does not show it."""
+    counts = Counter(labels).most_common()
+    if len(counts) < 2:
+        return None
+    (common, most), (rare, least) = counts[0], counts[-1]
+    if most < IMBALANCE_WARN_RATIO * least:
+        return None
+    return (
+        f"labels are imbalanced: {rare!r} has {least:,} of the {len(labels):,} training rows, {most / least:.1f}x "
+        f"fewer than {common!r}, so the model may seldom predict it; --class-weights auto weighs every label "
+        "alike and judges the run by macro-F1"
+    )
+
+
 def _warn_shared_rows(source: str, train_texts: list[str], val_texts: list[str], why: str = "") -> None:
     """Warn when a tenth or more of the validation texts are training texts (the same file given twice, a
     split that leaked, or a file that repeats its texts so the held-out share holds copies of training

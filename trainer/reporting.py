@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,6 +134,27 @@ def headline_metric(config: TrainConfig) -> str:
 def cut_note(share: float, max_length: int, unit: str) -> str:
     """``"12% of training texts cut to 256 characters (--max-length)"``: what a too short length costs."""
     return f"{100 * share:.0f}% of training texts cut to {max_length} {unit} (--max-length)"
+
+
+LONG_TEXTS_WARN_SHARE = 0.5  # training texts cut at --max-length from which a run warns
+
+
+def long_texts_warning(lengths: Sequence[int], max_length: int, unit: str) -> str | None:
+    """A warning when most training texts are longer than ``max_length`` (``lengths`` in ``unit``): the
+    model then reads only their beginnings (a char-CNN at its default 256 characters saw 7 % of each BBC
+    article, and lost to the TF-IDF baseline by 29 points), which the cut share alone did not flag."""
+    if not len(lengths):
+        return None
+    ordered = sorted(lengths)
+    cut = sum(1 for n in ordered if n > max_length) / len(ordered)
+    if cut <= LONG_TEXTS_WARN_SHARE:
+        return None
+    median, p90 = ordered[len(ordered) // 2], ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
+    return (
+        f"{100 * cut:.0f}% of training texts are longer than --max-length {max_length} {unit}, so the model "
+        f"reads only their first {max_length}; their median is {median:,} {unit} and 90th percentile {p90:,}: "
+        "a larger --max-length (slower epochs) lets it read more of each"
+    )
 
 
 def tensorboard_writer(out: Path | None, config: TrainConfig, run: str | None = None) -> Any:

@@ -26,7 +26,7 @@ from clsrun.runtime.outlock import OutputLock
 from clsrun.trainer import distributed
 from clsrun.trainer.baseline import BaselineResult, BaselineRun, record
 from clsrun.trainer.config import TrainConfig
-from clsrun.trainer.data import DataOptions
+from clsrun.trainer.data import DataOptions, imbalance_warning
 from clsrun.trainer.kinds import Kind, kind_of
 from clsrun.trainer.options import KindOptions
 
@@ -120,6 +120,9 @@ def _train(
 
         training_device(settings)  # --device cuda without a GPU: said now, not after reading the data
     split = where.load(data, settings.seed)
+    imbalance = imbalance_warning(split.train_labels) if settings.class_weights != "auto" else None
+    if main and imbalance:
+        log.warning("%s", imbalance)
     created, rival = False, None
     try:
         # A stop while --out is prepared or the baseline starts lands once both are done, here in the try:

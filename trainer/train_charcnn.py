@@ -24,7 +24,7 @@ from clsrun.trainer.charcnn import CharCNN, CharCNNConfig
 from clsrun.trainer.config import TrainConfig
 from clsrun.trainer.data import Split
 from clsrun.trainer.options import CharCNNOptions
-from clsrun.trainer.reporting import cut_note
+from clsrun.trainer.reporting import cut_note, long_texts_warning
 
 log = logging.getLogger("clsrun.trainer")
 
@@ -75,6 +75,9 @@ def train_charcnn(
             len(vocab.chars),
             cut_note(cut, config.max_length, "characters"),
         )
+        long_texts = long_texts_warning([len(t) for t in train_texts], config.max_length, "characters")
+        if long_texts:
+            log.warning("%s", long_texts)
     engine.seed_everything(config.seed)
     result = engine.fit(
         CharCNN(model_config),

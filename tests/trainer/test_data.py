@@ -135,3 +135,13 @@ def test_a_label_column_of_texts_is_refused_as_columns_swapped(tmp_path: Path, s
         assert load_split(data).labels == ["neg", "pos"]
         many = _csv(tmp_path / "m.csv", [(f"class{i % 60}", f"text {i}") for i in range(240)])
         assert len(load_split(many, val_split=0.5).labels) == 60
+
+
+def test_imbalanced_labels_are_said_with_the_option_that_weighs_them() -> None:
+    from clsrun.trainer.data import imbalance_warning
+
+    said = imbalance_warning(["neutral"] * 46 + ["positive"] * 36 + ["negative"] * 10)
+    assert said is not None and "'negative' has 10 of the 92 training rows, 4.6x fewer than 'neutral'" in said
+    assert "--class-weights auto" in said
+    assert imbalance_warning(["neg"] * 52 + ["pos"] * 48) is None  # reviews: balanced
+    assert imbalance_warning(["a"] * 30) is None
