@@ -170,8 +170,8 @@ IMBALANCE_WARN_RATIO = 4  # the most common label at least this many times the r
 
 def imbalance_warning(labels: list[str]) -> str | None:
     """A warning when the training labels are imbalanced (:data:`IMBALANCE_WARN_RATIO`): without class
-    weights a model learns to rarely predict the rare label (the n-gram model on inews_zh recalled 26 % of
-    its negative rows), and a run judged by accuracy does not show it."""
+    weights a model learns to rarely predict the rare label (the n-gram model on inews_zh: README), and a
+    run judged by accuracy does not show it."""
     counts = Counter(labels).most_common()
     if len(counts) < 2:
         return None

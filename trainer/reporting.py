@@ -141,8 +141,8 @@ LONG_TEXTS_WARN_SHARE = 0.5  # training texts cut at --max-length from which a r
 
 def long_texts_warning(lengths: Sequence[int], max_length: int, unit: str) -> str | None:
     """A warning when most training texts are longer than ``max_length`` (``lengths`` in ``unit``): the
-    model then reads only their beginnings (a char-CNN at its default 256 characters saw 7 % of each BBC
-    article, and lost to the TF-IDF baseline by 29 points), which the cut share alone did not flag."""
+    model then reads only their beginnings (a char-CNN at its default 256 characters read about a ninth of
+    each BBC article and lost to the TF-IDF baseline: README), which the cut share alone did not flag."""
     if not len(lengths):
         return None
     ordered = sorted(lengths)

@@ -25,7 +25,7 @@ def test_a_heat_map_of_many_labels_is_capped(tmp_path: Path) -> None:
 
 
 def test_most_texts_longer_than_max_length_is_a_warning_with_their_lengths() -> None:
-    """A char-CNN at 256 characters read 7 % of each BBC article and lost to TF-IDF by 29 points; only
+    """A char-CNN at 256 characters read about a ninth of each BBC article and lost to TF-IDF; only
     "100% of training texts cut" was said, as information."""
     from clsrun.trainer.reporting import long_texts_warning
 
