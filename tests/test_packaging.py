@@ -122,3 +122,20 @@ def test_stages_import_under_the_namespace() -> None:
 
 def test_no_conftest_at_repo_root() -> None:
     assert not (REPO / "conftest.py").exists(), "a root conftest puts the repo on sys.path (see DESIGN.md)"
+
+
+@pytest.mark.slow
+def test_the_sdist_carries_the_license_and_no_partial_test_suite(tmp_path: Path) -> None:
+    """It had no LICENSE (the metadata says MIT) and seven top-level test files without their conftest."""
+    import tarfile
+
+    subprocess.run(
+        [sys.executable, "-m", "build", "--sdist", "--no-isolation", "--skip-dependency-check", "-o",
+         str(tmp_path), str(REPO)],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    (sdist,) = tmp_path.glob("clsrun-*.tar.gz")
+    with tarfile.open(sdist) as tar:
+        names = [n.split("/", 1)[1] for n in tar.getnames() if "/" in n]
+    assert "LICENSE" in names and "runtime/default_model/clsrun.json" in names
+    assert not [n for n in names if n.startswith(("tests/", "benchmarks/"))]
