@@ -27,6 +27,10 @@ BERT_TRUNCATIONS: tuple[str, ...] = ("auto", *TRUNCATIONS)
 AUTO_HEAD_TAIL_SHARE = 0.2
 
 # TrainConfig fields where the kinds differ. Char-CNN: what trained the default model (README).
+# Without --max-length the char-CNN reads the training texts' 90th-percentile length, rounded up to a
+# multiple of 64 and kept within these bounds (``charcnn_length``): short texts (reviews) stay at 256, long
+# ones (news articles) are read to 1,024 characters rather than their first 256.
+CHARCNN_AUTO_LENGTH = (256, 1024)
 CHARCNN_DEFAULTS: dict[str, Any] = {
     "lr": 5e-3,
     "epochs": 6,
@@ -36,6 +40,18 @@ CHARCNN_DEFAULTS: dict[str, Any] = {
     "warmup": 0.05,
     "early_stopping_patience": 2,
 }
+
+
+def charcnn_length(lengths: list[int]) -> int:
+    """The char-CNN's ``--max-length`` for training texts of ``lengths`` characters (:data:`CHARCNN_AUTO_LENGTH`)."""
+    low, high = CHARCNN_AUTO_LENGTH
+    if not lengths:
+        return low
+    ordered = sorted(lengths)
+    p90 = ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
+    return max(low, min(high, -(-p90 // 64) * 64))
+
+
 # The n-gram model (a linear table over hashed n-grams, trained by AdamW): a large step size, few epochs
 # (validation loss bottoms out after 1-2), no weight decay, and whole texts (features are cheap per
 # character; inews_zh articles run to several thousand characters).

@@ -28,7 +28,7 @@ from clsrun.trainer.baseline import BaselineResult, BaselineRun, record
 from clsrun.trainer.config import TrainConfig
 from clsrun.trainer.data import DataOptions, imbalance_warning
 from clsrun.trainer.kinds import Kind, kind_of
-from clsrun.trainer.options import KindOptions
+from clsrun.trainer.options import CHARCNN_AUTO_LENGTH, KindOptions, charcnn_length
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,10 @@ def train(
     """
     kind = kind_of(model)
     kind_options = kind.options_for(model, options)
+    # a char-CNN without --max-length reads its data's length (charcnn_length), set once the data is read
+    auto_length = (
+        kind.name == "charcnn" and not isinstance(config, TrainConfig) and "max_length" not in (config or {})
+    )
     if isinstance(config, TrainConfig):
         settings = config.validate()
     else:
@@ -96,7 +100,7 @@ def train(
     main = distributed.is_main()
     # One writer of a bundle at a time (train or export): two would delete or overwrite each other's files.
     with OutputLock.acquire(out) if main else contextlib.nullcontext():
-        return _train(kind, kind_options, settings, where, Path(data), out, force, baseline)
+        return _train(kind, kind_options, settings, where, Path(data), out, force, baseline, auto_length)
 
 
 def _train(
@@ -108,8 +112,10 @@ def _train(
     out: Path,
     force: bool,
     baseline: bool,
+    auto_length: bool = False,
 ) -> TrainResult:
-    """:func:`train` with its settings resolved and ``out`` locked (on the main process)."""
+    """:func:`train` with its settings resolved and ``out`` locked (on the main process); ``auto_length``:
+    a char-CNN's ``--max-length`` comes from the training texts."""
     main = distributed.is_main()
     if main:
         check_out_dir(out, force)
@@ -120,6 +126,15 @@ def _train(
 
         training_device(settings)  # --device cuda without a GPU: said now, not after reading the data
     split = where.load(data, settings.seed)
+    if auto_length:
+        settings = settings.replace(max_length=charcnn_length([len(t) for t in split.train_texts]))
+        if main:
+            log.info(
+                "char-CNN --max-length %d: the training texts' 90th-percentile length, rounded up to a multiple "
+                "of 64, within %d-%d characters (--max-length sets it)",
+                settings.max_length,
+                *CHARCNN_AUTO_LENGTH,
+            )
     imbalance = imbalance_warning(split.train_labels) if settings.class_weights != "auto" else None
     if main and imbalance:
         log.warning("%s", imbalance)
