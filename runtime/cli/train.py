@@ -91,8 +91,9 @@ def train(
     max_length: int | None = typer.Option(
         None,
         "--max-length",
-        help="Cut texts to this many characters (n-gram 20000, char-CNN 256) or tokens (BERT 256): longer "
-        "sees more of long texts, costs time linearly (n-gram, char-CNN) or worse (BERT) at training and scoring.",
+        help="Cut texts to this many characters (n-gram 20000; char-CNN: the training texts' 90th-percentile "
+        "length within 256-1024) or tokens (BERT 256): longer sees more of long texts, costs time linearly "
+        "(n-gram, char-CNN) or worse (BERT) at training and scoring.",
     ),
     warmup: float | None = typer.Option(
         None, "--warmup", help="Learning-rate warmup: a fraction of all steps if < 1, else a step count."
