@@ -90,7 +90,13 @@ def test_every_command_is_built_by_typer() -> None:
 
 def test_train_shares_the_flags_and_its_help_gives_the_library_defaults() -> None:
     from clsrun.trainer.data import DEFAULT_VAL_SPLIT, DataOptions
-    from clsrun.trainer.options import BERT_DEFAULTS, CHARCNN_DEFAULTS, NGRAM_DEFAULTS, CharCNNOptions
+    from clsrun.trainer.options import (
+        BERT_DEFAULTS,
+        CHARCNN_AUTO_LENGTH,
+        CHARCNN_DEFAULTS,
+        NGRAM_DEFAULTS,
+        CharCNNOptions,
+    )
 
     assert (DataOptions().text_col, DataOptions().label_col) == (cli.TEXT_COL, cli.LABEL_COL)
     raw = _help("train")
@@ -102,13 +108,21 @@ def test_train_shares_the_flags_and_its_help_gives_the_library_defaults() -> Non
     numbers = {
         "lr": r"--lr .*?n-gram ([\d.e-]+), char-CNN ([\d.e-]+), BERT ([\d.e-]+)",
         "epochs": r"--epochs .*?n-gram (\d+), char-CNN (\d+), BERT (\d+)",
-        "max_length": r"--max-length .*?n-gram (\d+), char-CNN (\d+)\) or tokens \(BERT (\d+)",
     }
     for field, pattern in numbers.items():
         found = re.search(pattern, text)
         assert found, f"--{field} help names no per-kind defaults"
         defaults = (NGRAM_DEFAULTS[field], CHARCNN_DEFAULTS[field], BERT_DEFAULTS[field])
         assert tuple(float(found[i]) for i in (1, 2, 3)) == defaults
+    length = re.search(
+        r"--max-length .*?n-gram (\d+); char-CNN: the training texts' 90th-percentile length within "
+        r"(\d+)-(\d+)\) or tokens \(BERT (\d+)",
+        text,
+    )
+    assert length, "--max-length help names no per-kind defaults"
+    assert (int(length[1]), int(length[4])) == (NGRAM_DEFAULTS["max_length"], BERT_DEFAULTS["max_length"])
+    assert (int(length[2]), int(length[3])) == CHARCNN_AUTO_LENGTH
+    assert CHARCNN_AUTO_LENGTH[0] == CHARCNN_DEFAULTS["max_length"]  # the floor is the short-text length
     charcnn = CharCNNOptions()
     for phrase in (
         f"(default {DEFAULT_VAL_SPLIT:g})",
