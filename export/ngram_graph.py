@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from clsrun.runtime.encode_ngram import COUNTS_INPUT, SPARSE_INPUT
-from clsrun.runtime.errors import naming
+from clsrun.runtime.errors import file_errors_of
 
 if TYPE_CHECKING:
     from clsrun.runtime.bundle import Bundle
@@ -93,7 +93,7 @@ def write_sparse_graph(
     )
     proto.ir_version = 8  # what onnxruntime 1.16 and later load; the graph needs nothing newer
     out.parent.mkdir(parents=True, exist_ok=True)
-    with naming(out):
+    with file_errors_of(out):
         onnx.save(proto, str(out))
     return out
 

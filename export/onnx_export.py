@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from clsrun.runtime.errors import ExportError, storage_problem
+from clsrun.runtime.errors import ExportError, file_errors_of, storage_problem
 
 OPSET = 17
 OUTPUT_NAME = "logits"
@@ -71,7 +71,7 @@ def export_onnx(
     wrapper = _Positional(model, names).eval()
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with torch.no_grad(), warnings.catch_warnings():
+        with torch.no_grad(), warnings.catch_warnings(), file_errors_of(out):
             # The TorchScript exporter is deprecated in favour of dynamo and says so; see the module doc.
             warnings.simplefilter("ignore")
             torch.onnx.export(
@@ -85,12 +85,10 @@ def export_onnx(
                 do_constant_folding=True,
                 dynamo=False,
             )
-    except OSError as e:  # the file system said no (a full disk): said of the file, as every write is
-        if storage_problem(e) is None:
-            raise ExportError(f"torch.onnx.export failed: {type(e).__name__}: {e}") from e
-        if e.filename is None:
-            raise OSError(e.errno, e.strerror, str(out)) from e
-        raise
+    except OSError as e:  # the file system said no (a full disk): one line naming the file, as every write
+        if storage_problem(e) is not None:
+            raise
+        raise ExportError(f"torch.onnx.export failed: {type(e).__name__}: {e}") from e
     except Exception as e:  # torch raises many unrelated types here; report them as one export failure
         raise ExportError(f"torch.onnx.export failed: {type(e).__name__}: {e}") from e
     return out

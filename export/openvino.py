@@ -18,11 +18,10 @@ as not built and the others are still exported.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +86,7 @@ def _quantize(ir: Path, target: Path, gate: Gate, opts: Int8Options) -> dict[str
         options["model_type"] = nncf.ModelType.TRANSFORMER
     try:
         # NNCF draws its progress bars on stdout, where export's report goes: they go to stderr instead
-        with contextlib.redirect_stdout(sys.stderr):
+        with redirect_stdout(sys.stderr):
             quantized = nncf.quantize(
                 model, nncf.Dataset(feeds), subset_size=rows, preset=nncf.QuantizationPreset.MIXED, **options
             )

@@ -27,39 +27,15 @@ from clsrun.runtime.errors import BundleError
 from clsrun.runtime.files import TMP_SUFFIX, atomic_write_text, is_temporary
 
 SCHEMA_VERSION = 1
+# The largest max_length a bundle may give: numpy and the encoders index in int32 / C long.
+MAX_LENGTH = 2**31 - 1
 # The names of a bundle's files, defined here only; every stage imports them.
 SPEC_FILE = "clsrun.json"  # the spec and the sha256 of every other file
-MAX_LENGTH = (
-    2**31 - 1
-)  # the largest max_length a bundle may give: numpy and the encoders index in int32/C long
 # In a bundle folder while training writes it (``trainer/run.py``). A temporary name (``files.is_temporary``),
 # so never hashed into the bundle; it says a folder without ``clsrun.json`` is a bundle a training began and
 # did not finish (the process was killed), which ``--force`` may replace, where any other folder is never
 # deleted.
 UNFINISHED = f".clsrun-unfinished{TMP_SUFFIX}"
-
-
-def previous_of(out: Path) -> Path:
-    """Where a bundle that ``train --force`` replaces waits, beside ``out``, until the new one is complete."""
-    return out.with_name(f".{out.name}.previous{TMP_SUFFIX}")
-
-
-def _not_a_bundle(root: Path) -> str:
-    """Why ``root``, a folder without ``clsrun.json``, is no bundle, and what to do when a training left it."""
-    if not (root / UNFINISHED).is_file():
-        return f"{root / SPEC_FILE}: missing; {root} is not a clsrun model bundle"
-    previous = previous_of(root)
-    todo = (
-        f"the bundle it was replacing is in {previous}: move it back to use it, or train again with --force"
-        if previous.is_dir()
-        else "train again with --force"
-    )
-    return (
-        f"{root}: a training into this folder did not finish (the process was stopped or killed), so it holds "
-        f"no bundle; {todo}"
-    )
-
-
 WEIGHTS_FILE = "model.safetensors"  # the eager model's weights (both kinds)
 VOCAB_FILE = "vocab.json"  # charcnn: the character vocabulary (``CharVocab.save``)
 NGRAM_FEATURES_FILE = "ngram_features.safetensors"  # ngram: kept buckets and their idf (``encode_ngram.py``)
@@ -83,6 +59,27 @@ STAGING_PREFIX = ".tmp-export-"
 
 Kind = Literal["bert", "charcnn", "ngram"]
 KINDS: tuple[str, ...] = ("bert", "charcnn", "ngram")
+
+
+def previous_of(out: Path) -> Path:
+    """Where a bundle that ``train --force`` replaces waits, beside ``out``, until the new one is complete."""
+    return out.with_name(f".{out.name}.previous{TMP_SUFFIX}")
+
+
+def _not_a_bundle(root: Path) -> str:
+    """Why ``root``, a folder without ``clsrun.json``, is no bundle, and what to do when a training left it."""
+    if not (root / UNFINISHED).is_file():
+        return f"{root / SPEC_FILE}: missing; {root} is not a clsrun model bundle"
+    previous = previous_of(root)
+    todo = (
+        f"the bundle it was replacing is in {previous}: move it back to use it, or train again with --force"
+        if previous.is_dir()
+        else "train again with --force"
+    )
+    return (
+        f"{root}: a training into this folder did not finish (the process was stopped or killed), so it holds "
+        f"no bundle; {todo}"
+    )
 
 
 @dataclass

@@ -127,7 +127,7 @@ def check_texts(
             reason = "empty or whitespace-only text"
         elif len(t) * 4 > max_bytes and len(t.encode("utf-8", "surrogatepass")) > max_bytes:
             reason = f"text over the {max_bytes}-byte size cap"
-        elif not t.isascii() and not valid_unicode(t):  # no UTF-8 file can hold it: an error row there too
+        elif not valid_unicode(t):  # no UTF-8 file can hold it: an error row there too
             reason = "text is not valid Unicode (a lone surrogate such as \\ud800)"
         out.append(None if reason else t)
         errors.append(reason)
@@ -148,7 +148,7 @@ def check_ids(ids: Any, texts: list[str | None], errors: list[str]) -> list[str 
             out.append(None)
             continue
         text = v.decode("utf-8", "backslashreplace") if isinstance(v, bytes) else str(v)
-        if not text.isascii() and not valid_unicode(text):
+        if not valid_unicode(text):
             text = escape_surrogates(text)
             texts[i], errors[i] = None, "id is not valid Unicode (a lone surrogate), written escaped"
         out.append(text)

@@ -130,34 +130,26 @@ _RUST_OS_ERROR = re.compile(r"\(os error (\d+)\)")  # how Rust's std::io::Error 
 
 @contextmanager
 def file_errors_of(path: Path | str) -> Iterator[None]:
-    """Turn a library's own error for a failed file write into the ``OSError`` it is, naming ``path``.
+    """Turn a failed file write into an ``OSError`` naming ``path``, so a full disk is said of the file.
 
-    Why: libraries written in Rust (safetensors) raise their own exception class for an I/O failure and
-    keep the errno only in the message (``... No space left on device (os error 28)``), so a full disk
-    would read as an unexpected error instead of :func:`storage_error`'s one line. Anything else passes.
+    Why: an ``OSError`` from a write through an open descriptor or inside a library (matplotlib, onnx)
+    carries no file name, and :func:`storage_error` would say "a file"; libraries written in Rust
+    (safetensors) raise their own exception class for an I/O failure and keep the errno only in the
+    message (``... No space left on device (os error 28)``), which would read as an unexpected error
+    instead of :func:`storage_error`'s one line. Anything else passes.
     """
-    try:
-        yield
-    except OSError:
-        raise
-    except Exception as e:
-        found = _RUST_OS_ERROR.search(str(e))
-        if found is None:
-            raise
-        code = int(found.group(1))
-        raise OSError(code, os.strerror(code), str(path)) from e
-
-
-@contextmanager
-def naming(path: Path | str) -> Iterator[None]:
-    """An ``OSError`` without a file name (a write through an open descriptor, a library's own file) gets
-    ``path``: a full disk is then said of the file, not of "a file"."""
     try:
         yield
     except OSError as e:
         if e.filename is not None or e.errno is None:
             raise
         raise OSError(e.errno, e.strerror or os.strerror(e.errno), str(path)) from e
+    except Exception as e:
+        found = _RUST_OS_ERROR.search(str(e))
+        if found is None:
+            raise
+        code = int(found.group(1))
+        raise OSError(code, os.strerror(code), str(path)) from e
 
 
 def storage_problem(e: OSError) -> tuple[str, int] | None:

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from clsrun.runtime.errors import OutputLockedError, UsageError, naming
+from clsrun.runtime.errors import OutputLockedError, UsageError, file_errors_of
 from clsrun.runtime.files import LINK_LOOP, make_folder, resolved
 
 try:  # POSIX only; elsewhere runs are not locked (said once in lock_path's docstring)
@@ -95,7 +95,7 @@ class OutputLock:
             os.close(fd)  # locked a file that its holder had just removed: lock the new one
         lock = cls(path, fd)
         try:
-            with naming(path):
+            with file_errors_of(path):
                 lock._describe()
         except BaseException:
             lock.release()  # a lock file that says nothing (a full disk) is not left behind

@@ -78,16 +78,7 @@ def predict_file(
     ):
         _honour(stop)
         classifier = Classifier.load(model, variant, batching)
-        about = "the default model" if model is None else f"the model {model}"
-        spec = classifier.bundle.spec
-        warn_unreadable(
-            stream.path,
-            about,
-            spec.kind,
-            classifier.encoder,
-            spec.normalization,
-            stream.first_texts(SAMPLE_ROWS),
-        )
+        warn_unreadable(stream.path, model, classifier, stream.first_texts(SAMPLE_ROWS))
         _honour(stop)
         with progress(stream) if progress is not None else nullcontext(None) as reporter:
             return score_file(stream, claim, classifier, read, output, reporter, stop)

@@ -693,6 +693,8 @@ def _arrow_ids(arr: pa.Array) -> list[str | None]:
 
 def valid_unicode(s: str) -> bool:
     """False for a string holding a lone surrogate (``"\\ud800"`` in JSON), which no UTF-8 file can hold."""
+    if s.isascii():  # the usual text, checked without encoding it
+        return True
     try:
         s.encode("utf-8")
     except UnicodeEncodeError:

@@ -484,9 +484,8 @@ def _manifest(
         "clsrun_version": __version__,
         "input": state["input"],  # resolved: a later --resume from another folder compares the same path
         "input_fingerprint": state["input_fingerprint"],
-        "output": os.path.abspath(
-            out
-        ),  # absolute, like input and bundle: not relative to the caller's folder
+        # absolute, like input and bundle: not relative to the caller's folder
+        "output": os.path.abspath(out),
         "output_bytes": out.stat().st_size,  # a --resume of the finished job checks the output is still this
         "rows_read": rows,
         "ok": sum(p.ok for p in partial.parts),

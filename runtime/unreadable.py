@@ -20,13 +20,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
 from clsrun.runtime.bundle import Normalization
 from clsrun.runtime.encode import Encoder
 from clsrun.runtime.encode_pool import encode_texts
+
+if TYPE_CHECKING:
+    from clsrun.runtime.classifier import Classifier
 
 log = logging.getLogger(__name__)
 
@@ -95,16 +98,17 @@ def _other_script(script: str, texts: list[str]) -> str | None:
 
 
 def warn_unreadable(
-    path: Path | str, model: str, kind: str, encoder: Encoder, norm: Normalization, texts: Sequence[str]
+    path: Path | str, model: Path | str | None, clf: Classifier, texts: Sequence[str]
 ) -> None:
-    """One warning on stderr when :func:`unreadable` finds ``texts`` (the first rows of ``path``) unreadable;
-    ``model`` names the model in it (``the model B``)."""
-    reason = unreadable(kind, encoder, norm, texts)
+    """One warning on stderr when :func:`unreadable` finds ``texts`` (the first rows of ``path``) unreadable
+    by ``clf``, loaded from ``model`` (None: the default model), as the message names it."""
+    spec = clf.bundle.spec
+    reason = unreadable(spec.kind, clf.encoder, spec.normalization, texts)
     if reason is not None:
         log.warning(
             "%s: %s cannot read most of the first rows: %s; its labels will mean little. Is it the "
             "right --model (or --text-col)?",
             path,
-            model,
+            "the default model" if model is None else f"the model {model}",
             reason,
         )

@@ -9,6 +9,7 @@ before torch is imported or anything is written. A kind's options class says whi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any, ClassVar, TypeVar
 
@@ -42,13 +43,18 @@ CHARCNN_DEFAULTS: dict[str, Any] = {
 }
 
 
+def at_share(ordered: Sequence[int], share: float) -> int:
+    """The value ``share`` of the way through ``ordered`` (sorted, not empty): 0.5 its median, 0.9 its 90th
+    percentile (the lower of two neighbours, a value that occurs)."""
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
 def charcnn_length(lengths: list[int]) -> int:
     """The char-CNN's ``--max-length`` for training texts of ``lengths`` characters (:data:`CHARCNN_AUTO_LENGTH`)."""
     low, high = CHARCNN_AUTO_LENGTH
     if not lengths:
         return low
-    ordered = sorted(lengths)
-    p90 = ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
+    p90 = at_share(sorted(lengths), 0.9)
     return max(low, min(high, -(-p90 // 64) * 64))
 
 

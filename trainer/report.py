@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clsrun.runtime.errors import naming
+from clsrun.runtime.errors import file_errors_of
 from clsrun.runtime.metrics import ClassificationReport, report_from_indices
 
 CONFUSION_CSV = "confusion_matrix.csv"
@@ -73,7 +73,7 @@ def write_confusion_png(path: Path, report: ClassificationReport) -> None:
         colorbar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
         colorbar.set_label("share of the true label's rows")
         fig.tight_layout()
-        with naming(path):
+        with file_errors_of(path):
             fig.savefig(path)
     finally:
         plt.close(fig)

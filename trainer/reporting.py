@@ -20,6 +20,7 @@ from clsrun.runtime.bundle import LOGS_DIR
 from clsrun.runtime.terminal import bar_geometry
 from clsrun.trainer import distributed
 from clsrun.trainer.config import TrainConfig
+from clsrun.trainer.options import at_share
 
 log = logging.getLogger("clsrun.trainer")
 
@@ -149,7 +150,7 @@ def long_texts_warning(lengths: Sequence[int], max_length: int, unit: str) -> st
     cut = sum(1 for n in ordered if n > max_length) / len(ordered)
     if cut <= LONG_TEXTS_WARN_SHARE:
         return None
-    median, p90 = ordered[len(ordered) // 2], ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
+    median, p90 = at_share(ordered, 0.5), at_share(ordered, 0.9)
     return (
         f"{100 * cut:.0f}% of training texts are longer than --max-length {max_length} {unit}, so the model "
         f"reads only their first {max_length}; their median is {median:,} {unit} and 90th percentile {p90:,}: "

@@ -454,9 +454,7 @@ def _load_on_driver(
 
     driver = replace(variant, device="cpu" if variant.device == "cuda" else variant.device, threads=1)
     clf = Classifier.load(bundle, driver)
-    spec = clf.bundle.spec
-    about = "the default model" if bundle is None else f"the model {bundle}"
-    warn_unreadable(first[0], about, spec.kind, clf.encoder, spec.normalization, first[1])
+    warn_unreadable(first[0], bundle, clf, first[1])
     return clf.describe(), clf.bundle
 
 
@@ -616,9 +614,8 @@ def _manifest(
         ],
         "parts": sorted(parts, key=lambda p: p["file"]),
         "ids": "id-col" if read.id_col is not None else ("file:row" if several else "row"),
-        "bundle": os.path.abspath(
-            described["bundle"]
-        ),  # paths in a manifest do not depend on the caller's folder
+        # paths in a manifest do not depend on the caller's folder
+        "bundle": os.path.abspath(described["bundle"]),
         "bundle_digest": described["bundle_digest"],
         "backend": ran["backend"],
         "precision": ran["precision"],
