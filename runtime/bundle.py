@@ -260,6 +260,21 @@ def write_spec(root: Path | str, spec: BundleSpec) -> Path:
     return target
 
 
+# What `clsrun train --model` takes besides a folder: a user who passes one of these to predict/eval/export
+# (`--model ngram`) means a kind of model, not a bundle, and is told the difference.
+TRAIN_MODEL_NAMES: tuple[str, ...] = (*KINDS, "minilm")
+
+
+def _kind_hint(root: Path) -> str:
+    """``; ngram is a model kind ...`` when a missing bundle folder is named like a kind ``train`` builds."""
+    if root.exists() or str(root) not in TRAIN_MODEL_NAMES:
+        return ""
+    return (
+        f" ({root} is a model kind for `clsrun train DATA --model {root} --out B`; here --model takes the "
+        "bundle folder B a training wrote, or leave it out for the default model)"
+    )
+
+
 @dataclass
 class Bundle:
     """A loaded, verified model bundle. Use :meth:`load`; paths inside it come from :meth:`path`."""
@@ -289,7 +304,7 @@ class Bundle:
             what = (
                 "is a file, not a model bundle folder" if root.exists() else "model bundle folder not found"
             )
-            raise BundleError(f"{root}: {what}")
+            raise BundleError(f"{root}: {what}{_kind_hint(root)}")
         if not spec_path.is_file():
             raise BundleError(_not_a_bundle(root))
         raw = spec_path.read_bytes()

