@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from clsrun.runtime.batching import BatchOptions
-from clsrun.runtime.errors import AccuracyGateError, ExportError, InputError, InternalError
+from clsrun.runtime.errors import AccuracyGateError, ExportError, InputError, InternalError, clipped
 
 if TYPE_CHECKING:
     import torch
@@ -212,7 +212,7 @@ def variant_files(path: Path) -> list[Path]:
 def one_line(error: BaseException, limit: int = 300) -> str:
     """An error's message on one line (converters put graph dumps in theirs), cut to ``limit`` characters."""
     text = " ".join(str(error).split()) or type(error).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return clipped(text, limit)
 
 
 def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:

@@ -206,6 +206,12 @@ class InternalError(ClsrunError):
         super().__init__(f"internal error (this is a bug in clsrun, please report it): {message}")
 
 
+def clipped(text: str, limit: int = 40) -> str:
+    """``text`` cut to ``limit`` characters with ``...`` when longer: how a message quotes a user's value
+    (a text, a label) without letting a 10 MB cell become the message."""
+    return text if len(text) <= limit else text[: max(0, limit - 3)] + "..."
+
+
 def install_hint(extra: str) -> str:
     """How to add an optional extra. clsrun is on no package index, so not ``pip install 'clsrun[x]'``:
     the extra is installed from the source folder, as the README's set-up does."""

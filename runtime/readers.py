@@ -40,7 +40,7 @@ import pyarrow.compute as pc
 
 from clsrun.runtime.arrow_texts import ArrowTexts
 from clsrun.runtime.delimited import BOM, Block, Header, RecordBlocks, read_header
-from clsrun.runtime.errors import InputError, UsageError, storage_error
+from clsrun.runtime.errors import InputError, UsageError, clipped, storage_error
 from clsrun.runtime.files import LINK_LOOP, non_utf8_name, resolved
 from clsrun.runtime.fingerprint import input_fingerprint, written_to
 from clsrun.runtime.textnorm import readable
@@ -568,11 +568,10 @@ def _warn_one_text(path: Path | str, texts: list[str], text_col: str) -> None:
     """One warning when every row has the same text: a placeholder column named as the text (``x`` in every
     cell) trains a model that cannot tell rows apart and measures one that predicts one class."""
     if len(texts) >= COLUMN_WARN_MIN_ROWS and len(set(texts)) == 1:
-        shown = texts[0] if len(texts[0]) <= 40 else texts[0][:40] + "..."
         log.warning(
             "%s: every one of the %d texts in column %r is %r: is it the right column? Choose the text with "
             "--text-col",
-            path, len(texts), text_col, shown,
+            path, len(texts), text_col, clipped(texts[0]),
         )  # fmt: skip
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from clsrun.runtime.bundle import sha256_file
-from clsrun.runtime.errors import InputError, UsageError
+from clsrun.runtime.errors import InputError, UsageError, clipped
 from clsrun.runtime.readers import read_labelled
 
 DEFAULT_VAL_SPLIT = 0.1  # share of the training file held out when no validation file is given
@@ -157,10 +157,9 @@ def _require_labels(path: Path, labels: list[str], text_col: str, label_col: str
     if distinct < LABELS_LIKE_TEXTS_MIN or distinct * 2 <= len(labels):
         return
     example = max(labels[:100], key=len)
-    shown = example if len(example) <= 40 else example[:40] + "..."
     raise InputError(
         f"{path}: column {label_col!r} (--label-col) has {distinct:,} different values in {len(labels):,} "
-        f"rows (such as {shown!r}): texts or ids, not labels. Are --text-col ({text_col!r}) and "
+        f"rows (such as {clipped(example)!r}): texts or ids, not labels. Are --text-col ({text_col!r}) and "
         "--label-col swapped?"
     )
 

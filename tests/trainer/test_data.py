@@ -122,15 +122,18 @@ def test_a_held_out_share_of_repeated_texts_is_warned_about(
 @pytest.mark.parametrize("swapped", [True, False])
 def test_a_label_column_of_texts_is_refused_as_columns_swapped(tmp_path: Path, swapped: bool) -> None:
     """``--text-col label --label-col text``: a label per row would train a model of one class per row."""
-    rows = [
-        (("pos", "neg")[i % 2], f"review number {i} says it was {('good', 'bad')[i % 2]}") for i in range(120)
+    rows = [("pos", "a review that goes on " * 500)] + [
+        (("pos", "neg")[i % 2], f"review number {i} says it was {('good', 'bad')[i % 2]}") for i in range(119)
     ]
     data = _csv(tmp_path / "d.csv", rows)
     if swapped:
         with pytest.raises(
             InputError, match=r"column 'text' \(--label-col\) has 120 different values in 120 rows .*swapped"
-        ):
+        ) as refused:
             load_split(data, text_col="label", label_col="text")
+        # the longest value is shown as an example, cut to 40 characters: the message stays one short line
+        assert "(such as 'a review that goes on a review that g...')" in str(refused.value)
+        assert len(str(refused.value)) < 400
     else:  # the same file the right way round, and many labels with several rows each, are fine
         assert load_split(data).labels == ["neg", "pos"]
         many = _csv(tmp_path / "m.csv", [(f"class{i % 60}", f"text {i}") for i in range(240)])
