@@ -25,7 +25,7 @@ from pathlib import Path
 
 from clsrun.runtime.bundle import SPEC_FILE
 from clsrun.runtime.errors import OutputExistsError, UsageError
-from clsrun.runtime.files import LINK_LOOP, non_utf8_name, resolved
+from clsrun.runtime.files import LINK_LOOP, make_folder, non_utf8_name, pinned, resolved
 from clsrun.runtime.outlock import OutputLock
 from clsrun.runtime.partial import PartialOutput
 from clsrun.runtime.writers import output_format
@@ -118,6 +118,8 @@ class OutputClaim:
         with neither ``resume`` nor ``overwrite`` would discard a checkpoint or replace an output.
         """
         out = output_path(input_path, output, bundle)
+        make_folder(out.parent, f"--out {out}")
+        out = pinned(out)  # the folder it resolves to now, for the whole run (files.pinned)
         with OutputLock.acquire(out) as lock:
             if not resume and not overwrite:
                 _refuse_to_discard(out)

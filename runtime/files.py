@@ -64,6 +64,21 @@ def resolved(path: Path) -> Path | None:
         raise
 
 
+def pinned(path: Path) -> Path:
+    """``path`` in its folder as that resolves now, when a symbolic link leads there (``current/o.csv``,
+    ``current -> 2026-12-01``); else ``path`` as given.
+
+    A run locks its output's folder once, but each later open of ``current/...`` follows the link anew: had
+    the link been re-pointed mid-run (a daily rotation), the run's checkpoint and output would land in the
+    new folder under no lock of its own, where a second run could take that folder's lock and clear them
+    or replace the output. Pinned, the run finishes in the folder it locked. Paths without links keep
+    their spelling (messages say what the user typed)."""
+    folder = resolved(path.parent)
+    if folder is None or folder == path.parent.absolute():
+        return path
+    return folder / path.name
+
+
 def make_folder(folder: Path, flag: str) -> None:
     """Make ``folder`` and its parents (as ``mkdir -p``); :class:`UsageError` naming ``flag`` when a file or
     a dangling link is in the way, instead of the bare ``FileExistsError`` / ``NotADirectoryError``."""

@@ -52,6 +52,19 @@ def _holder_line(path: Path) -> str:
         return "another clsrun process"
 
 
+def _open_lock_file(path: Path) -> int:
+    """Open (create) the lock file for locking. One left by another user's killed run (mode 0644, theirs)
+    cannot be opened for writing; ``flock`` works as well on a read-only descriptor, so it is opened
+    read-only then, and the holder's description is not written (the file still says the old run's)."""
+    flags = os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT | flags, 0o644)
+    except PermissionError:
+        if not os.path.lexists(path):
+            raise
+        return os.open(path, os.O_RDONLY | flags)
+
+
 class OutputLock:
     """An acquired lock on one output. Use :meth:`acquire`; :meth:`release` (or ``with``) frees it."""
 
@@ -73,7 +86,7 @@ class OutputLock:
         path = lock_path(output)
         while True:
             try:
-                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+                fd = _open_lock_file(path)
             except OSError as e:
                 if e.errno == errno.ELOOP:
                     raise UsageError(
@@ -127,6 +140,8 @@ class OutputLock:
             "command": " ".join(["clsrun", *sys.argv[1:]])[:500],
         }
         assert self._fd is not None
+        if fcntl.fcntl(self._fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY:
+            return  # another user's lock file, opened read-only (_open_lock_file)
         os.ftruncate(self._fd, 0)
         os.pwrite(self._fd, (json.dumps(info) + "\n").encode("utf-8"), 0)
 
@@ -134,7 +149,8 @@ class OutputLock:
         """Remove the lock file, then let go of the lock (in that order: see the module docstring)."""
         if self._fd is None:
             return
-        with contextlib.suppress(FileNotFoundError):
+        # PermissionError: another user's lock file in a sticky folder (/tmp) stays; the lock is still let go
+        with contextlib.suppress(FileNotFoundError, PermissionError):
             if self._fd < 0 or self._still_named(self.path, self._fd):
                 self.path.unlink()
         if self._fd >= 0:

@@ -266,8 +266,12 @@ _NAMES = {
     "options.max_text_bytes": "the text size cap",
 }
 
-# Entries another one sets: not named when that one changed too (--window sets an n-gram bundle's batch rows).
-_FOLLOWS = {"options.max_batch_rows": "options.window"}
+# Entries others set: not named when one of those changed too (--window sets an n-gram bundle's batch rows;
+# the model variant, chosen anew when `clsrun export --force` rebuilt the bundle, sets the batch defaults).
+_FOLLOWS = {
+    "options.max_batch_rows": ("options.window", "variant", "bundle_digest"),
+    "options.batch_tokens": ("variant", "bundle_digest"),
+}
 
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -287,7 +291,7 @@ def describe_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     phrases = []
     changed = {key for key in set(a) | set(b) if a.get(key) != b.get(key)} - {"format", "run_id"}
     for key in sorted(changed):
-        if _FOLLOWS.get(key) not in changed:
+        if not changed.intersection(_FOLLOWS.get(key, ())):
             name = _NAMES.get(key, key)
             detail = (
                 _fingerprint_detail(a.get(key), b.get(key))

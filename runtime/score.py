@@ -343,8 +343,10 @@ def _checkpoint_gone(error: FileNotFoundError, partial: PartialOutput) -> bool:
     removed, perhaps made again by a later write): the folder is not there, or the file was in it."""
     if not partial.folder.is_dir():
         return True
-    named = error.filename
-    return isinstance(named, str) and Path(named).parent == partial.folder
+    named = error.filename  # the file's path as opened: absolute where the folder is relative, or the reverse
+    return isinstance(named, str) and os.path.abspath(os.path.dirname(named)) == os.path.abspath(
+        partial.folder
+    )
 
 
 def _finished_run(out: Path, state: dict[str, Any], options: OutputOptions) -> ScoreResult | None:
@@ -373,14 +375,19 @@ def _finished_run(out: Path, state: dict[str, Any], options: OutputOptions) -> S
 
 def _output_changed(out: Path, manifest: dict[str, Any]) -> str | None:
     """How the output found beside its manifest differs from what the manifest says was published: copied
-    from another job's (``output`` names another file), or cut short or replaced (its size), else None.
-    Manifests written before ``output_bytes`` was recorded are checked by name only."""
+    from another job's (``output`` names another file), or cut short, edited or replaced (its size, then
+    its modification time: an edit that keeps the size, a label changed), else None. Manifests written
+    before ``output_bytes`` / ``output_mtime_ns`` were recorded are checked by what they hold."""
     named = manifest.get("output")  # as given then, maybe relative to another folder: the names must agree
     if named is not None and Path(named).name != out.name:
         return f"its manifest was written for another output ({named})"
-    size, recorded = out.stat().st_size, manifest.get("output_bytes")
-    if recorded is not None and size != recorded:
-        return f"holds {size:,} bytes where its run published {recorded:,}: it was changed since"
+    found = out.stat()
+    recorded = manifest.get("output_bytes")
+    if recorded is not None and found.st_size != recorded:
+        return f"holds {found.st_size:,} bytes where its run published {recorded:,}: it was changed since"
+    mtime = manifest.get("output_mtime_ns")
+    if mtime is not None and found.st_mtime_ns != mtime:
+        return "was modified since its run published it (its modification time is not the one recorded)"
     return None
 
 
@@ -486,7 +493,9 @@ def _manifest(
         "input_fingerprint": state["input_fingerprint"],
         # absolute, like input and bundle: not relative to the caller's folder
         "output": os.path.abspath(out),
-        "output_bytes": out.stat().st_size,  # a --resume of the finished job checks the output is still this
+        # a --resume of the finished job checks the output is still this (size and modification time)
+        "output_bytes": (published := out.stat()).st_size,
+        "output_mtime_ns": published.st_mtime_ns,
         "rows_read": rows,
         "ok": sum(p.ok for p in partial.parts),
         "error": sum(p.error for p in partial.parts),

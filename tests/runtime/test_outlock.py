@@ -126,3 +126,32 @@ def test_a_full_disk_while_the_lock_is_described_names_the_lock_file_and_leaves_
     assert caught.value.filename == str(lock_path(out))
     assert str(storage_error(caught.value)).startswith(f"{lock_path(out)}: no space left on the device")
     assert not lock_path(out).exists()
+
+
+def test_a_stale_lock_file_another_user_owns_is_locked_read_only_not_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run of another user killed outright leaves its 0644 lock file in a shared folder: this user cannot
+    open it for writing (before: "permission denied", every run refused). flock needs no write access,
+    so the lock is taken on a read-only descriptor; two runs still exclude each other."""
+    out = tmp_path / "scores.csv"
+    stale = lock_path(out)
+    stale.write_text(
+        '{"pid": 1, "host": "h", "started": 0, "command": "clsrun predict old"}\n', encoding="utf-8"
+    )
+    real_open = os.open
+
+    def as_another_user(path: object, flags: int, *args: object) -> int:
+        if Path(str(path)) == stale and flags & os.O_ACCMODE != os.O_RDONLY:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", as_another_user)
+    with OutputLock.acquire(out) as lock:
+        assert lock.held()
+        with pytest.raises(OutputLockedError, match="another run is writing it"):
+            OutputLock.acquire(out)
+        assert "clsrun predict old" in stale.read_text(encoding="utf-8")  # not written: not ours to write
+    monkeypatch.setattr(os, "open", real_open)
+    with OutputLock.acquire(out):  # free again afterwards
+        pass

@@ -31,7 +31,7 @@ from clsrun.runtime.errors import (
 )
 from clsrun.runtime.partial import JOURNAL_FILE, CheckpointExistsError, PartialOutput
 from clsrun.runtime.readers import ReadOptions
-from clsrun.runtime.score import OutputOptions, open_input, score_file
+from clsrun.runtime.score import OutputOptions, ScoreResult, open_input, score_file
 from clsrun.runtime.variant import Variant
 
 
@@ -206,6 +206,22 @@ def test_resume_names_only_what_the_user_changed(tmp_path: Path, monkeypatch: py
         refused.value
     )
     assert "input path" not in str(refused.value) and "rows per batch" not in str(refused.value)
+
+
+def test_batch_settings_that_follow_a_new_model_variant_are_not_named_as_options() -> None:
+    """`clsrun export --force` changed the variant auto picks: the batch defaults follow it, and the refusal
+    named --batch-tokens as changed though nobody typed it."""
+    from clsrun.runtime.partial import describe_changes
+
+    old = {"variant": "onnx-int8", "options": {"batch_tokens": 16384, "max_batch_rows": 256, "probs": False}}
+    new = {
+        "variant": "openvino-int8",
+        "options": {"batch_tokens": 32768, "max_batch_rows": 512, "probs": False},
+    }
+    said = describe_changes(old, new)
+    assert len(said) == 1 and said[0].startswith("the model variant (--backend/--precision/--device) changed")
+    typed = {**old, "options": {**old["options"], "batch_tokens": 8192}}
+    assert describe_changes(old, typed) == ["--batch-tokens changed (was 16384, now 8192)"]
 
 
 class _FailingRunner:
@@ -486,6 +502,16 @@ def test_resume_of_a_finished_job_checks_the_output_is_still_what_its_run_publis
     assert first.manifest["output_bytes"] == out.stat().st_size
     resume = OutputOptions(resume=True)
     assert score_file(src, out, clf, options=resume).already_complete  # untouched: nothing to do
+    published = out.read_bytes()
+    at = min(i for i in (published.find(b"neg"), published.find(b"pos")) if i >= 0)
+    flipped = b"pos" if published[at : at + 3] == b"neg" else b"neg"
+    when = out.stat().st_mtime_ns
+    out.write_bytes(published[:at] + flipped + published[at + 3 :])  # one label changed, the size kept
+    os.utime(out, ns=(when + 10**9, when + 10**9))  # a second later (file clocks tick in milliseconds)
+    with pytest.raises(
+        OutputExistsError, match=r"was modified since its run published it \(.*\); add --overwrite"
+    ):
+        score_file(src, out, clf, options=resume)
     out.write_text(out.read_text(encoding="utf-8")[:40], encoding="utf-8")  # cut short after the run
     with pytest.raises(OutputExistsError, match="it was changed since; add --overwrite"):
         score_file(src, out, clf, options=resume)
@@ -596,6 +622,40 @@ def test_an_output_folder_moved_away_mid_run_is_one_storage_line_and_resumable_w
     assert score_file(src, moved, clf, options=OutputOptions(resume=True)).output.read_bytes() == reference
 
 
+def test_a_symlinked_output_folder_re_pointed_mid_run_keeps_the_run_in_the_folder_it_locked(
+    tmp_path: Path, toy_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--out current/o.csv`` with ``current -> day1``, re-pointed to ``day2`` while the run scores (a daily
+    rotation): the run's checkpoint and output stay in day1, under its lock; a second run of the same
+    ``--out`` then works in day2 on its own, and neither clears or replaces the other's files (before, the
+    first run's checkpoint and output followed the link into day2, where the second run's --overwrite
+    cleared them)."""
+    src = _input(tmp_path / "in.csv", 1000)
+    (tmp_path / "day1").mkdir()
+    (tmp_path / "day2").mkdir()
+    current = tmp_path / "current"
+    current.symlink_to("day1")
+    clf = Classifier.load(toy_bundle, Variant(threads=1), BatchOptions(window=200))
+    reference = score_file(src, tmp_path / "ref.csv", clf).output.read_bytes()
+    second: list[ScoreResult | None] = []
+
+    def rotate_and_run_again() -> None:
+        if second:  # the second run's own first save
+            return
+        current.unlink()
+        current.symlink_to("day2")
+        second.append(None)
+        second[0] = score_file(src, current / "o.csv", clf, options=OutputOptions(overwrite=True))
+
+    with monkeypatch.context() as m:
+        _on_first_save(m, rotate_and_run_again)
+        first = score_file(src, current / "o.csv", clf)
+    assert first.output == tmp_path / "day1" / "o.csv" and first.output.read_bytes() == reference
+    assert second[0] is not None and second[0].output == tmp_path / "day2" / "o.csv"
+    assert (tmp_path / "day2" / "o.csv").read_bytes() == reference
+    assert sorted(p.name for p in (tmp_path / "day1").iterdir()) == ["o.csv", "o.csv.manifest.json"]
+
+
 def test_an_output_folder_replaced_after_the_lock_was_taken_stops_the_run_before_the_checkpoint(
     tmp_path: Path, toy_bundle: Path
 ) -> None:
@@ -618,12 +678,15 @@ def test_an_output_folder_replaced_after_the_lock_was_taken_stops_the_run_before
     assert score_file(src, folder / "o.csv", clf).manifest["rows_read"] == 300
 
 
+@pytest.mark.parametrize("relative", [False, True])
 def test_a_part_file_gone_from_a_checkpoint_folder_still_there_is_the_storage_line_not_unexpected(
-    tmp_path: Path, toy_bundle: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, toy_bundle: Path, monkeypatch: pytest.MonkeyPatch, relative: bool
 ) -> None:
     """The checkpoint folder removed under the run and made again by a later write: the missing file is
-    inside it, which is the same story as the folder gone (before: "unexpected FileNotFoundError")."""
-    src, out = _input(tmp_path / "in.csv", 1000), tmp_path / "o.csv"
+    inside it, which is the same story as the folder gone (before: "unexpected FileNotFoundError"), also
+    when ``--out`` is relative and the error names the file by its absolute path."""
+    monkeypatch.chdir(tmp_path)
+    src, out = _input(tmp_path / "in.csv", 1000), Path("o.csv") if relative else tmp_path / "o.csv"
     clf = Classifier.load(toy_bundle, Variant(threads=1), BatchOptions(window=200))
     gone = tmp_path / ".o.csv.partial" / ".o.csv.x1.tmp"
     with monkeypatch.context() as m:
