@@ -56,7 +56,14 @@ from clsrun.runtime.bundle import (
     openvino_weights,
     sha256_file,
 )
-from clsrun.runtime.errors import AlreadyExportedError, ExportError, InternalError, UsageError, require
+from clsrun.runtime.errors import (
+    AlreadyExportedError,
+    ExportError,
+    InternalError,
+    UsageError,
+    damaged,
+    require,
+)
 from clsrun.runtime.files import atomic_write_text, move_into_place
 from clsrun.runtime.outlock import OutputLock
 
@@ -159,11 +166,9 @@ def _sample(eval_set: EvalSet) -> dict[str, np.ndarray]:
 
 def _bert_shape(bundle: Bundle) -> tuple[int, int]:
     """(num_heads, hidden_size) from the bundle's Hugging Face ``config.json``."""
-    config = json.loads(bundle.file(HF_CONFIG_FILE).read_text(encoding="utf-8"))
-    try:
+    with damaged(bundle.root / HF_CONFIG_FILE, "a BERT config with num_attention_heads and hidden_size"):
+        config = json.loads(bundle.file(HF_CONFIG_FILE).read_text(encoding="utf-8"))
         return int(config["num_attention_heads"]), int(config["hidden_size"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise ExportError(f"{bundle.root}/config.json: no num_attention_heads/hidden_size ({e})") from e
 
 
 def _load_eager(bundle: Bundle) -> torch.nn.Module:
@@ -296,7 +301,7 @@ def _forget_broken_variants(root: Path) -> None:
     try:
         spec = json.loads(path.read_text(encoding="utf-8"))
         files = spec["files"]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return  # Bundle.load says what is wrong with it
     if not isinstance(files, dict):
         return

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal, TypeGuard, cast
 
-from clsrun.runtime.errors import BundleError
+from clsrun.runtime.errors import BundleError, damaged
 from clsrun.runtime.files import TMP_SUFFIX, atomic_write_text, is_temporary
 
 SCHEMA_VERSION = 1
@@ -308,10 +308,8 @@ class Bundle:
         if not spec_path.is_file():
             raise BundleError(_not_a_bundle(root))
         raw = spec_path.read_bytes()
-        try:
+        with damaged(spec_path, "valid JSON"):
             data = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise BundleError(f"{spec_path}: not valid JSON ({e})") from e
         if not isinstance(data, dict):
             raise BundleError(f"{spec_path}: expected a JSON object")
         spec = BundleSpec.from_json(data, spec_path)
@@ -347,6 +345,8 @@ class Bundle:
 
     def path(self, rel: str) -> Path:
         """Resolve ``rel`` inside the bundle; refuse absolute paths, ``..`` and links leading outside."""
+        if not isinstance(rel, str) or not rel or any(ord(c) < 32 for c in rel):  # NUL: not even a path
+            raise BundleError(f"{self.root / SPEC_FILE}: {rel!r} is not a file name")
         candidate = Path(rel)
         if candidate.is_absolute() or ".." in candidate.parts:
             raise BundleError(f"{self.root}: path {rel!r} points outside the bundle")
@@ -405,10 +405,8 @@ class Bundle:
         if not self.has(EXPORT_REPORT):
             return None
         path = self.file(EXPORT_REPORT)
-        try:
+        with damaged(path, "a JSON export report", "; export the bundle again"):
             data = json.loads(path.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError) as e:
-            raise BundleError(f"{path}: not a JSON export report ({e}); export the bundle again") from e
         problems = _report_problems(data)
         if problems:
             raise BundleError(f"{path}: {'; '.join(problems)}; export the bundle again (--force)")

@@ -28,7 +28,7 @@ from tokenizers import Encoding, Tokenizer
 
 from clsrun.runtime.bundle import SPECIAL_TOKENS_FILE, TOKENIZER_FILE, Bundle
 from clsrun.runtime.encode import Tokens, pad_rows
-from clsrun.runtime.errors import BundleError
+from clsrun.runtime.errors import BundleError, damaged
 
 TRUNCATIONS = ("head", "head-tail")
 # Head share of head-tail truncation: 128 of the 510 body tokens at max_length 512.
@@ -65,7 +65,8 @@ def _read_specials(path: Path | None) -> dict[str, object]:
     """``special_tokens_map.json`` as a dict; empty when there is none (BERT's defaults apply)."""
     if path is None or not path.is_file():
         return {}
-    data = json.loads(path.read_text(encoding="utf-8"))
+    with damaged(path, "valid JSON"):
+        data = json.loads(path.read_text(encoding="utf-8"))
     if not isinstance(data, dict):
         raise BundleError(f"{path}: expected a JSON object")
     return data
@@ -103,7 +104,8 @@ class BertEncoder:
             raise BundleError(f"{path}: missing; a BERT model needs its tokenizer.json")
         if max_length < 3:
             raise BundleError(f"max_length {max_length} leaves no room for text between [CLS] and [SEP]")
-        self.tokenizer = Tokenizer.from_file(str(path))
+        with damaged(path, "a readable tokenizer file"):
+            self.tokenizer = Tokenizer.from_file(str(path))
         # Truncation and padding are done here, identically for every text; the file's own are off.
         self.tokenizer.no_truncation()
         self.tokenizer.no_padding()

@@ -20,7 +20,7 @@ import numpy as np
 
 from clsrun.runtime.bundle import VOCAB_FILE, Bundle
 from clsrun.runtime.encode import Tokens, pad_rows
-from clsrun.runtime.errors import BundleError
+from clsrun.runtime.errors import BundleError, damaged
 
 PAD_ID = 0
 UNK_ID = 1
@@ -67,11 +67,8 @@ class CharVocab:
 
     @classmethod
     def load(cls, path: Path | str) -> CharVocab:
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-            return cls(list(data["chars"]))
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise BundleError(f"{path}: not a valid character vocabulary ({e})") from e
+        with damaged(path, "a valid character vocabulary"):
+            return cls(list(json.loads(Path(path).read_text(encoding="utf-8"))["chars"]))
 
     def ids_of(self, text: str) -> np.ndarray:
         """(len(text),) int64 ids of every character of ``text``: one table lookup over its code points."""
@@ -95,7 +92,15 @@ class CharEncoder:
 
     @classmethod
     def from_bundle(cls, bundle: Bundle) -> CharEncoder:
-        return cls(CharVocab.load(bundle.file(VOCAB_FILE)), bundle.spec.max_length)
+        """The encoder of a char-CNN bundle. A vocabulary of another size than the model's embedding
+        (``model.vocab_size``) is refused here, for every backend: an id past the embedding would fail
+        inside the ONNX graph only when a row first holds such a character, mid-run."""
+        path = bundle.file(VOCAB_FILE)
+        vocab = CharVocab.load(path)
+        size = bundle.spec.model.get("vocab_size")
+        if isinstance(size, int) and vocab.size != size:
+            raise BundleError(f"{path}: {vocab.size} ids, but clsrun.json says vocab_size {size}")
+        return cls(vocab, bundle.spec.max_length)
 
     def tokenize(self, texts: list[str]) -> Tokens:
         n = len(texts)

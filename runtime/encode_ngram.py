@@ -50,7 +50,7 @@ import numpy as np
 from clsrun.runtime import charmaps
 from clsrun.runtime.bundle import NGRAM_FEATURES_FILE, SPEC_FILE
 from clsrun.runtime.encode import SparseRows, Tokens, padded_index
-from clsrun.runtime.errors import BundleError
+from clsrun.runtime.errors import BundleError, damaged
 
 if TYPE_CHECKING:
     from clsrun.runtime.bundle import Bundle
@@ -427,10 +427,8 @@ class NgramEncoder:
 
         scheme = NgramScheme.from_json(bundle.spec.model.get("features"), str(bundle.root / SPEC_FILE))
         path = bundle.file(NGRAM_FEATURES_FILE)  # listed and hashed, or refused
-        try:
+        with damaged(path, "a readable safetensors file"):
             tensors = load_file(str(path))
-        except (OSError, ValueError) as e:
-            raise BundleError(f"{path}: not a readable safetensors file ({e})") from e
         vocabulary = NgramVocabulary.from_tensors(tensors, 1 << scheme.bucket_bits, str(path))
         return cls(scheme, vocabulary, bundle.spec.max_length)
 

@@ -152,6 +152,32 @@ def file_errors_of(path: Path | str) -> Iterator[None]:
         raise OSError(code, os.strerror(code), str(path)) from e
 
 
+@contextmanager
+def damaged(
+    path: Path | str, what: str, advice: str = "", error: type[ClsrunError] | None = None
+) -> Iterator[None]:
+    """Turn any failure to parse bundle file ``path`` as ``what`` into one :class:`BundleError` line:
+    ``PATH: not WHAT (the parser's message on one line)ADVICE``. ``error``: another type to raise (a
+    training checkpoint is :class:`ModelNotFoundError`, exit 2).
+
+    Why every ``Exception``: each parser has its own failure types (``SafetensorError``, a bare
+    ``Exception`` from ``tokenizers``, ``RecursionError`` from ``json`` on deep nesting, torch's multi-line
+    ``RuntimeError`` on a shape mismatch), and a damaged model file is the bundle's fault whichever it is:
+    exit 3 naming the file, not "unexpected". Use it around the parse only. A :class:`ClsrunError` (already
+    typed) and ``MemoryError`` (not the file's fault) pass as they are."""
+    try:
+        yield
+    except BundleError as e:
+        if str(path) in str(e):
+            raise
+        raise BundleError(f"{path}: {e}") from e  # a check inside the parse that did not name the file
+    except (ClsrunError, MemoryError):
+        raise
+    except Exception as e:
+        said = " ".join(str(e).split()) or type(e).__name__
+        raise (error or BundleError)(f"{path}: not {what} ({clipped(said, 300)}){advice}") from e
+
+
 def storage_problem(e: OSError) -> tuple[str, int] | None:
     """``(what the file system said, exit code)`` for an ``OSError`` that is it saying no, else None."""
     return _STORAGE.get(e.errno or 0)

@@ -120,13 +120,43 @@ def hf_folder_problems(read: Reader) -> list[str]:
                 f"config.json names architectures {custom}, which are not transformers' BERT classes"
             )
     problems += _sentence_transformers_problems(read)
+    problems += _weights_problems(config, read)
+    return problems
+
+
+SAFE_WEIGHTS_INDEX = "model.safetensors.index.json"
+
+
+def _weights_problems(config: dict[str, Any], read: Reader) -> list[str]:
+    """Ways a folder makes transformers read weights other than float safetensors: ``config.json``'s
+    ``transformers_weights`` (an explicit file: transformers also accepts a pickled ``adapter_model.bin``
+    there), a safetensors index whose ``weight_map`` names pickle shards (loaded with ``torch.load``), a
+    ``quantization_config`` (a quantization library loads the weights; clsrun trains and exports float)."""
+    problems = []
+    explicit = config.get("transformers_weights")
+    if explicit is not None and not str(explicit).endswith((".safetensors", SAFE_WEIGHTS_INDEX)):
+        problems.append(f"config.json names the weights file {explicit!r}, which is not safetensors")
+    if config.get("quantization_config") is not None:
+        problems.append("config.json has a quantization_config; clsrun trains float BERT weights")
+    index = read(SAFE_WEIGHTS_INDEX)
+    if index is not None:
+        shards = index.get("weight_map") if isinstance(index, dict) else None
+        if not isinstance(shards, dict):
+            problems.append(f"{SAFE_WEIGHTS_INDEX} has no weight_map")
+        else:
+            other = sorted({str(f) for f in shards.values() if not str(f).endswith(".safetensors")})
+            if other:
+                problems.append(
+                    f"{SAFE_WEIGHTS_INDEX} maps weights to {', '.join(other[:3])}, not safetensors files "
+                    "(a pickle is never loaded here)"
+                )
     return problems
 
 
 def _read_json(path: Path, name: str) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
         return f"<{name}: not readable JSON>"  # reads as "not a JSON object" where an object is needed
 
 

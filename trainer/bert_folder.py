@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 from clsrun.runtime.bundle import HF_CONFIG_FILE, WEIGHTS_FILE, Bundle
-from clsrun.runtime.errors import BundleError
+from clsrun.runtime.errors import BundleError, damaged
 from clsrun.runtime.hf_folder import MEAN_POOLING_ARCHITECTURE, check_bundle
 from clsrun.trainer.bert_model import BertClassifier, MeanClassifier, from_config
 from clsrun.trainer.bundle_writer import save_weights
@@ -61,23 +61,19 @@ def load_bert_model(bundle: Bundle) -> BertClassifier:
     pooling = str(bundle.spec.model.get("pooling", "cls"))
     if pooling not in ("cls", "mean"):
         raise BundleError(f"{bundle.root}: unknown pooling {pooling!r} in clsrun.json")
-    try:
-        data = json.loads(bundle.file(HF_CONFIG_FILE).read_text(encoding="utf-8"))
-        config = BertConfig.from_dict(data)
-    except (OSError, ValueError, TypeError) as e:
-        raise BundleError(f"{bundle.root}: config.json is not a valid BERT config ({e})") from e
+    with damaged(bundle.root / HF_CONFIG_FILE, "a valid BERT config"):
+        config = BertConfig.from_dict(json.loads(bundle.file(HF_CONFIG_FILE).read_text(encoding="utf-8")))
     if len(config.id2label or {}) != len(bundle.labels):
         raise BundleError(
             f"{bundle.root}: config.json has {len(config.id2label or {})} labels, clsrun.json {len(bundle.labels)}"
         )
-    model = from_config(config, pooling)
-    try:
+    with damaged(bundle.root / HF_CONFIG_FILE, "a BERT config a model can be built from"):
+        model = from_config(config, pooling)
+    with damaged(bundle.root / WEIGHTS_FILE, "weights that fit config.json"):
         state = load_file(bundle.file(WEIGHTS_FILE))
         if pooling == "mean":
             state = _with_mean_head(bundle, state)
         model.load_hf_state_dict(state)
-    except (RuntimeError, KeyError) as e:
-        raise BundleError(f"{bundle.root}: {WEIGHTS_FILE} does not fit config.json ({e})") from e
     return model.eval()
 
 

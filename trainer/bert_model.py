@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from clsrun.runtime.errors import ModelNotFoundError
+from clsrun.runtime.errors import ModelNotFoundError, damaged
 
 POOLINGS = ("cls", "mean")
 
@@ -178,37 +178,46 @@ def from_checkpoint(checkpoint: Path, labels: list[str], pooling: str) -> BertCl
     from transformers.utils import logging as hf_logging
 
     # The folder was checked by bert_checkpoint.check_checkpoint; trust_remote_code=False keeps transformers
-    # from ever importing Python from it (and from asking on stdin whether to).
+    # from ever importing Python from it (and from asking on stdin whether to); use_safetensors=True (for
+    # the weights) from ever falling back to a pickled pytorch_model.bin.
     safe = {"local_files_only": True, "trust_remote_code": False}
+    weights = {**safe, "use_safetensors": True}
     config = AutoConfig.from_pretrained(checkpoint, **safe, **_label_maps(labels))
     verbosity = hf_logging.get_verbosity()
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()  # "some weights were newly initialised": expected, the head is new
     hf_logging.disable_progress_bar()  # a "loading weights" bar per call is noise for a small model
-    try:
-        if pooling == "cls":
-            # A classifier of other labels (another bundle as the checkpoint) is replaced: the head is new.
-            hf, info = AutoModelForSequenceClassification.from_pretrained(
-                checkpoint,
-                config=config,
-                output_loading_info=True,
-                ignore_mismatched_sizes=True,
-                dtype=torch.float32,
-                **safe,
-            )
-            misfits = sorted(
-                str(k[0]) for k in info["mismatched_keys"] if not str(k[0]).startswith("classifier.")
-            )
-            if misfits:
-                raise ModelNotFoundError(f"{checkpoint}: weights do not fit its config.json: {misfits[:5]}")
-            if any(".pooler." in k or k.startswith("pooler.") for k in info["missing_keys"]):
-                _no_grad_linear_identity(getattr(hf, hf.base_model_prefix).pooler.dense)
-            return ClsClassifier(hf)
-        encoder = AutoModel.from_pretrained(checkpoint, config=config, dtype=torch.float32, **safe)
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
+    # A folder that passed check_checkpoint can still be damaged (truncated weights, a config its weights do
+    # not fit): one line naming it (exit 2), not the loader's own exception.
+    with damaged(
+        checkpoint, "a checkpoint whose weights load into its config.json", error=ModelNotFoundError
+    ):
+        try:
+            if pooling == "cls":
+                # A classifier of other labels (another bundle as the checkpoint) is replaced: the head is new.
+                hf, info = AutoModelForSequenceClassification.from_pretrained(
+                    checkpoint,
+                    config=config,
+                    output_loading_info=True,
+                    ignore_mismatched_sizes=True,
+                    dtype=torch.float32,
+                    **weights,
+                )
+                misfits = sorted(
+                    str(k[0]) for k in info["mismatched_keys"] if not str(k[0]).startswith("classifier.")
+                )
+                if misfits:
+                    raise ModelNotFoundError(
+                        f"{checkpoint}: weights do not fit its config.json: {misfits[:5]}"
+                    )
+                if any(".pooler." in k or k.startswith("pooler.") for k in info["missing_keys"]):
+                    _no_grad_linear_identity(getattr(hf, hf.base_model_prefix).pooler.dense)
+                return ClsClassifier(hf)
+            encoder = AutoModel.from_pretrained(checkpoint, config=config, dtype=torch.float32, **weights)
+        finally:
+            hf_logging.set_verbosity(verbosity)
+            if bars:
+                hf_logging.enable_progress_bar()
     return MeanClassifier(encoder, len(labels), _head_dropout(config))
 
 

@@ -13,7 +13,7 @@ import torch
 from clsrun.runtime.bundle import VOCAB_FILE, WEIGHTS_FILE, Bundle
 from clsrun.runtime.encode_char import CharVocab
 from clsrun.runtime.encode_ngram import NgramEncoder
-from clsrun.runtime.errors import BundleError
+from clsrun.runtime.errors import BundleError, damaged
 from clsrun.trainer.charcnn import CharCNN, CharCNNConfig
 from clsrun.trainer.ngram import NgramConfig, NgramLinear
 
@@ -59,10 +59,8 @@ def _with_weights(model: M, bundle: Bundle, what: str) -> M:
     from safetensors.torch import load_file
 
     path = bundle.file(WEIGHTS_FILE)
-    try:
+    with damaged(path, f"weights that fit the {what} described in clsrun.json"):
         model.load_state_dict(load_file(str(path)), strict=True)
-    except (RuntimeError, OSError) as e:
-        raise BundleError(f"{path}: weights do not fit the {what} described in clsrun.json ({e})") from e
     return model.eval()
 
 

@@ -215,10 +215,10 @@ def test_pad_puts_zero_weight_on_padding_and_truncation_cuts_characters() -> Non
 def test_bad_schemes_and_vocabularies_are_bundle_errors() -> None:
     with pytest.raises(BundleError, match="char n-gram lengths"):
         NgramScheme("cjk", (3, 1), 0, False, 20)
-    with pytest.raises(BundleError, match="^B/clsrun.json: model.features has no 'char_ngrams'$"):
+    with pytest.raises(BundleError, match=r"^B/clsrun\.json: model\.features has no 'char_ngrams'$"):
         NgramScheme.from_json({"script": "cjk"}, "B/clsrun.json")
     for missing in (None, {}, []):  # `"model": null` in a damaged clsrun.json
-        with pytest.raises(BundleError, match="model.features is missing"):
+        with pytest.raises(BundleError, match=r"model\.features is missing"):
             NgramScheme.from_json(missing)
     with pytest.raises(BundleError, match="not an n-gram scheme"):
         NgramScheme.from_json({**CJK.to_json(), "char_ngrams": 3})

@@ -155,7 +155,7 @@ def timing_pipeline(bundle: Bundle, device: str) -> tuple[Any, list[str]]:
     safe: dict[str, Any] = {"local_files_only": True, "trust_remote_code": False}
     with _quiet_transformers():
         model, info = AutoModelForSequenceClassification.from_pretrained(
-            bundle.root, ignore_mismatched_sizes=True, output_loading_info=True, **safe
+            bundle.root, ignore_mismatched_sizes=True, output_loading_info=True, use_safetensors=True, **safe
         )
         tokenizer = AutoTokenizer.from_pretrained(bundle.root, **safe)
     fresh = sorted({*info.get("missing_keys", ()), *(k for k, *_ in info.get("mismatched_keys", ()))})
