@@ -164,24 +164,22 @@ def _require_labels(path: Path, labels: list[str], text_col: str, label_col: str
     )
 
 
-IMBALANCE_WARN_RATIO = 4  # the most common label at least this many times the rarest: said without weights
+# The most common label at least this many times the rarest: labels are imbalanced, and a run that does not
+# say --class-weights weighs them (``imbalance``). Without weights a model learns to seldom predict the rare
+# label (the n-gram model on inews_zh recalled 26 % of its negative rows: README), and accuracy hides it.
+IMBALANCE_RATIO = 4
 
 
-def imbalance_warning(labels: list[str]) -> str | None:
-    """A warning when the training labels are imbalanced (:data:`IMBALANCE_WARN_RATIO`): without class
-    weights a model learns to rarely predict the rare label (the n-gram model on inews_zh: README), and a
-    run judged by accuracy does not show it."""
+def imbalance(labels: list[str]) -> str | None:
+    """How the training ``labels`` are imbalanced (:data:`IMBALANCE_RATIO`) in words, or None when they
+    are not: ``'negative' has 578 of the 5,355 training rows, 4.6x fewer than 'neutral'``."""
     counts = Counter(labels).most_common()
     if len(counts) < 2:
         return None
     (common, most), (rare, least) = counts[0], counts[-1]
-    if most < IMBALANCE_WARN_RATIO * least:
+    if most < IMBALANCE_RATIO * least:
         return None
-    return (
-        f"labels are imbalanced: {rare!r} has {least:,} of the {len(labels):,} training rows, {most / least:.1f}x "
-        f"fewer than {common!r}, so the model may seldom predict it; --class-weights auto weighs every label "
-        "alike and judges the run by macro-F1"
-    )
+    return f"{rare!r} has {least:,} of the {len(labels):,} training rows, {most / least:.1f}x fewer than {common!r}"
 
 
 def _warn_shared_rows(source: str, train_texts: list[str], val_texts: list[str], why: str = "") -> None:

@@ -43,6 +43,20 @@ CHARCNN_DEFAULTS: dict[str, Any] = {
 }
 
 
+# Without --epochs the char-CNN trains for at least CHARCNN_MIN_STEPS optimizer steps (at most
+# CHARCNN_MAX_EPOCHS epochs; never fewer than its default 6), early stopping ending it sooner: a small training
+# set has few steps an epoch (bbc_en: 26), and 6 epochs stopped it while it still learned (README).
+CHARCNN_MIN_STEPS = 1_000
+CHARCNN_MAX_EPOCHS = 40
+
+
+def charcnn_epochs(rows: int, rows_per_step: int) -> int:
+    """The char-CNN's ``--epochs`` for ``rows`` training rows at ``rows_per_step`` rows an optimizer step."""
+    steps = max(1, -(-rows // max(1, rows_per_step)))
+    wanted = -(-CHARCNN_MIN_STEPS // steps)
+    return max(int(CHARCNN_DEFAULTS["epochs"]), min(CHARCNN_MAX_EPOCHS, wanted))
+
+
 def at_share(ordered: Sequence[int], share: float) -> int:
     """The value ``share`` of the way through ``ordered`` (sorted, not empty): 0.5 its median, 0.9 its 90th
     percentile (the lower of two neighbours, a value that occurs)."""

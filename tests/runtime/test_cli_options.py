@@ -94,6 +94,8 @@ def test_train_shares_the_flags_and_its_help_gives_the_library_defaults() -> Non
         BERT_DEFAULTS,
         CHARCNN_AUTO_LENGTH,
         CHARCNN_DEFAULTS,
+        CHARCNN_MAX_EPOCHS,
+        CHARCNN_MIN_STEPS,
         NGRAM_DEFAULTS,
         CharCNNOptions,
     )
@@ -114,6 +116,8 @@ def test_train_shares_the_flags_and_its_help_gives_the_library_defaults() -> Non
         assert found, f"--{field} help names no per-kind defaults"
         defaults = (NGRAM_DEFAULTS[field], CHARCNN_DEFAULTS[field], BERT_DEFAULTS[field])
         assert tuple(float(found[i]) for i in (1, 2, 3)) == defaults
+    steps = re.search(r"--epochs .*?up to (\d+) epochs, for (\d+) optimizer steps", text)
+    assert steps and (int(steps[1]), int(steps[2])) == (CHARCNN_MAX_EPOCHS, CHARCNN_MIN_STEPS)
     length = re.search(
         r"--max-length .*?n-gram (\d+); char-CNN: the training texts' 90th-percentile length within "
         r"(\d+)-(\d+)\) or tokens \(BERT (\d+)",

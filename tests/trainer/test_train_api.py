@@ -14,7 +14,7 @@ from clsrun.runtime.errors import InputError, UsageError
 from clsrun.trainer import BertOptions, CharCNNOptions, DataOptions, TrainConfig, train
 from clsrun.trainer.kinds import KINDS, kind_of
 from clsrun.trainer.options import BERT_DEFAULTS, CHARCNN_DEFAULTS, FROZEN_DEFAULTS
-from clsrun.trainer.reporting import EpochLog, EpochRecord, overfitting
+from clsrun.trainer.reporting import EpochLog, EpochRecord, headline_metric, overfitting
 from clsrun.trainer.run import UNFINISHED, prepare_out_dir
 
 TINY = {"embed_dim": 8, "channels": (8, 8), "kernel_sizes": (3, 3)}
@@ -211,6 +211,42 @@ def test_the_trainer_package_imports_without_torch() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("share", "given", "weights"),
+    [
+        (0.1, None, "auto"),
+        (0.1, "none", "none"),
+        (0.1, "auto", "auto"),
+        (0.4, None, "none"),
+        (0.4, "auto", "auto"),
+    ],
+)
+def test_imbalanced_labels_weigh_the_loss_unless_class_weights_is_given(
+    share: float, given: str | None, weights: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Without --class-weights, labels where the commonest has 4x the rows of the rarest or more train with
+    the class-weighted loss (the rare label is found, the run is judged by macro-F1); balanced ones do not."""
+    from tests.conftest import write_labelled_csv
+
+    rare = int(200 * share)
+    texts = [f"bad thing number {i}" for i in range(rare)] + [
+        f"good thing number {i}" for i in range(200 - rare)
+    ]
+    data = write_labelled_csv(tmp_path / "d.csv", texts, ["neg"] * rare + ["pos"] * (200 - rare))
+    config = {"logs": False, "quiet": True, **({"class_weights": given} if given else {})}
+    with caplog.at_level(logging.INFO, logger="clsrun"):
+        result = train(
+            data, tmp_path / "b", model="ngram", options={"fit": "logreg"}, config=config, baseline=False
+        )
+    assert result.config.class_weights == weights
+    assert Bundle.load(tmp_path / "b").spec.training["hyperparameters"]["class_weights"] == weights
+    said = (
+        "labels are imbalanced ('neg' has 18 of the 180 training rows, 9.0x fewer than 'pos')" in caplog.text
+    )
+    assert said == (given is None and weights == "auto"), caplog.text
+    assert ("macro_f1" if weights == "auto" else "accuracy") == headline_metric(result.config)
 
 
 # ------------------------------------------------------------------------------- a run that fails or dies
