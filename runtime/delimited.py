@@ -149,8 +149,19 @@ def read_header(
     _allow_fields(len(raw))
     line = raw.rstrip(b"\r\n").decode("utf-8", errors="replace")
     delimiter = explicit or choose_delimiter(path, line, default, wanted, quoting)
-    newline = b"\r" if raw.endswith(b"\r") else b"\n"
-    return Header(_split(line, delimiter, quoting), Dialect(delimiter, quoting, newline), buf[end:])
+    return Header(
+        _split(line, delimiter, quoting), Dialect(delimiter, quoting, _newline(raw, buf[end:])), buf[end:]
+    )
+
+
+def _newline(header: bytes, rows: bytes) -> bytes:
+    """The byte that ends records: ``\r`` for an old Mac file (its header ends in a lone CR and so do its
+    rows), else ``\n``. The rows have the say when they disagree with the header: a header saved with a lone
+    CR above LF rows (an editor's doing) made every record until the last few MB one over the size cap."""
+    if not header.endswith(b"\r"):
+        return b"\n"
+    lf, cr = rows.find(b"\n"), rows.find(b"\r")
+    return b"\n" if lf >= 0 and (cr < 0 or lf < cr) else b"\r"
 
 
 def _is_utf8(data: bytes | memoryview) -> bool:

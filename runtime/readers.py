@@ -216,7 +216,11 @@ def _open_bytes(path: Path, gz: bool, files: contextlib.ExitStack) -> tuple[IO[b
     if not gz:
         _refuse_binary(path, raw)
         return raw, raw.tell
-    return cast(IO[bytes], files.enter_context(gzip.GzipFile(fileobj=raw, mode="rb"))), raw.tell
+    unpacked = files.enter_context(gzip.GzipFile(fileobj=raw, mode="rb"))
+    _refuse_binary(
+        path, cast(IO[bytes], unpacked), unpacked=True
+    )  # what a .gz holds is checked as a plain file's bytes are
+    return cast(IO[bytes], unpacked), raw.tell
 
 
 # The first bytes of files a text reader would otherwise take for a table with one odd column name.
@@ -246,21 +250,31 @@ def _wide_encoding(start: bytes) -> str | None:
     return None
 
 
-def _refuse_binary(path: Path, raw: IO[bytes]) -> None:
+def _refuse_binary(path: Path, raw: IO[bytes], unpacked: bool = False) -> None:
     """An InputError when ``raw`` (a file opened at its start) is a compressed or a Parquet file, or text
-    in UTF-16 or UTF-32."""
+    in UTF-16 or UTF-32. ``unpacked``: ``raw`` is what a ``.gz`` file holds (a UTF-16 file gzipped was read
+    as text, every byte pair a row)."""
     start = cast(io.BufferedReader, raw).peek(16)[:16]
+    this = "once decompressed, this .gz file is" if unpacked else "this file is"
+    if unpacked and start.startswith(b"\x1f\x8b"):
+        raise InputError(f"{path}: this file is gzip-compressed twice: decompress it once first (gunzip)")
     for magic, what in _BINARY_STARTS.items():
         if start.startswith(magic):
-            raise InputError(f"{path}: this file is {what}")
+            raise InputError(f"{path}: {this} {what}")
     wide = _wide_encoding(start)
     if wide is not None:
+        inner = Path(path.stem) if unpacked else path  # data.csv of data.csv.gz
+        plain = f"{inner.stem}.utf8{inner.suffix}"
+        command = (
+            f"gunzip -c {path} | iconv -f {wide} -t UTF-8" if unpacked else f"iconv -f {wide} -t UTF-8 {path}"
+        )
         raise InputError(
-            f"{path}: this file is {wide}-encoded text: convert it to UTF-8 first "
-            f"(iconv -f {wide} -t UTF-8 {path} > {path.stem}.utf8{path.suffix})"
+            f"{path}: {this} {wide}-encoded text: convert it to UTF-8 first ({command} > {plain})"
         )
     if _BZIP2_START.match(start):
-        raise InputError(f"{path}: this file is bzip2-compressed: decompress it first (.gz is read as it is)")
+        raise InputError(f"{path}: {this} bzip2-compressed: decompress it first (.gz is read as it is)")
+    if unpacked and start.startswith(_PARQUET_MAGIC):
+        raise InputError(f"{path}: {this} a Parquet file: name it .parquet.gz")
     if start.startswith(_PARQUET_MAGIC):
         try:
             with open(path, "rb") as f:
@@ -312,7 +326,7 @@ def read_table(
         with contextlib.ExitStack() as files:
             f, _ = _open_bytes(path, fmt.gzip, files)
             if fmt.kind == "jsonl":
-                return _json_table(path, f, options, said)
+                return _json_table(path, f, options, said, reads)
             header = _header(f, path, fmt, options)
             require_unique_columns(path, header.names, list(reads))
             return _delimited_table(path, f, header, options, said)
@@ -385,16 +399,23 @@ def refuse_json_array(path: Path, lines: list[bytes | None]) -> None:
     )
 
 
-def _json_table(path: Path, f: IO[bytes], options: ReadOptions, said: list[str] | None) -> pa.Table:
+def _json_table(
+    path: Path, f: IO[bytes], options: ReadOptions, said: list[str] | None, reads: Sequence[str] = ()
+) -> pa.Table:
+    """A JSON Lines file as a table of string columns. With ``reads``, only those fields become columns
+    (a file with a key of its own on every line made one column per key: rows x keys of memory), and a
+    record is left out when one of them is not valid Unicode (a lone surrogate escape, which no column can
+    hold: it failed the whole file) — a field it does not read can hold anything."""
     rows: list[dict[str, Any]] = []
     reasons: list[str] = []
+    seen: dict[str, None] = {}  # every field name met (the first thousand), for "no column X; columns are"
     for block, lines in enumerate(_capped_lines(f, options.block_bytes, options.record_cap)):
         if block == 0:
             refuse_json_array(path, lines)
         for line in lines:
             n = len(rows) + len(reasons)
             try:
-                obj = json.loads(line) if line is not None else None
+                obj = decode_json_line(line) if line is not None else None
             except (ValueError, RecursionError) as e:
                 reasons.append(f"row {n}: invalid JSON: {e}")
                 continue
@@ -402,12 +423,28 @@ def _json_table(path: Path, f: IO[bytes], options: ReadOptions, said: list[str] 
                 over = line is None
                 reasons.append(f"row {n}: " + ("a line over the size cap" if over else "not a JSON object"))
                 continue
-            rows.append({k: _json_field(k, v, options.text_col) for k, v in obj.items()})
+            if len(seen) < 1000:
+                seen.update(dict.fromkeys(obj))
+            row = {k: _json_field(k, v, options.text_col) for k, v in obj.items() if not reads or k in reads}
+            if not all(v is None or valid_unicode(v) for v in row.values()):
+                reasons.append(f"row {n}: not valid Unicode (a lone surrogate such as \\ud800)")
+                continue
+            rows.append(row)
     if not rows and reasons:
         raise InputError(f"{path}: not JSON Lines: no line is a JSON object ({reasons[0]})")
     _left_out(path, reasons, said)
-    names = list(dict.fromkeys(k for r in rows for k in r))
-    return pa.table({k: pa.array([r.get(k) for r in rows], type=pa.string()) for k in names})
+    names = list(dict.fromkeys([k for k in seen if not reads or k in reads] + [k for r in rows for k in r]))
+    table = pa.table({k: pa.array([r.get(k) for r in rows], type=pa.string()) for k in names})
+    return table.replace_schema_metadata({_FIELDS: json.dumps(list(seen))})
+
+
+_FIELDS = b"clsrun.fields"  # a JSON Lines table's metadata: the field names of the file (the first thousand)
+
+
+def column_names(table: pa.Table) -> list[str]:
+    """The file's column names: a JSON Lines table read for some fields only records the others too."""
+    fields = (table.schema.metadata or {}).get(_FIELDS)
+    return list(json.loads(fields)) if fields is not None else table.column_names
 
 
 def _json_field(key: str, value: object, text_col: str) -> str | None:
@@ -415,6 +452,8 @@ def _json_field(key: str, value: object, text_col: str) -> str | None:
     else is None (``clsrun predict`` makes such a row an error row: a number is no text to classify);
     elsewhere a number or boolean as JSON spells it (an id ``7``, a label ``true``) and an array or object
     None (no one value: a label ``[1, 2]`` is not a class)."""
+    if isinstance(value, _NumberText):  # a number as written (an integer of any length is no error)
+        return None if key == text_col else str(value)
     if isinstance(value, str) or value is None:
         return value
     if key == text_col or isinstance(value, (list, dict)):
@@ -449,11 +488,14 @@ def read_labelled(
     if missing:
         raise InputError(
             f"{path}: no column {', '.join(repr(c) for c in missing)}; columns are "
-            f"{', '.join(repr(n) for n in table.column_names) or '(none)'} (choose with --text-col / --label-col)"
+            f"{', '.join(repr(n) for n in column_names(table)) or '(none)'} (choose with --text-col / --label-col)"
         )
     if text_col == label_col:
         raise InputError(f"{path}: --text-col and --label-col both name column {text_col!r}")
     texts = _labelled_texts(path, table.column(text_col), text_col)
+    kind = table.column(label_col).type
+    if pa.types.is_nested(kind):  # a list or struct per row is no one class (JSON's arrays leave the row out)
+        raise InputError(f"{path}: column {label_col!r} holds {kind}, not labels (one value per row)")
     labels = _cell_values(table.column(label_col))
     keep_t: list[str] = []
     keep_l: list[str] = []
@@ -518,7 +560,9 @@ def _cell_values(column: pa.ChunkedArray) -> list[object]:
 
 # Labels that mean "no label": NaN as JSON writes it (and whole-file reads turn into text) and as pandas does.
 _NO_LABEL = frozenset({"NaN", "nan"})
-_WHOLE_NUMBER = re.compile(r"[+-]?\d+\.0*")  # 1.0, 2., -3.00: the same label as 1, 2, -3
+# 1.0, 2., -3.00, +1.0: the same label as 1, 2, -3, +1 (the float's spelling goes, the rest stays as typed:
+# +1 is the SVMlight spelling, and 01 a code; int() made +1.0 "1" beside +1, and 01.0 "1" beside 01)
+_WHOLE_NUMBER = re.compile(r"[+-]?\d+\.0*")
 
 
 def label_text(value: object) -> str | None:
@@ -526,7 +570,7 @@ def label_text(value: object) -> str | None:
 
     A whole number is one label however the file spelt it: ``1``, ``1.0`` and ``"1"`` are all ``"1"``
     (JSON and Parquet write floats for a column that once held a decimal point, and a class split in two
-    trains badly, without a word).
+    trains badly, without a word); ``+1.0`` is ``+1`` and ``01.0`` is ``01``, as typed.
     """
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
@@ -539,7 +583,7 @@ def label_text(value: object) -> str | None:
     if text in _NO_LABEL:
         return None
     if _WHOLE_NUMBER.fullmatch(text):
-        text = str(int(text.split(".")[0]))
+        text = text.split(".")[0]
     return text or None
 
 
@@ -685,7 +729,14 @@ def _arrow_ids(arr: pa.Array) -> list[str | None]:
     not UTF-8 keep their bytes as ``\\xNN`` escapes, so two of them never become the same id (U+FFFD
     would make ``b"\\xff"`` and ``b"\\xfe"`` one)."""
     arr = _plain(arr)
-    if pa.types.is_binary(arr.type) or pa.types.is_large_binary(arr.type):
+    if isinstance(arr.type, pa.BaseExtensionType):  # Parquet's UUID type reads as arrow.uuid
+        if arr.type.extension_name == "arrow.uuid":
+            import uuid
+
+            return [None if b is None else str(uuid.UUID(bytes=b)) for b in arr.storage.to_pylist()]
+        arr = arr.storage
+    binary = (pa.types.is_binary, pa.types.is_large_binary, pa.types.is_fixed_size_binary)
+    if any(is_kind(arr.type) for is_kind in binary):
         return [None if b is None else b.decode("utf-8", errors="backslashreplace") for b in arr.to_pylist()]
     return arr.cast(pa.string()).to_pylist()
 
@@ -731,6 +782,13 @@ class _IntText(_NumberText):
 _JSON_LINE = json.JSONDecoder(parse_float=_FloatText, parse_int=_IntText)
 
 
+def decode_json_line(line: bytes) -> Any:
+    """One JSON Lines record as every reader decodes it (scoring, the first-block check, train and eval):
+    numbers kept as written (:class:`_NumberText`), lone surrogates kept for the caller to judge. Raises
+    ``ValueError`` (``UnicodeDecodeError`` included) or ``RecursionError`` for a line that is not JSON."""
+    return _JSON_LINE.decode(line.decode("utf-8-sig", "surrogatepass"))  # as json.loads decodes bytes
+
+
 def _json_kind(value: Any) -> str:
     """What a decoded JSON value is, in error rows: a kept number by its kind (its class is internal)."""
     return value.kind if isinstance(value, _NumberText) else type(value).__name__
@@ -753,7 +811,7 @@ def _json_row(
 ) -> tuple[str | None, str | None, str]:
     """``(text, id, error)`` of one JSONL line."""
     try:
-        obj = _JSON_LINE.decode(line.decode("utf-8-sig", "surrogatepass"))  # as json.loads decodes bytes
+        obj = decode_json_line(line)
     except UnicodeDecodeError as e:
         return None, None, f"undecodable bytes (not UTF-8) at byte {e.start}"
     except (ValueError, RecursionError) as e:
@@ -962,9 +1020,11 @@ class RecordStream:
         wanted = [c for c in (self.text_col, self.id_col) if c is not None]
         missing = [c for c in wanted if c not in names]
         if missing:
+            quoted = self.format.kind == "tsv" and any(f'"{c}"' in names for c in missing)
+            hint = " (the header is quoted: --tsv-quotes reads quoted .tsv cells)" if quoted else ""
             raise InputError(
                 f"{self.path}: no column {', '.join(repr(c) for c in missing)}; columns are "
-                f"{', '.join(repr(n) for n in names) or '(none)'} (choose with --text-col / --id-col)"
+                f"{', '.join(repr(n) for n in names) or '(none)'} (choose with --text-col / --id-col){hint}"
             )
         require_unique_columns(self.path, names, wanted)
 
@@ -1115,7 +1175,7 @@ class RecordStream:
         first_error = ""
         for line in lines:
             try:
-                obj = json.loads(line) if line is not None else None
+                obj = decode_json_line(line) if line is not None else None
             except (ValueError, RecursionError) as e:
                 first_error = first_error or f"the first line is not JSON ({e})"
                 continue

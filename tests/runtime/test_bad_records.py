@@ -110,6 +110,12 @@ def test_line_ends_bom_and_files_without_rows(tmp_path: Path) -> None:
     assert [r[1] for r in _rows(crlf)] == ["a", "b\r\nc", "d"]
     old_mac = _write(tmp_path / "cr.csv", b"id,text\r1,a\r2,b\r")
     assert [r[1] for r in _rows(old_mac)] == ["a", "b"]
+    # An old-Mac header above LF rows (an editor's doing): the rows decide, over a file of many blocks.
+    small = ReadOptions(max_text_bytes=256, block_bytes=4096, max_record_bytes=2048)
+    for name, sep in (("cr_header.tsv", b"\t"), ("cr_header.csv", b",")):
+        rows = b"".join(b"%d%sok %d\n" % (i, sep, i) for i in range(12_000))
+        read = _rows(_write(tmp_path / name, b"id" + sep + b"text\r" + rows), small)
+        assert [r[1] for r in read] == [f"ok {i}" for i in range(12_000)], name
     bom = _write(tmp_path / "bom.csv", b"\xef\xbb\xbftext\nhello\n")
     assert [r[1] for r in _rows(bom)] == ["hello"]
     for content in (b"id,text\n", b"id,text"):

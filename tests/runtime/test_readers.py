@@ -178,6 +178,22 @@ def test_utf16_and_utf32_text_is_refused_with_the_conversion_to_make(tmp_path: P
         ("d.jsonl", '{"text": "hi"}\n'.encode("utf-32"), "UTF-32-encoded"),
     ]
     _refused_by_both_readers(tmp_path, cases)
+    # gzipped, the same checks apply to what the .gz holds (a UTF-16 .jsonl.gz made rows of byte pairs)
+    gzipped = [
+        (
+            "f.jsonl.gz",
+            gzip.compress('{"text": "hi"}\n'.encode("utf-16")),
+            r"once decompressed, this \.gz file "
+            r"is UTF-16-encoded text: .*\(gunzip -c .*f\.jsonl\.gz \| iconv -f UTF-16 -t UTF-8 > f\.utf8\.jsonl\)",
+        ),
+        ("g.csv.gz", gzip.compress(gzip.compress(table.encode())), "gzip-compressed twice"),
+        (
+            "h.csv.gz",
+            gzip.compress(bz2.compress(table.encode())),
+            "once decompressed, this .gz file is bzip2",
+        ),
+    ]
+    _refused_by_both_readers(tmp_path, gzipped)
     utf8 = tmp_path / "e.csv"  # UTF-8, with its byte order mark: read as it is
     utf8.write_bytes(b"\xef\xbb\xbf" + table.encode())
     assert _all(utf8).texts == ["héllo"]
@@ -214,6 +230,87 @@ def test_read_labelled_still_drops_unusable_rows(tmp_path: Path) -> None:
     path.write_text("label,text\npos,good\nneg,\n,bad\nneg,bad\n", encoding="utf-8")
     data = read_labelled(path)
     assert data.texts == ["good", "bad"] and data.labels == ["pos", "neg"]
+
+
+def test_labelled_json_lines_read_only_their_two_fields(tmp_path: Path) -> None:
+    """A lone surrogate escape in one line failed the whole file for train and eval (predict kept every
+    row): the record is left out and counted, and only when it is in the text or the label. A key of its
+    own on every line made a column each (rows x keys of memory); the missing-column message still lists
+    the file's fields."""
+    lines = [
+        {"text": "good", "label": "pos", "id_0": 1},
+        {"text": "bad\ud800", "label": "neg", "id_1": 2},  # the text: left out
+        {"text": "fine", "label": "pos", "note": "\udfff", "id_2": 3},  # a field not read: kept
+        {"text": "bad", "label": "neg", "id_3": 4},
+    ]
+    path = tmp_path / "l.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    said: list[str] = []
+    data = read_labelled(path)
+    assert data.texts == ["good", "fine", "bad"] and data.labels == ["pos", "pos", "neg"]
+    assert any("left out 1" in line and "row 1: not valid Unicode" in line for line in data.left_out), (
+        data.left_out
+    )
+    from clsrun.runtime.readers import read_table
+
+    table = read_table(path, reads=("text", "label"), said=said)
+    assert table.column_names == ["text", "label"]
+    with pytest.raises(InputError, match=r"no column 'body'; columns are 'text', 'label', 'id_0', 'id_1'"):
+        read_labelled(path, text_col="body")
+
+
+def test_parquet_uuid_ids_are_written_as_uuids_and_fixed_size_binary_as_escaped_bytes(tmp_path: Path) -> None:
+    """Parquet's UUID type (arrow.uuid over fixed_size_binary(16)) failed the whole file ("Invalid UTF8")."""
+    import uuid
+
+    raw = [uuid.UUID(int=i * 0x1234567).bytes for i in (1, 2)] + [None]
+    ids = pa.array(raw, pa.binary(16))
+    for name, column in (("ext.parquet", ids.cast(pa.uuid())), ("fsb.parquet", ids)):
+        pq.write_table(pa.table({"text": ["a", "b", "c"], "id": column}), tmp_path / name)
+        got = _all(tmp_path / name, id_col="id").ids
+        if name == "ext.parquet":
+            assert got == [str(uuid.UUID(bytes=b)) for b in raw[:2]] + [None]
+        else:
+            assert got == [b.decode("utf-8", "backslashreplace") for b in raw[:2]] + [None]
+
+
+def test_integers_of_any_length_are_read_alike_by_every_reader(tmp_path: Path) -> None:
+    """An integer past Python's 4,300-digit limit in every line of the first block made predict refuse the
+    file (its first-block check used json.loads) and train/eval leave such rows out as invalid JSON."""
+    big = "9" * 5000
+    path = tmp_path / "big.jsonl"
+    path.write_text(
+        "".join(f'{{"id": {big}, "text": "row {i}", "label": {i % 2}, "n": {big}}}\n' for i in range(4))
+    )
+    chunk = _all(path, id_col="id")
+    assert chunk.texts == [f"row {i}" for i in range(4)] and chunk.ids == [big] * 4 and not any(chunk.errors)
+    data = read_labelled(path)
+    assert data.texts == [f"row {i}" for i in range(4)] and data.labels == ["0", "1", "0", "1"]
+    numbers = tmp_path / "numbers.jsonl"  # a number is no text, in every reader
+    numbers.write_text('{"text": 5, "label": "a"}\n{"text": "five", "label": 1.0}\n')
+    assert read_labelled(numbers).texts == ["five"] and read_labelled(numbers).labels == ["1"]
+
+
+def test_a_label_is_one_class_however_a_whole_number_is_spelt_and_nested_labels_are_refused(
+    tmp_path: Path,
+) -> None:
+    from clsrun.runtime.readers import label_text
+
+    assert [label_text(v) for v in ("1", "1.0", 1, 1.0, " 1. ")] == ["1"] * 5
+    assert [label_text(v) for v in ("+1", "+1.0", "01", "01.00", "-0.0")] == ["+1", "+1", "01", "01", "-0"]
+    assert [label_text(v) for v in (-1.0, True, "1.5", "", float("nan"))] == ["-1", "true", "1.5", None, None]
+    for name, labels in (("list.parquet", [[0], [1]]), ("struct.parquet", [{"a": 0}, {"a": 1}])):
+        pq.write_table(pa.table({"text": ["good", "bad"], "label": labels}), tmp_path / name)
+        with pytest.raises(InputError, match=r"column 'label' holds .*, not labels \(one value per row\)"):
+            read_labelled(tmp_path / name)
+
+
+def test_a_quoted_tsv_header_names_the_option_that_reads_it(tmp_path: Path) -> None:
+    path = tmp_path / "q.tsv"
+    path.write_text('"id"\t"text"\n"1"\t"good"\n', encoding="utf-8")
+    with pytest.raises(InputError, match=r"no column 'text'; .*--tsv-quotes reads quoted \.tsv cells"):
+        open_records(path)
+    assert _all(path, tsv_quotes=True).texts == ["good"]
 
 
 def test_a_text_column_of_numbers_in_a_csv_file_is_warned_about(
