@@ -28,7 +28,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from clsrun.runtime.batching import BatchOptions
-from clsrun.runtime.errors import AccuracyGateError, ExportError, InputError, InternalError, clipped
+from clsrun.runtime.errors import (
+    AccuracyGateError,
+    BundleError,
+    ExportError,
+    InputError,
+    InternalError,
+    clipped,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -76,13 +83,21 @@ def _read_rows(
 
     if eval_data is not None:
         path, source = Path(eval_data), str(eval_data)
+        data = read_labelled(path, *columns)
     else:
         if not bundle.has(VALIDATION_FILE):
             raise InputError(
                 f"{bundle.root} has no {VALIDATION_FILE} (held-out rows); give labelled rows with --eval-data FILE"
             )
-        path, source, columns = bundle.file(VALIDATION_FILE), VALIDATION_FILE, ("text", "label")
-    data = read_labelled(path, *columns)
+        path, source = bundle.file(VALIDATION_FILE), VALIDATION_FILE
+        try:
+            data = read_labelled(path, "text", "label")
+        except (
+            InputError
+        ) as e:  # the bundle's own file, hash-checked: damaged, so the bundle's fault (exit 3)
+            raise BundleError(
+                f"{e}; train the bundle again, or give labelled rows with --eval-data FILE"
+            ) from e
     unknown = sorted(set(data.labels) - set(bundle.labels))
     if unknown:
         shown = ", ".join(repr(x) for x in unknown[:5])

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -128,6 +129,8 @@ class BundleSpec:
             problems.append("labels contain duplicates (spaces around a label do not count)")
         elif not all(x.strip() for x in labels):  # an ok row with an empty label reads as an unscored one
             problems.append("labels must not be empty or only spaces")
+        elif any(_has_control(x) for x in labels):  # a NUL or a newline would be written into every output
+            problems.append("labels must not hold control characters (a NUL, a newline, a tab)")
         max_length = data.get("max_length")
         if (
             not isinstance(max_length, int)
@@ -163,13 +166,19 @@ def _report_problems(data: object) -> list[str]:
         problems.append("variants must be an object of objects")
     else:
         files = [v.get("file") for v in variants.values() if v.get("file") is not None]
-        if not all(isinstance(f, str) for f in files):
+        if not all(isinstance(f, str) and _inside(f) for f in files):  # else ignored: "never exported"
             problems.append("a variant's file must be a path in the bundle")
     speeds = data.get("speeds")  # {} when fewer than two variants passed: nothing to choose between
     rates = speeds.get("rows_per_s", {}) if isinstance(speeds, dict) else None
     if speeds and not is_rate_table(rates):
         problems.append("speeds.rows_per_s must map variants to numbers")
     return problems
+
+
+def _inside(rel: str) -> bool:
+    """Whether ``rel`` names a path inside a bundle as written (not absolute, no ``..``)."""
+    path = Path(rel)
+    return bool(rel) and not path.is_absolute() and ".." not in path.parts
 
 
 def is_rate_table(rates: object) -> TypeGuard[dict[str, float]]:
@@ -273,6 +282,11 @@ def _kind_hint(root: Path) -> str:
         f" ({root} is a model kind for `clsrun train DATA --model {root} --out B`; here --model takes the "
         "bundle folder B a training wrote, or leave it out for the default model)"
     )
+
+
+def _has_control(text: str) -> bool:
+    """Whether ``text`` holds a control character (Unicode category Cc: NUL, tab, newline, DEL, ...)."""
+    return any(unicodedata.category(c) == "Cc" for c in text)
 
 
 @dataclass

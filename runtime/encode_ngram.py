@@ -98,6 +98,8 @@ class NgramScheme:
     tf: TermFrequency = "raw"  # term frequency: "raw" (one feature per occurrence) or "sublinear" (1 + ln tf)
 
     def __post_init__(self) -> None:
+        if self.script not in ("cjk", "alphabetic"):  # an unknown one read as alphabetic without a word
+            raise BundleError(f"script {self.script!r}: need cjk or alphabetic")
         low, high = self.char_ngrams
         if not (0 <= low <= high <= MAX_CHAR_NGRAM) or (low == 0) != (high == 0):
             raise BundleError(f"char n-gram lengths {self.char_ngrams}: need 1 <= min <= max <= 8, or (0, 0)")

@@ -566,7 +566,8 @@ _WHOLE_NUMBER = re.compile(r"[+-]?\d+\.0*")
 
 
 def label_text(value: object) -> str | None:
-    """A label as the string a bundle keeps: stripped; None for a missing one (null, NaN, blank).
+    """A label as the string a bundle keeps: stripped; None for a missing one (null, NaN, blank) or one
+    holding a control character.
 
     A whole number is one label however the file spelt it: ``1``, ``1.0`` and ``"1"`` are all ``"1"``
     (JSON and Parquet write floats for a column that once held a decimal point, and a class split in two
@@ -580,8 +581,8 @@ def label_text(value: object) -> str | None:
         value = "true" if value else "false"
     # NFC: the same label typed on two systems (é as one code point or as e + accent) is one class
     text = unicodedata.normalize("NFC", str(value)).strip()
-    if text in _NO_LABEL:
-        return None
+    if text in _NO_LABEL or (not text.isprintable() and any(unicodedata.category(c) == "Cc" for c in text)):
+        return None  # a NUL or newline inside a label would be written into every output row: no label
     if _WHOLE_NUMBER.fullmatch(text):
         text = text.split(".")[0]
     return text or None

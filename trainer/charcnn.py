@@ -51,6 +51,9 @@ class CharCNNConfig:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CharCNNConfig:
+        for name in ("channels", "kernel_sizes"):  # "64" would read as the list [6, 4]
+            if name in data and not isinstance(data[name], list):
+                raise BundleError(f"charcnn model settings: {name} is {data[name]!r}, not a list of integers")
         try:
             return cls(
                 vocab_size=int(data["vocab_size"]),

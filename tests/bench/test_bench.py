@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from clsrun.bench import BACKENDS, BackendResult, BenchConfig, BenchReport, run_bench, write_report
 from clsrun.bench.report import to_markdown
+from clsrun.runtime.bundle import Bundle
 from clsrun.runtime.cli import app
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -104,6 +105,23 @@ def test_bert_bundle_runs_pipeline_and_eager_torch_with_flops(
     # Not exported: the onnx backend says so instead of vanishing; bf16 either ran or says why.
     assert by["onnx-fp32"].status == "skipped" and "export" in by["onnx-fp32"].reason
     assert by["torch-bf16"].status in ("ok", "skipped")
+
+
+def test_pipeline_refuses_a_bundle_folder_with_files_its_spec_does_not_list(
+    tiny_bert_bundle: Path, tiny_bert_data: Path, tmp_path: Path
+) -> None:
+    """transformers reads a folder's files by name: an unlisted tokenizer_config.json (never hash-checked,
+    its auto_map never read by clsrun) would be read. The backend is skipped, saying so."""
+    import shutil
+
+    bundle = Path(shutil.copytree(tiny_bert_bundle, tmp_path / "b"))
+    (bundle / "tokenizer_config.json").unlink(missing_ok=True)
+    Bundle.load(bundle, verify=False).rehash()
+    (bundle / "tokenizer_config.json").write_text('{"auto_map": {"AutoTokenizer": "x.Y"}}', encoding="utf-8")
+    report = run_bench(quick(bundle, tiny_bert_data, ("pipeline",)))
+    (pipeline,) = check_accounted(report, ("pipeline",)).values()
+    assert pipeline.status == "skipped"
+    assert "tokenizer_config.json, which clsrun.json does not list" in pipeline.reason
 
 
 @pytest.mark.slow

@@ -103,6 +103,11 @@ def test_schema_problems_are_listed_together(tmp_path: Path) -> None:
     (root / SPEC_FILE).write_text(json.dumps({**good, "labels": ["neg", " "]}))  # ok rows would read unscored
     with pytest.raises(BundleError, match="labels must not be empty or only spaces"):
         Bundle.load(root)
+    (root / SPEC_FILE).write_text(
+        json.dumps({**good, "labels": ["neg", "p\u0000os"]})
+    )  # into every output row
+    with pytest.raises(BundleError, match="labels must not hold control characters"):
+        Bundle.load(root)
 
 
 def test_corrupt_json(tmp_path: Path) -> None:
@@ -169,6 +174,8 @@ def test_a_hand_edited_spec_that_would_change_scores_is_a_damaged_bundle(
         ("[]", "the report must be a JSON object"),
         ('{"variants": [1, 2]}', "variants must be an object of objects"),
         ('{"variants": {"fp32": {"file": ["x"]}}}', "a variant's file must be a path"),
+        ('{"variants": {"fp32": {"file": "../x.onnx"}}}', "a variant's file must be a path in the bundle"),
+        ('{"variants": {"fp32": {"file": "/tmp/x.onnx"}}}', "a variant's file must be a path in the bundle"),
         (
             '{"variants": {}, "speeds": {"rows_per_s": {"onnx-int8": "fast"}}}',
             "rows_per_s must map variants to numbers",

@@ -175,3 +175,14 @@ def test_a_checkpoint_with_truncated_weights_is_one_line_exit_2(
     assert res.exit_code == 2 and len(lines) == 1, res.output
     assert "not a checkpoint whose weights load into its config.json (" in lines[0]
     assert not (tmp_path / "b").exists()
+
+
+def test_a_damaged_validation_file_is_the_bundles_fault_not_bad_input(tiny_ngram_bundle: Path) -> None:
+    """The gate's rows come from the bundle's own validation.jsonl.gz: damaged, export said exit 2 (bad input)."""
+    from clsrun.export.gate import load_eval_set
+
+    _truncate(tiny_ngram_bundle / "validation.jsonl.gz")
+    with pytest.raises(
+        BundleError, match=r"validation\.jsonl\.gz: .*train the bundle again, or give .*--eval-data"
+    ):
+        load_eval_set(Bundle.load(_rehashed(tiny_ngram_bundle)))

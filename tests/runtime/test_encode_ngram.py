@@ -222,6 +222,8 @@ def test_bad_schemes_and_vocabularies_are_bundle_errors() -> None:
             NgramScheme.from_json(missing)
     with pytest.raises(BundleError, match="not an n-gram scheme"):
         NgramScheme.from_json({**CJK.to_json(), "char_ngrams": 3})
+    with pytest.raises(BundleError, match="script 'klingon': need cjk or alphabetic"):
+        NgramScheme.from_json({**CJK.to_json(), "script": "klingon"})
     with pytest.raises(BundleError, match="do not fit"):
         NgramVocabulary.from_tensors({"kept_buckets": np.array([1, 2]), "idf": np.ones(2)}, 16, "f")
 

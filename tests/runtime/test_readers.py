@@ -299,6 +299,12 @@ def test_a_label_is_one_class_however_a_whole_number_is_spelt_and_nested_labels_
     assert [label_text(v) for v in ("1", "1.0", 1, 1.0, " 1. ")] == ["1"] * 5
     assert [label_text(v) for v in ("+1", "+1.0", "01", "01.00", "-0.0")] == ["+1", "+1", "01", "01", "-0"]
     assert [label_text(v) for v in (-1.0, True, "1.5", "", float("nan"))] == ["-1", "true", "1.5", None, None]
+    assert [label_text(v) for v in ("po\x00s", "a\nb", " pos\n", "né\u00a0x")] == [
+        None,
+        None,
+        "pos",
+        "né\u00a0x",
+    ]
     for name, labels in (("list.parquet", [[0], [1]]), ("struct.parquet", [{"a": 0}, {"a": 1}])):
         pq.write_table(pa.table({"text": ["good", "bad"], "label": labels}), tmp_path / name)
         with pytest.raises(InputError, match=r"column 'label' holds .*, not labels \(one value per row\)"):

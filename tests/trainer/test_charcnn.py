@@ -82,6 +82,15 @@ def test_weights_that_do_not_fit_are_a_bundle_error(tiny_charcnn_bundle: Path) -
     assert "\n" not in str(e.value) and len(str(e.value)) < 600  # torch's report is several lines
 
 
+def test_settings_of_the_wrong_shape_are_named() -> None:
+    from clsrun.trainer.charcnn import CharCNNConfig
+
+    good = CharCNNConfig(vocab_size=10, n_labels=2, embed_dim=4, channels=[4], kernel_sizes=[3]).to_json()
+    with pytest.raises(BundleError, match=r"channels is '64', not a list of integers"):
+        CharCNNConfig.from_json({**good, "channels": "64"})
+    assert CharCNNConfig.from_json(good).channels == [4]
+
+
 def test_training_and_scoring_give_a_text_the_same_ids() -> None:
     from clsrun.runtime.encode_char import CharVocab
     from clsrun.trainer.train_charcnn import encode_texts

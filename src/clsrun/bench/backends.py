@@ -26,9 +26,9 @@ import numpy as np
 
 from clsrun.bench.config import BACKENDS
 from clsrun.bench.inputs import Inputs, Planned, planned_for
-from clsrun.runtime.bundle import Bundle
+from clsrun.runtime.bundle import SPEC_FILE, Bundle
 from clsrun.runtime.classifier import Classifier
-from clsrun.runtime.errors import ClsrunError, UsageError
+from clsrun.runtime.errors import BundleError, ClsrunError, UsageError
 from clsrun.runtime.variant import Variant
 
 
@@ -152,6 +152,7 @@ def timing_pipeline(bundle: Bundle, device: str) -> tuple[Any, list[str]]:
     """
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
+    _refuse_unlisted(bundle)
     safe: dict[str, Any] = {"local_files_only": True, "trust_remote_code": False}
     with _quiet_transformers():
         model, info = AutoModelForSequenceClassification.from_pretrained(
@@ -163,6 +164,26 @@ def timing_pipeline(bundle: Bundle, device: str) -> tuple[Any, list[str]]:
         "text-classification", model=model, tokenizer=tokenizer, device=0 if device == "cuda" else -1
     )
     return pipe, fresh
+
+
+# What transformers may read from a model folder besides the weights: configs, tokenizer files, templates.
+_HF_READS = (".json", ".txt", ".model", ".jinja")
+
+
+def _refuse_unlisted(bundle: Bundle) -> None:
+    """transformers reads a folder's files by name, not through ``bundle.file``: a config or tokenizer file
+    that ``clsrun.json`` does not list (so its hash and its ``auto_map`` were never checked) is refused."""
+    unlisted = sorted(
+        p.name
+        for p in bundle.root.iterdir()
+        if p.is_file() and p.suffix in _HF_READS and not bundle.has(p.name)
+    )
+    unlisted = [name for name in unlisted if name != SPEC_FILE]
+    if unlisted:
+        raise BundleError(
+            f"{bundle.root}: holds {', '.join(unlisted[:3])}, which {SPEC_FILE} does not list; transformers "
+            "would read it unchecked: remove it, or run the pipeline on a folder of the listed files"
+        )
 
 
 def _head(bundle: Bundle, fresh: list[str]) -> str:
@@ -187,6 +208,8 @@ def _pipeline_backend(bundle: Bundle, inputs: Inputs, device: str, threads: int)
     torch.set_num_threads(threads)
     try:
         pipe, fresh = timing_pipeline(bundle, device)
+    except BundleError as e:
+        raise BackendUnavailable(str(e)) from e
     except (OSError, ValueError, RuntimeError) as e:  # transformers refuses the folder: say why
         raise BackendUnavailable(f"transformers cannot open this bundle as a pipeline: {e}") from e
     texts, max_length = inputs.texts, bundle.spec.max_length
