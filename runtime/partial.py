@@ -105,8 +105,13 @@ class PartialOutput:
             _remove_ours(folder)
         folder.mkdir(parents=True, exist_ok=True)
         state = {**state, "format": FORMAT, "run_id": secrets.token_hex(6)}
-        atomic_write_text(folder / STATE_FILE, json.dumps(state, indent=2, sort_keys=True) + "\n")
-        fsync_path(folder)
+        try:
+            atomic_write_text(folder / STATE_FILE, json.dumps(state, indent=2, sort_keys=True) + "\n")
+            fsync_path(folder)
+        except OSError as e:  # no room for the state (a full disk, no inode left): leave no empty folder
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+            raise OSError(e.errno, e.strerror, str(folder)) from e  # the checkpoint, not its temporary file
         return cls(folder, state, [])
 
     @classmethod

@@ -100,3 +100,23 @@ def test_a_same_size_edit_with_the_mtime_restored_changes_the_fingerprint(tmp_pa
         ResumeError, match=r"the input file changed \(status-change time, so it was written to\)"
     ):
         PartialOutput.open(out, {**STATE, "input_fingerprint": after}, resume=True)
+
+
+def test_no_room_for_the_state_leaves_no_empty_checkpoint_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file system out of inodes made the folder, then failed the state's temporary file: the empty
+    `.OUT.partial/` stayed and the error named the temporary file."""
+    import errno
+
+    import clsrun.runtime.partial as partial
+
+    def no_room(path: Path, text: str) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path.parent / ".state.json.x1.tmp"))
+
+    monkeypatch.setattr(partial, "atomic_write_text", no_room)
+    out = tmp_path / "o.csv"
+    with pytest.raises(OSError) as e:
+        PartialOutput.open(out, {"input": "x"}, resume=False)
+    assert e.value.errno == errno.ENOSPC and e.value.filename == str(PartialOutput.folder_for(out))
+    assert list(tmp_path.iterdir()) == []
