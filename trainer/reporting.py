@@ -115,7 +115,8 @@ class EpochLog:
                 *(best.epoch, len(self.history), f"{self.loss_kind} " if self.loss_kind else ""),
                 *(best.val_loss, best.val_accuracy),
             )
-            if last is best and last.epoch == self.epochs:
+            # every validation row right: more epochs can only lower a loss nobody reads
+            if last is best and last.epoch == self.epochs and best.val_accuracy < 1.0:
                 log.info("the last epoch was still the best: training longer (a higher --epochs) may help")
         return best.epoch
 

@@ -160,6 +160,11 @@ def test_last_epoch_still_best_hints_at_more_epochs(caplog: pytest.LogCaptureFix
     epochs.add(_rec(2, 0.6, 0.5))
     assert epochs.finish() == 2
     assert "the last epoch was still the best: training longer (a higher --epochs) may help" in caplog.text
+    caplog.clear()
+    perfect = EpochLog(epochs=1)  # every validation row right already: nothing for more epochs to gain
+    perfect.add(EpochRecord(1, 0.1, 1.0, 0.01, 1.0))
+    assert perfect.finish() == 1
+    assert "training longer" not in caplog.text
 
 
 def test_a_run_that_summarises_warns_once_about_overfitting(caplog: pytest.LogCaptureFixture) -> None:
