@@ -738,8 +738,18 @@ def _arrow_ids(arr: pa.Array) -> list[str | None]:
         arr = arr.storage
     binary = (pa.types.is_binary, pa.types.is_large_binary, pa.types.is_fixed_size_binary)
     if any(is_kind(arr.type) for is_kind in binary):
-        return [None if b is None else b.decode("utf-8", errors="backslashreplace") for b in arr.to_pylist()]
+        return [None if b is None else _binary_id(b) for b in arr.to_pylist()]
     return arr.cast(pa.string()).to_pylist()
+
+
+_CONTROL_BYTES = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _binary_id(raw: bytes) -> str:
+    """A binary id as text: UTF-8 where it is, other bytes and control bytes (a NUL of a 16-byte key) as
+    ``\\xNN`` escapes, so no id writes a raw NUL or newline into the output."""
+    text = raw.decode("utf-8", errors="backslashreplace")
+    return _CONTROL_BYTES.sub(lambda m: f"\\x{ord(m.group()):02x}", text) if not text.isprintable() else text
 
 
 def valid_unicode(s: str) -> bool:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import posixpath
 import re
@@ -107,14 +108,19 @@ class RayOptions:
         problems = []
         if self.workers < 1:
             problems.append(f"--workers {self.workers}: must be at least 1")
-        if self.cpus_per_worker <= 0:
-            problems.append(f"--cpus-per-worker {self.cpus_per_worker}: must be positive")
-        if self.gpus_per_worker < 0:
-            problems.append(f"--gpus-per-worker {self.gpus_per_worker}: must be 0 or more")
+        if not 0 < self.cpus_per_worker < math.inf:  # nan fails every comparison
+            problems.append(f"--cpus-per-worker {self.cpus_per_worker}: must be a positive number")
+        if not 0 <= self.gpus_per_worker < math.inf:
+            problems.append(f"--gpus-per-worker {self.gpus_per_worker}: must be a number, 0 or more")
         if self.block_bytes < 1:
             problems.append(f"block_bytes {self.block_bytes}: must be positive")
         if problems:
             raise UsageError("; ".join(problems))
+
+    def cluster(self) -> str | None:
+        """The Ray cluster to join: ``--address``, else ``RAY_ADDRESS`` (which `ray job submit` sets for its
+        job), else None: start a local Ray."""
+        return self.address or os.environ.get("RAY_ADDRESS") or None
 
     def worker_variant(self, variant: Variant) -> Variant:
         """What each actor runs: on CUDA when it holds a GPU, its CPUs as threads, one batch at a time."""
@@ -154,7 +160,13 @@ def _connect(ray: Any, options: RayOptions) -> bool:
         return False
     level = logging.ERROR if options.quiet else logging.WARNING  # --quiet: not Ray's start-up notes either
     kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": level}
-    if options.address is None:
+    # RAY_ADDRESS (set by `ray job submit` for its job) names a cluster as --address does: joined, with
+    # nothing of the local start (ray.init refuses num_cpus for a cluster it joins).
+    address = options.cluster()
+    where = (
+        f"--address {options.address}" if options.address else f"RAY_ADDRESS={address}" if address else None
+    )
+    if address is None:
         # A laptop run: enough logical CPUs for the actors plus the read and write tasks.
         needed = options.workers * options.cpus_per_worker + 2 * IO_TASK_CPUS
         cores = os.cpu_count() or 1
@@ -166,7 +178,7 @@ def _connect(ray: Any, options: RayOptions) -> bool:
                 options.workers, options.cpus_per_worker, cores, cores,
             )  # fmt: skip
     else:
-        kwargs["address"] = options.address
+        kwargs["address"] = address
     # Ray's native failure handler (absl's) also takes SIGTERM, and a SIGTERM while ray.init runs then
     # aborted the driver with a stack dump (exit 134) instead of clsrun's stop; a user's setting is kept.
     os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
@@ -180,8 +192,11 @@ def _connect(ray: Any, options: RayOptions) -> bool:
         with contextlib.suppress(Exception):
             ray.shutdown()  # what it started so far (its processes would linger otherwise)
         raise stopping.Stop(signal.SIGTERM) from None
-    except (ConnectionError, RuntimeError, ValueError) as e:
-        raise UsageError(f"--address {options.address}: cannot join the Ray cluster: {e}") from e
+    except (ConnectionError, RuntimeError, ValueError, OSError) as e:
+        said = " ".join(str(e).split()) or type(e).__name__
+        if where is None:  # a failure of the local start (a socket path too long under RAY_TMPDIR, ...)
+            raise UsageError(f"cannot start a local Ray: {said}") from e
+        raise UsageError(f"{where}: cannot join the Ray cluster: {said}") from e
     return True
 
 
@@ -228,6 +243,27 @@ def _clsrun_cause(e: BaseException, where: str) -> ClsrunError | None:
         if isinstance(cur, OSError) and (typed := storage_error(cur, where)) is not None:
             return typed
         stack += [cur.__cause__, cur.__context__]
+    return _named_in_report(str(e))
+
+
+# The last line of a worker's traceback that names a clsrun error: "clsrun.runtime.errors.UsageError: ..."
+_CLSRUN_LINE = re.compile(r"^(clsrun(?:\.\w+)+)\.(\w+): (.+)$", re.MULTILINE)
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _named_in_report(report: str) -> ClsrunError | None:
+    """The clsrun error a Ray report names in its text, rebuilt. Why by its text: Ray Data wraps an error of
+    a model actor in ``UserCodeException(...) from error``, and the ``from`` does not survive the trip to
+    the driver; only the worker's traceback, as text, does. Only ``ClsrunError`` classes are rebuilt."""
+    import importlib
+
+    for module, name, message in reversed(_CLSRUN_LINE.findall(_ANSI.sub("", report))):
+        try:
+            kind = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError):
+            continue
+        if isinstance(kind, type) and issubclass(kind, ClsrunError):
+            return kind(message.strip())
     return None
 
 
@@ -286,20 +322,36 @@ def _remove(fs: pafs.FileSystem, path: str) -> None:
 
 
 _STAGING = re.compile(r"\.tmp-[0-9a-f]{12}")  # what follows OUT's name in a run's staging folder
+_REPLACED = re.compile(r"\.old-[0-9a-f]{8}")  # ... in the earlier output _publish moves aside
 
 
-def _remove_stale_staging(fs: pafs.FileSystem, out_path: str) -> None:
-    """Remove the staging folders of earlier runs of this output that were killed (``kill -9`` of the
-    driver leaves one each). Only for a local output: its lock (held now) proves no other run is writing
+def _remove_stale_staging(fs: pafs.FileSystem, out_path: str, overwrite: bool) -> None:
+    """Remove what earlier runs of this output left when killed: their staging folders (``kill -9`` of the
+    driver leaves one each), and an earlier output ``_publish`` moved aside to ``OUT.old-*``: removed when
+    OUT is there (the kill came while deleting it), put back as OUT when it is not (the kill came between
+    the two renames: it is the last complete output; without ``overwrite`` the run then stops, as for any
+    output already there). Only for a local output: its lock (held now) proves no other run is writing
     there; on shared storage another driver may be, so nothing is touched."""
     if not isinstance(fs, pafs.LocalFileSystem):
         return
     folder, name = posixpath.split(out_path)
-    with contextlib.suppress(OSError):
-        for entry in Path(folder or ".").iterdir():
-            if entry.name.startswith(name) and _STAGING.fullmatch(entry.name[len(name) :]) and entry.is_dir():
-                log.info("removed %s, left by an earlier run that was killed", entry)
-                _remove(fs, str(entry))
+    try:
+        entries = sorted(Path(folder or ".").iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        rest = entry.name[len(name) :] if entry.name.startswith(name) else ""
+        if not (_STAGING.fullmatch(rest) or _REPLACED.fullmatch(rest)) or not entry.is_dir():
+            continue
+        if _REPLACED.fullmatch(rest) and not Path(out_path).exists():
+            entry.rename(out_path)
+            why = f"put back {entry.name} as {out_path}: a run killed while replacing it had moved it aside"
+            if not overwrite:
+                raise OutputExistsError(f"--out {out_path}: {why}; add --overwrite to replace it")
+            log.warning("%s", why)
+            continue
+        log.info("removed %s, left by an earlier run that was killed", entry)
+        _remove(fs, str(entry))
 
 
 def _check_exactly_once(files: InputFiles, totals: dict[int, FileTally]) -> None:
@@ -352,8 +404,8 @@ def score_with_ray(
         raise UsageError("--streams is for the local engine; on Ray, --workers sets how many run at once")
     job = _Job(options.worker_variant(variant), read, batching, output, options)
     ray = _import_ray()  # a missing extra is the first thing a user hears about
-    files = resolve_inputs(inputs)
     out_fs, out_path, kind = _output_target(str(out_dir), output.overwrite)
+    files = resolve_inputs(inputs, output=out_path)  # never the parts of OUT (a folder around it)
     try:
         with _locked(out_fs, out_path):
             result = _score_on_ray(ray, files, bundle, job, (out_fs, out_path, kind), str(out_dir))
@@ -391,9 +443,10 @@ def _score_on_ray(
     fingerprints, first = _check_local_inputs(files, read)
     described, loaded = _load_on_driver(bundle, job.variant, first)
     warn_formula_labels(loaded.labels, kind)
+    _remove_stale_staging(out_fs, out_path, job.output.overwrite)
     started_ray = _connect(ray, options)
-    _remove_stale_staging(out_fs, out_path)
     staging = f"{out_path}.tmp-{uuid.uuid4().hex[:12]}"
+    published = False
     try:
         _check_resources(ray, options)
         out_fs.create_dir(staging, recursive=True)
@@ -406,12 +459,26 @@ def _score_on_ray(
         text = json.dumps(manifest, indent=2, ensure_ascii=False) + "\n"
         atomic_fs_write_text(out_fs, f"{staging}/{MANIFEST}", text)
         _require_unchanged(fingerprints)
-        _publish(out_fs, staging, out_path)
-        return RayScoreResult(out_dir, manifest)
+        # From here the run completes, whatever signal arrives (it is only noted), as the local engine's
+        # does once its output is in place: a SIGTERM during Ray's shutdown said "interrupted" (143) over a
+        # complete output, which the same command then refused as already there.
+        with stopping.shielded(then_raise=False):
+            published = True  # the clean-up below is this block's too: no signal between them
+            try:
+                _publish(out_fs, staging, out_path)
+            finally:
+                _clean_up(ray if started_ray else None, out_fs, staging)
+            return RayScoreResult(out_dir, manifest)
     finally:
-        _remove(out_fs, staging)
-        if started_ray:
-            ray.shutdown()
+        if not published:
+            _clean_up(ray if started_ray else None, out_fs, staging)
+
+
+def _clean_up(ray: Any | None, fs: pafs.FileSystem, staging: str) -> None:
+    """Remove the run's staging folder and shut down the Ray it started (``ray``; None: it joined one)."""
+    _remove(fs, staging)
+    if ray is not None:
+        ray.shutdown()
 
 
 def _check_local_inputs(
@@ -494,7 +561,7 @@ def _run_job(
 ) -> list[dict[str, Any]]:
     """Read -> score -> write on Ray; returns what each write task reported."""
     options = job.ray
-    ship = options.ship_bundle if options.ship_bundle is not None else options.address is not None
+    ship = options.ship_bundle if options.ship_bundle is not None else options.cluster() is not None
     ref = BundleRef(str(bundle.root.resolve()), bundle.digest, ray.put(pack_bundle(bundle)) if ship else None)
     several = len(files) > 1 and job.read.id_col is None
     id_names = files.names if several else None
@@ -624,7 +691,7 @@ def _manifest(
         "variant_file": ran["file"],
         "worker_variants": variants,  # more than one only on a cluster of mixed nodes
         "ray": {
-            "address": options.address or "local",
+            "address": options.cluster() or "local",
             "workers": options.workers,
             "cpus_per_worker": options.cpus_per_worker,
             "gpus_per_worker": options.gpus_per_worker,

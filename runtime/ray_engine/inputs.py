@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from clsrun.runtime.errors import InputError, UsageError
+from clsrun.runtime.files import non_utf8_name
 from clsrun.runtime.readers import detect_format
 
 
@@ -107,11 +108,14 @@ def _listable(name: str) -> bool:
     return True
 
 
-def resolve_inputs(inputs: str | Path | Sequence[str | Path]) -> InputFiles:
+def resolve_inputs(inputs: str | Path | Sequence[str | Path], output: str | None = None) -> InputFiles:
     """Expand INPUT (a file, a folder, a glob, or a list of them) into a sorted list of files.
 
     Folders are searched recursively; a glob's ``**`` matches any depth. Everything must live on one
-    filesystem (one Ray read cannot mix, say, local files and S3 objects).
+    filesystem (one Ray read cannot mix, say, local files and S3 objects). ``output``: the run's OUT
+    folder, whose part files (and its staging and replaced siblings) a folder or glob around it must not
+    list: a second run of the same command read the first one's output as input. On a local disk a file
+    reached by several paths (a symbolic link to it, or a link to a folder above it: a loop) counts once.
     """
     specs = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
     if not specs:
@@ -121,10 +125,28 @@ def resolve_inputs(inputs: str | Path | Sequence[str | Path]) -> InputFiles:
     prefix0 = ""
     for raw in specs:
         spec = str(raw)
+        bad_name = non_utf8_name(spec)
+        if bad_name is not None:
+            raise InputError(f"{bad_name}: the name is not valid UTF-8; rename it")
         fs, path, prefix = open_location(spec)
         if fs0 is not None and (fs.type_name != fs0.type_name or prefix != prefix0):
             raise UsageError(f"INPUT: {spec} is on another filesystem than {specs[0]}; use one filesystem")
         fs0, prefix0 = fs, prefix
+        found.update(_files_of(fs, spec, path))
+    assert fs0 is not None
+    paths = [p for p in _once_each(fs0, sorted(found)) if not _inside_output(fs0, p, output)]
+    if not paths:
+        raise InputError(f"{specs[0]}: every file it lists is in --out {output}")
+    root = posixpath.dirname(paths[0]) if len(paths) == 1 else posixpath.commonpath(paths)
+    names = [posixpath.relpath(p, root) if root else p for p in paths]
+    return InputFiles(fs0, paths, names, root, [prefix0 + p for p in paths])
+
+
+def _files_of(fs: pafs.FileSystem, spec: str, path: str) -> list[str]:
+    """The files one INPUT ``spec`` (at ``path`` on ``fs``) names: a glob's matches, a folder's files (not
+    hidden), or the file itself. pyarrow decodes each listed name as UTF-8 when its path is read: a name
+    that is not is one line, as for the local engine."""
+    try:
         if _has_glob(path):
             base = _glob_base(path) or "."
             rest = path[len(base) :].lstrip("/")
@@ -134,27 +156,46 @@ def resolve_inputs(inputs: str | Path | Sequence[str | Path]) -> InputFiles:
             hits = [i.path for i in infos if i.is_file and pattern.fullmatch(i.path) and _listable(i.path)]
             if not hits:
                 raise InputError(f"{spec}: no .csv, .tsv, .jsonl or .parquet file matches")
-            found.update(hits)
-            continue
+            return hits
         info = fs.get_file_info(path)
         if info.type == pafs.FileType.NotFound:
             raise InputError(f"{spec}: file or folder not found")
-        if info.type == pafs.FileType.Directory:
-            infos = fs.get_file_info(pafs.FileSelector(path, recursive=True))
-            hits = [
-                i.path for i in infos if i.is_file and _listable(i.path) and not _hidden_below(i.path, path)
-            ]
-            if not hits:
-                raise InputError(f"{spec}: folder holds no .csv, .tsv, .jsonl or .parquet file")
-            found.update(hits)
-        else:
+        if info.type != pafs.FileType.Directory:
             detect_format(path)  # an explicitly named file must have a known extension
-            found.add(path)
-    assert fs0 is not None
-    paths = sorted(found)
-    root = posixpath.dirname(paths[0]) if len(paths) == 1 else posixpath.commonpath(paths)
-    names = [posixpath.relpath(p, root) if root else p for p in paths]
-    return InputFiles(fs0, paths, names, root, [prefix0 + p for p in paths])
+            return [path]
+        infos = fs.get_file_info(pafs.FileSelector(path, recursive=True))
+        hits = [i.path for i in infos if i.is_file and _listable(i.path) and not _hidden_below(i.path, path)]
+    except UnicodeDecodeError as e:
+        raise InputError(f"{spec}: a file name it lists is not valid UTF-8; rename it") from e
+    if not hits:
+        raise InputError(f"{spec}: folder holds no .csv, .tsv, .jsonl or .parquet file")
+    return hits
+
+
+def _inside_output(fs: pafs.FileSystem, path: str, output: str | None) -> bool:
+    """Whether ``path`` lies in OUT, or in one of its staging (``OUT.tmp-*``) or replaced (``OUT.old-*``)
+    folders (on a local disk: as both resolve, so a link on the way does not hide it)."""
+    if not output:
+        return False
+    out = output.rstrip("/")
+    if isinstance(fs, pafs.LocalFileSystem):
+        path, out = os.path.realpath(path), os.path.realpath(out)
+    return (
+        path.startswith(out + "/") or re.match(re.escape(out) + r"\.(tmp|old)-[0-9a-f]+/", path) is not None
+    )
+
+
+def _once_each(fs: pafs.FileSystem, paths: list[str]) -> list[str]:
+    """``paths`` with each local file once, under its shortest spelling, sorted: a symbolic link to a
+    folder above (``loop -> .``) listed one file 41 times, down to the depth the system allows."""
+    if not isinstance(fs, pafs.LocalFileSystem):
+        return paths
+    best: dict[str, str] = {}
+    for path in paths:
+        real = os.path.realpath(path)
+        if real not in best or (path.count("/"), path) < (best[real].count("/"), best[real]):
+            best[real] = path
+    return sorted(best.values())
 
 
 def _hidden_below(path: str, folder: str) -> bool:

@@ -32,7 +32,7 @@ import pyarrow.fs as pafs
 
 from clsrun.runtime.batching import BatchOptions, windows
 from clsrun.runtime.bundle import SPEC_FILE, Bundle
-from clsrun.runtime.errors import BundleError, InputError
+from clsrun.runtime.errors import BundleError, ClsrunError, InputError
 from clsrun.runtime.files import atomic_fs_write
 from clsrun.runtime.ray_engine.inputs import InputFiles, local_copy
 from clsrun.runtime.readers import ReadOptions, RecordChunk, open_records
@@ -203,6 +203,17 @@ class ScoreActor:
     """
 
     def __init__(self, config: ActorConfig) -> None:
+        # A clsrun error while the model loads (no GPU on this node, a bundle damaged since the driver checked
+        # it) is kept and raised by the first call: Ray keeps only the text of an error raised here (its
+        # ActorDiedError holds a page of traceback), but the error object of one raised by a task, which the
+        # driver turns into the error's own line and exit code.
+        self._failed: ClsrunError | None = None
+        try:
+            self._load(config)
+        except ClsrunError as e:
+            self._failed = e
+
+    def _load(self, config: ActorConfig) -> None:
         from clsrun.runtime.classifier import Classifier
 
         self._scratch: list[tempfile.TemporaryDirectory[str]] = []
@@ -215,6 +226,8 @@ class ScoreActor:
         self.variant = json.dumps({k: described[k] for k in keys}, sort_keys=True)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        if self._failed is not None:
+            raise self._failed
         return pa.concat_tables([self._score(row) for row in batch.to_pylist()])
 
     def _score(self, row: dict[str, Any]) -> pa.Table:

@@ -21,7 +21,7 @@ import ray  # the ray extra: `make install` installs it, so CI runs these tests 
 
 from clsrun.runtime.batching import BatchOptions
 from clsrun.runtime.classifier import Classifier
-from clsrun.runtime.errors import BundleError, DependencyError, InputError
+from clsrun.runtime.errors import BundleError, DependencyError, InputError, UsageError
 from clsrun.runtime.outlock import OutputLock
 from clsrun.runtime.ray_engine.engine import MANIFEST, RayOptions, _clsrun_cause, score_with_ray
 from clsrun.runtime.ray_engine.inputs import resolve_inputs
@@ -221,6 +221,28 @@ def test_a_task_error_is_the_task_own_line_and_a_full_disk_names_the_output() ->
     assert _clsrun_cause(RuntimeError("a bug"), "o.csv.tmp") is None
 
 
+def test_a_model_actors_error_known_only_by_its_report_is_rebuilt() -> None:
+    """Ray Data wraps an actor's error in UserCodeException(...) from it, and the `from` is lost on the way
+    to the driver: only the worker's traceback text says what failed (a page of it, exit 1, before)."""
+    from clsrun.runtime.errors import BundleError, UsageError
+
+    report = (
+        "\x1b[36mray::MapWorker(MapBatches(ScoreActor)).submit()\x1b[39m (pid=1, ip=192.0.2.2)\n"
+        '  File "stages.py", line 221, in __call__\n    raise self._failed\n'
+        "clsrun.runtime.errors.UsageError: --device cuda: this machine has no NVIDIA GPU\n\n"
+        "The above exception was the direct cause of the following exception:\n"
+        "ray.exceptions.UserCodeException: UDF failed to process a data block.\n"
+        "To change retry attempts, backoff ..."
+    )
+    found = _clsrun_cause(RuntimeError(report), "o.csv.tmp")
+    assert isinstance(found, UsageError) and str(found) == "--device cuda: this machine has no NVIDIA GPU"
+    damaged = _clsrun_cause(
+        RuntimeError("x\nclsrun.runtime.errors.BundleError: B/model.onnx: sha256 mismatch"), "o"
+    )
+    assert isinstance(damaged, BundleError) and damaged.exit_code == 3
+    assert _clsrun_cause(RuntimeError("clsrun.runtime.errors.NoSuchError: x\nos.PathLike: y"), "o") is None
+
+
 def test_a_run_removes_staging_folders_that_killed_runs_of_its_output_left(
     tmp_path: Path, toy_bundle: Path
 ) -> None:
@@ -319,6 +341,41 @@ def test_inputs_resolve_from_folders_globs_lists_and_uris(tmp_path: Path) -> Non
         resolve_inputs(str(tmp_path / "in" / "*.xlsx"))
     with pytest.raises(InputError, match="not found"):
         resolve_inputs(str(tmp_path / "nothing"))
+
+
+def test_inputs_count_each_file_once_and_never_the_runs_own_output(tmp_path: Path) -> None:
+    """A link to a folder above (`loop -> .`) listed one file 41 times (11,849 rows from 289, exit 0); an
+    --out inside the input folder made the next run of the same command read its output's parts."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.csv").write_text("text\nx\n", encoding="utf-8")
+    (folder / "loop").symlink_to(".")
+    (folder / "same.csv").symlink_to("a.csv")
+    assert resolve_inputs(folder).names == ["a.csv"]
+    out = folder / "scores.csv"
+    for name in ("scores.csv", "scores.csv.tmp-0123456789ab", "scores.csv.old-0123abcd"):
+        (folder / name).mkdir()
+        (folder / name / "part-00000.csv").write_text("id,label\n0,pos\n", encoding="utf-8")
+    (folder / "scores.csv.tmp-0123456789ab.csv").write_text(
+        "text\ny\n", encoding="utf-8"
+    )  # only a name like it
+    files = resolve_inputs(folder, output=str(out))
+    assert files.names == ["a.csv", "scores.csv.tmp-0123456789ab.csv"]
+    with pytest.raises(InputError, match="every file it lists is in --out"):
+        resolve_inputs(out, output=str(out))
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="Linux file names may hold any bytes")
+def test_input_names_that_are_not_utf8_are_one_line(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "ok.csv").write_text("text\nx\n", encoding="utf-8")
+    odd = Path(os.fsdecode(bytes(folder) + b"/bad\xff.csv"))
+    odd.write_text("text\nx\n", encoding="utf-8")
+    with pytest.raises(InputError, match="a file name it lists is not valid UTF-8; rename it"):
+        resolve_inputs(folder)
+    with pytest.raises(InputError, match=r"bad\\xff\.csv: the name is not valid UTF-8; rename it"):
+        resolve_inputs(str(odd))
 
 
 def test_a_remote_file_is_read_by_the_local_reader_through_a_copy(tmp_path: Path) -> None:
@@ -470,3 +527,106 @@ def test_the_driver_says_a_model_cannot_read_the_first_local_input_as_the_local_
     with caplog.at_level("WARNING", logger="clsrun"):
         _load_on_driver(None, Variant(), first)
     assert "a.csv: the default model cannot read most of the first rows" in caplog.text
+
+
+class _FakeRay:
+    """Records what ray.init was given; ``fails`` is raised by it."""
+
+    def __init__(self, fails: BaseException | None = None) -> None:
+        self.given: dict[str, object] = {}
+        self.fails = fails
+
+    def is_initialized(self) -> bool:
+        return False
+
+    def init(self, **kwargs: object) -> None:
+        self.given = kwargs
+        if self.fails is not None:
+            raise self.fails
+
+    def shutdown(self) -> None:
+        pass
+
+
+def test_ray_address_in_the_environment_joins_that_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ray job submit` sets RAY_ADDRESS for its job: clsrun passed num_cpus as for a local start, which
+    ray.init refuses for a cluster it joins ("--address None: cannot join ...")."""
+    from clsrun.runtime.ray_engine.engine import _connect
+
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
+    ray = _FakeRay()
+    assert _connect(ray, RayOptions()) is True
+    assert ray.given["address"] == "10.0.0.1:6379" and "num_cpus" not in ray.given
+    assert RayOptions().cluster() == "10.0.0.1:6379" and RayOptions(address="auto").cluster() == "auto"
+    with pytest.raises(
+        UsageError, match=r"^RAY_ADDRESS=10\.0\.0\.1:6379: cannot join the Ray cluster: no GCS$"
+    ):
+        _connect(_FakeRay(ConnectionError("no GCS")), RayOptions())
+    monkeypatch.delenv("RAY_ADDRESS")
+    local = _FakeRay(OSError("validate_socket_filename failed: path too long"))
+    with pytest.raises(UsageError, match=r"^cannot start a local Ray: validate_socket_filename failed"):
+        _connect(local, RayOptions())
+    assert "num_cpus" in local.given and "address" not in local.given
+
+
+@pytest.mark.parametrize("cpus", [float("nan"), float("inf"), 0.0])
+def test_cpus_per_worker_must_be_a_positive_number(cpus: float) -> None:
+    with pytest.raises(UsageError, match=r"--cpus-per-worker .*: must be a positive number"):
+        RayOptions(cpus_per_worker=cpus)
+
+
+def test_an_earlier_output_moved_aside_by_a_killed_run_is_removed_or_put_back(tmp_path: Path) -> None:
+    """_publish moves OUT to OUT.old-*, moves the new output in, then deletes the old: a kill -9 in between
+    left OUT.old-* for good (or no OUT at all, the last complete output only under the .old name)."""
+    import pyarrow.fs as pafs
+
+    from clsrun.runtime.errors import OutputExistsError
+    from clsrun.runtime.ray_engine.engine import _remove_stale_staging
+
+    fs, out = pafs.LocalFileSystem(), tmp_path / "o.parquet"
+    half_deleted = tmp_path / "o.parquet.old-0123abcd"
+    for folder in (out, half_deleted):
+        folder.mkdir()
+        (folder / "_manifest.json").write_text("{}", encoding="utf-8")
+    _remove_stale_staging(fs, str(out), overwrite=False)
+    assert not half_deleted.exists() and (out / "_manifest.json").exists()  # killed while deleting: goes
+    out.rename(half_deleted)  # killed between the two renames: no OUT, the old output aside
+    with pytest.raises(OutputExistsError, match=r"put back o\.parquet\.old-0123abcd as .*add --overwrite"):
+        _remove_stale_staging(fs, str(out), overwrite=False)
+    assert (out / "_manifest.json").exists() and not half_deleted.exists()
+    out.rename(half_deleted)
+    _remove_stale_staging(fs, str(out), overwrite=True)  # this run replaces it: put back, then replaced
+    assert (out / "_manifest.json").exists() and not half_deleted.exists()
+    (tmp_path / "o.parquet.old-mine").mkdir()  # not clsrun's name shape: left alone
+    _remove_stale_staging(fs, str(out), overwrite=True)
+    assert (tmp_path / "o.parquet.old-mine").exists()
+
+
+def test_a_signal_once_the_output_is_published_leaves_the_run_complete(tmp_path: Path) -> None:
+    """A SIGTERM while Ray shut down after publishing said "interrupted" (143) over a complete output, which
+    the same command then refused as already there. The local engine completes (exit 0); so does Ray's."""
+    data = tmp_path / "in.csv"
+    data.write_text("text\n" + "".join(f"review {i} was good\n" for i in range(200)), encoding="utf-8")
+    out = tmp_path / "o.csv"
+    script = f"""
+import os, signal, sys
+from clsrun.runtime import stopping
+stopping.install()
+from clsrun.runtime.ray_engine import engine
+real = engine._publish
+def publish(*args):
+    real(*args)
+    os.kill(os.getpid(), signal.SIGTERM)  # noted while the clean-up runs: the run completes
+engine._publish = publish
+from clsrun.runtime.cli import app
+sys.argv = ["clsrun", "predict", {str(data)!r}, "--engine", "ray", "--out", {str(out)!r}, "--quiet",
+            "--workers", "1", "--cpus-per-worker", "0.5"]
+try:
+    app()
+except SystemExit as e:
+    print("exit", e.code, flush=True)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.stdout.strip().splitlines()[-1] == "exit 0", done.stderr[-2000:]
+    assert json.loads((out / MANIFEST).read_text(encoding="utf-8"))["rows_read"] == 200
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv", "o.csv"]  # no staging, no lock left
