@@ -673,6 +673,7 @@ def _manifest(
         "rows_read": rows,
         "ok": sum(t.ok for t in totals.values()),
         "error": sum(t.error for t in totals.values()),
+        "truncated": sum(t.truncated for t in totals.values()),  # texts cut to the model's maximum length
         "error_reasons": _reasons(results),  # error rows per reason (row_errors.reason_kind), most first
         "max_error_rate": job.output.max_error_rate,
         "files": [

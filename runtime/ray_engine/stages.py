@@ -46,6 +46,7 @@ FILE_COL = "_clsrun_file"  # int32: index of the input file in sorted order
 ROW_COL = "_clsrun_row"  # int64: 0-based row number in that file (a window: of its first row)
 LAST_COL = "_clsrun_last"  # bool: in its file's last window (lets the driver check that no tail is lost)
 VARIANT_COL = "_clsrun_variant"  # dictionary<string>: what the actor ran (JSON), for the manifest
+TRUNCATED_COL = "_clsrun_truncated"  # bool: the row's text was cut to the model's maximum length
 TEXTS_COL = "_clsrun_texts"  # list<string>: a window's texts, null where the reader found a per-row error
 ERRORS_COL = "_clsrun_errors"  # list<string>: the reader's per-row errors, "" when fine
 IDS_COL = "_clsrun_ids"  # list<string>: the --id-col values (only with --id-col)
@@ -233,6 +234,8 @@ class ScoreActor:
     def _score(self, row: dict[str, Any]) -> pa.Table:
         window = window_of(row)
         prepared = self.clf.prepare(window)
+        cut = np.zeros(len(prepared), dtype=bool)
+        cut[prepared.valid] = prepared.tokens.truncated  # the manifest's "truncated", as the local engine's
         table = self.clf.finish(self.clf.infer(prepared), with_probs=self.probs)
         n = table.num_rows
         if self.id_names is not None:
@@ -244,6 +247,7 @@ class ScoreActor:
             ROW_COL, pa.array(np.arange(window.start, window.start + n, dtype=np.int64))
         )
         table = table.append_column(LAST_COL, pa.array(np.full(n, row[LAST_COL], dtype=bool)))
+        table = table.append_column(TRUNCATED_COL, pa.array(cut))
         variant = pa.DictionaryArray.from_arrays(np.zeros(n, dtype=np.int32), pa.array([self.variant]))
         return table.append_column(VARIANT_COL, variant)
 
@@ -256,6 +260,7 @@ class FileTally:
     rows: int = 0
     ok: int = 0
     error: int = 0
+    truncated: int = 0  # rows whose text was cut to the model's maximum length
     row_sum: int = 0
     row_min: int = -1
     row_max: int = -1
@@ -265,6 +270,7 @@ class FileTally:
         self.rows += other.rows
         self.ok += other.ok
         self.error += other.error
+        self.truncated += other.truncated
         self.row_sum += other.row_sum
         mins = [m for m in (self.row_min, other.row_min) if m >= 0]
         self.row_min = min(mins) if mins else -1
@@ -277,6 +283,7 @@ def _tally(table: pa.Table) -> dict[int, FileTally]:
     rows = table.column(ROW_COL).to_numpy()
     last = table.column(LAST_COL).to_numpy(zero_copy_only=False)
     ok = np.asarray(table.column("status").to_pylist(), dtype=object) == "ok"
+    cut = table.column(TRUNCATED_COL).to_numpy(zero_copy_only=False)
     out: dict[int, FileTally] = {}
     for f in np.unique(files):
         mask = files == f
@@ -286,6 +293,7 @@ def _tally(table: pa.Table) -> dict[int, FileTally]:
             rows=int(mask.sum()),
             ok=int(ok[mask].sum()),
             error=int((~ok[mask]).sum()),
+            truncated=int(cut[mask].sum()),
             row_sum=int(r.sum()),
             row_min=int(r.min()),
             row_max=int(r.max()),

@@ -103,6 +103,9 @@ def test_multi_file_input_matches_the_local_engine(tmp_path: Path, toy_bundle: P
     errors = [r["error"] for r in got.to_pylist() if r["error"]]
     assert sum(m["error_reasons"].values()) == len(errors) == m["error"]  # counted by reason, as locally
     assert m["error_reasons"]["text is a JSON int, not a string"] == 100
+    local_manifests = [tmp_path / f"local-{name}.parquet.manifest.json" for name in rows]
+    cut = sum(json.loads(f.read_text(encoding="utf-8"))["truncated"] for f in local_manifests)
+    assert m["truncated"] == cut  # texts cut to the model's length, counted as the local engine counts
     ran = {
         "backend": "onnx",
         "precision": "int8",
@@ -630,3 +633,16 @@ except SystemExit as e:
     assert done.stdout.strip().splitlines()[-1] == "exit 0", done.stderr[-2000:]
     assert json.loads((out / MANIFEST).read_text(encoding="utf-8"))["rows_read"] == 200
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv", "o.csv"]  # no staging, no lock left
+
+
+def test_the_manifest_counts_texts_cut_to_the_models_length_as_locally(
+    tmp_path: Path, toy_bundle: Path
+) -> None:
+    """The Ray manifest had no "truncated" count: a run of long texts looked like one that read them whole."""
+    src = tmp_path / "in.csv"
+    src.write_text("text\n" + "".join(f"{'long ' * 10}{i}\n" if i % 3 else f"short {i}\n" for i in range(60)))
+    m = score_with_ray(
+        str(src), tmp_path / "o.csv", toy_bundle, options=RayOptions(cpus_per_worker=0.5, quiet=True)
+    )
+    local = score_file(src, tmp_path / "local.csv", Classifier.load(toy_bundle)).manifest
+    assert m.manifest["truncated"] == local["truncated"] == 40
