@@ -621,17 +621,29 @@ def _warn_one_text(path: Path | str, texts: list[str], text_col: str) -> None:
 
 
 def _warn_case_twins(path: Path | str, labels: list[str]) -> None:
-    """One warning when two labels differ only in letter case (``neg``/``NEG``): kept apart, but rarely meant."""
+    """One warning when two labels differ only in letter case (``neg``/``NEG``) or spell one number (``1``
+    / ``+1`` / ``01``): kept apart as typed, but rarely meant."""
     by_fold: dict[str, set[str]] = {}
     for label in set(labels):
-        by_fold.setdefault(label.casefold(), set()).add(label)
+        by_fold.setdefault(_label_fold(label), set()).add(label)
     twins = [" / ".join(sorted(group)) for group in by_fold.values() if len(group) > 1]
     if twins:
         log.warning(
-            "%s: labels that differ only in letter case are separate classes: %s",
+            "%s: labels that differ only in letter case or in how a number is written are separate classes: %s",
             path,
             "; ".join(sorted(twins)),
         )
+
+
+def _label_fold(label: str) -> str:
+    """What two labels have in common when they are the same class in all but spelling: letter case, or
+    the value of a whole number (``+1``, ``01`` and ``1``)."""
+    if _INTEGER_LABEL.fullmatch(label):
+        return str(int(label.split(".")[0]))
+    return label.casefold()
+
+
+_INTEGER_LABEL = re.compile(r"[+-]?\d+(?:\.0*)?")  # 1, +1, 01, -0, 1.0
 
 
 def require_unique_columns(path: Path | str, names: list[str], wanted: list[str]) -> None:

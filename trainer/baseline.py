@@ -231,9 +231,10 @@ def comparison(report: ClassificationReport, baseline: BaselineResult, kind: str
 
 
 def shortfall(report: ClassificationReport, baseline: BaselineResult, metric: str) -> str | None:
-    """The one-line warning when the model does not beat the baseline on ``metric``; None when it does."""
+    """The one-line warning when the model does not beat the baseline on ``metric``; None when it does, or
+    when it scores every validation row right (nothing can beat that: a tie at 1.0 is no shortfall)."""
     mine, theirs = getattr(report, metric), getattr(baseline, metric)
-    if mine > theirs:
+    if mine > theirs or mine >= 1.0:
         return None
     name = "macro-F1" if metric == "macro_f1" else "accuracy"
     return (

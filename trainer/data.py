@@ -236,6 +236,13 @@ def load_split(
     labels = sorted(set(train_l))
     if len(labels) < 2:
         raise InputError(f"{data}: column {label_col!r} has {len(labels)} distinct label(s); need at least 2")
+    unseen_in_val = sorted(set(labels) - set(val_l))
+    if unseen_in_val:  # its row in the report reads 0.0000 with support 0, and macro-F1 leaves it out
+        log.warning(
+            "label(s) %s have no validation row (too few rows to hold one out): validation says nothing "
+            "about them; a larger --val-split or --val-data with such rows would",
+            ", ".join(map(repr, unseen_in_val[:10])),
+        )
     return Split(
         train_texts=train_t,
         train_labels=train_l,

@@ -86,6 +86,8 @@ def train(
     :class:`ModelNotFoundError` for a missing checkpoint, all before ``out`` is touched.
     """
     kind = kind_of(model)
+    if isinstance(config, Mapping):  # None means "choose for me", as leaving it out does (patience: off)
+        config = {k: v for k, v in config.items() if v is not None or k == "early_stopping_patience"}
     kind_options = kind.options_for(model, options)
     from_data = _from_data(kind, config)
     if isinstance(config, TrainConfig):
@@ -191,12 +193,14 @@ def _fitted_to(split: Split, settings: TrainConfig, from_data: frozenset[str], s
         per_step = settings.batch_size * settings.grad_accum * distributed.world_size()
         settings = settings.replace(epochs=charcnn_epochs(len(split.train_texts), per_step))
         if say:
+            steps = settings.epochs * -(-len(split.train_texts) // per_step)
             log.info(
-                "char-CNN --epochs %d: at least %s optimizer steps over %s training rows, within %d-%d "
-                "epochs; early stopping may end it sooner (--epochs sets it)",
+                "char-CNN --epochs %d: %s optimizer steps over %s training rows (%s wanted, within %d-%d "
+                "epochs); early stopping may end it sooner (--epochs sets it)",
                 settings.epochs,
-                f"{CHARCNN_MIN_STEPS:,}",
+                f"{steps:,}",
                 f"{len(split.train_texts):,}",
+                f"at least {CHARCNN_MIN_STEPS:,}",
                 CHARCNN_DEFAULTS["epochs"],
                 CHARCNN_MAX_EPOCHS,
             )

@@ -124,8 +124,8 @@ def train(
         None,
         "--class-weights",
         help="none, or auto: weight the loss by inverse class frequency, which helps rare classes' recall "
-        "(the run is then judged by macro-F1). Default: auto when the most common label has 4x the rows of "
-        "the rarest or more, else none.",
+        "(the run is then judged by macro-F1). Default: auto when, among the training rows (after the "
+        "validation split), the most common label has 4x the rows of the rarest or more, else none.",
     ),
     seed: int | None = typer.Option(None, "--seed", help="Seed for initialisation, shuffling and the split."),
     device: DeviceOpt = AUTO,

@@ -354,7 +354,14 @@ def test_labels_nan_is_missing_a_number_is_one_label_and_case_twins_are_named(
     twins = tmp_path / "c.csv"
     twins.write_text("label,text\nneg,a\nNEG,b\npos,c\n", encoding="utf-8")
     assert read_labelled(twins).labels == ["neg", "NEG", "pos"]  # kept apart, as written, but said
-    assert "labels that differ only in letter case are separate classes: NEG / neg" in caplog.text
+    assert (
+        "labels that differ only in letter case or in how a number is written are separate classes: NEG / neg"
+        in caplog.text
+    )
+    numbers = tmp_path / "n.csv"
+    numbers.write_text("label,text\n+1,a\n1,b\n-1,c\n", encoding="utf-8")
+    assert read_labelled(numbers).labels == ["+1", "1", "-1"]
+    assert "separate classes: +1 / 1" in caplog.text
 
 
 NAN_JSON = float("nan")  # json.dumps writes NaN, which Python's reader reads back as a float NaN

@@ -83,6 +83,10 @@ def test_the_warning_is_one_line_and_only_when_the_model_does_not_beat_the_basel
         in warning
     )
     assert shortfall(report, _baseline(0.60, 0.80), "macro_f1") is not None  # --class-weights auto: macro-F1
+    perfect = report_from_indices([0, 1, 1], [0, 1, 1], ["neg", "pos"])
+    assert (
+        shortfall(perfect, _baseline(1.0, 1.0), "accuracy") is None
+    )  # a tie at every row right: no shortfall
     table = comparison(report, _baseline(0.70, 0.65), "ngram")
     assert table.splitlines()[1].split()[:4] == ["model", "(ngram)", "0.7500", "0.7333"]
 

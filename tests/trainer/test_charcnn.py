@@ -147,6 +147,22 @@ def test_given_epochs_are_kept_and_absent_ones_follow_the_data() -> None:
     assert _fitted_to(split, settings, frozenset(), say=False).epochs == 6
 
 
+def test_the_epochs_line_says_the_steps_that_will_run(caplog: pytest.LogCaptureFixture) -> None:
+    """With 5 rows it said "at least 1,000 optimizer steps" and ran 40 (the cap)."""
+    import logging
+
+    from clsrun.trainer.config import TrainConfig
+    from clsrun.trainer.data import Split
+    from clsrun.trainer.run import _fitted_to
+
+    split = Split(["t"] * 5, ["x", "y", "x", "y", "x"], ["t"] * 2, ["x", "y"], ["x", "y"], Path("d"), "0")
+    with caplog.at_level(logging.INFO, logger="clsrun"):
+        _fitted_to(split, TrainConfig.for_kind("charcnn"), frozenset({"epochs"}), say=True)
+    assert (
+        "char-CNN --epochs 40: 40 optimizer steps over 5 training rows (at least 1,000 wanted" in caplog.text
+    )
+
+
 def test_a_given_max_length_is_kept_and_an_absent_one_follows_the_data(tmp_path: Path) -> None:
     from clsrun.trainer import train
 

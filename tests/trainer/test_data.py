@@ -148,3 +148,17 @@ def test_imbalanced_labels_are_named_with_their_counts() -> None:
     assert imbalance(["neg"] * 52 + ["pos"] * 48) is None  # reviews: balanced
     assert imbalance(["neg"] * 39 + ["pos"] * 10) is None  # under 4x
     assert imbalance(["a"] * 30) is None
+
+
+def test_a_label_without_a_validation_row_is_said(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A class of 2 rows got no validation row: its report line read 0.0000 with support 0, silently."""
+    import logging
+
+    rows = [("a", f"alpha text {i}") for i in range(60)] + [("b", f"beta text {i}") for i in range(60)]
+    rows += [("c", "gamma text 1"), ("c", "gamma text 2")]
+    data = _csv(tmp_path / "d.csv", rows)
+    with caplog.at_level(logging.WARNING, logger="clsrun"):
+        split = load_split(data)
+    assert "c" in split.train_labels and "c" not in split.val_labels  # 2 of 122 rows: none held out
+    assert "label(s) 'c' have no validation row (too few rows to hold one out)" in caplog.text
+    assert "'a'" not in caplog.text

@@ -254,6 +254,14 @@ def test_imbalanced_labels_weigh_the_loss_unless_class_weights_is_given(
     assert ("macro_f1" if weights == "auto" else "accuracy") == headline_metric(result.config)
 
 
+def test_none_for_a_setting_means_choose_for_me(tiny_charcnn_data: Path, tmp_path: Path) -> None:
+    """config={"epochs": None} raised a bare TypeError ('>=' between NoneType and int)."""
+    config = {"epochs": None, "max_length": None, "lr": None, "quiet": True, "logs": False}
+    result = train(tiny_charcnn_data, tmp_path / "b", model="ngram", options={"fit": "logreg"}, config=config,
+                   baseline=False)  # fmt: skip
+    assert result.config.epochs == 10 and result.config.max_length == 20_000
+
+
 # ------------------------------------------------------------------------------- a run that fails or dies
 
 
