@@ -23,6 +23,7 @@ from clsrun.runtime.bundle import SPEC_FILE, UNFINISHED, VARIANT_DIRS, Normaliza
 from clsrun.runtime.errors import UsageError, require
 from clsrun.runtime.files import is_temporary, make_folder
 from clsrun.runtime.outlock import OutputLock
+from clsrun.runtime.textnorm import normalize_many
 from clsrun.trainer import distributed
 from clsrun.trainer.baseline import BaselineResult, BaselineRun, record
 from clsrun.trainer.config import TrainConfig
@@ -180,8 +181,9 @@ def _fitted_to(split: Split, settings: TrainConfig, from_data: frozenset[str], s
       label alike finds the rare one (the n-gram model on inews_zh: macro-F1 0.6567 -> 0.7238, accuracy up
       too: README), and the run is judged by macro-F1. Balanced data keeps the plain loss.
     """
-    if "max_length" in from_data:
-        settings = settings.replace(max_length=charcnn_length([len(t) for t in split.train_texts]))
+    if "max_length" in from_data:  # the lengths of what it trains on: the texts after normalisation
+        texts = normalize_many(split.train_texts, Normalization())
+        settings = settings.replace(max_length=charcnn_length([len(t) for t in texts]))
         if say:
             log.info(
                 "char-CNN --max-length %d: the training texts' 90th-percentile length, rounded up to a multiple "

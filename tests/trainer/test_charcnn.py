@@ -147,6 +147,18 @@ def test_given_epochs_are_kept_and_absent_ones_follow_the_data() -> None:
     assert _fitted_to(split, settings, frozenset(), say=False).epochs == 6
 
 
+def test_the_data_derived_length_is_of_the_texts_it_trains_on() -> None:
+    """Runs of spaces collapse before training: the raw lengths asked for 640 characters of texts of 20."""
+    from clsrun.trainer.config import TrainConfig
+    from clsrun.trainer.data import Split
+    from clsrun.trainer.run import _fitted_to
+
+    texts = [f"word{' ' * 600}other {i}" for i in range(40)]
+    split = Split(texts, ["x", "y"] * 20, texts[:4], ["x", "y"] * 2, ["x", "y"], Path("d"), "0")
+    settings = _fitted_to(split, TrainConfig.for_kind("charcnn"), frozenset({"max_length"}), say=False)
+    assert settings.max_length == 256  # the floor: the normalised texts are about 13 characters
+
+
 def test_the_epochs_line_says_the_steps_that_will_run(caplog: pytest.LogCaptureFixture) -> None:
     """With 5 rows it said "at least 1,000 optimizer steps" and ran 40 (the cap)."""
     import logging
