@@ -90,11 +90,10 @@ def _read_rows(
                 f"{bundle.root} has no {VALIDATION_FILE} (held-out rows); give labelled rows with --eval-data FILE"
             )
         path, source = bundle.file(VALIDATION_FILE), VALIDATION_FILE
+        # the bundle's own file, hash-checked: damaged, it is the bundle's fault (exit 3), not bad input
         try:
             data = read_labelled(path, "text", "label")
-        except (
-            InputError
-        ) as e:  # the bundle's own file, hash-checked: damaged, so the bundle's fault (exit 3)
+        except InputError as e:
             raise BundleError(
                 f"{e}; train the bundle again, or give labelled rows with --eval-data FILE"
             ) from e

@@ -129,7 +129,7 @@ class BundleSpec:
             problems.append("labels contain duplicates (spaces around a label do not count)")
         elif not all(x.strip() for x in labels):  # an ok row with an empty label reads as an unscored one
             problems.append("labels must not be empty or only spaces")
-        elif any(_has_control(x) for x in labels):  # a NUL or a newline would be written into every output
+        elif any(has_control(x) for x in labels):  # a NUL or a newline would be written into every output
             problems.append("labels must not hold control characters (a NUL, a newline, a tab)")
         max_length = data.get("max_length")
         if (
@@ -284,9 +284,10 @@ def _kind_hint(root: Path) -> str:
     )
 
 
-def _has_control(text: str) -> bool:
-    """Whether ``text`` holds a control character (Unicode category Cc: NUL, tab, newline, DEL, ...)."""
-    return any(unicodedata.category(c) == "Cc" for c in text)
+def has_control(text: str) -> bool:
+    """Whether ``text`` holds a control character (Unicode category Cc: NUL, tab, newline, DEL, ...), as no
+    label may (a bundle's, or one read for training): it would be written into every output row."""
+    return not text.isprintable() and any(unicodedata.category(c) == "Cc" for c in text)
 
 
 @dataclass

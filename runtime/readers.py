@@ -39,6 +39,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from clsrun.runtime.arrow_texts import ArrowTexts
+from clsrun.runtime.bundle import has_control
 from clsrun.runtime.delimited import BOM, Block, Header, RecordBlocks, read_header
 from clsrun.runtime.errors import InputError, UsageError, clipped, storage_error
 from clsrun.runtime.files import LINK_LOOP, non_utf8_name, resolved
@@ -216,11 +217,9 @@ def _open_bytes(path: Path, gz: bool, files: contextlib.ExitStack) -> tuple[IO[b
     if not gz:
         _refuse_binary(path, raw)
         return raw, raw.tell
-    unpacked = files.enter_context(gzip.GzipFile(fileobj=raw, mode="rb"))
-    _refuse_binary(
-        path, cast(IO[bytes], unpacked), unpacked=True
-    )  # what a .gz holds is checked as a plain file's bytes are
-    return cast(IO[bytes], unpacked), raw.tell
+    unpacked = cast(IO[bytes], files.enter_context(gzip.GzipFile(fileobj=raw, mode="rb")))
+    _refuse_binary(path, unpacked, unpacked=True)  # what a .gz holds is checked as a plain file's bytes are
+    return unpacked, raw.tell
 
 
 # The first bytes of files a text reader would otherwise take for a table with one odd column name.
@@ -581,7 +580,7 @@ def label_text(value: object) -> str | None:
         value = "true" if value else "false"
     # NFC: the same label typed on two systems (é as one code point or as e + accent) is one class
     text = unicodedata.normalize("NFC", str(value)).strip()
-    if text in _NO_LABEL or (not text.isprintable() and any(unicodedata.category(c) == "Cc" for c in text)):
+    if text in _NO_LABEL or has_control(text):
         return None  # a NUL or newline inside a label would be written into every output row: no label
     if _WHOLE_NUMBER.fullmatch(text):
         text = text.split(".")[0]

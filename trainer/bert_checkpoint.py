@@ -14,12 +14,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from clsrun.runtime.bundle import SPECIAL_TOKENS_FILE, TOKENIZER_FILE
+from clsrun.runtime.bundle import SPECIAL_TOKENS_FILE, TOKENIZER_FILE, WEIGHTS_FILE
 from clsrun.runtime.errors import ModelNotFoundError, UsageError, install_hint
-from clsrun.runtime.hf_folder import WHY, folder_reader, hf_folder_problems
+from clsrun.runtime.hf_folder import SAFE_WEIGHTS_INDEX, WHY, folder_reader, hf_folder_problems
 
 MINILM = "minilm"
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
+WEIGHT_FILES = (WEIGHTS_FILE, SAFE_WEIGHTS_INDEX)
 _SPECIAL_ROLES = ("unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 
 

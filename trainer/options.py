@@ -50,10 +50,14 @@ CHARCNN_MIN_STEPS = 1_000
 CHARCNN_MAX_EPOCHS = 40
 
 
+def steps_per_epoch(rows: int, rows_per_step: int) -> int:
+    """Optimizer steps in one pass over ``rows`` training rows at ``rows_per_step`` rows a step (at least 1)."""
+    return max(1, -(-rows // max(1, rows_per_step)))
+
+
 def charcnn_epochs(rows: int, rows_per_step: int) -> int:
     """The char-CNN's ``--epochs`` for ``rows`` training rows at ``rows_per_step`` rows an optimizer step."""
-    steps = max(1, -(-rows // max(1, rows_per_step)))
-    wanted = -(-CHARCNN_MIN_STEPS // steps)
+    wanted = -(-CHARCNN_MIN_STEPS // steps_per_epoch(rows, rows_per_step))
     return max(int(CHARCNN_DEFAULTS["epochs"]), min(CHARCNN_MAX_EPOCHS, wanted))
 
 

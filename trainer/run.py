@@ -37,6 +37,7 @@ from clsrun.trainer.options import (
     KindOptions,
     charcnn_epochs,
     charcnn_length,
+    steps_per_epoch,
 )
 
 log = logging.getLogger(__name__)
@@ -195,7 +196,7 @@ def _fitted_to(split: Split, settings: TrainConfig, from_data: frozenset[str], s
         per_step = settings.batch_size * settings.grad_accum * distributed.world_size()
         settings = settings.replace(epochs=charcnn_epochs(len(split.train_texts), per_step))
         if say:
-            steps = settings.epochs * -(-len(split.train_texts) // per_step)
+            steps = settings.epochs * steps_per_epoch(len(split.train_texts), per_step)
             log.info(
                 "char-CNN --epochs %d: %s optimizer steps over %s training rows (%s wanted, within %d-%d "
                 "epochs); early stopping may end it sooner (--epochs sets it)",

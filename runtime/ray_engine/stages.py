@@ -205,9 +205,9 @@ class ScoreActor:
 
     def __init__(self, config: ActorConfig) -> None:
         # A clsrun error while the model loads (no GPU on this node, a bundle damaged since the driver checked
-        # it) is kept and raised by the first call: Ray keeps only the text of an error raised here (its
-        # ActorDiedError holds a page of traceback), but the error object of one raised by a task, which the
-        # driver turns into the error's own line and exit code.
+        # it) is kept and raised by the first call: an actor that dies while it starts is logged by Ray with a
+        # page of traceback on stderr (some 300 lines), where a failed call is one task error, which the
+        # driver turns into the error's own line and exit code (engine._clsrun_cause).
         self._failed: ClsrunError | None = None
         try:
             self._load(config)

@@ -176,9 +176,8 @@ def _refuse_unlisted(bundle: Bundle) -> None:
     unlisted = sorted(
         p.name
         for p in bundle.root.iterdir()
-        if p.is_file() and p.suffix in _HF_READS and not bundle.has(p.name)
+        if p.is_file() and p.suffix in _HF_READS and not bundle.has(p.name) and p.name != SPEC_FILE
     )
-    unlisted = [name for name in unlisted if name != SPEC_FILE]
     if unlisted:
         raise BundleError(
             f"{bundle.root}: holds {', '.join(unlisted[:3])}, which {SPEC_FILE} does not list; transformers "
