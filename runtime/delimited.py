@@ -59,12 +59,21 @@ class Header:
     rest: bytes  # bytes already read after the header record: the first data records
 
 
+@dataclass(frozen=True)
+class BadRecord:
+    """A record that is an error row: where it is among its block's records, why, and its id if known."""
+
+    index: int
+    reason: str
+    id: bytes | None = None  # the id column's field, where the record still has it (``id_at``)
+
+
 @dataclass
 class Block:
     """Consecutive records of the file; the ones pyarrow could not place are kept as ``bad``."""
 
     table: pa.Table  # the well-formed records, in order, the columns asked for
-    bad: list[tuple[int, str]]  # (index among the block's records, reason) of records that are error rows
+    bad: list[BadRecord]  # records that are error rows, in order
     records: int  # records in the block: table rows + bad
     end: int  # bytes of the (decompressed) file up to the end of this block
 
@@ -78,10 +87,18 @@ def _allow_fields(size: int) -> None:
 
 
 def _split(line: str, delimiter: str, quoting: bool) -> list[str]:
-    """The fields of one header line (the standard library's reader follows the same quoting rules)."""
+    """The fields of one line (the standard library's reader follows the same quoting rules)."""
     if quoting:
         return next(csv.reader([line], delimiter=delimiter), [])
     return next(csv.reader([line], delimiter=delimiter, quoting=csv.QUOTE_NONE), [])
+
+
+def _fields(record: str, dialect: Dialect) -> list[str]:
+    """The fields of one record's text, which may hold quoted line ends ([] where it does not split)."""
+    try:
+        return _split(record, dialect.delimiter, dialect.quoting)
+    except csv.Error:
+        return []
 
 
 def choose_delimiter(path: Path, line: str, default: str, wanted: list[str], quoting: bool) -> str:
@@ -188,6 +205,10 @@ class RecordBlocks:
     A record longer than ``max_record`` bytes is one bad record, skipped while reading (memory stays
     about ``block_bytes + max_record``). A quote still open at the end of the file is an
     :class:`InputError` naming the row where it opened: what follows it cannot be told apart.
+
+    ``id_at``: the header position of the id column, given only where a record with the wrong number of
+    fields still has it for sure enough to name its error row by it: the id column comes before the text
+    column, and a stray or missing delimiter is far likelier in free text than in an id before it.
     """
 
     def __init__(
@@ -199,8 +220,10 @@ class RecordBlocks:
         column_type: pa.DataType,
         block_bytes: int,
         max_record: int,
+        id_at: int | None = None,
     ) -> None:
         self.f, self.path, self.header = f, path, header
+        self.id_at = id_at
         self.dialect = header.dialect
         self.columns = columns
         self.block_bytes, self.max_record = block_bytes, max_record
@@ -278,7 +301,7 @@ class RecordBlocks:
         if self.dialect.quoting:
             tail += self._sentinel  # proves the cut: pyarrow must read it as a record of its own
         data = b"".join((body, tail)) if tail else body
-        bad: list[tuple[int, str]] = []
+        bad: list[BadRecord] = []
         try:
             table = self._read(data, None)
         except pa.ArrowInvalid:  # a row with the wrong number of fields: again, keeping count of them
@@ -291,21 +314,31 @@ class RecordBlocks:
         self.offset += cut
         return Block(table, bad, table.num_rows + len(bad), self.offset)
 
-    def _read(self, data: bytes | memoryview, bad: list[tuple[int, str]] | None) -> pa.Table:
+    def _bad(self, index: int, fields: list[str]) -> BadRecord:
+        """The error row of a record split into ``fields``, not as many as the header has."""
+        expected, got = len(self.header.names), len(fields)
+        reason = f"{got} field{'s' if got != 1 else ''}, the header has {expected}"
+        at = self.id_at
+        rid = fields[at].encode("utf-8", "surrogateescape") if at is not None and at < got - 1 else None
+        return BadRecord(index, reason, rid)
+
+    def _read(self, data: bytes | memoryview, bad: list[BadRecord] | None) -> pa.Table:
         """pyarrow's parse of ``data``; with ``bad``, rows with the wrong number of fields go there.
 
         The handler is set only when needed: with one, pyarrow parses about half as fast.
         """
+        d = self.dialect
         expected = len(self.header.names)
 
         def on_bad(row: pacsv.InvalidRow) -> str:
             if row.number is None or bad is None:
                 raise InternalError("pyarrow did not number an invalid CSV row")
-            got = f"{row.actual_columns} field{'s' if row.actual_columns != 1 else ''}"
-            bad.append((row.number - 1, f"{got}, the header has {expected}"))
+            fields = _fields(row.text, d) if self.id_at is not None else []
+            if len(fields) != row.actual_columns:  # not split as pyarrow did: the count is pyarrow's
+                fields = [""] * row.actual_columns
+            bad.append(self._bad(row.number - 1, fields))
             return "skip"
 
-        d = self.dialect
         return pacsv.read_csv(
             pa.py_buffer(data),
             # One block; with no handler, pyarrow's pool threads (already running) parse it: its serial
@@ -323,7 +356,7 @@ class RecordBlocks:
             convert_options=self._convert,
         )
 
-    def _read_in_python(self, data: bytes | memoryview, bad: list[tuple[int, str]]) -> pa.Table:
+    def _read_in_python(self, data: bytes | memoryview, bad: list[BadRecord]) -> pa.Table:
         """:meth:`_read` with ``bad`` for a block that is not all UTF-8, by the standard library's reader.
 
         Why by hand: pyarrow hands a row with the wrong number of fields to the handler as text, and one that
@@ -345,8 +378,7 @@ class RecordBlocks:
                 continue
             fields = fields or [""]
             if len(fields) != len(names):
-                got = f"{len(fields)} field{'s' if len(fields) != 1 else ''}"
-                bad.append((position, f"{got}, the header has {len(names)}"))
+                bad.append(self._bad(position, fields))
             else:
                 kept.append(fields)
             position += 1
@@ -360,7 +392,7 @@ class RecordBlocks:
         self.rows += 1
         empty = pa.table({c: pa.array([], type=self._convert.column_types[c]) for c in self.columns})
         reason = f"a record over the {self.max_record}-byte size cap (skipped while reading)"
-        return Block(empty, [(0, reason)], 1, self.offset)
+        return Block(empty, [BadRecord(0, reason)], 1, self.offset)
 
     def _skip_record(self, buf: bytes) -> tuple[bytes, bool]:
         """Read past the record at the start of ``buf``: what follows it, and whether the file ended."""

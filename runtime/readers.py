@@ -360,7 +360,7 @@ def _delimited_table(
     row = 0
     for block in blocks:
         tables.append(pa.table({n: _decoded(block.table.column(n)) for n in block.table.column_names}))
-        reasons += [f"row {row + i}: {why}" for i, why in block.bad]
+        reasons += [f"row {row + bad.index}: {bad.reason}" for bad in block.bad]
         row += block.records
     _left_out(path, reasons, said)
     if not tables:
@@ -736,6 +736,14 @@ def _one_array(column: pa.ChunkedArray) -> pa.Array:
     return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
 
 
+def _id_before_text(names: list[str], text_col: str, id_col: str | None) -> int | None:
+    """The id column's position when it comes before the text column: a record with the wrong number of
+    fields keeps its id then (:class:`RecordBlocks`); None otherwise."""
+    if id_col is None or names.index(id_col) > names.index(text_col):
+        return None
+    return names.index(id_col)
+
+
 def _arrow_ids(arr: pa.Array) -> list[str | None]:
     """An id column as text (ids are written back unchanged, so ``007`` stays ``007``); binary ids that are
     not UTF-8 keep their bytes as ``\\xNN`` escapes, so two of them never become the same id (U+FFFD
@@ -1094,8 +1102,9 @@ class RecordStream:
             columns = list(dict.fromkeys(c for c in (self.text_col, self.id_col) if c is not None))
             # Read as bytes and decoded per chunk, so one row that is not UTF-8 does not fail the chunk.
             blocks = RecordBlocks(
-                f, self.path, header, columns, pa.binary(), self.block_bytes, self.options.record_cap
-            )
+                f, self.path, header, columns, pa.binary(), self.block_bytes, self.options.record_cap,
+                id_at=_id_before_text(header.names, self.text_col, self.id_col),
+            )  # fmt: skip
             # Bytes on disk through a block: exact for a plain file (header, BOM included, plus the
             # block's end); for .gz the compressed bytes read, at most one read ahead of the rows.
             header_bytes = on_disk() - len(header.rest)
@@ -1118,17 +1127,21 @@ class RecordStream:
         if not block.bad:
             return texts, ids, errors
         texts = list(texts)  # rows are put back one by one: Python strings from here
-        reasons = dict(block.bad)
+        bad = {b.index: b for b in block.bad}
         good = iter(range(len(texts)))
         out_t: list[str | None] = []
         out_i: list[str | None] = []
         out_e: list[str] = []
         for pos in range(block.records):
-            reason = reasons.get(pos)
-            k = None if reason is not None else next(good)
-            out_t.append(None if k is None else texts[k])
-            out_i.append(None if k is None or ids is None else ids[k])
-            out_e.append(f"row {self.rows_read + pos}: {reason}" if k is None else errors[k])
+            if (b := bad.get(pos)) is not None:  # its id where the record still has it (RecordBlocks)
+                out_t.append(None)
+                out_i.append(None if b.id is None else _binary_id(b.id))
+                out_e.append(f"row {self.rows_read + pos}: {b.reason}")
+                continue
+            k = next(good)
+            out_t.append(texts[k])
+            out_i.append(None if ids is None else ids[k])
+            out_e.append(errors[k])
         return out_t, out_i if ids is not None else None, out_e
 
     # -- Parquet -----------------------------------------------------------------------------------

@@ -46,11 +46,29 @@ def test_rows_with_too_many_or_too_few_fields_stay_in_place(tmp_path: Path, name
     lines[2 + where] = b"only-one-field"
     rows = _rows(_write(tmp_path / name, b"\n".join(lines) + b"\n"), ReadOptions(id_col="id", block_bytes=1))
     assert len(rows) == 3000
-    assert rows[where] == (None, None, f"row {where}: 3 fields, the header has 2")
-    assert rows[where + 1] == (None, None, f"row {where + 1}: 1 field, the header has 2")
+    assert rows[where] == (f"r{where}", None, f"row {where}: 3 fields, the header has 2")  # id before the text
+    assert rows[where + 1] == (None, None, f"row {where + 1}: 1 field, the header has 2")  # no delimiter after
     good = [r for i, r in enumerate(rows) if i not in (where, where + 1)]
     assert all(r == (f"r{int(r[0][1:])}", f"good row {int(r[0][1:])}", "") for r in good)  # type: ignore[index]
     assert [int(r[0][1:]) for r in good] == [i for i in range(3000) if i not in (where, where + 1)]  # type: ignore[index]
+
+
+@pytest.mark.parametrize("utf8", [True, False])  # pyarrow's handler; Python's reader (a block not all UTF-8)
+def test_a_row_with_the_wrong_field_count_keeps_an_id_that_comes_before_the_text(
+    tmp_path: Path, utf8: bool
+) -> None:
+    other = b"fine" if utf8 else b"caf\xe9"
+    data = b'id,text,n\n"k,1",ok,1\nk2,a,b,c,1\nk3,' + other + b",1\nk4,short\n\"k\n5\",x,y,1\n"
+    assert _rows(_write(tmp_path / "in.csv", data), ReadOptions(id_col="id")) == [
+        ("k,1", "ok", ""),
+        ("k2", None, "row 1: 5 fields, the header has 3"),
+        ("k3", other.decode() if utf8 else None, "" if utf8 else "undecodable bytes (not UTF-8) at byte 3"),
+        ("k4", None, "row 3: 2 fields, the header has 3"),
+        ("k\\x0a5", None, "row 4: 4 fields, the header has 3"),  # escaped, as control bytes in every id
+    ]
+    # After the text column the id cannot be told from a shifted field: the row has none.
+    late = _write(tmp_path / "late.csv", b"text,id\nok,1\nbad,2,3\n")
+    assert _rows(late, ReadOptions(id_col="id")) == [("1", "ok", ""), (None, None, "row 1: 3 fields, the header has 2")]
 
 
 def test_row_numbers_in_messages_are_exact_far_into_the_file(tmp_path: Path) -> None:
