@@ -150,7 +150,9 @@ def driver(args: argparse.Namespace) -> dict[str, Any]:
     for c in configs:
         _config(c)
     out: dict[str, Any] = {"threads": args.threads, "results": {}}
-    with tempfile.TemporaryDirectory() as cache_dir:
+    # OpenVINO's model cache, and clsrun's speeds cache (the children inherit it): both gone afterwards
+    with tempfile.TemporaryDirectory() as cache_dir, tempfile.TemporaryDirectory() as speeds:
+        os.environ.setdefault("CLSRUN_CACHE_DIR", speeds)
         for data in args.data:
             runs: dict[str, list[dict[str, Any]]] = {c: [] for c in configs}
             if any(_config(c)[3] for c in configs):  # fill the model cache once, outside the timings
@@ -222,5 +224,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("CLSRUN_CACHE_DIR", tempfile.mkdtemp(prefix="clsrun-shapes-cache-"))
     main()
