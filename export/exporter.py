@@ -99,7 +99,8 @@ class ExportOptions:
 
     precisions: tuple[str, ...] = ("fp32", "int8")
     max_accuracy_drop: float = 1.0  # accuracy points a variant may lose against eager PyTorch
-    force: bool = False  # overwrite an earlier export and keep variants the gate refused
+    force: bool = False  # export again over an earlier export (the gate still judges every variant)
+    keep_refused: bool = False  # keep, marked usable, variants the gate refused on accuracy
     eval_data: Path | None = None  # labelled rows for the gate instead of the bundle's validation rows
     eval_columns: tuple[str, str] = ("text", "label")  # eval_data's text and label columns
     int8: Int8Options = field(default_factory=Int8Options)
@@ -274,7 +275,7 @@ def export_bundle(
     ``force`` is off, :class:`ExportError` when fp32 cannot be built or run, and :class:`AccuracyGateError`
     (after writing the report, installing the passing variants and removing the refused files; its
     ``report`` is the :class:`ExportReport`) when a variant loses more accuracy than allowed or an int8/fp16
-    variant could not be built (``force`` keeps the former, never the latter).
+    variant could not be built (``keep_refused`` keeps the former, never the latter).
     """
     if options is None:
         options = ExportOptions(**fields)
@@ -353,7 +354,7 @@ def _export(bundle_path: Path, options: ExportOptions) -> ExportReport:
     model = _load_eager(bundle)
     phases.done("load")
     gate = Gate(
-        bundle, eval_set, _reference(model, eval_set, bundle), options.max_accuracy_drop, options.force
+        bundle, eval_set, _reference(model, eval_set, bundle), options.max_accuracy_drop, options.keep_refused
     )
     phases.done("eager_reference")
     with _staging(bundle) as stage:
@@ -499,7 +500,7 @@ def _finish(
     ref_accuracy = float((reference.argmax(axis=1) == eval_set.labels).mean())
     if options.eval_data is None:
         _warn_unless_reproduced(bundle, eval_set.rows, ref_accuracy)
-    settings = {"max_accuracy_drop_pts": options.max_accuracy_drop, "forced": options.force}
+    settings = {"max_accuracy_drop_pts": options.max_accuracy_drop, "forced": options.keep_refused}
     data = report_json(bundle, settings, eval_set, ref_accuracy, results, fusions, phases.seconds)
     data["speeds"] = speeds
     atomic_write_text(bundle.root / EXPORT_REPORT, json.dumps(data, indent=2) + "\n")

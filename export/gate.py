@@ -15,7 +15,7 @@ agreement with eager PyTorch, the largest |logit difference| and the rows/s of t
 than the allowed points is refused; the fp32 file must also match eager logits within a tolerance, since any
 difference there is an export bug, not a precision trade-off. A variant that could not be built, or that
 onnxruntime could not run, is refused too (:func:`build_failure`): it has no metrics and no file, so
-``--force`` cannot keep it. :func:`gate_error` lists every refused variant, whatever refused it, in one error.
+``--keep-refused`` cannot keep it. :func:`gate_error` lists every refused variant, whatever refused it, in one error.
 """
 
 from __future__ import annotations
@@ -242,7 +242,7 @@ class VariantResult:
     """
 
     file: str
-    passed: bool  # usable by the runtime: it passed the gate, or it failed and --force kept it
+    passed: bool  # usable by the runtime: it passed the gate, or it failed and --keep-refused kept it
     gate_passed: bool  # what the gate alone decided
     accuracy: float | None
     accuracy_drop_pts: float | None
@@ -305,7 +305,7 @@ def judge(
 
 def build_failure(file: str, error: ExportError) -> VariantResult:
     """The result of a variant whose build, or whose run under onnxruntime, raised ``error``: refused,
-    unscored and without a file. ``--force`` cannot keep it, since there is nothing to keep."""
+    unscored and without a file. ``--keep-refused`` cannot keep it, since there is nothing to keep."""
     return VariantResult(
         file=file,
         passed=False,
@@ -331,13 +331,19 @@ def gate_error(results: dict[str, VariantResult], rows: int, source: str) -> Acc
     lines = "; ".join(f"{name} ({r.file}): {r.reason}" for name, r in failed.items())
     hints = []
     if any(r.built for r in failed.values()):
-        hints.append("--force keeps variants the gate refused, --max-accuracy-drop changes the allowance")
+        hints.append(
+            "--max-accuracy-drop changes the allowance, --keep-refused keeps refused variants "
+            "(with --force, as the bundle is exported now)"
+        )
     if not all(r.built for r in failed.values()):
-        hints.append("--force cannot keep a variant that was not built")
-    return AccuracyGateError(
+        hints.append("--keep-refused cannot keep a variant that was not built")
+    error = AccuracyGateError(
         f"accuracy gate refused {len(failed)} variant(s) on {rows} rows of {source}: {lines}. "
         f"Refused files were removed; {'; '.join(hints)}"
     )
+    if "fp32" in failed:  # fp32 differing from eager PyTorch is an export bug, not a precision trade-off
+        error.exit_code = 1
+    return error
 
 
 @dataclass
@@ -349,11 +355,11 @@ class Gate:
     eval_set: EvalSet
     reference: np.ndarray  # (N, n_labels) eager PyTorch logits, row order
     max_drop_pts: float  # --max-accuracy-drop
-    force: bool  # --force: keep (and mark usable) what the gate refuses
+    keep_refused: bool  # --keep-refused: keep (and mark usable) what the gate refuses
 
     def score(self, name: str, path: Path, inference_precision: str | None = None) -> VariantResult:
         """Run the candidate ``path`` (in the staging folder inside the bundle) as predict would, and judge
-        it; ``--force`` keeps a refused one. Raises :class:`ExportError` when onnxruntime cannot run it.
+        it; ``--keep-refused`` keeps a refused one. Raises :class:`ExportError` when onnxruntime cannot run it.
         ``inference_precision``: see :func:`run_candidate`."""
         from clsrun.runtime.bundle import VARIANT_FILES
 
@@ -376,6 +382,6 @@ class Gate:
             sum(f.stat().st_size for f in variant_files(path)),
         )
         result.details["ran"] = scored.ran
-        if not result.gate_passed and self.force:
+        if not result.gate_passed and self.keep_refused:
             result.passed, result.forced = True, True
         return result

@@ -134,7 +134,7 @@ def with_bf16(gate: Gate, name: str, path: Path, result: VariantResult) -> Varia
     variant that passed in f32 scored again with its float parts in bf16, judged by the same gate.
 
     The runtime runs a variant in bf16 only where this passed and its own CPU has bf16 too
-    (``ov_runner.float_precision``); elsewhere, and on a CPU without bf16 here, f32. ``--force`` does not
+    (``ov_runner.float_precision``); elsewhere, and on a CPU without bf16 here, f32. ``--keep-refused`` does not
     reach it: a bf16 pass the gate refused only means f32. A bf16 pass that cannot run is recorded as
     refused, and the variant stays as the f32 gate judged it.
     """

@@ -109,7 +109,7 @@ def report_json(
     fusions: dict[str, dict[str, int]],
     phases: dict[str, float],
 ) -> dict[str, Any]:
-    """``onnx/export_report.json`` (ARCHITECTURE.md). ``settings``: ``max_accuracy_drop_pts`` and ``forced``;
+    """``onnx/export_report.json`` (ARCHITECTURE.md). ``settings``: ``max_accuracy_drop_pts`` and ``forced`` (--keep-refused);
     the int8 result's ``quantization`` rides in its details."""
     import onnxruntime
     import torch

@@ -89,8 +89,11 @@ class AlreadyExportedError(ExportError):
 class AccuracyGateError(ExportError):
     """One or more exported variants were refused (they lost more accuracy than allowed, or could not be
     built); the message lists every one. ``report`` is the export's report (``clsrun.export.ExportReport``),
-    written before this was raised, so a caller can show every variant; None when raised without one."""
+    written before this was raised, so a caller can show every variant; None when raised without one.
+    Exit 4, like :class:`ErrorRateExceeded`: the export is done (the passing variants are in place and the
+    bundle runs), but not all of what was asked passed; 1 would tell a scheduler it crashed."""
 
+    exit_code = 4
     report: object = None
 
 

@@ -19,7 +19,7 @@ def export(
         "--precision",
         help="Comma list of fp32, int8, fp16, ov-fp32, ov-int8. fp32 is always built (the others derive from "
         "it and it is the fallback). int8 is the fast CPU variant (int8 weights: a quarter of their fp32 "
-        "size); fp16 is for CUDA only: the CPU provider runs it through inserted casts, no faster than fp32. "
+        "size); fp16 is meant for CUDA: the CPU provider runs it through inserted casts, seldom faster than fp32. "
         "ov-int8 and ov-fp32 are OpenVINO IR (needs clsrun\\[nncf]): int8 weights and activations "
         "calibrated on the gate rows, a second CPU engine. Every passed variant is then timed on this CPU, "
         "and --backend auto runs the fastest.",
@@ -36,8 +36,15 @@ def export(
         False,
         "--force",
         metavar="",
-        help="Overwrite an earlier export, and keep (and mark usable) variants the gate refuses. The "
-        "report still records the refusal. A variant that could not be built is never kept.",
+        help="Export again over an earlier export: the variants --precision names replace the bundle's "
+        "(the gate judges every one, as the first time).",
+    ),
+    keep_refused: bool = typer.Option(
+        False,
+        "--keep-refused",
+        metavar="",
+        help="Keep (and mark usable) variants the gate refuses on accuracy; the report still records the "
+        "refusal. A variant that could not be built is never kept.",
     ),
     eval_data: Path | None = typer.Option(
         None,
@@ -98,10 +105,10 @@ def export(
     Writes onnx/model.onnx, onnx/model.int8.onnx, onnx/model.fp16.onnx, openvino/model*.xml+.bin and
     onnx/export_report.json inside the bundle. Each variant is scored as clsrun predict runs it (the runtime's runner, threads,
     streams and batches) and printed once. A variant losing more than --max-accuracy-drop points is removed
-    and the command exits 1 (unless --force); an int8 or fp16 variant that cannot be built is refused the
-    same way (even with --force) while the others are still exported; fp32 failing stops the export. An
-    exported bundle is not exported again without --force (exit 2). The runtime only uses variants the
-    report marks as passed.
+    and the command exits 4 once the passing ones are in place (unless --keep-refused); an int8 or fp16
+    variant that cannot be built is refused the same way (even with --keep-refused) while the others are
+    still exported; fp32 failing stops the export (exit 1). An exported bundle is not exported again
+    without --force (exit 2). The runtime only uses variants the report marks as passed.
     """
     from clsrun.export import ExportOptions, Int8Options, export_bundle
     from clsrun.runtime.errors import AccuracyGateError, UsageError
@@ -119,6 +126,7 @@ def export(
         precisions,
         max_accuracy_drop,
         force,
+        keep_refused,
         eval_data=eval_data,
         eval_columns=(text_col, label_col),
         int8=int8,

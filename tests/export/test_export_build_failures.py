@@ -83,7 +83,7 @@ def test_fp16_build_failure_refuses_fp16_and_installs_the_others(
     with pytest.raises(
         AccuracyGateError,
         match=r"refused 1 variant\(s\).*fp16 \(onnx/model.fp16.onnx\): build failed: float16 conversion "
-        r"failed: KeyError: 'x' node 7.*--force cannot keep a variant that was not built",
+        r"failed: KeyError: 'x' node 7.*--keep-refused cannot keep a variant that was not built",
     ) as caught:
         export_bundle(tiny_charcnn_bundle, options)
     assert "--max-accuracy-drop" not in str(caught.value)  # only build failures: no allowance to change
@@ -124,11 +124,11 @@ def test_int8_build_failure_refuses_int8_and_keeps_fp32(
     )  # int8 never picked
 
 
-def test_force_does_not_keep_a_variant_that_was_not_built(
+def test_keep_refused_does_not_keep_a_variant_that_was_not_built(
     tiny_charcnn_bundle: Path, failing_int8: None
 ) -> None:
     with pytest.raises(AccuracyGateError, match=r"int8 .*build failed"):
-        export_bundle(tiny_charcnn_bundle, max_accuracy_drop=ANY_DROP, force=True)
+        export_bundle(tiny_charcnn_bundle, max_accuracy_drop=ANY_DROP, keep_refused=True)
     int8 = _report(tiny_charcnn_bundle)["variants"]["int8"]
     _assert_refused_unbuilt(int8, "dynamic int8")
     assert not (tiny_charcnn_bundle / "onnx/model.int8.onnx").exists()
@@ -189,7 +189,7 @@ def test_cli_lists_the_variant_that_was_not_built_and_exits_non_zero(
 ) -> None:
     args = ["export", str(tiny_charcnn_bundle), "--precision", "fp32,fp16", "--max-accuracy-drop", "100"]
     result = CliRunner().invoke(app, args)
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == 4, result.output  # done: fp32 is in place
     assert "fp32  passed  onnx/model.onnx" in result.output
     assert "fp16  refused (not built)" in result.output
     assert "build failed: float16 conversion failed" in result.output

@@ -117,17 +117,32 @@ def test_gate_refuses_a_wrong_variant_and_removes_it(
     assert report["variants"]["fp32"]["passed"] is True
 
 
-def test_force_keeps_the_refused_variant_and_says_so(
+def test_keep_refused_keeps_the_refused_variant_and_says_so(
     tiny_charcnn_bundle: Path, tmp_path: Path, wrong_int8: None, self_labelled: Callable[[Path, Path], Path]
 ) -> None:
     eval_data = self_labelled(tiny_charcnn_bundle, tmp_path / "eval.jsonl")
     report = export_bundle(
-        tiny_charcnn_bundle, eval_data=eval_data, force=True, int8=Int8Options(static=False)
+        tiny_charcnn_bundle, eval_data=eval_data, keep_refused=True, int8=Int8Options(static=False)
     )
     int8 = report.data["variants"]["int8"]
     assert int8["forced"] is True and int8["gate_passed"] is False and int8["passed"] is True
     assert "accuracy drops" in int8["reason"]
     assert (tiny_charcnn_bundle / "onnx/model.int8.onnx").is_file()
+
+
+def test_force_exports_again_under_the_gate(
+    tiny_charcnn_bundle: Path, tmp_path: Path, wrong_int8: None, self_labelled: Callable[[Path, Path], Path]
+) -> None:
+    """--force meant both "export again" and "keep what the gate refuses": re-exporting under a new
+    --max-accuracy-drop, as the refusal advised, could only be done with the gate switched off."""
+    eval_data = self_labelled(tiny_charcnn_bundle, tmp_path / "eval.jsonl")
+    export_bundle(tiny_charcnn_bundle, precisions=("fp32",))
+    options = ExportOptions(eval_data=eval_data, force=True, int8=Int8Options(static=False))
+    with pytest.raises(AccuracyGateError, match=r"--max-accuracy-drop changes the allowance") as refused:
+        export_bundle(tiny_charcnn_bundle, options)
+    assert refused.value.exit_code == 4  # done: the passing variants are in place
+    assert not (tiny_charcnn_bundle / "onnx/model.int8.onnx").exists()
+    assert Bundle.load(tiny_charcnn_bundle).export_report()["variants"]["int8"]["forced"] is False  # type: ignore[index]
 
 
 def test_reexport_refused_without_force(tiny_charcnn_bundle: Path) -> None:
@@ -201,14 +216,17 @@ def test_cli_exports_then_refuses_to_overwrite(tiny_charcnn_bundle: Path) -> Non
     assert (tiny_charcnn_bundle / "onnx" / "model.int8.onnx").is_file()
 
 
-def test_cli_gate_failure_exits_non_zero(
+def test_cli_gate_failure_exits_4_and_keep_refused_keeps_it(
     tiny_charcnn_bundle: Path, tmp_path: Path, wrong_int8: None, self_labelled: Callable[[Path, Path], Path]
 ) -> None:
     eval_data = self_labelled(tiny_charcnn_bundle, tmp_path / "eval.jsonl")
     args = ["export", str(tiny_charcnn_bundle), "--eval-data", str(eval_data), "--no-static-int8"]
     result = CliRunner().invoke(app, args)
-    assert result.exit_code == 1
+    assert result.exit_code == 4  # done, but not all of it passed (1 is a crash to a scheduler)
     assert "accuracy gate refused 1 variant(s)" in result.output
+    kept = CliRunner().invoke(app, [*args, "--force", "--keep-refused"])
+    assert kept.exit_code == 0, kept.output
+    assert (tiny_charcnn_bundle / "onnx/model.int8.onnx").is_file()
 
 
 def test_cli_rejects_unknown_precision(tiny_charcnn_bundle: Path) -> None:

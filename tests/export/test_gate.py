@@ -90,8 +90,8 @@ def test_build_failure_is_refused_unscored_and_listed_with_gate_refusals() -> No
     assert "refused 2 variant(s)" in message
     assert "int8 (onnx/int8.onnx): accuracy drops" in message
     assert "fp16 (onnx/fp16.onnx): build failed: float16 conversion failed" in message
-    assert "--force keeps variants the gate refused" in message
-    assert "--force cannot keep a variant that was not built" in message
+    assert "--keep-refused keeps refused variants" in message
+    assert "--keep-refused cannot keep a variant that was not built" in message
 
 
 def test_static_int8_replaces_dynamic_when_it_trails_by_noise_of_at_most_one_gate_row() -> None:
