@@ -189,14 +189,24 @@ def _is_utf8(data: bytes | memoryview) -> bool:
     return True
 
 
+# A carriage return not followed by a line feed, in a file whose records end at line feeds: a character of
+# its cell (text pasted from an old Mac or Windows program), which pyarrow's parser, with no option to say
+# otherwise, would take for a record end: one record became two rows, and every later row's number and id
+# moved by one. It is handed to pyarrow as a space, the whitespace normalisation makes of it anyway.
+_LONE_CR = re.compile(rb"\r(?!\n)")
+
+
 def _record_pattern(dialect: Dialect) -> re.Pattern[bytes]:
     """Complete records from the start of a buffer, with pyarrow's rules: a quote opens a quoted field only
     at the start of a field; in it ``""`` is a quote; after the closing quote the field goes on unquoted.
+    A lone CR ends a record only where the dialect's records end at CR (``_LONE_CR``).
     Possessive quantifiers: linear time, no backtracking."""
     d = re.escape(dialect.delimiter.encode())
-    rest = rb"[^" + d + rb"\r\n]*+"
-    field = rb'(?:"[^"]*+(?:""[^"]*+)*+"' + rest + rb'|[^"' + d + rb"\r\n]" + rest + rb"|)"
-    return re.compile(rb"(?:" + field + rb"(?:" + d + field + rb")*+(?:\r\n|\n|\r))*+")
+    ends = rb"\r\n" if dialect.newline == b"\r" else rb"\n"
+    rest = rb"[^" + d + ends + rb"]*+"
+    field = rb'(?:"[^"]*+(?:""[^"]*+)*+"' + rest + rb'|[^"' + d + ends + rb"]" + rest + rb"|)"
+    end = rb"(?:\r\n|\n|\r)" if dialect.newline == b"\r" else rb"\r?\n"
+    return re.compile(rb"(?:" + field + rb"(?:" + d + field + rb")*+" + end + rb")*+")
 
 
 class RecordBlocks:
@@ -296,8 +306,10 @@ class RecordBlocks:
 
     def _parse(self, buf: bytes, cut: int) -> Block | None:
         """Parse the records in ``buf[:cut]``; None when pyarrow does not see a record end at ``cut``."""
-        body = memoryview(buf)[:cut]
-        tail = b"" if buf[cut - 1 : cut] in (b"\n", b"\r") else b"\n"  # a file without a final line end
+        body: bytes | memoryview = memoryview(buf)[:cut]
+        if self.dialect.newline == b"\n" and buf.find(b"\r", 0, cut) >= 0:
+            body = _LONE_CR.sub(b" ", body)  # same length: the block's offsets hold
+        tail = b"" if bytes(body[-1:]) in (b"\n", b"\r") else b"\n"  # a file without a final line end
         if self.dialect.quoting:
             tail += self._sentinel  # proves the cut: pyarrow must read it as a record of its own
         data = b"".join((body, tail)) if tail else body
@@ -437,7 +449,8 @@ class _RecordEnd:
     def __init__(self, dialect: Dialect) -> None:
         self.quoting = dialect.quoting
         self.delimiter = dialect.delimiter.encode()
-        special = b"\r\n" + re.escape(self.delimiter) + (QUOTE if self.quoting else b"")
+        ends = b"\r\n" if dialect.newline == b"\r" else b"\n"  # a lone CR ends no record of a LF file
+        special = ends + re.escape(self.delimiter) + (QUOTE if self.quoting else b"")
         self._special = re.compile(b"[" + special + b"]")
         self.in_quotes = False
         self.field_start = True  # the next byte starts a field

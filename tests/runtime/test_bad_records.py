@@ -142,6 +142,29 @@ def test_line_ends_bom_and_files_without_rows(tmp_path: Path) -> None:
         _rows(_write(tmp_path / "empty.csv", b""))
 
 
+@pytest.mark.parametrize("name", ["in.csv", "in.tsv", "in.csv.gz"])
+def test_a_lone_cr_inside_a_cell_of_a_lf_file_is_part_of_the_cell(tmp_path: Path, name: str) -> None:
+    """pyarrow ends a record at a lone CR too: a CR pasted into a review made one record two rows, and
+    every later row's number (the default id) pointed at the record before it."""
+    sep = b"\t" if ".tsv" in name else b","
+    rows = [b"%d%sok %d" % (i, sep, i) for i in range(3000)]
+    for i in (0, 1500, 2999):
+        rows[i] = b"%d%sgood\rbad %d" % (i, sep, i)
+    rows[7] = b'7,"quoted\rcr"' if sep == b"," else rows[7]
+    data = b"id" + sep + b"text\n" + b"\n".join(rows) + b"\r\n"  # the last line also ends in CRLF
+    read = _rows(_write(tmp_path / name, data), ReadOptions(id_col="id", block_bytes=1))
+    assert [r[0] for r in read] == [str(i) for i in range(3000)]
+    assert [r[2] for r in read] == [""] * 3000
+    assert read[1500][1] == "good bad 1500" and read[2999][1] == "good bad 2999"  # a space, as normalised
+    # A record over the size cap holding a lone CR is still one error row (skipped by the byte scanner).
+    small = ReadOptions(max_text_bytes=256, block_bytes=4096, max_record_bytes=2048)
+    big = b"id" + sep + b"text\n0" + sep + b"x\r" * 3000 + b"\n1" + sep + b"after\n"
+    assert [(r[1], bool(r[2])) for r in _rows(_write(tmp_path / ("big" + name), big), small)] == [
+        (None, True),
+        ("after", False),
+    ]
+
+
 def test_stray_quotes_inside_unquoted_fields_across_many_blocks(tmp_path: Path) -> None:
     # '12" pizza' does not open a quote (pyarrow, like RFC 4180 readers, opens one only at a field's start),
     # so a quote count is odd at many block ends: the exact scanner finds the record ends there.
