@@ -15,6 +15,7 @@ reading a file descriptor this module closes (issue 17; ``delimited.py`` says ho
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import csv
 import dataclasses
@@ -44,6 +45,7 @@ from clsrun.runtime.delimited import BOM, Block, Header, RecordBlocks, read_head
 from clsrun.runtime.errors import InputError, UsageError, clipped, storage_error
 from clsrun.runtime.files import LINK_LOOP, non_utf8_name, resolved
 from clsrun.runtime.fingerprint import input_fingerprint, written_to
+from clsrun.runtime.row_errors import not_utf8_hint
 from clsrun.runtime.textnorm import readable
 
 log = logging.getLogger(__name__)
@@ -321,7 +323,7 @@ def read_table(
 
             with _parquet_file(path, fmt.gzip) as local:
                 require_unique_columns(path, pq.read_schema(local).names, list(reads))
-                return pq.read_table(local)  # pyarrow opens the path itself and closes it when done
+                return _utf8_cells(pq.read_table(local))  # pyarrow opens and closes the path itself
         with contextlib.ExitStack() as files:
             f, _ = _open_bytes(path, fmt.gzip, files)
             if fmt.kind == "jsonl":
@@ -366,6 +368,39 @@ def _delimited_table(
     if not tables:
         return pa.table({n: pa.array([], type=pa.string()) for n in names})
     return pa.concat_tables(tables)
+
+
+def _not_utf8(path: Path) -> str:
+    """``"; "`` and the encoding hint when the start of ``path`` (a text format) is not UTF-8, else ``""``.
+
+    Training and evaluation read a cell that is not UTF-8 as missing and leave its row out (they have no row
+    to keep the reason in): a GBK file said only "no rows with both a text and a label", where predict
+    names the bytes and the fix."""
+    fmt = detect_format(path)
+    if fmt.kind == "parquet":
+        return ""
+    try:
+        with contextlib.ExitStack() as files:
+            start = _open_bytes(path, fmt.gzip, files)[0].read(1 << 16)
+        codecs.utf_8_decode(start, "strict", False)  # not final: a character cut at the end is fine
+    except UnicodeDecodeError:
+        return f"; {not_utf8_hint(path)}"
+    except (OSError, EOFError, zlib.error):
+        return ""
+    return ""
+
+
+def _utf8_cells(table: pa.Table) -> pa.Table:
+    """A Parquet table whose string columns hold only UTF-8: a value that is not is a null, as a CSV
+    cell that is not is (:func:`_decoded`; its row is then left out and counted by :func:`read_labelled`).
+    Unchecked, the first Python string made of it was "unexpected UnicodeDecodeError" (:func:`_utf8_or_bytes`)."""
+    for i, column in enumerate(table.columns):
+        try:
+            column.validate(full=True)
+        except pa.ArrowInvalid:
+            as_bytes = pa.chunked_array([_utf8_or_bytes(c) for c in column.chunks])
+            table = table.set_column(i, table.field(i).name, _decoded(as_bytes))
+    return table
 
 
 def _decoded(column: pa.ChunkedArray) -> pa.ChunkedArray:
@@ -507,11 +542,11 @@ def read_labelled(
         elif first_dropped is None:
             first_dropped = row
     if not keep_t:
-        raise InputError(f"{path}: no rows with both a text and a label")
+        raise InputError(f"{path}: no rows with both a text and a label{_not_utf8(path)}")
     if first_dropped is not None:  # scores and training then cover fewer rows than the file has: say so
         left_out.append(
             f"{path}: left out {len(texts) - len(keep_t)} row(s) without a readable text or a label, "
-            f"the first: row {first_dropped}"
+            f"the first: row {first_dropped}{_not_utf8(path)}"
         )
         log.warning("%s", left_out[-1])
     _warn_case_twins(path, keep_l)
@@ -677,6 +712,28 @@ def _plain(arr: pa.Array) -> pa.Array:
         return arr.cast(pa.string())
     if pa.types.is_binary_view(arr.type):
         return arr.cast(pa.binary())
+    return arr
+
+
+def _utf8_or_bytes(arr: pa.Array) -> pa.Array:
+    """A Parquet string column as read, or, when some value in it is not UTF-8, as the bytes it holds.
+
+    Parquet writers need not check the UTF-8 of their string columns, and pyarrow reads them unchecked: the
+    first string function over the column then failed the whole file ("Invalid UTF8 sequence in input").
+    As bytes, a text is its row's "undecodable bytes" error (:func:`_arrow_texts`) and an id keeps its
+    bytes as ``\\xNN`` escapes (:func:`_binary_id`), as in a CSV file."""
+    arr = arr.dictionary_decode() if pa.types.is_dictionary(arr.type) else arr
+    as_bytes = {
+        pa.string(): pa.binary(),
+        pa.large_string(): pa.large_binary(),
+        pa.string_view(): pa.binary_view(),
+    }
+    if arr.type not in as_bytes:
+        return arr
+    try:
+        arr.validate(full=True)
+    except pa.ArrowInvalid:
+        return arr.view(as_bytes[arr.type])
     return arr
 
 
@@ -1174,8 +1231,11 @@ class RecordStream:
             for batch in batches:
                 if batch.num_rows == 0:
                     continue
-                texts, errors = _arrow_texts(batch.column(self.text_col), self.options.max_text_bytes)
-                ids = _arrow_ids(batch.column(self.id_col)) if self.id_col is not None else None
+                text = _utf8_or_bytes(batch.column(self.text_col))
+                texts, errors = _arrow_texts(text, self.options.max_text_bytes)
+                ids = (
+                    _arrow_ids(_utf8_or_bytes(batch.column(self.id_col))) if self.id_col is not None else None
+                )
                 yield texts, ids, errors, None
 
     # -- JSONL -------------------------------------------------------------------------------------

@@ -52,13 +52,24 @@ def count_reasons(errors: pa.Array | pa.ChunkedArray) -> dict[str, int]:
     return counts
 
 
+_NOT_UTF8 = (
+    "the file is probably not UTF-8 (GBK, GB18030 or Latin-1?); convert it first, e.g. "
+    "`iconv -f gbk -t utf-8 {path} > {converted}`"
+)
+
+
+def not_utf8_hint(path: Path) -> str:
+    """The likely cause and fix of text that is not UTF-8, for ``path``."""
+    return _NOT_UTF8.format(path=path, converted=_converted(path))
+
+
+def _converted(path: Path) -> Path:
+    return path.with_name(f"{path.stem}.utf8{path.suffix}")
+
+
 # (pattern on a reason kind, likely cause and fix); {path} and {text_col} are filled in.
 _HINTS: list[tuple[re.Pattern[str], str]] = [
-    (
-        re.compile(r"undecodable bytes|not UTF-8"),
-        "the file is probably not UTF-8 (GBK, GB18030 or Latin-1?); convert it first, e.g. "
-        "`iconv -f gbk -t utf-8 {path} > {converted}`",
-    ),
+    (re.compile(r"undecodable bytes|not UTF-8"), _NOT_UTF8),
     (
         re.compile(r"^text is a (?:JSON )?\w+, not a string"),
         "the field {text_col!r} holds numbers or other values, not text: is it the right field? "
@@ -115,7 +126,7 @@ def main_cause(manifest: dict[str, Any]) -> Cause | None:
     if count < DIAGNOSE_SHARE * rows:
         return None
     path = Path(str(manifest.get("input", "FILE")))
-    converted = path.with_name(f"{path.stem}.utf8{path.suffix}")
+    converted = _converted(path)
     text_col = (manifest.get("options") or {}).get("text_col", "text")
     hint = _HINTS[key][1] if isinstance(key, int) else None
     hint = hint and hint.format(path=path, converted=converted, text_col=text_col)

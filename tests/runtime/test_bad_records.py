@@ -46,8 +46,16 @@ def test_rows_with_too_many_or_too_few_fields_stay_in_place(tmp_path: Path, name
     lines[2 + where] = b"only-one-field"
     rows = _rows(_write(tmp_path / name, b"\n".join(lines) + b"\n"), ReadOptions(id_col="id", block_bytes=1))
     assert len(rows) == 3000
-    assert rows[where] == (f"r{where}", None, f"row {where}: 3 fields, the header has 2")  # id before the text
-    assert rows[where + 1] == (None, None, f"row {where + 1}: 1 field, the header has 2")  # no delimiter after
+    assert rows[where] == (
+        f"r{where}",
+        None,
+        f"row {where}: 3 fields, the header has 2",
+    )  # id before the text
+    assert rows[where + 1] == (
+        None,
+        None,
+        f"row {where + 1}: 1 field, the header has 2",
+    )  # no delimiter after
     good = [r for i, r in enumerate(rows) if i not in (where, where + 1)]
     assert all(r == (f"r{int(r[0][1:])}", f"good row {int(r[0][1:])}", "") for r in good)  # type: ignore[index]
     assert [int(r[0][1:]) for r in good] == [i for i in range(3000) if i not in (where, where + 1)]  # type: ignore[index]
@@ -58,7 +66,7 @@ def test_a_row_with_the_wrong_field_count_keeps_an_id_that_comes_before_the_text
     tmp_path: Path, utf8: bool
 ) -> None:
     other = b"fine" if utf8 else b"caf\xe9"
-    data = b'id,text,n\n"k,1",ok,1\nk2,a,b,c,1\nk3,' + other + b",1\nk4,short\n\"k\n5\",x,y,1\n"
+    data = b'id,text,n\n"k,1",ok,1\nk2,a,b,c,1\nk3,' + other + b',1\nk4,short\n"k\n5",x,y,1\n'
     assert _rows(_write(tmp_path / "in.csv", data), ReadOptions(id_col="id")) == [
         ("k,1", "ok", ""),
         ("k2", None, "row 1: 5 fields, the header has 3"),
@@ -68,7 +76,10 @@ def test_a_row_with_the_wrong_field_count_keeps_an_id_that_comes_before_the_text
     ]
     # After the text column the id cannot be told from a shifted field: the row has none.
     late = _write(tmp_path / "late.csv", b"text,id\nok,1\nbad,2,3\n")
-    assert _rows(late, ReadOptions(id_col="id")) == [("1", "ok", ""), (None, None, "row 1: 3 fields, the header has 2")]
+    assert _rows(late, ReadOptions(id_col="id")) == [
+        ("1", "ok", ""),
+        (None, None, "row 1: 3 fields, the header has 2"),
+    ]
 
 
 def test_row_numbers_in_messages_are_exact_far_into_the_file(tmp_path: Path) -> None:
@@ -349,3 +360,36 @@ def test_a_long_cell_in_a_block_read_by_the_standard_library_is_one_row(tmp_path
     errors = [e for c in chunks for e in c.errors]
     assert len(texts) == 3 and texts[1] == "x" * 200_000
     assert errors[0] == "row 0: 1 field, the header has 2" and errors[2].startswith("undecodable bytes")
+
+
+@pytest.mark.parametrize("kind", ["string", "large_string", "dictionary"])
+def test_parquet_string_values_that_are_not_utf8_are_error_rows_not_a_failed_file(
+    tmp_path: Path, kind: str
+) -> None:
+    """Parquet writers need not check UTF-8: one such value failed the whole file ("Invalid UTF8 sequence
+    in input"), and in train or eval it was "unexpected UnicodeDecodeError"."""
+    raw = [b"good %d" % i for i in range(5000)]
+    raw[4321] = b"caf\xe9"
+    binary = pa.array(raw, pa.large_binary() if kind == "large_string" else pa.binary())
+    strings = binary.view(pa.large_string() if kind == "large_string" else pa.string())  # unchecked
+    column = strings.dictionary_encode() if kind == "dictionary" else strings
+    path = tmp_path / "unchecked.parquet"
+    pq.write_table(pa.table({"id": column, "text": column, "label": ["pos", "neg"] * 2500}), path)
+    rows = _rows(path, ReadOptions(id_col="id"))
+    assert len(rows) == 5000
+    assert rows[4321] == ("caf\\xe9", None, "undecodable bytes (not UTF-8) at byte 3")
+    assert rows[4320] == ("good 4320", "good 4320", "") and rows[4322] == ("good 4322", "good 4322", "")
+    data = read_labelled(path)
+    assert len(data.texts) == 4999 and "caf" not in " ".join(data.texts[4320:4322])
+
+
+def test_train_and_eval_say_when_a_file_is_not_utf8(tmp_path: Path) -> None:
+    """A GBK file gave train and eval "no rows with both a text and a label" and nothing more; predict
+    names the bytes and the fix, and so do they now."""
+    gbk = _write(tmp_path / "gbk.csv", "label,text\npos,很好的产品\nneg,太差了\n".encode("gbk"))
+    with pytest.raises(InputError, match=r"no rows with both a text and a label; .*not UTF-8.*iconv -f gbk"):
+        read_labelled(gbk)
+    half = _write(tmp_path / "half.csv", "label,text\npos,很好\n".encode() + "neg,太差了\n".encode("gbk"))
+    assert "iconv -f gbk -t utf-8" in read_labelled(half).left_out[-1]
+    fine = _write(tmp_path / "fine.csv", "label,text\npos,很好\nneg,\n".encode())
+    assert "iconv" not in read_labelled(fine).left_out[-1]  # an empty text is no encoding problem
