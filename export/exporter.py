@@ -4,7 +4,7 @@ Shaped like a converter (load, validate, optimise, quantise, save): every file i
 folder inside the bundle, scored by the accuracy gate (``gate.py``, through the runtime's own runner), and
 only then moved into ``onnx/``; the previous export (with ``force``) is replaced only once the new one is
 complete. Refused variants are deleted. Finally ``export_report.json`` is written (``report.py``) and
-``bundle.rehash()`` makes ``clsrun.json`` cover the files.
+``bundle.rehash(...)`` lists the files it wrote beside those already listed (nothing else in the folder).
 
 fp32 failing to build or to run stops the export: every other variant derives from it. An int8 or fp16
 variant whose build raises :class:`ExportError` (quantizer, fp16 converter, or onnxruntime unable to run the
@@ -504,7 +504,7 @@ def _finish(
     data = report_json(bundle, settings, eval_set, ref_accuracy, results, fusions, phases.seconds)
     data["speeds"] = speeds
     atomic_write_text(bundle.root / EXPORT_REPORT, json.dumps(data, indent=2) + "\n")
-    bundle.rehash()
+    bundle.rehash(_export_files())
     report = ExportReport(bundle.root / EXPORT_REPORT, data, results)
     error = gate_error(results, eval_set.rows, eval_set.source)
     if error is not None:

@@ -259,10 +259,12 @@ def _hashed_files(root: Path) -> Iterable[Path]:
             yield Path(dirpath) / name
 
 
-def write_spec(root: Path | str, spec: BundleSpec) -> Path:
-    """Hash every file in ``root`` and write ``clsrun.json`` atomically. Call it last, after all files."""
+def write_spec(root: Path | str, spec: BundleSpec, files: dict[str, str] | None = None) -> Path:
+    """Write ``clsrun.json`` atomically, listing ``files`` (relative path -> sha256), by default every file in
+    ``root`` hashed now (a training's fresh folder). Call it last, after all files."""
     root = Path(root)
-    files = {p.relative_to(root).as_posix(): sha256_file(p) for p in _hashed_files(root)}
+    if files is None:
+        files = {p.relative_to(root).as_posix(): sha256_file(p) for p in _hashed_files(root)}
     target = root / SPEC_FILE
     text = json.dumps(spec.to_json(files), ensure_ascii=False, indent=2) + "\n"
     atomic_write_text(target, text)
@@ -427,7 +429,18 @@ class Bundle:
             raise BundleError(f"{path}: {'; '.join(problems)}; export the bundle again (--force)")
         return cast(dict[str, Any], data)
 
-    def rehash(self) -> Bundle:
-        """Rewrite ``clsrun.json`` after files were added (export) and return the reloaded bundle."""
-        write_spec(self.root, self.spec)
+    def rehash(self, changed: Iterable[str] | None = None) -> Bundle:
+        """Rewrite ``clsrun.json`` after an export replaced the files ``changed`` (bundle-relative; one now
+        gone is no longer listed) and return the reloaded bundle. Every other listed file keeps the hash it
+        was loaded with, and nothing else is listed: rehashing the whole folder adopted whatever a user kept
+        in it (the training data, a predict output), which ``train --force`` then deleted as the bundle's.
+        ``None``: list every file in the folder, hashed now (a folder edited on purpose, as tests do)."""
+        files = None
+        if changed is not None:
+            changed = set(changed)
+            files = {rel: digest for rel, digest in self.files.items() if rel not in changed}
+            for rel in sorted(changed):
+                if (self.root / rel).is_file():
+                    files[rel] = sha256_file(self.root / rel)
+        write_spec(self.root, self.spec, files)
         return Bundle.load(self.root, verify=False)

@@ -19,7 +19,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from clsrun.runtime import stopping
-from clsrun.runtime.bundle import SPEC_FILE, UNFINISHED, VARIANT_DIRS, Normalization, previous_of
+from clsrun.runtime.bundle import (
+    SPEC_FILE,
+    STAGING_PREFIX,
+    UNFINISHED,
+    VARIANT_DIRS,
+    Normalization,
+    previous_of,
+)
 from clsrun.runtime.errors import UsageError, require
 from clsrun.runtime.files import is_temporary, make_folder
 from clsrun.runtime.outlock import OutputLock
@@ -136,12 +143,12 @@ def _train(
         training_device(settings)  # --device cuda without a GPU: said now, not after reading the data
     split = where.load(data, settings.seed)
     settings = _fitted_to(split, settings, from_data, say=main)
-    created, rival = False, None
+    created, rival = OutDir(), None
     try:
         # A stop while --out is prepared or the baseline starts lands once both are done, here in the try:
         # a bundle moved aside then always comes back, and the baseline's process always ends.
         with stopping.shielded():
-            created = prepare_out_dir(out, force) if main else False
+            created = prepare_out_dir(out, force) if main else OutDir()
             # Normalization(): every kind trains on the default normalisation, and so does the baseline.
             rival = BaselineRun.start(split, settings, Normalization()) if main and baseline else None
         report = kind.train_function()(split, out, settings, kind_options)
@@ -157,7 +164,7 @@ def _train(
         raise
     if main:
         with stopping.shielded(then_raise=False):  # published: the run completes, whatever signal arrives
-            finish_out_dir(out)
+            finish_out_dir(out, created)
     return TrainResult(out, kind.name, settings, kind_options, report, fitted)
 
 
@@ -219,7 +226,15 @@ def _fitted_to(split: Split, settings: TrainConfig, from_data: frozenset[str], s
     return settings
 
 
-def _discard_unfinished(out: Path, created: bool) -> None:
+@dataclass(frozen=True)
+class OutDir:
+    """What :func:`prepare_out_dir` did to ``--out``, so that only that is undone or completed."""
+
+    created: bool = False  # the folder did not exist
+    moved_aside: bool = False  # the bundle in it was moved to :func:`previous_of` by this run
+
+
+def _discard_unfinished(out: Path, prepared: OutDir) -> None:
     """Remove what a training that failed wrote into ``out`` (it was empty or new: everything in it is
     ours), and ``out`` itself when this run created it: a failed run leaves nothing that blocks the next.
     A bundle ``--force`` moved aside comes back: a failed or stopped retraining loses nothing."""
@@ -227,11 +242,11 @@ def _discard_unfinished(out: Path, created: bool) -> None:
         return
     _empty(out, best_effort=True)
     previous = previous_of(out)
-    if previous.is_dir():
+    if prepared.moved_aside and previous.is_dir():
         with contextlib.suppress(OSError):
             out.rmdir()
             previous.rename(out)
-    elif created:
+    elif prepared.created:
         out.rmdir()
 
 
@@ -291,17 +306,19 @@ def _not_of_the_bundle(out: Path) -> list[str] | None:
     if not isinstance(files, dict):
         return None
     listed = {str(name).split("/")[0] for name in files} | _BUNDLE_EXTRAS | {SPEC_FILE}
-    return sorted(p.name for p in out.iterdir() if p.name not in listed and not is_temporary(p.name))
+    ours = [p.name for p in out.iterdir() if p.name in listed or is_temporary(p.name)]
+    ours += [p.name for p in out.glob(f"{STAGING_PREFIX}*")]  # an export killed outright left it
+    return sorted(p.name for p in out.iterdir() if p.name not in ours)
 
 
-def prepare_out_dir(out: Path, force: bool) -> bool:
+def prepare_out_dir(out: Path, force: bool) -> OutDir:
     """Make ``out`` an empty folder but for the :data:`UNFINISHED` mark: created, or with ``force`` an old
     bundle in it moved aside (:func:`previous_of`: :func:`finish_out_dir` removes it once the new bundle is
     complete, :func:`_discard_unfinished` puts it back when training fails or is stopped), or an unfinished
     one removed (:func:`check_out_dir` first). Called before training, so a long run does not end in a
-    refusal. True when it created ``out``."""
+    refusal."""
     check_out_dir(out, force)
-    created = not out.exists()
+    created, moved = not out.exists(), False
     if out.is_dir() and any(out.iterdir()):
         if (out / UNFINISHED).is_file():
             _empty(out)  # a training killed before it finished: nothing worth keeping
@@ -310,12 +327,21 @@ def prepare_out_dir(out: Path, force: bool) -> bool:
             if previous.exists():  # from a run killed outright while it trained: replaced by this bundle
                 shutil.rmtree(previous)
             out.rename(previous)
+            moved = True
     make_folder(out, f"--out {out}")
     (out / UNFINISHED).write_bytes(b"")
-    return created
+    return OutDir(created, moved)
 
 
-def finish_out_dir(out: Path) -> None:
-    """The new bundle in ``out`` is complete: its mark goes, and the bundle it replaced with it."""
+def finish_out_dir(out: Path, prepared: OutDir) -> None:
+    """The new bundle in ``out`` is complete: its mark goes, and the bundle this run moved aside with it.
+    One a run killed outright had moved aside stays, as the message that named it said (``move it back
+    to keep it``): a later training into the same folder, without ``--force``, deleted it unannounced."""
     (out / UNFINISHED).unlink(missing_ok=True)
-    shutil.rmtree(previous_of(out), ignore_errors=True)
+    previous = previous_of(out)
+    if prepared.moved_aside:
+        shutil.rmtree(previous, ignore_errors=True)
+    elif previous.is_dir():
+        log.warning(
+            "%s: kept; it holds the bundle a stopped training was replacing (delete it if unwanted)", previous
+        )

@@ -18,7 +18,7 @@ import clsrun.export.quantize as quantize_module
 from clsrun.export import ExportOptions, Int8Options, export_bundle
 from clsrun.runtime.bundle import Bundle, write_spec
 from clsrun.runtime.cli import app
-from clsrun.runtime.errors import AccuracyGateError, BundleError, ExportError, InputError
+from clsrun.runtime.errors import AccuracyGateError, BundleError, ExportError, InputError, UsageError
 
 # Happy-path tests allow any accuracy drop: their tiny validation sets (12-15 rows) make one flipped row
 # worth 7-8 points, which depends on the CPU's int8 kernels. Refusal is tested with deliberate errors.
@@ -324,3 +324,22 @@ def test_export_without_torch_is_one_line_naming_the_extra(
         and "[train]" in result.output
     )
     assert not (tiny_charcnn_bundle / "onnx").exists()
+
+
+def test_export_lists_only_its_own_files_never_what_a_user_keeps_in_the_bundle(
+    tiny_charcnn_bundle: Path,
+) -> None:
+    """Export rehashed the whole folder: a file kept in the bundle (the training data, a predict output) was
+    listed in clsrun.json, and ``train --force`` then deleted it as the bundle's own."""
+    from clsrun.trainer.run import prepare_out_dir
+
+    (tiny_charcnn_bundle / "my_data.csv").write_text("text,label\n", encoding="utf-8")
+    before = json.loads((tiny_charcnn_bundle / "clsrun.json").read_text(encoding="utf-8"))["files"]
+    export_bundle(tiny_charcnn_bundle, precisions=("fp32",))
+    after = json.loads((tiny_charcnn_bundle / "clsrun.json").read_text(encoding="utf-8"))["files"]
+    assert "my_data.csv" not in after
+    assert {k: v for k, v in after.items() if k in before} == before  # the training's hashes, as recorded
+    assert set(after) - set(before) == {"onnx/model.onnx", "onnx/export_report.json"}
+    with pytest.raises(UsageError, match=r"holds my_data\.csv, which its bundle does not list"):
+        prepare_out_dir(tiny_charcnn_bundle, force=True)
+    assert (tiny_charcnn_bundle / "my_data.csv").is_file()

@@ -3,6 +3,7 @@ themselves; the kind registry; the output folder; what a run shows (epoch lines,
 
 from __future__ import annotations
 
+import shutil
 import logging
 from pathlib import Path
 from typing import Any
@@ -353,6 +354,34 @@ def test_a_failed_or_stopped_retraining_with_force_gives_the_old_bundle_back(
           config={"epochs": 1, "quiet": True, "logs": False})  # fmt: skip
     assert (tiny_charcnn_bundle / "clsrun.json").read_bytes() != spec  # replaced once the new one is complete
     assert not previous_of(tiny_charcnn_bundle).exists()
+
+
+def test_a_bundle_a_killed_training_moved_aside_is_never_deleted_by_a_later_one(
+    tiny_charcnn_bundle: Path, tiny_charcnn_data: Path, tmp_path: Path
+) -> None:
+    """After ``train --force`` was killed outright, predict says "the bundle it was replacing is in
+    .B.previous.tmp: move it back to use it". A later training into B without --force (the unfinished
+    folder removed by hand) deleted it unannounced when it finished; a failing one moved it into B."""
+    from clsrun.trainer.run import previous_of
+
+    out = tmp_path / "B"
+    shutil.copytree(tiny_charcnn_bundle, previous_of(out))  # what SIGKILL during train --force leaves
+    spec = (previous_of(out) / "clsrun.json").read_bytes()
+    train(tiny_charcnn_data, out, model="charcnn", baseline=False,
+          config={"epochs": 1, "quiet": True, "logs": False})  # fmt: skip
+    assert (previous_of(out) / "clsrun.json").read_bytes() == spec
+    Bundle.load(out).verify()
+
+
+def test_force_replaces_a_bundle_beside_the_staging_folder_a_killed_export_left(
+    tiny_charcnn_bundle: Path,
+) -> None:
+    """``.tmp-export-*`` is clsrun's own (the next export removes it): train --force refused the bundle,
+    "holds .tmp-export-..., which its bundle does not list"."""
+    (tiny_charcnn_bundle / ".tmp-export-abc123").mkdir()
+    (tiny_charcnn_bundle / ".tmp-export-abc123" / "model.onnx").write_bytes(b"half")
+    prepare_out_dir(tiny_charcnn_bundle, force=True)
+    assert [p.name for p in tiny_charcnn_bundle.iterdir()] == [UNFINISHED]
 
 
 def _signal_inside(monkeypatch: pytest.MonkeyPatch, module: Any, name: str) -> None:
