@@ -3,8 +3,8 @@ themselves; the kind registry; the output folder; what a run shows (epoch lines,
 
 from __future__ import annotations
 
-import shutil
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
