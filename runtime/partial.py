@@ -97,14 +97,18 @@ class PartialOutput:
                     f"cannot resume {output}: {'; '.join(changes)} since the interrupted run "
                     f"(partial output in {folder}); run with --overwrite instead of --resume to start over"
                 )
-            state = {**state, "run_id": old["run_id"]}
+            kept = {k: old[k] for k in _RUN_KEYS if k in old}
+            state = {**state, **kept}
             return cls(folder, state, cls._recover(folder, state["run_id"]))
         if old is not None and not restart:
             cls.refuse_to_discard(output)
         if old is not None:
             _remove_ours(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        state = {**state, "format": FORMAT, "run_id": secrets.token_hex(6)}
+        # "replaces": whether this job may replace a file at ``output`` (--overwrite, or one was there and
+        # the run went ahead): a resume must not replace one that appeared since without being told to.
+        replaces = restart or output.exists()
+        state = {**state, "format": FORMAT, "run_id": secrets.token_hex(6), "replaces": replaces}
         try:
             atomic_write_text(folder / STATE_FILE, json.dumps(state, indent=2, sort_keys=True) + "\n")
             fsync_path(folder)
@@ -113,6 +117,12 @@ class PartialOutput:
                 folder.rmdir()
             raise OSError(e.errno, e.strerror, str(folder)) from e  # the checkpoint, not its temporary file
         return cls(folder, state, [])
+
+    def mark_publishing(self) -> None:
+        """Record that every row is in and the output is about to be published: a file found at the output
+        by a later ``--resume`` may then be this run's own (killed after publishing), not another's."""
+        self.state = {**self.state, "publishing": True}
+        atomic_write_text(self.folder / STATE_FILE, json.dumps(self.state, indent=2, sort_keys=True) + "\n")
 
     @classmethod
     def checkpointed_rows(cls, output: Path) -> int:
@@ -290,11 +300,15 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+# State entries of one run, not of the job: never a change to refuse a resume for.
+_RUN_KEYS = frozenset({"format", "run_id", "replaces", "publishing"})
+
+
 def describe_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """One phrase per state entry that differs, e.g. ``--window changed (was 4096, now 8192)``."""
     a, b = _flatten(old), _flatten(new)
     phrases = []
-    changed = {key for key in set(a) | set(b) if a.get(key) != b.get(key)} - {"format", "run_id"}
+    changed = {key for key in set(a) | set(b) if a.get(key) != b.get(key)} - _RUN_KEYS
     for key in sorted(changed):
         if not changed.intersection(_FOLLOWS.get(key, ())):
             name = _NAMES.get(key, key)

@@ -192,6 +192,8 @@ def _score_claimed(
     _require_held(claim)  # before the checkpoint is touched: --overwrite would clear another run's
     partial = PartialOutput.open(out, state, options.resume, restart=options.overwrite)
     resumed_rows = partial.rows_done
+    if resumed_rows:
+        _refuse_unasked_replace(out, partial)
     if resumed_rows and progress is not None:
         progress.resumed(resumed_rows)
     schema = classifier.output_schema(options.probs, read.id_col is not None)
@@ -207,6 +209,7 @@ def _score_claimed(
         if pipeline.stopped:
             raise interrupted(stop, partial, pipeline.stuck)
         _require_held(claim, partial)
+        partial.mark_publishing()
         manifest_path(out).unlink(missing_ok=True)  # a crash from here on leaves no manifest of another job
         if streamed is None:
             write_atomically(out, schema, _assembled(partial, stop), tmp_dir=partial.folder)
@@ -229,6 +232,20 @@ def _score_claimed(
     partial.remove()
     check_error_rate(manifest, options.max_error_rate)
     return ScoreResult(out, manifest, target)
+
+
+def _refuse_unasked_replace(out: Path, partial: PartialOutput) -> None:
+    """Refuse to resume a job whose output path, empty when it started without --overwrite, now holds a
+    file: put there since (by a person or another program), it is not this job's to replace. ``--resume``
+    alone replaced it; whether it was protected depended on whether the kill came before any window was
+    checkpointed. Checkpoints written before this was recorded resume as before, and so does a run killed
+    once it began publishing (the file there is then its own)."""
+    state = partial.state
+    if out.exists() and state.get("replaces", True) is False and not state.get("publishing"):
+        raise OutputExistsError(
+            f"--out {out}: a file appeared there after this job started (none was there, and --overwrite was "
+            "not given); move it away and --resume, or add --overwrite to score again from the first row"
+        )
 
 
 def _write_manifest(out: Path, manifest: dict[str, Any], partial: PartialOutput) -> Path:

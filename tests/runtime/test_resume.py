@@ -122,6 +122,29 @@ def test_torn_journal_line_and_stray_part_are_ignored(
     assert left.out.read_bytes() == left.ref.output.read_bytes()
 
 
+def test_resume_does_not_replace_a_file_put_at_out_after_the_job_started(
+    tmp_path: Path, toy_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--resume alone replaced a file that appeared at --out after the killed run started (without
+    --overwrite, into an empty path); with no window checkpointed the same resume refused it."""
+    left = _Left(tmp_path, toy_bundle, monkeypatch, OutputOptions())
+    left.out.write_text("someone else's file\n", encoding="utf-8")
+    with pytest.raises(OutputExistsError, match=r"a file appeared there after this job started"):
+        score_file(left.src, left.out, left.clf, options=OutputOptions(resume=True))
+    assert left.out.read_text(encoding="utf-8") == "someone else's file\n"
+    assert PartialOutput.checkpointed_rows(left.out) == 1000  # the checkpoint is kept for a resume
+    left.out.unlink()
+    result = score_file(left.src, left.out, left.clf, options=OutputOptions(resume=True))
+    assert result.manifest["resumed_from_row"] == 1000
+    assert left.out.read_bytes() == left.ref.output.read_bytes()
+    # A run told to --overwrite may replace what is there when it resumes, as it was told to.
+    (tmp_path / "again").mkdir()
+    again = _Left(tmp_path / "again", toy_bundle, monkeypatch, OutputOptions(overwrite=True))
+    again.out.write_text("older output\n", encoding="utf-8")
+    assert score_file(again.src, again.out, again.clf, options=OutputOptions(resume=True)).output == again.out
+    assert again.out.read_bytes() == again.ref.output.read_bytes()
+
+
 def test_resume_refuses_a_changed_input_or_options(
     tmp_path: Path, toy_bundle: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
