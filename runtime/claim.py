@@ -121,9 +121,23 @@ class OutputClaim:
         make_folder(out.parent, f"--out {out}")
         out = pinned(out)  # the folder it resolves to now, for the whole run (files.pinned)
         with OutputLock.acquire(out) as lock:
+            _refuse_folders_at_our_names(out)
             if not resume and not overwrite:
                 _refuse_to_discard(out)
             yield cls(out, resume, overwrite, lock)
+
+
+def manifest_path(output: Path) -> Path:
+    """Where a run of ``output`` writes its manifest: beside it."""
+    return output.with_name(output.name + ".manifest.json")
+
+
+def _refuse_folders_at_our_names(out: Path) -> None:
+    """A folder where the output or its manifest goes is said now, not as "unexpected IsADirectoryError"
+    after every row was scored (``--overwrite`` does not remove folders)."""
+    for path, what in ((out, "the output"), (manifest_path(out), "the output's manifest")):
+        if path.is_dir() and not path.is_symlink():
+            raise UsageError(f"{path}: is a folder, where {what} goes: move it away or choose another --out")
 
 
 def _refuse_to_discard(out: Path) -> None:

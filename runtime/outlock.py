@@ -94,6 +94,10 @@ class OutputLock:
                     ) from e
                 if e.errno in (errno.ENOENT, errno.ENOTDIR):  # a folder no file can be made in (/proc)
                     raise UsageError(f"{role} {output}: no file can be created in {path.parent}") from e
+                if e.errno == errno.EISDIR:
+                    raise UsageError(
+                        f"{path}: is a folder; clsrun locks {role} {output} with a file of that name: move it away"
+                    ) from e
                 raise
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

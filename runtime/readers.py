@@ -161,21 +161,24 @@ def detect_format(path: Path | str) -> FileFormat:
 
 
 @contextlib.contextmanager
-def _parquet_file(path: Path, gz: bool) -> Iterator[Path]:
-    """``path`` itself, or for ``.parquet.gz`` its content unpacked into a temporary file (removed after).
+def _parquet_file(path: Path, gz: bool) -> Iterator[Path | IO[bytes]]:
+    """``path`` itself, or for ``.parquet.gz`` its content unpacked into a temporary file without a name.
 
     Why a file: Parquet is read from its end (the footer) and by column chunk, which a gzip stream cannot
-    give; unpacking streams in 1 MiB pieces, so memory stays flat whatever the file's size.
+    give; unpacking streams in 1 MiB pieces, so memory stays flat whatever the file's size. Why no name
+    (``TemporaryFile``: unlinked at once, or never linked): a named copy outlived a process killed outright,
+    a whole copy of the input in $TMPDIR per killed attempt. pyarrow reads the open file object.
     """
     if not gz:
         yield path
         return
-    with tempfile.NamedTemporaryFile(prefix="clsrun-", suffix=".parquet") as tmp:
+    with tempfile.TemporaryFile(prefix="clsrun-", suffix=".parquet") as tmp:
         with gzip.open(path, "rb") as packed:
             while chunk := packed.read(1 << 20):  # a read error is the input's: InputError by the caller
                 _unpacked_write(tmp, chunk, path)
-        _unpacked_write(tmp, b"", path)  # flushed: pyarrow reads the file by its name
-        yield Path(tmp.name)
+        _unpacked_write(tmp, b"", path)
+        tmp.seek(0)
+        yield tmp
 
 
 def _unpacked_write(tmp: IO[bytes], chunk: bytes, path: Path) -> None:
@@ -187,7 +190,8 @@ def _unpacked_write(tmp: IO[bytes], chunk: bytes, path: Path) -> None:
         else:
             tmp.flush()
     except OSError as e:
-        error = storage_error(e, f"{tmp.name} (unpacking {path.name} into the temporary folder, $TMPDIR)")
+        where = f"{tempfile.gettempdir()} (unpacking {path.name} into the temporary folder, $TMPDIR)"
+        error = storage_error(e, where)
         if error is None:
             raise
         raise error from e
@@ -370,12 +374,13 @@ def _delimited_table(
     return pa.concat_tables(tables)
 
 
-def _not_utf8(path: Path) -> str:
+def _not_utf8(path: Path | str) -> str:
     """``"; "`` and the encoding hint when the start of ``path`` (a text format) is not UTF-8, else ``""``.
 
     Training and evaluation read a cell that is not UTF-8 as missing and leave its row out (they have no row
     to keep the reason in): a GBK file said only "no rows with both a text and a label", where predict
     names the bytes and the fix."""
+    path = Path(path)
     fmt = detect_format(path)
     if fmt.kind == "parquet":
         return ""

@@ -28,7 +28,7 @@ import pyarrow as pa
 
 from clsrun import __version__
 from clsrun.runtime.bundle import DEFAULT_MODEL_ABOUT, default_model_path
-from clsrun.runtime.claim import OutputClaim, default_output
+from clsrun.runtime.claim import OutputClaim, default_output, manifest_path
 from clsrun.runtime.classifier import Classifier
 from clsrun.runtime.errors import (
     InputError,
@@ -128,10 +128,6 @@ class ScoreResult(RunResult):
             f"scored {rows} -> {self.output} in {m['wall_s']:.1f}s, {m['rows_per_s']:,.0f} rows/s "
             f"({m['backend']} {m['precision']} {m['device']}, {threads}, {streams}; {about})"
         )
-
-
-def manifest_path(output: Path) -> Path:
-    return output.with_name(output.name + ".manifest.json")
 
 
 def open_input(path: Path | str, read: ReadOptions = ReadOptions()) -> RecordStream:

@@ -80,6 +80,30 @@ def test_a_symlink_in_place_of_the_lock_file_is_refused(tmp_path: Path) -> None:
     assert target.read_text() == "keep me\n"
 
 
+def test_a_folder_at_the_lock_or_manifest_name_is_said_before_scoring(
+    tmp_path: Path, toy_bundle: Path
+) -> None:
+    """Both were "unexpected IsADirectoryError" (exit 1), the manifest's after every row was scored."""
+    from clsrun.runtime.classifier import Classifier
+    from clsrun.runtime.score import score_file
+    from clsrun.runtime.variant import Variant
+
+    out = tmp_path / "scores.csv"
+    lock_path(out).mkdir()
+    with pytest.raises(UsageError, match=r"\.scores\.csv\.lock: is a folder; clsrun locks --out"):
+        OutputLock.acquire(out)
+    lock_path(out).rmdir()
+    src = tmp_path / "in.csv"
+    src.write_text("text\ngood\n", encoding="utf-8")
+    (tmp_path / "scores.csv.manifest.json").mkdir()
+    clf = Classifier.load(toy_bundle, Variant(threads=1))
+    with pytest.raises(
+        UsageError, match=r"scores\.csv\.manifest\.json: is a folder, where the output's manifest"
+    ):
+        score_file(src, out, clf)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv", "scores.csv.manifest.json"]
+
+
 def test_the_folder_of_a_new_output_is_made(tmp_path: Path) -> None:
     out = tmp_path / "new" / "deeper" / "scores.csv"
     with OutputLock.acquire(out):
