@@ -40,6 +40,7 @@ from clsrun.export.gate import (
 from clsrun.export.optimize import FUSED_OPS
 from clsrun.export.quantize import Int8Options
 from clsrun.export.report import ExportReport, report_json
+from clsrun.runtime import stopping
 from clsrun.runtime.batching import BatchOptions
 from clsrun.runtime.bundle import (
     EXPORT_REPORT,
@@ -362,9 +363,12 @@ def _export(bundle_path: Path, options: ExportOptions) -> ExportReport:
         speeds = measure_speeds(gate, built, results)
         phases.done("speeds")
         fusions = {name: _reported_ops(path) for name, path in built.items() if name in ONNX_FILES}
-        _install(bundle, built, results)
-    phases.done("install")
-    return _finish(bundle, options, gate, results, fusions, phases, speeds)
+        # A stop from here lands once clsrun.json lists the new files: one while the old variants were
+        # removed and the new ones not yet listed left a bundle predict refused until export --force.
+        with stopping.shielded(then_raise=False):
+            _install(bundle, built, results)
+            phases.done("install")
+            return _finish(bundle, options, gate, results, fusions, phases, speeds)
 
 
 def _reference(model: torch.nn.Module, eval_set: EvalSet, bundle: Bundle) -> np.ndarray:

@@ -37,9 +37,10 @@ from clsrun.runtime.batching import BatchOptions, windows
 from clsrun.runtime.bundle import Bundle, default_model_path
 from clsrun.runtime.encode import Encoder, ModelInputs, SparseEncoder, Tokens, make_encoder
 from clsrun.runtime.encode_pool import Encoded, EncodePool, encode_texts
-from clsrun.runtime.errors import BundleError, UsageError
+from clsrun.runtime.errors import BundleBusyError, BundleError, UsageError
 from clsrun.runtime.infer import HostWindow, Runner, WindowLogits, open_runner, softmax
 from clsrun.runtime.machine import default_threads
+from clsrun.runtime.outlock import holder
 from clsrun.runtime.readers import DEFAULT_MAX_TEXT_BYTES, RecordChunk, escape_surrogates, valid_unicode
 from clsrun.runtime.variant import Choice, Variant, choose, default_preparers, default_streams
 from clsrun.runtime.writers import output_schema, result_table
@@ -188,12 +189,17 @@ class Classifier:
         # Lazily: each file's sha256 is checked when the runner or encoder opens it (Bundle.load).
         if isinstance(bundle, str) and not bundle.strip():  # an unset variable, say: not the default model
             raise BundleError("the bundle path is empty; pass None (or nothing) for the default model")
-        loaded = (
-            bundle
-            if isinstance(bundle, Bundle)
-            else Bundle.load(default_model_path() if bundle is None else bundle, lazily=True)
-        )
-        return cls.open(loaded, choose(loaded, variant), variant.threads, variant.streams, batching)
+        root = bundle.root if isinstance(bundle, Bundle) else Path(bundle or default_model_path())
+        try:
+            loaded = bundle if isinstance(bundle, Bundle) else Bundle.load(root, lazily=True)
+            return cls.open(loaded, choose(loaded, variant), variant.threads, variant.streams, batching)
+        except BundleError as e:
+            busy = holder(root)
+            if busy is None:
+                raise
+            raise BundleBusyError(  # not "damaged": its files are being replaced (export) or written (train)
+                f"{root}: another run is writing this bundle ({busy}); run again when it has finished"
+            ) from e
 
     @classmethod
     def open(

@@ -41,6 +41,11 @@ class OutputLockedError(UsageError):
     """Another run holds the lock on the same output (``runtime/outlock.py``): two writers would mix it."""
 
 
+class BundleBusyError(OutputLockedError):
+    """A bundle failed to load while ``clsrun export`` or ``train`` held its lock: files half replaced, not
+    damaged. Exit 2 with the holder named, as for an output locked by another run."""
+
+
 class OutputExistsError(UsageError):
     """The output (or a checkpoint of it) exists and the run was not told to replace it (``--overwrite``)."""
 

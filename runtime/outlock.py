@@ -52,6 +52,30 @@ def _holder_line(path: Path) -> str:
         return "another clsrun process"
 
 
+def holder(output: Path) -> str | None:
+    """Who holds ``output``'s lock at this moment, or None when nobody does (or it cannot be told).
+
+    For a reader, not a writer: the lock file is opened read-only and never made, and a shared lock is
+    taken and dropped at once. Asked only when a bundle failed to load, to tell "being exported" from
+    "damaged" (a writer starting in that instant is refused as by any other run: rare, and said)."""
+    if fcntl is None:  # pragma: no cover - Windows
+        return None
+    try:
+        path = lock_path(output)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except (OSError, UsageError):
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _holder_line(path)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)  # drops the shared lock, if taken
+    return None
+
+
 def _open_lock_file(path: Path) -> int:
     """Open (create) the lock file for locking. One left by another user's killed run (mode 0644, theirs)
     cannot be opened for writing; ``flock`` works as well on a read-only descriptor, so it is opened

@@ -7,6 +7,7 @@ import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -343,3 +344,28 @@ def test_export_lists_only_its_own_files_never_what_a_user_keeps_in_the_bundle(
     with pytest.raises(UsageError, match=r"holds my_data\.csv, which its bundle does not list"):
         prepare_out_dir(tiny_charcnn_bundle, force=True)
     assert (tiny_charcnn_bundle / "my_data.csv").is_file()
+
+
+def test_a_stop_while_the_variants_are_replaced_lands_once_the_bundle_lists_them(
+    tiny_charcnn_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM between removing the old variants and listing the new ones left clsrun.json naming files
+    that were gone: predict refused the bundle until export --force ran again."""
+    import os
+    import signal
+
+    from clsrun.export import exporter
+    from clsrun.runtime import stopping
+
+    real = exporter._install
+
+    def install_with_a_signal(*args: Any, **kwargs: Any) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        real(*args, **kwargs)
+
+    monkeypatch.setattr(exporter, "_install", install_with_a_signal)
+    with stopping.raising() as request:
+        export_bundle(tiny_charcnn_bundle, precisions=("fp32", "int8"), max_accuracy_drop=ANY_DROP)
+        assert request.is_set()  # noted, not raised: the export completed
+    Bundle.load(tiny_charcnn_bundle).verify()
+    assert Bundle.load(tiny_charcnn_bundle).has("onnx/model.int8.onnx")

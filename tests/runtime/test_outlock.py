@@ -179,3 +179,26 @@ def test_a_stale_lock_file_another_user_owns_is_locked_read_only_not_refused(
     monkeypatch.setattr(os, "open", real_open)
     with OutputLock.acquire(out):  # free again afterwards
         pass
+
+
+def test_a_bundle_that_fails_to_load_while_another_run_writes_it_is_said_to_be_busy(
+    tmp_path: Path, toy_bundle: Path
+) -> None:
+    """predict or eval during ``export --force`` met variants half replaced and said the bundle was
+    damaged (exit 3), advising the export that was already running: now who writes it, and to wait."""
+    import shutil
+
+    from clsrun.runtime.classifier import Classifier
+    from clsrun.runtime.errors import BundleBusyError, BundleError
+
+    bundle = tmp_path / "B"
+    shutil.copytree(toy_bundle, bundle)
+    onnx = sorted((bundle / "onnx").glob("*.onnx"))
+    onnx[0].unlink()  # what an export between removing the old variants and installing the new leaves
+    with OutputLock.acquire(bundle, role="bundle"):
+        with pytest.raises(BundleBusyError, match=r"another run is writing this bundle \(pid \d+") as busy:
+            Classifier.load(bundle)
+        assert busy.value.exit_code == 2
+    with pytest.raises(BundleError, match=r"listed in clsrun\.json but missing") as damaged:
+        Classifier.load(bundle)  # nobody writes it: damaged, as before
+    assert not isinstance(damaged.value, BundleBusyError) and damaged.value.exit_code == 3
