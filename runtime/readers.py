@@ -172,6 +172,8 @@ def _parquet_file(path: Path, gz: bool) -> Iterator[Path | IO[bytes]]:
     if not gz:
         yield path
         return
+    with open(path, "rb") as head:
+        _require_gzip(path, head.read(2))
     with tempfile.TemporaryFile(prefix="clsrun-", suffix=".parquet") as tmp:
         with gzip.open(path, "rb") as packed:
             while chunk := packed.read(1 << 20):  # a read error is the input's: InputError by the caller
@@ -179,6 +181,14 @@ def _parquet_file(path: Path, gz: bool) -> Iterator[Path | IO[bytes]]:
         _unpacked_write(tmp, b"", path)
         tmp.seek(0)
         yield tmp
+
+
+def _require_gzip(path: Path, start: bytes) -> None:
+    """Refuse a ``.gz`` file that does not start as gzip does: gzip's own words were ``Not a gzipped file
+    (b'te')``. An empty file is left to the reader (no records)."""
+    if start and start != b"\x1f\x8b"[: len(start)]:
+        plain = path.with_suffix("").name
+        raise InputError(f"{path}: its name ends in .gz, but it is not gzip-compressed: name it {plain}")
 
 
 def _unpacked_write(tmp: IO[bytes], chunk: bytes, path: Path) -> None:
@@ -223,6 +233,7 @@ def _open_bytes(path: Path, gz: bool, files: contextlib.ExitStack) -> tuple[IO[b
     if not gz:
         _refuse_binary(path, raw)
         return raw, raw.tell
+    _require_gzip(path, raw.peek(2)[:2])
     unpacked = cast(IO[bytes], files.enter_context(gzip.GzipFile(fileobj=raw, mode="rb")))
     _refuse_binary(path, unpacked, unpacked=True)  # what a .gz holds is checked as a plain file's bytes are
     return unpacked, raw.tell

@@ -33,7 +33,7 @@ def bench_command(
             help="Comma-separated backends to compare. One that cannot run here (not exported, wrong device, "
             "not a BERT bundle) is listed with the reason instead of being dropped. Default: all of "
             + ", ".join(_ALL.split(","))
-            + "; openvino-int8 (a bundle's OpenVINO variant, clsrun[openvino]) when named.",
+            + "; openvino-int8 (a bundle's OpenVINO variant; needs the openvino extra) when named.",
             show_default=False,  # the default as one unbreakable word was cut at the terminal's width
         ),
     ] = _ALL,

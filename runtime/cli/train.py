@@ -84,10 +84,15 @@ def train(
         "few rows gets up to 40 epochs, for 1000 optimizer steps).",
     ),
     batch_size: int | None = typer.Option(
-        None, "--batch-size", help="Rows per step per process: larger is faster per row, needs more memory."
+        None,
+        "--batch-size",
+        help="Rows per step per process: larger is faster per row, needs more memory (n-gram 64, char-CNN 64, "
+        "BERT 16, --freeze-encoder 32).",
     ),
     eval_batch_size: int | None = typer.Option(
-        None, "--eval-batch-size", help="Rows per validation forward."
+        None,
+        "--eval-batch-size",
+        help="Rows per validation forward (n-gram 512, char-CNN 256, BERT 64).",
     ),
     max_length: int | None = typer.Option(
         None,
@@ -97,28 +102,35 @@ def train(
         "(n-gram, char-CNN) or worse (BERT) at training and scoring.",
     ),
     warmup: float | None = typer.Option(
-        None, "--warmup", help="Learning-rate warmup: a fraction of all steps if < 1, else a step count."
+        None,
+        "--warmup",
+        help="Learning-rate warmup: a fraction of all steps if < 1, else a step count (n-gram 0, char-CNN "
+        "0.05, BERT 0.1).",
     ),
     weight_decay: float | None = typer.Option(
         None,
         "--weight-decay",
-        help="AdamW weight decay (never on biases/LayerNorm); more regularises harder.",
+        help="AdamW weight decay (never on biases/LayerNorm); more regularises harder (n-gram 0, else 0.01).",
     ),
     schedule: str | None = typer.Option(
-        None, "--schedule", help="Learning-rate decay: linear, cosine, cosine_with_restarts or constant."
+        None,
+        "--schedule",
+        help="Learning-rate decay: linear (default), cosine, cosine_with_restarts or constant.",
     ),
-    restarts: int | None = typer.Option(None, "--restarts", help="Cosine cycles for cosine_with_restarts."),
+    restarts: int | None = typer.Option(
+        None, "--restarts", help="Cosine cycles for cosine_with_restarts (default 2)."
+    ),
     grad_accum: int | None = typer.Option(
         None,
         "--grad-accum",
         help="Accumulate N batches per optimizer step: a larger effective batch in the "
-        "same memory, fewer updates.",
+        "same memory, fewer updates (default 1).",
     ),
     early_stopping_patience: int | None = typer.Option(
         None,
         "--early-stopping-patience",
         help="Stop after N epochs without a lower validation loss (0: train all epochs); the best epoch is "
-        "always the one kept.",
+        "always the one kept (default 2, --freeze-encoder 20).",
     ),
     class_weights: str | None = typer.Option(
         None,
@@ -127,7 +139,9 @@ def train(
         "(the run is then judged by macro-F1). Default: auto when, among the training rows (after the "
         "validation split), the most common label has 4x the rows of the rarest or more, else none.",
     ),
-    seed: int | None = typer.Option(None, "--seed", help="Seed for initialisation, shuffling and the split."),
+    seed: int | None = typer.Option(
+        None, "--seed", help="Seed for initialisation, shuffling and the split (default 42)."
+    ),
     device: DeviceOpt = AUTO,
     precision: str | None = typer.Option(
         None,
@@ -135,7 +149,9 @@ def train(
         help="Mixed precision of training on CUDA: auto (bf16 if supported, else fp16), bf16, fp16, fp32; "
         "CPU trains in fp32. (Not predict's --precision, which picks an exported variant.)",
     ),
-    num_workers: int | None = typer.Option(None, "--num-workers", help="Data-loader worker processes."),
+    num_workers: int | None = typer.Option(
+        None, "--num-workers", help="Data-loader worker processes (default 0: load in the training process)."
+    ),
     no_logs: Annotated[
         bool, flag("--no-logs", help="Do not write TensorBoard logs into BUNDLE/logs.")
     ] = False,

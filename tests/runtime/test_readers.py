@@ -161,6 +161,9 @@ def test_compressed_or_parquet_bytes_under_a_text_name_are_named(tmp_path: Path)
         ("a.jsonl", gzip.compress(b'{"text": "hello"}\n'), "gzip-compressed"),
         ("b.csv", bz2.compress(table), "bzip2-compressed: decompress it first"),
         ("c.tsv", parquet.read_bytes(), "a Parquet file, but its name does not end in .parquet"),
+        # the other way round: gzip's own words were "Not a gzipped file (b'te')"
+        ("g.csv.gz", table, r"its name ends in \.gz, but it is not gzip-compressed: name it g\.csv$"),
+        ("h.parquet.gz", parquet.read_bytes(), r"not gzip-compressed: name it h\.parquet$"),
     ]
     _refused_by_both_readers(tmp_path, cases)
     for name, content in (("d.csv", b"BZh,text\n1,hello\n"), ("e.csv", b"PAR1,text\n1,hello\n")):
@@ -529,7 +532,7 @@ def test_parquet_gz_reads_as_its_parquet_and_leaves_no_copy(
         assert stream.progress().total_rows == 3000 and not list(scratch.iterdir())
     assert not list(scratch.iterdir())
     broken = tmp_path / "bad.parquet.gz"
-    broken.write_bytes(b"not gzip at all")
+    broken.write_bytes(b"\x1f\x8b but not gzip at all")
     with pytest.raises(InputError, match=r"bad\.parquet\.gz: cannot be read as parquet"):
         open_records(broken)
 

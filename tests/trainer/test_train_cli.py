@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -178,3 +179,40 @@ def test_settings_a_run_makes_no_use_of_are_named_and_only_those(
               "--max-length", "2"],
     )  # fmt: skip
     assert bert.exit_code == 2 and "--max-length 2: a BERT model needs at least 3" in bert.output
+
+
+def test_train_help_states_the_defaults_the_trainer_uses() -> None:
+    """Options whose default depends on the model kind show none in --help (it is None there): the help
+    text names them, and this keeps those figures equal to the ones training runs with."""
+    import typer
+
+    from clsrun.trainer.config import TrainConfig
+    from clsrun.trainer.options import BERT_DEFAULTS, CHARCNN_DEFAULTS, FROZEN_DEFAULTS, NGRAM_DEFAULTS
+
+    params = {p.name: p.help or "" for p in typer.main.get_command(app).commands["train"].params}  # type: ignore[attr-defined]
+
+    def g(value: object) -> str:
+        return f"{value:g}" if isinstance(value, float) else str(value)
+
+    for key in ("batch_size", "eval_batch_size", "warmup", "lr", "epochs"):
+        said = params[key]
+        for kind, defaults in (
+            ("n-gram", NGRAM_DEFAULTS),
+            ("char-CNN", CHARCNN_DEFAULTS),
+            ("BERT", BERT_DEFAULTS),
+        ):
+            found = re.search(rf"{kind} ([0-9.e+-]+)[,;).]", said)
+            assert found is not None and float(found.group(1)) == defaults[key], (key, kind, said)
+    assert f"--freeze-encoder {FROZEN_DEFAULTS['batch_size']}" in params["batch_size"]
+    assert (
+        f"default {BERT_DEFAULTS['early_stopping_patience']}, --freeze-encoder {FROZEN_DEFAULTS['early_stopping_patience']}"
+        in params["early_stopping_patience"]
+    )
+    fields = {f.name: f.default for f in __import__("dataclasses").fields(TrainConfig)}
+    assert (
+        f"n-gram {g(NGRAM_DEFAULTS['weight_decay'])}, else {g(fields['weight_decay'])}"
+        in params["weight_decay"]
+    )
+    assert f"{fields['schedule']} (default)" in params["schedule"]
+    for key in ("restarts", "grad_accum", "seed", "num_workers"):
+        assert f"default {fields[key]}" in params[key], key
