@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from clsrun.runtime.batching import BatchOptions
-from clsrun.runtime.bundle import default_model_path
+from clsrun.runtime.bundle import SPEC_FILE, default_model_path
 from clsrun.runtime.claim import OutputClaim
 from clsrun.runtime.classifier import Classifier
 from clsrun.runtime.errors import UsageError
@@ -92,6 +92,11 @@ def _honour(stop: StopRequest) -> None:
 
 def _check_local_paths(input: Path, out: str | Path | None) -> None:
     """The local engine scores one file into one file (INPUT and --out may be folders only on Ray)."""
+    if input.is_dir() and (input / SPEC_FILE).is_file():  # `clsrun predict BUNDLE ...`: the model first
+        raise UsageError(
+            f"{input}: is a model bundle, not a file to score; give it with --model "
+            f"(clsrun predict FILE --model {input})"
+        )
     if input.is_dir():
         raise UsageError(
             f"{input}: is a folder; the local engine scores one file (--engine ray reads folders)"

@@ -209,6 +209,11 @@ def choose(bundle: Bundle, variant: Variant = Variant()) -> Choice:
     if backend == "auto" and _torch_takes_the_gpu(variant):
         backend = "torch"  # exported or not: on this GPU eager PyTorch is the fast path, no note to export
     elif backend == "auto" and not any(passed_variants(bundle, b) for b in EXPORTED_BACKENDS):
+        if variant.precision in EXPORTED_ONLY:  # one line, not a note to export and a refusal of torch
+            raise UsageError(
+                f"--precision {variant.precision}: {bundle.root} was never exported, and {variant.precision} is "
+                f"an exported variant; run `clsrun export {bundle.root}` first"
+            )
         backend = _installed_fallback(bundle)
     if backend in ("auto", *EXPORTED_BACKENDS):
         if variant.compile:
@@ -223,6 +228,10 @@ def choose(bundle: Bundle, variant: Variant = Variant()) -> Choice:
             f"available: {', '.join(allowed)}"
         )
     return Choice(backend, precision, device, None, compile=variant.compile)
+
+
+# Precisions only an export makes (eager PyTorch runs fp32 and bf16, and fp16 on CUDA).
+EXPORTED_ONLY = ("int8",)
 
 
 def _torch_takes_the_gpu(variant: Variant) -> bool:

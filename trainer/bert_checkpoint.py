@@ -65,6 +65,11 @@ def check_checkpoint(folder: Path) -> None:
     if (folder / "config.json").is_file():
         code = hf_folder_problems(folder_reader(folder))
         problems += [*code, WHY] if code else []
+    if problems and (folder / "clsrun.json").is_file() and not (folder / "config.json").is_file():
+        raise ModelNotFoundError(  # a char-CNN or n-gram bundle: clsrun's output, not a base model to train
+            f"{folder}: is a clsrun bundle, not a base model; --model takes ngram, charcnn, minilm or a Hugging "
+            "Face checkpoint folder (to train the same kind again: --model ngram or charcnn, --out a new folder)"
+        )
     if problems:
         raise ModelNotFoundError(f"{folder}: not a usable Hugging Face checkpoint: {'; '.join(problems)}")
 

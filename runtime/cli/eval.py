@@ -30,9 +30,7 @@ def eval_command(
     bundle: Annotated[Path, typer.Argument(help="Model bundle folder (from `clsrun train`).")],
     data: Annotated[
         Path,
-        typer.Argument(
-            exists=True, dir_okay=False, help="Labelled file: .csv, .tsv, .jsonl or .parquet, optionally .gz."
-        ),
+        typer.Argument(exists=True, help="Labelled file: .csv, .tsv, .jsonl or .parquet, optionally .gz."),
     ],
     precision: PrecisionOpt = AUTO,
     backend: BackendOpt = AUTO,
@@ -53,9 +51,16 @@ def eval_command(
     know are an error (exit 2). A warning says when DATA is the training file, or when many of its rows
     are training rows (the scores would overstate accuracy on new text).
     """
+    from clsrun.runtime.errors import UsageError
     from clsrun.runtime.evaluate import evaluate
     from clsrun.runtime.variant import Variant
 
+    if data.is_dir():  # typer's own words were "File 'my_model' is a directory", with no word of the order
+        swapped = bundle.is_file()
+        raise UsageError(
+            f"{data}: is a folder, not a labelled file"
+            + (f"; the bundle comes first: clsrun eval {data} {bundle}" if swapped else "")
+        )
     report = evaluate(
         bundle, data, Variant(backend, precision, device, threads, streams), text_col, label_col
     )

@@ -208,3 +208,17 @@ def test_a_folder_a_killed_training_left_says_so_and_where_the_old_bundle_is(
     message = str(caught.value)
     assert "a training into this folder did not finish" in message and "train again with --force" in message
     assert (f"the bundle it was replacing is in {previous_of(out)}" in message) == replacing
+
+
+def test_a_hugging_face_model_folder_given_as_a_bundle_says_to_train_on_it_first(tmp_path: Path) -> None:
+    folder = tmp_path / "MiniLM"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}", encoding="utf-8")
+    with pytest.raises(
+        BundleError,
+        match=r"not a clsrun model bundle \(a Hugging Face model folder: .*clsrun train DATA --model",
+    ):
+        Bundle.load(folder)
+    (folder / "config.json").unlink()
+    with pytest.raises(BundleError, match=r"not a clsrun model bundle$"):
+        Bundle.load(folder)

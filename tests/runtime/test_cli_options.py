@@ -189,3 +189,19 @@ def test_threads_and_streams_beyond_any_machine_are_refused() -> None:
     for options in ({"threads": 100_000}, {"streams": MAX_PARALLEL + 1}):
         with pytest.raises(UsageError, match=f"at most {MAX_PARALLEL}"):
             Variant(**options)  # type: ignore[arg-type]
+
+
+def test_a_bundle_where_the_data_goes_is_named_with_the_right_order(tmp_path: Path, toy_bundle: Path) -> None:
+    """`clsrun eval DATA BUNDLE` was typer's "File '...' is a directory"; `clsrun predict BUNDLE` said the
+    local engine scores one file. Both now say which argument the bundle is."""
+    data = tmp_path / "d.csv"
+    data.write_text("text,label\ngood,pos\n", encoding="utf-8")
+    swapped = CliRunner().invoke(app, ["eval", str(data), str(toy_bundle)])
+    assert swapped.exit_code == 2
+    assert f"the bundle comes first: clsrun eval {toy_bundle} {data}" in swapped.output
+    as_input = CliRunner().invoke(app, ["predict", str(toy_bundle)])
+    assert as_input.exit_code == 2
+    assert (
+        f"is a model bundle, not a file to score; give it with --model (clsrun predict FILE --model {toy_bundle})"
+        in as_input.output
+    )

@@ -352,3 +352,15 @@ def test_a_broken_encoding_pool_is_a_stop_when_a_signal_asked_for_one(
     done.set_result(encode_texts(clf.encoder, clf.bundle.spec.normalization, ["ggb"]))
     prepared = failing._prepare(window, done)
     assert prepared is not None and prepared.valid.tolist() == [0]
+
+
+def test_int8_of_a_bundle_never_exported_is_one_line_naming_the_export(
+    gpu_machine: dict[str, Any], make_bundle: Callable[..., Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    """It was a note to export, then "--precision int8 is not available with --backend torch", a backend
+    the user never named."""
+    gpu_machine["gpu"] = False
+    bundle = Bundle.load(make_bundle("unexported", passed={"fp32": False, "int8": False}))
+    with pytest.raises(UsageError, match=r"--precision int8: .*unexported was never exported.*clsrun export"):
+        choose(bundle, Variant(precision="int8"))
+    assert "never exported" not in caplog.text  # the error says it; no second line

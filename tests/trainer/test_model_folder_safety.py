@@ -170,3 +170,14 @@ def test_an_unlisted_special_tokens_map_is_never_read(tiny_bert_bundle: Path, tm
     (root / "special_tokens_map.json").write_text(json.dumps({"cls_token": "good"}), encoding="utf-8")
     got = make_encoder(Bundle.load(root)).tokenize(["the film was good"]).ids
     assert got.tolist() == expected.tolist(), "an unchecked file changed what the model sees"
+
+
+def test_train_from_a_char_cnn_bundle_says_what_model_takes(tiny_charcnn_bundle: Path) -> None:
+    """It said "not a usable Hugging Face checkpoint: no config.json; no tokenizer", of clsrun's own output."""
+    from clsrun.runtime.errors import ModelNotFoundError
+    from clsrun.trainer.bert_checkpoint import check_checkpoint
+
+    with pytest.raises(
+        ModelNotFoundError, match=r"is a clsrun bundle, not a base model; --model takes ngram"
+    ):
+        check_checkpoint(tiny_charcnn_bundle)
