@@ -143,6 +143,9 @@ def _encode(split: Split, checkpoint: Path, config: TrainConfig, truncation: str
 # Share of the data's tokens that are [UNK] above which the checkpoint's vocabulary does not fit the text
 # (all-MiniLM-L6-v2 on Chinese news: over half; on English news well under 1 %).
 UNKNOWN_TOKENS_WARNING = 0.05
+# ... and above which training is refused unless --allow-unreadable: a model of mostly [UNK] tokens is
+# useless, and a fine-tuning run takes many minutes to find that out.
+UNKNOWN_TOKENS_REFUSAL = 0.5
 
 
 def unknown_share(encoder: BertEncoder, tokens: Tokens) -> float:
@@ -155,17 +158,22 @@ def unknown_share(encoder: BertEncoder, tokens: Tokens) -> float:
     return float(np.count_nonzero(tokens.ids == unknown_id)) / len(tokens.ids)
 
 
-def _warn_unknown_tokens(data: _Encoded) -> None:
-    """One warning when the checkpoint cannot read much of the data: training then goes on (exit 0) on
-    [UNK] tokens, and nothing else would say why the model is poor."""
+def _check_unknown_tokens(data: _Encoded, allow: bool) -> None:
+    """A refusal when half the data's tokens or more are [UNK] (unless ``allow``), one warning when more
+    than a few are: training would go on (exit 0) on [UNK] tokens, and nothing else would say why the model
+    is poor. Every process decides the same (DDP: none is left waiting for the others)."""
     share = unknown_share(data.encoder, data.tokens)
-    if share > UNKNOWN_TOKENS_WARNING:
-        log.warning(
-            "%.0f%% of the data's tokens are [UNK]: the checkpoint's vocabulary does not cover this text, so "
-            "the model cannot read it; use a checkpoint made for its language (e.g. a local bert-base-chinese "
-            "for Chinese), or --model ngram / charcnn, which learn their vocabulary from the data",
-            100 * share,
-        )
+    if share <= UNKNOWN_TOKENS_WARNING:
+        return
+    said = (
+        f"{100 * share:.0f}% of the data's tokens are [UNK]: the checkpoint's vocabulary does not cover this "
+        "text, so the model cannot read it; use a checkpoint made for its language (e.g. a local "
+        "bert-base-chinese for Chinese), or --model ngram / charcnn, which learn their vocabulary from the data"
+    )
+    if share >= UNKNOWN_TOKENS_REFUSAL and not allow:
+        raise UsageError(f"{said} (--allow-unreadable trains anyway)")
+    if distributed.is_main():
+        log.warning("%s", said)
 
 
 def fit_bert(split: Split, config: TrainConfig, options: BertOptions, out: Path | None = None) -> BertRun:
@@ -203,7 +211,7 @@ def fit_bert(split: Split, config: TrainConfig, options: BertOptions, out: Path 
             len(val_rows),
             cut_note(cut_share, config.max_length, "tokens"),
         )
-        _warn_unknown_tokens(data)
+    _check_unknown_tokens(data, options.allow_unreadable)
     train = _train_frozen if options.freeze_encoder else _fine_tune
     fit = train(model, data, list(split.labels), config, out)
     return BertRun(replace(fit, model=fit.model.cpu().eval()), settings)

@@ -283,12 +283,13 @@ ADAMW_ONLY = frozenset(
 class BertOptions(KindOptions):
     """BERT-family settings of ``clsrun train --model minilm|PATH`` (the shared ones: :class:`TrainConfig`)."""
 
-    FLAGS: ClassVar[dict[str, str]] = flags("pooling", "truncation", "freeze_encoder")
+    FLAGS: ClassVar[dict[str, str]] = flags("pooling", "truncation", "freeze_encoder", "allow_unreadable")
 
     model: str = MINILM  # "minilm" or a local Hugging Face checkpoint folder
     pooling: str = "auto"  # "cls" | "mean" | "auto" (mean for sentence-transformers checkpoints, else cls)
     truncation: str = "auto"  # "head" | "head-tail" | "auto": which tokens of an over-long text are kept
     freeze_encoder: bool = False  # train only the linear head on features computed once
+    allow_unreadable: bool = False  # train even when most of the data's tokens are [UNK] (bert.py)
 
     @classmethod
     def for_model(cls, model: str, **given: Any) -> BertOptions:

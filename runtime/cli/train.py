@@ -246,6 +246,14 @@ def train(
             "usually a little less accurate).",
         ),
     ] = False,
+    allow_unreadable: Annotated[
+        bool,
+        flag(
+            "--allow-unreadable",
+            help="BERT: train even when half the data's tokens or more are [UNK] (the checkpoint's vocabulary "
+            "does not cover the text's language); refused otherwise, as such a model cannot read its input.",
+        ),
+    ] = False,
 ) -> None:
     """Train a text classifier and write a model bundle (validation metrics included)."""
     from clsrun.trainer import DataOptions
@@ -282,6 +290,7 @@ def train(
         pooling=pooling,
         truncation=truncation,
         freeze_encoder=freeze_encoder or None,
+        allow_unreadable=allow_unreadable or None,
         char_ngrams=None if char_ngrams is None else int_list(char_ngrams, "--char-ngrams", "1,3"),
         word_ngrams=word_ngrams,
         bucket_bits=bucket_bits,

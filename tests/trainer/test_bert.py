@@ -233,8 +233,11 @@ def test_a_half_precision_checkpoint_is_trained_and_rebuilt_in_float32(
 def test_text_the_checkpoints_vocabulary_cannot_read_is_said(
     tiny_bert_checkpoint: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """MiniLM on Chinese text trained on over half [UNK] tokens with no word about it (validation 0.45)."""
-    from clsrun.trainer.bert import UNKNOWN_TOKENS_WARNING, fit_bert, unknown_share
+    """MiniLM on Chinese text trained on over half [UNK] tokens with no word about it (validation 0.45);
+    then with a warning, after which the fine-tuning ran for many minutes. Over half is refused now, unless
+    --allow-unreadable."""
+    from clsrun.runtime.errors import UsageError
+    from clsrun.trainer.bert import UNKNOWN_TOKENS_REFUSAL, UNKNOWN_TOKENS_WARNING, fit_bert, unknown_share
     from clsrun.trainer.config import TrainConfig
     from clsrun.trainer.data import load_split
     from clsrun.trainer.options import BertOptions
@@ -246,8 +249,11 @@ def test_text_the_checkpoints_vocabulary_cannot_read_is_said(
     data = tmp_path / "zh.csv"
     data.write_text("label,text\n" + "".join(f"{y},{t}\n" for y, t in rows), encoding="utf-8")
     config = TrainConfig.for_kind(str(tiny_bert_checkpoint), epochs=1, max_length=32, quiet=True, logs=False)
-    fit_bert(load_split(data, val_split=0.2), config, BertOptions(model=str(tiny_bert_checkpoint)))
+    split = load_split(data, val_split=0.2)
+    with pytest.raises(UsageError, match=r"tokens are \[UNK\].*--allow-unreadable trains anyway"):
+        fit_bert(split, config, BertOptions(model=str(tiny_bert_checkpoint)))
+    fit_bert(split, config, BertOptions(model=str(tiny_bert_checkpoint), allow_unreadable=True))
     assert (
         "of the data's tokens are [UNK]: the checkpoint's vocabulary does not cover this text" in caplog.text
     )
-    assert UNKNOWN_TOKENS_WARNING < 0.5
+    assert UNKNOWN_TOKENS_WARNING < UNKNOWN_TOKENS_REFUSAL <= 0.5
