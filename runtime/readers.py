@@ -385,6 +385,21 @@ def _delimited_table(
     return pa.concat_tables(tables)
 
 
+SHOWN_COLUMNS = 20  # column names a "no column" message shows; a header of thousands is not a message
+
+
+def columns_said(path: Path | str, names: Sequence[str]) -> str:
+    """A file's column names for a message: at most :data:`SHOWN_COLUMNS`, each clipped (a 2 MB header line
+    of binary bytes was one 4.4 MB line on stderr), and the encoding hint when they are not UTF-8 (a GBK
+    header's Chinese names were shown as replacement characters, with no word of why)."""
+    shown = ", ".join(repr(clipped(n)) for n in names[:SHOWN_COLUMNS]) or "(none)"
+    if len(names) > SHOWN_COLUMNS:
+        shown += f", ... ({len(names):,} in all)"
+    if any("\ufffd" in n for n in names):
+        shown += f" ({not_utf8_hint(Path(path))})"
+    return shown
+
+
 def _not_utf8(path: Path | str) -> str:
     """``"; "`` and the encoding hint when the start of ``path`` (a text format) is not UTF-8, else ``""``.
 
@@ -538,7 +553,7 @@ def read_labelled(
     if missing:
         raise InputError(
             f"{path}: no column {', '.join(repr(c) for c in missing)}; columns are "
-            f"{', '.join(repr(n) for n in column_names(table)) or '(none)'} (choose with --text-col / --label-col)"
+            f"{columns_said(path, column_names(table))} (choose with --text-col / --label-col)"
         )
     if text_col == label_col:
         raise InputError(f"{path}: --text-col and --label-col both name column {text_col!r}")
@@ -711,7 +726,9 @@ def iter_texts(path: Path | str, text_col: str = "text") -> Iterator[str | None]
     """Texts of a file in order (whole-file read; the streaming scorer uses its own chunked reader)."""
     table = read_table(path, ReadOptions(text_col=text_col))
     if text_col not in table.column_names:
-        raise InputError(f"{path}: no column {text_col!r}; columns are {', '.join(table.column_names)}")
+        raise InputError(
+            f"{path}: no column {text_col!r}; columns are {columns_said(path, table.column_names)}"
+        )
     yield from table.column(text_col).to_pylist()
 
 
@@ -1127,7 +1144,7 @@ class RecordStream:
             hint = " (the header is quoted: --tsv-quotes reads quoted .tsv cells)" if quoted else ""
             raise InputError(
                 f"{self.path}: no column {', '.join(repr(c) for c in missing)}; columns are "
-                f"{', '.join(repr(n) for n in names) or '(none)'} (choose with --text-col / --id-col){hint}"
+                f"{columns_said(self.path, names)} (choose with --text-col / --id-col){hint}"
             )
         require_unique_columns(self.path, names, wanted)
 

@@ -39,7 +39,11 @@ def reason_kind(reason: str) -> str:
     kind = _ROW_PREFIX.sub("", reason)
     kind = kind.split(": ", 1)[0]  # after a colon: the parser's words about this row
     kind = _POSITION.sub("", kind)
-    return _NUMBER.sub("N", kind).strip()
+    kind = _NUMBER.sub("N", kind).strip()
+    return _ONE_FIELD.sub("N fields", kind)  # "1 field" and "3 fields" are one kind of error
+
+
+_ONE_FIELD = re.compile(r"^N field\b")
 
 
 def count_reasons(errors: pa.Array | pa.ChunkedArray) -> dict[str, int]:

@@ -393,3 +393,19 @@ def test_train_and_eval_say_when_a_file_is_not_utf8(tmp_path: Path) -> None:
     assert "iconv -f gbk -t utf-8" in read_labelled(half).left_out[-1]
     fine = _write(tmp_path / "fine.csv", "label,text\npos,很好\nneg,\n".encode())
     assert "iconv" not in read_labelled(fine).left_out[-1]  # an empty text is no encoding problem
+
+
+def test_a_missing_column_message_is_bounded_and_names_a_header_that_is_not_utf8(tmp_path: Path) -> None:
+    wide = _write(tmp_path / "wide.csv", (",".join(f"c{i}" for i in range(3000)) + "\n").encode())
+    with pytest.raises(InputError) as many:
+        _rows(wide)
+    assert "'c19', ... (3,000 in all)" in str(many.value) and "'c20'" not in str(many.value)
+    binary = _write(tmp_path / "bin.csv", b"x" * 200_000 + b"\n")
+    with pytest.raises(InputError) as long:
+        _rows(binary)
+    assert len(str(long.value)) < 1000  # a 200 kB header name was the message
+    gbk = _write(tmp_path / "gbk.csv", "编号,文本\n1,很好\n".encode("gbk"))
+    with pytest.raises(InputError, match=r"no column 'text'; .*not UTF-8.*iconv -f gbk"):
+        _rows(gbk)
+    with pytest.raises(InputError, match=r"not UTF-8.*iconv -f gbk"):
+        read_labelled(gbk)

@@ -167,6 +167,7 @@ def test_scattered_errors_say_nothing_more(tmp_path: Path, toy_bundle: Path) -> 
     [
         ("undecodable bytes (not UTF-8) at byte 17", "undecodable bytes (not UTF-8)"),
         ("row 12: 3 fields, the header has 2", "N fields, the header has N"),
+        ("row 13: 1 field, the header has 2", "N fields, the header has N"),  # one kind with the line above
         ("invalid JSON: Expecting value: line 1 column 5 (char 4)", "invalid JSON"),
         ("text over the 1048576-byte size cap", "text over the 1048576-byte size cap"),
         ("no 'col1' field", "no 'col1' field"),
