@@ -59,6 +59,7 @@ from clsrun.runtime.bundle import (
 )
 from clsrun.runtime.errors import (
     AlreadyExportedError,
+    BundleError,
     ExportError,
     InternalError,
     UsageError,
@@ -343,6 +344,8 @@ def _export(bundle_path: Path, options: ExportOptions) -> ExportReport:
         raise AlreadyExportedError(
             f"{bundle.root} is already exported ({', '.join(listed)}); use --force to export again"
         )
+    if listed:
+        _say_dropped(bundle, options.precisions)
     if existing and not listed:  # files of a first export stopped before it recorded them: never used
         log.warning(
             "%s: replacing export files that no finished export recorded (%s)",
@@ -369,6 +372,27 @@ def _export(bundle_path: Path, options: ExportOptions) -> ExportReport:
             _install(bundle, built, results)
             phases.done("install")
             return _finish(bundle, options, gate, results, fusions, phases, speeds)
+
+
+def _say_dropped(bundle: Bundle, precisions: tuple[str, ...]) -> None:
+    """One line naming the passed variants of the export being replaced that ``--precision`` leaves out:
+    ``--force --precision fp16`` removed int8 without a word, and ``--precision int8`` then failed."""
+    try:
+        variants = (bundle.export_report() or {}).get("variants") or {}
+    except BundleError:
+        return  # a damaged report: replaced, as the export replaces it anyway
+    dropped = [
+        n for n, v in variants.items() if isinstance(v, dict) and v.get("passed") and n not in precisions
+    ]
+    if dropped:
+        log.warning(
+            "%s: %s, exported before, %s not in --precision %s and will be removed (name %s to keep)",
+            bundle.root,
+            ", ".join(dropped),
+            "is" if len(dropped) == 1 else "are",
+            ",".join(precisions),
+            "it" if len(dropped) == 1 else "them",
+        )
 
 
 def _reference(model: torch.nn.Module, eval_set: EvalSet, bundle: Bundle) -> np.ndarray:

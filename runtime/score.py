@@ -186,12 +186,8 @@ def _score_claimed(
     warn_formula_labels(classifier.labels, output_format(out))
     started = time.perf_counter()
     _require_held(claim)  # before the checkpoint is touched: --overwrite would clear another run's
-    partial = PartialOutput.open(out, state, options.resume, restart=options.overwrite)
+    partial = _checkpoint(out, state, options, progress)
     resumed_rows = partial.rows_done
-    if resumed_rows:
-        _refuse_unasked_replace(out, partial)
-    if resumed_rows and progress is not None:
-        progress.resumed(resumed_rows)
     schema = classifier.output_schema(options.probs, read.id_col is not None)
     # A run from the first row writes its output as it goes; a resumed one assembles it from the parts.
     streamed: TableFile | None = None
@@ -228,6 +224,19 @@ def _score_claimed(
     partial.remove()
     check_error_rate(manifest, options.max_error_rate)
     return ScoreResult(out, manifest, target)
+
+
+def _checkpoint(
+    out: Path, state: dict[str, Any], options: OutputOptions, progress: Progress | None
+) -> PartialOutput:
+    """The run's checkpoint: new, or the one a resumed run continues (said, and checked that the output
+    path holds nothing this job may not replace)."""
+    partial = PartialOutput.open(out, state, options.resume, restart=options.overwrite)
+    if partial.rows_done:
+        _refuse_unasked_replace(out, partial)
+        if progress is not None:
+            progress.resumed(partial.rows_done)
+    return partial
 
 
 def _refuse_unasked_replace(out: Path, partial: PartialOutput) -> None:

@@ -369,3 +369,14 @@ def test_a_stop_while_the_variants_are_replaced_lands_once_the_bundle_lists_them
         assert request.is_set()  # noted, not raised: the export completed
     Bundle.load(tiny_charcnn_bundle).verify()
     assert Bundle.load(tiny_charcnn_bundle).has("onnx/model.int8.onnx")
+
+
+def test_a_re_export_says_which_passed_variants_its_precision_list_leaves_out(
+    tiny_charcnn_bundle: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``--force --precision fp32`` removed int8 without a word; ``--precision int8`` then failed."""
+    export_bundle(tiny_charcnn_bundle, precisions=("fp32", "int8"), max_accuracy_drop=ANY_DROP)
+    with caplog.at_level("WARNING"):
+        export_bundle(tiny_charcnn_bundle, precisions=("fp32",), force=True)
+    assert "int8, exported before, is not in --precision fp32 and will be removed" in caplog.text
+    assert not Bundle.load(tiny_charcnn_bundle).has("onnx/model.int8.onnx")
