@@ -872,6 +872,15 @@ def valid_unicode(s: str) -> bool:
     return True
 
 
+def _bytes_escaped(s: str) -> str:
+    """``s``, decoded with ``surrogateescape``, with its bytes that are not UTF-8 as ``\\xNN`` escapes (as a
+    CSV id's, :func:`_binary_id`); unchanged when it also holds a lone surrogate of another origin."""
+    try:
+        return s.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        return s
+
+
 def escape_surrogates(s: str) -> str:
     """``s`` with each lone surrogate written as its JSON escape (``\\ud800``), so it can be written out."""
     return s.encode("utf-8", "backslashreplace").decode("utf-8")
@@ -929,18 +938,29 @@ def _json_text(value: Any) -> str:
 def _json_row(
     line: bytes, text_col: str, id_col: str | None, max_bytes: int
 ) -> tuple[str | None, str | None, str]:
-    """``(text, id, error)`` of one JSONL line."""
+    """``(text, id, error)`` of one JSONL line. Bytes that are not UTF-8 fail only the text that holds them
+    (a field clsrun does not read, or the id, as ``\\xNN`` escapes, leave the row as it is), as in a CSV
+    file: the whole line was an error row without its id."""
+    undecodable = ""
     try:
         obj = decode_json_line(line)
     except UnicodeDecodeError as e:
-        return None, None, f"undecodable bytes (not UTF-8) at byte {e.start}"
+        undecodable = f"undecodable bytes (not UTF-8) at byte {e.start}"
+        try:
+            obj = _JSON_LINE.decode(line.decode("utf-8-sig", "surrogateescape"))  # bad bytes: U+DC80-U+DCFF
+        except (ValueError, RecursionError):
+            return None, None, undecodable
     except (ValueError, RecursionError) as e:
         return None, None, f"invalid JSON: {e}"
     if not isinstance(obj, dict):
-        return None, None, f"line is a JSON {_json_kind(obj)}, not an object"
+        return None, None, undecodable or f"line is a JSON {_json_kind(obj)}, not an object"
     rid = obj.get(id_col) if id_col is not None else None
     rid_text = None if rid is None else str(rid) if isinstance(rid, str) else _json_text(rid)
     value = obj.get(text_col)
+    if undecodable and rid_text is not None and not valid_unicode(rid_text):
+        rid_text = _bytes_escaped(rid_text)
+    if undecodable and isinstance(value, str) and not valid_unicode(value):
+        return None, rid_text, undecodable
     suspect = b"\\u" in line or b"\xed" in line  # how a lone surrogate gets in: an escape, or CESU-8 bytes
     if suspect and rid_text is not None and not valid_unicode(rid_text):
         return (

@@ -409,3 +409,25 @@ def test_a_missing_column_message_is_bounded_and_names_a_header_that_is_not_utf8
         _rows(gbk)
     with pytest.raises(InputError, match=r"not UTF-8.*iconv -f gbk"):
         read_labelled(gbk)
+
+
+def test_bytes_that_are_not_utf8_fail_only_the_json_text_that_holds_them(tmp_path: Path) -> None:
+    """One such byte anywhere on a line made it an error row without its id, even in a field clsrun does
+    not read; the same record in CSV keeps its id and is scored."""
+    lines = [
+        b'{"id": "r-1", "text": "good", "note": "caf\xe9"}',  # a field not read
+        b'{"id": "r-\xff2", "text": "ok"}',  # the id: its bytes escaped, as a CSV id's
+        b'{"id": "r-3", "text": "bad\xff"}',  # the text: that row's error, its id kept
+        b'{"id": "r-4", "text": "fine"}',
+        b'{"id": "r-5", "text": "x"\xff',  # not JSON either way
+        b'["\xff"]',  # not an object: the bytes are what it says first
+    ]
+    path = _write(tmp_path / "bytes.jsonl", b"\n".join(lines) + b"\n")
+    assert _rows(path, ReadOptions(id_col="id")) == [
+        ("r-1", "good", ""),
+        ("r-\\xff2", "ok", ""),
+        ("r-3", None, "undecodable bytes (not UTF-8) at byte 26"),
+        ("r-4", "fine", ""),
+        (None, None, "undecodable bytes (not UTF-8) at byte 25"),
+        (None, None, "undecodable bytes (not UTF-8) at byte 2"),
+    ]
