@@ -205,3 +205,16 @@ def test_a_bundle_where_the_data_goes_is_named_with_the_right_order(tmp_path: Pa
         f"is a model bundle, not a file to score; give it with --model (clsrun predict FILE --model {toy_bundle})"
         in as_input.output
     )
+
+
+def test_predict_given_a_bundle_as_its_own_argument_gets_a_hint(toy_bundle: Path) -> None:
+    """`clsrun predict BUNDLE FILE` was typer's "Got unexpected extra argument(s)" and nothing more."""
+    from clsrun.runtime.cli import misplaced_bundle
+
+    b = str(toy_bundle)
+    hint = f"hint: {b} is a model bundle; give it with --model: clsrun predict FILE --model {b}"
+    assert misplaced_bundle(["predict", b, "in.csv"]) == hint
+    assert misplaced_bundle(["--debug", "predict", "in.csv", b]) == hint
+    assert misplaced_bundle(["predict", "in.csv", "--model", b]) is None  # as it should be
+    assert misplaced_bundle(["predict", b]) is None  # predict says this one itself
+    assert misplaced_bundle(["eval", b, "in.csv"]) is None
