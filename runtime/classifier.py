@@ -24,7 +24,7 @@ step 2 on ``streams`` threads.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -96,6 +96,11 @@ def as_texts(texts: Any) -> list[Any]:
     if isinstance(texts, (str, bytes)):
         raise UsageError(
             f"texts is one {type(texts).__name__}, not a list of texts: pass [text] to score it as one row"
+        )
+    if isinstance(texts, Mapping) or hasattr(texts, "columns"):  # iterating gives keys / column names
+        raise UsageError(
+            f"texts is a {type(texts).__name__}, whose iteration gives its keys or column names, not its "
+            "texts: pass the column (df['text']) or a list"
         )
     if isinstance(texts, (pa.Array, pa.ChunkedArray)):
         return cast(list[Any], texts.to_pylist())

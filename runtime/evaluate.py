@@ -9,6 +9,7 @@ numbers are those of the variant ``clsrun predict`` would run), and computes the
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,16 @@ if TYPE_CHECKING:
 UNSCORED = "(unscored)"  # the predicted label of a row the model could not score (empty after normalising)
 
 
+def unscored_label(taken: Sequence[str]) -> str:
+    """:data:`UNSCORED`, or with ``*`` added until no label in ``taken`` is spelled so: a bundle may have a
+    label "(unscored)", whose own predictions were counted as unscored rows and whose true rows that could
+    not be scored as right."""
+    name, labels = UNSCORED, set(taken)
+    while name in labels:
+        name += "*"
+    return name
+
+
 @dataclass
 class EvalReport:
     """Everything ``clsrun eval`` prints; :meth:`to_json` is what ``--json`` writes."""
@@ -30,12 +41,13 @@ class EvalReport:
     data: str
     bundle: str
     model: dict[str, Any]  # Classifier.describe(): backend, precision, device, threads, file, ...
-    unscored: int  # rows the model could not score: predicted as UNSCORED, so they count as wrong
+    unscored: int  # rows the model could not score: predicted as `unscored_as`, so they count as wrong
     seconds: float
     rows_per_s: float
     metrics: ClassificationReport  # labels in model order; confusion[true][predicted]
     warnings: list[str] = field(default_factory=list)  # e.g. the data is the training data (overlap.py)
     left_out: list[str] = field(default_factory=list)  # rows of the file not scored at all (logged as read)
+    unscored_as: str = UNSCORED  # their predicted label in the metrics (:func:`unscored_label`)
 
     def to_json(self) -> dict[str, Any]:
         """Run facts and every metric at the top level (``accuracy``, ``macro_f1``, ``per_class``, ...)."""
@@ -51,7 +63,9 @@ class EvalReport:
             f"{m.get('threads')} threads; {self.rows_per_s:,.0f} rows/s)",
         ]
         if self.unscored:
-            lines.append(f"{self.unscored:,} rows could not be scored: counted as wrong ({UNSCORED!r})")
+            lines.append(
+                f"{self.unscored:,} rows could not be scored: counted as wrong ({self.unscored_as!r})"
+            )
         return "\n".join([*lines, "", self.metrics.to_text()])
 
 
@@ -88,12 +102,14 @@ def evaluate(
     start = time.perf_counter()
     predictions = clf.predict(rows.texts)
     seconds = time.perf_counter() - start
-    predicted = [label or UNSCORED for label in predictions.labels]
+    placeholder = unscored_label([*clf.labels, *rows.labels])
+    scored = predictions.ok.tolist()
+    predicted = [label if ok else placeholder for label, ok in zip(predictions.labels, scored, strict=True)]
     return EvalReport(
         data=str(data),
         bundle=str(bundle),
         model=clf.describe(),
-        unscored=predicted.count(UNSCORED),
+        unscored=scored.count(False),
         seconds=seconds,
         rows_per_s=len(rows.texts) / max(seconds, 1e-9),
         metrics=classification_report(rows.labels, predicted, clf.labels, averaged_over=clf.labels),
@@ -101,4 +117,5 @@ def evaluate(
             w for w in [overlap_warning(clf.bundle, Path(data), rows.texts, (text_col, label_col))] if w
         ],
         left_out=rows.left_out,
+        unscored_as=placeholder,
     )

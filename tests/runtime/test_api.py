@@ -39,6 +39,19 @@ def test_texts_that_are_not_a_collection_are_a_usage_error(clf: Classifier, bad:
         clf.predict(bad)
 
 
+def test_a_table_or_mapping_is_refused_not_scored_by_its_column_names(clf: Classifier) -> None:
+    """A 3-row DataFrame gave one prediction, of the word "text"; a dict scored its keys."""
+    import pandas as pd
+
+    for table in (pd.DataFrame({"text": ["gg", "bb", "gbg"]}), {"gg": 1, "bb": 2}):
+        for call in (clf.predict, clf.score_records):
+            with pytest.raises(
+                UsageError, match=r"whose iteration gives its keys or column names.*df\['text'\]"
+            ):
+                call(table)
+    assert clf.predict(pd.DataFrame({"text": ["gg", "bb", "gbg"]})["text"]).labels  # the column works
+
+
 def test_any_iterable_of_texts_scores_as_the_list_does(clf: Classifier) -> None:
     expected = clf.predict(TEXTS)
     for given in (

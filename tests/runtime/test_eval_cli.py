@@ -156,3 +156,25 @@ def test_eval_of_the_training_file_through_other_columns_says_which_it_was_train
     assert (
         f"every one of the {len(rows)} texts in column 'text' is 'x': is it the right column?" in caplog.text
     )
+
+
+def test_a_model_label_spelled_like_the_unscored_placeholder_is_no_unscored_row(
+    toy_bundle: Path, tmp_path: Path
+) -> None:
+    """A bundle may have a label "(unscored)": its predictions were counted as unscored rows (accuracy
+    1.0 beside "5 rows could not be scored"), and an unscored row of that true label as right."""
+    import shutil
+
+    from clsrun.runtime.bundle import SPEC_FILE, Bundle
+
+    bundle = tmp_path / "B"
+    shutil.copytree(toy_bundle, bundle)
+    spec = json.loads((bundle / SPEC_FILE).read_text(encoding="utf-8"))
+    (bundle / SPEC_FILE).write_text(json.dumps({**spec, "labels": ["(unscored)", "pos"]}), encoding="utf-8")
+    Bundle.load(bundle, verify=False).rehash()
+    rows = [(y.replace("neg", "(unscored)"), t) for y, t in ROWS]
+    result = runner.invoke(app, ["eval", str(bundle), str(write_csv(tmp_path / "val.csv", rows)), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["unscored"] == 0 and report["unscored_as"] == "(unscored)*"
+    assert report["accuracy"] == pytest.approx(0.8) and report["confusion"] == [[2, 1], [0, 2]]  # as before
