@@ -167,18 +167,27 @@ def read_header(
     line = raw.rstrip(b"\r\n").decode("utf-8", errors="replace")
     delimiter = explicit or choose_delimiter(path, line, default, wanted, quoting)
     return Header(
-        _split(line, delimiter, quoting), Dialect(delimiter, quoting, _newline(raw, buf[end:])), buf[end:]
+        _split(line, delimiter, quoting),
+        Dialect(delimiter, quoting, _newline(raw, buf[end:], quoting)),
+        buf[end:],
     )
 
 
-def _newline(header: bytes, rows: bytes) -> bytes:
+def _newline(header: bytes, rows: bytes, quoting: bool) -> bytes:
     """The byte that ends records: ``\r`` for an old Mac file (its header ends in a lone CR and so do its
     rows), else ``\n``. The rows have the say when they disagree with the header: a header saved with a lone
-    CR above LF rows (an editor's doing) made every record until the last few MB one over the size cap."""
+    CR above LF rows (an editor's doing) made every record until the last few MB one over the size cap.
+    Their first line end outside quotes decides: a cell with a line break, which Excel's "CSV (Macintosh)"
+    writes as a quoted LF, made an old Mac file one of LF records, every row merged into one."""
     if not header.endswith(b"\r"):
         return b"\n"
-    lf, cr = rows.find(b"\n"), rows.find(b"\r")
-    return b"\n" if lf >= 0 and (cr < 0 or lf < cr) else b"\r"
+    in_quotes = False
+    for found in re.finditer(rb'["\r\n]' if quoting else rb"[\r\n]", rows):
+        if found.group() == QUOTE:
+            in_quotes = not in_quotes  # "" inside quotes toggles twice: still inside
+        elif not in_quotes:
+            return b"\n" if found.group() == b"\n" else b"\r"
+    return b"\r"
 
 
 def _is_utf8(data: bytes | memoryview) -> bool:
@@ -189,17 +198,32 @@ def _is_utf8(data: bytes | memoryview) -> bool:
     return True
 
 
-# A carriage return not followed by a line feed, in a file whose records end at line feeds: a character of
-# its cell (text pasted from an old Mac or Windows program), which pyarrow's parser, with no option to say
-# otherwise, would take for a record end: one record became two rows, and every later row's number and id
-# moved by one. It is handed to pyarrow as a space, the whitespace normalisation makes of it anyway.
-_LONE_CR = re.compile(rb"\r(?!\n)")
+# A run of carriage returns inside a line of a file whose records end at line feeds: characters of its cell
+# (text pasted from an old Mac or Windows program), which pyarrow's parser, with no option to say otherwise,
+# would take for record ends: one record became two rows, and every later row's number and id moved by one.
+# They are handed to pyarrow as spaces, what the whitespace normalisation makes of them anyway. A run next
+# to a line feed (``\r\r\n`` of a file written twice through a CRLF conversion, ``\n\r`` line ends) is
+# part of the line end and stays one: as spaces it became part of the last or first cell (an id "1 ").
+_CR_RUN = re.compile(rb"\r+")
+
+
+def _cells_cr_as_spaces(body: bytes | memoryview) -> bytes:
+    """``body`` with every run of CRs inside a line (:data:`_CR_RUN`) as spaces; same length, so the block's
+    offsets hold. Runs, not single CRs, are matched: linear time however many CRs follow each other."""
+    data = bytes(body)
+
+    def inside(run: re.Match[bytes]) -> bytes:
+        start, end = run.span()
+        at_line_end = data[end : end + 1] == b"\n" or data[start - 1 : start] == b"\n"
+        return run.group() if at_line_end else b" " * (end - start)
+
+    return _CR_RUN.sub(inside, data)
 
 
 def _record_pattern(dialect: Dialect) -> re.Pattern[bytes]:
     """Complete records from the start of a buffer, with pyarrow's rules: a quote opens a quoted field only
     at the start of a field; in it ``""`` is a quote; after the closing quote the field goes on unquoted.
-    A lone CR ends a record only where the dialect's records end at CR (``_LONE_CR``).
+    A lone CR ends a record only where the dialect's records end at CR (``_CR_RUN``).
     Possessive quantifiers: linear time, no backtracking."""
     d = re.escape(dialect.delimiter.encode())
     ends = rb"\r\n" if dialect.newline == b"\r" else rb"\n"
@@ -308,7 +332,7 @@ class RecordBlocks:
         """Parse the records in ``buf[:cut]``; None when pyarrow does not see a record end at ``cut``."""
         body: bytes | memoryview = memoryview(buf)[:cut]
         if self.dialect.newline == b"\n" and buf.find(b"\r", 0, cut) >= 0:
-            body = _LONE_CR.sub(b" ", body)  # same length: the block's offsets hold
+            body = _cells_cr_as_spaces(body)
         tail = b"" if bytes(body[-1:]) in (b"\n", b"\r") else b"\n"  # a file without a final line end
         if self.dialect.quoting:
             tail += self._sentinel  # proves the cut: pyarrow must read it as a record of its own

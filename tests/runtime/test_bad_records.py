@@ -176,6 +176,29 @@ def test_a_lone_cr_inside_a_cell_of_a_lf_file_is_part_of_the_cell(tmp_path: Path
     ]
 
 
+def test_crs_that_belong_to_line_ends_stay_line_ends(tmp_path: Path) -> None:
+    """The lone-CR rule first read as cells what belongs to the line end: an old Mac file with a quoted LF in
+    its first row was taken for a file of LF records (every row merged into one error row), and the CRs of
+    CR CR LF or LF CR line ends became spaces in the last or first cell (ids "1 " and " 2")."""
+    mac = _write(tmp_path / "mac.csv", b'id,text\r1,"good\nproduct"\r2,bad product\r3,fine\r4,ok\r')
+    assert _rows(mac, ReadOptions(id_col="id")) == [
+        ("1", "good\nproduct", ""),
+        ("2", "bad product", ""),
+        ("3", "fine", ""),
+        ("4", "ok", ""),
+    ]
+    crcr = _write(tmp_path / "crcr.csv", b"text,id\r\nhello,1\r\r\nworld,2\r\r\n")
+    lfcr = _write(tmp_path / "lfcr.csv", b"text,id\nhello,1\n\rworld,2\n\r")
+    for path in (crcr, lfcr):
+        assert _rows(path, ReadOptions(id_col="id")) == [("1", "hello", ""), ("2", "world", "")], path.name
+    # a run of CRs inside a cell is spaces, however long (matched as one run: linear time)
+    runs = _write(tmp_path / "runs.csv", b"id,text\n1,a" + b"\r" * 100_000 + b"b\n2,c\n")
+    assert [(r[0], len(r[1] or "")) for r in _rows(runs, ReadOptions(id_col="id"))] == [
+        ("1", 100_002),
+        ("2", 1),
+    ]
+
+
 def test_stray_quotes_inside_unquoted_fields_across_many_blocks(tmp_path: Path) -> None:
     # '12" pizza' does not open a quote (pyarrow, like RFC 4180 readers, opens one only at a field's start),
     # so a quote count is odd at many block ends: the exact scanner finds the record ends there.
