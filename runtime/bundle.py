@@ -398,7 +398,13 @@ class Bundle:
 
     def _check(self, rel: str, path: Path) -> None:
         """Refuse ``rel`` unless its sha256 is the one ``clsrun.json`` lists (then it counts as checked)."""
-        if sha256_file(path) != self.files[rel]:
+        try:
+            digest = sha256_file(path)
+        except FileNotFoundError:  # gone since the bundle was loaded (a train --force or export replacing it)
+            raise BundleError(
+                f"{path}: listed in clsrun.json but missing (it was removed after loading)"
+            ) from None
+        if digest != self.files[rel]:
             fix = (
                 f"; `clsrun export {self.root} --force` builds the variants again"
                 if is_variant_file(rel)

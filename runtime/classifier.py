@@ -198,8 +198,10 @@ class Classifier:
         try:
             loaded = bundle if isinstance(bundle, Bundle) else Bundle.load(root, lazily=True)
             return cls.open(loaded, choose(loaded, variant), variant.threads, variant.streams, batching)
-        except BundleError as e:
+        except (BundleError, FileNotFoundError) as e:  # a file of a bundle being replaced may vanish mid-read
             busy = holder(root)
+            if busy is None and isinstance(e, FileNotFoundError):
+                raise BundleError(f"{e.filename}: a file of the bundle went missing while it loaded") from e
             if busy is None:
                 raise
             raise BundleBusyError(  # not "damaged": its files are being replaced (export) or written (train)

@@ -19,6 +19,7 @@ import errno
 import json
 import os
 import socket
+import stat
 import sys
 import time
 from pathlib import Path
@@ -62,10 +63,13 @@ def holder(output: Path) -> str | None:
         return None
     try:
         path = lock_path(output)
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        # O_NONBLOCK: a FIFO put at the name would block the open (and SIGTERM with it) until a writer came
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except (OSError, UsageError):
         return None
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # only a lock file clsrun made can say who holds it
+            return None
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
         return _holder_line(path)

@@ -124,6 +124,15 @@ def stratified_split(labels: list[str], fraction: float, seed: int) -> tuple[np.
         train_idx, val_idx = train_test_split(index, test_size=fraction, random_state=seed, stratify=labels)
     except ValueError as e:
         raise UsageError(f"--val-split {fraction}: {e}") from e
+    # The split fills the held-out side first: a large share can leave a rare label no training row, which
+    # the model then never learns (it failed later as "unexpected KeyError" naming the label).
+    untrained = sorted(set(counts) - {labels[i] for i in train_idx})
+    if untrained:
+        rows = ", ".join(f"{name!r} ({counts[name]} rows)" for name in untrained[:10])
+        raise UsageError(
+            f"--val-split {fraction:g} holds out every row of label(s) {rows}, leaving none to train on; "
+            "a smaller --val-split keeps one, or give --val-data FILE"
+        )
     return np.sort(train_idx), np.sort(val_idx)
 
 

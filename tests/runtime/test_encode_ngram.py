@@ -94,6 +94,9 @@ def test_language_rule() -> None:
     assert detect_script(["这个酒店很好", "服务 ok"]) == "cjk"
     assert detect_script(["The hotel was fine", "东京 is far"]) == "alphabetic"
     assert detect_script([" ", "\u3000"]) == "alphabetic"
+    # the whole file decides, not its first million characters: English rows above Chinese ones
+    english, chinese = ["The hotel was fine " * 100] * 600, ["这个酒店很好服务周到" * 100] * 3000
+    assert detect_script(english + chinese) == detect_script(chinese + english) == "cjk"
 
 
 def _encoder(texts: list[str], scheme: NgramScheme = CJK, min_df: int = 1) -> NgramEncoder:

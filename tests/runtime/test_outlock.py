@@ -202,3 +202,39 @@ def test_a_bundle_that_fails_to_load_while_another_run_writes_it_is_said_to_be_b
     with pytest.raises(BundleError, match=r"listed in clsrun\.json but missing") as damaged:
         Classifier.load(bundle)  # nobody writes it: damaged, as before
     assert not isinstance(damaged.value, BundleBusyError) and damaged.value.exit_code == 3
+
+
+def test_a_bundle_file_removed_after_loading_is_a_bundle_error_or_busy(
+    tmp_path: Path, toy_bundle: Path
+) -> None:
+    """A file moved away between the listing and its hashing (train --force replacing the bundle) was
+    "unexpected FileNotFoundError" (exit 1)."""
+    import shutil
+
+    from clsrun.runtime.bundle import Bundle
+    from clsrun.runtime.errors import BundleBusyError, BundleError
+
+    bundle = tmp_path / "B"
+    shutil.copytree(toy_bundle, bundle)
+    loaded = Bundle.load(bundle, lazily=True)
+    victim = next(rel for rel in loaded.files if rel.endswith(".onnx"))
+    (bundle / victim).unlink()
+    with pytest.raises(BundleError, match=r"listed in clsrun\.json but missing"):
+        loaded.file(victim)
+    with OutputLock.acquire(bundle, role="bundle"), pytest.raises(BundleBusyError):
+        from clsrun.runtime.classifier import Classifier
+
+        Classifier.load(bundle)
+
+
+def test_holder_never_blocks_on_a_fifo_at_the_lock_name(tmp_path: Path) -> None:
+    from clsrun.runtime.outlock import holder
+
+    out = tmp_path / "B"
+    out.mkdir()
+    os.mkfifo(lock_path(out))  # an open() without O_NONBLOCK waited here for a writer, SIGTERM ignored
+    assert holder(out) is None
+    lock_path(out).unlink()
+    assert holder(out) is None and not lock_path(out).exists()  # asking makes no lock file
+    with OutputLock.acquire(out, role="bundle"):
+        assert holder(out) is not None

@@ -162,3 +162,17 @@ def test_a_label_without_a_validation_row_is_said(tmp_path: Path, caplog: pytest
     assert "c" in split.train_labels and "c" not in split.val_labels  # 2 of 122 rows: none held out
     assert "label(s) 'c' have no validation row (too few rows to hold one out)" in caplog.text
     assert "'a'" not in caplog.text
+
+
+def test_a_split_that_holds_out_every_row_of_a_rare_label_is_refused_naming_it() -> None:
+    """300 rows of two labels and 2 of a third, --val-split 0.7: the split held both rare rows out and the
+    run failed at its end with "unexpected KeyError: 'rare'" (exit 1)."""
+    from clsrun.trainer.data import stratified_split
+
+    labels = ["pos", "neg"] * 150 + ["rare", "rare"]
+    with pytest.raises(
+        UsageError, match=r"--val-split 0\.7 holds out every row of label\(s\) 'rare' \(2 rows\)"
+    ):
+        stratified_split(labels, 0.7, seed=42)
+    train, val = stratified_split(labels, 0.2, seed=42)
+    assert "rare" in {labels[i] for i in train} and "rare" in {labels[i] for i in val}
