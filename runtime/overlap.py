@@ -66,6 +66,8 @@ def overlap_warning(
     if training.get("data_sha256") and sha256_file(data) == training["data_sha256"]:
         held = training.get("val_rows")
         held_out = f"; only its {held:,} validation rows were held out" if isinstance(held, int) else ""
+        if training.get("val_data_file"):  # validated on another file (--val-data): every row was trained on
+            held_out = "; every row of it was trained on (validation came from --val-data)"
         trained = (training.get("text_col"), training.get("label_col"))
         other = (
             f"; it was trained on its columns {trained[0]!r} / {trained[1]!r}, these are {columns[0]!r} / "

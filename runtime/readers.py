@@ -694,15 +694,17 @@ def _warn_case_twins(path: Path | str, labels: list[str]) -> None:
     twins = [" / ".join(sorted(group)) for group in by_fold.values() if len(group) > 1]
     if twins:
         log.warning(
-            "%s: labels that differ only in letter case or in how a number is written are separate classes: %s",
+            "%s: labels that differ only in letter case, width or in how a number is written are separate "
+            "classes: %s",
             path,
             "; ".join(sorted(twins)),
         )
 
 
 def _label_fold(label: str) -> str:
-    """What two labels have in common when they are the same class in all but spelling: letter case, or
-    the value of a whole number (``+1``, ``01`` and ``1``)."""
+    """What two labels have in common when they are the same class in all but spelling: letter case, width
+    (``pos`` and full-width ``ｐｏｓ``, as an IME types it), or the value of a whole number (``+1``, ``01``, ``1``)."""
+    label = unicodedata.normalize("NFKC", label)
     if _INTEGER_LABEL.fullmatch(label):
         return str(int(label.split(".")[0]))
     return label.casefold()

@@ -7,12 +7,18 @@ bundle's recorded numbers and a later ``clsrun eval`` on its validation rows agr
 from __future__ import annotations
 
 import csv
+import logging
+import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from clsrun.runtime.errors import file_errors_of
 from clsrun.runtime.metrics import ClassificationReport, report_from_indices
+
+log = logging.getLogger(__name__)
 
 CONFUSION_CSV = "confusion_matrix.csv"
 CONFUSION_PNG = "confusion_matrix.png"
@@ -24,11 +30,15 @@ def validation_report(logits: np.ndarray, targets: np.ndarray, labels: list[str]
 
 
 def write_confusion_csv(path: Path, report: ClassificationReport) -> None:
-    """Rows: true label; columns: predicted label; first row and column hold the label names."""
+    """Rows: true label; columns: predicted label; first row and column hold the label names, neutralised
+    as ``clsrun predict`` writes CSV cells (a label ``=cmd()`` is a formula when the file is opened)."""
+    from clsrun.runtime.writers import neutralise_formulas
+
+    names = neutralise_formulas(pa.table({"label": list(report.labels)})).column(0).to_pylist()
     with open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
-        w.writerow(["true\\predicted", *report.labels])
-        for name, row in zip(report.labels, report.confusion, strict=True):
+        w.writerow(["true\\predicted", *names])
+        for name, row in zip(names, report.confusion, strict=True):
             w.writerow([name, *row])
 
 
@@ -51,6 +61,49 @@ def write_confusion_png(path: Path, report: ClassificationReport) -> None:
     n = len(report.labels)
     # Capped: a figure that grows with the labels takes minutes and gigapixels at a few hundred of them
     size = min(max(4.0, 0.6 * n + 2.5), MAX_FIGURE_INCHES)
+    with (
+        warnings.catch_warnings(record=True) as said,
+        plt.rc_context({"font.family": _fonts_for(report.labels)}),
+    ):
+        warnings.simplefilter("always")
+        _draw_confusion(plt, path, report, counts, share, size)
+    if any("missing from font" in str(w.message) for w in said):  # matplotlib's own lines, one per glyph
+        log.warning(
+            "%s: no installed font draws some characters of the labels (drawn as boxes); %s has the names",
+            path.name,
+            CONFUSION_CSV,
+        )
+
+
+# Font families that draw Chinese, Japanese and Korean, where one is installed (DejaVu Sans, matplotlib's
+# own, draws none of them).
+_CJK_FONTS = (
+    "Noto Sans CJK",
+    "Noto Sans SC",
+    "Source Han Sans",
+    "WenQuanYi",
+    "SimHei",
+    "Droid Sans Fallback",
+)
+
+
+def _fonts_for(labels: list[str]) -> list[str]:
+    """matplotlib's font families for ``labels``: its default, preceded by a CJK font when a label needs one
+    and one is installed."""
+    from matplotlib import font_manager
+
+    default = ["DejaVu Sans"]
+    if all(label.isascii() for label in labels):
+        return default
+    installed = {f.name for f in font_manager.fontManager.ttflist}
+    cjk = [name for name in installed if any(name.startswith(family) for family in _CJK_FONTS)]
+    return sorted(cjk)[:1] + default
+
+
+def _draw_confusion(
+    plt: Any, path: Path, report: ClassificationReport, counts: np.ndarray, share: np.ndarray, size: float
+) -> None:
+    n = len(report.labels)
     fig, ax = plt.subplots(figsize=(size, size * 0.85), dpi=100)
     try:
         im = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)

@@ -48,6 +48,20 @@ def test_eval_on_the_training_file_warns(tmp_path: Path, make_bundle: Callable[.
     )
 
 
+def test_eval_on_the_training_file_of_a_model_validated_on_another_file_says_all_of_it_was_trained_on(
+    tmp_path: Path, make_bundle: Callable[..., Path]
+) -> None:
+    """With --val-data no row of the training file was held out: it said "only its 80 validation rows"."""
+    data = _csv(tmp_path / "train.csv", TRAIN)
+    root = _trained_on(make_bundle, data, TRAIN)
+    bundle = Bundle.load(root)
+    bundle.spec.training = {**bundle.spec.training, "val_data_file": str(tmp_path / "dev.csv")}
+    write_spec(root, bundle.spec)
+    said = overlap_warning(Bundle.load(root), data, [t for _, t in TRAIN])
+    assert said is not None and "every row of it was trained on (validation came from --val-data)" in said
+    assert "validation rows were held out" not in said
+
+
 def test_eval_on_rows_copied_from_the_training_data_warns(
     tmp_path: Path, make_bundle: Callable[..., Path]
 ) -> None:

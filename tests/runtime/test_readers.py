@@ -358,9 +358,14 @@ def test_labels_nan_is_missing_a_number_is_one_label_and_case_twins_are_named(
     twins.write_text("label,text\nneg,a\nNEG,b\npos,c\n", encoding="utf-8")
     assert read_labelled(twins).labels == ["neg", "NEG", "pos"]  # kept apart, as written, but said
     assert (
-        "labels that differ only in letter case or in how a number is written are separate classes: NEG / neg"
-        in caplog.text
+        "labels that differ only in letter case, width or in how a number is written are separate classes: "
+        "NEG / neg" in caplog.text
     )
+    wide = tmp_path / "w.csv"
+    wide.write_text("label,text\npos,a\nｐｏｓ,b\nneg,c\n", encoding="utf-8")  # full-width, as an IME types
+    caplog.clear()
+    assert read_labelled(wide).labels == ["pos", "ｐｏｓ", "neg"]
+    assert "separate classes: pos / ｐｏｓ" in caplog.text or "separate classes: ｐｏｓ / pos" in caplog.text
     numbers = tmp_path / "n.csv"
     numbers.write_text("label,text\n+1,a\n1,b\n-1,c\n", encoding="utf-8")
     assert read_labelled(numbers).labels == ["+1", "1", "-1"]

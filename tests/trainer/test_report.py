@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from clsrun.runtime.metrics import classification_report
 from clsrun.trainer.report import MAX_FIGURE_INCHES, write_confusion_png
 
@@ -34,3 +36,34 @@ def test_most_texts_longer_than_max_length_is_a_warning_with_their_lengths() -> 
     assert "median is 2,000 characters and 90th percentile 3,000" in said
     assert long_texts_warning([100] * 60 + [2000] * 40, 256, "characters") is None
     assert long_texts_warning([], 256, "characters") is None
+
+
+def test_labels_no_font_draws_are_one_line_not_matplotlibs_warnings(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, recwarn: pytest.WarningsRecorder
+) -> None:
+    """Chinese labels were boxes, and matplotlib's "Glyph ... missing from font(s)" warnings (with a line
+    of source each) reached stderr; a CJK font is used where one is installed, else one line says so."""
+    import logging
+
+    from clsrun.trainer.report import _fonts_for
+
+    report = classification_report(["好评", "差评"], ["好评", "好评"], ["好评", "差评"])
+    with caplog.at_level(logging.WARNING):
+        write_confusion_png(tmp_path / "zh.png", report)
+    assert (tmp_path / "zh.png").stat().st_size > 0
+    assert not [w for w in recwarn if "missing from font" in str(w.message)]
+    cjk_font = len(_fonts_for(["好评"])) > 1
+    assert ("no installed font draws some characters" in caplog.text) != cjk_font
+    assert _fonts_for(["pos", "neg"]) == ["DejaVu Sans"]
+
+
+def test_confusion_csv_names_are_neutralised_as_predict_writes_csv(tmp_path: Path) -> None:
+    import csv
+
+    from clsrun.trainer.report import write_confusion_csv
+
+    write_confusion_csv(
+        tmp_path / "c.csv", classification_report(["=1+1", "ok"], ["ok", "ok"], ["=1+1", "ok"])
+    )
+    rows = list(csv.reader((tmp_path / "c.csv").open(encoding="utf-8")))
+    assert rows[0] == ["true\\predicted", "'=1+1", "ok"] and rows[1][0] == "'=1+1"
