@@ -565,18 +565,24 @@ def read_labelled(
     keep_t: list[str] = []
     keep_l: list[str] = []
     first_dropped: int | None = None
+    controls = 0  # labels left out for a line end or other control character in them (``label_text``)
     for row, (t, raw) in enumerate(zip(texts, labels, strict=True)):
         y = label_text(raw)
         if t is not None and y and readable(t):  # the texts predict scores (``textnorm.readable``)
             keep_t.append(t)
             keep_l.append(y)
-        elif first_dropped is None:
+            continue
+        controls += isinstance(raw, str) and has_control(raw.strip())
+        if first_dropped is None:
             first_dropped = row
+    why = (
+        f" ({controls} of them for a label holding a line end or other control character)" if controls else ""
+    )
     if not keep_t:
-        raise InputError(f"{path}: no rows with both a text and a label{_not_utf8(path)}")
+        raise InputError(f"{path}: no rows with both a text and a label{why}{_not_utf8(path)}")
     if first_dropped is not None:  # scores and training then cover fewer rows than the file has: say so
         left_out.append(
-            f"{path}: left out {len(texts) - len(keep_t)} row(s) without a readable text or a label, "
+            f"{path}: left out {len(texts) - len(keep_t)} row(s) without a readable text or a label{why}, "
             f"the first: row {first_dropped}{_not_utf8(path)}"
         )
         log.warning("%s", left_out[-1])

@@ -247,10 +247,16 @@ def load_split(
         raise InputError(f"{data}: column {label_col!r} has {len(labels)} distinct label(s); need at least 2")
     unseen_in_val = sorted(set(labels) - set(val_l))
     if unseen_in_val:  # its row in the report reads 0.0000 with support 0, and macro-F1 leaves it out
+        why, fix = (
+            (f"--val-data {val_data} has none", "a --val-data file with such rows would")
+            if val_data is not None
+            else ("too few rows to hold one out", "a larger --val-split or --val-data with such rows would")
+        )
         log.warning(
-            "label(s) %s have no validation row (too few rows to hold one out): validation says nothing "
-            "about them; a larger --val-split or --val-data with such rows would",
+            "label(s) %s have no validation row (%s): validation says nothing about them; %s",
             ", ".join(map(repr, unseen_in_val[:10])),
+            why,
+            fix,
         )
     return Split(
         train_texts=train_t,

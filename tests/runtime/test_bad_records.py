@@ -454,3 +454,12 @@ def test_bytes_that_are_not_utf8_fail_only_the_json_text_that_holds_them(tmp_pat
         (None, None, "undecodable bytes (not UTF-8) at byte 25"),
         (None, None, "undecodable bytes (not UTF-8) at byte 2"),
     ]
+
+
+def test_rows_left_out_for_a_label_with_a_line_end_say_so(tmp_path: Path) -> None:
+    """Such a label is no class (control characters are refused in a bundle's labels): its rows were left
+    out as "without a readable text or a label", which did not say why."""
+    path = _write(tmp_path / "nl.csv", b'label,text\n"po\ns",good\nneg,bad\npos,fine\n')
+    data = read_labelled(path)
+    assert data.labels == ["neg", "pos"]
+    assert "(1 of them for a label holding a line end or other control character)" in data.left_out[-1]

@@ -162,6 +162,12 @@ def test_a_label_without_a_validation_row_is_said(tmp_path: Path, caplog: pytest
     assert "c" in split.train_labels and "c" not in split.val_labels  # 2 of 122 rows: none held out
     assert "label(s) 'c' have no validation row (too few rows to hold one out)" in caplog.text
     assert "'a'" not in caplog.text
+    caplog.clear()  # a --val-data file without the class: no split to blame
+    val = _csv(tmp_path / "v.csv", [("a", "alpha v"), ("b", "beta v")])
+    with caplog.at_level(logging.WARNING, logger="clsrun"):
+        load_split(data, val)
+    assert f"label(s) 'c' have no validation row (--val-data {val} has none)" in caplog.text
+    assert "--val-split" not in caplog.text
 
 
 def test_a_split_that_holds_out_every_row_of_a_rare_label_is_refused_naming_it() -> None:
