@@ -209,6 +209,25 @@ def _warn_shared_rows(source: str, train_texts: list[str], val_texts: list[str],
         )
 
 
+def _warn_unvalidated(labels: list[str], val_labels: list[str], val_data: Path | str | None) -> None:
+    """One line naming the labels without a validation row: each one's report row reads 0.0000 with support
+    0, and macro-F1 leaves it out."""
+    unseen = sorted(set(labels) - set(val_labels))
+    if not unseen:
+        return
+    why, fix = (
+        (f"--val-data {val_data} has none", "a --val-data file with such rows would")
+        if val_data is not None
+        else ("too few rows to hold one out", "a larger --val-split or --val-data with such rows would")
+    )
+    log.warning(
+        "label(s) %s have no validation row (%s): validation says nothing about them; %s",
+        ", ".join(map(repr, unseen[:10])),
+        why,
+        fix,
+    )
+
+
 def load_split(
     data: Path | str,
     val_data: Path | str | None = None,
@@ -245,19 +264,7 @@ def load_split(
     labels = sorted(set(train_l))
     if len(labels) < 2:
         raise InputError(f"{data}: column {label_col!r} has {len(labels)} distinct label(s); need at least 2")
-    unseen_in_val = sorted(set(labels) - set(val_l))
-    if unseen_in_val:  # its row in the report reads 0.0000 with support 0, and macro-F1 leaves it out
-        why, fix = (
-            (f"--val-data {val_data} has none", "a --val-data file with such rows would")
-            if val_data is not None
-            else ("too few rows to hold one out", "a larger --val-split or --val-data with such rows would")
-        )
-        log.warning(
-            "label(s) %s have no validation row (%s): validation says nothing about them; %s",
-            ", ".join(map(repr, unseen_in_val[:10])),
-            why,
-            fix,
-        )
+    _warn_unvalidated(labels, val_l, val_data)
     return Split(
         train_texts=train_t,
         train_labels=train_l,
