@@ -114,7 +114,7 @@ def _missing(value: Any) -> bool:
     """None, or what pandas and numpy use for a missing value (``pd.NA``, NaN)."""
     if value is None or type(value).__name__ == "NAType":
         return True
-    return isinstance(value, float) and value != value
+    return isinstance(value, (float, np.floating)) and value != value  # float32 NaN is no Python float
 
 
 def check_texts(
@@ -144,7 +144,10 @@ def check_ids(ids: Any, texts: list[str | None], errors: list[str]) -> list[str 
     """The API's ``ids`` as the ``id`` column's text, one per text, as ``clsrun predict`` writes ids: bytes
     that are not UTF-8 as ``\\xNN`` escapes, other values as ``str()``; an id holding a lone surrogate
     makes its row an error row (in place in ``texts`` and ``errors``), the id written escaped."""
-    values = as_texts(ids) if not isinstance(ids, (str, bytes)) else None
+    try:
+        values = as_texts(ids) if not isinstance(ids, (str, bytes)) else None
+    except UsageError:  # its words are about texts
+        raise UsageError(f"ids: a {type(ids).__name__}; give a list with one id per text, or none") from None
     if values is None or len(values) != len(texts):
         given = f"{len(values)} ids" if values is not None else f"one {type(ids).__name__}"
         raise UsageError(f"ids: {given} for {len(texts)} texts; give one id per text, or none")

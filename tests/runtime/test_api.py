@@ -69,15 +69,23 @@ def test_any_iterable_of_texts_scores_as_the_list_does(clf: Classifier) -> None:
 
 
 def test_missing_values_are_null_texts(clf: Classifier) -> None:
-    got = clf.predict(["gg", float("nan"), None, pa.scalar(None).as_py()])
-    assert got.errors == ["", "null text", "null text", "null text"]
-    assert got.labels[0] and got.labels[1:] == ["", "", ""]
+    got = clf.predict(["gg", float("nan"), None, pa.scalar(None).as_py(), np.float32("nan")])
+    assert got.errors == [
+        "",
+        "null text",
+        "null text",
+        "null text",
+        "null text",
+    ]  # float32 NaN: was "a float32"
+    assert got.labels[0] and got.labels[1:] == ["", "", "", ""]
 
 
 @pytest.mark.parametrize("ids", [["a"], ["a", "b", "c", "d", "e"], "abcd"])
 def test_ids_that_are_not_one_per_text_are_a_usage_error(clf: Classifier, ids: Any) -> None:
     with pytest.raises(UsageError, match=r"^ids: .* for 4 texts; give one id per text"):
         clf.score_records(TEXTS, ids=ids)
+    with pytest.raises(UsageError, match=r"^ids: a int; give a list with one id per text"):  # not "texts"
+        clf.score_records(TEXTS, ids=5)
 
 
 def test_texts_and_ids_no_file_can_hold_are_error_rows_as_when_read_from_a_file(
