@@ -27,11 +27,13 @@ from clsrun.runtime.errors import ClsrunError, Interrupted, resource_error, stor
 EXIT_CODES = """Exit codes:
   0    done (rows with per-row errors still count as done)
   1    anything else: a bug (run with --debug), a full disk or quota
-  2    bad usage; an input that cannot be read at all; an output that is
-       locked by another run, exists (no --overwrite) or cannot be written
+  2    bad usage; an input that cannot be read at all; an output (or a
+       bundle being loaded) locked by another run; an output that exists
+       (no --overwrite) or cannot be written
   3    a model bundle that cannot run (damaged, incomplete, or not
        exported where torch is not installed)
-  4    done, but more rows failed than --max-error-rate allows
+  4    done, but not all of it passed: more rows failed than
+       --max-error-rate allows; export variants the accuracy gate refused
   130  stopped by SIGINT (Ctrl-C); predict: --resume continues
   143  stopped by SIGTERM; predict: --resume continues
   129  stopped by SIGHUP (its terminal went away); predict: --resume continues"""
