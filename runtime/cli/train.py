@@ -98,7 +98,7 @@ def train(
         None,
         "--max-length",
         help="Cut texts to this many characters (n-gram 20000; char-CNN: the training texts' 90th-percentile "
-        "length within 256-1024) or tokens (BERT 256): longer sees more of long texts, costs time linearly "
+        "length within 256-1024) or tokens (BERT 256, or the checkpoint's positions when fewer): longer sees more of long texts, costs time linearly "
         "(n-gram, char-CNN) or worse (BERT) at training and scoring.",
     ),
     warmup: float | None = typer.Option(

@@ -127,6 +127,22 @@ def test_max_length_beyond_the_checkpoint_positions_is_refused(
         fit_bert(split, config, BertOptions(model=str(tiny_bert_checkpoint)))
 
 
+def test_the_default_max_length_is_cut_to_a_checkpoint_with_fewer_positions(
+    tiny_bert_checkpoint: Path, tiny_bert_data: Path, tmp_path: Path
+) -> None:
+    """A 128-position checkpoint refused the default 256, naming --max-length, a flag never given."""
+    from clsrun.runtime.bundle import Bundle
+    from clsrun.trainer.bert import train_bert
+
+    split = load_split(tiny_bert_data, val_split=0.25)
+    config = TrainConfig.for_kind(str(tiny_bert_checkpoint), epochs=1, logs=False, quiet=True)
+    assert config.max_length == 256  # the default
+    train_bert(
+        split, tmp_path / "b", config, BertOptions(model=str(tiny_bert_checkpoint), freeze_encoder=True)
+    )
+    assert Bundle.load(tmp_path / "b").spec.max_length == 128
+
+
 # -------------------------------------------------------------------------------------------- truncation
 
 
