@@ -147,7 +147,9 @@ def check_ids(ids: Any, texts: list[str | None], errors: list[str]) -> list[str 
     try:
         values = as_texts(ids) if not isinstance(ids, (str, bytes)) else None
     except UsageError:  # its words are about texts
-        raise UsageError(f"ids: a {type(ids).__name__}; give a list with one id per text, or none") from None
+        raise UsageError(
+            f"ids: {type(ids).__name__} given; give a list with one id per text, or none"
+        ) from None
     if values is None or len(values) != len(texts):
         given = f"{len(values)} ids" if values is not None else f"one {type(ids).__name__}"
         raise UsageError(f"ids: {given} for {len(texts)} texts; give one id per text, or none")

@@ -83,6 +83,7 @@ COUNTS_INPUT = "counts"
 CJK_RANGES = ((0x3040, 0x30FF), (0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0xAC00, 0xD7AF))
 CJK_SUPPLEMENT = (0x20000, 0x2FFFF)
 CJK_THRESHOLD = 0.3
+DETECT_ROW_CHARS = 500  # characters of one sampled row read by the language rule
 DETECT_SAMPLE_CHARS = 1_000_000  # characters read to decide (the share settles long before)
 
 
@@ -144,17 +145,27 @@ class NgramScheme:
 
 
 def cjk_share(texts: list[str], max_chars: int = DETECT_SAMPLE_CHARS) -> float:
-    """Share of CJK characters among the non-space characters of about ``max_chars`` of ``texts``: every
-    row when they hold no more, else every k-th row, so the sample spans the whole file (its first rows
-    alone decided before: English rows above Chinese ones picked the alphabetic features for a file mostly
-    Chinese, and the same rows in the other order the CJK ones)."""
-    total = sum(len(t) for t in texts)
-    step = max(1, -(-total // max_chars))  # ceil
-    cps = charmaps.codepoints(["".join(texts[::step])[: 2 * max_chars]])[0]
-    cps = cps[~charmaps.is_space(cps)]
-    if not len(cps):
-        return 0.0
-    return float(is_cjk(cps).mean())
+    """Share of CJK characters among the non-space characters of ``texts``: all of them when they hold at
+    most ``max_chars``, else estimated from ``max_chars // DETECT_ROW_CHARS`` rows drawn at random (seeded)
+    in proportion to their length, each read to :data:`DETECT_ROW_CHARS` characters. The first million
+    characters alone decided before, so row order could (English rows above Chinese ones)."""
+    lengths = np.fromiter(map(len, texts), dtype=np.float64, count=len(texts))
+    total = float(lengths.sum())
+    if total <= max_chars:
+        sample, weigh = list(texts), True
+    else:
+        draws = max(1, max_chars // DETECT_ROW_CHARS)
+        picked = np.random.default_rng(0).choice(len(texts), size=draws, p=lengths / total)
+        sample, weigh = [texts[i][:DETECT_ROW_CHARS] for i in picked.tolist()], False
+    cps, read_lengths = charmaps.codepoints(sample)  # (N,), (rows,)
+    row = np.repeat(np.arange(len(sample)), read_lengths)  # (N,) the row of each code point
+    read = ~charmaps.is_space(cps)
+    counted = np.bincount(row[read], minlength=len(sample)).astype(np.float64)  # (rows,) non-space
+    in_cjk = np.bincount(row[read], weights=is_cjk(cps[read]), minlength=len(sample))  # (rows,)
+    if weigh:  # every character once
+        return float(in_cjk.sum() / counted.sum()) if counted.sum() else 0.0
+    shares = in_cjk[counted > 0] / counted[counted > 0]  # rows drawn by length: each draw weighs alike
+    return float(shares.mean()) if len(shares) else 0.0
 
 
 def is_cjk(cps: np.ndarray) -> np.ndarray:

@@ -492,7 +492,9 @@ def _json_table(
                 seen.update(dict.fromkeys(obj))
             row = {k: _json_field(k, v, options.text_col) for k, v in obj.items() if not reads or k in reads}
             if not all(v is None or valid_unicode(v) for v in row.values()):
-                reasons.append(f"row {n}: not valid Unicode (a lone surrogate such as \\ud800)")
+                reasons.append(
+                    f"row {n}: not valid Unicode (bytes that are not UTF-8, or a lone surrogate such as \\ud800)"
+                )
                 continue
             rows.append(row)
     if not rows and reasons:
@@ -572,7 +574,7 @@ def read_labelled(
             keep_t.append(t)
             keep_l.append(y)
             continue
-        controls += isinstance(raw, str) and has_control(raw.strip())
+        controls += not y and isinstance(raw, str) and has_control(raw.strip())  # the label was the reason
         if first_dropped is None:
             first_dropped = row
     why = (
@@ -919,11 +921,18 @@ class _IntText(_NumberText):
 _JSON_LINE = json.JSONDecoder(parse_float=_FloatText, parse_int=_IntText)
 
 
-def decode_json_line(line: bytes) -> Any:
+def decode_json_line(line: bytes, lenient: bool = True) -> Any:
     """One JSON Lines record as every reader decodes it (scoring, the first-block check, train and eval):
-    numbers kept as written (:class:`_NumberText`), lone surrogates kept for the caller to judge. Raises
-    ``ValueError`` (``UnicodeDecodeError`` included) or ``RecursionError`` for a line that is not JSON."""
-    return _JSON_LINE.decode(line.decode("utf-8-sig", "surrogatepass"))  # as json.loads decodes bytes
+    numbers kept as written (:class:`_NumberText`), lone surrogates kept for the caller to judge. Bytes that
+    are not UTF-8 come back as lone surrogates U+DC80-U+DCFF (``lenient``; strict: ``UnicodeDecodeError``),
+    so they fail only a field a reader reads, which judges its fields as it judges a lone surrogate. Raises
+    ``ValueError`` or ``RecursionError`` for a line that is not JSON."""
+    try:
+        return _JSON_LINE.decode(line.decode("utf-8-sig", "surrogatepass"))  # as json.loads decodes bytes
+    except UnicodeDecodeError:
+        if not lenient:
+            raise
+        return _JSON_LINE.decode(line.decode("utf-8-sig", "surrogateescape"))
 
 
 def _json_kind(value: Any) -> str:
@@ -951,7 +960,7 @@ def _json_row(
     file: the whole line was an error row without its id."""
     undecodable = ""
     try:
-        obj = decode_json_line(line)
+        obj = decode_json_line(line, lenient=False)
     except UnicodeDecodeError as e:
         undecodable = f"undecodable bytes (not UTF-8) at byte {e.start}"
         try:

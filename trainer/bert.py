@@ -118,7 +118,7 @@ def _within_positions(config: TrainConfig, checkpoint: Path) -> TrainConfig:
         return config
     if distributed.is_main():
         log.info(
-            "--max-length %d: this checkpoint's positions, fewer than the default %d",
+            "--max-length %d: this checkpoint's positions, fewer than the %d asked or by default",
             limit,
             config.max_length,
         )

@@ -84,7 +84,7 @@ def test_missing_values_are_null_texts(clf: Classifier) -> None:
 def test_ids_that_are_not_one_per_text_are_a_usage_error(clf: Classifier, ids: Any) -> None:
     with pytest.raises(UsageError, match=r"^ids: .* for 4 texts; give one id per text"):
         clf.score_records(TEXTS, ids=ids)
-    with pytest.raises(UsageError, match=r"^ids: a int; give a list with one id per text"):  # not "texts"
+    with pytest.raises(UsageError, match=r"^ids: int given; give a list with one id per text"):  # not "texts"
         clf.score_records(TEXTS, ids=5)
 
 

@@ -463,3 +463,20 @@ def test_rows_left_out_for_a_label_with_a_line_end_say_so(tmp_path: Path) -> Non
     data = read_labelled(path)
     assert data.labels == ["neg", "pos"]
     assert "(1 of them for a label holding a line end or other control character)" in data.left_out[-1]
+
+
+def test_bytes_that_are_not_utf8_in_an_unread_field_fail_no_file_and_no_labelled_row(tmp_path: Path) -> None:
+    """The first-block check refused a file whose first lines had such bytes in a field clsrun does not
+    read ("not JSON Lines"), and train/eval left those rows out: the same records in CSV were used."""
+    one = _write(tmp_path / "one.jsonl", b'{"id": "a", "text": "good", "x": "\xff"}\n')
+    assert _rows(one, ReadOptions(id_col="id")) == [("a", "good", "")]
+    labelled = _write(
+        tmp_path / "l.jsonl",
+        b'{"label": "pos", "text": "good", "x": "\xff"}\n{"label": "neg", "text": "bad", "x": "\xfe"}\n'
+        b'{"label": "pos", "text": "b\xffad"}\n',
+    )
+    data = read_labelled(labelled)
+    assert data.texts == ["good", "bad"] and data.labels == ["pos", "neg"]
+    assert "row 2: not valid Unicode (bytes that are not UTF-8" in data.left_out[0]
+    no_label = _write(tmp_path / "nl.csv", b'label,text\n"po\ns",good\nneg,\npos,fine\n')
+    assert "(1 of them for a label holding a line end" in read_labelled(no_label).left_out[-1]  # not 2

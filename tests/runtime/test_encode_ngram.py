@@ -18,6 +18,7 @@ from clsrun.runtime.encode_ngram import (
     NgramEncoder,
     NgramScheme,
     NgramVocabulary,
+    cjk_share,
     detect_script,
     hash_features,
 )
@@ -97,6 +98,9 @@ def test_language_rule() -> None:
     # the whole file decides, not its first million characters: English rows above Chinese ones
     english, chinese = ["The hotel was fine " * 100] * 600, ["这个酒店很好服务周到" * 100] * 3000
     assert detect_script(english + chinese) == detect_script(chinese + english) == "cjk"
+    # one long row counts as long as it is, wherever it is (45 % CJK either way)
+    long_first, long_last = ["x" * 2_000_000, *["中文"] * 800_000], [*["中文"] * 800_000, "x" * 2_000_000]
+    assert abs(cjk_share(long_first) - 0.444) < 0.03 and abs(cjk_share(long_last) - 0.444) < 0.03
 
 
 def _encoder(texts: list[str], scheme: NgramScheme = CJK, min_df: int = 1) -> NgramEncoder:
