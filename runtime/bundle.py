@@ -70,13 +70,12 @@ def previous_of(out: Path) -> Path:
 def _not_a_bundle(root: Path) -> str:
     """Why ``root``, a folder without ``clsrun.json``, is no bundle, and what to do when a training left it."""
     if not (root / UNFINISHED).is_file():
-        checkpoint = (
-            root / "config.json"
-        ).is_file()  # a Hugging Face model folder: the base, not a classifier
-        train = f" (a Hugging Face model folder: train a classifier on it first, clsrun train DATA --model {root} --out B)"
-        return (
-            f"{root / SPEC_FILE}: missing; {root} is not a clsrun model bundle{train if checkpoint else ''}"
+        train = (  # a Hugging Face model folder: the base a classifier is trained from, not one
+            f" (a Hugging Face model folder: train a classifier on it first, clsrun train DATA --model {root} --out B)"
+            if (root / HF_CONFIG_FILE).is_file()
+            else ""
         )
+        return f"{root / SPEC_FILE}: missing; {root} is not a clsrun model bundle{train}"
     previous = previous_of(root)
     todo = (
         f"the bundle it was replacing is in {previous}: move it back to use it, or train again with --force"

@@ -110,7 +110,7 @@ class PartialOutput:
         replaces = restart or output.exists()
         state = {**state, "format": FORMAT, "run_id": secrets.token_hex(6), "replaces": replaces}
         try:
-            atomic_write_text(folder / STATE_FILE, json.dumps(state, indent=2, sort_keys=True) + "\n")
+            _write_state(folder, state)
             fsync_path(folder)
         except OSError as e:  # no room for the state (a full disk, no inode left): leave no empty folder
             with contextlib.suppress(OSError):
@@ -122,7 +122,7 @@ class PartialOutput:
         """Record that every row is in and the output is about to be published: a file found at the output
         by a later ``--resume`` may then be this run's own (killed after publishing), not another's."""
         self.state = {**self.state, "publishing": True}
-        atomic_write_text(self.folder / STATE_FILE, json.dumps(self.state, indent=2, sort_keys=True) + "\n")
+        _write_state(self.folder, self.state)
 
     @classmethod
     def checkpointed_rows(cls, output: Path) -> int:
@@ -298,6 +298,11 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[name] = value
     return out
+
+
+def _write_state(folder: Path, state: dict[str, Any]) -> None:
+    """``state.json`` of a checkpoint, replaced atomically."""
+    atomic_write_text(folder / STATE_FILE, json.dumps(state, indent=2, sort_keys=True) + "\n")
 
 
 # State entries of one run, not of the job: never a change to refuse a resume for.

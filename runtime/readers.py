@@ -928,11 +928,12 @@ def decode_json_line(line: bytes, lenient: bool = True) -> Any:
     so they fail only a field a reader reads, which judges its fields as it judges a lone surrogate. Raises
     ``ValueError`` or ``RecursionError`` for a line that is not JSON."""
     try:
-        return _JSON_LINE.decode(line.decode("utf-8-sig", "surrogatepass"))  # as json.loads decodes bytes
+        text = line.decode("utf-8-sig", "surrogatepass")  # as json.loads decodes bytes
     except UnicodeDecodeError:
         if not lenient:
             raise
-        return _JSON_LINE.decode(line.decode("utf-8-sig", "surrogateescape"))
+        text = line.decode("utf-8-sig", "surrogateescape")
+    return _JSON_LINE.decode(text)
 
 
 def _json_kind(value: Any) -> str:
@@ -964,7 +965,7 @@ def _json_row(
     except UnicodeDecodeError as e:
         undecodable = f"undecodable bytes (not UTF-8) at byte {e.start}"
         try:
-            obj = _JSON_LINE.decode(line.decode("utf-8-sig", "surrogateescape"))  # bad bytes: U+DC80-U+DCFF
+            obj = decode_json_line(line)  # bad bytes as U+DC80-U+DCFF
         except (ValueError, RecursionError):
             return None, None, undecodable
     except (ValueError, RecursionError) as e:

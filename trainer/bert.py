@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from clsrun.runtime.bundle import BundleSpec, Normalization
+from clsrun.runtime.bundle import HF_CONFIG_FILE, BundleSpec, Normalization
 from clsrun.runtime.encode import Tokens
 from clsrun.runtime.encode_bert import BertEncoder
 from clsrun.runtime.errors import InternalError, UsageError
@@ -109,7 +109,7 @@ def _within_positions(config: TrainConfig, checkpoint: Path) -> TrainConfig:
     if config.max_length != BERT_DEFAULTS["max_length"]:
         return config
     try:
-        limit = json.loads((checkpoint / "config.json").read_text(encoding="utf-8"))[
+        limit = json.loads((checkpoint / HF_CONFIG_FILE).read_text(encoding="utf-8"))[
             "max_position_embeddings"
         ]
     except (OSError, ValueError, KeyError, TypeError):

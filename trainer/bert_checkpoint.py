@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from clsrun.runtime.bundle import SPECIAL_TOKENS_FILE, TOKENIZER_FILE, WEIGHTS_FILE
+from clsrun.runtime.bundle import HF_CONFIG_FILE, SPEC_FILE, SPECIAL_TOKENS_FILE, TOKENIZER_FILE, WEIGHTS_FILE
 from clsrun.runtime.errors import ModelNotFoundError, UsageError, install_hint
 from clsrun.runtime.hf_folder import SAFE_WEIGHTS_INDEX, WHY, folder_reader, hf_folder_problems
 
@@ -50,7 +50,7 @@ def check_checkpoint(folder: Path) -> None:
     if not folder.is_dir():
         raise ModelNotFoundError(f"{folder}: not a folder; --model needs a Hugging Face checkpoint folder")
     problems: list[str] = []
-    if not (folder / "config.json").is_file():
+    if not (folder / HF_CONFIG_FILE).is_file():
         problems.append("no config.json")
     if not any((folder / name).is_file() for name in WEIGHT_FILES):
         if (folder / "pytorch_model.bin").is_file():
@@ -62,10 +62,10 @@ def check_checkpoint(folder: Path) -> None:
             problems.append("no model.safetensors")
     if not (folder / TOKENIZER_FILE).is_file() and not (folder / "vocab.txt").is_file():
         problems.append("no tokenizer (tokenizer.json or vocab.txt)")
-    if (folder / "config.json").is_file():
+    if (folder / HF_CONFIG_FILE).is_file():
         code = hf_folder_problems(folder_reader(folder))
         problems += [*code, WHY] if code else []
-    if problems and (folder / "clsrun.json").is_file() and not (folder / "config.json").is_file():
+    if problems and (folder / SPEC_FILE).is_file() and not (folder / HF_CONFIG_FILE).is_file():
         raise ModelNotFoundError(  # a char-CNN or n-gram bundle: clsrun's output, not a base model to train
             f"{folder}: is a clsrun bundle, not a base model; --model takes ngram, charcnn, minilm or a Hugging "
             "Face checkpoint folder (to train the same kind again: --model ngram or charcnn, --out a new folder)"

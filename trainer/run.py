@@ -143,12 +143,12 @@ def _train(
         training_device(settings)  # --device cuda without a GPU: said now, not after reading the data
     split = where.load(data, settings.seed)
     settings = _fitted_to(split, settings, from_data, say=main)
-    created, rival = OutDir(), None
+    prepared, rival = OutDir(), None
     try:
         # A stop while --out is prepared or the baseline starts lands once both are done, here in the try:
         # a bundle moved aside then always comes back, and the baseline's process always ends.
         with stopping.shielded():
-            created = prepare_out_dir(out, force) if main else OutDir()
+            prepared = prepare_out_dir(out, force) if main else OutDir()
             # Normalization(): every kind trains on the default normalisation, and so does the baseline.
             rival = BaselineRun.start(split, settings, Normalization()) if main and baseline else None
         report = kind.train_function()(split, out, settings, kind_options)
@@ -160,11 +160,11 @@ def _train(
         if rival is not None:
             rival.cancel()
         if main:
-            _discard_unfinished(out, created)
+            _discard_unfinished(out, prepared)
         raise
     if main:
         with stopping.shielded(then_raise=False):  # published: the run completes, whatever signal arrives
-            finish_out_dir(out, created)
+            finish_out_dir(out, prepared)
     return TrainResult(out, kind.name, settings, kind_options, report, fitted)
 
 

@@ -33,6 +33,8 @@ def global_flags_first(args: list[str]) -> list[str]:
 def misplaced_bundle(args: list[str]) -> str | None:
     """A hint when ``clsrun predict`` was given a bundle folder as an argument of its own (``clsrun predict
     BUNDLE FILE``): typer's words are only "Got unexpected extra argument(s)". None otherwise."""
+    from clsrun.runtime.bundle import SPEC_FILE
+
     if "predict" not in args[:2]:
         return None
     rest = args[args.index("predict") + 1 :]
@@ -42,7 +44,7 @@ def misplaced_bundle(args: list[str]) -> str | None:
         for before, a in zip(["predict", *rest], rest, strict=False)
         if not a.startswith("-") and not before.startswith("-")
     ]
-    bundles = [a for a in alone if (Path(a) / "clsrun.json").is_file()]
+    bundles = [a for a in alone if (Path(a) / SPEC_FILE).is_file()]
     if len(alone) < 2 or not bundles:  # one argument: predict itself says it is a bundle
         return None
     return f"hint: {bundles[0]} is a model bundle; give it with --model: clsrun predict FILE --model {bundles[0]}"
