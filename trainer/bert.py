@@ -10,7 +10,6 @@ main process writes the bundle: a Hugging Face folder written and read back by
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import tempfile
@@ -23,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from clsrun.runtime.bundle import HF_CONFIG_FILE, BundleSpec, Normalization
+from clsrun.runtime.bundle import BundleSpec, Normalization
 from clsrun.runtime.encode import Tokens
 from clsrun.runtime.encode_bert import BertEncoder
 from clsrun.runtime.errors import InternalError, UsageError
@@ -41,7 +40,7 @@ from clsrun.trainer.bert_model import (
 from clsrun.trainer.bundle_writer import finish_bundle
 from clsrun.trainer.config import TrainConfig
 from clsrun.trainer.data import Split
-from clsrun.trainer.options import AUTO_HEAD_TAIL_SHARE, BERT_DEFAULTS, BertOptions
+from clsrun.trainer.options import AUTO_HEAD_TAIL_SHARE, BertOptions
 from clsrun.trainer.reporting import EpochLog, cut_note, progress_bar, tensorboard_writer
 
 if TYPE_CHECKING:
@@ -95,34 +94,10 @@ def train_bert(
     The main process writes the bundle into ``out`` (prepared by :func:`clsrun.trainer.train`) and returns
     its validation report; other ``torchrun`` processes write nothing and return None.
     """
-    config = _within_positions(config, resolve_checkpoint(options.model))
     run = fit_bert(split, config, options, out=out)
     if not run.fit.is_main_process:
         return None
     return write_bert_bundle(run, split, out, config, options)
-
-
-def _within_positions(config: TrainConfig, checkpoint: Path) -> TrainConfig:
-    """``config`` with the default ``--max-length`` cut to the checkpoint's positions when it has fewer (a
-    small BERT of 128): its refusal named a flag the user never gave. A value the user gave is theirs
-    (:func:`_check_max_length` refuses one that does not fit); the default is told apart by its value."""
-    if config.max_length != BERT_DEFAULTS["max_length"]:
-        return config
-    try:
-        limit = json.loads((checkpoint / HF_CONFIG_FILE).read_text(encoding="utf-8"))[
-            "max_position_embeddings"
-        ]
-    except (OSError, ValueError, KeyError, TypeError):
-        return config  # the model's own loading says what is wrong
-    if not isinstance(limit, int) or limit >= config.max_length:
-        return config
-    if distributed.is_main():
-        log.info(
-            "--max-length %d: this checkpoint's positions, fewer than the %d asked or by default",
-            limit,
-            config.max_length,
-        )
-    return config.replace(max_length=limit)
 
 
 def write_bert_bundle(

@@ -40,6 +40,16 @@ def resolve_checkpoint(model: str) -> Path:
     return folder
 
 
+def checkpoint_positions(folder: Path) -> int | None:
+    """The checkpoint's ``max_position_embeddings`` (the most tokens it reads), None when its config does not
+    say (loading the model then says what is wrong)."""
+    try:
+        limit = json.loads((folder / HF_CONFIG_FILE).read_text(encoding="utf-8"))["max_position_embeddings"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return limit if isinstance(limit, int) and not isinstance(limit, bool) else None
+
+
 def check_checkpoint(folder: Path) -> None:
     """Raise one :class:`ModelNotFoundError` listing everything that keeps ``folder`` from being used."""
     if not folder.exists():

@@ -41,6 +41,7 @@ from clsrun.trainer.options import (
     CHARCNN_DEFAULTS,
     CHARCNN_MAX_EPOCHS,
     CHARCNN_MIN_STEPS,
+    BertOptions,
     KindOptions,
     charcnn_epochs,
     charcnn_length,
@@ -107,6 +108,9 @@ def train(
         for unused in (kind_options.unused(given), settings.unused(given)):
             if unused:
                 log.warning("%s", unused)
+    if kind.name == "bert":
+        length_given = isinstance(config, TrainConfig) or "max_length" in (config or {})
+        settings = _within_positions(settings, kind_options, length_given)
     if kind.name == "bert" and settings.max_length < 3:  # [CLS], one token, [SEP]: said before torch loads
         raise UsageError(
             f"--max-length {settings.max_length}: a BERT model needs at least 3 ([CLS], a token, [SEP])"
@@ -117,6 +121,30 @@ def train(
     # One writer of a bundle at a time (train or export): two would delete or overwrite each other's files.
     with OutputLock.acquire(out) if main else contextlib.nullcontext():
         return _train(kind, kind_options, settings, where, Path(data), out, force, baseline, from_data)
+
+
+def _within_positions(settings: TrainConfig, options: KindOptions, given: bool) -> TrainConfig:
+    """``settings`` with the default ``--max-length`` cut to the checkpoint's positions when it has fewer (a
+    small BERT of 128): its refusal named a flag the user never gave. A value the user ``given`` that does not
+    fit is refused here, before ``--out`` is touched, not cut: a silent cut would hide the mistake."""
+    from clsrun.trainer.bert_checkpoint import checkpoint_positions, resolve_checkpoint
+
+    if not isinstance(options, BertOptions):
+        return settings
+    limit = checkpoint_positions(resolve_checkpoint(options.model))
+    if limit is None or limit >= settings.max_length:
+        return settings
+    if given:
+        raise UsageError(
+            f"--max-length {settings.max_length} is more than this checkpoint's {limit} positions"
+        )
+    if distributed.is_main():
+        log.info(
+            "--max-length %d: this checkpoint's positions, fewer than the default %d",
+            limit,
+            settings.max_length,
+        )
+    return settings.replace(max_length=limit)
 
 
 def _train(

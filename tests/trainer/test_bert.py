@@ -132,15 +132,27 @@ def test_the_default_max_length_is_cut_to_a_checkpoint_with_fewer_positions(
 ) -> None:
     """A 128-position checkpoint refused the default 256, naming --max-length, a flag never given."""
     from clsrun.runtime.bundle import Bundle
-    from clsrun.trainer.bert import train_bert
+    from clsrun.trainer import train
 
-    split = load_split(tiny_bert_data, val_split=0.25)
-    config = TrainConfig.for_kind(str(tiny_bert_checkpoint), epochs=1, logs=False, quiet=True)
-    assert config.max_length == 256  # the default
-    train_bert(
-        split, tmp_path / "b", config, BertOptions(model=str(tiny_bert_checkpoint), freeze_encoder=True)
+    assert TrainConfig.for_kind(str(tiny_bert_checkpoint)).max_length == 256  # the default, more than 128
+    config = {"epochs": 1, "quiet": True, "max_length": None}  # None: "choose for me", as leaving it out
+    options = {"freeze_encoder": True}
+    result = train(
+        tiny_bert_data, tmp_path / "b", model=str(tiny_bert_checkpoint), config=config, options=options
     )
-    assert Bundle.load(tmp_path / "b").spec.max_length == 128
+    assert Bundle.load(result.bundle).spec.max_length == 128
+
+
+def test_a_max_length_the_user_gives_is_refused_not_cut_when_it_does_not_fit(
+    tiny_bert_checkpoint: Path, tiny_bert_data: Path, tmp_path: Path
+) -> None:
+    """256 given on the command line is the user's: cutting it silently (as the default is) hid the mistake."""
+    from clsrun.trainer import train
+
+    config = {"epochs": 1, "quiet": True, "max_length": 256}
+    with pytest.raises(UsageError, match=r"--max-length 256 .* 128 positions"):
+        train(tiny_bert_data, tmp_path / "b", model=str(tiny_bert_checkpoint), config=config, baseline=False)
+    assert not (tmp_path / "b").exists()  # refused before --out was made
 
 
 # -------------------------------------------------------------------------------------------- truncation
