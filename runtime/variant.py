@@ -379,6 +379,8 @@ def _choose_exported(bundle: Bundle, variant: Variant) -> Choice:
                 f"passed the export gate; available: {', '.join(available)}"
             )
         candidates = matching
+    else:
+        candidates = _gate_passed_first(bundle, candidates)
     if variant.backend == "auto":
         candidates = _confirm_openvino(bundle, candidates)
         if not candidates:
@@ -393,6 +395,18 @@ def _choose_exported(bundle: Bundle, variant: Variant) -> Choice:
     from clsrun.runtime.speeds import fastest
 
     return fastest(bundle, candidates)
+
+
+def _gate_passed_first(bundle: Bundle, candidates: list[Choice]) -> list[Choice]:
+    """``candidates`` less the variants only ``--keep-refused`` kept, unless those are all there is: a variant
+    the gate refused runs when it is asked for by name (``--precision``), never because it measured faster."""
+    report = bundle.export_report() or {}
+    variants = report.get("variants") or {}
+    forced = {
+        str(v.get("file")) for v in variants.values() if isinstance(v, dict) and v.get("forced") is True
+    }
+    gate_passed = [c for c in candidates if c.file not in forced]
+    return gate_passed or candidates
 
 
 def staged_candidate(

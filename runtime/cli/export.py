@@ -44,7 +44,8 @@ def export(
         "--keep-refused",
         metavar="",
         help="Keep (and mark usable) variants the gate refuses on accuracy; the report still records the "
-        "refusal. A variant that could not be built is never kept.",
+        "refusal, and predict runs them only when --precision names them. A variant that could not be built "
+        "is never kept.",
     ),
     eval_data: Path | None = typer.Option(
         None,

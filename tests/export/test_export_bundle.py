@@ -129,6 +129,12 @@ def test_keep_refused_keeps_the_refused_variant_and_says_so(
     assert int8["forced"] is True and int8["gate_passed"] is False and int8["passed"] is True
     assert "accuracy drops" in int8["reason"]
     assert (tiny_charcnn_bundle / "onnx/model.int8.onnx").is_file()
+    # Kept to be asked for by name: --precision auto never runs it because it measured faster.
+    from clsrun.runtime.variant import Variant, choose
+
+    bundle = Bundle.load(tiny_charcnn_bundle)
+    assert choose(bundle, Variant(backend="onnx")).precision == "fp32"
+    assert choose(bundle, Variant(backend="onnx", precision="int8")).file == "onnx/model.int8.onnx"
 
 
 def test_force_exports_again_under_the_gate(
