@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 from clsrun.runtime.cli import (  # noqa: F401  (each module registers its commands on `app`)
     bench,
@@ -38,16 +39,32 @@ def misplaced_bundle(args: list[str]) -> str | None:
     if "predict" not in args[:2]:
         return None
     rest = args[args.index("predict") + 1 :]
-    # Arguments of their own: not options, nor an option's value (a guess: any word after an option is one).
+    flags = _flags_of("predict")  # options that take no value (--overwrite): the word after one is alone
+    # Arguments of their own: not options, nor the value of an option that takes one.
     alone = [
         a
         for before, a in zip(["predict", *rest], rest, strict=False)
-        if not a.startswith("-") and not before.startswith("-")
+        if not a.startswith("-") and (not before.startswith("-") or before in flags or "=" in before)
     ]
     bundles = [a for a in alone if (Path(a) / SPEC_FILE).is_file()]
     if len(alone) < 2 or not bundles:  # one argument: predict itself says it is a bundle
         return None
     return f"hint: {bundles[0]} is a model bundle; give it with --model: clsrun predict FILE --model {bundles[0]}"
+
+
+def _flags_of(command: str) -> set[str]:
+    """The option names of ``command`` that take no value (boolean flags such as ``--overwrite``). Read by
+    attribute: typer builds its commands on its own copy of click, whose classes are not ``click``'s."""
+    import typer.main
+
+    found = getattr(typer.main.get_command(app), "commands", {}).get(command)
+    params: list[Any] = getattr(found, "params", [])
+    return {
+        name
+        for p in params
+        if getattr(p, "is_flag", False) or getattr(p, "count", False)
+        for name in (*getattr(p, "opts", ()), *getattr(p, "secondary_opts", ()))
+    }
 
 
 def main() -> None:

@@ -215,6 +215,10 @@ def test_predict_given_a_bundle_as_its_own_argument_gets_a_hint(toy_bundle: Path
     hint = f"hint: {b} is a model bundle; give it with --model: clsrun predict FILE --model {b}"
     assert misplaced_bundle(["predict", b, "in.csv"]) == hint
     assert misplaced_bundle(["--debug", "predict", "in.csv", b]) == hint
+    # after a flag that takes no value, the word is an argument of its own, not the flag's value
+    assert misplaced_bundle(["predict", "--overwrite", "in.csv", b]) == hint
+    assert misplaced_bundle(["predict", "--out=x.csv", "in.csv", b]) == hint
+    assert misplaced_bundle(["predict", "--out", b, "in.csv"]) is None  # --out's value, not an argument
     assert misplaced_bundle(["predict", "in.csv", "--model", b]) is None  # as it should be
     assert misplaced_bundle(["predict", b]) is None  # predict says this one itself
     assert misplaced_bundle(["eval", b, "in.csv"]) is None
