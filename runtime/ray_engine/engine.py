@@ -167,7 +167,10 @@ def _connect(ray: Any, options: RayOptions) -> bool:
         f"--address {options.address}" if options.address else f"RAY_ADDRESS={address}" if address else None
     )
     if address is None:
-        # A laptop run: enough logical CPUs for the actors plus the read and write tasks.
+        # A laptop run: a Ray of its own ("local"; without an address ray.init joins the cluster a `ray start`
+        # on this host left in /tmp/ray, and then refuses num_cpus), with enough logical CPUs for the actors
+        # plus the read and write tasks.
+        kwargs["address"] = "local"
         needed = options.workers * options.cpus_per_worker + 2 * IO_TASK_CPUS
         cores = os.cpu_count() or 1
         kwargs["num_cpus"] = max(cores, int(np.ceil(needed)))  # GPUs: as Ray detects them
