@@ -747,6 +747,15 @@ def iter_texts(path: Path | str, text_col: str = "text") -> Iterator[str | None]
 # --------------------------------------------------------------------------------------------------
 
 
+def _parquet_ids(column: pa.Array) -> list[str | None]:
+    """A Parquet id column as text: a string column stays text, even when some values are not UTF-8."""
+    kind = column.type.value_type if pa.types.is_dictionary(column.type) else column.type
+    text = any(
+        is_kind(kind) for is_kind in (pa.types.is_string, pa.types.is_large_string, pa.types.is_string_view)
+    )
+    return _arrow_ids(_utf8_or_bytes(column), text=text)
+
+
 def _plain(arr: pa.Array) -> pa.Array:
     """A dictionary or view column as the plain string/binary column it stands for."""
     if pa.types.is_dictionary(arr.type):
@@ -844,10 +853,15 @@ def _id_before_text(names: list[str], text_col: str, id_col: str | None) -> int 
     return names.index(id_col)
 
 
-def _arrow_ids(arr: pa.Array) -> list[str | None]:
+def _arrow_ids(arr: pa.Array, text: bool = False) -> list[str | None]:
     """An id column as text (ids are written back unchanged, so ``007`` stays ``007``); binary ids that are
     not UTF-8 keep their bytes as ``\\xNN`` escapes, so two of them never become the same id (U+FFFD
-    would make ``b"\\xff"`` and ``b"\\xfe"`` one)."""
+    would make ``b"\\xff"`` and ``b"\\xfe"`` one).
+
+    ``text``: the bytes are a text column's (a CSV cell, a Parquet string that is not all UTF-8), whose
+    control characters (a tab, a line feed) are the id's own and are kept, as a JSONL or Parquet string id's
+    are: escaped, ``a<LF>b`` and a literal ``a\\x0ab`` were one id. A binary column's control bytes (the
+    NULs of a 16-byte key) are escaped."""
     arr = _plain(arr)
     if isinstance(arr.type, pa.BaseExtensionType):  # Parquet's UUID type reads as arrow.uuid
         if arr.type.extension_name == "arrow.uuid":
@@ -857,7 +871,8 @@ def _arrow_ids(arr: pa.Array) -> list[str | None]:
         arr = arr.storage
     binary = (pa.types.is_binary, pa.types.is_large_binary, pa.types.is_fixed_size_binary)
     if any(is_kind(arr.type) for is_kind in binary):
-        return [None if b is None else _binary_id(b) for b in arr.to_pylist()]
+        as_text = _bytes_as_text if text else _binary_id
+        return [None if b is None else as_text(b) for b in arr.to_pylist()]
     return arr.cast(pa.string()).to_pylist()
 
 
@@ -869,6 +884,11 @@ def _binary_id(raw: bytes) -> str:
     ``\\xNN`` escapes, so no id writes a raw NUL or newline into the output."""
     text = raw.decode("utf-8", errors="backslashreplace")
     return _CONTROL_BYTES.sub(lambda m: f"\\x{ord(m.group()):02x}", text) if not text.isprintable() else text
+
+
+def _bytes_as_text(raw: bytes) -> str:
+    """A text cell's bytes: UTF-8 where it is, other bytes as ``\\xNN`` escapes (the output is UTF-8)."""
+    return raw.decode("utf-8", errors="backslashreplace")
 
 
 def valid_unicode(s: str) -> bool:
@@ -884,7 +904,7 @@ def valid_unicode(s: str) -> bool:
 
 def _bytes_escaped(s: str) -> str:
     """``s``, decoded with ``surrogateescape``, with its bytes that are not UTF-8 as ``\\xNN`` escapes (as a
-    CSV id's, :func:`_binary_id`); unchanged when it also holds a lone surrogate of another origin."""
+    CSV id's, :func:`_bytes_as_text`); unchanged when it also holds a lone surrogate of another origin."""
     try:
         return s.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     except UnicodeEncodeError:
@@ -1251,7 +1271,11 @@ class RecordStream:
         texts, errors = _arrow_texts(
             _one_array(block.table.column(self.text_col)), self.options.max_text_bytes
         )
-        ids = _arrow_ids(_one_array(block.table.column(self.id_col))) if self.id_col is not None else None
+        ids = (
+            _arrow_ids(_one_array(block.table.column(self.id_col)), text=True)
+            if self.id_col is not None
+            else None
+        )
         if not block.bad:
             return texts, ids, errors
         texts = list(texts)  # rows are put back one by one: Python strings from here
@@ -1263,7 +1287,7 @@ class RecordStream:
         for pos in range(block.records):
             if (b := bad.get(pos)) is not None:  # its id where the record still has it (RecordBlocks)
                 out_t.append(None)
-                out_i.append(None if b.id is None else _binary_id(b.id))
+                out_i.append(None if b.id is None else _bytes_as_text(b.id))
                 out_e.append(f"row {self.rows_read + pos}: {b.reason}")
                 continue
             k = next(good)
@@ -1304,9 +1328,7 @@ class RecordStream:
                     continue
                 text = _utf8_or_bytes(batch.column(self.text_col))
                 texts, errors = _arrow_texts(text, self.options.max_text_bytes)
-                ids = (
-                    _arrow_ids(_utf8_or_bytes(batch.column(self.id_col))) if self.id_col is not None else None
-                )
+                ids = None if self.id_col is None else _parquet_ids(batch.column(self.id_col))
                 yield texts, ids, errors, None
 
     # -- JSONL -------------------------------------------------------------------------------------

@@ -163,7 +163,15 @@ def _json_lines(table: pa.Table) -> str:
         "{" + ", ".join(k + v for k, v in zip(keys, row, strict=True)) + "}\n"
         for row in zip(*cols, strict=True)
     )
-    return "".join(lines)
+    text = "".join(lines)
+    if any(chr(c) in text for c in _LINE_SEPARATORS):  # only ever inside a JSON string: escaped there
+        text = text.translate(_LINE_SEPARATORS)
+    return text
+
+
+# Characters valid raw in a JSON string that other line readers end a line at (Python's str.splitlines,
+# JavaScript before ES2019): an id or label holding one read back as two records.
+_LINE_SEPARATORS = {0x2028: "\\u2028", 0x2029: "\\u2029", 0x85: "\\u0085"}
 
 
 class TableWriter(Protocol):

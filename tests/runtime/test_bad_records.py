@@ -72,7 +72,7 @@ def test_a_row_with_the_wrong_field_count_keeps_an_id_that_comes_before_the_text
         ("k2", None, "row 1: 5 fields, the header has 3"),
         ("k3", other.decode() if utf8 else None, "" if utf8 else "undecodable bytes (not UTF-8) at byte 3"),
         ("k4", None, "row 3: 2 fields, the header has 3"),
-        ("k\\x0a5", None, "row 4: 4 fields, the header has 3"),  # escaped, as control bytes in every id
+        ("k\n5", None, "row 4: 4 fields, the header has 3"),  # as written, as the good rows' ids
     ]
     # After the text column the id cannot be told from a shifted field: the row has none.
     late = _write(tmp_path / "late.csv", b"text,id\nok,1\nbad,2,3\n")
@@ -80,6 +80,28 @@ def test_a_row_with_the_wrong_field_count_keeps_an_id_that_comes_before_the_text
         ("1", "ok", ""),
         (None, None, "row 1: 3 fields, the header has 2"),
     ]
+
+
+@pytest.mark.parametrize("name", ["in.csv", "in.parquet"])
+def test_ids_keep_their_control_characters_and_never_merge(tmp_path: Path, name: str) -> None:
+    """A CSV id's line feed or tab came back as the four characters ``\\x0a``, one id with a literal
+    ``x\\x0ay`` in the output; a Parquet string id was kept as written. Both keep them now; only bytes that
+    are not UTF-8 are escaped (the output is UTF-8)."""
+    ids = ["x\ny", "x\\x0ay", "t\tu", "z\x00"]
+    path = tmp_path / name
+    if name.endswith(".csv"):
+        quoted = ['"' + i + '"' for i in ids]
+        _write(path, ("id,text\n" + "".join(f"{q},ok\n" for q in quoted)).encode() + b'"\xff\n",ok\n')
+        ids.append("\\xff\n")
+    else:
+        bad = pa.array([*ids, None], pa.binary()).to_pylist()
+        bad[-1] = b"\xff\n"
+        ids.append("\\xff\n")
+        strings = pa.array(bad, pa.binary()).view(pa.string())  # a writer that did not check its UTF-8
+        pq.write_table(pa.table({"id": strings, "text": ["ok"] * len(ids)}), path)
+    rows = _rows(path, ReadOptions(id_col="id"))
+    assert [r[0] for r in rows] == ids
+    assert len({r[0] for r in rows}) == len(ids)
 
 
 def test_row_numbers_in_messages_are_exact_far_into_the_file(tmp_path: Path) -> None:

@@ -67,6 +67,16 @@ def test_jsonl_and_parquet_round_trip(tmp_path: Path) -> None:
     assert pq.read_table(tmp_path / "o.parquet").equals(table)
 
 
+def test_jsonl_escapes_the_line_separators_other_readers_split_at(tmp_path: Path) -> None:
+    """U+2028, U+2029 and U+0085 are valid raw in a JSON string, but Python's str.splitlines (and JavaScript
+    before ES2019) end a line there: ids holding one read back as twice the records."""
+    table = _table(ids=["a\u2028b", "c\x85d", "e\u2029"])
+    write_atomically(tmp_path / "o.jsonl", table.schema, [table])
+    text = (tmp_path / "o.jsonl").read_text(encoding="utf-8")
+    assert "\\u2028" in text and "\\u0085" in text and "\\u2029" in text
+    assert [json.loads(x)["id"] for x in text.splitlines()] == ["a\u2028b", "c\x85d", "e\u2029"]
+
+
 def test_output_appears_only_when_complete(tmp_path: Path) -> None:
     table = _table()
 
