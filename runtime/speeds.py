@@ -53,12 +53,20 @@ def cpu_key() -> str:
     return f"{info.model} [flags {flags}]"
 
 
-def cache_path() -> Path:
-    """Where first-use measurements are kept (see the module doc)."""
+def cache_path() -> Path | None:
+    """Where first-use measurements are kept (see the module doc); None for a user without a home folder
+    (no ``HOME`` and no passwd entry, as in a container or under systemd's DynamicUser), where Python's
+    ``Path.home()`` raises RuntimeError: the speeds are measured again each run, as with a cache that cannot
+    be written."""
     root = os.environ.get("CLSRUN_CACHE_DIR")
     if root:
         return Path(root) / CACHE_FILE
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    base = os.environ.get("XDG_CACHE_HOME")
+    if not base:
+        try:
+            base = str(Path.home() / ".cache")
+        except RuntimeError:
+            return None
     return Path(base) / "clsrun" / CACHE_FILE
 
 
@@ -162,8 +170,11 @@ def _validation_texts(bundle: Bundle) -> list[str]:
 
 
 def _read_cache() -> dict[str, Any]:
+    path = cache_path()
+    if path is None:
+        return {}
     try:
-        data = json.loads(cache_path().read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
@@ -176,8 +187,19 @@ def _write_cache(digest: str, rates: dict[str, float]) -> None:
         data[digest] = {}  # a damaged entry is replaced
     data[digest][cpu_key()] = rates
     path = cache_path()
+    if path is None:
+        log.warning(
+            "note: could not cache measured speeds (this user has no home folder): they will be measured again; "
+            "CLSRUN_CACHE_DIR names a folder for them"
+        )
+        return
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, json.dumps(data, indent=1) + "\n")
     except OSError as e:
-        log.warning("note: could not cache measured speeds in %s (%s): they will be measured again", path, e)
+        log.warning(
+            "note: could not cache measured speeds in %s (%s): they will be measured again; CLSRUN_CACHE_DIR "
+            "names another folder for them",
+            path,
+            e,
+        )

@@ -246,6 +246,27 @@ def test_a_damaged_speeds_cache_entry_is_measured_again_not_a_crash(
     assert set(cached[bundle.digest][speeds.cpu_key()]) == {"onnx-int8", "onnx-fp32", "openvino-fp32"}
 
 
+def test_a_user_without_a_home_folder_measures_again_rather_than_crashing(
+    ov_bundle: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No HOME and no passwd entry (a container, systemd's DynamicUser): Path.home() raises RuntimeError,
+    and every predict of a bundle exported on another CPU ended "unexpected RuntimeError", exit 1."""
+    import pathlib
+
+    def no_home() -> Path:
+        raise RuntimeError("Could not determine home directory.")
+
+    for name in ("CLSRUN_CACHE_DIR", "XDG_CACHE_HOME", "HOME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(pathlib.Path, "home", staticmethod(no_home))
+    other_cpu = {"onnx-int8": 1.0, "onnx-fp32": 1.0, "openvino-fp32": 1.0}
+    bundle = Bundle.load(_add_validation(_update(ov_bundle, _speeds(other_cpu, cpu="another CPU [flags 0]"))))
+    with caplog.at_level("WARNING", logger="clsrun"):
+        picked = choose(bundle)
+    assert "measured now" in picked.reason
+    assert "no home folder" in caplog.text and "CLSRUN_CACHE_DIR names a folder" in caplog.text
+
+
 def test_asking_for_openvino_on_a_bundle_exported_without_it_names_the_export_that_builds_it(
     make_bundle: Callable[..., Path],
 ) -> None:
