@@ -14,9 +14,17 @@ imports numpy, onnxruntime or torch.
 from __future__ import annotations
 
 import importlib
+import os
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+# onnxruntime 1.32+ on Linux and macOS keeps a device id and an event database under ~/.cache/Microsoft and
+# sends usage events, unless this is set before it starts: a scoring job writes nothing outside its output
+# and clsrun's speeds cache, and sends nothing (a home it cannot write printed a coloured warning into every
+# job's log). Every clsrun module is under this package, so it is set before any of them imports
+# onnxruntime; a value the user set is kept (ORT_DISABLE_TELEMETRY=0 turns it back on).
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 # name -> module that defines it, imported when the name is first asked for
 _LAZY = {"Classifier": "clsrun.runtime.classifier", "Variant": "clsrun.runtime.variant"}

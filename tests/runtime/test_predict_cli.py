@@ -215,6 +215,22 @@ def test_scoring_bar_follows_the_estimate_and_leaves_resumed_rows_out_of_the_rat
     bar.close()
 
 
+def test_a_scoring_process_writes_nothing_into_home(tmp_path: Path, toy_bundle: Path) -> None:
+    """onnxruntime 1.32 kept a device id and an event database under ~/.cache/Microsoft on every run (and
+    printed a coloured warning into the job's log where HOME could not be written)."""
+    import os
+
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"}
+    env.update(HOME=str(home), CLSRUN_CACHE_DIR=str(tmp_path / "cache"))
+    src, out = _input(tmp_path / "in.csv", 20), tmp_path / "o.csv"
+    cmd = [sys.executable, "-m", "clsrun", "predict", str(src), "--model", str(toy_bundle), "--out", str(out)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert out.is_file() and list(home.iterdir()) == []
+
+
 def _run_with_stderr(args: list[str], stderr: int) -> int:
     cmd = [sys.executable, "-m", "clsrun", "predict", *args]
     return subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=stderr, timeout=120).returncode
