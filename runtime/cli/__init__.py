@@ -67,9 +67,24 @@ def _flags_of(command: str) -> set[str]:
     }
 
 
+def _cwd_exists() -> bool:
+    """False when the current folder was deleted under the shell: relative paths then fail deep inside a
+    command ("unexpected FileNotFoundError" naming no path) and torch's MKL aborts its import."""
+    import os
+
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        return False
+    return True
+
+
 def main() -> None:
     """Run the CLI."""
     args = global_flags_first(sys.argv[1:])
+    if not _cwd_exists() and not {"--help", "-h", "--version"} & set(args):
+        print("error: the current folder no longer exists (it was deleted or moved); cd into one that does and run again", file=sys.stderr)  # fmt: skip
+        raise SystemExit(2)
     try:
         app(args=args)
     except SystemExit as e:

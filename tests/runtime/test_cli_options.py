@@ -222,3 +222,24 @@ def test_predict_given_a_bundle_as_its_own_argument_gets_a_hint(toy_bundle: Path
     assert misplaced_bundle(["predict", "in.csv", "--model", b]) is None  # as it should be
     assert misplaced_bundle(["predict", b]) is None  # predict says this one itself
     assert misplaced_bundle(["eval", b, "in.csv"]) is None
+
+
+def test_a_deleted_current_folder_is_one_line_not_an_unexpected_error(tmp_path: Path) -> None:
+    """Relative paths failed deep inside predict ("unexpected FileNotFoundError", no path named), and
+    export/bench died in torch's import (MKL's "FATAL ERROR", exit 2)."""
+    import subprocess
+    import sys
+
+    gone = tmp_path / "gone"
+    script = (
+        "import os, sys; gone = sys.argv.pop(1); os.makedirs(gone, exist_ok=True); os.chdir(gone); os.rmdir(gone); "
+        "from clsrun.__main__ import main; main()"
+    )
+    cmd = [sys.executable, "-c", script, str(gone), "predict", "in.csv"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        "error: the current folder no longer exists (it was deleted or moved); cd into one that does and run again"
+    )
+    helped = subprocess.run([*cmd[:4], "predict", "--help"], capture_output=True, text=True, timeout=60)
+    assert helped.returncode == 0 and "--model" in helped.stdout
