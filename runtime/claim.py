@@ -17,6 +17,7 @@ the same job's finished output is "already complete"; anything else still needs 
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -62,8 +63,12 @@ def output_path(input_path: Path, output: Path | str | None, bundle: Path | None
     _refuse_link_loop(out)
     if out.is_dir():
         raise UsageError(f"--out {out}: is a folder; the local engine writes one file")
-    if out.resolve() == input_path.resolve():
+    if out.resolve() == input_path.resolve() or _same_file(out, input_path):
         raise UsageError(f"--out {out}: is the input file itself")
+    if _same_file(manifest_path(out), input_path):  # predict o.csv.manifest.json --out o.csv
+        raise UsageError(
+            f"--out {out}: its manifest, {manifest_path(out).name}, would replace the input file; choose another --out"
+        )
     if (
         bundle is not None
         and (bundle / SPEC_FILE).is_file()
@@ -71,6 +76,15 @@ def output_path(input_path: Path, output: Path | str | None, bundle: Path | None
     ):
         raise UsageError(f"--out {out}: is inside the model bundle {bundle}; write the scores elsewhere")
     return out
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` are one file (device and inode), whatever names lead there: a bind mount or a
+    hard link is not seen by comparing resolved paths."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # either is missing or unreadable: not one file
+        return False
 
 
 def _refuse_link_loop(out: Path) -> None:
@@ -120,10 +134,12 @@ class OutputClaim:
         out = output_path(input_path, output, bundle)
         make_folder(out.parent, f"--out {out}")
         out = pinned(out)  # the folder it resolves to now, for the whole run (files.pinned)
-        with OutputLock.acquire(out) as lock:
+        with OutputLock.acquire(out, follow=False) as lock:  # a link at OUT is replaced, so locked as OUT
             _refuse_folders_at_our_names(out)
             if not resume and not overwrite:
                 _refuse_to_discard(out)
+            if not overwrite:
+                _refuse_foreign_manifest(out)
             yield cls(out, resume, overwrite, lock)
 
 
@@ -138,6 +154,26 @@ def _refuse_folders_at_our_names(out: Path) -> None:
     for path, what in ((out, "the output"), (manifest_path(out), "the output's manifest")):
         if path.is_dir() and not path.is_symlink():
             raise UsageError(f"{path}: is a folder, where {what} goes: move it away or choose another --out")
+
+
+# A manifest is a few KiB; a file much larger at that name is someone's data, never read in whole to be sure.
+_MANIFEST_MAX_BYTES = 1 << 20
+
+
+def _refuse_foreign_manifest(out: Path) -> None:
+    """A file at ``OUT.manifest.json`` that is not a clsrun manifest is someone's data (a JSON Lines output
+    of another run, ``--out o.csv.manifest.json``): a run replaced it with its manifest, unasked."""
+    target = manifest_path(out)
+    try:
+        small = target.is_file() and target.stat().st_size <= _MANIFEST_MAX_BYTES
+        data = json.loads(target.read_bytes()) if small else None
+    except (OSError, ValueError):
+        data = None
+    if target.is_file() and not (isinstance(data, dict) and "clsrun_version" in data):
+        raise OutputExistsError(
+            f"{target}: exists and is not a clsrun manifest, where this run writes its manifest; add "
+            f"--overwrite to replace it, or choose another --out"
+        )
 
 
 def _refuse_to_discard(out: Path) -> None:

@@ -34,13 +34,18 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
 
-def lock_path(output: Path) -> Path:
+def lock_path(output: Path, follow: bool = True) -> Path:
     """``.OUT.lock`` beside ``output`` (a file or, for the Ray engine, a folder), as the path resolves: a
-    symlink to it, or ``B/onnx/..`` for ``B``, must take the same lock (and never put one inside it)."""
-    real = resolved(output)
+    symlink to it, or ``B/onnx/..`` for ``B``, must take the same lock (and never put one inside it).
+
+    ``follow=False`` for an output that is published by replacing its own name (a scoring run's file): a
+    symbolic link there is replaced, not written through, so its lock is the link's name in its resolved
+    folder. Locking the link's target instead let a run whose link was re-pointed mid-run (a rotation)
+    and a second run of the new target's name each hold a lock while sharing one checkpoint."""
+    real = resolved(output if follow else output.parent)
     if real is None:
         raise UsageError(f"{output}: {LINK_LOOP}")
-    return real.parent / f".{real.name}.lock"
+    return real.parent / f".{real.name}.lock" if follow else real / f".{output.name}.lock"
 
 
 def _holder_line(path: Path) -> str:
@@ -101,17 +106,18 @@ class OutputLock:
         self._fd: int | None = fd
 
     @classmethod
-    def acquire(cls, output: Path, role: str = "--out") -> OutputLock:
+    def acquire(cls, output: Path, role: str = "--out", follow: bool = True) -> OutputLock:
         """Lock ``output`` for this process, or raise :class:`OutputLockedError` naming the holder.
 
         The output's folder is made if it does not exist yet (a run writes into it anyway). ``role`` is
         how messages name it: ``--out`` for a scoring output, ``bundle`` for a bundle that train or export
-        writes (one of them at a time, or two writers would mix their files and hashes)."""
+        writes (one of them at a time, or two writers would mix their files and hashes). ``follow``: as
+        :func:`lock_path`."""
         if fcntl is None:  # pragma: no cover - Windows
-            return cls(lock_path(output), -1)
+            return cls(lock_path(output, follow), -1)
         # The folder as typed, before resolving: a dangling link in the way is refused there, not followed.
         make_folder(output.parent, f"{role} {output}")
-        path = lock_path(output)
+        path = lock_path(output, follow)
         while True:
             try:
                 fd = _open_lock_file(path)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -287,7 +288,16 @@ def _empty(folder: Path, best_effort: bool = False) -> None:
 
 def check_out_dir(out: Path, force: bool) -> None:
     """Refuse an ``out`` that cannot receive a new bundle: not a folder, or not empty without ``force``, or
-    not empty and not a clsrun bundle (never deleted, even with ``force``). Changes nothing."""
+    not empty and not a clsrun bundle (never deleted, even with ``force``), or a symbolic link. Changes nothing.
+
+    A link is refused, not followed: the bundle is written as a folder of its own at ``out``, so ``--force``
+    moved the link aside and left it there (the next run failed on it), and two runs, one naming the link and
+    one its target, held different locks while writing the same name."""
+    if out.is_symlink():
+        raise UsageError(
+            f"--out {out}: is a symbolic link (to {os.readlink(out)}); train writes a bundle folder of its own: "
+            "give the folder the link points to, or a name that is not a link"
+        )
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: exists and is not a folder")
     if out.is_dir() and any(out.iterdir()):

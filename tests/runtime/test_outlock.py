@@ -133,6 +133,31 @@ def test_a_symlink_or_a_dotdot_path_takes_the_same_lock_beside_the_real_folder(t
     assert lock_path(link) == lock_path(real / "onnx" / "..") == tmp_path / ".bundle.lock"
 
 
+def test_an_output_that_is_a_link_to_a_file_is_locked_as_its_own_name(tmp_path: Path) -> None:
+    """A scoring run replaces a link at --out (it publishes under that name), but it locked the link's
+    target: once the link was re-pointed (a rotation), a second run of the same --out locked the new target
+    and cleared the first run's checkpoint, which sat under the link's name."""
+    from clsrun.runtime.claim import OutputClaim
+
+    src = tmp_path / "in.csv"
+    src.write_text("text\ngood\n", encoding="utf-8")
+    for day in ("day1.csv", "day2.csv"):
+        (tmp_path / day).write_text("old\n", encoding="utf-8")
+    cur = tmp_path / "cur.csv"
+    cur.symlink_to(tmp_path / "day1.csv")
+    with OutputClaim.take(src, cur, overwrite=True) as first:
+        assert first.lock is not None and first.lock.path == tmp_path / ".cur.csv.lock"
+        cur.unlink()
+        cur.symlink_to(tmp_path / "day2.csv")
+        with (
+            pytest.raises(OutputLockedError, match="another run is writing it"),
+            OutputClaim.take(src, cur, overwrite=True),
+        ):
+            pass
+        with OutputClaim.take(src, tmp_path / "day1.csv", overwrite=True) as other:  # another name: its own
+            assert other.lock is not None and other.lock.path == tmp_path / ".day1.csv.lock"
+
+
 def test_a_full_disk_while_the_lock_is_described_names_the_lock_file_and_leaves_none(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -201,6 +201,46 @@ def test_output_is_not_the_input(tmp_path: Path, toy_bundle: Path) -> None:
         score_file(src, src, Classifier.load(toy_bundle))
 
 
+def test_output_is_not_the_input_under_another_name(tmp_path: Path, toy_bundle: Path) -> None:
+    """Resolved paths were compared: a hard link (or a bind mount) to the input passed, and publishing
+    replaced the input with its scores."""
+    import os
+
+    src = _reviews(tmp_path / "in.csv", 10)
+    os.link(src, tmp_path / "alias.csv")
+    with pytest.raises(UsageError, match="is the input file itself"):
+        score_file(
+            src, tmp_path / "alias.csv", Classifier.load(toy_bundle), options=OutputOptions(overwrite=True)
+        )
+
+
+def test_the_manifest_never_replaces_the_input_or_a_file_that_is_not_a_manifest(
+    tmp_path: Path, toy_bundle: Path
+) -> None:
+    """OUT.manifest.json was written over whatever was there: `predict o.csv.manifest.json --out o.csv`
+    replaced its own input, and a JSON Lines output named so by another run was lost without --overwrite."""
+    from clsrun.runtime.errors import OutputExistsError
+
+    clf = Classifier.load(toy_bundle)
+    src = tmp_path / "o.csv.manifest.json"  # a JSON Lines input (.json)
+    src.write_text("".join(json.dumps({"text": f"g{i}"}) + "\n" for i in range(10)), encoding="utf-8")
+    before = src.read_bytes()
+    with pytest.raises(UsageError, match=r"its manifest, o\.csv\.manifest\.json, would replace the input"):
+        score_file(src, tmp_path / "o.csv", clf, options=OutputOptions(overwrite=True))
+    assert src.read_bytes() == before
+    other = _reviews(tmp_path / "in.csv", 10)
+    with pytest.raises(
+        OutputExistsError, match=r"o\.csv\.manifest\.json: exists and is not a clsrun manifest"
+    ):
+        score_file(other, tmp_path / "o.csv", clf)
+    assert src.read_bytes() == before and not (tmp_path / "o.csv").exists()
+    score_file(other, tmp_path / "o.csv", clf, options=OutputOptions(overwrite=True))  # asked: replaced
+    (
+        tmp_path / "o.csv"
+    ).unlink()  # a manifest whose output was deleted is clsrun's own: no --overwrite needed
+    assert score_file(other, tmp_path / "o.csv", clf).manifest["rows_read"] == 10
+
+
 def test_output_is_not_written_into_the_model_bundle(tmp_path: Path, toy_bundle: Path) -> None:
     from typer.testing import CliRunner
 

@@ -141,6 +141,18 @@ def test_force_replaces_a_bundle_never_a_folder_that_merely_holds_a_clsrun_json(
     assert [p.name for p in tiny_charcnn_bundle.iterdir()] == [UNFINISHED]
 
 
+def test_out_that_is_a_symbolic_link_is_refused_not_replaced(tiny_charcnn_data: Path, tmp_path: Path) -> None:
+    """--force moved the link aside (and left it: the next run failed "unexpected OSError: Cannot call
+    rmtree on a symbolic link"), and a run naming the link and one naming its target held different locks."""
+    real = tmp_path / "real"
+    real.mkdir()
+    link = tmp_path / "current"
+    link.symlink_to(real, target_is_directory=True)
+    with pytest.raises(UsageError, match=r"current: is a symbolic link \(to .*real\); train writes a bundle"):
+        train(tiny_charcnn_data, link, force=True, baseline=False)
+    assert link.is_symlink() and sorted(p.name for p in tmp_path.iterdir()) == ["current", "real"]
+
+
 # ------------------------------------------------------------------------------------ what a run shows
 
 
