@@ -213,6 +213,36 @@ def test_cli_writes_files_and_rejects_unknown_backends(
     ]
 
 
+def test_an_out_the_report_cannot_go_to_is_refused_before_measuring(
+    toy_bundle: Path, toy_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found only after every backend was measured ("bench: permission denied"), and --out inside the
+    bundle put four files into it."""
+    import tempfile
+
+    import clsrun.bench as bench_module
+
+    def never(*args: object) -> None:
+        raise AssertionError("measured before --out was checked")
+
+    monkeypatch.setattr(bench_module, "run_bench", never)
+    blocked = tmp_path / "file"
+    blocked.write_text("x", encoding="utf-8")
+    args = ["bench", str(toy_bundle), "--data", str(toy_data), "--quiet", "--out"]
+    inside = CliRunner().invoke(app, [*args, str(toy_bundle / "bench")])
+    assert inside.exit_code == 2 and "is inside the model bundle" in inside.output
+    assert not (toy_bundle / "bench").exists()
+    under_a_file = CliRunner().invoke(app, [*args, str(blocked / "bench")])
+    assert under_a_file.exit_code == 2 and f"--out {blocked / 'bench'}" in under_a_file.output
+    monkeypatch.setattr(tempfile, "TemporaryFile", _denied)  # as root, a read-only folder is no refusal
+    denied = CliRunner().invoke(app, [*args, str(tmp_path / "ro")])
+    assert denied.exit_code == 2 and "cannot write there (Permission denied)" in denied.output
+
+
+def _denied(*args: object, **kwargs: object) -> None:
+    raise PermissionError(13, "Permission denied")
+
+
 def test_backends_and_batch_sizes_that_cannot_be_measured_are_said(
     toy_bundle: Path, toy_data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

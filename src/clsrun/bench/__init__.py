@@ -48,6 +48,30 @@ def bench(config: BenchConfig, out_dir: Path | str, progress: Callable[[str], No
 
     for module in ("torch", "transformers", "matplotlib", "psutil"):
         require(module, "train")
+    _check_out(Path(out_dir), Path(config.bundle))
     report = run_bench(config, progress)
     paths = write_report(report, out_dir)
     return Written(report, paths["markdown"].read_text(encoding="utf-8"), paths)
+
+
+def _check_out(out_dir: Path, bundle: Path) -> None:
+    """Refuse now an ``out_dir`` the report cannot go to: it was found only after every backend had been
+    measured (minutes of a MiniLM run lost, "bench: permission denied" read like the command's name). Inside
+    the model bundle it is refused as predict refuses it: a later ``train --force`` would not replace that
+    bundle, and the files are not the bundle's."""
+    import tempfile
+
+    from clsrun.runtime.bundle import SPEC_FILE
+    from clsrun.runtime.errors import UsageError
+    from clsrun.runtime.files import make_folder
+
+    if (bundle / SPEC_FILE).is_file() and out_dir.resolve().is_relative_to(bundle.resolve()):
+        raise UsageError(f"--out {out_dir}: is inside the model bundle {bundle}; write the report elsewhere")
+    try:
+        make_folder(out_dir, f"--out {out_dir}")
+        with tempfile.TemporaryFile(dir=out_dir):
+            pass
+    except OSError as e:
+        raise UsageError(
+            f"--out {out_dir}: cannot write there ({e.strerror or e}); choose another folder"
+        ) from e
