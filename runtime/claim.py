@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -132,15 +133,69 @@ class OutputClaim:
         with neither ``resume`` nor ``overwrite`` would discard a checkpoint or replace an output.
         """
         out = output_path(input_path, output, bundle)
+        made = _missing(out.parent)
         make_folder(out.parent, f"--out {out}")
-        out = pinned(out)  # the folder it resolves to now, for the whole run (files.pinned)
-        with OutputLock.acquire(out, follow=False) as lock:  # a link at OUT is replaced, so locked as OUT
-            _refuse_folders_at_our_names(out)
-            if not resume and not overwrite:
-                _refuse_to_discard(out)
-            if not overwrite:
-                _refuse_foreign_manifest(out)
-            yield cls(out, resume, overwrite, lock)
+        try:
+            out = pinned(out)  # the folder it resolves to now, for the whole run (files.pinned)
+            with OutputLock.acquire(out, follow=False) as lock:  # a link at OUT is replaced, so locked as OUT
+                _refuse_folders_at_our_names(out)
+                if not resume and not overwrite:
+                    _refuse_to_discard(out)
+                if not overwrite:
+                    _refuse_foreign_manifest(out)
+                _refuse_others_files(out)
+                yield cls(out, resume, overwrite, lock)
+        except BaseException:
+            _remove_if_empty(made)  # a run that failed (a missing bundle) left its new, empty folders
+            raise
+
+
+def _refuse_others_files(out: Path) -> None:
+    """In a sticky folder (``/tmp``, a shared drop folder: mode 1777) only a file's owner may replace it: a run
+    whose output or manifest there is another user's scored every row and then failed to publish
+    ("operation not permitted while scoring into it"). Said before any work, naming the owner."""
+    folder = out.parent
+    try:
+        info = folder.stat()
+    except OSError:
+        return
+    me = os.geteuid()
+    if not info.st_mode & stat.S_ISVTX or me in (0, info.st_uid):
+        return
+    for path in (out, manifest_path(out)):
+        try:
+            owner = path.lstat().st_uid
+        except OSError:
+            continue
+        if owner != me:
+            raise UsageError(
+                f"{path}: belongs to {_user_name(owner)}, and in {folder} (a sticky folder, like /tmp) only a "
+                "file's owner may replace it; ask them to remove it, or choose another --out"
+            )
+
+
+def _user_name(uid: int) -> str:
+    try:
+        import pwd
+
+        return f"user {pwd.getpwuid(uid).pw_name}"
+    except (ImportError, KeyError):
+        return f"user id {uid}"
+
+
+def _missing(folder: Path) -> list[Path]:
+    """``folder`` and those of its parents that do not exist yet, innermost first."""
+    return [f for f in (folder, *folder.parents) if not f.exists() and not f.is_symlink()]
+
+
+def _remove_if_empty(folders: list[Path]) -> None:
+    """Remove the ``folders`` (innermost first) a run made, each only while empty: a checkpoint kept in one
+    stays, and so does every folder above it."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 def manifest_path(output: Path) -> Path:

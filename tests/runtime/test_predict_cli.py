@@ -447,3 +447,48 @@ def test_a_thread_that_could_not_start_is_the_error_not_a_join_of_it(
         app, ["predict", str(src), "--model", str(toy_bundle), "--out", str(tmp_path / "o.csv")]
     )
     assert res.exit_code == 1 and "cannot start a thread" in res.output, res.output
+
+
+def test_a_run_that_fails_leaves_no_empty_output_folders(tmp_path: Path, toy_bundle: Path) -> None:
+    """`--out a/b/s.csv` made a/b/ before the bundle was found missing (exit 3), and left it."""
+    src = _input(tmp_path / "in.csv", 20)
+    res = runner.invoke(
+        app, ["predict", str(src), "--model", str(tmp_path / "nosuch"), "--out", str(tmp_path / "a/b/s.csv")]
+    )
+    assert res.exit_code == 3 and "model bundle folder not found" in res.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv"]
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    res = runner.invoke(
+        app, ["predict", str(src), "--model", str(tmp_path / "nosuch"), "--out", str(kept / "s.csv")]
+    )
+    assert res.exit_code == 3 and kept.is_dir()  # a folder that was there stays
+
+
+def test_another_users_output_in_a_sticky_folder_is_refused_before_scoring(
+    tmp_path: Path, toy_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only a file's owner may replace it in a sticky folder (/tmp, a shared drop folder): the run scored
+    every row, then failed to publish ("operation not permitted while scoring into it")."""
+    import os
+
+    from clsrun.runtime import claim
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    src, out = _input(tmp_path / "in.csv", 20), shared / "s.csv"
+    out.write_text("last night's\n", encoding="utf-8")
+    owner = out.stat().st_uid
+    monkeypatch.setattr(claim.os, "geteuid", lambda: owner + 1)  # someone else (and not root)
+    res = runner.invoke(
+        app, ["predict", str(src), "--model", str(toy_bundle), "--out", str(out), "--overwrite"]
+    )
+    assert res.exit_code == 2 and "only a file's owner may replace it" in res.output
+    assert out.read_text(encoding="utf-8") == "last night's\n" and not (shared / ".s.csv.partial").exists()
+    monkeypatch.setattr(claim.os, "geteuid", lambda: owner)  # its owner replaces it
+    res = runner.invoke(
+        app, ["predict", str(src), "--model", str(toy_bundle), "--out", str(out), "--overwrite"]
+    )
+    assert res.exit_code == 0, res.output
+    os.chmod(shared, 0o755)
