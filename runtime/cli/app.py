@@ -30,8 +30,8 @@ EXIT_CODES = """Exit codes:
   2    bad usage; an input that cannot be read at all; an output (or a
        bundle being loaded) locked by another run; an output that exists
        (no --overwrite) or cannot be written
-  3    a model bundle that cannot run (damaged, incomplete, or not
-       exported where torch is not installed)
+  3    a model bundle that cannot run (missing, damaged, incomplete, or
+       not exported where torch is not installed)
   4    done, but not all of it passed: more rows failed than
        --max-error-rate allows; export variants the accuracy gate refused
   130  stopped by SIGINT (Ctrl-C); predict: --resume continues
