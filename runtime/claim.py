@@ -139,11 +139,11 @@ class OutputClaim:
             out = pinned(out)  # the folder it resolves to now, for the whole run (files.pinned)
             with OutputLock.acquire(out, follow=False) as lock:  # a link at OUT is replaced, so locked as OUT
                 _refuse_folders_at_our_names(out)
+                _refuse_others_files(out)
                 if not resume and not overwrite:
                     _refuse_to_discard(out)
                 if not overwrite:
                     _refuse_foreign_manifest(out)
-                _refuse_others_files(out)
                 yield cls(out, resume, overwrite, lock)
         except BaseException:
             _remove_if_empty(made)  # a run that failed (a missing bundle) left its new, empty folders
@@ -151,15 +151,26 @@ class OutputClaim:
 
 
 def _refuse_others_files(out: Path) -> None:
-    """In a sticky folder (``/tmp``, a shared drop folder: mode 1777) only a file's owner may replace it: a run
+    """Another user's checkpoint at ``.OUT.partial`` is said as theirs (it was "journal.jsonl: permission
+    denied"). In a sticky folder (``/tmp``, a shared drop folder: mode 1777) only a file's owner may replace it: a run
     whose output or manifest there is another user's scored every row and then failed to publish
     ("operation not permitted while scoring into it"). Said before any work, naming the owner."""
+    me = os.geteuid()
+    checkpoint = PartialOutput.folder_for(out)
+    try:
+        theirs = checkpoint.lstat().st_uid
+    except OSError:
+        theirs = me
+    if theirs != me and me != 0 and not _can_change(checkpoint):
+        raise UsageError(
+            f"{checkpoint}: the checkpoint of a stopped run of {_user_name(theirs)}, which this user cannot "
+            "change; --resume as that user, or ask them to remove it, or choose another --out"
+        )
     folder = out.parent
     try:
         info = folder.stat()
     except OSError:
         return
-    me = os.geteuid()
     if not info.st_mode & stat.S_ISVTX or me in (0, info.st_uid):
         return
     for path in (out, manifest_path(out)):
@@ -172,6 +183,11 @@ def _refuse_others_files(out: Path) -> None:
                 f"{path}: belongs to {_user_name(owner)}, and in {folder} (a sticky folder, like /tmp) only a "
                 "file's owner may replace it; ask them to remove it, or choose another --out"
             )
+
+
+def _can_change(folder: Path) -> bool:
+    """Whether this user may add and remove files in ``folder``."""
+    return os.access(folder, os.W_OK | os.X_OK)
 
 
 def _user_name(uid: int) -> str:

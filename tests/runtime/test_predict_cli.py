@@ -492,3 +492,20 @@ def test_another_users_output_in_a_sticky_folder_is_refused_before_scoring(
     )
     assert res.exit_code == 0, res.output
     os.chmod(shared, 0o755)
+
+
+def test_another_users_checkpoint_is_said_as_theirs(
+    tmp_path: Path, toy_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It was ".../journal.jsonl: permission denied", naming neither whose run it was nor what to do."""
+    from clsrun.runtime import claim
+
+    src, out = _input(tmp_path / "in.csv", 20), tmp_path / "s.csv"
+    (tmp_path / ".s.csv.partial").mkdir()
+    owner = (tmp_path / ".s.csv.partial").stat().st_uid
+    monkeypatch.setattr(claim.os, "geteuid", lambda: owner + 1)
+    monkeypatch.setattr(claim, "_can_change", lambda folder: False)  # as root, every access is allowed
+    for flags in ([], ["--resume"], ["--overwrite"]):
+        res = runner.invoke(app, ["predict", str(src), "--model", str(toy_bundle), "--out", str(out), *flags])
+        assert res.exit_code == 2 and "the checkpoint of a stopped run of user" in res.output, flags
+        assert "--resume as that user" in res.output
