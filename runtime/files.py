@@ -22,6 +22,7 @@ from __future__ import annotations
 import errno
 import os
 import posixpath
+import stat
 import tempfile
 import uuid
 from collections.abc import Callable
@@ -151,9 +152,19 @@ def temporary_for(target: Path, tmp_dir: Path | None = None) -> Path:
 
 
 def publish(tmp: Path, target: Path) -> None:
-    """Give the finished temporary file ``tmp`` a plain file's mode and move it over ``target``, flushed
-    before and after (:func:`move_into_place`)."""
-    _make_readable(tmp)
+    """Give the finished temporary file ``tmp`` a plain file's mode, or the mode of the file it replaces, and
+    move it over ``target``, flushed before and after (:func:`move_into_place`).
+
+    A replaced file keeps its mode, as a file written in place would: a re-export under ``umask 077`` made
+    a shared bundle's ``clsrun.json`` 0600, and every other user's predict failed on it."""
+    try:
+        old = os.lstat(target)
+    except OSError:
+        old = None
+    if old is not None and stat.S_ISREG(old.st_mode):
+        os.chmod(tmp, stat.S_IMODE(old.st_mode))
+    else:
+        _make_readable(tmp)
     move_into_place(tmp, target)
 
 

@@ -49,6 +49,21 @@ def test_written_through_a_temporary_name_with_an_ordinary_mode(tmp_path: Path) 
     assert (tmp_path / "state.json").stat().st_mode & 0o777 == 0o666 & ~umask
 
 
+def test_a_replaced_file_keeps_its_mode(tmp_path: Path) -> None:
+    """A re-export under umask 077 made a shared bundle's clsrun.json 0600: another user's predict failed."""
+    target = tmp_path / "clsrun.json"
+    target.write_text("{}", encoding="utf-8")
+    target.chmod(0o644)
+    old = os.umask(0o077)
+    try:
+        atomic_write_text(target, '{"new": 1}')
+        atomic_write_text(tmp_path / "fresh.json", "{}")
+    finally:
+        os.umask(old)
+    assert target.stat().st_mode & 0o777 == 0o644 and target.read_text(encoding="utf-8") == '{"new": 1}'
+    assert (tmp_path / "fresh.json").stat().st_mode & 0o777 == 0o600  # a new file: the umask's
+
+
 def test_text_replaces_and_the_temporary_can_live_elsewhere(tmp_path: Path) -> None:
     (tmp_path / "scratch").mkdir()
     target = tmp_path / "m.json"
