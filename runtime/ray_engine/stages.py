@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
+from clsrun.runtime import delimited
 from clsrun.runtime.batching import BatchOptions, windows
 from clsrun.runtime.bundle import SPEC_FILE, Bundle
 from clsrun.runtime.errors import BundleError, ClsrunError, InputError
@@ -106,13 +107,16 @@ def _said_by_driver(fs: pafs.FileSystem) -> Iterator[None]:
     if not isinstance(fs, pafs.LocalFileSystem):
         yield
         return
-    readers_log = logging.getLogger(open_records.__module__)
-    level = readers_log.level
-    readers_log.setLevel(logging.ERROR)
+    # The reader and the delimited-file sniffer (the tab-separated .csv warning) each log as their module.
+    loggers = [logging.getLogger(name) for name in (open_records.__module__, delimited.__name__)]
+    levels = [one.level for one in loggers]
+    for one in loggers:
+        one.setLevel(logging.ERROR)
     try:
         yield
     finally:
-        readers_log.setLevel(level)
+        for one, level in zip(loggers, levels, strict=True):
+            one.setLevel(level)
 
 
 def _metadata(cls: Any, size: int | None, uri: str) -> Any:
