@@ -42,16 +42,25 @@ def default_output(input_path: Path) -> Path:
     return input_path.with_name(f"{name}.scores.csv")
 
 
+def check_out_name(output: str, engine: str = "local") -> None:
+    """Refuse an ``--out`` that names no place to write, on either engine: ``-`` (standard output: the
+    output appears only once complete; the Ray engine made a folder named ``-`` and exited 0) or nothing."""
+    if output == "-":
+        raise UsageError(
+            "--out -: clsrun does not write to standard output: the output appears only once complete "
+            "(written under a temporary name, then renamed); give a "
+            + ("file (e.g. --out scores.csv)" if engine == "local" else "folder (e.g. --out scores.parquet)")
+            + " and read that"
+        )
+    if not output.strip():
+        raise UsageError("--out is empty: give the output's name (e.g. --out scores.csv)")
+
+
 def output_path(input_path: Path, output: Path | str | None, bundle: Path | None = None) -> Path:
     """Where a local run of ``input_path`` writes, checked: a file clsrun can write in a known format,
     outside the model ``bundle`` folder (when given), whose files the run reads and hashes."""
-    if output is not None and str(output) == "-":
-        raise UsageError(
-            "--out -: clsrun does not write to standard output: the output appears only once complete "
-            "(written under a temporary name, then renamed); give a file (e.g. --out scores.csv) and read that"
-        )
-    if output is not None and not str(output).strip():
-        raise UsageError("--out is empty: give the output file's name (e.g. --out scores.csv)")
+    if output is not None:
+        check_out_name(str(output))
     if output is not None and str(output).endswith(("/", os.sep)):
         raise UsageError(
             f"--out {output}: ends in a slash, so names a folder; the local engine writes one file"

@@ -49,6 +49,7 @@ from clsrun import __version__
 from clsrun.runtime import stopping
 from clsrun.runtime.batching import BatchOptions
 from clsrun.runtime.bundle import Bundle
+from clsrun.runtime.claim import check_out_name
 from clsrun.runtime.errors import (
     ClsrunError,
     InputError,
@@ -274,6 +275,7 @@ def _output_target(out: str, overwrite: bool) -> tuple[pafs.FileSystem, str, str
     """``(filesystem, path, format)`` of OUT: a folder whose extension picks the parts' format.
 
     An earlier clsrun output there is replaced only with ``overwrite``; any other folder never is."""
+    check_out_name(out, engine="ray")
     fs, path, _ = open_location(out)
     path = path.rstrip("/")
     suffix = posixpath.splitext(path)[1]

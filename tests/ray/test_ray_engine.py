@@ -654,3 +654,15 @@ def test_the_manifest_counts_texts_cut_to_the_models_length_as_locally(
     )
     local = score_file(src, tmp_path / "local.csv", Classifier.load(toy_bundle)).manifest
     assert m.manifest["truncated"] == local["truncated"] == 40
+
+
+def test_out_dash_is_refused_as_the_local_engine_refuses_it() -> None:
+    """The local engine refused `--out -`; on Ray it made a folder named `-` of Parquet parts, exit 0."""
+    from clsrun.runtime.ray_engine.engine import _output_target
+
+    with pytest.raises(
+        UsageError, match=r"^--out -: clsrun does not write to standard output.*--out scores\.parquet"
+    ):
+        _output_target("-", overwrite=True)
+    with pytest.raises(UsageError, match=r"^--out is empty"):
+        _output_target(" ", overwrite=True)
