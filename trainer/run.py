@@ -110,8 +110,7 @@ def train(
             if unused:
                 log.warning("%s", unused)
     if kind.name == "bert":
-        length_given = isinstance(config, TrainConfig) or "max_length" in (config or {})
-        settings = _within_positions(settings, kind_options, length_given)
+        settings = _within_positions(settings, kind_options, _length_given(config, kind_options))
     if kind.name == "bert" and settings.max_length < 3:  # [CLS], one token, [SEP]: said before torch loads
         raise UsageError(
             f"--max-length {settings.max_length}: a BERT model needs at least 3 ([CLS], a token, [SEP])"
@@ -122,6 +121,15 @@ def train(
     # One writer of a bundle at a time (train or export): two would delete or overwrite each other's files.
     with OutputLock.acquire(out) if main else contextlib.nullcontext():
         return _train(kind, kind_options, settings, where, Path(data), out, force, baseline, from_data)
+
+
+def _length_given(config: TrainConfig | Mapping[str, Any] | None, options: KindOptions) -> bool:
+    """Whether the user chose ``max_length``: a key of a ``config`` mapping, or, in a whole
+    :class:`TrainConfig` (built with ``for_kind``, which fills every field), a value other than the kind's
+    default."""
+    if isinstance(config, TrainConfig):
+        return bool(config.max_length != options.train_defaults().get("max_length"))
+    return "max_length" in (config or {})
 
 
 def _within_positions(settings: TrainConfig, options: KindOptions, given: bool) -> TrainConfig:

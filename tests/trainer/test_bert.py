@@ -141,6 +141,12 @@ def test_the_default_max_length_is_cut_to_a_checkpoint_with_fewer_positions(
         tiny_bert_data, tmp_path / "b", model=str(tiny_bert_checkpoint), config=config, options=options
     )
     assert Bundle.load(result.bundle).spec.max_length == 128
+    # A whole TrainConfig built the documented way fills every field: its default is no choice either.
+    whole = TrainConfig.for_kind(str(tiny_bert_checkpoint), epochs=1, quiet=True)
+    again = train(
+        tiny_bert_data, tmp_path / "c", model=str(tiny_bert_checkpoint), config=whole, options=options
+    )
+    assert Bundle.load(again.bundle).spec.max_length == 128
 
 
 def test_a_max_length_the_user_gives_is_refused_not_cut_when_it_does_not_fit(
@@ -153,6 +159,9 @@ def test_a_max_length_the_user_gives_is_refused_not_cut_when_it_does_not_fit(
     with pytest.raises(UsageError, match=r"--max-length 256 .* 128 positions"):
         train(tiny_bert_data, tmp_path / "b", model=str(tiny_bert_checkpoint), config=config, baseline=False)
     assert not (tmp_path / "b").exists()  # refused before --out was made
+    whole = TrainConfig.for_kind(str(tiny_bert_checkpoint), epochs=1, max_length=200)
+    with pytest.raises(UsageError, match=r"--max-length 200 .* 128 positions"):
+        train(tiny_bert_data, tmp_path / "b", model=str(tiny_bert_checkpoint), config=whole, baseline=False)
 
 
 # -------------------------------------------------------------------------------------------- truncation
