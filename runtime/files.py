@@ -152,19 +152,20 @@ def temporary_for(target: Path, tmp_dir: Path | None = None) -> Path:
 
 
 def publish(tmp: Path, target: Path) -> None:
-    """Give the finished temporary file ``tmp`` a plain file's mode, or the mode of the file it replaces, and
-    move it over ``target``, flushed before and after (:func:`move_into_place`).
+    """Give the finished temporary file ``tmp`` a plain file's mode, plus the read permissions of the file it
+    replaces, and move it over ``target``, flushed before and after (:func:`move_into_place`).
 
-    A replaced file keeps its mode, as a file written in place would: a re-export under ``umask 077`` made
-    a shared bundle's ``clsrun.json`` 0600, and every other user's predict failed on it."""
+    Whoever could read the replaced file still can: a re-export under ``umask 077`` made a shared bundle's
+    ``clsrun.json`` 0600, and every other user's predict failed on it. Only read bits carry over: a whole
+    old mode also carried a setuid bit, or an owner who could not read their own file (0200), onto a new
+    file of another owner."""
+    _make_readable(tmp)
     try:
         old = os.lstat(target)
     except OSError:
         old = None
-    if old is not None and stat.S_ISREG(old.st_mode):
-        os.chmod(tmp, stat.S_IMODE(old.st_mode))
-    else:
-        _make_readable(tmp)
+    if old is not None and stat.S_ISREG(old.st_mode) and old.st_mode & 0o444:
+        os.chmod(tmp, stat.S_IMODE(os.stat(tmp).st_mode) | (old.st_mode & 0o444))
     move_into_place(tmp, target)
 
 

@@ -49,18 +49,22 @@ def test_written_through_a_temporary_name_with_an_ordinary_mode(tmp_path: Path) 
     assert (tmp_path / "state.json").stat().st_mode & 0o777 == 0o666 & ~umask
 
 
-def test_a_replaced_file_keeps_its_mode(tmp_path: Path) -> None:
-    """A re-export under umask 077 made a shared bundle's clsrun.json 0600: another user's predict failed."""
-    target = tmp_path / "clsrun.json"
-    target.write_text("{}", encoding="utf-8")
-    target.chmod(0o644)
+def test_a_replaced_file_stays_readable_by_whoever_could_read_it(tmp_path: Path) -> None:
+    """A re-export under umask 077 made a shared bundle's clsrun.json 0600: another user's predict failed.
+    Only read bits carry over: never a setuid bit, nor an old mode its owner could not read."""
+    target, odd = tmp_path / "clsrun.json", tmp_path / "odd.csv"
+    for path, mode in ((target, 0o644), (odd, 0o4311)):
+        path.write_text("{}", encoding="utf-8")
+        path.chmod(mode)
     old = os.umask(0o077)
     try:
         atomic_write_text(target, '{"new": 1}')
+        atomic_write_text(odd, "x")
         atomic_write_text(tmp_path / "fresh.json", "{}")
     finally:
         os.umask(old)
-    assert target.stat().st_mode & 0o777 == 0o644 and target.read_text(encoding="utf-8") == '{"new": 1}'
+    assert target.stat().st_mode & 0o7777 == 0o644 and target.read_text(encoding="utf-8") == '{"new": 1}'
+    assert odd.stat().st_mode & 0o7777 == 0o600  # the umask's, plus no read bit it did not have
     assert (tmp_path / "fresh.json").stat().st_mode & 0o777 == 0o600  # a new file: the umask's
 
 
