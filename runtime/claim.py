@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,7 +26,17 @@ from pathlib import Path
 
 from clsrun.runtime.bundle import SPEC_FILE
 from clsrun.runtime.errors import OutputExistsError, UsageError
-from clsrun.runtime.files import LINK_LOOP, make_folder, non_utf8_name, pinned, resolved
+from clsrun.runtime.files import (
+    LINK_LOOP,
+    make_folder,
+    missing_folders,
+    non_utf8_name,
+    pinned,
+    refuse_others_in_sticky_folder,
+    remove_if_empty,
+    resolved,
+    user_name,
+)
 from clsrun.runtime.outlock import OutputLock
 from clsrun.runtime.partial import PartialOutput
 from clsrun.runtime.writers import output_format
@@ -142,7 +151,7 @@ class OutputClaim:
         with neither ``resume`` nor ``overwrite`` would discard a checkpoint or replace an output.
         """
         out = output_path(input_path, output, bundle)
-        made = _missing(out.parent)
+        made = missing_folders(out.parent)
         make_folder(out.parent, f"--out {out}")
         try:
             out = pinned(out)  # the folder it resolves to now, for the whole run (files.pinned)
@@ -155,7 +164,7 @@ class OutputClaim:
                     _refuse_foreign_manifest(out)
                 yield cls(out, resume, overwrite, lock)
         except BaseException:
-            _remove_if_empty(made)  # a run that failed (a missing bundle) left its new, empty folders
+            remove_if_empty(made)  # a run that failed (a missing bundle) left its new, empty folders
             raise
 
 
@@ -172,55 +181,15 @@ def _refuse_others_files(out: Path) -> None:
         theirs = me
     if theirs != me and me != 0 and not _can_change(checkpoint):
         raise UsageError(
-            f"{checkpoint}: the checkpoint of a stopped run of {_user_name(theirs)}, which this user cannot "
+            f"{checkpoint}: the checkpoint of a stopped run of {user_name(theirs)}, which this user cannot "
             "change; --resume as that user, or ask them to remove it, or choose another --out"
         )
-    folder = out.parent
-    try:
-        info = folder.stat()
-    except OSError:
-        return
-    if not info.st_mode & stat.S_ISVTX or me in (0, info.st_uid):
-        return
-    for path in (out, manifest_path(out)):
-        try:
-            owner = path.lstat().st_uid
-        except OSError:
-            continue
-        if owner != me:
-            raise UsageError(
-                f"{path}: belongs to {_user_name(owner)}, and in {folder} (a sticky folder, like /tmp) only a "
-                "file's owner may replace it; ask them to remove it, or choose another --out"
-            )
+    refuse_others_in_sticky_folder([out, manifest_path(out)])
 
 
 def _can_change(folder: Path) -> bool:
     """Whether this user may add and remove files in ``folder``."""
     return os.access(folder, os.W_OK | os.X_OK)
-
-
-def _user_name(uid: int) -> str:
-    try:
-        import pwd
-
-        return f"user {pwd.getpwuid(uid).pw_name}"
-    except (ImportError, KeyError):
-        return f"user id {uid}"
-
-
-def _missing(folder: Path) -> list[Path]:
-    """``folder`` and those of its parents that do not exist yet, innermost first."""
-    return [f for f in (folder, *folder.parents) if not f.exists() and not f.is_symlink()]
-
-
-def _remove_if_empty(folders: list[Path]) -> None:
-    """Remove the ``folders`` (innermost first) a run made, each only while empty: a checkpoint kept in one
-    stays, and so does every folder above it."""
-    for folder in folders:
-        try:
-            folder.rmdir()
-        except OSError:
-            return
 
 
 def manifest_path(output: Path) -> Path:

@@ -80,6 +80,53 @@ def pinned(path: Path) -> Path:
     return folder / path.name
 
 
+def missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and those of its parents that do not exist yet, innermost first (``new/..`` among them
+    while ``new`` does not exist: :func:`remove_if_empty` passes over such names)."""
+    return [p for p in (folder, *folder.parents) if not p.exists() and not p.is_symlink()]
+
+
+def remove_if_empty(folders: list[Path]) -> None:
+    """Remove the ``folders`` (innermost first) a run made, each only while empty: a checkpoint kept in one
+    stays, and so does every folder above it."""
+    for folder in folders:
+        if folder.name in ("..", "."):  # `new/..` is not a folder of its own: `new` comes next
+            continue
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
+def user_name(uid: int) -> str:
+    """``user NAME`` for a user id, ``user id N`` where it has no passwd entry."""
+    try:
+        import pwd
+
+        return f"user {pwd.getpwuid(uid).pw_name}"
+    except (ImportError, KeyError):
+        return f"user id {uid}"
+
+
+def refuse_others_in_sticky_folder(paths: list[Path]) -> None:
+    """In a sticky folder (``/tmp``, a shared drop folder: mode 1777) only a file's owner may replace it: a run
+    that replaces another user's file there (an output, a manifest, a bench report) did all its work and then
+    failed to publish ("operation not permitted"). :class:`UsageError` naming the owner, before any work."""
+    from clsrun.runtime.errors import UsageError
+
+    me = os.geteuid()
+    for path in paths:
+        try:
+            folder, owner = path.parent.stat(), path.lstat().st_uid
+        except OSError:
+            continue
+        if folder.st_mode & stat.S_ISVTX and owner != me and me not in (0, folder.st_uid):
+            raise UsageError(
+                f"{path}: belongs to {user_name(owner)}, and in {path.parent} (a sticky folder, like /tmp) only "
+                "a file's owner may replace it; ask them to remove it, or choose another --out"
+            )
+
+
 def make_folder(folder: Path, flag: str) -> None:
     """Make ``folder`` and its parents (as ``mkdir -p``); :class:`UsageError` naming ``flag`` when a file or
     a dangling link is in the way, instead of the bare ``FileExistsError`` / ``NotADirectoryError``."""

@@ -218,6 +218,7 @@ def test_an_out_the_report_cannot_go_to_is_refused_before_measuring(
 ) -> None:
     """Found only after every backend was measured ("bench: permission denied"), and --out inside the
     bundle put four files into it."""
+    import os
     import tempfile
 
     import clsrun.bench as bench_module
@@ -234,9 +235,20 @@ def test_an_out_the_report_cannot_go_to_is_refused_before_measuring(
     assert not (toy_bundle / "bench").exists()
     under_a_file = CliRunner().invoke(app, [*args, str(blocked / "bench")])
     assert under_a_file.exit_code == 2 and f"--out {blocked / 'bench'}" in under_a_file.output
+    shared = tmp_path / "shared"  # a sticky folder holding another user's report
+    shared.mkdir()
+    shared.chmod(0o1777)
+    (shared / "bench.json").write_text("{}", encoding="utf-8")
+    owner = (shared / "bench.json").stat().st_uid
+    monkeypatch.setattr(os, "geteuid", lambda: owner + 1)
+    theirs = CliRunner().invoke(app, [*args, str(shared)])
+    assert theirs.exit_code == 2 and "bench.json: belongs to user" in theirs.output
+    monkeypatch.undo()
+    monkeypatch.setattr(bench_module, "run_bench", never)
     monkeypatch.setattr(tempfile, "TemporaryFile", _denied)  # as root, a read-only folder is no refusal
-    denied = CliRunner().invoke(app, [*args, str(tmp_path / "ro")])
+    denied = CliRunner().invoke(app, [*args, str(tmp_path / "ro" / "deep")])
     assert denied.exit_code == 2 and "cannot write there (Permission denied)" in denied.output
+    assert not (tmp_path / "ro").exists()  # the folders it made for --out went with the failure
 
 
 def _denied(*args: object, **kwargs: object) -> None:

@@ -457,6 +457,9 @@ def test_a_run_that_fails_leaves_no_empty_output_folders(tmp_path: Path, toy_bun
     )
     assert res.exit_code == 3 and "model bundle folder not found" in res.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv"]
+    dotdot = str(tmp_path / "new" / ".." / "other" / "s.csv")  # mkdir -p makes `new` too
+    res = runner.invoke(app, ["predict", str(src), "--model", str(tmp_path / "nosuch"), "--out", dotdot])
+    assert res.exit_code == 3 and sorted(p.name for p in tmp_path.iterdir()) == ["in.csv"]
     kept = tmp_path / "kept"
     kept.mkdir()
     res = runner.invoke(

@@ -48,9 +48,16 @@ def bench(config: BenchConfig, out_dir: Path | str, progress: Callable[[str], No
 
     for module in ("torch", "transformers", "matplotlib", "psutil"):
         require(module, "train")
-    _check_out(Path(out_dir), Path(config.bundle))
-    report = run_bench(config, progress)
-    paths = write_report(report, out_dir)
+    from clsrun.runtime.files import missing_folders, remove_if_empty
+
+    made = missing_folders(Path(out_dir))
+    try:
+        _check_out(Path(out_dir), Path(config.bundle))
+        report = run_bench(config, progress)
+        paths = write_report(report, out_dir)
+    except BaseException:
+        remove_if_empty(made)  # a bench that failed (no rows, a stop) leaves no folder it made for --out
+        raise
     return Written(report, paths["markdown"].read_text(encoding="utf-8"), paths)
 
 
@@ -61,9 +68,10 @@ def _check_out(out_dir: Path, bundle: Path) -> None:
     bundle, and the files are not the bundle's."""
     import tempfile
 
+    from clsrun.bench.report import REPORT_FILES
     from clsrun.runtime.bundle import SPEC_FILE
     from clsrun.runtime.errors import UsageError
-    from clsrun.runtime.files import make_folder
+    from clsrun.runtime.files import make_folder, refuse_others_in_sticky_folder
 
     if (bundle / SPEC_FILE).is_file() and out_dir.resolve().is_relative_to(bundle.resolve()):
         raise UsageError(f"--out {out_dir}: is inside the model bundle {bundle}; write the report elsewhere")
@@ -75,3 +83,4 @@ def _check_out(out_dir: Path, bundle: Path) -> None:
         raise UsageError(
             f"--out {out_dir}: cannot write there ({e.strerror or e}); choose another folder"
         ) from e
+    refuse_others_in_sticky_folder([out_dir / name for name in REPORT_FILES])  # another user's report

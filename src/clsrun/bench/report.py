@@ -164,6 +164,10 @@ def to_markdown(report: BenchReport) -> str:
     return "\n".join(lines) + "\n"
 
 
+# Every file write_report writes into the --out folder.
+REPORT_FILES = (JSON_FILE, MARKDOWN_FILE, THROUGHPUT_PNG, LATENCY_PNG)
+
+
 def write_report(report: BenchReport, out_dir: Path | str) -> dict[str, Path]:
     """Write the JSON, the Markdown table and both plots into ``out_dir``; returns their paths."""
     out = Path(out_dir)
