@@ -14,7 +14,7 @@ from clsrun.runtime.cli import (  # noqa: F401  (each module registers its comma
     predict,
     train,
 )
-from clsrun.runtime.cli.app import app
+from clsrun.runtime.cli.app import CWD_GONE, app, cwd_exists
 
 # Options of `clsrun` itself that a user may also type after the command (`clsrun predict x.csv --debug`).
 GLOBAL_FLAGS = ("--debug",)
@@ -67,23 +67,12 @@ def _flags_of(command: str) -> set[str]:
     }
 
 
-def _cwd_exists() -> bool:
-    """False when the current folder was deleted under the shell: relative paths then fail deep inside a
-    command ("unexpected FileNotFoundError" naming no path) and torch's MKL aborts its import."""
-    import os
-
-    try:
-        os.getcwd()
-    except FileNotFoundError:
-        return False
-    return True
-
-
 def main() -> None:
     """Run the CLI."""
     args = global_flags_first(sys.argv[1:])
-    if not _cwd_exists() and not {"--help", "-h", "--version"} & set(args):
-        print("error: the current folder no longer exists (it was deleted or moved); cd into one that does and run again", file=sys.stderr)  # fmt: skip
+    torch_command = {"train", "export", "bench"} & set(args[:3]) and not {"--help", "-h"} & set(args)
+    if torch_command and not cwd_exists():  # torch's import aborts in a deleted folder
+        print(f"error: {CWD_GONE}", file=sys.stderr)
         raise SystemExit(2)
     try:
         app(args=args)

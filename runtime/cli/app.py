@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import os
 import re
 import signal
 import sys
@@ -117,6 +118,9 @@ def reports_errors(fn: Callable[P, R]) -> Callable[P, R]:
             )
             if _debug["on"]:
                 traceback.print_exc()
+            if typed is None and isinstance(e, FileNotFoundError) and not cwd_exists():
+                typer.echo(f"error: {CWD_GONE}", err=True)  # a relative path, read in a deleted folder
+                raise typer.Exit(2) from e
             if typed is None:
                 typer.echo(
                     f"error: unexpected {type(e).__name__}: {printable(str(e))} "
@@ -129,6 +133,22 @@ def reports_errors(fn: Callable[P, R]) -> Callable[P, R]:
 
     wrapper.__doc__ = paragraphs_on_one_line(fn.__doc__)
     return wrapper
+
+
+CWD_GONE = (
+    "the current folder no longer exists (it was deleted or moved); cd into one that does and run again"
+)
+
+
+def cwd_exists() -> bool:
+    """False when the current folder was deleted under the shell: a relative path then fails deep inside a
+    command ("unexpected FileNotFoundError" naming no path), and torch's import aborts (MKL's "FATAL
+    ERROR"). Absolute paths still work."""
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        return False
+    return True
 
 
 # Control characters other than newline and tab: a library's message may quote raw bytes of a damaged

@@ -224,9 +224,11 @@ def test_predict_given_a_bundle_as_its_own_argument_gets_a_hint(toy_bundle: Path
     assert misplaced_bundle(["eval", b, "in.csv"]) is None
 
 
-def test_a_deleted_current_folder_is_one_line_not_an_unexpected_error(tmp_path: Path) -> None:
+def test_a_deleted_current_folder_is_one_line_not_an_unexpected_error(
+    tmp_path: Path, toy_bundle: Path
+) -> None:
     """Relative paths failed deep inside predict ("unexpected FileNotFoundError", no path named), and
-    export/bench died in torch's import (MKL's "FATAL ERROR", exit 2)."""
+    export/bench died in torch's import (MKL's "FATAL ERROR", exit 2). Absolute paths still score."""
     import subprocess
     import sys
 
@@ -235,11 +237,22 @@ def test_a_deleted_current_folder_is_one_line_not_an_unexpected_error(tmp_path: 
         "import os, sys; gone = sys.argv.pop(1); os.makedirs(gone, exist_ok=True); os.chdir(gone); os.rmdir(gone); "
         "from clsrun.__main__ import main; main()"
     )
-    cmd = [sys.executable, "-c", script, str(gone), "predict", "in.csv"]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 2
-    assert done.stderr.strip() == (
-        "error: the current folder no longer exists (it was deleted or moved); cd into one that does and run again"
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-c", script, str(gone), *args]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+    said = "error: the current folder no longer exists (it was deleted or moved); cd into one that does and run again"
+    src = tmp_path / "in.csv"
+    src.write_text("text\ngood\n", encoding="utf-8")
+    for args in (("predict", "in.csv"), ("predict", str(src), "--model", str(toy_bundle), "--out", "o.csv")):
+        done = run(*args)
+        assert done.returncode == 2 and done.stderr.strip() == said, done.stderr
+    exported = run("export", str(toy_bundle))
+    assert exported.returncode == 2 and exported.stderr.strip() == said
+    absolute = run(
+        "predict", str(src), "--model", str(toy_bundle), "--out", str(tmp_path / "o.csv"), "--quiet"
     )
-    helped = subprocess.run([*cmd[:4], "predict", "--help"], capture_output=True, text=True, timeout=60)
-    assert helped.returncode == 0 and "--model" in helped.stdout
+    assert absolute.returncode == 0, absolute.stderr
+    helped = run("export", "--help")
+    assert helped.returncode == 0 and "--precision" in helped.stdout
