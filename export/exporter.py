@@ -297,8 +297,10 @@ def export_bundle(
 
 def _forget_broken_variants(root: Path) -> None:
     """For ``--force``: when ``clsrun.json`` lists variant files that are gone (an export stopped while it
-    replaced them: the old removed, the new not yet in) or changed (damaged on disk, edited), list none of
-    them, so the bundle loads and this export builds them again. The other files keep the hashes recorded
+    replaced them: the old removed, the new not yet in) or changed (damaged on disk, edited), unlist those,
+    so the bundle loads and this export builds them again; the intact variants stay listed, so an export
+    that fails after this (a bad --eval-data) leaves them running (unlisting every variant left predict on
+    eager PyTorch, saying the bundle was "never exported"). The other files keep the hashes recorded
     at training (only the variants are hashed here: a changed weights file is still caught when read)."""
     path = root / SPEC_FILE
     try:
@@ -322,7 +324,10 @@ def _forget_broken_variants(root: Path) -> None:
         log.warning("%s: %s changed or damaged since export; exporting again", root, ", ".join(changed[:3]))
     if not missing and not changed:
         return
-    spec["files"] = {name: digest for name, digest in files.items() if name not in variants}
+    broken = set(missing) | set(changed)  # only those: an export that then fails (a bad --eval-data) leaves
+    spec["files"] = {
+        name: digest for name, digest in files.items() if name not in broken
+    }  # the rest runnable
     atomic_write_text(path, json.dumps(spec, ensure_ascii=False, indent=2) + "\n")
 
 
@@ -495,6 +500,32 @@ def _install(bundle: Bundle, built: dict[str, Path], results: dict[str, VariantR
         move_into_place(path, bundle.root / target)
 
 
+# Fewer gate rows than this cannot tell a variant that loses a point from one that does not.
+WEAK_GATE_ROWS = 20
+
+
+def _warn_if_weak(bundle: Bundle, rows: int, accuracy: float) -> None:
+    """Say when the gate cannot tell a worse variant from a good one, so its passes prove little: too few
+    rows (``--max-rows 1`` passed every variant, fp16 on CPU then measured fastest on that one row), or gate
+    labels eager PyTorch gets no better than chance (another task's file: no variant can lose accuracy there)."""
+    chance = 1.0 / max(1, len(bundle.labels))
+    if rows < WEAK_GATE_ROWS:
+        log.warning(
+            "%s: the accuracy gate judged every variant on %d row(s), too few to tell one that loses accuracy "
+            "(give more with --max-rows or --eval-data)",
+            bundle.root,
+            rows,
+        )
+    if accuracy <= chance:
+        log.warning(
+            "%s: eager PyTorch scores %.4f on the gate rows, no better than chance (%.4f): are they labelled for "
+            "this model's task? A variant cannot lose accuracy there, so the gate's passes prove little",
+            bundle.root,
+            accuracy,
+            chance,
+        )
+
+
 def _warn_unless_reproduced(bundle: Bundle, rows: int, accuracy: float) -> None:
     """Say so when eager PyTorch, on all of the bundle's own validation rows, misses the accuracy training
     recorded on those rows: the model is deterministic, so a gap means the bundle was altered where no hash
@@ -528,6 +559,7 @@ def _finish(
     ref_accuracy = float((reference.argmax(axis=1) == eval_set.labels).mean())
     if options.eval_data is None:
         _warn_unless_reproduced(bundle, eval_set.rows, ref_accuracy)
+    _warn_if_weak(bundle, eval_set.rows, ref_accuracy)
     settings = {"max_accuracy_drop_pts": options.max_accuracy_drop, "forced": options.keep_refused}
     data = report_json(bundle, settings, eval_set, ref_accuracy, results, fusions, phases.seconds)
     data["speeds"] = speeds
@@ -538,4 +570,12 @@ def _finish(
     if error is not None:
         error.report = report
         raise error
+    kept = [f"{name} ({r.reason})" for name, r in results.items() if r.forced]
+    if kept:  # said under -q too: the export exits 0, and a script must still see what it kept
+        log.warning(
+            "%s: kept what the accuracy gate refused (--keep-refused): %s; predict runs it only when "
+            "--precision names it",
+            bundle.root,
+            "; ".join(kept),
+        )
     return report

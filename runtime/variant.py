@@ -389,24 +389,34 @@ def _choose_exported(bundle: Bundle, variant: Variant) -> Choice:
                 f"runner does not load here; {install_hint('openvino')}, or export ONNX variants"
             )
     if len(candidates) == 1:
-        return replace(
-            candidates[0], reason="the only exported variant that passed the gate and was asked for"
-        )
+        only = candidates[0]
+        if only.file in forced_files(bundle):  # said as it is: no run may claim it passed
+            return replace(only, reason=f"{FORCED_REASON}; run because it was asked for")
+        return replace(only, reason="the only exported variant that passed the gate and was asked for")
     from clsrun.runtime.speeds import fastest
 
-    return fastest(bundle, candidates)
+    chosen = fastest(bundle, candidates)
+    if chosen.file in forced_files(bundle):  # every candidate was kept so (_gate_passed_first)
+        return replace(chosen, reason=f"{FORCED_REASON}; {chosen.reason}")
+    return chosen
 
 
 def _gate_passed_first(bundle: Bundle, candidates: list[Choice]) -> list[Choice]:
     """``candidates`` less the variants only ``--keep-refused`` kept, unless those are all there is: a variant
     the gate refused runs when it is asked for by name (``--precision``), never because it measured faster."""
-    report = bundle.export_report() or {}
-    variants = report.get("variants") or {}
-    forced = {
-        str(v.get("file")) for v in variants.values() if isinstance(v, dict) and v.get("forced") is True
-    }
+    forced = forced_files(bundle)
     gate_passed = [c for c in candidates if c.file not in forced]
     return gate_passed or candidates
+
+
+def forced_files(bundle: Bundle) -> set[str]:
+    """The variant files the export gate refused and ``--keep-refused`` kept (``"forced": true``)."""
+    report = bundle.export_report() or {}
+    variants = report.get("variants") or {}
+    return {str(v.get("file")) for v in variants.values() if isinstance(v, dict) and v.get("forced") is True}
+
+
+FORCED_REASON = "refused by the export gate and kept by --keep-refused"
 
 
 def staged_candidate(

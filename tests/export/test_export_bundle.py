@@ -119,12 +119,18 @@ def test_gate_refuses_a_wrong_variant_and_removes_it(
 
 
 def test_keep_refused_keeps_the_refused_variant_and_says_so(
-    tiny_charcnn_bundle: Path, tmp_path: Path, wrong_int8: None, self_labelled: Callable[[Path, Path], Path]
+    tiny_charcnn_bundle: Path,
+    tmp_path: Path,
+    wrong_int8: None,
+    self_labelled: Callable[[Path, Path], Path],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     eval_data = self_labelled(tiny_charcnn_bundle, tmp_path / "eval.jsonl")
-    report = export_bundle(
-        tiny_charcnn_bundle, eval_data=eval_data, keep_refused=True, int8=Int8Options(static=False)
-    )
+    with caplog.at_level("WARNING", logger="clsrun"):
+        report = export_bundle(
+            tiny_charcnn_bundle, eval_data=eval_data, keep_refused=True, int8=Int8Options(static=False)
+        )
+    assert "kept what the accuracy gate refused (--keep-refused): int8 (accuracy drops" in caplog.text
     int8 = report.data["variants"]["int8"]
     assert int8["forced"] is True and int8["gate_passed"] is False and int8["passed"] is True
     assert "accuracy drops" in int8["reason"]
@@ -134,7 +140,9 @@ def test_keep_refused_keeps_the_refused_variant_and_says_so(
 
     bundle = Bundle.load(tiny_charcnn_bundle)
     assert choose(bundle, Variant(backend="onnx")).precision == "fp32"
-    assert choose(bundle, Variant(backend="onnx", precision="int8")).file == "onnx/model.int8.onnx"
+    asked = choose(bundle, Variant(backend="onnx", precision="int8"))
+    assert asked.file == "onnx/model.int8.onnx"
+    assert asked.reason.startswith("refused by the export gate and kept by --keep-refused")  # not "passed"
 
 
 def test_force_exports_again_under_the_gate(
@@ -186,6 +194,46 @@ def test_variant_files_damaged_after_export_are_rebuilt_by_export_force(tiny_cha
         Bundle.load(tiny_charcnn_bundle).verify()
     export_bundle(tiny_charcnn_bundle, precisions=("fp32",), force=True)
     Bundle.load(tiny_charcnn_bundle).verify()  # every listed file there and matching
+
+
+def test_an_export_force_that_fails_leaves_the_intact_variants_listed(
+    tiny_charcnn_bundle: Path, tmp_path: Path
+) -> None:
+    """--force unlisted every variant when one was damaged, before the gate data was read: a bad --eval-data
+    then left a bundle whose intact fp32 file predict no longer ran ("never exported", eager PyTorch)."""
+    from clsrun.runtime.variant import Variant, choose
+
+    export_bundle(tiny_charcnn_bundle, precisions=("fp32", "int8"))
+    with (tiny_charcnn_bundle / "onnx/model.int8.onnx").open("ab") as f:
+        f.write(b"\n")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text,label\nsome text,no-such-label\n", encoding="utf-8")
+    with pytest.raises(InputError):
+        export_bundle(tiny_charcnn_bundle, eval_data=bad, force=True)
+    bundle = Bundle.load(tiny_charcnn_bundle)
+    assert "onnx/model.onnx" in bundle.files and "onnx/model.int8.onnx" not in bundle.files
+    assert choose(bundle, Variant(backend="onnx")).file == "onnx/model.onnx"
+
+
+def test_a_gate_too_small_or_at_chance_is_said(
+    tiny_charcnn_bundle: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One gate row, or another task's labels (eager at 0.0000), passed every variant without a word."""
+    with caplog.at_level("WARNING", logger="clsrun"):
+        export_bundle(tiny_charcnn_bundle, precisions=("fp32",), max_rows=1)
+    assert "judged every variant on 1 row(s), too few" in caplog.text
+    from clsrun.export.exporter import _warn_if_weak
+
+    caplog.clear()
+    bundle = Bundle.load(tiny_charcnn_bundle)
+    with caplog.at_level("WARNING", logger="clsrun"):
+        _warn_if_weak(bundle, 400, 0.0)  # every label rotated: eager PyTorch scores nothing
+    assert "scores 0.0000 on the gate rows, no better than chance" in caplog.text
+    assert "too few" not in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="clsrun"):
+        _warn_if_weak(bundle, 400, 0.9)
+    assert caplog.text == ""
 
 
 def test_files_of_a_first_export_stopped_before_recording_them_need_no_force(
