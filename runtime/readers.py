@@ -1012,6 +1012,8 @@ def _json_row(
         except (ValueError, RecursionError):
             return None, None, undecodable
     except (ValueError, RecursionError) as e:
+        if isinstance(e, RecursionError):  # Python's words named its own decoder, not the record
+            return None, None, "JSON nested too deeply to read (arrays or objects inside each other)"
         return None, None, f"invalid JSON: {e}"
     if not isinstance(obj, dict):
         return None, None, undecodable or f"line is a JSON {_json_kind(obj)}, not an object"

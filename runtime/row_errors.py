@@ -92,7 +92,7 @@ _HINTS: list[tuple[re.Pattern[str], str]] = [
         "most records do not split into the header's columns: is the delimiter right? (--delimiter)",
     ),
     (
-        re.compile(r"^invalid JSON|not an object"),
+        re.compile(r"^invalid JSON|not an object|^JSON nested too deeply"),
         "most lines are not JSON objects: is this a JSON Lines file (one object per line)?",
     ),
 ]
