@@ -755,12 +755,13 @@ def _row_group_batches(pf: Any, columns: list[str], rows: int, block_bytes: int)
     Consecutive small groups share a call (10,000 groups of 10 rows are not 10,000 calls), and a group of
     huge texts is read in batches of about ``block_bytes`` of those columns rather than ``rows`` rows."""
     meta = pf.metadata
-    wanted = {pf.schema_arrow.get_field_index(c) for c in columns}
+    wanted = set(columns)  # leaf columns by name: a nested column before them shifts the leaf indices
     group: list[int] = []
     held, per_row = 0, 1
     for i in range(meta.num_row_groups):
         info = meta.row_group(i)
-        size = sum(info.column(j).total_uncompressed_size for j in range(info.num_columns) if j in wanted)
+        chunks = (info.column(j) for j in range(info.num_columns))
+        size = sum(c.total_uncompressed_size for c in chunks if c.path_in_schema in wanted)
         per_row = max(per_row, size // max(1, info.num_rows))  # bytes of a row, the largest group's
         group.append(i)
         held += info.num_rows

@@ -528,7 +528,11 @@ def test_parquet_is_read_a_few_row_groups_at_a_time_and_huge_texts_in_small_batc
     assert sum(b.num_rows for b in batches) == 5000 and batches[0].column(0)[0].as_py() == "t0"
     huge = tmp_path / "huge.parquet"
     texts = [str(i) * (200_000 // len(str(i))) for i in range(40)]
-    pq.write_table(pa.table({"text": texts}), huge, compression="none", use_dictionary=False)
+    nested = pa.array([{"a": i, "b": "x"} for i in range(40)])
+    table = pa.table(
+        {"s": nested, "text": texts}
+    )  # a nested column first: leaf indices are not field indices
+    pq.write_table(table, huge, compression="none", use_dictionary=False)
     pf = pq.ParquetFile(huge)
     sizes = [b.num_rows for b in _row_group_batches(pf, ["text"], rows=2000, block_bytes=1 << 20)]
     assert sum(sizes) == 40 and max(sizes) <= 6  # about a MiB of text a batch, not 2,000 rows
