@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from clsrun.export import cpu_features
 from clsrun.export.gate import EvalSet, VariantResult
+from clsrun.runtime.variant import split_name
 
 if TYPE_CHECKING:
     from clsrun.runtime.bundle import Bundle
@@ -42,7 +43,8 @@ class ExportReport:
         fusions = self.data["fusions"].get("fp32")
         if fusions:
             lines.append("fused operators (fp32): " + ", ".join(f"{op} {n}" for op, n in fusions.items()))
-        lines += _speeds(self.data.get("speeds") or {})
+        forced = {"-".join(split_name(name)) for name, result in self.variants.items() if result.forced}
+        lines += _speeds(self.data.get("speeds") or {}, forced)
         lines.append(f"report: {self.path} ({self.data['export_seconds']:.1f} s)")
         return "\n".join(lines)
 
@@ -64,17 +66,20 @@ class ExportReport:
         )
 
 
-def _speeds(speeds: dict[str, Any]) -> list[str]:
-    """One line on the alternating timing ``--backend auto`` chooses by (none when nothing to choose)."""
+def _speeds(speeds: dict[str, Any], forced: set[str] | None = None) -> list[str]:
+    """One line on the alternating timing ``--backend auto`` chooses by (none when nothing to choose);
+    ``forced``: keys of variants ``--keep-refused`` kept, which auto passes over while another is there."""
     rates = speeds.get("rows_per_s")
     if not rates:
         return []
-    ordered = sorted(rates.items(), key=lambda kv: -kv[1])
-    figures = ", ".join(f"{key} {rate:,.0f}" for key, rate in ordered)
+    forced = forced or set()
+    ordered = sorted(rates.items(), key=lambda kv: (kv[0] in forced, -kv[1]))  # what auto runs: first
+    figures = ", ".join(f"{key} {rate:,.0f}" for key, rate in sorted(rates.items(), key=lambda kv: -kv[1]))
     return [
         f"timed for --backend auto (rows/s on {speeds['rows']:,} gate rows, warm, median of {speeds['rounds']} "
         f"alternating rounds; the gate pass figures above include first calls): {figures}; "
         f"--backend auto runs {ordered[0][0]} on this CPU"
+        + (" (it passes over what --keep-refused kept)" if forced & set(rates) else "")
     ]
 
 

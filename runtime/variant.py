@@ -391,7 +391,11 @@ def _choose_exported(bundle: Bundle, variant: Variant) -> Choice:
     if len(candidates) == 1:
         only = candidates[0]
         if only.file in forced_files(bundle):  # said as it is: no run may claim it passed
-            return replace(only, reason=f"{FORCED_REASON}; run because it was asked for")
+            if variant.precision != "auto":
+                return replace(only, reason=f"{FORCED_REASON}; run because it was asked for")
+            why = f"{FORCED_REASON}; run because no variant the gate passed is left"
+            log.warning("%s: %s (--precision names what to run)", bundle.root, why)
+            return replace(only, reason=why)
         return replace(only, reason="the only exported variant that passed the gate and was asked for")
     from clsrun.runtime.speeds import fastest
 

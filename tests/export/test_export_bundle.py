@@ -143,6 +143,22 @@ def test_keep_refused_keeps_the_refused_variant_and_says_so(
     asked = choose(bundle, Variant(backend="onnx", precision="int8"))
     assert asked.file == "onnx/model.int8.onnx"
     assert asked.reason.startswith("refused by the export gate and kept by --keep-refused")  # not "passed"
+    # the speeds line names what auto runs, not the kept int8 however fast it measured
+    assert (
+        "--backend auto runs onnx-fp32 on this CPU (it passes over what --keep-refused kept)"
+        in report.to_text()
+    )
+    # fp32 unlisted (a damaged file an export --force then failed on): the kept int8 is all that is left
+    from clsrun.export.exporter import _forget_broken_variants
+
+    with (tiny_charcnn_bundle / "onnx/model.onnx").open("ab") as f:
+        f.write(b"\n")
+    _forget_broken_variants(tiny_charcnn_bundle)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="clsrun"):
+        left = choose(Bundle.load(tiny_charcnn_bundle), Variant(backend="onnx"))
+    assert left.precision == "int8" and "run because no variant the gate passed is left" in left.reason
+    assert "no variant the gate passed is left" in caplog.text  # not "asked for": nothing asked
 
 
 def test_force_exports_again_under_the_gate(
