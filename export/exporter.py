@@ -324,10 +324,9 @@ def _forget_broken_variants(root: Path) -> None:
         log.warning("%s: %s changed or damaged since export; exporting again", root, ", ".join(changed[:3]))
     if not missing and not changed:
         return
-    broken = set(missing) | set(changed)  # only those: an export that then fails (a bad --eval-data) leaves
-    spec["files"] = {
-        name: digest for name, digest in files.items() if name not in broken
-    }  # the rest runnable
+    # Only those: an export that then fails (a bad --eval-data) leaves the rest runnable.
+    broken = set(missing) | set(changed)
+    spec["files"] = {name: digest for name, digest in files.items() if name not in broken}
     atomic_write_text(path, json.dumps(spec, ensure_ascii=False, indent=2) + "\n")
 
 

@@ -62,6 +62,12 @@ Kind = Literal["bert", "charcnn", "ngram"]
 KINDS: tuple[str, ...] = ("bert", "charcnn", "ngram")
 
 
+def inside_bundle(path: Path, bundle: Path) -> bool:
+    """Whether ``path`` lies in the model bundle folder ``bundle`` (as both resolve): no run writes its
+    output there (the files would not be the bundle's, and a later ``train --force`` refuses the folder)."""
+    return (bundle / SPEC_FILE).is_file() and path.resolve().is_relative_to(bundle.resolve())
+
+
 def previous_of(out: Path) -> Path:
     """Where a bundle that ``train --force`` replaces waits, beside ``out``, until the new one is complete."""
     return out.with_name(f".{out.name}.previous{TMP_SUFFIX}")

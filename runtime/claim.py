@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from clsrun.runtime.bundle import SPEC_FILE
+from clsrun.runtime.bundle import inside_bundle
 from clsrun.runtime.errors import OutputExistsError, UsageError
 from clsrun.runtime.files import (
     LINK_LOOP,
@@ -70,10 +70,10 @@ def output_path(input_path: Path, output: Path | str | None, bundle: Path | None
     outside the model ``bundle`` folder (when given), whose files the run reads and hashes."""
     if output is not None:
         check_out_name(str(output))
-    if output is not None and str(output).endswith(("/", os.sep)):
-        raise UsageError(
-            f"--out {output}: ends in a slash, so names a folder; the local engine writes one file"
-        )
+        if str(output).endswith(("/", os.sep)):
+            raise UsageError(
+                f"--out {output}: ends in a slash, so names a folder; the local engine writes one file"
+            )
     out = Path(output) if output is not None else default_output(input_path)
     bad_name = non_utf8_name(out)
     if bad_name is not None:
@@ -88,11 +88,7 @@ def output_path(input_path: Path, output: Path | str | None, bundle: Path | None
         raise UsageError(
             f"--out {out}: its manifest, {manifest_path(out).name}, would replace the input file; choose another --out"
         )
-    if (
-        bundle is not None
-        and (bundle / SPEC_FILE).is_file()
-        and out.resolve().is_relative_to(bundle.resolve())
-    ):
+    if bundle is not None and inside_bundle(out, bundle):
         raise UsageError(f"--out {out}: is inside the model bundle {bundle}; write the scores elsewhere")
     return out
 
@@ -169,10 +165,9 @@ class OutputClaim:
 
 
 def _refuse_others_files(out: Path) -> None:
-    """Another user's checkpoint at ``.OUT.partial`` is said as theirs (it was "journal.jsonl: permission
-    denied"). In a sticky folder (``/tmp``, a shared drop folder: mode 1777) only a file's owner may replace it: a run
-    whose output or manifest there is another user's scored every row and then failed to publish
-    ("operation not permitted while scoring into it"). Said before any work, naming the owner."""
+    """Another user's checkpoint at ``.OUT.partial`` that this user cannot change is said as theirs (it was
+    "journal.jsonl: permission denied"), and so is their output or manifest in a sticky folder
+    (:func:`~clsrun.runtime.files.refuse_others_in_sticky_folder`). Before any work, naming the owner."""
     me = os.geteuid()
     checkpoint = PartialOutput.folder_for(out)
     try:
@@ -213,12 +208,14 @@ def _refuse_foreign_manifest(out: Path) -> None:
     """A file at ``OUT.manifest.json`` that is not a clsrun manifest is someone's data (a JSON Lines output
     of another run, ``--out o.csv.manifest.json``): a run replaced it with its manifest, unasked."""
     target = manifest_path(out)
+    if not target.is_file():
+        return
     try:
-        small = target.is_file() and target.stat().st_size <= _MANIFEST_MAX_BYTES
+        small = target.stat().st_size <= _MANIFEST_MAX_BYTES
         data = json.loads(target.read_bytes()) if small else None
     except (OSError, ValueError):
         data = None
-    if target.is_file() and not (isinstance(data, dict) and "clsrun_version" in data):
+    if not (isinstance(data, dict) and "clsrun_version" in data):
         raise OutputExistsError(
             f"{target}: exists and is not a clsrun manifest, where this run writes its manifest; add "
             f"--overwrite to replace it, or choose another --out"

@@ -379,8 +379,9 @@ def _choose_exported(bundle: Bundle, variant: Variant) -> Choice:
                 f"passed the export gate; available: {', '.join(available)}"
             )
         candidates = matching
-    else:
-        candidates = _gate_passed_first(bundle, candidates)
+    forced = forced_files(bundle)
+    if variant.precision == "auto":
+        candidates = _gate_passed_first(candidates, forced)
     if variant.backend == "auto":
         candidates = _confirm_openvino(bundle, candidates)
         if not candidates:
@@ -390,7 +391,7 @@ def _choose_exported(bundle: Bundle, variant: Variant) -> Choice:
             )
     if len(candidates) == 1:
         only = candidates[0]
-        if only.file in forced_files(bundle):  # said as it is: no run may claim it passed
+        if only.file in forced:  # said as it is: no run may claim it passed
             if variant.precision != "auto":
                 return replace(only, reason=f"{FORCED_REASON}; run because it was asked for")
             why = f"{FORCED_REASON}; run because no variant the gate passed is left"
@@ -400,15 +401,15 @@ def _choose_exported(bundle: Bundle, variant: Variant) -> Choice:
     from clsrun.runtime.speeds import fastest
 
     chosen = fastest(bundle, candidates)
-    if chosen.file in forced_files(bundle):  # every candidate was kept so (_gate_passed_first)
+    if chosen.file in forced:  # every candidate was kept so (_gate_passed_first)
         return replace(chosen, reason=f"{FORCED_REASON}; {chosen.reason}")
     return chosen
 
 
-def _gate_passed_first(bundle: Bundle, candidates: list[Choice]) -> list[Choice]:
-    """``candidates`` less the variants only ``--keep-refused`` kept, unless those are all there is: a variant
-    the gate refused runs when it is asked for by name (``--precision``), never because it measured faster."""
-    forced = forced_files(bundle)
+def _gate_passed_first(candidates: list[Choice], forced: set[str]) -> list[Choice]:
+    """``candidates`` less the ``forced`` files (kept only by ``--keep-refused``), unless those are all there
+    is: a variant the gate refused runs when asked for by name (``--precision``), never because it measured
+    faster."""
     gate_passed = [c for c in candidates if c.file not in forced]
     return gate_passed or candidates
 

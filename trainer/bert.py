@@ -29,7 +29,13 @@ from clsrun.runtime.errors import InternalError, UsageError
 from clsrun.runtime.metrics import ClassificationReport
 from clsrun.runtime.textnorm import normalize_many
 from clsrun.trainer import distributed
-from clsrun.trainer.bert_checkpoint import MINILM, resolve_checkpoint, resolve_pooling, save_tokenizer
+from clsrun.trainer.bert_checkpoint import (
+    MINILM,
+    resolve_checkpoint,
+    resolve_pooling,
+    save_tokenizer,
+    too_long,
+)
 from clsrun.trainer.bert_folder import save_hf_folder
 from clsrun.trainer.bert_model import (
     BertClassifier,
@@ -71,7 +77,7 @@ class BertRun:
 def _check_max_length(model: BertClassifier, max_length: int) -> None:
     limit = int(getattr(model.config, "max_position_embeddings", max_length))
     if max_length > limit:
-        raise UsageError(f"--max-length {max_length} is more than this checkpoint's {limit} positions")
+        raise too_long(max_length, limit)
 
 
 def _row_collate(encoder: BertEncoder, tokens: Tokens) -> Callable[[list[dict[str, Any]]], dict[str, Any]]:

@@ -50,6 +50,11 @@ def checkpoint_positions(folder: Path) -> int | None:
     return limit if isinstance(limit, int) and not isinstance(limit, bool) else None
 
 
+def too_long(max_length: int, limit: int) -> UsageError:
+    """The refusal of a ``--max-length`` beyond the checkpoint's ``limit`` positions."""
+    return UsageError(f"--max-length {max_length} is more than this checkpoint's {limit} positions")
+
+
 def check_checkpoint(folder: Path) -> None:
     """Raise one :class:`ModelNotFoundError` listing everything that keeps ``folder`` from being used."""
     if not folder.exists():

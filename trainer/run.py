@@ -136,7 +136,7 @@ def _within_positions(settings: TrainConfig, options: KindOptions, given: bool) 
     """``settings`` with the default ``--max-length`` cut to the checkpoint's positions when it has fewer (a
     small BERT of 128): its refusal named a flag the user never gave. A value the user ``given`` that does not
     fit is refused here, before ``--out`` is touched, not cut: a silent cut would hide the mistake."""
-    from clsrun.trainer.bert_checkpoint import checkpoint_positions, resolve_checkpoint
+    from clsrun.trainer.bert_checkpoint import checkpoint_positions, resolve_checkpoint, too_long
 
     if not isinstance(options, BertOptions):
         return settings
@@ -144,9 +144,7 @@ def _within_positions(settings: TrainConfig, options: KindOptions, given: bool) 
     if limit is None or limit >= settings.max_length:
         return settings
     if given:
-        raise UsageError(
-            f"--max-length {settings.max_length} is more than this checkpoint's {limit} positions"
-        )
+        raise too_long(settings.max_length, limit)
     if distributed.is_main():
         log.info(
             "--max-length %d: this checkpoint's positions, fewer than the default %d",

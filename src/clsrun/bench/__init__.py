@@ -69,11 +69,11 @@ def _check_out(out_dir: Path, bundle: Path) -> None:
     import tempfile
 
     from clsrun.bench.report import REPORT_FILES
-    from clsrun.runtime.bundle import SPEC_FILE
+    from clsrun.runtime.bundle import inside_bundle
     from clsrun.runtime.errors import UsageError
     from clsrun.runtime.files import make_folder, refuse_others_in_sticky_folder
 
-    if (bundle / SPEC_FILE).is_file() and out_dir.resolve().is_relative_to(bundle.resolve()):
+    if inside_bundle(out_dir, bundle):
         raise UsageError(f"--out {out_dir}: is inside the model bundle {bundle}; write the report elsewhere")
     try:
         make_folder(out_dir, f"--out {out_dir}")
