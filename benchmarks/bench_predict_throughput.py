@@ -28,8 +28,8 @@ import pyarrow.csv as pacsv
 
 from clsrun.runtime.batching import BatchOptions, padding_ratio
 from clsrun.runtime.classifier import Classifier
-from clsrun.runtime.readers import read_table
 from clsrun.runtime.score import OutputOptions, score_file
+from clsrun.runtime.tables import read_table
 from clsrun.runtime.textnorm import normalize
 from clsrun.runtime.variant import Variant
 

@@ -33,7 +33,7 @@ SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'])")
 
 def short_texts(source: Path, limit: int) -> list[str]:
     """Pairs of consecutive sentences from each article, in file order, at most ``limit``."""
-    from clsrun.runtime.readers import read_labelled
+    from clsrun.runtime.labelled import read_labelled
 
     out: list[str] = []
     for article in read_labelled(source).texts:

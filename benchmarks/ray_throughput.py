@@ -30,8 +30,8 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from clsrun.runtime.classifier import Classifier
-from clsrun.runtime.readers import read_table
 from clsrun.runtime.score import OutputOptions, score_file
+from clsrun.runtime.tables import read_table
 from clsrun.runtime.variant import Variant
 
 DEFAULT_SOURCE = Path("/work/shared/datasets/reviews_zh_train.csv")

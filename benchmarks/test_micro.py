@@ -23,7 +23,8 @@ from pytest_benchmark.fixture import BenchmarkFixture
 from clsrun.runtime.batching import plan_batches
 from clsrun.runtime.bundle import Normalization
 from clsrun.runtime.encode_char import CharEncoder, CharVocab
-from clsrun.runtime.readers import open_records, read_table
+from clsrun.runtime.readers import open_records
+from clsrun.runtime.tables import read_table
 from clsrun.runtime.textnorm import normalize_many
 from clsrun.runtime.writers import output_schema, result_table, write_atomically
 

@@ -79,7 +79,7 @@ def _read_rows(
     """Texts, labels and source name of the gate rows (``eval_data``'s ``columns``: text, label);
     :class:`InputError` for labels the bundle lacks."""
     from clsrun.runtime.bundle import VALIDATION_FILE
-    from clsrun.runtime.readers import read_labelled
+    from clsrun.runtime.labelled import read_labelled
 
     if eval_data is not None:
         path, source = Path(eval_data), str(eval_data)

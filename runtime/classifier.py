@@ -35,13 +35,15 @@ import pyarrow as pa
 
 from clsrun.runtime.batching import BatchOptions, windows
 from clsrun.runtime.bundle import Bundle, default_model_path
+from clsrun.runtime.columns import escape_surrogates, valid_unicode
 from clsrun.runtime.encode import Encoder, ModelInputs, SparseEncoder, Tokens, make_encoder
 from clsrun.runtime.encode_pool import Encoded, EncodePool, encode_texts
 from clsrun.runtime.errors import BundleBusyError, BundleError, UsageError
 from clsrun.runtime.infer import HostWindow, Runner, WindowLogits, open_runner, softmax
+from clsrun.runtime.input_files import DEFAULT_MAX_TEXT_BYTES
 from clsrun.runtime.machine import default_threads
 from clsrun.runtime.outlock import holder
-from clsrun.runtime.readers import DEFAULT_MAX_TEXT_BYTES, RecordChunk, escape_surrogates, valid_unicode
+from clsrun.runtime.readers import RecordChunk
 from clsrun.runtime.variant import Choice, Variant, choose, default_preparers, default_streams
 from clsrun.runtime.writers import output_schema, result_table
 
@@ -120,7 +122,7 @@ def _missing(value: Any) -> bool:
 def check_texts(
     texts: list[Any], max_bytes: int = DEFAULT_MAX_TEXT_BYTES
 ) -> tuple[list[str | None], list[str]]:
-    """Per-row validation of texts given through the API (files get the same checks in ``readers.py``)."""
+    """Per-row validation of texts given through the API (files get the same checks in ``columns.py``)."""
     out: list[str | None] = []
     errors: list[str] = []
     for t in texts:

@@ -1,6 +1,6 @@
 """``clsrun eval``: score a labelled file with a bundle and report how well the predictions match.
 
-Reads the file with the same reader as training (``readers.read_labelled``), refuses labels the model
+Reads the file with the same reader as training (``labelled.read_labelled``), refuses labels the model
 does not know before scoring anything, predicts through the runtime's :class:`Classifier` (so the
 numbers are those of the variant ``clsrun predict`` would run), and computes the metrics with
 ``clsrun.runtime.metrics`` (scikit-learn underneath).
@@ -83,9 +83,9 @@ def evaluate(
     report's ``warnings`` say when ``data`` is, or overlaps, the bundle's training data.
     """
     from clsrun.runtime.classifier import Classifier
+    from clsrun.runtime.labelled import read_labelled
     from clsrun.runtime.metrics import classification_report
     from clsrun.runtime.overlap import overlap_warning
-    from clsrun.runtime.readers import read_labelled
 
     rows = read_labelled(data, text_col=text_col, label_col=label_col)
     clf = Classifier.load(bundle, variant)

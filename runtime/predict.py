@@ -18,7 +18,8 @@ from clsrun.runtime.bundle import SPEC_FILE, default_model_path
 from clsrun.runtime.claim import OutputClaim
 from clsrun.runtime.classifier import Classifier
 from clsrun.runtime.errors import UsageError
-from clsrun.runtime.readers import ReadOptions, RecordStream, require_file
+from clsrun.runtime.input_files import ReadOptions, require_file
+from clsrun.runtime.readers import RecordStream
 from clsrun.runtime.score import (
     OutputOptions,
     Progress,

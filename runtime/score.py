@@ -41,9 +41,10 @@ from clsrun.runtime.errors import (
 )
 from clsrun.runtime.files import atomic_write_text
 from clsrun.runtime.fingerprint import written_to
+from clsrun.runtime.input_files import ReadOptions
 from clsrun.runtime.partial import PartialOutput, describe_changes
 from clsrun.runtime.pipeline import Pipeline, Progress
-from clsrun.runtime.readers import ReadOptions, RecordStream, open_records
+from clsrun.runtime.readers import RecordStream, open_records
 from clsrun.runtime.row_errors import check_error_rate, diagnose
 from clsrun.runtime.stopping import StopRequest
 from clsrun.runtime.writers import TableFile, output_format, warn_formula_labels, write_atomically

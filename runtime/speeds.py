@@ -162,7 +162,7 @@ def fastest(bundle: Bundle, candidates: Sequence[Choice]) -> Choice:
 def _validation_texts(bundle: Bundle) -> list[str]:
     """The first :data:`SPEED_ROWS` texts of the bundle's validation rows (none when it has none)."""
     from clsrun.runtime.bundle import VALIDATION_FILE
-    from clsrun.runtime.readers import read_labelled
+    from clsrun.runtime.labelled import read_labelled
 
     if not bundle.has(VALIDATION_FILE):
         return []

@@ -12,7 +12,7 @@ MiniLM bundle on Chinese text reads ``[UNK]`` tokens. Each kind has its own sign
   which the rows' letters are compared with.
 
 Only a sample of the first rows is looked at, once, before any row is scored: a warning, never a refusal
-(a user may score such text on purpose), on stderr beside the numbers-as-text one (``readers.py``).
+(a user may score such text on purpose), on stderr beside the numbers-as-text one (``tables.py``).
 """
 
 from __future__ import annotations

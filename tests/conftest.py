@@ -390,7 +390,7 @@ def self_labelled() -> Callable[[Path, Path], Path]:
 
         from clsrun.runtime.bundle import Bundle
         from clsrun.runtime.encode import make_encoder
-        from clsrun.runtime.readers import read_labelled
+        from clsrun.runtime.labelled import read_labelled
         from clsrun.runtime.textnorm import normalize_many
         from clsrun.trainer.models import load_model
 

@@ -24,7 +24,7 @@ import pytest
 from clsrun.export import ExportOptions, Int8Options, export_bundle
 from clsrun.runtime.bundle import Bundle
 from clsrun.runtime.classifier import Classifier
-from clsrun.runtime.readers import read_labelled
+from clsrun.runtime.labelled import read_labelled
 from clsrun.runtime.variant import Variant
 
 REPO = Path(__file__).resolve().parents[1]

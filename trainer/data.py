@@ -1,6 +1,6 @@
 """Training data: read the labelled file, hold out a stratified validation split (or read ``--val-data``).
 
-Both files go through :func:`clsrun.runtime.readers.read_labelled`, the reader the runtime uses, so
+Both files go through :func:`clsrun.runtime.labelled.read_labelled`, the reader the runtime uses, so
 training sees the text exactly as scoring will. Texts stay raw here; trainers normalise them (the raw
 validation rows are what the bundle keeps in ``validation.jsonl.gz``, and scoring normalises again).
 """
@@ -18,7 +18,7 @@ import numpy as np
 
 from clsrun.runtime.bundle import sha256_file
 from clsrun.runtime.errors import InputError, UsageError, clipped
-from clsrun.runtime.readers import read_labelled
+from clsrun.runtime.labelled import read_labelled
 
 DEFAULT_VAL_SPLIT = 0.1  # share of the training file held out when no validation file is given
 SHARED_VAL_WARN = 0.1  # share of --val-data rows that are also training rows from which training warns

@@ -182,8 +182,8 @@ def predict(
 
     with stopping.cooperative() as stop:  # imports too: a signal is only noted until a safe point
         from clsrun.runtime.batching import BatchOptions
+        from clsrun.runtime.input_files import ReadOptions, parse_delimiter
         from clsrun.runtime.predict import predict_file
-        from clsrun.runtime.readers import ReadOptions, parse_delimiter
         from clsrun.runtime.score import OutputOptions
         from clsrun.runtime.variant import Variant
 

@@ -61,6 +61,7 @@ from clsrun.runtime.errors import (
 )
 from clsrun.runtime.files import atomic_fs_write_text
 from clsrun.runtime.fingerprint import written_to
+from clsrun.runtime.input_files import ReadOptions
 from clsrun.runtime.outlock import OutputLock
 from clsrun.runtime.ray_engine.inputs import InputFiles, open_location, resolve_inputs
 from clsrun.runtime.ray_engine.stages import (
@@ -73,7 +74,7 @@ from clsrun.runtime.ray_engine.stages import (
     make_datasource,
     pack_bundle,
 )
-from clsrun.runtime.readers import ReadOptions, open_records
+from clsrun.runtime.readers import open_records
 from clsrun.runtime.row_errors import check_error_rate
 from clsrun.runtime.score import OutputOptions, RunResult
 from clsrun.runtime.unreadable import SAMPLE_ROWS, warn_unreadable

@@ -21,7 +21,7 @@ import pyarrow.fs as pafs
 
 from clsrun.runtime.errors import InputError, UsageError
 from clsrun.runtime.files import non_utf8_name
-from clsrun.runtime.readers import detect_format
+from clsrun.runtime.input_files import detect_format
 
 
 @dataclass(frozen=True)

@@ -30,13 +30,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
-from clsrun.runtime import delimited
+from clsrun.runtime import delimited, tables
 from clsrun.runtime.batching import BatchOptions, windows
 from clsrun.runtime.bundle import SPEC_FILE, Bundle
 from clsrun.runtime.errors import BundleError, ClsrunError, InputError
 from clsrun.runtime.files import atomic_fs_write
+from clsrun.runtime.input_files import ReadOptions
 from clsrun.runtime.ray_engine.inputs import InputFiles, local_copy
-from clsrun.runtime.readers import ReadOptions, RecordChunk, open_records
+from clsrun.runtime.readers import RecordChunk, open_records
 from clsrun.runtime.row_errors import count_reasons
 from clsrun.runtime.variant import Variant
 from clsrun.runtime.writers import open_writer
@@ -107,8 +108,9 @@ def _said_by_driver(fs: pafs.FileSystem) -> Iterator[None]:
     if not isinstance(fs, pafs.LocalFileSystem):
         yield
         return
-    # The reader and the delimited-file sniffer (the tab-separated .csv warning) each log as their module.
-    loggers = [logging.getLogger(name) for name in (open_records.__module__, delimited.__name__)]
+    # The column checks (numbers as texts) and the delimited-file sniffer (the tab-separated .csv warning)
+    # each log as their module.
+    loggers = [logging.getLogger(module.__name__) for module in (tables, delimited)]
     levels = [one.level for one in loggers]
     for one in loggers:
         one.setLevel(logging.ERROR)

@@ -18,7 +18,7 @@ from clsrun.export import ExportOptions, Int8Options, export_bundle
 from clsrun.runtime.bundle import Bundle
 from clsrun.runtime.classifier import Classifier
 from clsrun.runtime.errors import AccuracyGateError
-from clsrun.runtime.readers import read_labelled
+from clsrun.runtime.labelled import read_labelled
 from clsrun.runtime.speeds import cpu_key
 from clsrun.runtime.variant import Variant, choose
 

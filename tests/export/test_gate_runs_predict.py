@@ -14,7 +14,7 @@ from clsrun.runtime.batching import plan_batches
 from clsrun.runtime.bundle import Bundle
 from clsrun.runtime.classifier import Classifier
 from clsrun.runtime.cli import app
-from clsrun.runtime.readers import read_labelled
+from clsrun.runtime.labelled import read_labelled
 from clsrun.runtime.variant import Variant
 
 ANY_DROP = 100.0  # tiny validation sets: see test_export_bundle.py

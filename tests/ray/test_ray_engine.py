@@ -22,11 +22,11 @@ import ray  # the ray extra: `make install` installs it, so CI runs these tests 
 from clsrun.runtime.batching import BatchOptions
 from clsrun.runtime.classifier import Classifier
 from clsrun.runtime.errors import BundleError, DependencyError, InputError, UsageError
+from clsrun.runtime.input_files import ReadOptions
 from clsrun.runtime.outlock import OutputLock
 from clsrun.runtime.ray_engine.engine import MANIFEST, RayOptions, _clsrun_cause, score_with_ray
 from clsrun.runtime.ray_engine.inputs import resolve_inputs
 from clsrun.runtime.ray_engine.stages import FileReader, window_of
-from clsrun.runtime.readers import ReadOptions
 from clsrun.runtime.score import OutputOptions, score_file
 from clsrun.runtime.variant import Variant
 
@@ -467,8 +467,9 @@ def test_read_tasks_of_local_files_do_not_repeat_the_drivers_file_warnings(
     """The driver opens every local file and says its warnings once; each read task said them again."""
     import pyarrow.fs as pafs
 
+    from clsrun.runtime.input_files import ReadOptions
     from clsrun.runtime.ray_engine.stages import _said_by_driver
-    from clsrun.runtime.readers import ReadOptions, open_records
+    from clsrun.runtime.readers import open_records
 
     path = tmp_path / "ids.csv"
     path.write_text("text\n" + "".join(f"{i}\n" for i in range(20)), encoding="utf-8")
@@ -523,9 +524,9 @@ def test_a_local_ray_asked_for_more_cpus_than_the_machine_has_says_so(
 def test_the_driver_says_a_model_cannot_read_the_first_local_input_as_the_local_engine_does(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    from clsrun.runtime.input_files import ReadOptions
     from clsrun.runtime.ray_engine.engine import _check_local_inputs, _load_on_driver
     from clsrun.runtime.ray_engine.inputs import resolve_inputs
-    from clsrun.runtime.readers import ReadOptions
 
     (tmp_path / "a.csv").write_text(
         "text\n" + "The film was great and a lovely story\n" * 20, encoding="utf-8"

@@ -96,7 +96,7 @@ def test_texts_and_ids_no_file_can_hold_are_error_rows_as_when_read_from_a_file(
     rows = [("a", "gg"), ("b", "g\ud800g"), ("c\udc00", "bb"), ("d", "bb")]
     src = tmp_path / "in.jsonl"
     src.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in rows), encoding="utf-8")
-    from clsrun.runtime.readers import ReadOptions
+    from clsrun.runtime.input_files import ReadOptions
 
     score_file(src, tmp_path / "out.csv", clf, ReadOptions(id_col="id"))
     from_file = pacsv.read_csv(tmp_path / "out.csv").to_pylist()

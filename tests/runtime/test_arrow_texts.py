@@ -16,7 +16,8 @@ from clsrun.runtime.batching import windows
 from clsrun.runtime.bundle import Normalization
 from clsrun.runtime.encode_ngram import NgramEncoder, NgramScheme, NgramVocabulary, hash_features
 from clsrun.runtime.encode_pool import encode_texts
-from clsrun.runtime.readers import ReadOptions, open_records
+from clsrun.runtime.input_files import ReadOptions
+from clsrun.runtime.readers import open_records
 
 TEXTS = ["好的", "abc", "", "é\U0001f600x", "  spaced  out ", "…½ﬁ", "Ǆ\u0301"]
 

@@ -18,7 +18,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from clsrun.runtime.errors import InputError
-from clsrun.runtime.readers import ReadOptions, open_records, read_labelled, read_table
+from clsrun.runtime.input_files import ReadOptions
+from clsrun.runtime.labelled import read_labelled
+from clsrun.runtime.readers import open_records
+from clsrun.runtime.tables import read_table
 
 SMALL = ReadOptions(block_bytes=1, max_text_bytes=1024)  # blocks of 65 KiB: many blocks in a small file
 
@@ -393,7 +396,8 @@ def test_a_long_cell_in_a_block_read_by_the_standard_library_is_one_row(tmp_path
     default field limit (131,072) refused the whole file at a longer cell the record cap allows."""
     import csv
 
-    from clsrun.runtime.readers import ReadOptions, open_records
+    from clsrun.runtime.input_files import ReadOptions
+    from clsrun.runtime.readers import open_records
 
     path = tmp_path / "h.csv"
     path.write_bytes(b"id,text\nab\n1," + b"x" * 200_000 + b"\n2,caf\xe9\n")
@@ -508,7 +512,7 @@ def test_bytes_that_are_not_utf8_in_an_unread_field_fail_no_file_and_no_labelled
 def test_parquet_is_read_a_few_row_groups_at_a_time_and_huge_texts_in_small_batches(tmp_path: Path) -> None:
     """One iter_batches over the whole file held memory that grew with the file (3 million rows in
     100,000-row groups: 835 MiB against 366 MiB for 100,000 rows)."""
-    from clsrun.runtime.readers import _row_group_batches
+    from clsrun.runtime.columns import row_group_batches
 
     small = tmp_path / "small.parquet"
     pq.write_table(
@@ -523,7 +527,7 @@ def test_parquet_is_read_a_few_row_groups_at_a_time_and_huge_texts_in_small_batc
         return real(**kwargs)  # type: ignore[arg-type]
 
     pf.iter_batches = spy  # type: ignore[method-assign]
-    batches = list(_row_group_batches(pf, ["text"], rows=2000, block_bytes=1 << 20))
+    batches = list(row_group_batches(pf, ["text"], rows=2000, block_bytes=1 << 20))
     assert [g for g, _ in calls] == [[0, 1], [2, 3], [4]]  # small groups share a call, never the whole file
     assert sum(b.num_rows for b in batches) == 5000 and batches[0].column(0)[0].as_py() == "t0"
     huge = tmp_path / "huge.parquet"
@@ -534,5 +538,5 @@ def test_parquet_is_read_a_few_row_groups_at_a_time_and_huge_texts_in_small_batc
     )  # a nested column first: leaf indices are not field indices
     pq.write_table(table, huge, compression="none", use_dictionary=False)
     pf = pq.ParquetFile(huge)
-    sizes = [b.num_rows for b in _row_group_batches(pf, ["text"], rows=2000, block_bytes=1 << 20)]
+    sizes = [b.num_rows for b in row_group_batches(pf, ["text"], rows=2000, block_bytes=1 << 20)]
     assert sum(sizes) == 40 and max(sizes) <= 6  # about a MiB of text a batch, not 2,000 rows

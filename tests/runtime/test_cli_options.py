@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 from clsrun.runtime.batching import BatchOptions
 from clsrun.runtime.cli import app
 from clsrun.runtime.cli import options as cli
-from clsrun.runtime.readers import ReadOptions, read_labelled
+from clsrun.runtime.input_files import ReadOptions
+from clsrun.runtime.labelled import read_labelled
 from clsrun.runtime.variant import BACKENDS, DEVICES, SCORING_PRECISIONS, Variant
 
 VARIANT_COMMANDS = ("predict", "eval")

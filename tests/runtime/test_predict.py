@@ -14,8 +14,9 @@ import pytest
 
 from clsrun.runtime.batching import BatchOptions
 from clsrun.runtime.errors import InputError, OutputExistsError, UsageError
+from clsrun.runtime.input_files import ReadOptions
 from clsrun.runtime.predict import predict_file
-from clsrun.runtime.readers import ReadOptions, RecordStream
+from clsrun.runtime.readers import RecordStream
 from clsrun.runtime.score import OutputOptions, score_file
 from clsrun.runtime.variant import Variant
 

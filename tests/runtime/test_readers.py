@@ -15,7 +15,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from clsrun.runtime.errors import InputError
-from clsrun.runtime.readers import ReadOptions, ReadProgress, RecordChunk, open_records, read_labelled
+from clsrun.runtime.input_files import ReadOptions
+from clsrun.runtime.labelled import read_labelled
+from clsrun.runtime.readers import ReadProgress, RecordChunk, open_records
 
 TEXTS = ["good", "", "  ", "bad", None]
 EXPECTED_ERRORS = ["", "empty or whitespace-only text", "empty or whitespace-only text", "", "null text"]
@@ -254,7 +256,7 @@ def test_labelled_json_lines_read_only_their_two_fields(tmp_path: Path) -> None:
     assert any("left out 1" in line and "row 1: not valid Unicode" in line for line in data.left_out), (
         data.left_out
     )
-    from clsrun.runtime.readers import read_table
+    from clsrun.runtime.tables import read_table
 
     table = read_table(path, reads=("text", "label"), said=said)
     assert table.column_names == ["text", "label"]
@@ -298,7 +300,7 @@ def test_integers_of_any_length_are_read_alike_by_every_reader(tmp_path: Path) -
 def test_a_label_is_one_class_however_a_whole_number_is_spelt_and_nested_labels_are_refused(
     tmp_path: Path,
 ) -> None:
-    from clsrun.runtime.readers import label_text
+    from clsrun.runtime.labelled import label_text
 
     assert [label_text(v) for v in ("1", "1.0", 1, 1.0, " 1. ")] == ["1"] * 5
     assert [label_text(v) for v in ("+1", "+1.0", "01", "01.00", "-0.0")] == ["+1", "+1", "01", "01", "-0"]

@@ -29,8 +29,8 @@ from clsrun.runtime.errors import (
     StorageError,
     UsageError,
 )
+from clsrun.runtime.input_files import ReadOptions
 from clsrun.runtime.partial import JOURNAL_FILE, CheckpointExistsError, PartialOutput
-from clsrun.runtime.readers import ReadOptions
 from clsrun.runtime.score import OutputOptions, ScoreResult, open_input, score_file
 from clsrun.runtime.variant import Variant
 

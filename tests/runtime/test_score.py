@@ -19,7 +19,7 @@ from clsrun.runtime.batching import BatchOptions, windows
 from clsrun.runtime.bundle import Bundle
 from clsrun.runtime.classifier import Classifier
 from clsrun.runtime.errors import BundleError, UsageError
-from clsrun.runtime.readers import ReadOptions
+from clsrun.runtime.input_files import ReadOptions
 from clsrun.runtime.score import OutputOptions, default_output, open_input, score_file
 from clsrun.runtime.variant import Variant, choose
 

@@ -96,7 +96,8 @@ def test_unknown_output_extension_is_a_usage_error() -> None:
 
 
 def test_tsv_is_plain_one_line_a_row_and_read_back_by_clsrun(tmp_path: Path) -> None:
-    from clsrun.runtime.readers import ReadOptions, open_records
+    from clsrun.runtime.input_files import ReadOptions
+    from clsrun.runtime.readers import open_records
 
     ids = ["a\tb", 'q"uote', "line\nbreak"]
     out = tmp_path / "o.tsv"

@@ -232,7 +232,7 @@ def _predict_backend(bundle: Bundle, inputs: Inputs, device: str, threads: int, 
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    from clsrun.runtime.readers import ReadOptions
+    from clsrun.runtime.input_files import ReadOptions
     from clsrun.runtime.score import OutputOptions, score_file
 
     clf = _classifier(bundle, Variant(device=device, threads=threads))  # type: ignore[arg-type]

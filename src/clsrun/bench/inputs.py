@@ -64,7 +64,7 @@ class Inputs:
 def _read(bundle: Bundle, cfg: BenchConfig) -> tuple[list[str], list[str], bool]:
     """The first ``max_rows`` texts of FILE with readable text after normalisation: raw, normalised, and
     whether that was every row of the file."""
-    from clsrun.runtime.readers import iter_texts
+    from clsrun.runtime.tables import iter_texts
     from clsrun.runtime.textnorm import normalize, readable
 
     raw: list[str] = []
