@@ -259,14 +259,30 @@ class RecordStream:
             # block's end); for .gz the compressed bytes read, at most one read ahead of the rows.
             header_bytes = on_disk() - len(header.rest)
             disk = (lambda end: on_disk()) if self.format.gzip else (lambda end: header_bytes + end)
-            return self._csv_chunks(files.pop_all(), blocks, disk)
+            return self._csv_chunks(files.pop_all(), blocks, disk, on_disk)
 
     def _csv_chunks(
-        self, files: contextlib.ExitStack, blocks: RecordBlocks, disk: Callable[[int], int]
+        self,
+        files: contextlib.ExitStack,
+        blocks: RecordBlocks,
+        disk: Callable[[int], int],
+        on_disk: Callable[[], int],
     ) -> Iterator[_Rows]:
         with files:
             for block in blocks:
                 yield (*self._block_rows(block), disk(block.end))
+            self._require_read_whole(on_disk())
+
+    def _require_read_whole(self, read: int) -> None:
+        """Refuse a text file whose end came at another byte than the size it had when opened: it was cut
+        under the reader, and perhaps written again to the same bytes (``> in.csv`` by an upstream job, then
+        its rows): the reader saw an early end, a record cut in two and no more rows, and the check before
+        publishing found the same size and ends. Its rows would be published as the whole file's."""
+        if read != self._size:
+            raise InputError(
+                f"{self.path}: was written to while it was being read (its end came at byte {read:,}; it held "
+                f"{self._size:,} bytes when opened); score it again once it is complete"
+            )
 
     def _block_rows(self, block: Block) -> tuple[Sequence[str | None], list[str | None] | None, list[str]]:
         """A block's rows, its bad records put back in place as error rows naming their row."""
@@ -346,6 +362,7 @@ class RecordStream:
                 if any(ln is not None for ln in block):
                     break
             if not lines:  # an empty file (or only blank lines): no records, no columns to check
+                self._require_read_whole(on_disk())
                 return iter(())
             if any(ln is not None for ln in lines):  # (only over-cap lines: nothing to check them by)
                 self._check_json_fields(lines)
@@ -396,6 +413,7 @@ class RecordStream:
                 ]
                 ids = [r[1] for r in rows] if self.id_col is not None else None
                 yield [r[0] for r in rows], ids, [r[2] for r in rows], end
+            self._require_read_whole(position())
 
 
 def open_records(path: Path | str, options: ReadOptions = ReadOptions()) -> RecordStream:

@@ -120,3 +120,19 @@ def test_no_room_for_the_state_leaves_no_empty_checkpoint_folder(
         PartialOutput.open(out, {"input": "x"}, resume=False)
     assert e.value.errno == errno.ENOSPC and e.value.filename == str(PartialOutput.folder_for(out))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_edit_past_the_first_mib_of_a_file_under_two_mib_is_seen(tmp_path: Path) -> None:
+    """A file of 1-2 MiB was hashed through its first MiB only: the same-size edit of its last row, with a
+    new modification time, passed the check before publishing."""
+
+    from clsrun.runtime.fingerprint import changed_while_read, input_fingerprint
+
+    path = tmp_path / "in.csv"
+    path.write_bytes(b"text\n" + b"a good row\n" * 150_000)  # 1.5 MiB
+    before = input_fingerprint(path)
+    with path.open("r+b") as f:
+        f.seek(-5, os.SEEK_END)
+        f.write(b"BAD!\n")
+    os.utime(path, ns=(before["mtime_ns"] + 10**9, before["mtime_ns"] + 10**9))
+    assert changed_while_read(path, before) == "content"

@@ -581,6 +581,30 @@ def test_a_file_changed_while_it_is_being_opened_says_so(
         open_records(path)
 
 
+@pytest.mark.parametrize("name", ["in.csv", "in.jsonl"])
+def test_a_file_cut_under_the_reader_is_refused_at_its_early_end(tmp_path: Path, name: str) -> None:
+    """An upstream job rewriting the input (``> in.csv``, then the same rows) while it is read: the reader
+    met an early end and the file was whole again before the check at publishing, which saw the same size
+    and ends. The reader itself knows its end came before the bytes the file held when opened."""
+    path = tmp_path / name
+    rows = [{"text": f"row {i} " + "x" * 40} for i in range(20_000)]
+    if name.endswith(".csv"):
+        path.write_text("text\n" + "".join(r["text"] + "\n" for r in rows), encoding="utf-8")
+    else:
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    whole = path.read_bytes()
+    stream = open_records(path, ReadOptions(block_bytes=4096, max_text_bytes=1024))
+    chunks = stream.chunks()
+    next(chunks)  # the first block is read; the file is cut a little further on
+    with path.open("r+b") as f:
+        f.truncate(300_000)
+    said = r"was written to while it was being read \(its end came at byte [\d,]+; it held [\d,]+ bytes when"
+    with pytest.raises(InputError, match=said):
+        list(chunks)
+    path.write_bytes(whole)  # whole again: the check before publishing alone would not see it
+    assert sum(len(c) for c in open_records(path).chunks()) == 20_000
+
+
 def test_one_label_is_one_class_whatever_the_format_stores_it_as(tmp_path: Path) -> None:
     import decimal
 
