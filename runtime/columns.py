@@ -140,7 +140,11 @@ def texts_and_errors(arr: pa.Array, max_bytes: int) -> tuple[Sequence[str | None
             errors[i] = reason
         failed |= new
     if failed.any():
-        strings = pc.if_else(pa.array(failed), pa.scalar(None, strings.type), strings)
+        # A take through null indices keeps none of an error row's bytes (``if_else`` kept them all): rows
+        # over the size cap count as no characters in a window, and 8,192 of them held gigabytes until the
+        # window's column could not be concatenated ("offset overflow", the run lost).
+        keep = pa.array(np.arange(n), mask=failed)
+        strings = strings.take(keep)
     return ArrowTexts(strings), errors
 
 

@@ -110,3 +110,17 @@ def test_static_int8_replaces_dynamic_when_it_trails_by_noise_of_at_most_one_gat
     assert static_allowance_pts(10_000) == 0.2 and static_allowance_pts(179) == pytest.approx(
         0.5587, abs=1e-4
     )
+
+
+@pytest.mark.parametrize(("variant_right", "passes"), [(80, True), (79, False)])
+def test_a_drop_of_exactly_the_allowed_points_passes(variant_right: int, passes: bool) -> None:
+    """100 gate rows, eager PyTorch right on 81: a variant right on 80 drops exactly the 1 point allowed
+    (float subtraction made it 1.0000000000000009 and refused it), one right on 79 drops 2."""
+    labels = np.zeros(100, dtype=np.int64)
+    reference = np.tile([[1.0, 0.0]], (100, 1))
+    reference[81:] = [0.0, 1.0]
+    variant = np.tile([[1.0, 0.0]], (100, 1))
+    variant[variant_right:] = [0.0, 1.0]
+    result = judge("int8", "m.int8.onnx", variant, reference, labels, 1.0, 1.0, "cpu", 1)
+    assert result.passed is passes
+    assert result.accuracy_drop_pts == (81 - variant_right)

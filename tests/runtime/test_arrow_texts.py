@@ -82,3 +82,18 @@ def test_read_windows_stay_arrow_and_encode_as_python_strings_do(tmp_path: Path)
         np.testing.assert_array_equal(arrow.tokens.offsets, python.tokens.offsets)
         assert arrow.tokens.weights is not None and python.tokens.weights is not None
         np.testing.assert_array_equal(arrow.tokens.weights, python.tokens.weights)
+
+
+def test_error_rows_keep_none_of_their_bytes() -> None:
+    """A text over the size cap is an error row, counted as no characters when windows are cut: its bytes
+    must go with it. They stayed in the column, so a window of 8,192 such rows (a dictionary-encoded Parquet
+    file of 113 KB) held gigabytes and then could not be concatenated: the run failed, every row lost."""
+    from clsrun.runtime.columns import texts_and_errors
+
+    column = pa.array(["x" * 5000] * 10 + ["fine", None, "  "])
+    texts, errors = texts_and_errors(column, max_bytes=1000)
+    assert isinstance(texts, ArrowTexts)
+    assert list(texts) == [None] * 10 + ["fine", None, None]
+    assert errors[:10] == ["text over the 1000-byte size cap"] * 10
+    assert errors[10:] == ["", "null text", "empty or whitespace-only text"]
+    assert texts.array.buffers()[2].size < 100  # "fine" only, not 10 x 5,000 bytes
