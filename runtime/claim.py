@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clsrun.runtime.bundle import inside_bundle
-from clsrun.runtime.errors import OutputExistsError, UsageError
+from clsrun.runtime.errors import OutputExistsError, OutputLockedError, UsageError
 from clsrun.runtime.files import (
     LINK_LOOP,
     make_folder,
@@ -37,7 +37,7 @@ from clsrun.runtime.files import (
     resolved,
     user_name,
 )
-from clsrun.runtime.outlock import OutputLock
+from clsrun.runtime.outlock import OutputLock, holder
 from clsrun.runtime.partial import PartialOutput
 from clsrun.runtime.writers import output_format
 
@@ -125,10 +125,28 @@ class OutputClaim:
         and write into this run's checkpoint."""
         if self.lock is None or self.lock.held():
             return None
+        if self.lock.folder_unchanged():  # a clean-up of the folder removed the lock file alone
+            return (
+                f"{self.path}: its lock file {self.lock.path.name} was removed while this run held it (by a "
+                "clean-up of the folder?), so another run could have taken the output; nothing was published"
+            )
         return (
             f"{self.path}: its folder was moved or replaced while this run held it (its lock "
             f"{self.lock.path.name} is no longer there); nothing was published"
         )
+
+    def refuse_manifest_taken(self) -> None:
+        """Before publishing (which first removes ``OUT.manifest.json``): refuse when what is at that name
+        now is not this job's to replace. Checked at the start too, but another run may have written its
+        output there since (``--out o.csv.manifest.json``, a JSON Lines file), and the manifest replaced
+        it with exit 0 on both sides. The rows stay in the checkpoint for ``--resume``."""
+        _refuse_manifest_locked(
+            self.path, "nothing was published: once it is done, move its file away and --resume"
+        )
+        if not self.overwrite:
+            _refuse_foreign_manifest(
+                self.path, since=" (it appeared while this run scored; --resume keeps the saved rows)"
+            )
 
     @classmethod
     @contextmanager
@@ -156,6 +174,8 @@ class OutputClaim:
                 _refuse_others_files(out)
                 if not resume and not overwrite:
                     _refuse_to_discard(out)
+                _refuse_manifest_locked(out, "wait for it, or choose another --out")
+                _refuse_running_manifest(out)
                 if not overwrite:
                     _refuse_foreign_manifest(out)
                 yield cls(out, resume, overwrite, lock)
@@ -187,9 +207,12 @@ def _can_change(folder: Path) -> bool:
     return os.access(folder, os.W_OK | os.X_OK)
 
 
+MANIFEST_SUFFIX = ".manifest.json"
+
+
 def manifest_path(output: Path) -> Path:
     """Where a run of ``output`` writes its manifest: beside it."""
-    return output.with_name(output.name + ".manifest.json")
+    return output.with_name(output.name + MANIFEST_SUFFIX)
 
 
 def _refuse_folders_at_our_names(out: Path) -> None:
@@ -204,9 +227,35 @@ def _refuse_folders_at_our_names(out: Path) -> None:
 _MANIFEST_MAX_BYTES = 1 << 20
 
 
-def _refuse_foreign_manifest(out: Path) -> None:
+def _refuse_manifest_locked(out: Path, advice: str) -> None:
+    """Refuse when another run is writing its output at ``OUT.manifest.json`` (it holds that name's lock):
+    the manifest would replace that run's output, ``--overwrite`` or not."""
+    target = manifest_path(out)
+    busy = holder(target)
+    if busy is not None:
+        raise OutputLockedError(
+            f"{target}: another run is writing its output there ({busy}), where this run writes its manifest; "
+            + advice
+        )
+
+
+def _refuse_running_manifest(out: Path) -> None:
+    """Refuse an ``--out`` that is the manifest of a run scoring now (``--out o.csv.manifest.json`` while a
+    run writes ``o.csv``): that run would replace this output with its manifest when it publishes."""
+    if not out.name.endswith(MANIFEST_SUFFIX):
+        return
+    owner = out.with_name(out.name[: -len(MANIFEST_SUFFIX)])
+    busy = holder(owner)
+    if busy is not None:
+        raise OutputLockedError(
+            f"--out {out}: the manifest of a run writing {owner.name} ({busy}) goes there; choose another --out"
+        )
+
+
+def _refuse_foreign_manifest(out: Path, since: str = "") -> None:
     """A file at ``OUT.manifest.json`` that is not a clsrun manifest is someone's data (a JSON Lines output
-    of another run, ``--out o.csv.manifest.json``): a run replaced it with its manifest, unasked."""
+    of another run, ``--out o.csv.manifest.json``): a run replaced it with its manifest, unasked. ``since``:
+    what the message adds when it came during the run."""
     target = manifest_path(out)
     if not target.is_file():
         return
@@ -217,8 +266,8 @@ def _refuse_foreign_manifest(out: Path) -> None:
         data = None
     if not (isinstance(data, dict) and "clsrun_version" in data):
         raise OutputExistsError(
-            f"{target}: exists and is not a clsrun manifest, where this run writes its manifest; add "
-            f"--overwrite to replace it, or choose another --out"
+            f"{target}: exists and is not a clsrun manifest, where this run writes its manifest{since}; "
+            "add --overwrite to replace it, or move it away, or choose another --out"
         )
 
 

@@ -85,6 +85,15 @@ def holder(output: Path) -> str | None:
     return None
 
 
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of ``path``, or None when it cannot be had."""
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
+
+
 def _open_lock_file(path: Path) -> int:
     """Open (create) the lock file for locking. One left by another user's killed run (mode 0644, theirs)
     cannot be opened for writing; ``flock`` works as well on a read-only descriptor, so it is opened
@@ -104,6 +113,7 @@ class OutputLock:
     def __init__(self, path: Path, fd: int) -> None:
         self.path = path
         self._fd: int | None = fd
+        self._folder = _identity(path.parent)  # to tell a removed lock file from a moved folder
 
     @classmethod
     def acquire(cls, output: Path, role: str = "--out", follow: bool = True) -> OutputLock:
@@ -160,6 +170,11 @@ class OutputLock:
         if self._fd is None:
             return False
         return self._fd < 0 or self._still_named(self.path, self._fd)
+
+    def folder_unchanged(self) -> bool:
+        """Whether the lock's folder is still the one it was made in (when :meth:`held` is False: the lock
+        file alone was removed, not the folder moved or replaced)."""
+        return self._folder is not None and _identity(self.path.parent) == self._folder
 
     @staticmethod
     def _still_named(path: Path, fd: int) -> bool:

@@ -202,6 +202,7 @@ def _score_claimed(
         if pipeline.stopped:
             raise interrupted(stop, partial, pipeline.stuck)
         _require_held(claim, partial)
+        claim.refuse_manifest_taken()
         partial.mark_publishing()
         manifest_path(out).unlink(missing_ok=True)  # a crash from here on leaves no manifest of another job
         if streamed is None:

@@ -744,3 +744,59 @@ def test_windows_cut_by_characters_resume_where_they_were_cut(
     result = score_file(src, out, clf, options=OutputOptions(resume=True))
     assert result.manifest["resumed_from_row"] == saved
     assert out.read_bytes() == ref.output.read_bytes()
+
+
+def test_a_lock_file_removed_mid_run_is_said_as_such_not_as_a_moved_folder(
+    tmp_path: Path, toy_bundle: Path
+) -> None:
+    """A clean-up job removing only ``.o.csv.lock``: the run still stops before publishing (another run could
+    have taken the output), and says the lock file went; it said the folder was moved or replaced."""
+    from clsrun.runtime.claim import OutputClaim
+
+    src, folder = _input(tmp_path / "in.csv", 300), tmp_path / "out"
+    clf = Classifier.load(toy_bundle, Variant(threads=1))
+    with OutputClaim.take(src, folder / "o.csv") as claim:
+        (folder / ".o.csv.lock").unlink()
+        with pytest.raises(
+            StorageError, match=r"o\.csv: its lock file \.o\.csv\.lock was removed while"
+        ) as e:
+            score_file(src, claim, clf)
+        assert "folder was moved" not in str(e.value) and e.value.exit_code == 1
+
+
+def test_the_manifest_of_a_running_job_is_no_other_runs_output(
+    tmp_path: Path, toy_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run A scores to o.csv; run B writes its JSON Lines output to o.csv.manifest.json meanwhile. A replaced
+    B's output with its manifest when it published, both exit 0. Now B is refused while A runs, A is refused
+    while B runs, and a file that is not a manifest appearing there during A stops A before publishing, its
+    rows kept for --resume."""
+    import clsrun.runtime.score as score
+    from clsrun.runtime.errors import OutputExistsError, OutputLockedError
+    from clsrun.runtime.outlock import OutputLock
+
+    src, out = _input(tmp_path / "in.csv", 300), tmp_path / "o.csv"
+    clf = Classifier.load(toy_bundle, Variant(threads=1))
+    with OutputLock.acquire(out, follow=False):  # A scoring o.csv
+        with pytest.raises(OutputLockedError, match=r"the manifest of a run writing o\.csv .* goes there"):
+            score_file(src, tmp_path / "o.csv.manifest.json", clf)
+    with OutputLock.acquire(tmp_path / "o.csv.manifest.json", follow=False):  # B scoring o.csv.manifest.json
+        with pytest.raises(OutputLockedError, match=r"another run is writing its output there"):
+            score_file(src, out, clf, options=OutputOptions(overwrite=True))
+    theirs = b'{"id": "0", "label": "pos"}\n'
+    real = score._run_unchanged
+
+    def run_then_b_publishes(*args: Any) -> None:
+        real(*args)
+        (tmp_path / "o.csv.manifest.json").write_bytes(theirs)
+
+    with monkeypatch.context() as m:
+        m.setattr(score, "_run_unchanged", run_then_b_publishes)
+        with pytest.raises(
+            OutputExistsError, match=r"not a clsrun manifest.*it appeared while this run scored"
+        ):
+            score_file(src, out, clf)
+    assert (tmp_path / "o.csv.manifest.json").read_bytes() == theirs and not out.exists()
+    (tmp_path / "o.csv.manifest.json").rename(tmp_path / "theirs.jsonl")
+    resumed = score_file(src, out, clf, options=OutputOptions(resume=True))
+    assert resumed.manifest["rows_read"] == 300 and resumed.manifest["resumed_from_row"] == 300
