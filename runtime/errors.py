@@ -182,6 +182,9 @@ def damaged(
     except (ClsrunError, MemoryError):
         raise
     except Exception as e:
+        short = resource_error(e)  # out of memory or file descriptors: not the file's fault
+        if short is not None:
+            raise short from e
         said = " ".join(str(e).split()) or type(e).__name__
         raise (error or BundleError)(f"{path}: not {what} ({clipped(said, 300)}){advice}") from e
 
@@ -211,19 +214,41 @@ class ResourceError(ClsrunError):
     same command can succeed with more room (a scoring run keeps its checkpoint for ``--resume``)."""
 
 
+_OUT_OF_MEMORY = (
+    "give the process more memory, or use less (a smaller --window or --batch-tokens when scoring, a smaller "
+    "--batch-size when training)"
+)
+_NO_THREAD = (
+    "cannot start a thread: the limit on processes and threads (ulimit -u) or memory is reached; "
+    "raise it, or run with fewer --threads/--streams"
+)
+# How native libraries say they ran out of address space: a shared library that cannot be mapped (an
+# import under ``ulimit -v``), an allocation that failed, a thread pool that could not grow (pyarrow).
+_NATIVE_OUT_OF_MEMORY = ("failed to map segment", "cannot allocate memory", "std::bad_alloc")
+_NATIVE_NO_THREAD = ("failed to launch worker thread",)
+
+
 def resource_error(e: BaseException) -> ResourceError | None:
-    """The typed error for running out of memory or of threads (``ulimit -v``/``-u``, a cgroup), else None."""
-    if isinstance(e, MemoryError):
-        detail = f" ({e})" if str(e) else ""
+    """The typed error for running out of memory, threads or file descriptors (``ulimit -v``/``-u``/``-n``,
+    a cgroup), else None. None of them is the fault of the file being read or the bundle being loaded,
+    so callers that turn a read failure into "cannot be read" ask this first: a damaged-model line (exit 3)
+    sent an operator to the wrong place."""
+    if isinstance(e, MemoryError) or (isinstance(e, OSError) and e.errno == errno.ENOMEM):
+        detail = f" ({e})" if isinstance(e, MemoryError) and str(e) else ""
+        return ResourceError(f"out of memory{detail}: {_OUT_OF_MEMORY}")
+    if isinstance(e, OSError) and e.errno in (errno.EMFILE, errno.ENFILE):
         return ResourceError(
-            f"out of memory{detail}: give the process more memory, or use less (a smaller --window or "
-            "--batch-tokens when scoring, a smaller --batch-size when training)"
+            "too many open files: the limit on open files (ulimit -n) is reached; raise it (ulimit -n 4096), "
+            "or run with fewer --streams"
         )
-    if isinstance(e, RuntimeError) and "can't start new thread" in str(e):
-        return ResourceError(
-            "cannot start a thread: the limit on processes and threads (ulimit -u) or memory is reached; "
-            "raise it, or run with fewer --threads/--streams"
-        )
+    said = str(e).lower()
+    if isinstance(e, RuntimeError) and "can't start new thread" in said:
+        return ResourceError(_NO_THREAD)
+    if isinstance(e, (ImportError, RuntimeError, OSError)) or type(e).__module__.startswith("pyarrow"):
+        if any(words in said for words in _NATIVE_OUT_OF_MEMORY):
+            return ResourceError(f"out of memory (a native library could not allocate): {_OUT_OF_MEMORY}")
+        if any(words in said for words in _NATIVE_NO_THREAD):
+            return ResourceError(_NO_THREAD)
     return None
 
 

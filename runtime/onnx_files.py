@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import Protocol
 
-from clsrun.runtime.errors import BundleError
+from clsrun.runtime.errors import BundleError, resource_error
 
 # Field numbers from onnx.proto (stable since IR version 3).
 _MODEL_GRAPH, _MODEL_TRAINING_INFO, _MODEL_FUNCTIONS = 7, 20, 25
@@ -166,7 +166,7 @@ def external_data_locations(path: Path | str) -> list[str]:
                 finally:
                     buf.release()
     except OSError as e:
-        raise BundleError(f"{path}: cannot be read ({e})") from e
+        raise (resource_error(e) or BundleError(f"{path}: cannot be read ({e})")) from e
     except _ProtobufError as e:
         raise BundleError(f"{path}: not a valid ONNX model ({e})") from e
     return found

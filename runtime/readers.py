@@ -34,7 +34,7 @@ from clsrun.runtime.columns import (
     utf8_or_bytes,
 )
 from clsrun.runtime.delimited import Block, RecordBlocks
-from clsrun.runtime.errors import InputError
+from clsrun.runtime.errors import ClsrunError, InputError, resource_error
 from clsrun.runtime.fingerprint import input_fingerprint, written_to
 from clsrun.runtime.input_files import (
     READ_ERRORS,
@@ -192,7 +192,10 @@ class RecordStream:
         self.close()
 
     # -- internals ---------------------------------------------------------------------------------
-    def _fail(self, e: BaseException) -> InputError:
+    def _fail(self, e: BaseException) -> ClsrunError:
+        short = resource_error(e)  # out of file descriptors or memory: not the file's fault
+        if short is not None:
+            return short
         where = f" after its first {self.rows_read} rows" if self.rows_read else ""
         return InputError(f"{self.path}: cannot be read as {self.format.kind}{where}: {first_line(e)}")
 

@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from clsrun.runtime.columns import utf8_or_bytes, utf8_or_none, valid_unicode
 from clsrun.runtime.delimited import Header, RecordBlocks
-from clsrun.runtime.errors import InputError, clipped
+from clsrun.runtime.errors import InputError, clipped, resource_error
 from clsrun.runtime.input_files import (
     READ_ERRORS,
     ReadOptions,
@@ -70,7 +70,8 @@ def read_table(
     except InputError:
         raise
     except READ_ERRORS as e:
-        raise InputError(f"{path}: cannot be read as {fmt.kind}: {first_line(e)}") from e
+        short = resource_error(e)  # out of file descriptors or memory: not the file's fault
+        raise (short or InputError(f"{path}: cannot be read as {fmt.kind}: {first_line(e)}")) from e
 
 
 def _left_out(path: Path, reasons: list[str], said: list[str] | None) -> None:

@@ -27,7 +27,8 @@ from clsrun.runtime.errors import ClsrunError, Interrupted, resource_error, stor
 # Shown under `clsrun --help` (rich keeps each line as it is written here).
 EXIT_CODES = """Exit codes:
   0    done (rows with per-row errors still count as done)
-  1    anything else: a bug (run with --debug), a full disk or quota
+  1    anything else: a bug (run with --debug), a full disk or quota, out
+       of memory, threads or open files (ulimit -v, -u, -n)
   2    bad usage; an input that cannot be read at all; an output (or a
        bundle being loaded) locked by another run; an output that exists
        (no --overwrite) or cannot be written
@@ -112,9 +113,7 @@ def reports_errors(fn: Callable[P, R]) -> Callable[P, R]:
             typed = (
                 e
                 if isinstance(e, ClsrunError)
-                else storage_error(e)
-                if isinstance(e, OSError)
-                else resource_error(e)
+                else (storage_error(e) if isinstance(e, OSError) else None) or resource_error(e)
             )
             if _debug["on"]:
                 traceback.print_exc()

@@ -512,3 +512,32 @@ def test_another_users_checkpoint_is_said_as_theirs(
         res = runner.invoke(app, ["predict", str(src), "--model", str(toy_bundle), "--out", str(out), *flags])
         assert res.exit_code == 2 and "the checkpoint of a stopped run of user" in res.output, flags
         assert "--resume as that user" in res.output
+
+
+def test_running_out_of_file_descriptors_is_said_as_that(tmp_path: Path, toy_bundle: Path) -> None:
+    """Under a low ``ulimit -n`` the model's file could not be opened: it was "model.onnx: cannot be read"
+    (exit 3, a damaged bundle: the wrong place to look), or an unexpected OSError. Now the limit is named,
+    exit 1, wherever the open fails; with room enough the run scores."""
+    import resource
+
+    src = tmp_path / "in.csv"
+    src.write_text("text\ngood\nbad\n", encoding="utf-8")
+    said: dict[int, tuple[int, str]] = {}
+    for limit in range(5, 13):
+
+        def low_limit(n: int = limit) -> None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
+
+        cmd = [sys.executable, "-m", "clsrun", "predict", str(src), "--model", str(toy_bundle)]
+        cmd += ["--out", str(tmp_path / f"o{limit}.csv"), "--quiet"]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, preexec_fn=low_limit)
+        said[limit] = (done.returncode, done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "")
+    failed = {n: s for n, s in said.items() if s[0] != 0}
+    assert failed, said  # some limit in the range is too low to score
+    assert any(code == 0 for code, _ in said.values()), said  # and some is enough
+    for code, line in failed.values():
+        if "Too many open files" in line and not line.startswith("error:"):
+            continue  # Python itself could not start (its own traceback): before clsrun runs
+        assert code == 1 and line.startswith(
+            "error: too many open files: the limit on open files (ulimit -n)"
+        ), said

@@ -777,12 +777,15 @@ def test_the_manifest_of_a_running_job_is_no_other_runs_output(
 
     src, out = _input(tmp_path / "in.csv", 300), tmp_path / "o.csv"
     clf = Classifier.load(toy_bundle, Variant(threads=1))
-    with OutputLock.acquire(out, follow=False):  # A scoring o.csv
-        with pytest.raises(OutputLockedError, match=r"the manifest of a run writing o\.csv .* goes there"):
-            score_file(src, tmp_path / "o.csv.manifest.json", clf)
-    with OutputLock.acquire(tmp_path / "o.csv.manifest.json", follow=False):  # B scoring o.csv.manifest.json
-        with pytest.raises(OutputLockedError, match=r"another run is writing its output there"):
-            score_file(src, out, clf, options=OutputOptions(overwrite=True))
+    running_a = OutputLock.acquire(out, follow=False)  # A scoring o.csv
+    with (
+        running_a,
+        pytest.raises(OutputLockedError, match=r"the manifest of a run writing o\.csv .* goes there"),
+    ):
+        score_file(src, tmp_path / "o.csv.manifest.json", clf)
+    running_b = OutputLock.acquire(tmp_path / "o.csv.manifest.json", follow=False)  # B: o.csv.manifest.json
+    with running_b, pytest.raises(OutputLockedError, match=r"another run is writing its output there"):
+        score_file(src, out, clf, options=OutputOptions(overwrite=True))
     theirs = b'{"id": "0", "label": "pos"}\n'
     real = score._run_unchanged
 
