@@ -330,7 +330,7 @@ def describe_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 _FINGERPRINT = {
     "size": "size",
     "mtime_ns": "modification time",
-    "ctime_ns": "status-change time, so it was written to",
+    "ctime_ns": "status-change time: a write, or a chmod, chown or new hard link, which cannot be told apart",
     "inode": "inode, so it was replaced",
     "device": "device",
     "sample_sha256": "content",

@@ -55,18 +55,21 @@ def cpu_key() -> str:
 
 def cache_path() -> Path | None:
     """Where first-use measurements are kept (see the module doc); None for a user without a home folder
-    (no ``HOME`` and no passwd entry, as in a container or under systemd's DynamicUser), where Python's
-    ``Path.home()`` raises RuntimeError: the speeds are measured again each run, as with a cache that cannot
-    be written."""
+    (no ``HOME`` and no passwd entry, as in a container or under systemd's DynamicUser, where Python's
+    ``Path.home()`` raises RuntimeError; or a home that does not exist, ``/nonexistent``, which a root job
+    made): the speeds are measured again each run, as with a cache that cannot be written."""
     root = os.environ.get("CLSRUN_CACHE_DIR")
     if root:
         return Path(root) / CACHE_FILE
-    base = os.environ.get("XDG_CACHE_HOME")
-    if not base:
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    if not os.path.isabs(base):  # the XDG spec: a relative value is ignored (it wrote into the job's folder)
         try:
-            base = str(Path.home() / ".cache")
+            home = Path.home()
         except RuntimeError:
             return None
+        if not home.is_dir():  # HOME=/nonexistent, the "no home" of service accounts: not made for a cache
+            return None
+        base = str(home / ".cache")
     return Path(base) / "clsrun" / CACHE_FILE
 
 

@@ -267,6 +267,22 @@ def test_a_user_without_a_home_folder_measures_again_rather_than_crashing(
     assert "no home folder" in caplog.text and "CLSRUN_CACHE_DIR names a folder" in caplog.text
 
 
+def test_the_speeds_cache_makes_no_home_folder_and_ignores_a_relative_xdg_cache_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HOME=/nonexistent (the "no home" of service accounts): a root job made /nonexistent/.cache/clsrun.
+    XDG_CACHE_HOME=relcache wrote ./relcache into the job's folder; the XDG spec ignores a relative value."""
+    monkeypatch.delenv("CLSRUN_CACHE_DIR", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "nonexistent"))
+    assert speeds.cache_path() is None
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CACHE_HOME", "relcache")
+    assert speeds.cache_path() == tmp_path / ".cache" / "clsrun" / speeds.CACHE_FILE
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert speeds.cache_path() == tmp_path / "xdg" / "clsrun" / speeds.CACHE_FILE
+
+
 def test_asking_for_openvino_on_a_bundle_exported_without_it_names_the_export_that_builds_it(
     make_bundle: Callable[..., Path],
 ) -> None:

@@ -97,7 +97,8 @@ def test_a_same_size_edit_with_the_mtime_restored_changes_the_fingerprint(tmp_pa
     out = tmp_path / "o.csv"
     PartialOutput.open(out, {**STATE, "input_fingerprint": before}, resume=False)
     with pytest.raises(
-        ResumeError, match=r"the input file changed \(status-change time, so it was written to\)"
+        ResumeError,
+        match=r"the input file changed \(status-change time: a write, or a chmod, chown or new hard link",
     ):
         PartialOutput.open(out, {**STATE, "input_fingerprint": after}, resume=True)
 
