@@ -5,7 +5,8 @@ the model loads, :meth:`OutputClaim.take`
 
 - resolves ``OUT`` (``--out``, else ``INPUT_STEM.scores.csv`` beside the input) and refuses what cannot be
   written as asked: ``-`` (the output appears only when complete, so never on a pipe), an unknown
-  extension, a folder, the input itself;
+  extension, a folder, the input itself, a name too long for the names made from it (the longest,
+  ``.OUT.manifest.json.XXXXXXXX.tmp`` in the checkpoint, is 28 bytes longer);
 - locks it (``outlock.py``): one writer per output, for the whole run, ``--resume`` and the final rename
   included; a second run is refused naming the first;
 - refuses to discard what is there without ``--overwrite``: an existing output, or a checkpoint of an
@@ -32,12 +33,14 @@ from clsrun.runtime.files import (
     missing_folders,
     non_utf8_name,
     pinned,
+    refuse_long_names,
     refuse_others_in_sticky_folder,
     remove_if_empty,
     resolved,
+    temporary_name,
     user_name,
 )
-from clsrun.runtime.outlock import OutputLock, holder
+from clsrun.runtime.outlock import OutputLock, holder, lock_name
 from clsrun.runtime.partial import PartialOutput
 from clsrun.runtime.writers import output_format
 
@@ -78,6 +81,8 @@ def output_path(input_path: Path, output: Path | str | None, bundle: Path | None
     bad_name = non_utf8_name(out)
     if bad_name is not None:
         raise UsageError(f"--out {bad_name}: the name is not valid UTF-8; give a UTF-8 file name")
+    flag = "--out" if output is not None else "the default output"
+    refuse_long_names(out, names_made_beside(out), flag, "give an --out name")
     output_format(out)  # refuse an unknown extension before any work
     _refuse_link_loop(out)
     if out.is_dir():
@@ -91,6 +96,21 @@ def output_path(input_path: Path, output: Path | str | None, bundle: Path | None
     if bundle is not None and inside_bundle(out, bundle):
         raise UsageError(f"--out {out}: is inside the model bundle {bundle}; write the scores elsewhere")
     return out
+
+
+def names_made_beside(out: Path) -> list[str]:
+    """Every name a run writing ``out`` makes in its folder, ``out``'s own first: the output, its manifest
+    and lock, the checkpoint folder, and the two temporary files in that (the output's and the manifest's).
+    The names inside the checkpoint that do not come from ``out`` (``part-000000.RUN.arrow``) are short."""
+    manifest = manifest_path(out).name
+    return [
+        out.name,
+        manifest,
+        lock_name(out.name),
+        PartialOutput.folder_for(out).name,
+        temporary_name(out.name),
+        temporary_name(manifest),
+    ]
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -166,8 +186,10 @@ class OutputClaim:
         """
         out = output_path(input_path, output, bundle)
         made = missing_folders(out.parent)
-        make_folder(out.parent, f"--out {out}")
         try:
+            make_folder(
+                out.parent, f"--out {out}"
+            )  # inside: a name too long deep in it leaves none made above
             out = pinned(out)  # the folder it resolves to now, for the whole run (files.pinned)
             with OutputLock.acquire(out, follow=False) as lock:  # a link at OUT is replaced, so locked as OUT
                 _refuse_folders_at_our_names(out)

@@ -25,7 +25,7 @@ import posixpath
 import stat
 import tempfile
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,6 +33,10 @@ if TYPE_CHECKING:
     import pyarrow.fs as pafs
 
 TMP_SUFFIX = ".tmp"
+# The random part of a temporary name: tempfile.mkstemp's names hold 8 random characters.
+_RANDOM_PART = "X" * 8
+# A file system that will not say its limit on a name's length: the limit of Linux's own (ext4, xfs, tmpfs).
+_USUAL_NAME_MAX = 255
 
 
 def non_utf8_name(path: Path | str) -> str | None:
@@ -94,7 +98,9 @@ def remove_if_empty(folders: list[Path]) -> None:
             continue
         try:
             folder.rmdir()
-        except OSError:
+        except OSError as e:
+            if e.errno in (errno.ENOENT, errno.ENAMETOOLONG):  # never made: the run failed before it
+                continue
             return
 
 
@@ -127,6 +133,48 @@ def refuse_others_in_sticky_folder(paths: list[Path]) -> None:
             )
 
 
+def name_max(folder: Path) -> int:
+    """The longest file name, in bytes, the file system holding ``folder`` allows (asked of its nearest
+    existing parent while ``folder`` is not made yet)."""
+    for place in (folder, *folder.parents):
+        try:
+            return int(os.pathconf(place, "PC_NAME_MAX"))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except (OSError, ValueError):  # a file system (or platform) that does not say
+            break
+    return _USUAL_NAME_MAX
+
+
+def refuse_long_names(path: Path, made: Collection[str], flag: str, remedy: str) -> None:
+    """:class:`UsageError` when a name clsrun makes beside ``path`` from its name (``made``: the names, its
+    own among them) is longer than its file system allows (:func:`name_max`, in the file system encoding's
+    bytes), telling the longest name ``path`` may have: "``{remedy}`` of at most N bytes".
+
+    Called before any work and before any folder is made: a scoring run with a legal but long ``--out``
+    scored every row, then failed to name its manifest's temporary file ("File name too long"), leaving a
+    checkpoint that ``--resume`` failed on again."""
+    from clsrun.runtime.errors import UsageError
+
+    def size(name: str) -> int:
+        return len(os.fsencode(name))
+
+    limit = name_max(path.parent)
+    longest = max(made, key=size)
+    if size(longest) <= limit:
+        return
+    own = size(path.name)
+    made_from = (
+        ""
+        if longest == path.name
+        else f", and clsrun makes {longest.replace(path.name, 'NAME')} from it ({size(longest)} bytes)"
+    )
+    raise UsageError(
+        f"{flag} {path}: the name is {own} bytes{made_from}, over the {limit} bytes a file name may have "
+        f"there; {remedy} of at most {limit - (size(longest) - own)} bytes"
+    )
+
+
 def make_folder(folder: Path, flag: str) -> None:
     """Make ``folder`` and its parents (as ``mkdir -p``); :class:`UsageError` naming ``flag`` when a file or
     a dangling link is in the way, instead of the bare ``FileExistsError`` / ``NotADirectoryError``."""
@@ -134,7 +182,11 @@ def make_folder(folder: Path, flag: str) -> None:
 
     try:
         folder.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError, FileNotFoundError) as e:
+    except OSError as e:
+        if e.errno == errno.ENAMETOOLONG:
+            raise UsageError(f"{flag}: its folder cannot be made: a name in {folder} is too long") from e
+        if not isinstance(e, (FileExistsError, NotADirectoryError, FileNotFoundError)):
+            raise
         on_the_way = [*reversed(folder.parents), folder]
         dangling_or_file = (p for p in on_the_way if (p.is_symlink() and not p.exists()) or p.is_file())
         blocking = next(dangling_or_file, None)
@@ -193,9 +245,15 @@ def temporary_for(target: Path, tmp_dir: Path | None = None) -> Path:
     system as ``target``; default its folder): where :func:`atomic_write` and a file written over a whole
     run (``writers.TableFile``) are filled before :func:`publish`."""
     folder = tmp_dir if tmp_dir is not None else target.parent
-    fd, name = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=TMP_SUFFIX)
+    fd, name = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=TMP_SUFFIX)  # temporary_name
     os.close(fd)
     return Path(name)
+
+
+def temporary_name(target_name: str) -> str:
+    """The form of the temporary name :func:`temporary_for` gives a file named ``target_name``, its random
+    part written as ``X``: as long as each such name, for checking that one fits (:func:`refuse_long_names`)."""
+    return f".{target_name}.{_RANDOM_PART}{TMP_SUFFIX}"
 
 
 def publish(tmp: Path, target: Path) -> None:

@@ -26,7 +26,7 @@ from pathlib import Path
 from types import TracebackType
 
 from clsrun.runtime.errors import OutputLockedError, UsageError, file_errors_of
-from clsrun.runtime.files import LINK_LOOP, make_folder, resolved
+from clsrun.runtime.files import LINK_LOOP, make_folder, refuse_long_names, resolved
 
 try:  # POSIX only; elsewhere runs are not locked (said once in lock_path's docstring)
     import fcntl
@@ -45,7 +45,12 @@ def lock_path(output: Path, follow: bool = True) -> Path:
     real = resolved(output if follow else output.parent)
     if real is None:
         raise UsageError(f"{output}: {LINK_LOOP}")
-    return real.parent / f".{real.name}.lock" if follow else real / f".{output.name}.lock"
+    return real.parent / lock_name(real.name) if follow else real / lock_name(output.name)
+
+
+def lock_name(name: str) -> str:
+    """The name of the lock file of an output named ``name``: ``.NAME.lock``."""
+    return f".{name}.lock"
 
 
 def _holder_line(path: Path) -> str:
@@ -125,6 +130,8 @@ class OutputLock:
         :func:`lock_path`."""
         if fcntl is None:  # pragma: no cover - Windows
             return cls(lock_path(output, follow), -1)
+        remedy = f"give an {role} name" if role.startswith("-") else f"rename the {role} to a name"
+        refuse_long_names(output, [output.name, lock_name(output.name)], role, remedy)
         # The folder as typed, before resolving: a dangling link in the way is refused there, not followed.
         make_folder(output.parent, f"{role} {output}")
         path = lock_path(output, follow)

@@ -17,6 +17,8 @@ from clsrun.runtime.files import (
     atomic_write_text,
     is_temporary,
     move_into_place,
+    temporary_for,
+    temporary_name,
 )
 
 
@@ -131,3 +133,8 @@ def test_a_folder_that_can_be_written_but_not_read_is_not_flushed_and_does_not_f
     monkeypatch.setattr(files.os, "open", lambda *a: (_ for _ in ()).throw(PermissionError(13, "no")))
     with pytest.raises(PermissionError):  # a file that cannot be opened is still an error
         files.fsync_path(tmp_path / "locked")
+
+
+def test_the_form_of_a_temporary_name_is_as_long_as_the_names_made(tmp_path: Path) -> None:
+    made = temporary_for(tmp_path / "o.csv.manifest.json")
+    assert len(made.name) == len(temporary_name("o.csv.manifest.json")) and is_temporary(made.name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -121,6 +122,26 @@ def test_an_output_whose_folder_cannot_be_made_is_a_usage_error_naming_what_is_i
     with pytest.raises(UsageError, match=r"its folder cannot be made: .*gone is not a folder"):
         OutputLock.acquire(tmp_path / "gone" / "out.csv")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gone", "scores.csv"]  # nothing made
+
+
+@pytest.mark.skipif(
+    os.pathconf(tempfile.gettempdir(), "PC_NAME_MAX") != 255,
+    reason="the figures are those of a 255-byte name limit",
+)
+def test_a_name_whose_lock_file_name_would_be_too_long_is_refused_before_any_folder_is_made(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "new" / ("m" * 252)  # a train --out: legal, but .NAME.lock is 258 bytes
+    with pytest.raises(
+        UsageError,
+        match=r"--out .*m: the name is 252 bytes, and clsrun makes \.NAME\.lock from it .*at most 249 bytes",
+    ):
+        OutputLock.acquire(out)
+    with pytest.raises(UsageError, match=r"bundle .*: .*; rename the bundle to a name of at most 249 bytes"):
+        OutputLock.acquire(out, role="bundle")
+    assert list(tmp_path.iterdir()) == []
+    with OutputLock.acquire(tmp_path / "new" / ("m" * 249)) as lock:
+        assert lock.path.is_file()
 
 
 def test_a_symlink_or_a_dotdot_path_takes_the_same_lock_beside_the_real_folder(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -558,6 +559,36 @@ def test_file_names_that_are_not_utf8_are_refused_before_any_work(tmp_path: Path
     with pytest.raises(UsageError, match=r"--out .*\\xe9\.csv: the name is not valid UTF-8"):
         score_file(src, Path(os.fsdecode(bytes(tmp_path) + b"/\xe9.csv")), clf)
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("in")) == []  # nothing left
+
+
+@pytest.mark.skipif(
+    os.pathconf(tempfile.gettempdir(), "PC_NAME_MAX") != 255,
+    reason="the figures are those of a 255-byte name limit",
+)
+def test_an_output_name_too_long_for_the_files_made_beside_it_is_refused_before_any_work(
+    tmp_path: Path, toy_bundle: Path
+) -> None:
+    src = _input(tmp_path / "in.csv", 20)
+    clf = Classifier.load(toy_bundle, Variant(threads=1))
+    # 240 bytes is a legal name, but not its manifest's temporary name (28 more): it failed after every row
+    long = tmp_path / ("o" * 236 + ".csv")
+    with pytest.raises(
+        UsageError,
+        match=r"--out .*o\.csv: the name is 240 bytes, and clsrun makes \.NAME\.manifest\.json\.XXXXXXXX\.tmp "
+        r"from it \(268 bytes\), over the 255 bytes a file name may have there; give an --out name of at most "
+        r"227 bytes",
+    ):
+        score_file(src, long, clf)
+    stem = tmp_path / ("长" * 81 + ".csv")  # the default output, 长...长.scores.csv, is 254 bytes
+    stem.write_bytes(src.read_bytes())
+    with pytest.raises(UsageError, match=r"the default output .*\.scores\.csv: the name is 254 bytes"):
+        score_file(stem, None, clf)
+    with pytest.raises(UsageError, match=r"--out .*: its folder cannot be made: a name in .* is too long"):
+        score_file(src, tmp_path / "new" / ("d" * 256) / "o.csv", clf)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["in.csv", stem.name])  # nothing left
+    longest = tmp_path / ("o" * 223 + ".csv")  # the longest it allows is scored whole
+    result = score_file(src, longest, clf)
+    assert result.manifest["rows_read"] == 20 and result.manifest_path.is_file()
 
 
 def test_a_checkpointed_part_changed_on_disk_is_scored_again_not_published(
