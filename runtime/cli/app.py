@@ -150,14 +150,21 @@ def cwd_exists() -> bool:
     return True
 
 
-# Control characters other than newline and tab: a library's message may quote raw bytes of a damaged
-# file (pyarrow: "don't know what type: \x0f"), which a terminal would act on or hide.
-_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# Control characters other than tab: a library's message may quote raw bytes of a damaged file (pyarrow:
+# "don't know what type: \x0f"), which a terminal would act on or hide; and line ends, which a file's name
+# may hold ('a<LF>b.csv'): an error is one line, for a reader of a log as for `2>&1 | tail -1`.
+_CONTROLS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+_NAMED = {"\n": "\\n", "\r": "\\r"}
 
 
 def printable(message: str) -> str:
-    """``message`` with its control characters written as escapes (``\x0f``)."""
-    return _CONTROLS.sub(lambda m: f"\\x{ord(m.group()):02x}", message)
+    """``message`` on one line, its control characters and line ends written as escapes (``\\x0f``, ``\\n``)."""
+    return _CONTROLS.sub(lambda m: _NAMED.get(m.group()) or _escape(m.group()), message)
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 def paragraphs_on_one_line(doc: str | None) -> str | None:

@@ -324,6 +324,16 @@ def test_debug_is_read_before_or_after_the_command_but_not_after_a_separator() -
     assert global_flags_first(["--version"]) == ["--version"]
 
 
+def test_an_error_naming_a_file_with_a_line_end_in_its_name_is_one_line(
+    tmp_path: Path, toy_bundle: Path
+) -> None:
+    src = tmp_path / "a\nb\r.csv"  # Linux allows any byte but / and NUL in a name
+    src.write_text("text\nhello\n", encoding="utf-8")
+    res = runner.invoke(app, ["predict", str(src), "--model", str(toy_bundle), "--text-col", "nope"])
+    assert res.exit_code == 2
+    assert res.output.count("\n") == 1 and "a\\nb\\r.csv: no column 'nope'" in res.output
+
+
 def test_an_error_quoting_raw_bytes_is_one_printable_line(
     tmp_path: Path, toy_bundle: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
