@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import codecs
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from clsrun.runtime.cli import (  # noqa: F401  (each module registers its comma
     train,
 )
 from clsrun.runtime.cli.app import CWD_GONE, app, cwd_exists
+from clsrun.runtime.files import non_utf8_name
 
 # Options of `clsrun` itself that a user may also type after the command (`clsrun predict x.csv --debug`).
 GLOBAL_FLAGS = ("--debug",)
@@ -67,9 +70,57 @@ def _flags_of(command: str) -> set[str]:
     }
 
 
+def unreadable_argument(args: list[str], encoding: str) -> str | None:
+    """Why an argument cannot be used as typed (None when every one can), before any command runs.
+
+    - Under a locale that is not UTF-8 with Python's UTF-8 mode off (``LC_ALL=C PYTHONUTF8=0``), Python
+      decodes the command line with the locale's ``encoding``: a Chinese name became lone surrogates, refused
+      as "not valid UTF-8" though it was, and a ``--text-col 内容`` never matched its column. So any argument
+      that is not ASCII is refused there, with what to run instead.
+    - Bytes that are not UTF-8 (Linux allows any in a name) in any argument: clsrun reads and writes names
+      and columns as UTF-8, and such a bundle path was reported damaged, a bench report failed after every
+      backend was measured, a training after its features were built. One line for every command and path.
+    """
+    utf8 = codecs.lookup(encoding).name == "utf-8"
+    for before, arg in zip(["", *args], args, strict=False):
+        given = (
+            f"{before} " if before.startswith("-") and "=" not in before and not arg.startswith("-") else ""
+        )
+        if not utf8 and not arg.isascii():
+            shown = os.fsencode(arg).decode("utf-8", "backslashreplace")
+            return (
+                f"{given}{shown}: not ASCII, and Python reads the command line as {encoding} under this locale "
+                "(LC_ALL, LC_CTYPE, LANG); run with PYTHONUTF8=1, or under a UTF-8 locale (LANG=C.UTF-8)"
+            )
+        bad = non_utf8_name(arg)
+        if bad is not None:
+            return (
+                f"{given}{bad}: not valid UTF-8, as clsrun reads names and columns; a file or folder: rename "
+                "it, or link to it by a UTF-8 name"
+            )
+    return None
+
+
+def _say_error(message: str) -> None:
+    """``error: message`` on stderr as UTF-8 bytes, whatever its encoding: an argument is echoed with the
+    bytes it was typed in (an ASCII stderr wrote '??' or '\\udce8' escapes for them)."""
+    line = f"error: {message}\n".encode("utf-8", "backslashreplace")
+    stream = getattr(sys.stderr, "buffer", None)
+    if stream is None:
+        sys.stderr.write(line.decode("utf-8"))
+        return
+    sys.stderr.flush()
+    stream.write(line)
+    stream.flush()
+
+
 def main() -> None:
     """Run the CLI."""
     args = global_flags_first(sys.argv[1:])
+    unreadable = unreadable_argument(args, sys.getfilesystemencoding())
+    if unreadable is not None:
+        _say_error(unreadable)
+        raise SystemExit(2)
     torch_command = {"train", "export", "bench"} & set(args[:3]) and not {"--help", "-h"} & set(args)
     if torch_command and not cwd_exists():  # torch's import aborts in a deleted folder
         print(f"error: {CWD_GONE}", file=sys.stderr)

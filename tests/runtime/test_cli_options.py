@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,7 +13,7 @@ import typer.main
 from typer.testing import CliRunner
 
 from clsrun.runtime.batching import BatchOptions
-from clsrun.runtime.cli import app
+from clsrun.runtime.cli import app, unreadable_argument
 from clsrun.runtime.cli import options as cli
 from clsrun.runtime.input_files import ReadOptions
 from clsrun.runtime.labelled import read_labelled
@@ -257,3 +260,44 @@ def test_a_deleted_current_folder_is_one_line_not_an_unexpected_error(
     assert absolute.returncode == 0, absolute.stderr
     helped = run("export", "--help")
     assert helped.returncode == 0 and "--precision" in helped.stdout
+
+
+def test_an_argument_that_is_not_utf8_is_refused_naming_its_option_before_any_command_runs() -> None:
+    odd = os.fsdecode(b"b\xff")  # as Python hands over an argument holding a byte that is not UTF-8
+    said = unreadable_argument(["bench", odd, "--data", "in.csv"], "utf-8")
+    assert said is not None and said.startswith("b\\xff: not valid UTF-8")
+    said = unreadable_argument(["predict", "in.csv", "--model", odd], "utf-8")
+    assert said is not None and said.startswith("--model b\\xff: not valid UTF-8")
+    said = unreadable_argument(["train", "in.csv", f"--out={odd}"], "utf-8")
+    assert said is not None and said.startswith("--out=b\\xff: not valid UTF-8")
+    assert unreadable_argument(["predict", "评论.csv", "--text-col", "内容"], "utf-8") is None
+
+
+def test_an_argument_that_is_not_ascii_under_a_locale_that_is_not_utf8_says_how_to_run() -> None:
+    typed = os.fsdecode("评论.csv".encode())  # what Python's ASCII locale makes of it: lone surrogates
+    said = unreadable_argument(["predict", typed], "ascii")
+    assert said is not None and said.startswith(
+        "评论.csv: not ASCII, and Python reads the command line as ascii"
+    )
+    assert "run with PYTHONUTF8=1, or under a UTF-8 locale (LANG=C.UTF-8)" in said
+    assert unreadable_argument(["predict", "in.csv", "--text-col", "text"], "ascii") is None
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="Linux file names and arguments may hold any bytes")
+def test_the_command_line_is_checked_in_a_real_process(tmp_path: Path, toy_bundle: Path) -> None:
+    odd = tmp_path.joinpath(os.fsdecode(b"b\xff"))
+    odd.symlink_to(toy_bundle)  # a bundle there was said to be damaged (exit 3)
+    (tmp_path / "in.csv").write_text("text,label\nhello,pos\n", encoding="utf-8")
+    run = [sys.executable, "-m", "clsrun"]
+    done = subprocess.run([*run, "eval", odd, "in.csv"], cwd=tmp_path, capture_output=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.count(b"\n") == 1
+    assert b"b\\xff: not valid UTF-8" in done.stderr
+    ascii_only = {**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0"}
+    args = [*run, "predict", "in.csv", "--text-col", "内容"]
+    done = subprocess.run(args, cwd=tmp_path, capture_output=True, timeout=120, env=ascii_only)
+    assert done.returncode == 2
+    assert done.stderr.decode() == (
+        "error: --text-col 内容: not ASCII, and Python reads the command line as ascii under this locale (LC_ALL, "
+        "LC_CTYPE, LANG); run with PYTHONUTF8=1, or under a UTF-8 locale (LANG=C.UTF-8)\n"
+    )
+    assert {p.name for p in tmp_path.iterdir()} == {"in.csv", odd.name}  # nothing written
