@@ -5,6 +5,7 @@ from __future__ import annotations
 import codecs
 import os
 import sys
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -114,8 +115,28 @@ def _say_error(message: str) -> None:
     stream.flush()
 
 
+# The widths --help and typer's usage boxes are laid out in: a COLUMNS outside them made every --help
+# unreadable (20: a few words a line) or a traceback (rich's OverflowError on COLUMNS=99999999999999999999).
+HELP_WIDTHS = (60, 200)
+
+
+def clamp_help_width(environ: MutableMapping[str, str]) -> None:
+    """Set ``TERMINAL_WIDTH``, the width typer gives its rich console, to the width asked for
+    (``TERMINAL_WIDTH``, else ``COLUMNS``) brought into :data:`HELP_WIDTHS`; with neither a whole number,
+    rich asks the terminal. Only help and usage messages read it: progress bars keep ``COLUMNS`` as given.
+    A ``TERMINAL_WIDTH`` that is not a number is dropped: typer failed on it with a ValueError traceback."""
+    for name in ("TERMINAL_WIDTH", "COLUMNS"):
+        value = environ.get(name, "").strip()
+        if value.isdigit():
+            low, high = HELP_WIDTHS
+            environ["TERMINAL_WIDTH"] = str(min(max(int(value), low), high))
+            return
+        environ.pop("TERMINAL_WIDTH", None)
+
+
 def main() -> None:
     """Run the CLI."""
+    clamp_help_width(os.environ)  # before typer's rich_utils, imported for the first help or usage box
     args = global_flags_first(sys.argv[1:])
     unreadable = unreadable_argument(args, sys.getfilesystemencoding())
     if unreadable is not None:

@@ -13,7 +13,7 @@ import typer.main
 from typer.testing import CliRunner
 
 from clsrun.runtime.batching import BatchOptions
-from clsrun.runtime.cli import app, unreadable_argument
+from clsrun.runtime.cli import app, clamp_help_width, unreadable_argument
 from clsrun.runtime.cli import options as cli
 from clsrun.runtime.input_files import ReadOptions
 from clsrun.runtime.labelled import read_labelled
@@ -301,3 +301,33 @@ def test_the_command_line_is_checked_in_a_real_process(tmp_path: Path, toy_bundl
         "LC_CTYPE, LANG); run with PYTHONUTF8=1, or under a UTF-8 locale (LANG=C.UTF-8)\n"
     )
     assert {p.name for p in tmp_path.iterdir()} == {"in.csv", odd.name}  # nothing written
+
+
+@pytest.mark.parametrize(
+    ("environ", "width"),
+    [
+        ({"COLUMNS": "20"}, "60"),
+        ({"COLUMNS": "99999999999999999999"}, "200"),
+        ({"COLUMNS": "120"}, "120"),
+        ({"TERMINAL_WIDTH": "1", "COLUMNS": "120"}, "60"),
+        ({"TERMINAL_WIDTH": "wide"}, None),
+        ({"COLUMNS": "wide"}, None),
+    ],
+)
+def test_the_help_width_is_brought_into_a_readable_range(environ: dict[str, str], width: str | None) -> None:
+    clamp_help_width(environ)
+    assert environ.get("TERMINAL_WIDTH") == width
+
+
+def test_help_under_an_absurd_columns_is_readable_not_a_traceback() -> None:
+    for columns, widest in (("99999999999999999999", 200), ("20", 60)):
+        env = {**os.environ, "COLUMNS": columns, "NO_COLOR": "1"}
+        done = subprocess.run(
+            [sys.executable, "-m", "clsrun", "eval", "--help"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+        assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+        assert max(len(line) for line in done.stdout.splitlines()) == widest
